@@ -1,0 +1,381 @@
+//! The `ci` pipeline: suite → launch engines → readiness → workloads (baseline
+//! first, then LMCache) → gate → results, raced against engine deaths and
+//! signals, with every engine stopped and the results written however it ends.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::future::try_join_all;
+use futures_util::FutureExt;
+use indexmap::IndexMap;
+
+use crate::cli::CiArgs;
+use crate::client::OpenAiClient;
+use crate::config::{self, Loaded, Role, TestParams};
+use crate::engine::signals::{Received, Signals};
+use crate::engine::{
+    self, tail_lines, EngineError, EngineKind, EngineSpec, Supervisor, TAIL_LINES,
+};
+use crate::error::Error;
+use crate::gate;
+use crate::report::results::{
+    EngineRecord, RunResults, RunStatus, TestRecord, TestStatus, SCHEMA_VERSION,
+};
+use crate::report::summary;
+use crate::workload::long_doc_qa;
+
+enum Ended {
+    Done(Result<(), Error>),
+    Died(EngineError),
+    Signal(Received),
+    Panic(String),
+}
+
+pub(crate) fn load_suite(args: &crate::cli::SuiteArgs) -> Result<Loaded, Error> {
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(config::load(&config::LoadRequest {
+        preset: args.preset.as_deref(),
+        file: args.suite.as_deref(),
+        sets: &args.sets,
+        env: &env,
+    })?)
+}
+
+pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
+    let loaded = load_suite(&args.suite)?;
+    let selected: Vec<String> = loaded
+        .suite
+        .selected_tests(args.only.as_deref())?
+        .into_iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    let run_cfg = &loaded.suite.run;
+    let started = chrono::Utc::now();
+    let build_id = run_cfg
+        .build_id
+        .clone()
+        .unwrap_or_else(|| format!("local_{}", started.format("%Y%m%d_%H%M%S")));
+    let results_dir = args
+        .results_dir
+        .clone()
+        .or_else(|| run_cfg.results_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/lmcache_ci_results_{build_id}")));
+    for dir in [results_dir.clone(), results_dir.join("logs")] {
+        std::fs::create_dir_all(&dir).map_err(|source| Error::ResultsDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let run_id = format!("{build_id}-{}", std::process::id());
+    let mut signals = Signals::install()
+        .map_err(|e| Error::Internal(format!("failed to install signal handlers: {e}")))?;
+
+    let mut results = RunResults {
+        schema_version: SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        suite: run_cfg.name.clone(),
+        source: loaded.base.to_string(),
+        build_id,
+        run_id: run_id.clone(),
+        results_dir: results_dir.clone(),
+        status: RunStatus::Running,
+        message: None,
+        signal: None,
+        started_at: started,
+        finished_at: None,
+        engines: Vec::new(),
+        tests: selected
+            .iter()
+            .map(|name| TestRecord {
+                name: name.clone(),
+                kind: loaded.suite.tests[name].kind.as_str().to_string(),
+                status: TestStatus::NotRun,
+                metrics: IndexMap::new(),
+                checks: Vec::new(),
+                files: Vec::new(),
+                error: None,
+                duration_secs: None,
+            })
+            .collect(),
+    };
+    results.write()?;
+    eprintln!(
+        "lmcache-e2e: suite `{}` ({}), results in {}",
+        run_cfg.name,
+        loaded.base,
+        results_dir.display()
+    );
+
+    let supervisor = Supervisor::new(
+        &run_id,
+        Duration::from_secs_f64(run_cfg.grace_period_secs),
+        &results_dir,
+    );
+    let ended = {
+        let pipeline = AssertUnwindSafe(pipeline(&loaded, &selected, &supervisor, &mut results))
+            .catch_unwind();
+        tokio::select! {
+            r = pipeline => match r {
+                Ok(r) => Ended::Done(r),
+                Err(panic) => Ended::Panic(panic_message(panic)),
+            },
+            e = supervisor.watch_deaths() => Ended::Died(e),
+            s = signals.recv() => Ended::Signal(s),
+        }
+    };
+
+    if let Ended::Signal(s) = &ended {
+        eprintln!(
+            "lmcache-e2e: {} received: stopping engines (send it again to kill them now)",
+            s.name
+        );
+    }
+    let killed = supervisor
+        .stop_all(async {
+            let s = signals.recv().await;
+            eprintln!("lmcache-e2e: {} received again: killing engines", s.name);
+        })
+        .await;
+    if !killed.is_empty() {
+        eprintln!(
+            "lmcache-e2e: killed after the grace period: {}",
+            killed.join(", ")
+        );
+    }
+    finish(results, ended)
+}
+
+/// Records how the run ended, writes results.json and summary.md, and turns
+/// the ending into the run's error (or none).
+fn finish(mut results: RunResults, ended: Ended) -> Result<(), Error> {
+    let mark_running = |results: &mut RunResults, status: TestStatus, why: &str| {
+        for t in results
+            .tests
+            .iter_mut()
+            .filter(|t| t.status == TestStatus::Running)
+        {
+            t.status = status;
+            t.error = Some(why.to_string());
+        }
+    };
+    let outcome: Result<(), Error> = match ended {
+        Ended::Done(Ok(())) => {
+            let failed: Vec<&str> = results
+                .tests
+                .iter()
+                .filter(|t| matches!(t.status, TestStatus::Failed | TestStatus::Error))
+                .map(|t| t.name.as_str())
+                .collect();
+            if failed.is_empty() {
+                results.status = RunStatus::Passed;
+                Ok(())
+            } else {
+                results.status = RunStatus::Failed;
+                Err(Error::Failed(format!(
+                    "failed tests: {}",
+                    failed.join(", ")
+                )))
+            }
+        }
+        Ended::Done(Err(e)) => {
+            results.status = RunStatus::Error;
+            results.message = Some(first_line(&e.to_string()));
+            mark_running(
+                &mut results,
+                TestStatus::Error,
+                "the run stopped with an error",
+            );
+            Err(e)
+        }
+        Ended::Died(e) => {
+            results.status = RunStatus::Error;
+            results.message = Some(first_line(&e.to_string()));
+            mark_running(&mut results, TestStatus::Error, &first_line(&e.to_string()));
+            Err(Error::Engine(e))
+        }
+        Ended::Signal(s) => {
+            results.status = RunStatus::Interrupted;
+            results.signal = Some(s.name.to_string());
+            results.message = Some(format!(
+                "interrupted by {}; engines stopped, partial results kept",
+                s.name
+            ));
+            mark_running(
+                &mut results,
+                TestStatus::Interrupted,
+                &format!("interrupted by {}", s.name),
+            );
+            Err(Error::Interrupted {
+                name: s.name,
+                number: s.number,
+            })
+        }
+        Ended::Panic(msg) => {
+            results.status = RunStatus::Error;
+            results.message = Some(format!("internal error: {msg}"));
+            mark_running(&mut results, TestStatus::Error, "internal error");
+            Err(Error::Internal(msg))
+        }
+    };
+    if results.status != RunStatus::Passed {
+        // Keep every engine's last lines for whoever reads the report.
+        for e in &mut results.engines {
+            if let Some(log) = &e.log {
+                e.log_tail = tail_lines(&results.results_dir.join(log), TAIL_LINES);
+            }
+        }
+    }
+    results.finished_at = Some(chrono::Utc::now());
+    results.write()?;
+    let md = summary::render(&results).map_err(|e| Error::Render {
+        what: "summary.md".into(),
+        message: format!("{e:?}"),
+    })?;
+    crate::report::results::write_atomic(&results.results_dir.join("summary.md"), md.as_bytes())?;
+    println!("{md}");
+    outcome
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+}
+
+async fn pipeline(
+    loaded: &Loaded,
+    selected: &[String],
+    supervisor: &Supervisor,
+    results: &mut RunResults,
+) -> Result<(), Error> {
+    let suite = &loaded.suite;
+    let dir = results.results_dir.clone();
+    let specs: Vec<EngineSpec> = engine::resolve(suite, &dir.join("logs"))?;
+    for spec in &specs {
+        let pid = supervisor.spawn(spec)?;
+        results.engines.push(EngineRecord {
+            name: spec.name.clone(),
+            role: spec.role,
+            kind: format!("{:?}", spec.kind).to_lowercase(),
+            url: spec.url.clone(),
+            pid,
+            log: spec.log.as_deref().map(|l| relative(&dir, l)),
+            ready_secs: None,
+            log_tail: Vec::new(),
+        });
+        match (&spec.log, spec.kind) {
+            (_, EngineKind::External) => {
+                eprintln!("lmcache-e2e: using engine `{}` at {}", spec.name, spec.url)
+            }
+            (Some(log), _) => eprintln!(
+                "lmcache-e2e: started engine `{}` ({}) at {}, log {}",
+                spec.name,
+                spec.role,
+                spec.url,
+                log.display()
+            ),
+            (None, _) => {}
+        }
+    }
+    results.write()?;
+
+    let ready = try_join_all(specs.iter().map(|s| engine::wait_ready(supervisor, s))).await?;
+    for (spec, took) in specs.iter().zip(ready) {
+        supervisor.mark_ready(&spec.name);
+        if let Some(e) = results.engines.iter_mut().find(|e| e.name == spec.name) {
+            e.ready_secs = Some(took.as_secs_f64());
+        }
+        eprintln!(
+            "lmcache-e2e: engine `{}` ready after {:.2} s",
+            spec.name,
+            took.as_secs_f64()
+        );
+    }
+    results.write()?;
+
+    let timeout = Duration::from_secs_f64(suite.run.request_timeout_secs);
+    for name in selected {
+        let test = &suite.tests[name];
+        let started = Instant::now();
+        set_status(results, name, TestStatus::Running, None)?;
+        let mut metrics = IndexMap::new();
+        let mut files = Vec::new();
+        let mut error = None;
+        // Baseline first, so warm-up effects never favour LMCache.
+        for role in [Role::Baseline, Role::Lmcache] {
+            let Some(spec) = specs.iter().find(|s| s.role == role) else {
+                error = Some(format!("test `{name}` compares baseline with LMCache, but the suite has no `{role}` engine"));
+                break;
+            };
+            eprintln!(
+                "lmcache-e2e: [{name}] running against {role} (`{}`)",
+                spec.name
+            );
+            let client = OpenAiClient::new(&spec.url, timeout)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let outcome = match &loaded.params[name] {
+                TestParams::LongDocQa(p) => {
+                    long_doc_qa::run(&client, &suite.run.model, p, &dir, role.as_str()).await
+                }
+            };
+            match outcome {
+                Ok(out) => {
+                    let m = |k: &str| out.metrics.get(k).map_or(f64::NAN, |m| m.value);
+                    eprintln!(
+                        "lmcache-e2e: [{name}] {role}: query TTFT {:.3} s, query round {:.3} s/prompt, warmup round {:.3} s/prompt, {} failed requests",
+                        m("query_ttft_per_prompt"), m("query_round_time_per_prompt"), m("warmup_round_time_per_prompt"), m("failed_requests")
+                    );
+                    metrics.insert(role, out.metrics);
+                    files.extend(out.files);
+                }
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+            if let Some(t) = results.test_mut(name) {
+                t.metrics = metrics.clone();
+                t.files = files.clone();
+            }
+            results.write()?;
+        }
+        let t = results.test_mut(name).expect("selected tests are recorded");
+        t.duration_secs = Some(started.elapsed().as_secs_f64());
+        t.metrics = metrics;
+        t.files = files;
+        if let Some(e) = error {
+            eprintln!("lmcache-e2e: [{name}] error: {e}");
+            t.status = TestStatus::Error;
+            t.error = Some(e);
+        } else {
+            t.checks = gate::evaluate(&test.checks, &t.metrics);
+            t.status = gate::test_status(&t.checks);
+        }
+        results.write()?;
+    }
+    Ok(())
+}
+
+fn set_status(
+    results: &mut RunResults,
+    name: &str,
+    status: TestStatus,
+    error: Option<String>,
+) -> Result<(), Error> {
+    if let Some(t) = results.test_mut(name) {
+        t.status = status;
+        t.error = error;
+    }
+    Ok(results.write()?)
+}

@@ -1,0 +1,119 @@
+//! Command line: clap derive definitions of every subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::sim::SimOptions;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    passed
+  1    a gate failed (a hard check or a test failed)
+  2    bad usage or configuration
+  3    setup failed (results directory, files)
+  4    an engine failed to start or died
+  101  internal error (a bug: please report it)
+  130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM; 129 by SIGHUP";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lmcache-e2e",
+    version,
+    about = "End-to-end CI for LMCache: launch engines with and without LMCache, run the suites, gate on thresholds, report",
+    after_help = EXIT_CODES
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a whole suite: launch engines, wait until ready, run the tests
+    /// against baseline then LMCache, gate, write the results directory.
+    #[command(after_help = EXIT_CODES)]
+    Ci(CiArgs),
+    /// List the tests of a suite (the names `--only` matches).
+    List(SuiteArgs),
+    /// Inspect the effective suite configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Render `summary.md` again from a results directory.
+    Report(ReportArgs),
+    /// Stop the engines a run left behind (e.g. after `kill -9`), from its
+    /// state file.
+    Cleanup(CleanupArgs),
+    /// The simulated OpenAI-compatible engine.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SuiteArgs {
+    /// Built-in suite (`sim` is the default when no --suite is given).
+    #[arg(long, conflicts_with = "suite")]
+    pub preset: Option<String>,
+    /// Suite TOML file.
+    #[arg(long, value_name = "FILE")]
+    pub suite: Option<PathBuf>,
+    /// Override any suite key, e.g. `--set tests.long_doc_qa.num_documents=4`
+    /// (repeatable; applied after the file and environment variables).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CiArgs {
+    #[command(flatten)]
+    pub suite: SuiteArgs,
+    /// Run only the tests whose names contain PATTERN.
+    #[arg(long, value_name = "PATTERN")]
+    pub only: Option<String>,
+    /// Results directory (overrides RESULTS_DIR and run.results_dir).
+    #[arg(long, value_name = "DIR")]
+    pub results_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print every effective value and where it came from (file, preset,
+    /// environment variable, --set or default).
+    Show(SuiteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// Results directory holding results.json.
+    #[arg(long, value_name = "DIR", env = "RESULTS_DIR")]
+    pub results_dir: PathBuf,
+    /// Write the summary here instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CleanupArgs {
+    /// Results directory holding the run's state.json.
+    #[arg(long, value_name = "DIR", env = "RESULTS_DIR")]
+    pub results_dir: PathBuf,
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 5.0)]
+    pub grace_period_secs: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SimCommand {
+    /// Serve the simulated engine until killed.
+    Serve(SimServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimServeArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    #[command(flatten)]
+    pub options: SimOptions,
+}

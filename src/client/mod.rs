@@ -1,0 +1,330 @@
+//! OpenAI-compatible HTTP client: model discovery, health probes, and
+//! streamed chat completions timed to the first content token. Works against
+//! any server that follows the OpenAI API (vLLM, SGLang, llama.cpp, Dynamo).
+
+mod sse;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+pub(crate) use sse::SseParser;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientError {
+    #[error("failed to build the HTTP client: {0}")]
+    Build(reqwest::Error),
+    #[error("failed to reach {url}: {message}")]
+    Request { url: String, message: String },
+    #[error("{url} answered HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} answered something that is not an OpenAI response: {message}")]
+    Garbage { url: String, message: String },
+    #[error("{url} served no models; pass the model name explicitly (MODEL or run.model)")]
+    NoModels { url: String },
+}
+
+/// One client per server, sharing a connection pool across its requests.
+#[derive(Clone)]
+pub(crate) struct OpenAiClient {
+    base: String,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+/// What one streamed request did, timed on the client's monotonic clock.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamOutcome {
+    pub start: Instant,
+    /// Time to the first chunk with non-empty content, if any came.
+    pub ttft: Option<Duration>,
+    pub end: Instant,
+    pub text: String,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl StreamOutcome {
+    pub(crate) fn successful(&self) -> bool {
+        self.error.is_none() && self.ttft.is_some()
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}
+
+fn snippet(body: &str) -> String {
+    let body = body.trim();
+    let mut s: String = body.chars().take(300).collect();
+    if s.len() < body.len() {
+        s.push('…');
+    }
+    s
+}
+
+impl OpenAiClient {
+    /// `base` is the server root, e.g. `http://127.0.0.1:8000`; a trailing
+    /// `/v1` is accepted too.
+    pub(crate) fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let base = base.trim_end_matches('/');
+        let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(ClientError::Build)?;
+        Ok(Self {
+            base,
+            http,
+            timeout,
+        })
+    }
+
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET path` answered 2xx within `timeout`.
+    pub(crate) async fn probe(&self, path: &str, timeout: Duration) -> Result<(), ClientError> {
+        let url = self.url(path);
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| ClientError::Request {
+                url: url.clone(),
+                message: describe(&e),
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let body = resp.text().await.unwrap_or_default();
+            Err(ClientError::Status {
+                url,
+                status: status.as_u16(),
+                body: snippet(&body),
+            })
+        }
+    }
+
+    pub(crate) async fn models(&self, timeout: Duration) -> Result<Vec<String>, ClientError> {
+        let url = self.url("/v1/models");
+        let value = self.get_json(&url, timeout).await?;
+        let data =
+            value
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ClientError::Garbage {
+                    url: url.clone(),
+                    message: "no `data` list in the /v1/models answer".to_string(),
+                })?;
+        Ok(data
+            .iter()
+            .filter_map(|m| m.get("id").and_then(Value::as_str).map(String::from))
+            .collect())
+    }
+
+    /// `model = "auto"` means the first model the server lists, as
+    /// `long_doc_qa.py --model auto` does.
+    pub(crate) async fn resolve_model(&self, model: &str) -> Result<String, ClientError> {
+        if model != "auto" {
+            return Ok(model.to_string());
+        }
+        self.models(self.timeout)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::NoModels {
+                url: self.url("/v1/models"),
+            })
+    }
+
+    async fn get_json(&self, url: &str, timeout: Duration) -> Result<Value, ClientError> {
+        let resp = self
+            .http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| ClientError::Request {
+                url: url.to_string(),
+                message: describe(&e),
+            })?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| ClientError::Request {
+            url: url.to_string(),
+            message: describe(&e),
+        })?;
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                body: snippet(&body),
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::Garbage {
+            url: url.to_string(),
+            message: format!("{e} in {:?}", snippet(&body)),
+        })
+    }
+
+    /// A streamed chat completion (`stream_options.include_usage`), timed to
+    /// the first non-empty content or reasoning delta. Never fails as a
+    /// whole: what went wrong is in `error`, so a workload can count it.
+    pub(crate) async fn chat_stream(
+        &self,
+        model: &str,
+        prompt: &str,
+        max_tokens: u32,
+        extra: &Value,
+    ) -> StreamOutcome {
+        let mut body = json!({
+            "model": model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        let url = self.url("/v1/chat/completions");
+        let start = Instant::now();
+        let mut out = StreamOutcome {
+            start,
+            ttft: None,
+            end: start,
+            text: String::new(),
+            prompt_tokens: None,
+            completion_tokens: None,
+            error: None,
+        };
+        let result =
+            tokio::time::timeout(self.timeout, self.stream_into(&url, &body, &mut out)).await;
+        out.end = Instant::now();
+        match result {
+            Ok(Ok(())) if out.ttft.is_none() => {
+                out.error = Some(format!("{url} streamed no content"));
+            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => out.error = Some(e.to_string()),
+            Err(_) => {
+                out.error = Some(format!(
+                    "{url} did not finish within {:.0} s",
+                    self.timeout.as_secs_f64()
+                ));
+            }
+        }
+        out
+    }
+
+    async fn stream_into(
+        &self,
+        url: &str,
+        body: &Value,
+        out: &mut StreamOutcome,
+    ) -> Result<(), ClientError> {
+        let request_err = |e: reqwest::Error| ClientError::Request {
+            url: url.to_string(),
+            message: describe(&e),
+        };
+        let resp = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(request_err)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(ClientError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                body: snippet(&body),
+            });
+        }
+        let garbage = |message: String| ClientError::Garbage {
+            url: url.to_string(),
+            message,
+        };
+        let mut parser = SseParser::default();
+        let mut stream = resp.bytes_stream();
+        let mut done = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(request_err)?;
+            for data in parser.push(&chunk) {
+                if data == "[DONE]" {
+                    done = true;
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&data)
+                    .map_err(|e| garbage(format!("{e} in event {:?}", snippet(&data))))?;
+                if let Some(err) = v.get("error") {
+                    return Err(garbage(format!(
+                        "error event: {}",
+                        snippet(&err.to_string())
+                    )));
+                }
+                if let Some(usage) = v.get("usage").filter(|u| !u.is_null()) {
+                    out.prompt_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
+                    out.completion_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
+                }
+                let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+                    return Err(garbage(format!(
+                        "no `choices` in event {:?}",
+                        snippet(&data)
+                    )));
+                };
+                for choice in choices {
+                    let delta = choice.get("delta").unwrap_or(&Value::Null);
+                    let piece = ["content", "reasoning_content", "reasoning"]
+                        .iter()
+                        .filter_map(|k| delta.get(*k).and_then(Value::as_str))
+                        .find(|s| !s.is_empty());
+                    if let Some(piece) = piece {
+                        if out.ttft.is_none() {
+                            out.ttft = Some(out.start.elapsed());
+                        }
+                        if delta.get("content").and_then(Value::as_str) == Some(piece) {
+                            out.text.push_str(piece);
+                        }
+                    }
+                }
+            }
+        }
+        if !done {
+            return Err(garbage(
+                "the stream ended without `data: [DONE]`".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}

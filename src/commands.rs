@@ -1,0 +1,84 @@
+//! Dispatch of each subcommand to the module that does the work.
+
+use std::time::Duration;
+
+use crate::ci;
+use crate::cli::{CleanupArgs, Cli, Command, ConfigCommand, ReportArgs, SimCommand};
+use crate::config::TestParams;
+use crate::engine;
+use crate::error::Error;
+use crate::report::results::{write_atomic, RunResults};
+use crate::report::summary;
+
+pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Ci(args) => ci::run(args).await,
+        Command::List(args) => {
+            let loaded = ci::load_suite(&args)?;
+            for (name, test) in &loaded.suite.tests {
+                let TestParams::LongDocQa(_) = &loaded.params[name];
+                let state = if test.enabled { "" } else { "  (disabled)" };
+                println!(
+                    "{name}  [{}]  {} checks{state}",
+                    test.kind.as_str(),
+                    test.checks.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Show(args)) => {
+            let loaded = ci::load_suite(&args)?;
+            let rows = loaded.show();
+            let width = rows
+                .iter()
+                .map(|(k, v, _)| k.len() + v.len() + 3)
+                .max()
+                .unwrap_or(0);
+            println!("# effective suite (base: {})", loaded.base);
+            for (key, value, source) in rows {
+                let line = format!("{key} = {value}");
+                println!("{line:<width$}  # {source}");
+            }
+            Ok(())
+        }
+        Command::Report(args) => report(args),
+        Command::Cleanup(args) => cleanup(args).await,
+        Command::Sim(SimCommand::Serve(args)) => {
+            engine::sim::serve(&args.host, args.port, args.options)
+                .await
+                .map_err(|e| {
+                    Error::Engine(engine::EngineError::Spawn {
+                        engine: "sim".into(),
+                        command: "lmcache-e2e sim serve".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                })
+        }
+    }
+}
+
+fn report(args: ReportArgs) -> Result<(), Error> {
+    let results = RunResults::read(&args.results_dir)?;
+    let md = summary::render(&results).map_err(|e| Error::Render {
+        what: "summary.md".into(),
+        message: format!("{e:?}"),
+    })?;
+    match args.output {
+        Some(path) => write_atomic(&path, md.as_bytes())?,
+        None => println!("{md}"),
+    }
+    Ok(())
+}
+
+async fn cleanup(args: CleanupArgs) -> Result<(), Error> {
+    let path = args.results_dir.join("state.json");
+    let grace = Duration::from_secs_f64(args.grace_period_secs.max(0.0));
+    let records = engine::cleanup_from_state(&path, grace).await?;
+    if records.is_empty() {
+        println!("no engines recorded in {}", path.display());
+    }
+    for r in records {
+        println!("{}: process group {}: {}", r.name, r.pgid, r.action);
+    }
+    Ok(())
+}

@@ -1,0 +1,619 @@
+//! Loading a suite in layers: a file or preset, then the reference's
+//! environment variables, then `--set KEY=VALUE`; each value keeps the layer
+//! it came from so `config show` can say where it came from and errors can
+//! name the key and the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+use super::presets;
+use super::{ConfigError, EngineKind, LongDocQaParams, Role, Suite, TestKind, TestParams};
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Source {
+    Preset(&'static str),
+    File(PathBuf),
+    Env(&'static str),
+    Set,
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Preset(name) => write!(f, "preset `{name}`"),
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Env(var) => write!(f, "env {var}"),
+            Source::Set => f.write_str("--set"),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A loaded suite, with the typed parameters of each test and the origin
+/// of every value that did not come from a default.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub suite: Suite,
+    pub params: IndexMap<String, TestParams>,
+    pub base: Source,
+    origins: BTreeMap<String, Source>,
+}
+
+/// Where a suite comes from and what overrides it.
+pub(crate) struct LoadRequest<'a> {
+    pub preset: Option<&'a str>,
+    pub file: Option<&'a Path>,
+    pub sets: &'a [String],
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum EnvType {
+    Str,
+    Int,
+    Float,
+}
+
+pub(crate) fn load(req: &LoadRequest<'_>) -> Result<Loaded, ConfigError> {
+    let (text, base) = match (req.file, req.preset) {
+        (Some(path), _) => (
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+            Source::File(path.to_path_buf()),
+        ),
+        (None, preset) => {
+            let name = preset.unwrap_or("sim");
+            let p = presets::find(name).ok_or_else(|| ConfigError::UnknownPreset(name.into()))?;
+            (p.toml.to_string(), Source::Preset(p.name))
+        }
+    };
+    let mut table: Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        origin: base.to_string(),
+        message: e.to_string(),
+    })?;
+    let mut origins = BTreeMap::new();
+    mark_leaves(&Value::Table(table.clone()), "", &base, &mut origins);
+
+    // The environment overrides need the roles and kinds the file declares.
+    let first: Suite = typed(&table, &origins, &base)?;
+    for (var, key, ty) in env_overrides(&first) {
+        let Some(raw) = (req.env)(var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let value = env_value(var, &raw, ty)?;
+        set_path(&mut table, &key, value).map_err(|message| ConfigError::BadEnv {
+            var: var.to_string(),
+            value: raw.clone(),
+            message,
+        })?;
+        origins.insert(key, Source::Env(var));
+    }
+    for set in req.sets {
+        let (key, raw) = set
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| ConfigError::BadSet(set.clone()))?;
+        let key = key.trim().to_string();
+        set_path(&mut table, &key, set_value(raw.trim())).map_err(|message| {
+            ConfigError::Invalid {
+                key: key.clone(),
+                origin: Source::Set.to_string(),
+                message,
+            }
+        })?;
+        mark_leaves(&table_get(&table, &key), &key, &Source::Set, &mut origins);
+    }
+
+    let suite: Suite = typed(&table, &origins, &base)?;
+    let params = validate(&suite, &origins, &base)?;
+    Ok(Loaded {
+        suite,
+        params,
+        base,
+        origins,
+    })
+}
+
+impl Loaded {
+    /// Every effective value, defaults included, as `key = value` with its
+    /// origin, in suite order.
+    pub(crate) fn show(&self) -> Vec<(String, String, Source)> {
+        let mut value = Value::try_from(&self.suite).unwrap_or(Value::Table(Table::new()));
+        // Show each test's parameters with their defaults filled in.
+        for (name, params) in &self.params {
+            let resolved = match params {
+                TestParams::LongDocQa(p) => Value::try_from(p),
+            };
+            if let (Ok(Value::Table(resolved)), Some(Value::Table(test))) = (
+                resolved,
+                value
+                    .get_mut("tests")
+                    .and_then(|t| t.get_mut(name.as_str())),
+            ) {
+                for (k, v) in resolved {
+                    test.insert(k, v);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        flatten(&value, "", &mut |key, v| {
+            let source = self.origin_of(key);
+            out.push((key.to_string(), v.to_string(), source));
+        });
+        out
+    }
+
+    fn origin_of(&self, key: &str) -> Source {
+        self.origins.get(key).cloned().unwrap_or(Source::Default)
+    }
+}
+
+fn env_overrides(suite: &Suite) -> Vec<(&'static str, String, EnvType)> {
+    let mut out = vec![
+        ("BUILD_ID", "run.build_id".to_string(), EnvType::Str),
+        ("RESULTS_DIR", "run.results_dir".to_string(), EnvType::Str),
+        ("MODEL", "run.model".to_string(), EnvType::Str),
+        (
+            "MAX_WAIT_SECONDS",
+            "run.readiness_timeout_secs".to_string(),
+            EnvType::Float,
+        ),
+    ];
+    for (var, role) in [
+        ("VLLM_PORT", Role::Lmcache),
+        ("VLLM_BASELINE_PORT", Role::Baseline),
+    ] {
+        if let Some((name, engine)) = suite.engine_with_role(role) {
+            if engine.kind != EngineKind::External {
+                out.push((var, format!("engines.{name}.port"), EnvType::Int));
+            }
+        }
+    }
+    for (name, test) in &suite.tests {
+        if test.kind != TestKind::LongDocQa {
+            continue;
+        }
+        for (var, field, ty) in [
+            ("DOCUMENT_LENGTH", "document_length", EnvType::Int),
+            ("NUM_DOCUMENTS", "num_documents", EnvType::Int),
+            ("OUTPUT_LEN", "output_len", EnvType::Int),
+            ("MAX_LMCACHE_TTFT", "checks.query_ttft.max", EnvType::Float),
+            (
+                "MAX_LMCACHE_QUERY_ROUND_TIME",
+                "checks.query_round_time.max",
+                EnvType::Float,
+            ),
+        ] {
+            if field.starts_with("checks.") {
+                let check = field.split('.').nth(1).unwrap_or_default();
+                if !test.checks.contains_key(check) {
+                    continue;
+                }
+            }
+            out.push((var, format!("tests.{name}.{field}"), ty));
+        }
+    }
+    out
+}
+
+fn env_value(var: &str, raw: &str, ty: EnvType) -> Result<Value, ConfigError> {
+    let bad = |what: &str| ConfigError::BadEnv {
+        var: var.to_string(),
+        value: raw.to_string(),
+        message: format!("expected {what}"),
+    };
+    Ok(match ty {
+        EnvType::Str => Value::String(raw.to_string()),
+        EnvType::Int => Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
+        EnvType::Float => Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
+    })
+}
+
+/// A `--set` value is read as a TOML value (`4`, `0.5`, `true`, `["a"]`,
+/// `"quoted"`), and as a plain string when it is not one.
+fn set_value(raw: &str) -> Value {
+    toml::from_str::<Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let (last, parents) = parts.split_last().ok_or("empty key")?;
+    let mut cur = table;
+    for (i, part) in parents.iter().enumerate() {
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{}` is a value, not a table", parts[..=i].join(".")))?;
+    }
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn table_get(table: &Table, key: &str) -> Value {
+    let mut cur = Value::Table(table.clone());
+    for part in key.split('.') {
+        match cur.get(part) {
+            Some(v) => cur = v.clone(),
+            None => return Value::Table(Table::new()),
+        }
+    }
+    cur
+}
+
+fn mark_leaves(value: &Value, prefix: &str, source: &Source, out: &mut BTreeMap<String, Source>) {
+    flatten(value, prefix, &mut |key, _| {
+        out.insert(key.to_string(), source.clone());
+    });
+}
+
+fn flatten(value: &Value, prefix: &str, f: &mut dyn FnMut(&str, &Value)) {
+    match value {
+        Value::Table(t) if !t.is_empty() => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(v, &key, f);
+            }
+        }
+        Value::Table(_) if prefix.is_empty() => {}
+        v => f(prefix, v),
+    }
+}
+
+/// The origin to blame for a key: the key's own, else its nearest parent's.
+fn blame(origins: &BTreeMap<String, Source>, key: &str, base: &Source) -> String {
+    let mut k = key;
+    loop {
+        if let Some(s) = origins.get(k) {
+            return s.to_string();
+        }
+        // A parent key blames whatever set one of its children.
+        if let Some((_, s)) = origins
+            .range(format!("{k}.")..)
+            .next()
+            .filter(|(c, _)| c.starts_with(&format!("{k}.")))
+        {
+            return s.to_string();
+        }
+        match k.rsplit_once('.') {
+            Some((parent, _)) => k = parent,
+            None => return base.to_string(),
+        }
+    }
+}
+
+fn typed<T: DeserializeOwned>(
+    table: &Table,
+    origins: &BTreeMap<String, Source>,
+    base: &Source,
+) -> Result<T, ConfigError> {
+    typed_at(Value::Table(table.clone()), "", origins, base)
+}
+
+fn typed_at<T: DeserializeOwned>(
+    value: Value,
+    prefix: &str,
+    origins: &BTreeMap<String, Source>,
+    base: &Source,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let key = match (prefix.is_empty(), inner.as_str()) {
+            (true, _) => inner.clone(),
+            (false, ".") => prefix.to_string(),
+            (false, _) => format!("{prefix}.{inner}"),
+        };
+        let message = e.into_inner().to_string();
+        // An unknown field's path is its parent; name the field itself.
+        let key = match unknown_field(&message) {
+            Some(field) if key == "." || key.is_empty() => field,
+            Some(field) => format!("{key}.{field}"),
+            None => key,
+        };
+        ConfigError::Invalid {
+            origin: blame(origins, &key, base),
+            key,
+            message,
+        }
+    })
+}
+
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+fn invalid(
+    key: String,
+    origins: &BTreeMap<String, Source>,
+    base: &Source,
+    message: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        origin: blame(origins, &key, base),
+        key,
+        message: message.into(),
+    }
+}
+
+fn validate(
+    suite: &Suite,
+    origins: &BTreeMap<String, Source>,
+    base: &Source,
+) -> Result<IndexMap<String, TestParams>, ConfigError> {
+    let err = |key: String, msg: &str| invalid(key, origins, base, msg);
+    if suite.engines.is_empty() {
+        return Err(err("engines".into(), "a suite needs at least one engine"));
+    }
+    for role in [Role::Baseline, Role::Lmcache] {
+        let names: Vec<&String> = suite
+            .engines
+            .iter()
+            .filter(|(_, e)| e.role == role)
+            .map(|(n, _)| n)
+            .collect();
+        if names.len() > 1 {
+            return Err(err(
+                format!("engines.{}.role", names[1]),
+                &format!(
+                    "only one engine may have role `{role}` (also `{}`)",
+                    names[0]
+                ),
+            ));
+        }
+    }
+    for (name, e) in &suite.engines {
+        match e.kind {
+            EngineKind::Process if e.command.as_deref().is_none_or(str::is_empty) => {
+                return Err(err(
+                    format!("engines.{name}.command"),
+                    "kind `process` needs a command",
+                ));
+            }
+            EngineKind::External if e.url.is_none() => {
+                return Err(err(
+                    format!("engines.{name}.url"),
+                    "kind `external` needs a url, e.g. \"http://127.0.0.1:8000\"",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(t) = e
+            .readiness_timeout_secs
+            .filter(|t| !(t.is_finite() && *t > 0.0))
+        {
+            return Err(err(
+                format!("engines.{name}.readiness_timeout_secs"),
+                &format!("must be a positive number of seconds, not {t}"),
+            ));
+        }
+    }
+    let run = &suite.run;
+    for (key, v) in [
+        ("run.readiness_timeout_secs", run.readiness_timeout_secs),
+        ("run.request_timeout_secs", run.request_timeout_secs),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(err(key.into(), "must be a positive number of seconds"));
+        }
+    }
+    if !(run.grace_period_secs.is_finite() && run.grace_period_secs >= 0.0) {
+        return Err(err(
+            "run.grace_period_secs".into(),
+            "must be zero or more seconds",
+        ));
+    }
+
+    let mut params = IndexMap::new();
+    for (name, test) in &suite.tests {
+        let prefix = format!("tests.{name}");
+        for (check_name, c) in &test.checks {
+            let bounds = [c.max, c.min, c.max_change_pct, c.min_change_pct]
+                .iter()
+                .filter(|b| b.is_some())
+                .count();
+            if bounds != 1 {
+                return Err(err(
+                    format!("{prefix}.checks.{check_name}"),
+                    "set exactly one of max, min, max_change_pct, min_change_pct",
+                ));
+            }
+        }
+        let p = match test.kind {
+            TestKind::LongDocQa => {
+                let p: LongDocQaParams =
+                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
+                if p.num_documents == 0 || p.max_inflight_requests == 0 || p.repeat_count == 0 {
+                    return Err(err(
+                        prefix,
+                        "num_documents, repeat_count and max_inflight_requests must be at least 1",
+                    ));
+                }
+                if let Some(r) = &p.hit_miss_ratio {
+                    if crate::workload::long_doc_qa::parse_hit_miss(r).is_none() {
+                        return Err(err(
+                            format!("{prefix}.hit_miss_ratio"),
+                            "expected H:M with H + M > 0, e.g. \"2:2\"",
+                        ));
+                    }
+                }
+                if !(0.0..0.5).contains(&p.ttft_trim_fraction) {
+                    return Err(err(
+                        format!("{prefix}.ttft_trim_fraction"),
+                        "must be at least 0 and below 0.5",
+                    ));
+                }
+                TestParams::LongDocQa(p)
+            }
+        };
+        params.insert(name.clone(), p);
+    }
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, sets: &[&str], env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("suite.toml");
+        std::fs::write(&path, text).unwrap();
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        load(&LoadRequest {
+            preset: None,
+            file: Some(&path),
+            sets: &sets,
+            env: &lookup,
+        })
+    }
+
+    const SUITE: &str = r#"
+[engines.base]
+role = "baseline"
+kind = "sim"
+[engines.lm]
+role = "lmcache"
+kind = "sim"
+[tests.ldqa]
+kind = "long_doc_qa"
+num_documents = 3
+[tests.ldqa.checks.query_ttft]
+metric = "query_ttft_per_prompt"
+max = 0.22
+"#;
+
+    #[test]
+    fn env_and_set_override_the_file_and_are_attributed() {
+        let l = load_str(
+            SUITE,
+            &[
+                "tests.ldqa.num_documents=7",
+                "engines.lm.sim.cache_tokens=0",
+            ],
+            &[
+                ("MAX_LMCACHE_TTFT", "0.5"),
+                ("VLLM_PORT", "8123"),
+                ("DOCUMENT_LENGTH", "64"),
+            ],
+        )
+        .unwrap();
+        let TestParams::LongDocQa(p) = &l.params["ldqa"];
+        assert_eq!(p.num_documents, 7);
+        assert_eq!(p.document_length, 64);
+        assert_eq!(l.suite.tests["ldqa"].checks["query_ttft"].max, Some(0.5));
+        assert_eq!(l.suite.engines["lm"].port, Some(8123));
+        assert_eq!(l.suite.engines["lm"].sim.as_ref().unwrap().cache_tokens, 0);
+        let shown = l.show();
+        let find = |k: &str| shown.iter().find(|(key, _, _)| key == k).cloned().unwrap();
+        assert_eq!(find("tests.ldqa.num_documents").2, Source::Set);
+        assert_eq!(
+            find("tests.ldqa.checks.query_ttft.max").2,
+            Source::Env("MAX_LMCACHE_TTFT")
+        );
+        assert_eq!(find("engines.lm.port").2, Source::Env("VLLM_PORT"));
+        assert!(matches!(find("engines.base.kind").2, Source::File(_)));
+        assert_eq!(
+            find("tests.ldqa.output_len"),
+            (
+                "tests.ldqa.output_len".into(),
+                "200".into(),
+                Source::Default
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_file() {
+        let err = load_str(
+            &SUITE.replace("num_documents = 3", "num_document = 3"),
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("tests.ldqa.num_document"), "{msg}");
+        assert!(msg.contains("suite.toml"), "{msg}");
+
+        let err = load_str(
+            &SUITE.replace(
+                "kind = \"sim\"\n[engines.lm]",
+                "kind = \"sim\"\nprot = 1\n[engines.lm]",
+            ),
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("engines.base.prot"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_and_origin() {
+        let err = load_str(SUITE, &["engines.lm.port=\"high\""], &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`engines.lm.port`") && msg.contains("--set"),
+            "{msg}"
+        );
+
+        let err = load_str(SUITE, &[], &[("VLLM_BASELINE_PORT", "nine")]).unwrap_err();
+        assert!(err.to_string().contains("VLLM_BASELINE_PORT"), "{err}");
+    }
+
+    #[test]
+    fn a_check_needs_exactly_one_bound() {
+        let err = load_str(&format!("{SUITE}min = 0.1\n"), &[], &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("tests.ldqa.checks.query_ttft"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let lookup = |_: &str| None;
+        let err = load(&LoadRequest {
+            preset: None,
+            file: Some(Path::new("/nonexistent/suite.toml")),
+            sets: &[],
+            env: &lookup,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/suite.toml"), "{err}");
+    }
+
+    #[test]
+    fn every_preset_loads() {
+        let lookup = |_: &str| None;
+        for p in crate::config::PRESETS {
+            load(&LoadRequest {
+                preset: Some(p.name),
+                file: None,
+                sets: &[],
+                env: &lookup,
+            })
+            .unwrap_or_else(|e| panic!("preset {}: {e}", p.name));
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Suite configuration: the typed schema of a suite TOML, how it is loaded
+//! from a file or a built-in preset, and how environment variables and
+//! `--set` override it (with the origin of every value kept for `config show`).
+
+mod layers;
+mod presets;
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::sim::SimOptions;
+
+pub(crate) use layers::{load, LoadRequest, Loaded};
+pub(crate) use presets::PRESETS;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("failed to read suite file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to parse {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid value for `{key}` in {origin}: {message}")]
+    Invalid {
+        key: String,
+        origin: String,
+        message: String,
+    },
+    #[error("unknown preset `{0}` (known presets: {known})", known = PRESETS.iter().map(|p| format!("{}: {}", p.name, p.about)).collect::<Vec<_>>().join("; "))]
+    UnknownPreset(String),
+    #[error(
+        "invalid --set `{0}`: expected KEY=VALUE, e.g. --set tests.long_doc_qa.num_documents=4"
+    )]
+    BadSet(String),
+    #[error("invalid environment variable {var}={value:?}: {message}")]
+    BadEnv {
+        var: String,
+        value: String,
+        message: String,
+    },
+    #[error("no test matches --only `{0}`; run `lmcache-e2e list` to see the suite's tests")]
+    NoTestMatches(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Role {
+    Baseline,
+    Lmcache,
+}
+
+impl Role {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Baseline => "baseline",
+            Role::Lmcache => "lmcache",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum EngineKind {
+    /// A command we start, e.g. `vllm serve`.
+    Process,
+    /// This binary's simulated engine, started as a child process.
+    Sim,
+    /// A server that is already running at `url`; never started or stopped.
+    External,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Suite {
+    #[serde(default)]
+    pub run: RunConfig,
+    pub engines: IndexMap<String, EngineConfig>,
+    #[serde(default)]
+    pub tests: IndexMap<String, TestConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RunConfig {
+    /// Suite name shown in reports.
+    pub name: String,
+    /// `BUILD_ID`; default `local_<timestamp>`.
+    pub build_id: Option<String>,
+    /// `RESULTS_DIR`; default `/tmp/lmcache_ci_results_<build id>`.
+    pub results_dir: Option<PathBuf>,
+    /// `MODEL`; `auto` takes the first id of the server's `/v1/models`.
+    pub model: String,
+    /// `MAX_WAIT_SECONDS`: how long an engine may take to become ready.
+    pub readiness_timeout_secs: f64,
+    /// Time between SIGTERM and SIGKILL when stopping engines.
+    pub grace_period_secs: f64,
+    /// Longest a single request may take before it counts as failed.
+    pub request_timeout_secs: f64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: "suite".to_string(),
+            build_id: None,
+            results_dir: None,
+            model: "auto".to_string(),
+            readiness_timeout_secs: 300.0,
+            grace_period_secs: 5.0,
+            request_timeout_secs: 600.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EngineConfig {
+    pub role: Role,
+    pub kind: EngineKind,
+    /// Program to run (kind `process`); found on PATH.
+    pub command: Option<String>,
+    /// Arguments; `{port}`, `{host}` and `{model}` are substituted.
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port to serve on; a free one is picked when absent.
+    pub port: Option<u16>,
+    /// Base URL of an already running server (kind `external`).
+    pub url: Option<String>,
+    /// Overrides `run.readiness_timeout_secs` for this engine.
+    pub readiness_timeout_secs: Option<f64>,
+    /// Simulated engine options (kind `sim`).
+    pub sim: Option<SimOptions>,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TestKind {
+    LongDocQa,
+}
+
+impl TestKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TestKind::LongDocQa => "long_doc_qa",
+        }
+    }
+}
+
+/// A test: its kind, its parameters (checked against the kind's own schema
+/// when the suite is loaded) and the checks that gate on its metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TestConfig {
+    pub kind: TestKind,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub checks: IndexMap<String, CheckConfig>,
+    #[serde(flatten)]
+    pub params: toml::Table,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Severity {
+    /// A failure fails the run (exit 1).
+    #[default]
+    Error,
+    /// A failure is reported as a warning only.
+    Warning,
+}
+
+/// One threshold on one metric. Exactly one bound is set: `max`/`min` on the
+/// engine's own value, or `max_change_pct`/`min_change_pct` on
+/// `(lmcache - baseline) / baseline * 100`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckConfig {
+    pub metric: String,
+    /// Whose value an absolute bound applies to.
+    #[serde(default = "lmcache_role")]
+    pub engine: Role,
+    pub max: Option<f64>,
+    pub min: Option<f64>,
+    pub max_change_pct: Option<f64>,
+    pub min_change_pct: Option<f64>,
+    #[serde(default)]
+    pub severity: Severity,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn lmcache_role() -> Role {
+    Role::Lmcache
+}
+
+/// Parameters of the long document QA workload (reference section 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LongDocQaParams {
+    pub document_length: usize,
+    pub num_documents: usize,
+    pub output_len: u32,
+    pub repeat_count: usize,
+    pub repeat_mode: RepeatMode,
+    pub shuffle_seed: u64,
+    pub max_inflight_requests: usize,
+    /// `H:M`: in the query round request i misses when `i % (H+M) >= H`.
+    pub hit_miss_ratio: Option<String>,
+    /// Pre-warmup prompts sent before the measured rounds.
+    pub prewarmup_prompts: usize,
+    pub prewarmup_length: usize,
+    /// Fraction of the slowest and fastest query TTFTs left out of the mean.
+    pub ttft_trim_fraction: f64,
+}
+
+impl Default for LongDocQaParams {
+    fn default() -> Self {
+        Self {
+            document_length: 10_000,
+            num_documents: 30,
+            output_len: 200,
+            repeat_count: 2,
+            repeat_mode: RepeatMode::Tile,
+            shuffle_seed: 0,
+            max_inflight_requests: 5,
+            hit_miss_ratio: None,
+            prewarmup_prompts: 5,
+            prewarmup_length: 1000,
+            ttft_trim_fraction: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RepeatMode {
+    Tile,
+    Interleave,
+    Random,
+}
+
+/// A test with its parameters resolved for its kind.
+#[derive(Debug, Clone)]
+pub(crate) enum TestParams {
+    LongDocQa(LongDocQaParams),
+}
+
+impl Suite {
+    pub(crate) fn engine_with_role(&self, role: Role) -> Option<(&String, &EngineConfig)> {
+        self.engines.iter().find(|(_, e)| e.role == role)
+    }
+
+    /// The enabled tests whose names contain `pattern` (all when `None`).
+    pub(crate) fn selected_tests(
+        &self,
+        pattern: Option<&str>,
+    ) -> Result<Vec<(&String, &TestConfig)>, ConfigError> {
+        let tests: Vec<_> = self
+            .tests
+            .iter()
+            .filter(|(name, t)| t.enabled && pattern.is_none_or(|p| name.contains(p)))
+            .collect();
+        match pattern {
+            Some(p) if tests.is_empty() => Err(ConfigError::NoTestMatches(p.to_string())),
+            _ => Ok(tests),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Engines: turning a suite's engine entries into things that run (a child
+//! process per engine, or a server that already runs), waiting until they
+//! serve, and stopping them. Knows nothing of workloads.
+
+mod readiness;
+pub(crate) mod signals;
+pub(crate) mod sim;
+mod supervisor;
+
+use std::fmt::Write as _;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub(crate) use crate::config::EngineKind;
+use crate::config::{Role, Suite};
+
+pub(crate) use readiness::wait_ready;
+pub(crate) use supervisor::{cleanup_from_state, Supervisor};
+
+/// Lines of an engine's log shown when it fails.
+pub(crate) const TAIL_LINES: usize = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EngineError {
+    #[error("failed to find `{command}` for engine `{engine}` on PATH: {source}")]
+    NotFound {
+        engine: String,
+        command: String,
+        source: which::Error,
+    },
+    #[error("failed to pick a free port for engine `{engine}` on {host}: {source}")]
+    Port {
+        engine: String,
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("failed to create log file {path}: {source}")]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to start engine `{engine}` (`{command}`): {source}")]
+    Spawn {
+        engine: String,
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("engine `{engine}` exited ({status}) before it was ready{}", tail_block(.log, .tail))]
+    ExitedEarly {
+        engine: String,
+        status: String,
+        log: Option<PathBuf>,
+        tail: Vec<String>,
+    },
+    #[error("engine `{engine}` was not ready at {url} after {waited:.0} s (last: {last}); raise MAX_WAIT_SECONDS or run.readiness_timeout_secs if it is only slow{}", tail_block(.log, .tail))]
+    NotReady {
+        engine: String,
+        url: String,
+        waited: f64,
+        last: String,
+        log: Option<PathBuf>,
+        tail: Vec<String>,
+    },
+    #[error("engine `{engine}` died during the run ({status}){}", tail_block(.log, .tail))]
+    Died {
+        engine: String,
+        status: String,
+        log: Option<PathBuf>,
+        tail: Vec<String>,
+    },
+    #[error("failed to write the state file {path}: {source}")]
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn tail_block(log: &Option<PathBuf>, tail: &[String]) -> String {
+    let Some(log) = log else {
+        return String::new();
+    };
+    let mut s = format!("\n--- last {} lines of {} ---\n", tail.len(), log.display());
+    for line in tail {
+        let _ = writeln!(s, "{line}");
+    }
+    s.push_str("--- end of log ---");
+    s
+}
+
+/// An engine resolved for this run: what to start and where it will serve.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineSpec {
+    pub name: String,
+    pub role: Role,
+    pub kind: EngineKind,
+    /// The program and its arguments; `None` for external engines.
+    pub command: Option<(PathBuf, Vec<String>)>,
+    pub env: Vec<(String, String)>,
+    pub url: String,
+    pub readiness_timeout: Duration,
+    pub log: Option<PathBuf>,
+}
+
+/// Resolves every engine of the suite: finds programs, picks free ports,
+/// substitutes `{port}`, `{host}` and `{model}` in arguments.
+pub(crate) fn resolve(suite: &Suite, logs_dir: &Path) -> Result<Vec<EngineSpec>, EngineError> {
+    let mut specs = Vec::new();
+    for (name, e) in &suite.engines {
+        let timeout = Duration::from_secs_f64(
+            e.readiness_timeout_secs
+                .unwrap_or(suite.run.readiness_timeout_secs),
+        );
+        if e.kind == EngineKind::External {
+            specs.push(EngineSpec {
+                name: name.clone(),
+                role: e.role,
+                kind: e.kind,
+                command: None,
+                env: Vec::new(),
+                url: e
+                    .url
+                    .clone()
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+                    .to_string(),
+                readiness_timeout: timeout,
+                log: None,
+            });
+            continue;
+        }
+        let port = match e.port {
+            Some(p) if p != 0 => p,
+            _ => free_port(&e.host).map_err(|source| EngineError::Port {
+                engine: name.clone(),
+                host: e.host.clone(),
+                source,
+            })?,
+        };
+        let (program, mut args) = match e.kind {
+            EngineKind::Sim => {
+                let exe = std::env::current_exe().map_err(|source| EngineError::Spawn {
+                    engine: name.clone(),
+                    command: "lmcache-e2e sim serve".into(),
+                    source,
+                })?;
+                let mut opts = e.sim.clone().unwrap_or_default();
+                if suite.run.model != "auto" {
+                    opts.served_model_name = suite.run.model.clone();
+                }
+                let mut args: Vec<String> =
+                    ["sim", "serve", "--host", "{host}", "--port", "{port}"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
+                args.extend(opts.to_args());
+                args.extend(e.args.iter().cloned());
+                (exe, args)
+            }
+            _ => {
+                let command = e.command.clone().unwrap_or_default();
+                let program = which::which(&command).map_err(|source| EngineError::NotFound {
+                    engine: name.clone(),
+                    command: command.clone(),
+                    source,
+                })?;
+                (program, e.args.clone())
+            }
+        };
+        for a in &mut args {
+            *a = a
+                .replace("{port}", &port.to_string())
+                .replace("{host}", &e.host)
+                .replace("{model}", &suite.run.model);
+        }
+        let connect_host = if e.host == "0.0.0.0" {
+            "127.0.0.1"
+        } else {
+            e.host.as_str()
+        };
+        specs.push(EngineSpec {
+            name: name.clone(),
+            role: e.role,
+            kind: e.kind,
+            command: Some((program, args)),
+            env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            url: format!("http://{connect_host}:{port}"),
+            readiness_timeout: timeout,
+            log: Some(logs_dir.join(format!("{name}.log"))),
+        });
+    }
+    Ok(specs)
+}
+
+fn free_port(host: &str) -> std::io::Result<u16> {
+    let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
+    Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
+}
+
+/// The last `n` lines of a log, reading at most its last 256 KiB.
+pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(256 * 1024);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.log");
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        let t = tail_lines(&p, 3);
+        assert_eq!(t, vec!["line 97", "line 98", "line 99"]);
+        assert!(tail_lines(&dir.path().join("missing"), 3).is_empty());
+    }
+}

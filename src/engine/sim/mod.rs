@@ -1,0 +1,166 @@
+//! Simulated OpenAI-compatible engine: a prefix KV cache with a latency model,
+//! deterministic answers and injectable faults, so the whole pipeline runs
+//! for real on a machine without GPUs. Stands alone: depends on no other
+//! module of the crate.
+
+mod cache;
+mod server;
+mod text;
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) use server::serve;
+
+/// Everything that shapes a simulated engine. The same struct is the
+/// `sim serve` command line and the `[engines.X.sim]` table of a suite, so the
+/// two can never drift apart.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SimOptions {
+    /// Model id served on /v1/models and accepted in requests.
+    #[arg(long, default_value = "lmcache-e2e/sim")]
+    pub served_model_name: String,
+    /// Delay before the server starts listening, like a model load.
+    #[arg(long, default_value_t = 0)]
+    pub load_delay_ms: u64,
+    /// Prefill time per prompt token that is not in the prefix cache.
+    #[arg(long, default_value_t = 50.0)]
+    pub prefill_us_per_token: f64,
+    /// Prefill time per prompt token found in the prefix cache.
+    #[arg(long, default_value_t = 2.0)]
+    pub cached_prefill_us_per_token: f64,
+    /// Decode time per output token after the first.
+    #[arg(long, default_value_t = 1.0)]
+    pub decode_ms_per_token: f64,
+    /// Fixed time before the first token of every request (scheduling).
+    #[arg(long, default_value_t = 0.0)]
+    pub base_latency_ms: f64,
+    /// Prefix cache capacity in tokens; 0 disables the cache.
+    #[arg(long, default_value_t = 0)]
+    pub cache_tokens: u64,
+    /// Tokens per cache chunk (LMCache's default chunk size).
+    #[arg(long, default_value_t = 256)]
+    pub chunk_size: usize,
+    /// Longest prompt plus output accepted, in tokens.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_model_len: u64,
+    /// Fault: exit with status 1 before listening.
+    #[arg(long)]
+    pub crash_at_start: bool,
+    /// Fault: exit with status 1 when request N+1 arrives.
+    #[arg(long)]
+    pub crash_after: Option<u64>,
+    /// Fault: stop answering anything (including /health) after N requests.
+    #[arg(long)]
+    pub hang_after: Option<u64>,
+    /// Fault: answer with different text when any prompt token was cached.
+    #[arg(long)]
+    pub corrupt_on_hit: bool,
+    /// Fault: fraction of generation requests answered with HTTP 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Seed of the fault generator, so a faulty run is reproducible.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            served_model_name: "lmcache-e2e/sim".to_string(),
+            load_delay_ms: 0,
+            prefill_us_per_token: 50.0,
+            cached_prefill_us_per_token: 2.0,
+            decode_ms_per_token: 1.0,
+            base_latency_ms: 0.0,
+            cache_tokens: 0,
+            chunk_size: 256,
+            max_model_len: 1_000_000,
+            crash_at_start: false,
+            crash_after: None,
+            hang_after: None,
+            corrupt_on_hit: false,
+            error_rate: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SimOptions {
+    /// The `sim serve` arguments that reproduce these options in a child process.
+    pub(crate) fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--served-model-name".to_string(),
+            self.served_model_name.clone(),
+        ];
+        let mut push = |flag: &str, value: String| {
+            args.push(flag.to_string());
+            args.push(value);
+        };
+        push("--load-delay-ms", self.load_delay_ms.to_string());
+        push(
+            "--prefill-us-per-token",
+            self.prefill_us_per_token.to_string(),
+        );
+        push(
+            "--cached-prefill-us-per-token",
+            self.cached_prefill_us_per_token.to_string(),
+        );
+        push(
+            "--decode-ms-per-token",
+            self.decode_ms_per_token.to_string(),
+        );
+        push("--base-latency-ms", self.base_latency_ms.to_string());
+        push("--cache-tokens", self.cache_tokens.to_string());
+        push("--chunk-size", self.chunk_size.to_string());
+        push("--max-model-len", self.max_model_len.to_string());
+        push("--error-rate", self.error_rate.to_string());
+        push("--seed", self.seed.to_string());
+        if let Some(n) = self.crash_after {
+            push("--crash-after", n.to_string());
+        }
+        if let Some(n) = self.hang_after {
+            push("--hang-after", n.to_string());
+        }
+        if self.crash_at_start {
+            args.push("--crash-at-start".to_string());
+        }
+        if self.corrupt_on_hit {
+            args.push("--corrupt-on-hit".to_string());
+        }
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        opts: SimOptions,
+    }
+
+    #[test]
+    fn args_round_trip_through_the_command_line() {
+        let opts = SimOptions {
+            cache_tokens: 4096,
+            crash_after: Some(3),
+            corrupt_on_hit: true,
+            error_rate: 0.25,
+            ..SimOptions::default()
+        };
+        let mut argv = vec!["sim".to_string()];
+        argv.extend(opts.to_args());
+        let parsed = Wrapper::try_parse_from(argv).unwrap();
+        assert_eq!(parsed.opts, opts);
+    }
+
+    #[test]
+    fn clap_defaults_match_serde_defaults() {
+        let parsed = Wrapper::try_parse_from(["sim"]).unwrap();
+        assert_eq!(parsed.opts, SimOptions::default());
+    }
+}

@@ -1,0 +1,460 @@
+//! HTTP surface of the sim: the OpenAI routes vLLM serves (`/health`,
+//! `/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/tokenize`),
+//! streaming and not, with vLLM's wire format and error bodies.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use super::cache::PrefixCache;
+use super::text::{output_words, token_id, tokenize};
+use super::SimOptions;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SimError {
+    #[error("failed to start the simulated engine: crash at start requested (fault injection)")]
+    CrashAtStart,
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("failed to serve HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+struct Sim {
+    opts: SimOptions,
+    cache: Mutex<PrefixCache>,
+    /// Prefill is compute-bound on a real GPU: one prompt at a time, in
+    /// arrival order (tokio's mutex is fair), while decodes overlap.
+    prefill: tokio::sync::Mutex<()>,
+    requests: AtomicU64,
+    faults: Mutex<StdRng>,
+    created: u64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    Chat,
+    Completions,
+}
+
+/// Runs the sim until the process is killed.
+pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(), SimError> {
+    if opts.crash_at_start {
+        eprintln!("sim: loading model {}", opts.served_model_name);
+        return Err(SimError::CrashAtStart);
+    }
+    eprintln!(
+        "sim: loading model {} ({} ms)",
+        opts.served_model_name, opts.load_delay_ms
+    );
+    // vLLM does not listen until the model is loaded; neither does the sim.
+    tokio::time::sleep(Duration::from_millis(opts.load_delay_ms)).await;
+    let addr = format!("{host}:{port}");
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| SimError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local: SocketAddr = listener.local_addr().map_err(SimError::Serve)?;
+    eprintln!("sim: serving {} on http://{local}", opts.served_model_name);
+    axum::serve(listener, router(opts))
+        .await
+        .map_err(SimError::Serve)
+}
+
+fn router(opts: SimOptions) -> Router {
+    let sim = Arc::new(Sim {
+        cache: Mutex::new(PrefixCache::new(opts.cache_tokens, opts.chunk_size)),
+        prefill: tokio::sync::Mutex::new(()),
+        requests: AtomicU64::new(0),
+        faults: Mutex::new(StdRng::seed_from_u64(opts.seed)),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        opts,
+    });
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/tokenize", post(tokenize_route))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .with_state(sim)
+}
+
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = json!({
+        "object": "error",
+        "message": message.into(),
+        "type": kind,
+        "param": null,
+        "code": status.as_u16(),
+    });
+    (status, Json(body)).into_response()
+}
+
+impl Sim {
+    /// Counts a request and applies the crash and hang faults. Hanging never
+    /// returns: the connection stays open and silent, like a wedged engine.
+    async fn admit(&self) -> u64 {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(limit) = self.opts.crash_after {
+            if n > limit {
+                eprintln!("sim: crashing on request {n} (fault: crash after {limit})");
+                std::process::exit(1);
+            }
+        }
+        if let Some(limit) = self.opts.hang_after {
+            if n > limit {
+                std::future::pending::<()>().await;
+            }
+        }
+        n
+    }
+
+    fn hang_if_wedged(&self) -> impl std::future::Future<Output = ()> + '_ {
+        async move {
+            if let Some(limit) = self.opts.hang_after {
+                if self.requests.load(Ordering::SeqCst) >= limit {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+async fn health(State(sim): State<Arc<Sim>>) -> StatusCode {
+    sim.hang_if_wedged().await;
+    StatusCode::OK
+}
+
+async fn models(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    sim.hang_if_wedged().await;
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": sim.opts.served_model_name,
+            "object": "model",
+            "created": sim.created,
+            "owned_by": "lmcache-e2e",
+            "root": sim.opts.served_model_name,
+            "parent": null,
+            "max_model_len": sim.opts.max_model_len,
+        }],
+    }))
+}
+
+/// The prompt text of a request: `prompt` for completions, the messages'
+/// text contents (string or content parts) for chat.
+fn prompt_of(body: &Value, api: Api) -> Result<String, String> {
+    match api {
+        Api::Completions => match body.get("prompt") {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
+                Ok(items[0].as_str().unwrap_or_default().to_string())
+            }
+            Some(_) => Err("'prompt' must be a string".to_string()),
+            None => Err("'prompt' is required".to_string()),
+        },
+        Api::Chat => {
+            let messages = body
+                .get("messages")
+                .and_then(Value::as_array)
+                .ok_or("'messages' must be a list of messages")?;
+            let mut parts = Vec::new();
+            for m in messages {
+                match m.get("content") {
+                    Some(Value::String(s)) => parts.push(s.clone()),
+                    Some(Value::Array(items)) => {
+                        for item in items {
+                            if let Some(t) = item.get("text").and_then(Value::as_str) {
+                                parts.push(t.to_string());
+                            }
+                        }
+                    }
+                    Some(Value::Null) | None => {}
+                    Some(_) => return Err("message 'content' must be a string or a list".into()),
+                }
+            }
+            Ok(parts.join("\n"))
+        }
+    }
+}
+
+async fn tokenize_route(State(sim): State<Arc<Sim>>, body: Json<Value>) -> Response {
+    sim.hang_if_wedged().await;
+    let api = if body.get("messages").is_some() {
+        Api::Chat
+    } else {
+        Api::Completions
+    };
+    match prompt_of(&body, api) {
+        Ok(prompt) => {
+            let tokens: Vec<u32> = tokenize(&prompt).into_iter().map(token_id).collect();
+            Json(json!({
+                "count": tokens.len(),
+                "max_model_len": sim.opts.max_model_len,
+                "tokens": tokens,
+            }))
+            .into_response()
+        }
+        Err(msg) => error(StatusCode::BAD_REQUEST, "BadRequestError", msg),
+    }
+}
+
+async fn completions(
+    State(sim): State<Arc<Sim>>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    generate(sim, body, Api::Completions).await
+}
+
+async fn chat_completions(
+    State(sim): State<Arc<Sim>>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    generate(sim, body, Api::Chat).await
+}
+
+struct Plan {
+    id: String,
+    model: String,
+    api: Api,
+    created: u64,
+    words: Vec<&'static str>,
+    prompt_tokens: usize,
+    cached_tokens: usize,
+    include_usage: bool,
+    decode: Duration,
+}
+
+async fn generate(
+    sim: Arc<Sim>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    api: Api,
+) -> Response {
+    let n = sim.admit().await;
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequestError", e.body_text()),
+    };
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if model != sim.opts.served_model_name {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NotFoundError",
+            format!("The model `{model}` does not exist."),
+        );
+    }
+    let prompt = match prompt_of(&body, api) {
+        Ok(p) => p,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "BadRequestError", msg),
+    };
+    let max_tokens = body
+        .get(
+            if api == Api::Chat && body.get("max_completion_tokens").is_some() {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            },
+        )
+        .and_then(Value::as_u64)
+        .unwrap_or(16) as usize;
+    let tokens = tokenize(&prompt);
+    if (tokens.len() + max_tokens) as u64 > sim.opts.max_model_len {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            format!(
+                "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the messages, {} in the completion).",
+                sim.opts.max_model_len,
+                tokens.len() + max_tokens,
+                tokens.len(),
+                max_tokens
+            ),
+        );
+    }
+    if sim.opts.error_rate > 0.0 {
+        let roll: f64 = sim.faults.lock().map(|mut r| r.gen()).unwrap_or(0.0);
+        if roll < sim.opts.error_rate {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                format!("injected fault on request {n}"),
+            );
+        }
+    }
+
+    // Prefill: queue for the "GPU", then pay for the uncached tokens.
+    let (cached_tokens, prefill) = {
+        let _gpu = sim.prefill.lock().await;
+        let cached = sim
+            .cache
+            .lock()
+            .map(|mut c| c.lookup_and_store(&tokens))
+            .unwrap_or(0);
+        let uncached = tokens.len() - cached;
+        let micros = uncached as f64 * sim.opts.prefill_us_per_token
+            + cached as f64 * sim.opts.cached_prefill_us_per_token
+            + sim.opts.base_latency_ms * 1000.0;
+        let prefill = Duration::from_micros(micros.max(0.0) as u64);
+        tokio::time::sleep(prefill).await;
+        (cached, prefill)
+    };
+    let _ = prefill;
+    let variant = u64::from(sim.opts.corrupt_on_hit && cached_tokens > 0);
+    let plan = Plan {
+        id: format!("{}-{n}", if api == Api::Chat { "chatcmpl" } else { "cmpl" }),
+        model: sim.opts.served_model_name.clone(),
+        api,
+        created: sim.created,
+        words: output_words(&prompt, max_tokens, variant),
+        prompt_tokens: tokens.len(),
+        cached_tokens,
+        include_usage: body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        decode: Duration::from_secs_f64((sim.opts.decode_ms_per_token / 1000.0).max(0.0)),
+    };
+    if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        stream_response(plan)
+    } else {
+        let decode = plan.decode * plan.words.len().saturating_sub(1) as u32;
+        tokio::time::sleep(decode).await;
+        Json(whole_response(&plan)).into_response()
+    }
+}
+
+fn usage(plan: &Plan) -> Value {
+    json!({
+        "prompt_tokens": plan.prompt_tokens,
+        "completion_tokens": plan.words.len(),
+        "total_tokens": plan.prompt_tokens + plan.words.len(),
+        "prompt_tokens_details": {"cached_tokens": plan.cached_tokens},
+    })
+}
+
+fn output_text(plan: &Plan) -> String {
+    plan.words
+        .iter()
+        .map(|w| format!(" {w}"))
+        .collect::<String>()
+}
+
+fn whole_response(plan: &Plan) -> Value {
+    let text = output_text(plan);
+    let choice = match plan.api {
+        Api::Chat => json!({
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": null,
+            "finish_reason": "length",
+        }),
+        Api::Completions => json!({
+            "index": 0,
+            "text": text,
+            "logprobs": null,
+            "finish_reason": "length",
+        }),
+    };
+    json!({
+        "id": plan.id,
+        "object": if plan.api == Api::Chat { "chat.completion" } else { "text_completion" },
+        "created": plan.created,
+        "model": plan.model,
+        "choices": [choice],
+        "usage": usage(plan),
+    })
+}
+
+fn chunk(plan: &Plan, piece: Option<&str>, finish: Option<&str>, role: bool) -> Value {
+    let choice = match plan.api {
+        Api::Chat => {
+            let mut delta = json!({});
+            if role {
+                delta["role"] = json!("assistant");
+                delta["content"] = json!("");
+            }
+            if let Some(p) = piece {
+                delta["content"] = json!(p);
+            }
+            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+        }
+        Api::Completions => json!({
+            "index": 0,
+            "text": piece.unwrap_or(""),
+            "logprobs": null,
+            "finish_reason": finish,
+        }),
+    };
+    json!({
+        "id": plan.id,
+        "object": if plan.api == Api::Chat { "chat.completion.chunk" } else { "text_completion" },
+        "created": plan.created,
+        "model": plan.model,
+        "choices": [choice],
+    })
+}
+
+/// vLLM's chunk order: role (chat only, empty content), one chunk per token
+/// with the last carrying `finish_reason`, the usage chunk with empty
+/// choices when asked for, then `[DONE]`.
+fn stream_response(plan: Plan) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
+    tokio::spawn(async move {
+        let mut events = Vec::new();
+        if plan.api == Api::Chat {
+            events.push((Duration::ZERO, chunk(&plan, None, None, true).to_string()));
+        }
+        let last = plan.words.len().saturating_sub(1);
+        for (i, w) in plan.words.iter().enumerate() {
+            let wait = if i == 0 { Duration::ZERO } else { plan.decode };
+            let finish = (i == last).then_some("length");
+            events.push((
+                wait,
+                chunk(&plan, Some(&format!(" {w}")), finish, false).to_string(),
+            ));
+        }
+        if plan.include_usage {
+            let mut u = chunk(&plan, None, None, false);
+            u["choices"] = json!([]);
+            u["usage"] = usage(&plan);
+            events.push((Duration::ZERO, u.to_string()));
+        }
+        events.push((Duration::ZERO, "[DONE]".to_string()));
+        for (wait, data) in events {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            if tx.send(Event::default().data(data)).await.is_err() {
+                return; // client went away
+            }
+        }
+    });
+    let events = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<Event, Infallible>(e), rx))
+    });
+    Sse::new(events).into_response()
+}

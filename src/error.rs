@@ -1,0 +1,52 @@
+//! The one place errors become exit codes.
+
+use crate::config::ConfigError;
+use crate::engine::EngineError;
+use crate::report::results::ResultsError;
+
+/// Exit codes, as documented in `--help` and the README.
+pub(crate) mod exit {
+    pub(crate) const PASSED: i32 = 0;
+    pub(crate) const GATE_FAILED: i32 = 1;
+    pub(crate) const USAGE: i32 = 2;
+    pub(crate) const SETUP: i32 = 3;
+    pub(crate) const ENGINE: i32 = 4;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    #[error("failed to create the results directory {path}: {source}")]
+    ResultsDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to render {what}: {message}")]
+    Render { what: String, message: String },
+    /// The run finished and a hard check (or a test) failed; already reported.
+    #[error("the run failed: {0}")]
+    Failed(String),
+    /// A signal stopped the run; already reported.
+    #[error("interrupted by {name}")]
+    Interrupted { name: &'static str, number: i32 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => exit::USAGE,
+            Error::Engine(_) => exit::ENGINE,
+            Error::ResultsDir { .. } | Error::Results(_) => exit::SETUP,
+            Error::Failed(_) => exit::GATE_FAILED,
+            Error::Interrupted { number, .. } => 128 + number,
+            Error::Render { .. } | Error::Internal(_) => 101,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The gate: checks and metrics in, verdicts out. Pure, so every rule is
+//! testable without running anything.
+
+use indexmap::IndexMap;
+
+use crate::config::{CheckConfig, Role, Severity};
+use crate::report::results::{CheckKind, CheckOutcome, Metric, TestStatus, Verdict};
+
+/// Percent change of LMCache against baseline: negative means LMCache is
+/// lower (faster, for latencies).
+pub(crate) fn change_pct(baseline: f64, lmcache: f64) -> Option<f64> {
+    let pct = (lmcache - baseline) / baseline * 100.0;
+    (baseline != 0.0 && pct.is_finite()).then_some(pct)
+}
+
+pub(crate) fn evaluate(
+    checks: &IndexMap<String, CheckConfig>,
+    metrics: &IndexMap<Role, IndexMap<String, Metric>>,
+) -> Vec<CheckOutcome> {
+    checks
+        .iter()
+        .filter(|(_, c)| c.enabled)
+        .map(|(name, c)| evaluate_one(name, c, metrics))
+        .collect()
+}
+
+fn evaluate_one(
+    name: &str,
+    c: &CheckConfig,
+    metrics: &IndexMap<Role, IndexMap<String, Metric>>,
+) -> CheckOutcome {
+    let get = |role: Role| {
+        metrics
+            .get(&role)
+            .and_then(|m| m.get(&c.metric))
+            .map(|m| m.value)
+            .filter(|v| v.is_finite())
+    };
+    let unit = [Role::Lmcache, Role::Baseline]
+        .iter()
+        .find_map(|r| metrics.get(r).and_then(|m| m.get(&c.metric)))
+        .map(|m| m.unit.clone())
+        .unwrap_or_default();
+    let (baseline, lmcache) = (get(Role::Baseline), get(Role::Lmcache));
+    let change = baseline.zip(lmcache).and_then(|(b, l)| change_pct(b, l));
+
+    let (kind, op, threshold) = match (c.max, c.min, c.max_change_pct, c.min_change_pct) {
+        (Some(t), ..) => (CheckKind::Absolute, "<=", t),
+        (_, Some(t), ..) => (CheckKind::Absolute, ">=", t),
+        (_, _, Some(t), _) => (CheckKind::Relative, "<=", t),
+        (_, _, _, Some(t)) => (CheckKind::Relative, ">=", t),
+        // Config validation guarantees one bound; treat none as unmeetable.
+        _ => (CheckKind::Absolute, "<=", f64::NAN),
+    };
+    let (value, missing) = match kind {
+        CheckKind::Absolute => (
+            get(c.engine),
+            format!("no value of `{}` from the {} engine", c.metric, c.engine),
+        ),
+        CheckKind::Relative => (
+            change,
+            match (baseline, lmcache) {
+                (None, _) => format!("no baseline value of `{}`", c.metric),
+                (_, None) => format!("no LMCache value of `{}`", c.metric),
+                _ => format!("baseline `{}` is 0: no percent change", c.metric),
+            },
+        ),
+    };
+    let within = value.map(|v| {
+        if op == "<=" {
+            v <= threshold
+        } else {
+            v >= threshold
+        }
+    });
+    let verdict = match (within, c.severity) {
+        (Some(true), _) => Verdict::Pass,
+        (_, Severity::Error) => Verdict::Fail,
+        (_, Severity::Warning) => Verdict::Warning,
+    };
+    CheckOutcome {
+        name: name.to_string(),
+        metric: c.metric.clone(),
+        kind,
+        engine: c.engine,
+        op: op.to_string(),
+        threshold,
+        unit: if kind == CheckKind::Relative {
+            "%".to_string()
+        } else {
+            unit
+        },
+        severity: c.severity,
+        baseline,
+        lmcache,
+        change_pct: change,
+        value,
+        verdict,
+        message: value.is_none().then_some(missing),
+    }
+}
+
+/// A test's status from its check verdicts.
+pub(crate) fn test_status(outcomes: &[CheckOutcome]) -> TestStatus {
+    if outcomes.iter().any(|o| o.verdict == Verdict::Fail) {
+        TestStatus::Failed
+    } else if outcomes.iter().any(|o| o.verdict == Verdict::Warning) {
+        TestStatus::Warning
+    } else {
+        TestStatus::Passed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(b: f64, l: f64) -> IndexMap<Role, IndexMap<String, Metric>> {
+        let one = |v| IndexMap::from([("ttft".to_string(), Metric::new(v, "s"))]);
+        IndexMap::from([(Role::Baseline, one(b)), (Role::Lmcache, one(l))])
+    }
+
+    fn check(f: impl FnOnce(&mut CheckConfig)) -> IndexMap<String, CheckConfig> {
+        let mut c = CheckConfig {
+            metric: "ttft".into(),
+            engine: Role::Lmcache,
+            max: None,
+            min: None,
+            max_change_pct: None,
+            min_change_pct: None,
+            severity: Severity::Error,
+            enabled: true,
+        };
+        f(&mut c);
+        IndexMap::from([("c".to_string(), c)])
+    }
+
+    #[test]
+    fn relative_change_must_be_at_most_the_threshold() {
+        let c = check(|c| c.max_change_pct = Some(-60.0));
+        let pass = evaluate(&c, &metrics(1.0, 0.2));
+        assert_eq!(pass[0].verdict, Verdict::Pass);
+        assert!((pass[0].change_pct.unwrap() + 80.0).abs() < 1e-9);
+        let fail = evaluate(&c, &metrics(1.0, 0.5));
+        assert_eq!(fail[0].verdict, Verdict::Fail);
+        assert_eq!(test_status(&fail), TestStatus::Failed);
+    }
+
+    #[test]
+    fn absolute_bounds_apply_to_the_chosen_engine() {
+        let c = check(|c| {
+            c.max = Some(0.22);
+            c.engine = Role::Baseline;
+        });
+        assert_eq!(evaluate(&c, &metrics(0.3, 0.1))[0].verdict, Verdict::Fail);
+        let c = check(|c| c.min = Some(0.5));
+        assert_eq!(evaluate(&c, &metrics(0.3, 0.6))[0].verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn soft_failures_warn_and_do_not_fail_the_test() {
+        let c = check(|c| {
+            c.max = Some(0.1);
+            c.severity = Severity::Warning;
+        });
+        let out = evaluate(&c, &metrics(1.0, 0.5));
+        assert_eq!(out[0].verdict, Verdict::Warning);
+        assert_eq!(test_status(&out), TestStatus::Warning);
+    }
+
+    #[test]
+    fn missing_or_nan_values_fail_with_a_reason() {
+        let c = check(|c| c.max_change_pct = Some(-60.0));
+        let out = evaluate(&c, &metrics(f64::NAN, 0.5));
+        assert_eq!(out[0].verdict, Verdict::Fail);
+        assert!(out[0].message.as_deref().unwrap().contains("baseline"));
+        let out = evaluate(&c, &metrics(0.0, 0.5));
+        assert_eq!(out[0].verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn disabled_checks_are_skipped() {
+        let c = check(|c| {
+            c.max = Some(0.0);
+            c.enabled = false;
+        });
+        assert!(evaluate(&c, &metrics(1.0, 1.0)).is_empty());
+    }
+}

@@ -1,0 +1,4 @@
+//! Reports of a run, rendered from the results model alone.
+
+pub(crate) mod results;
+pub(crate) mod summary;

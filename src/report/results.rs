@@ -1,0 +1,195 @@
+//! The results model: everything a run produced, as written to
+//! `RESULTS_DIR/results.json`. Reports are rendered from this alone, so a
+//! later job can re-render them from disk.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Role, Severity};
+
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResultsError {
+    #[error("failed to write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to parse {path}: {source} (is it a results.json written by lmcache-e2e?)")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RunStatus {
+    Running,
+    Passed,
+    Failed,
+    Interrupted,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TestStatus {
+    NotRun,
+    Running,
+    Passed,
+    /// Passed, with soft checks failing.
+    Warning,
+    Failed,
+    /// The workload could not run to the end.
+    Error,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Metric {
+    pub value: f64,
+    pub unit: String,
+}
+
+impl Metric {
+    pub(crate) fn new(value: f64, unit: &str) -> Self {
+        Self {
+            value,
+            unit: unit.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CheckKind {
+    /// A bound on one engine's value.
+    Absolute,
+    /// A bound on the percent change of LMCache against baseline.
+    Relative,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Verdict {
+    Pass,
+    Fail,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CheckOutcome {
+    pub name: String,
+    pub metric: String,
+    pub kind: CheckKind,
+    /// The engine an absolute bound applies to.
+    pub engine: Role,
+    /// `<=` or `>=`.
+    pub op: String,
+    pub threshold: f64,
+    /// Unit of `value` and `threshold`: the metric's, or `%` for relative.
+    pub unit: String,
+    pub severity: Severity,
+    pub baseline: Option<f64>,
+    pub lmcache: Option<f64>,
+    pub change_pct: Option<f64>,
+    /// The value compared with the threshold; absent when it could not be
+    /// computed, which fails the check.
+    pub value: Option<f64>,
+    pub verdict: Verdict,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TestRecord {
+    pub name: String,
+    pub kind: String,
+    pub status: TestStatus,
+    /// Metrics per engine role, in the order the roles ran.
+    pub metrics: IndexMap<Role, IndexMap<String, Metric>>,
+    pub checks: Vec<CheckOutcome>,
+    /// Files the test wrote, relative to the results directory.
+    pub files: Vec<String>,
+    pub error: Option<String>,
+    pub duration_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct EngineRecord {
+    pub name: String,
+    pub role: Role,
+    pub kind: String,
+    pub url: String,
+    pub pid: Option<u32>,
+    /// Relative to the results directory.
+    pub log: Option<String>,
+    pub ready_secs: Option<f64>,
+    /// Last log lines, kept when the run failed or was interrupted.
+    pub log_tail: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RunResults {
+    pub schema_version: u32,
+    pub tool_version: String,
+    pub suite: String,
+    pub source: String,
+    pub build_id: String,
+    pub run_id: String,
+    pub results_dir: PathBuf,
+    pub status: RunStatus,
+    /// Why the run ended as it did, when not simply by passing or a gate.
+    pub message: Option<String>,
+    /// The signal that interrupted the run.
+    pub signal: Option<String>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub engines: Vec<EngineRecord>,
+    pub tests: Vec<TestRecord>,
+}
+
+impl RunResults {
+    pub(crate) fn path(dir: &Path) -> PathBuf {
+        dir.join("results.json")
+    }
+
+    /// Writes atomically (temp file and rename), so a reader or a crash never
+    /// sees half a file.
+    pub(crate) fn write(&self) -> Result<(), ResultsError> {
+        let path = Self::path(&self.results_dir);
+        let json = serde_json::to_string_pretty(self).expect("results serialize");
+        write_atomic(&path, json.as_bytes())
+    }
+
+    pub(crate) fn read(dir: &Path) -> Result<Self, ResultsError> {
+        let path = Self::path(dir);
+        let text = std::fs::read_to_string(&path).map_err(|source| ResultsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ResultsError::Parse { path, source })
+    }
+
+    pub(crate) fn test_mut(&mut self, name: &str) -> Option<&mut TestRecord> {
+        self.tests.iter_mut().find(|t| t.name == name)
+    }
+}
+
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
+    let err = |source| ResultsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}

@@ -1,0 +1,470 @@
+//! Long document QA, natively: the semantics of LMCache's
+//! `benchmarks/long_doc_qa/long_doc_qa.py` (pre-warmup, documents, a warmup
+//! round, a query round repeated tile/interleave/random, hit:miss ratio, a
+//! bound on in-flight requests, TTFT at the first streamed content).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::WorkloadError;
+use crate::client::{OpenAiClient, StreamOutcome};
+use crate::config::{LongDocQaParams, RepeatMode};
+use crate::report::results::{write_atomic, Metric};
+
+/// One request as the per-round CSVs of `long_doc_qa.py` record it, plus
+/// what the server reported.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestRow {
+    pub round: &'static str,
+    pub prompt_id: usize,
+    /// Seconds since the workload started.
+    pub request_start: f64,
+    /// Seconds; -1 when no content came, as the reference records it.
+    pub ttft: f64,
+    pub request_end: f64,
+    pub successful: bool,
+    pub is_miss: bool,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub error: Option<String>,
+}
+
+pub(crate) struct LongDocQaOutput {
+    pub metrics: IndexMap<String, Metric>,
+    /// Files written, relative to the results directory.
+    pub files: Vec<String>,
+}
+
+/// `"H:M"` into `(H, M)`, refusing `0:0`.
+pub(crate) fn parse_hit_miss(ratio: &str) -> Option<(usize, usize)> {
+    let (h, m) = ratio.split_once(':')?;
+    let (h, m) = (h.trim().parse().ok()?, m.trim().parse().ok()?);
+    (h + m > 0).then_some((h, m))
+}
+
+pub(crate) fn document(i: usize, length: usize) -> String {
+    let mut s = String::with_capacity(length * 3 + 8);
+    let _ = write!(s, "{i}");
+    for _ in 0..length {
+        s.push_str(" hi");
+    }
+    s
+}
+
+/// The reference's pre-warmup prompt: `f"{i}xx" + " ".join(["hi"] * n)`,
+/// with no space between the two parts.
+pub(crate) fn prewarmup_prompt(i: usize, length: usize) -> String {
+    let mut s = format!("{i}xx");
+    s.push_str(&vec!["hi"; length].join(" "));
+    s
+}
+
+/// Order of document ids in the query round.
+pub(crate) fn query_order(
+    num_documents: usize,
+    repeat_count: usize,
+    mode: RepeatMode,
+    seed: u64,
+) -> Vec<usize> {
+    let tile: Vec<usize> = (0..repeat_count).flat_map(|_| 0..num_documents).collect();
+    match mode {
+        RepeatMode::Tile => tile,
+        RepeatMode::Interleave => (0..num_documents)
+            .flat_map(|d| std::iter::repeat_n(d, repeat_count))
+            .collect(),
+        RepeatMode::Random => {
+            let mut order = tile;
+            order.shuffle(&mut StdRng::seed_from_u64(seed));
+            order
+        }
+    }
+}
+
+struct Job {
+    prompt_id: usize,
+    prompt: String,
+    is_miss: bool,
+}
+
+/// Runs every job with at most `inflight` at once; the clock of a request
+/// starts once it holds a slot, as in the reference.
+async fn run_round(
+    client: &OpenAiClient,
+    model: &str,
+    jobs: Vec<Job>,
+    max_tokens: u32,
+    inflight: usize,
+) -> Vec<(Job, StreamOutcome)> {
+    let slots = Arc::new(Semaphore::new(inflight.max(1)));
+    let mut set = JoinSet::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let client = client.clone();
+        let model = model.to_string();
+        set.spawn(async move {
+            let out = client
+                .chat_stream(&model, &job.prompt, max_tokens, &serde_json::Value::Null)
+                .await;
+            drop(permit);
+            (i, job, out)
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        if let Ok(item) = joined {
+            done.push(item);
+        }
+    }
+    done.sort_by_key(|(i, _, _)| *i);
+    done.into_iter().map(|(_, j, o)| (j, o)).collect()
+}
+
+fn rows(round: &'static str, t0: Instant, done: &[(Job, StreamOutcome)]) -> Vec<RequestRow> {
+    done.iter()
+        .map(|(job, o)| RequestRow {
+            round,
+            prompt_id: job.prompt_id,
+            request_start: o.start.duration_since(t0).as_secs_f64(),
+            ttft: match (o.successful(), o.ttft) {
+                (true, Some(t)) => t.as_secs_f64(),
+                _ => -1.0,
+            },
+            request_end: o.end.duration_since(t0).as_secs_f64(),
+            successful: o.successful(),
+            is_miss: job.is_miss,
+            prompt_tokens: o.prompt_tokens,
+            completion_tokens: o.completion_tokens,
+            error: o.error.clone(),
+        })
+        .collect()
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// Mean after dropping `fraction` of the values at each end.
+fn trimmed_mean(values: &[f64], fraction: f64) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let cut = (v.len() as f64 * fraction).floor() as usize;
+    mean(&v[cut..v.len() - cut])
+}
+
+fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = (p / 100.0 * (v.len() - 1) as f64).round() as usize;
+    Some(v[rank.min(v.len() - 1)])
+}
+
+pub(crate) async fn run(
+    client: &OpenAiClient,
+    model: &str,
+    params: &LongDocQaParams,
+    results_dir: &Path,
+    label: &str,
+) -> Result<LongDocQaOutput, WorkloadError> {
+    let model = client
+        .resolve_model(model)
+        .await
+        .map_err(|source| WorkloadError::Client {
+            url: client.base().to_string(),
+            source,
+        })?;
+    let t0 = Instant::now();
+
+    let prewarm: Vec<Job> = (0..params.prewarmup_prompts)
+        .map(|i| Job {
+            prompt_id: i,
+            prompt: prewarmup_prompt(i, params.prewarmup_length),
+            is_miss: false,
+        })
+        .collect();
+    let prewarm = run_round(
+        client,
+        &model,
+        prewarm,
+        params.output_len,
+        params.max_inflight_requests,
+    )
+    .await;
+
+    let docs: Vec<String> = (0..params.num_documents)
+        .map(|i| document(i, params.document_length))
+        .collect();
+    let warmup_jobs: Vec<Job> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Job {
+            prompt_id: i,
+            prompt: d.clone(),
+            is_miss: false,
+        })
+        .collect();
+    let warmup_start = Instant::now();
+    let warmup = run_round(
+        client,
+        &model,
+        warmup_jobs,
+        params.output_len,
+        params.max_inflight_requests,
+    )
+    .await;
+    let warmup_time = warmup_start.elapsed();
+
+    let ratio = params.hit_miss_ratio.as_deref().and_then(parse_hit_miss);
+    let mut miss_rng = StdRng::seed_from_u64(params.shuffle_seed.wrapping_add(1));
+    let order = query_order(
+        params.num_documents,
+        params.repeat_count,
+        params.repeat_mode,
+        params.shuffle_seed,
+    );
+    let query_jobs: Vec<Job> = order
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            let is_miss = ratio.is_some_and(|(h, m)| i % (h + m) >= h);
+            let prompt = if is_miss {
+                // A fresh leading token keeps a miss from matching any cached prefix.
+                format!("{} {}", miss_rng.gen_range(0..1_000_000_000u64), docs[d])
+            } else {
+                docs[d].clone()
+            };
+            Job {
+                prompt_id: d,
+                prompt,
+                is_miss,
+            }
+        })
+        .collect();
+    let query_start = Instant::now();
+    let query = run_round(
+        client,
+        &model,
+        query_jobs,
+        params.output_len,
+        params.max_inflight_requests,
+    )
+    .await;
+    let query_time = query_start.elapsed();
+
+    let mut all = rows("prewarmup", t0, &prewarm);
+    let warmup_rows = rows("warmup", t0, &warmup);
+    let query_rows = rows("query", t0, &query);
+    let metrics = compute_metrics(params, &warmup_rows, &query_rows, warmup_time, query_time);
+    all.extend(warmup_rows);
+    all.extend(query_rows);
+    let files = write_outputs(results_dir, label, &metrics, &all, &model)?;
+    Ok(LongDocQaOutput { metrics, files })
+}
+
+fn compute_metrics(
+    params: &LongDocQaParams,
+    warmup: &[RequestRow],
+    query: &[RequestRow],
+    warmup_time: Duration,
+    query_time: Duration,
+) -> IndexMap<String, Metric> {
+    let ok_ttfts = |rows: &[RequestRow]| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| r.successful)
+            .map(|r| r.ttft)
+            .collect()
+    };
+    let q = ok_ttfts(query);
+    let w = ok_ttfts(warmup);
+    let per_prompt = |d: Duration, n: usize| d.as_secs_f64() / n.max(1) as f64;
+    let mut m = IndexMap::new();
+    // NaN marks "no successful request": the gate fails it, JSON writes null.
+    let or_nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
+    m.insert(
+        "query_ttft_per_prompt".into(),
+        Metric::new(or_nan(trimmed_mean(&q, params.ttft_trim_fraction)), "s"),
+    );
+    m.insert(
+        "query_round_time_per_prompt".into(),
+        Metric::new(per_prompt(query_time, query.len()), "s"),
+    );
+    m.insert(
+        "warmup_round_time_per_prompt".into(),
+        Metric::new(per_prompt(warmup_time, warmup.len()), "s"),
+    );
+    m.insert(
+        "warmup_ttft_mean".into(),
+        Metric::new(or_nan(mean(&w)), "s"),
+    );
+    m.insert(
+        "query_ttft_p50".into(),
+        Metric::new(or_nan(percentile(&q, 50.0)), "s"),
+    );
+    m.insert(
+        "query_ttft_p99".into(),
+        Metric::new(or_nan(percentile(&q, 99.0)), "s"),
+    );
+    m.insert(
+        "warmup_round_time".into(),
+        Metric::new(warmup_time.as_secs_f64(), "s"),
+    );
+    m.insert(
+        "query_round_time".into(),
+        Metric::new(query_time.as_secs_f64(), "s"),
+    );
+    let failed = warmup.iter().chain(query).filter(|r| !r.successful).count();
+    m.insert(
+        "failed_requests".into(),
+        Metric::new(failed as f64, "requests"),
+    );
+    m.insert(
+        "requests".into(),
+        Metric::new((warmup.len() + query.len()) as f64, "requests"),
+    );
+    m
+}
+
+fn write_outputs(
+    dir: &Path,
+    label: &str,
+    metrics: &IndexMap<String, Metric>,
+    rows: &[RequestRow],
+    model: &str,
+) -> Result<Vec<String>, WorkloadError> {
+    let sub = dir.join("long_doc_qa");
+    let werr = |path: PathBuf| move |source| WorkloadError::Write { path, source };
+    std::fs::create_dir_all(&sub).map_err(werr(sub.clone()))?;
+    let write = |name: String, bytes: Vec<u8>| -> Result<String, WorkloadError> {
+        let path = sub.join(&name);
+        write_atomic(&path, &bytes).map_err(|e| match e {
+            crate::report::results::ResultsError::Write { path, source } => {
+                WorkloadError::Write { path, source }
+            }
+            other => WorkloadError::Write {
+                path: path.clone(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
+        Ok(format!("long_doc_qa/{name}"))
+    };
+    let value = |k: &str| metrics.get(k).map(|m| m.value).filter(|v| v.is_finite());
+    let result = json!({
+        "query_ttft_per_prompt": value("query_ttft_per_prompt"),
+        "query_round_time_per_prompt": value("query_round_time_per_prompt"),
+        "warmup_round_time_per_prompt": value("warmup_round_time_per_prompt"),
+        "model": model,
+        "metrics": metrics.iter().map(|(k, m)| (k.clone(), json!({"value": value(k), "unit": m.unit}))).collect::<serde_json::Map<_, _>>(),
+    });
+    let mut files = vec![write(
+        format!("{label}_result.json"),
+        serde_json::to_vec_pretty(&result).expect("json"),
+    )?];
+
+    let mut csv = String::from("round,prompt_id,request_start,ttft,request_end,successful,is_miss,prompt_tokens,completion_tokens,error\n");
+    for r in rows {
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let _ = writeln!(
+            csv,
+            "{},{},{:.6},{:.6},{:.6},{},{},{},{},{}",
+            r.round,
+            r.prompt_id,
+            r.request_start,
+            r.ttft,
+            r.request_end,
+            r.successful,
+            r.is_miss,
+            opt(r.prompt_tokens),
+            opt(r.completion_tokens),
+            csv_field(r.error.as_deref().unwrap_or("")),
+        );
+    }
+    files.push(write(format!("{label}_requests.csv"), csv.into_bytes())?);
+
+    // The human-readable block long_doc_qa.py prints.
+    let round = |name: &str, prefix: &str| {
+        let rs: Vec<&RequestRow> = rows.iter().filter(|r| r.round == name).collect();
+        let ttfts: Vec<f64> = rs.iter().filter(|r| r.successful).map(|r| r.ttft).collect();
+        format!(
+            "{prefix} round mean TTFT: {:.3}s\n{prefix} round time: {:.3}s\n{prefix} round prompt count: {}\n",
+            mean(&ttfts).unwrap_or(f64::NAN),
+            metrics.get(&format!("{name}_round_time")).map_or(f64::NAN, |m| m.value),
+            rs.len()
+        )
+    };
+    let text = format!(
+        "=== BENCHMARK RESULTS ===\n{}{}",
+        round("warmup", "Warmup"),
+        round("query", "Query")
+    );
+    files.push(write(format!("{label}_output.txt"), text.into_bytes())?);
+    Ok(files)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_and_prewarmup_prompts_match_the_reference() {
+        assert_eq!(document(3, 4), "3 hi hi hi hi");
+        assert_eq!(prewarmup_prompt(0, 3), "0xxhi hi hi");
+    }
+
+    #[test]
+    fn repeat_modes() {
+        assert_eq!(
+            query_order(3, 2, RepeatMode::Tile, 0),
+            vec![0, 1, 2, 0, 1, 2]
+        );
+        assert_eq!(
+            query_order(3, 2, RepeatMode::Interleave, 0),
+            vec![0, 0, 1, 1, 2, 2]
+        );
+        let r = query_order(5, 2, RepeatMode::Random, 7);
+        assert_eq!(r, query_order(5, 2, RepeatMode::Random, 7), "seeded");
+        let mut sorted = r.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
+    }
+
+    #[test]
+    fn hit_miss_ratio() {
+        assert_eq!(parse_hit_miss("2:2"), Some((2, 2)));
+        assert_eq!(parse_hit_miss("0:0"), None);
+        assert_eq!(parse_hit_miss("x"), None);
+    }
+
+    #[test]
+    fn trimmed_mean_and_percentiles() {
+        let v = [5.0, 1.0, 2.0, 3.0, 100.0];
+        assert_eq!(trimmed_mean(&v, 0.0), Some(22.2));
+        assert_eq!(trimmed_mean(&v, 0.2), Some(10.0 / 3.0));
+        assert_eq!(percentile(&v, 50.0), Some(3.0));
+        assert_eq!(percentile(&v, 99.0), Some(100.0));
+        assert_eq!(mean(&[]), None);
+    }
+}
