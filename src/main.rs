@@ -1,6 +1,10 @@
 //! `lmcache-e2e`: parse the command line, run it, map the outcome to an exit
 //! code. Everything else lives in the modules.
 
+// Errors carry engine log tails for the user; they are cold paths, so their
+// size matters less than keeping the tail next to the failure.
+#![allow(clippy::result_large_err)]
+
 mod ci;
 mod cli;
 mod client;

@@ -313,7 +313,9 @@ mod tests {
     fn summary_shows_failures_first_and_escapes_user_text() {
         let md = render(&sample()).unwrap();
         insta::assert_snapshot!(md);
-        let failed = md.find("long_doc_qa (long\\_doc\\_qa): failed").unwrap();
+        let failed = md
+            .find("long\\_doc\\_qa (long\\_doc\\_qa): failed")
+            .unwrap();
         let passed = md.find("ok (long\\_doc\\_qa): passed").unwrap();
         assert!(failed < passed);
         assert!(!md.contains("<b>"));

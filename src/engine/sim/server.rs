@@ -130,12 +130,10 @@ impl Sim {
         n
     }
 
-    fn hang_if_wedged(&self) -> impl std::future::Future<Output = ()> + '_ {
-        async move {
-            if let Some(limit) = self.opts.hang_after {
-                if self.requests.load(Ordering::SeqCst) >= limit {
-                    std::future::pending::<()>().await;
-                }
+    async fn hang_if_wedged(&self) {
+        if let Some(limit) = self.opts.hang_after {
+            if self.requests.load(Ordering::SeqCst) >= limit {
+                std::future::pending::<()>().await;
             }
         }
     }
@@ -307,7 +305,7 @@ async fn generate(
     }
 
     // Prefill: queue for the "GPU", then pay for the uncached tokens.
-    let (cached_tokens, prefill) = {
+    let cached_tokens = {
         let _gpu = sim.prefill.lock().await;
         let cached = sim
             .cache
@@ -318,11 +316,9 @@ async fn generate(
         let micros = uncached as f64 * sim.opts.prefill_us_per_token
             + cached as f64 * sim.opts.cached_prefill_us_per_token
             + sim.opts.base_latency_ms * 1000.0;
-        let prefill = Duration::from_micros(micros.max(0.0) as u64);
-        tokio::time::sleep(prefill).await;
-        (cached, prefill)
+        tokio::time::sleep(Duration::from_micros(micros.max(0.0) as u64)).await;
+        cached
     };
-    let _ = prefill;
     let variant = u64::from(sim.opts.corrupt_on_hit && cached_tokens > 0);
     let plan = Plan {
         id: format!("{}-{n}", if api == Api::Chat { "chatcmpl" } else { "cmpl" }),

@@ -1,0 +1,211 @@
+//! `lmcache-e2e ci` end to end against simulated engines, as a user runs it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+#[test]
+fn sim_preset_passes_and_writes_the_results_directory() {
+    let dir = tempdir();
+    let out = run(&mut ci_sim(dir.path(), &[]), LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    let r = results(dir.path());
+    assert_eq!(r["status"], "passed");
+    assert_eq!(r["engines"].as_array().unwrap().len(), 2);
+    let test = &r["tests"][0];
+    assert_eq!(test["name"], "long_doc_qa");
+    assert_eq!(test["status"], "passed");
+    let ttft = |role: &str| {
+        test["metrics"][role]["query_ttft_per_prompt"]["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        ttft("lmcache") < ttft("baseline") * 0.4,
+        "LMCache query TTFT far below baseline: {} vs {}",
+        ttft("lmcache"),
+        ttft("baseline")
+    );
+    let checks = test["checks"].as_array().unwrap();
+    assert!(checks.len() >= 4);
+    for c in checks {
+        assert_eq!(c["verdict"], "pass", "{c}");
+        assert!(c["threshold"].is_number() && c["unit"].is_string());
+    }
+    let rel = checks
+        .iter()
+        .find(|c| c["name"] == "query_ttft_vs_baseline")
+        .unwrap();
+    assert!(rel["change_pct"].as_f64().unwrap() <= -60.0);
+    assert!(
+        r["started_at"].is_string() && r["finished_at"].is_string() && r["build_id"].is_string()
+    );
+
+    for role in ["baseline", "lmcache"] {
+        let f = dir.path().join(format!("long_doc_qa/{role}_result.json"));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        for key in [
+            "query_ttft_per_prompt",
+            "query_round_time_per_prompt",
+            "warmup_round_time_per_prompt",
+        ] {
+            assert!(v[key].as_f64().unwrap() > 0.0, "{key} in {}", f.display());
+        }
+        let csv =
+            std::fs::read_to_string(dir.path().join(format!("long_doc_qa/{role}_requests.csv")))
+                .unwrap();
+        // 5 pre-warmup + 8 warmup + 16 query requests, plus the header.
+        assert_eq!(csv.lines().count(), 1 + 5 + 8 + 16, "{csv}");
+        assert!(
+            csv.lines().skip(1).all(|l| l.contains(",true,")),
+            "every request succeeded"
+        );
+        assert!(dir.path().join(format!("logs/{role}.log")).exists());
+    }
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(
+        summary.contains("passed") && summary.contains("query\\_ttft\\_vs\\_baseline"),
+        "{summary}"
+    );
+    assert!(stdout.contains("| Check |"), "the summary is printed");
+}
+
+#[test]
+fn lmcache_without_its_cache_fails_the_relative_gate() {
+    let dir = tempdir();
+    let mut sets = QUICK.to_vec();
+    sets.push("engines.lmcache.sim.cache_tokens=0");
+    let out = run(&mut ci_sim(dir.path(), &sets), LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let r = results(dir.path());
+    assert_eq!(r["status"], "failed");
+    let checks = r["tests"][0]["checks"].as_array().unwrap();
+    let rel = checks
+        .iter()
+        .find(|c| c["name"] == "query_ttft_vs_baseline")
+        .unwrap();
+    assert_eq!(rel["verdict"], "fail", "{rel}");
+    assert!(stderr.contains("failed tests: long_doc_qa"), "{stderr}");
+    assert!(std::fs::read_to_string(dir.path().join("summary.md"))
+        .unwrap()
+        .contains("❌"));
+}
+
+#[test]
+fn an_engine_that_crashes_at_start_exits_4_with_its_log_tail() {
+    let dir = tempdir();
+    let out = run(
+        &mut ci_sim(dir.path(), &["engines.lmcache.sim.crash_at_start=true"]),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("engine `lmcache` exited"), "{stderr}");
+    assert!(
+        stderr.contains("last ") && stderr.contains("crash at start requested"),
+        "log tail in stderr: {stderr}"
+    );
+    let r = results(dir.path());
+    assert_eq!(r["status"], "error");
+    let lm = r["engines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "lmcache")
+        .unwrap();
+    assert!(lm["log_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("crash at start")));
+    for g in recorded_groups(dir.path()) {
+        assert!(!group_alive(g), "process group {g} outlived the run");
+    }
+}
+
+#[test]
+fn an_engine_that_dies_mid_run_exits_4() {
+    let dir = tempdir();
+    let mut sets = QUICK.to_vec();
+    sets.push("engines.baseline.sim.crash_after=3");
+    let out = run(&mut ci_sim(dir.path(), &sets), LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("engine `baseline` died during the run"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("crashing on request 4"),
+        "log tail: {stderr}"
+    );
+    let r = results(dir.path());
+    assert_eq!(r["tests"][0]["status"], "error");
+    for g in recorded_groups(dir.path()) {
+        assert!(!group_alive(g), "process group {g} outlived the run");
+    }
+}
+
+#[test]
+fn a_server_that_stops_answering_fails_the_gate_instead_of_hanging() {
+    let dir = tempdir();
+    let out = run(
+        &mut ci_sim(
+            dir.path(),
+            &[
+                "tests.long_doc_qa.num_documents=2",
+                "tests.long_doc_qa.prewarmup_prompts=0",
+                "run.request_timeout_secs=1.5",
+                "engines.lmcache.sim.hang_after=1",
+            ],
+        ),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let r = results(dir.path());
+    let failed = r["tests"][0]["metrics"]["lmcache"]["failed_requests"]["value"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(
+        failed, 5.0,
+        "1 answered, 1 warmup + 4 query requests timed out"
+    );
+    let csv = std::fs::read_to_string(dir.path().join("long_doc_qa/lmcache_requests.csv")).unwrap();
+    assert!(csv.contains("did not finish within 2 s"), "{csv}");
+}
+
+#[test]
+fn http_errors_are_counted_as_failed_requests() {
+    let dir = tempdir();
+    let mut sets = QUICK.to_vec();
+    sets.push("engines.lmcache.sim.error_rate=0.5");
+    let out = run(&mut ci_sim(dir.path(), &sets), LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let r = results(dir.path());
+    let checks = r["tests"][0]["checks"].as_array().unwrap();
+    let c = checks
+        .iter()
+        .find(|c| c["name"] == "lmcache_failed_requests")
+        .unwrap();
+    assert_eq!(c["verdict"], "fail");
+    assert!(c["lmcache"].as_f64().unwrap() >= 1.0);
+    let csv = std::fs::read_to_string(dir.path().join("long_doc_qa/lmcache_requests.csv")).unwrap();
+    assert!(csv.contains("HTTP 500"), "{csv}");
+}

@@ -1,0 +1,133 @@
+//! Helpers for tests that run the real `lmcache-e2e` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::killpg;
+use nix::unistd::Pid;
+use serde_json::Value;
+
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lmcache-e2e"));
+    // Tests must not pick up a developer's overrides.
+    for var in [
+        "BUILD_ID",
+        "RESULTS_DIR",
+        "MODEL",
+        "VLLM_PORT",
+        "VLLM_BASELINE_PORT",
+        "MAX_WAIT_SECONDS",
+        "DOCUMENT_LENGTH",
+        "NUM_DOCUMENTS",
+        "OUTPUT_LEN",
+        "MAX_LMCACHE_TTFT",
+        "MAX_LMCACHE_QUERY_ROUND_TIME",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs to completion, failing the test instead of hanging past `limit`.
+pub fn run(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lmcache-e2e");
+    wait_output(child, limit)
+}
+
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "lmcache-e2e did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+pub fn results(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json written");
+    serde_json::from_str(&text).expect("results.json parses")
+}
+
+/// `ci` on the sim preset into `dir`, with extra `--set`s.
+pub fn ci_sim(dir: &Path, sets: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.args(["ci", "--preset", "sim", "--results-dir"])
+        .arg(dir);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    cmd
+}
+
+/// Small and quick: the comparison still holds with fewer documents.
+pub const QUICK: &[&str] = &[
+    "tests.long_doc_qa.num_documents=4",
+    "tests.long_doc_qa.prewarmup_prompts=1",
+];
+
+pub fn group_alive(pgid: i32) -> bool {
+    !matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
+}
+
+/// Process groups recorded in the run's state file.
+pub fn recorded_groups(dir: &Path) -> Vec<i32> {
+    let text = std::fs::read_to_string(dir.join("state.json")).expect("state.json written");
+    let state: Value = serde_json::from_str(&text).unwrap();
+    state["engines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pgid"].as_i64().unwrap() as i32)
+        .collect()
+}
+
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn test_status(dir: &Path, test: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("results.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["tests"]
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == test)
+        .and_then(|t| t["status"].as_str())
+        .map(String::from)
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn path_str(p: &Path) -> PathBuf {
+    p.to_path_buf()
+}

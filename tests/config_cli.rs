@@ -1,0 +1,162 @@
+//! Suite loading and the CLI around it: errors name the key and the file,
+//! `list`, `--only`, `config show`, exit codes for bad usage.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn unknown_key_in_a_suite_file_names_key_and_file_and_exits_2() {
+    let dir = tempdir();
+    let suite = dir.path().join("my-suite.toml");
+    std::fs::write(
+        &suite,
+        "[engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\n[tests.ldqa]\nkind = \"long_doc_qa\"\nnum_docs = 3\n",
+    )
+    .unwrap();
+    let out = run(
+        bin()
+            .args(["ci", "--suite"])
+            .arg(&suite)
+            .arg("--results-dir")
+            .arg(dir.path().join("r")),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("tests.ldqa.num_docs") && stderr.contains("my-suite.toml"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("r").exists(),
+        "nothing runs on a bad config"
+    );
+}
+
+#[test]
+fn wrong_types_and_syntax_errors_name_where() {
+    let dir = tempdir();
+    let suite = dir.path().join("s.toml");
+    std::fs::write(
+        &suite,
+        "[engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\nport = \"eighty\"\n",
+    )
+    .unwrap();
+    let out = run(bin().args(["list", "--suite"]).arg(&suite), LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("engines.lm.port") && stderr.contains("s.toml"),
+        "{stderr}"
+    );
+
+    std::fs::write(&suite, "[engines.lm\nrole = 1\n").unwrap();
+    let out = run(bin().args(["list", "--suite"]).arg(&suite), LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("s.toml") && stderr.contains("line 1"),
+        "{stderr}"
+    );
+
+    let out = run(
+        bin().args(["list", "--suite", "/no/such/suite.toml"]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("/no/such/suite.toml"));
+}
+
+#[test]
+fn env_overrides_type_errors_name_the_variable() {
+    let out = run(
+        bin().args(["config", "show"]).env("NUM_DOCUMENTS", "lots"),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("NUM_DOCUMENTS"));
+}
+
+#[test]
+fn config_show_says_where_each_value_came_from() {
+    let out = run(
+        bin()
+            .args(["config", "show", "--set", "tests.long_doc_qa.output_len=7"])
+            .env("MODEL", "Qwen/Qwen3-14B")
+            .env("MAX_LMCACHE_TTFT", "0.3"),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key} in {stdout}"))
+            .to_string()
+    };
+    assert!(
+        line("run.model").contains("\"Qwen/Qwen3-14B\"")
+            && line("run.model").ends_with("# env MODEL")
+    );
+    assert!(line("tests.long_doc_qa.checks.query_ttft.max").contains("0.3"));
+    assert!(line("tests.long_doc_qa.output_len").ends_with("# --set"));
+    assert!(line("tests.long_doc_qa.num_documents").ends_with("# preset `sim`"));
+    assert!(line("run.request_timeout_secs").contains("60"));
+    assert!(line("tests.long_doc_qa.ttft_trim_fraction").ends_with("# default"));
+}
+
+#[test]
+fn list_and_only_select_tests_by_name() {
+    let out = run(bin().args(["list", "--preset", "sim"]), LIMIT);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out).0.starts_with("long_doc_qa  [long_doc_qa]"));
+
+    let dir = tempdir();
+    let out = run(
+        bin()
+            .args(["ci", "--only", "nothing-like-this", "--results-dir"])
+            .arg(dir.path()),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("no test matches --only `nothing-like-this`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_preset_and_bad_usage_exit_2() {
+    let out = run(bin().args(["ci", "--preset", "gpu-please"]), LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("unknown preset `gpu-please`"));
+    let out = run(bin().args(["ci", "--frobnicate"]), LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(bin().args(["ci", "--set", "novalue"]), LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_documents_exit_codes_on_every_subcommand() {
+    let out = run(bin().arg("--help"), LIMIT);
+    let stdout = text(&out).0;
+    assert!(stdout.contains("Exit codes") && stdout.contains("143"));
+    for sub in [
+        &["ci"][..],
+        &["list"],
+        &["config", "show"],
+        &["report"],
+        &["cleanup"],
+        &["sim", "serve"],
+    ] {
+        let out = run(bin().args(sub).arg("--help"), LIMIT);
+        assert_eq!(out.status.code(), Some(0), "{sub:?} --help");
+    }
+}

@@ -1,0 +1,190 @@
+//! Signals stop every engine: SIGTERM and SIGINT mid-run, a second signal,
+//! and `cleanup` after the runner itself was killed.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A run long enough to be interrupted while the workload is going.
+const LONG: &[&str] = &[
+    "tests.long_doc_qa.num_documents=60",
+    "tests.long_doc_qa.prewarmup_prompts=0",
+];
+
+fn interrupt_mid_run(signal: Signal, expected: i32) {
+    let dir = tempdir();
+    let child = ci_sim(dir.path(), LONG)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    wait_until(Duration::from_secs(30), "the test to start", || {
+        test_status(dir.path(), "long_doc_qa").as_deref() == Some("running")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let groups = recorded_groups(dir.path());
+    assert_eq!(groups.len(), 2);
+    assert!(groups.iter().all(|g| group_alive(*g)));
+
+    let sent = Instant::now();
+    kill(pid, signal).unwrap();
+    let out = wait_output(child, Duration::from_secs(20));
+    let took = sent.elapsed();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(expected),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        took < Duration::from_secs(7),
+        "stop took {took:?}, over GitHub's cancel window"
+    );
+    for g in groups {
+        assert!(!group_alive(g), "process group {g} outlived the run");
+    }
+    let r = results(dir.path());
+    assert_eq!(r["status"], "interrupted");
+    assert_eq!(r["signal"], format!("{signal:?}").as_str());
+    assert_eq!(r["tests"][0]["status"], "interrupted");
+    // What was measured before the signal is kept.
+    assert!(
+        r["tests"][0]["metrics"]["baseline"].is_object()
+            || dir.path().join("logs/baseline.log").exists()
+    );
+    assert!(
+        r["engines"][0]["log_tail"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "log tails kept"
+    );
+    for role in ["baseline", "lmcache"] {
+        let log = std::fs::read_to_string(dir.path().join(format!("logs/{role}.log"))).unwrap();
+        assert!(log.contains("sim: serving"), "{log}");
+    }
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(summary.contains("interrupted"), "{summary}");
+}
+
+#[test]
+fn sigterm_mid_run_stops_everything_and_exits_143() {
+    interrupt_mid_run(Signal::SIGTERM, 143);
+}
+
+#[test]
+fn sigint_mid_run_stops_everything_and_exits_130() {
+    interrupt_mid_run(Signal::SIGINT, 130);
+}
+
+#[test]
+fn engines_ignoring_sigterm_are_killed_after_the_grace_period() {
+    // A process engine that ignores SIGTERM, like a wedged vLLM.
+    let dir = tempdir();
+    let suite = dir.path().join("suite.toml");
+    let script = dir.path().join("stubborn.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntrap '' TERM\nexec {} sim serve --port \"$1\"\n",
+            env!("CARGO_BIN_EXE_lmcache-e2e")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &suite,
+        format!(
+            r#"
+[run]
+grace_period_secs = 1
+[engines.baseline]
+role = "baseline"
+kind = "process"
+command = "{}"
+args = ["{{port}}"]
+[engines.lmcache]
+role = "lmcache"
+kind = "sim"
+[tests.long_doc_qa]
+kind = "long_doc_qa"
+num_documents = 200
+document_length = 500
+prewarmup_prompts = 0
+"#,
+            script.display()
+        ),
+    )
+    .unwrap();
+    let results_dir = dir.path().join("results");
+    let child = bin()
+        .args(["ci", "--suite"])
+        .arg(&suite)
+        .arg("--results-dir")
+        .arg(&results_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the test to start", || {
+        test_status(&results_dir, "long_doc_qa").as_deref() == Some("running")
+    });
+    let groups = recorded_groups(&results_dir);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = wait_output(child, Duration::from_secs(20));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("killed after the grace period: baseline"),
+        "{stderr}"
+    );
+    for g in groups {
+        assert!(!group_alive(g), "process group {g} outlived the run");
+    }
+}
+
+#[test]
+fn cleanup_stops_engines_left_by_a_killed_runner() {
+    let dir = tempdir();
+    let mut child = ci_sim(dir.path(), LONG)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the test to start", || {
+        test_status(dir.path(), "long_doc_qa").as_deref() == Some("running")
+    });
+    // SIGKILL cannot be handled: the engines are left behind on purpose.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let groups = recorded_groups(dir.path());
+    assert!(
+        groups.iter().all(|g| group_alive(*g)),
+        "engines survive a SIGKILLed runner"
+    );
+
+    let out = run(
+        bin().args(["cleanup", "--results-dir"]).arg(dir.path()),
+        Duration::from_secs(30),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("baseline: process group") && stdout.contains("stopped"),
+        "{stdout}"
+    );
+    for g in &groups {
+        assert!(!group_alive(*g), "process group {g} survived cleanup");
+    }
+    // A second cleanup finds nothing left to do.
+    let out = run(
+        bin().args(["cleanup", "--results-dir"]).arg(dir.path()),
+        Duration::from_secs(30),
+    );
+    assert!(text(&out).0.contains("already stopped"));
+}
