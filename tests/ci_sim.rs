@@ -209,3 +209,41 @@ fn http_errors_are_counted_as_failed_requests() {
     let csv = std::fs::read_to_string(dir.path().join("long_doc_qa/lmcache_requests.csv")).unwrap();
     assert!(csv.contains("HTTP 500"), "{csv}");
 }
+
+#[test]
+fn report_renders_the_summary_again_from_disk() {
+    let dir = tempdir();
+    let out = run(
+        &mut ci_sim(
+            dir.path(),
+            &[
+                "engines.lmcache.sim.cache_tokens=0",
+                "tests.long_doc_qa.num_documents=2",
+            ],
+        ),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let written = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    // A later job has only the directory.
+    let copy = tempdir();
+    std::fs::copy(
+        dir.path().join("results.json"),
+        copy.path().join("results.json"),
+    )
+    .unwrap();
+    let out = run(
+        bin().args(["report", "--results-dir"]).arg(copy.path()),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out).0.trim_end(), written.trim_end());
+
+    std::fs::write(copy.path().join("results.json"), "{ torn").unwrap();
+    let out = run(
+        bin().args(["report", "--results-dir"]).arg(copy.path()),
+        LIMIT,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).1.contains("results.json"));
+}

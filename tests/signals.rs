@@ -149,6 +149,61 @@ prewarmup_prompts = 0
 }
 
 #[test]
+fn a_second_signal_kills_at_once() {
+    let dir = tempdir();
+    let script = dir.path().join("stubborn.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntrap '' TERM INT\nexec {} sim serve --port \"$1\"\n",
+            env!("CARGO_BIN_EXE_lmcache-e2e")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = ci_sim(dir.path(), LONG);
+    cmd.args([
+        "--set",
+        "run.grace_period_secs=60",
+        "--set",
+        "engines.baseline.kind=\"process\"",
+    ])
+    .args([
+        "--set",
+        &format!("engines.baseline.command=\"{}\"", script.display()),
+    ])
+    .args(["--set", "engines.baseline.args=[\"{port}\"]"]);
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the test to start", || {
+        test_status(dir.path(), "long_doc_qa").as_deref() == Some("running")
+    });
+    let groups = recorded_groups(dir.path());
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = Instant::now();
+    kill(pid, Signal::SIGINT).unwrap();
+    let out = wait_output(child, Duration::from_secs(20));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        second.elapsed() < Duration::from_secs(5),
+        "the second signal did not wait out the 60 s grace"
+    );
+    assert!(
+        stderr.contains("received again: killing engines"),
+        "{stderr}"
+    );
+    for g in groups {
+        assert!(!group_alive(g), "process group {g} outlived the run");
+    }
+}
+
+#[test]
 fn cleanup_stops_engines_left_by_a_killed_runner() {
     let dir = tempdir();
     let mut child = ci_sim(dir.path(), LONG)
