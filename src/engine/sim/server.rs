@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use futures_util::stream;
 use rand::rngs::StdRng;
@@ -74,6 +75,12 @@ pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(),
         })?;
     let local: SocketAddr = listener.local_addr().map_err(SimError::Serve)?;
     eprintln!("sim: serving {} on http://{local}", opts.served_model_name);
+    // Small SSE writes must leave at once: without TCP_NODELAY, Nagle's
+    // algorithm and the client's delayed ACK add ~40 ms to every token.
+    // uvicorn (vLLM) sets it too.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(opts))
         .await
         .map_err(SimError::Serve)

@@ -1,0 +1,132 @@
+//! How fast the long-doc-QA driver goes, and how exactly it measures:
+//! requests per second against a sim with zero latency, and the TTFT error
+//! against a sim whose TTFT is fixed. Runs the real binary end to end
+//! (`cargo bench --bench driver`); the figures go in the issue notes.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lmcache-e2e");
+
+struct Sim(Child, String);
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sim(args: &[&str]) -> Sim {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(BIN)
+        .args(["sim", "serve", "--port", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "sim did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Sim(child, url)
+}
+
+fn run_suite(dir: &Path, url: &str, test: &str) -> serde_json::Value {
+    let suite = dir.join("bench.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "[engines.b]\nrole = \"baseline\"\nkind = \"external\"\nurl = \"{url}\"\n\
+             [engines.l]\nrole = \"lmcache\"\nkind = \"external\"\nurl = \"{url}\"\n\
+             [tests.t]\nkind = \"long_doc_qa\"\nprewarmup_prompts = 0\n{test}"
+        ),
+    )
+    .unwrap();
+    let status = Command::new(BIN)
+        .args(["ci", "--suite"])
+        .arg(&suite)
+        .arg("--results-dir")
+        .arg(dir.join("r"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    serde_json::from_str(&std::fs::read_to_string(dir.join("r/results.json")).unwrap()).unwrap()
+}
+
+fn ttfts(csv: &str) -> Vec<f64> {
+    csv.lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(3)?.parse::<f64>().ok())
+        .filter(|t| *t >= 0.0)
+        .collect()
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+}
+
+fn main() {
+    // Throughput: zero-latency sim, short prompts, one output token.
+    let s = sim(&[
+        "--prefill-us-per-token",
+        "0",
+        "--cached-prefill-us-per-token",
+        "0",
+        "--decode-ms-per-token",
+        "0",
+    ]);
+    for inflight in [1, 16, 64] {
+        let dir = tempfile::tempdir().unwrap();
+        let r = run_suite(
+            dir.path(),
+            &s.1,
+            &format!("num_documents = 1000\ndocument_length = 100\noutput_len = 1\nrepeat_count = 1\nmax_inflight_requests = {inflight}\n"),
+        );
+        let m = &r["tests"][0]["metrics"]["lmcache"];
+        let n = m["requests"]["value"].as_f64().unwrap();
+        let secs = m["warmup_round_time"]["value"].as_f64().unwrap()
+            + m["query_round_time"]["value"].as_f64().unwrap();
+        println!("zero-latency sim, {inflight:>2} in flight: {n} requests in {secs:.2} s = {:.0} requests/s", n / secs);
+    }
+    drop(s);
+
+    // Accuracy: every request's TTFT is 50 ms (no queueing: one in flight).
+    let s = sim(&[
+        "--prefill-us-per-token",
+        "0",
+        "--cached-prefill-us-per-token",
+        "0",
+        "--base-latency-ms",
+        "50",
+        "--decode-ms-per-token",
+        "1",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    run_suite(dir.path(), &s.1, "num_documents = 100\ndocument_length = 1000\noutput_len = 8\nrepeat_count = 1\nmax_inflight_requests = 1\n");
+    let mut v: Vec<f64> = ttfts(
+        &std::fs::read_to_string(dir.path().join("r/long_doc_qa/lmcache_requests.csv")).unwrap(),
+    )
+    .into_iter()
+    .map(|t| (t - 0.050) * 1000.0)
+    .collect();
+    println!(
+        "fixed 50 ms TTFT, {} requests: measured minus true = p50 {:+.2} ms, p99 {:+.2} ms, max {:+.2} ms",
+        v.len(),
+        pct(&mut v, 50.0),
+        pct(&mut v, 99.0),
+        pct(&mut v, 100.0)
+    );
+}
