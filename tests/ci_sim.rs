@@ -247,3 +247,37 @@ fn report_renders_the_summary_again_from_disk() {
     assert_ne!(out.status.code(), Some(0));
     assert!(text(&out).1.contains("results.json"));
 }
+
+#[test]
+fn hit_miss_ratio_makes_every_other_query_a_miss() {
+    let dir = tempdir();
+    let mut sets = QUICK.to_vec();
+    sets.push("tests.long_doc_qa.hit_miss_ratio=\"1:1\"");
+    let out = run(&mut ci_sim(dir.path(), &sets), LIMIT);
+    let (_, stderr) = text(&out);
+    assert_ne!(out.status.code(), Some(2), "{stderr}");
+    let csv = std::fs::read_to_string(dir.path().join("long_doc_qa/lmcache_requests.csv")).unwrap();
+    let query: Vec<Vec<&str>> = csv
+        .lines()
+        .filter(|l| l.starts_with("query,"))
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(query.len(), 8);
+    let misses: Vec<bool> = query.iter().map(|r| r[6] == "true").collect();
+    assert_eq!(misses, [false, true, false, true, false, true, false, true]);
+    // A miss pays for the whole prefill on the LMCache engine too.
+    let ttft = |miss: bool| -> f64 {
+        let v: Vec<f64> = query
+            .iter()
+            .filter(|r| (r[6] == "true") == miss)
+            .map(|r| r[3].parse().unwrap())
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    assert!(
+        ttft(true) > ttft(false),
+        "misses {} vs hits {}",
+        ttft(true),
+        ttft(false)
+    );
+}
