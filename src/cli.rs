@@ -34,6 +34,9 @@ pub(crate) enum Command {
     /// against baseline then LMCache, gate, write the results directory.
     #[command(after_help = EXIT_CODES)]
     Ci(CiArgs),
+    /// Prepare what suites need before engines start.
+    #[command(subcommand)]
+    Setup(SetupCommand),
     /// List the tests of a suite (the names `--only` matches).
     List(SuiteArgs),
     /// Inspect the effective suite configuration.
@@ -100,6 +103,24 @@ pub(crate) struct CleanupArgs {
     /// Seconds between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 5.0)]
     pub grace_period_secs: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SetupCommand {
+    /// Extract MMLU data (Hendrycks layout) safely and idempotently: the
+    /// archive is never modified, a second run with the same archive does
+    /// nothing, hostile entries are refused.
+    Data(SetupDataArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SetupDataArgs {
+    /// `data.tar.xz`, or an already extracted directory (used as it is).
+    #[arg(long, value_name = "FILE")]
+    pub archive: PathBuf,
+    /// Directory to extract into; the data lands in DIR/data.
+    #[arg(long, value_name = "DIR")]
+    pub into: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::ci;
-use crate::cli::{CleanupArgs, Cli, Command, ConfigCommand, ReportArgs, SimCommand};
+use crate::cli::{CleanupArgs, Cli, Command, ConfigCommand, ReportArgs, SetupCommand, SimCommand};
 use crate::config::TestParams;
 use crate::engine;
 use crate::error::Error;
@@ -42,6 +42,25 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Report(args) => report(args),
+        Command::Setup(SetupCommand::Data(args)) => {
+            let started = std::time::Instant::now();
+            let p = crate::setup::mmlu_data::prepare(&args.archive, &args.into)?;
+            let what = if p.extracted {
+                "extracted"
+            } else {
+                "already up to date"
+            };
+            println!(
+                "MMLU data {what}: {} ({} subjects{}) in {:.2} s",
+                p.data_dir.display(),
+                p.subjects,
+                p.sha256
+                    .map(|s| format!(", sha256 {s}"))
+                    .unwrap_or_default(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::Cleanup(args) => cleanup(args).await,
         Command::Sim(SimCommand::Serve(args)) => {
             engine::sim::serve(&args.host, args.port, args.options)

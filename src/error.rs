@@ -3,6 +3,7 @@
 use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::report::results::ResultsError;
+use crate::setup::mmlu_data::DataError;
 
 /// Exit codes, as documented in `--help` and the README.
 pub(crate) mod exit {
@@ -21,6 +22,8 @@ pub(crate) enum Error {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Results(#[from] ResultsError),
+    #[error(transparent)]
+    Data(#[from] DataError),
     #[error("failed to create the results directory {path}: {source}")]
     ResultsDir {
         path: std::path::PathBuf,
@@ -43,7 +46,7 @@ impl Error {
         match self {
             Error::Config(_) => exit::USAGE,
             Error::Engine(_) => exit::ENGINE,
-            Error::ResultsDir { .. } | Error::Results(_) => exit::SETUP,
+            Error::ResultsDir { .. } | Error::Results(_) | Error::Data(_) => exit::SETUP,
             Error::Failed(_) => exit::GATE_FAILED,
             Error::Interrupted { number, .. } => 128 + number,
             Error::Render { .. } | Error::Internal(_) => 101,

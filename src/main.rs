@@ -14,6 +14,7 @@ mod engine;
 mod error;
 mod gate;
 mod report;
+mod setup;
 mod workload;
 
 use clap::Parser;

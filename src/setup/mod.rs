@@ -1,0 +1,3 @@
+//! Setup steps that prepare what the suites need before engines start.
+
+pub(crate) mod mmlu_data;
