@@ -11,8 +11,7 @@ use futures_util::FutureExt;
 use indexmap::IndexMap;
 
 use crate::cli::CiArgs;
-use crate::client::OpenAiClient;
-use crate::config::{self, Loaded, Role, TestParams};
+use crate::config::{self, Loaded};
 use crate::engine::signals::{Received, Signals};
 use crate::engine::{
     self, tail_lines, EngineError, EngineKind, EngineSpec, Supervisor, TAIL_LINES,
@@ -23,7 +22,7 @@ use crate::report::results::{
     EngineRecord, RunResults, RunStatus, TestRecord, TestStatus, SCHEMA_VERSION,
 };
 use crate::report::summary;
-use crate::workload::long_doc_qa;
+use crate::suite_test;
 
 enum Ended {
     Done(Result<(), Error>),
@@ -96,6 +95,7 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
                 files: Vec::new(),
                 error: None,
                 duration_secs: None,
+                notes: Vec::new(),
             })
             .collect(),
     };
@@ -304,62 +304,25 @@ async fn pipeline(
     }
     results.write()?;
 
-    let timeout = Duration::from_secs_f64(suite.run.request_timeout_secs);
+    let suite_dir = loaded.suite_dir();
+    let ctx = suite_test::Ctx {
+        specs: &specs,
+        model: &suite.run.model,
+        timeout: Duration::from_secs_f64(suite.run.request_timeout_secs),
+        suite_dir: &suite_dir,
+    };
     for name in selected {
-        let test = &suite.tests[name];
         let started = Instant::now();
         set_status(results, name, TestStatus::Running, None)?;
-        let mut metrics = IndexMap::new();
-        let mut files = Vec::new();
-        let mut error = None;
-        // Baseline first, so warm-up effects never favour LMCache.
-        for role in [Role::Baseline, Role::Lmcache] {
-            let Some(spec) = specs.iter().find(|s| s.role == role) else {
-                error = Some(format!("test `{name}` compares baseline with LMCache, but the suite has no `{role}` engine"));
-                break;
-            };
-            eprintln!(
-                "lmcache-e2e: [{name}] running against {role} (`{}`)",
-                spec.name
-            );
-            let client = OpenAiClient::new(&spec.url, timeout)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            let outcome = match &loaded.params[name] {
-                TestParams::LongDocQa(p) => {
-                    long_doc_qa::run(&client, &suite.run.model, p, &dir, role.as_str()).await
-                }
-            };
-            match outcome {
-                Ok(out) => {
-                    let m = |k: &str| out.metrics.get(k).map_or(f64::NAN, |m| m.value);
-                    eprintln!(
-                        "lmcache-e2e: [{name}] {role}: query TTFT {:.3} s, query round {:.3} s/prompt, warmup round {:.3} s/prompt, {} failed requests",
-                        m("query_ttft_per_prompt"), m("query_round_time_per_prompt"), m("warmup_round_time_per_prompt"), m("failed_requests")
-                    );
-                    metrics.insert(role, out.metrics);
-                    files.extend(out.files);
-                }
-                Err(e) => {
-                    error = Some(e.to_string());
-                    break;
-                }
-            }
-            if let Some(t) = results.test_mut(name) {
-                t.metrics = metrics.clone();
-                t.files = files.clone();
-            }
-            results.write()?;
-        }
+        let out = suite_test::run(&ctx, name, &loaded.params[name], results).await?;
         let t = results.test_mut(name).expect("selected tests are recorded");
         t.duration_secs = Some(started.elapsed().as_secs_f64());
-        t.metrics = metrics;
-        t.files = files;
-        if let Some(e) = error {
+        if let Some(e) = out.error {
             eprintln!("lmcache-e2e: [{name}] error: {e}");
             t.status = TestStatus::Error;
             t.error = Some(e);
         } else {
-            t.checks = gate::evaluate(&test.checks, &t.metrics);
+            t.checks = gate::evaluate(&suite.tests[name].checks, &t.metrics);
             t.status = gate::test_status(&t.checks);
         }
         results.write()?;

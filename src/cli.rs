@@ -42,6 +42,11 @@ pub(crate) enum Command {
     /// Inspect the effective suite configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Compare MMLU jsonl files written by today's scripts (`<model>-baseline.jsonl`
+    /// and `<model>-lmcache.jsonl`, or `dynamo-{baseline,lmcache}-<model>.jsonl`),
+    /// pairing them by model, and gate on the accuracy drop.
+    #[command(after_help = EXIT_CODES)]
+    Compare(CompareArgs),
     /// Render `summary.md` again from a results directory.
     Report(ReportArgs),
     /// Stop the engines a run left behind (e.g. after `kill -9`), from its
@@ -83,6 +88,19 @@ pub(crate) enum ConfigCommand {
     /// Print every effective value and where it came from (file, preset,
     /// environment variable, --set or default).
     Show(SuiteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompareArgs {
+    /// Result files, baseline and LMCache for each model.
+    #[arg(required = true, value_name = "FILES")]
+    pub files: Vec<PathBuf>,
+    /// Largest allowed drop of the question-weighted total accuracy.
+    #[arg(long, default_value_t = 0.01)]
+    pub max_accuracy_drop: f64,
+    /// Largest allowed drop of any one subject's accuracy.
+    #[arg(long, default_value_t = 0.05)]
+    pub max_subject_drop: f64,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::ci;
 use crate::cli::{CleanupArgs, Cli, Command, ConfigCommand, ReportArgs, SetupCommand, SimCommand};
-use crate::config::TestParams;
+use crate::compare;
 use crate::engine;
 use crate::error::Error;
 use crate::report::results::{write_atomic, RunResults};
@@ -16,7 +16,6 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
         Command::List(args) => {
             let loaded = ci::load_suite(&args)?;
             for (name, test) in &loaded.suite.tests {
-                let TestParams::LongDocQa(_) = &loaded.params[name];
                 let state = if test.enabled { "" } else { "  (disabled)" };
                 println!(
                     "{name}  [{}]  {} checks{state}",
@@ -42,6 +41,25 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Report(args) => report(args),
+        Command::Compare(args) => {
+            let reports = compare::run(&args.files, args.max_accuracy_drop, args.max_subject_drop)?;
+            for r in &reports {
+                println!("{}", r.text);
+            }
+            let failed: Vec<&str> = reports
+                .iter()
+                .filter(|r| !r.passed)
+                .map(|r| r.model.as_str())
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Failed(format!(
+                    "LMCache changed MMLU accuracy beyond the thresholds for: {}",
+                    failed.join(", ")
+                )))
+            }
+        }
         Command::Setup(SetupCommand::Data(args)) => {
             let started = std::time::Instant::now();
             let p = crate::setup::mmlu_data::prepare(&args.archive, &args.into)?;

@@ -1,5 +1,6 @@
 //! The one place errors become exit codes.
 
+use crate::compare::CompareError;
 use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::report::results::ResultsError;
@@ -24,6 +25,8 @@ pub(crate) enum Error {
     Results(#[from] ResultsError),
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error(transparent)]
+    Compare(#[from] CompareError),
     #[error("failed to create the results directory {path}: {source}")]
     ResultsDir {
         path: std::path::PathBuf,
@@ -44,7 +47,7 @@ pub(crate) enum Error {
 impl Error {
     pub(crate) fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => exit::USAGE,
+            Error::Config(_) | Error::Compare(_) => exit::USAGE,
             Error::Engine(_) => exit::ENGINE,
             Error::ResultsDir { .. } | Error::Results(_) | Error::Data(_) => exit::SETUP,
             Error::Failed(_) => exit::GATE_FAILED,

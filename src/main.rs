@@ -9,12 +9,14 @@ mod ci;
 mod cli;
 mod client;
 mod commands;
+mod compare;
 mod config;
 mod engine;
 mod error;
 mod gate;
 mod report;
 mod setup;
+mod suite_test;
 mod workload;
 
 use clap::Parser;

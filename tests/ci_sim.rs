@@ -22,8 +22,19 @@ fn sim_preset_passes_and_writes_the_results_directory() {
     let r = results(dir.path());
     assert_eq!(r["status"], "passed");
     assert_eq!(r["engines"].as_array().unwrap().len(), 2);
+    let names: Vec<&str> = r["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["long_doc_qa", "mmlu"]);
+    assert_eq!(r["tests"][1]["status"], "passed");
+    assert_eq!(
+        r["tests"][1]["metrics"]["lmcache"]["changed_answers"]["value"],
+        0.0
+    );
     let test = &r["tests"][0];
-    assert_eq!(test["name"], "long_doc_qa");
     assert_eq!(test["status"], "passed");
     let ttft = |role: &str| {
         test["metrics"][role]["query_ttft_per_prompt"]["value"]
@@ -86,7 +97,7 @@ fn lmcache_without_its_cache_fails_the_relative_gate() {
     let dir = tempdir();
     let mut sets = QUICK.to_vec();
     sets.push("engines.lmcache.sim.cache_tokens=0");
-    let out = run(&mut ci_sim(dir.path(), &sets), LIMIT);
+    let out = run(&mut ldqa(dir.path(), &sets), LIMIT);
     let (stdout, stderr) = text(&out);
     assert_eq!(
         out.status.code(),
@@ -144,7 +155,7 @@ fn an_engine_that_dies_mid_run_exits_4() {
     let dir = tempdir();
     let mut sets = QUICK.to_vec();
     sets.push("engines.baseline.sim.crash_after=3");
-    let out = run(&mut ci_sim(dir.path(), &sets), LIMIT);
+    let out = run(&mut ldqa(dir.path(), &sets), LIMIT);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(
@@ -166,7 +177,7 @@ fn an_engine_that_dies_mid_run_exits_4() {
 fn a_server_that_stops_answering_fails_the_gate_instead_of_hanging() {
     let dir = tempdir();
     let out = run(
-        &mut ci_sim(
+        &mut ldqa(
             dir.path(),
             &[
                 "tests.long_doc_qa.num_documents=2",
@@ -196,7 +207,7 @@ fn http_errors_are_counted_as_failed_requests() {
     let dir = tempdir();
     let mut sets = QUICK.to_vec();
     sets.push("engines.lmcache.sim.error_rate=0.5");
-    let out = run(&mut ci_sim(dir.path(), &sets), LIMIT);
+    let out = run(&mut ldqa(dir.path(), &sets), LIMIT);
     assert_eq!(out.status.code(), Some(1));
     let r = results(dir.path());
     let checks = r["tests"][0]["checks"].as_array().unwrap();
@@ -214,7 +225,7 @@ fn http_errors_are_counted_as_failed_requests() {
 fn report_renders_the_summary_again_from_disk() {
     let dir = tempdir();
     let out = run(
-        &mut ci_sim(
+        &mut ldqa(
             dir.path(),
             &[
                 "engines.lmcache.sim.cache_tokens=0",
@@ -253,7 +264,7 @@ fn hit_miss_ratio_makes_every_other_query_a_miss() {
     let dir = tempdir();
     let mut sets = QUICK.to_vec();
     sets.push("tests.long_doc_qa.hit_miss_ratio=\"1:1\"");
-    let out = run(&mut ci_sim(dir.path(), &sets), LIMIT);
+    let out = run(&mut ldqa(dir.path(), &sets), LIMIT);
     let (_, stderr) = text(&out);
     assert_ne!(out.status.code(), Some(2), "{stderr}");
     let csv = std::fs::read_to_string(dir.path().join("long_doc_qa/lmcache_requests.csv")).unwrap();

@@ -136,8 +136,21 @@ async fn completions_are_deterministic_and_the_cache_reports_hits() {
         "same prompt, same text, cache or not"
     );
     assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
-    assert_eq!(second["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
+    // The same prompt again hits every chunk, the partial last one included.
+    assert_eq!(second["usage"]["prompt_tokens_details"]["cached_tokens"], 9);
     assert_eq!(second["usage"]["total_tokens"], 9 + 5);
+    // A longer prompt reuses only the full 4-token chunks of its prefix.
+    let body = json!({"model": "lmcache-e2e/sim", "prompt": "7 hi hi hi hi hi hi hi hi hi hi", "max_tokens": 1});
+    let v: Value = http
+        .post(format!("{}/v1/completions", sim.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
 }
 
 #[tokio::test]

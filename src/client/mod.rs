@@ -192,6 +192,78 @@ impl OpenAiClient {
         })
     }
 
+    /// A non-streamed `POST /v1/completions`; `body` carries the sampling
+    /// parameters. Returns the first choice's text and the prompt tokens.
+    pub(crate) async fn completion(
+        &self,
+        body: &Value,
+    ) -> Result<(String, Option<u64>), ClientError> {
+        let url = self.url("/v1/completions");
+        let v = self.post_json(&url, body).await?;
+        let text = v
+            .pointer("/choices/0/text")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ClientError::Garbage {
+                url: url.clone(),
+                message: format!("no `choices[0].text` in {:?}", snippet(&v.to_string())),
+            })?;
+        Ok((
+            text.to_string(),
+            v.pointer("/usage/prompt_tokens").and_then(Value::as_u64),
+        ))
+    }
+
+    /// Token count of `prompt` from vLLM's `POST /tokenize`; `None` when the
+    /// server has no such endpoint (not every OpenAI server does).
+    pub(crate) async fn tokenize_count(
+        &self,
+        model: &str,
+        prompt: &str,
+    ) -> Result<Option<u64>, ClientError> {
+        let url = self.url("/tokenize");
+        match self
+            .post_json(&url, &json!({"model": model, "prompt": prompt}))
+            .await
+        {
+            Ok(v) => v
+                .get("count")
+                .and_then(Value::as_u64)
+                .map(Some)
+                .ok_or_else(|| ClientError::Garbage {
+                    url,
+                    message: "no `count` in the /tokenize answer".into(),
+                }),
+            Err(ClientError::Status {
+                status: 404 | 405, ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn post_json(&self, url: &str, body: &Value) -> Result<Value, ClientError> {
+        let send = self.http.post(url).json(body).timeout(self.timeout).send();
+        let resp = send.await.map_err(|e| ClientError::Request {
+            url: url.to_string(),
+            message: describe(&e),
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| ClientError::Request {
+            url: url.to_string(),
+            message: describe(&e),
+        })?;
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                body: snippet(&text),
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| ClientError::Garbage {
+            url: url.to_string(),
+            message: format!("{e} in {:?}", snippet(&text)),
+        })
+    }
+
     /// A streamed chat completion (`stream_options.include_usage`), timed to
     /// the first non-empty content or reasoning delta. Never fails as a
     /// whole: what went wrong is in `error`, so a workload can count it.

@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 use super::presets;
-use super::{ConfigError, EngineKind, LongDocQaParams, Role, Suite, TestKind, TestParams};
+use super::{
+    ConfigError, EngineKind, LongDocQaParams, MmluParams, Role, Suite, TestKind, TestParams,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Source {
@@ -131,6 +133,7 @@ impl Loaded {
         for (name, params) in &self.params {
             let resolved = match params {
                 TestParams::LongDocQa(p) => Value::try_from(p),
+                TestParams::Mmlu(p) => Value::try_from(p),
             };
             if let (Ok(Value::Table(resolved)), Some(Value::Table(test))) = (
                 resolved,
@@ -149,6 +152,15 @@ impl Loaded {
             out.push((key.to_string(), v.to_string(), source));
         });
         out
+    }
+
+    /// The directory relative paths in the suite are resolved against: the
+    /// suite file's own, or the working directory for a preset.
+    pub(crate) fn suite_dir(&self) -> PathBuf {
+        match &self.base {
+            Source::File(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+            _ => PathBuf::new(),
+        }
     }
 
     fn origin_of(&self, key: &str) -> Source {
@@ -461,6 +473,22 @@ fn validate(
                 }
                 TestParams::LongDocQa(p)
             }
+            TestKind::Mmlu => {
+                let p: MmluParams =
+                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
+                if p.max_inflight_requests == 0
+                    || (p.number_of_subjects == 0 && p.subjects.is_empty())
+                {
+                    return Err(err(prefix, "number_of_subjects (or subjects) and max_inflight_requests must be at least 1"));
+                }
+                if !(p.store_load_pause_secs.is_finite() && p.store_load_pause_secs >= 0.0) {
+                    return Err(err(
+                        format!("{prefix}.store_load_pause_secs"),
+                        "must be zero or more seconds",
+                    ));
+                }
+                TestParams::Mmlu(p)
+            }
         };
         params.insert(name.clone(), p);
     }
@@ -519,7 +547,9 @@ max = 0.22
             ],
         )
         .unwrap();
-        let TestParams::LongDocQa(p) = &l.params["ldqa"];
+        let TestParams::LongDocQa(p) = &l.params["ldqa"] else {
+            panic!("ldqa is a long_doc_qa test")
+        };
         assert_eq!(p.num_documents, 7);
         assert_eq!(p.document_length, 64);
         assert_eq!(l.suite.tests["ldqa"].checks["query_ttft"].max, Some(0.5));

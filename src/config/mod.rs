@@ -11,6 +11,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::sim::SimOptions;
+pub(crate) use crate::workload::mmlu::MmluParams;
 
 pub(crate) use layers::{load, LoadRequest, Loaded};
 pub(crate) use presets::PRESETS;
@@ -154,12 +155,14 @@ fn default_host() -> String {
 #[serde(rename_all = "snake_case")]
 pub(crate) enum TestKind {
     LongDocQa,
+    Mmlu,
 }
 
 impl TestKind {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             TestKind::LongDocQa => "long_doc_qa",
+            TestKind::Mmlu => "mmlu",
         }
     }
 }
@@ -265,6 +268,7 @@ pub(crate) enum RepeatMode {
 #[derive(Debug, Clone)]
 pub(crate) enum TestParams {
     LongDocQa(LongDocQaParams),
+    Mmlu(MmluParams),
 }
 
 impl Suite {

@@ -121,6 +121,10 @@ pub(crate) struct TestRecord {
     pub files: Vec<String>,
     pub error: Option<String>,
     pub duration_secs: Option<f64>,
+    /// Findings worth reading at a glance, e.g. the questions whose answer
+    /// changed between baseline and LMCache.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

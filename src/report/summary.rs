@@ -27,6 +27,7 @@ struct TestView {
     kind: String,
     status: &'static str,
     error: Option<String>,
+    notes: Vec<String>,
     checks: Vec<CheckView>,
 }
 
@@ -163,6 +164,7 @@ pub(crate) fn render(results: &RunResults) -> Result<String, tera::Error> {
                 kind: md_escape(&t.kind),
                 status,
                 error: t.error.as_deref().map(md_escape),
+                notes: t.notes.iter().map(|n| md_escape(n)).collect(),
                 checks: checks
                     .into_iter()
                     .map(|c| check_view(c, &unit_of(&c.metric)))
@@ -285,6 +287,7 @@ mod tests {
                     files: vec![],
                     error: None,
                     duration_secs: Some(3.0),
+                    notes: Vec::new(),
                 },
                 TestRecord {
                     name: "long_doc_qa".into(),
@@ -304,6 +307,7 @@ mod tests {
                     files: vec![],
                     error: None,
                     duration_secs: Some(3.0),
+                    notes: Vec::new(),
                 },
             ],
         }

@@ -350,6 +350,59 @@ pub(crate) fn read_questions(path: &Path) -> Result<Vec<Question>, DataError> {
     Ok(out)
 }
 
+/// Subjects of the built-in dataset: small, generated, and in the Hendrycks
+/// layout, so a machine without the real MMLU still runs the whole path.
+const BUILTIN: &[(&str, char)] = &[
+    ("elementary_addition", '+'),
+    ("elementary_multiplication", '*'),
+    ("elementary_subtraction", '-'),
+    ("integer_remainders", '%'),
+];
+
+/// Writes the built-in dataset (4 subjects, 5 dev and 12 test questions each)
+/// under `dir/{dev,test}`. Deterministic: the same files every time.
+pub(crate) fn write_builtin(dir: &Path) -> io::Result<()> {
+    let mut state: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    for (subject, op) in BUILTIN {
+        for (kind, count) in [("dev", 5), ("test", 12)] {
+            let sub = dir.join(kind);
+            fs::create_dir_all(&sub)?;
+            let mut w = csv::Writer::from_path(sub.join(format!("{subject}_{kind}.csv")))?;
+            for i in 0..count {
+                let (a, b) = (next(90) + 10, next(9) + 2);
+                let right = match op {
+                    '+' => a + b,
+                    '*' => a * b,
+                    '-' => a - b,
+                    _ => a % b,
+                } as i64;
+                let slot = (i % 4) as i64;
+                let choices: Vec<String> = (0..4)
+                    .map(|c| (right + (c - slot) * 3).to_string())
+                    .collect();
+                let question = format!("What is {a} {op} {b}?");
+                let answer = ["A", "B", "C", "D"][slot as usize];
+                w.write_record([
+                    question.as_str(),
+                    &choices[0],
+                    &choices[1],
+                    &choices[2],
+                    &choices[3],
+                    answer,
+                ])?;
+            }
+            w.flush()?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +436,34 @@ mod tests {
         fs::write(&p, "q1,a,b,c,d,E\n").unwrap();
         let e = read_questions(&p).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("\"E\""), "{e}");
+    }
+
+    #[test]
+    fn builtin_data_is_a_valid_hendrycks_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        write_builtin(dir.path()).unwrap();
+        let subjects = subjects(dir.path()).unwrap();
+        assert_eq!(subjects.len(), 4);
+        for s in &subjects {
+            let test = read_questions(&dir.path().join(format!("test/{s}_test.csv"))).unwrap();
+            assert_eq!(test.len(), 12);
+            assert_eq!(
+                read_questions(&dir.path().join(format!("dev/{s}_dev.csv")))
+                    .unwrap()
+                    .len(),
+                5
+            );
+            // Every answer letter is used, so a constant answer cannot score well.
+            for letter in ['A', 'B', 'C', 'D'] {
+                assert!(test.iter().any(|q| q.answer == letter));
+            }
+        }
+        let first = std::fs::read(dir.path().join("test/elementary_addition_test.csv")).unwrap();
+        write_builtin(dir.path()).unwrap();
+        assert_eq!(
+            first,
+            std::fs::read(dir.path().join("test/elementary_addition_test.csv")).unwrap()
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
@@ -13,8 +12,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::WorkloadError;
 use crate::client::{OpenAiClient, StreamOutcome};
@@ -96,8 +93,6 @@ struct Job {
     is_miss: bool,
 }
 
-/// Runs every job with at most `inflight` at once; the clock of a request
-/// starts once it holds a slot, as in the reference.
 async fn run_round(
     client: &OpenAiClient,
     model: &str,
@@ -105,32 +100,17 @@ async fn run_round(
     max_tokens: u32,
     inflight: usize,
 ) -> Vec<(Job, StreamOutcome)> {
-    let slots = Arc::new(Semaphore::new(inflight.max(1)));
-    let mut set = JoinSet::new();
-    for (i, job) in jobs.into_iter().enumerate() {
-        let permit = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
+    super::bounded(jobs, inflight, |job| {
         let client = client.clone();
         let model = model.to_string();
-        set.spawn(async move {
+        async move {
             let out = client
                 .chat_stream(&model, &job.prompt, max_tokens, &serde_json::Value::Null)
                 .await;
-            drop(permit);
-            (i, job, out)
-        });
-    }
-    let mut done = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        if let Ok(item) = joined {
-            done.push(item);
+            (job, out)
         }
-    }
-    done.sort_by_key(|(i, _, _)| *i);
-    done.into_iter().map(|(_, j, o)| (j, o)).collect()
+    })
+    .await
 }
 
 fn rows(round: &'static str, t0: Instant, done: &[(Job, StreamOutcome)]) -> Vec<RequestRow> {

@@ -2,13 +2,21 @@
 //! they run the same against servers this tool did not start.
 
 pub(crate) mod long_doc_qa;
+pub(crate) mod mmlu;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::client::ClientError;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WorkloadError {
+    #[error(transparent)]
+    Mmlu(#[from] mmlu::MmluError),
     #[error("failed to prepare the workload against {url}: {source}")]
     Client { url: String, source: ClientError },
     #[error("failed to write {path}: {source}")]
@@ -16,4 +24,42 @@ pub(crate) enum WorkloadError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Runs `f` on every job with at most `limit` at once, each on the runtime's
+/// threads; results come back in job order. A job's clock should start inside
+/// `f`, after it got its slot, as the reference's semaphore does.
+pub(crate) async fn bounded<T, R, F, Fut>(jobs: Vec<T>, limit: usize, f: F) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limit.max(1)));
+    let mut set = JoinSet::new();
+    let n = jobs.len();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let fut = f(job);
+        set.spawn(async move {
+            let r = fut.await;
+            drop(permit);
+            (i, r)
+        });
+    }
+    let mut done: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((i, r)) => done[i] = Some(r),
+            // A panicking job is a bug: surface it rather than lose a row.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {}
+        }
+    }
+    done.into_iter().flatten().collect()
 }

@@ -83,6 +83,13 @@ pub fn ci_sim(dir: &Path, sets: &[&str]) -> Command {
     cmd
 }
 
+/// `ci` on the sim preset's long document QA test only.
+pub fn ldqa(dir: &Path, sets: &[&str]) -> Command {
+    let mut cmd = ci_sim(dir, sets);
+    cmd.args(["--only", "long_doc_qa"]);
+    cmd
+}
+
 /// Small and quick: the comparison still holds with fewer documents.
 pub const QUICK: &[&str] = &[
     "tests.long_doc_qa.num_documents=4",

@@ -1,6 +1,7 @@
 //! Prefix KV cache of the sim: fixed-size chunks keyed by a hash chained over
 //! the prefix, evicted least recently used, sized in tokens like LMCache's
-//! local CPU backend.
+//! local CPU backend. Like LMCache (`save_unfull_chunk`), the last partial
+//! chunk is stored too, so a short prompt sent again is a hit.
 
 use indexmap::IndexSet;
 
@@ -30,15 +31,15 @@ impl PrefixCache {
             return 0;
         }
         let mut hash = 0u64;
-        let mut hit_chunks = 0;
+        let mut hit_tokens = 0;
         let mut still_hitting = true;
-        for chunk in tokens.chunks_exact(self.chunk_size) {
+        for chunk in tokens.chunks(self.chunk_size) {
             for word in chunk {
                 hash = fnv1a(hash, word.as_bytes());
                 hash = fnv1a(hash, b" ");
             }
             if still_hitting && self.chunks.shift_remove(&hash) {
-                hit_chunks += 1;
+                hit_tokens += chunk.len();
             } else {
                 still_hitting = false;
                 self.chunks.shift_remove(&hash);
@@ -49,7 +50,7 @@ impl PrefixCache {
                 self.chunks.shift_remove_index(0);
             }
         }
-        hit_chunks * self.chunk_size
+        hit_tokens
     }
 }
 
@@ -62,12 +63,16 @@ mod tests {
     }
 
     #[test]
-    fn second_request_hits_every_full_chunk() {
+    fn second_request_hits_every_chunk_including_the_partial_one() {
         let mut cache = PrefixCache::new(10_000, 256);
         let d = doc(0, 1000);
         let tokens: Vec<&str> = d.split_whitespace().collect();
         assert_eq!(cache.lookup_and_store(&tokens), 0);
-        assert_eq!(cache.lookup_and_store(&tokens), 768);
+        assert_eq!(cache.lookup_and_store(&tokens), 1001);
+        // A longer prompt reuses the full chunks, not the old partial one.
+        let longer = doc(0, 1100);
+        let t2: Vec<&str> = longer.split_whitespace().collect();
+        assert_eq!(cache.lookup_and_store(&t2), 768);
     }
 
     #[test]
@@ -94,6 +99,7 @@ mod tests {
         cache.lookup_and_store(&toks[2]);
         assert_eq!(cache.lookup_and_store(&toks[0]), 0, "oldest evicted");
         assert_eq!(cache.lookup_and_store(&toks[0]), 512);
+        assert_eq!(toks[0].len(), 512);
     }
 
     #[test]

@@ -30,7 +30,7 @@ const VOCAB: &[&str] = &[
 /// (0 normally; another value models corrupted KV).
 pub(super) fn output_words(prompt: &str, n: usize, variant: u64) -> Vec<&'static str> {
     let mut state = fnv1a(variant, prompt.as_bytes());
-    (0..n)
+    let mut words: Vec<&'static str> = (0..n)
         .map(|_| {
             // splitmix64 step: cheap and well mixed.
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -40,7 +40,15 @@ pub(super) fn output_words(prompt: &str, n: usize, variant: u64) -> Vec<&'static
             z ^= z >> 31;
             VOCAB[(z % VOCAB.len() as u64) as usize]
         })
-        .collect()
+        .collect();
+    // A multiple-choice prompt (MMLU's "Answer:" cue) gets a letter first,
+    // as an instruction-tuned model gives it.
+    if prompt.trim_end().ends_with("Answer:") {
+        if let Some(first) = words.first_mut() {
+            *first = ["A", "B", "C", "D"][(fnv1a(variant ^ 0xa11, prompt.as_bytes()) % 4) as usize];
+        }
+    }
+    words
 }
 
 #[cfg(test)]
@@ -62,6 +70,25 @@ mod tests {
             output_words("hello world", 8, 1)
         );
         assert_eq!(output_words("x", 5, 0).len(), 5);
+    }
+
+    #[test]
+    fn multiple_choice_prompts_are_answered_with_a_letter() {
+        let letters: Vec<&str> = (0..40)
+            .map(|i| output_words(&format!("Q{i}?\nAnswer:"), 2, 0)[0])
+            .collect();
+        assert!(letters.iter().all(|l| ["A", "B", "C", "D"].contains(l)));
+        assert!(
+            ["A", "B", "C", "D"].iter().all(|l| letters.contains(l)),
+            "all letters occur"
+        );
+        let corrupted = (0..40)
+            .filter(|i| output_words(&format!("Q{i}?\nAnswer:"), 2, 1)[0] != letters[*i])
+            .count();
+        assert!(
+            corrupted > 10,
+            "corrupt KV changes many answers: {corrupted}"
+        );
     }
 
     #[test]

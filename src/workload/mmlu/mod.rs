@@ -1,0 +1,472 @@
+//! MMLU correctness: the same questions to baseline and LMCache (each prompt
+//! twice on LMCache, store then load), scored with the reference's parser,
+//! compared per subject and per question.
+
+pub(crate) mod compare;
+pub(crate) mod prompt;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use self::compare::{Comparison, SubjectScore};
+use self::prompt::Variant;
+use super::WorkloadError;
+use crate::client::{ClientError, OpenAiClient};
+use crate::report::results::{write_atomic, Metric};
+use crate::setup::mmlu_data::{self, DataError};
+
+/// Parameters of the MMLU test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MmluParams {
+    /// `data.tar.xz`, an extracted `data/` directory, or `builtin` (a small
+    /// generated dataset, for the sim).
+    pub data: String,
+    /// Where an archive is extracted (default: `<results dir>/mmlu_data`).
+    pub extract_dir: Option<PathBuf>,
+    /// The first N subjects in sorted order (the pipeline passes 25).
+    pub number_of_subjects: usize,
+    /// Explicit subjects; overrides `number_of_subjects`.
+    pub subjects: Vec<String>,
+    /// At most this many test questions per subject (all when absent).
+    pub max_questions_per_subject: Option<usize>,
+    pub variant: Variant,
+    /// Few-shot examples from `dev`, at most.
+    pub num_fewshot: usize,
+    /// Stop adding examples once their tokens (the server's `/tokenize`,
+    /// when it has one) would exceed this.
+    pub fewshot_token_budget: Option<u64>,
+    /// Default: 2 for `lmcache`, 3 for `dynamo`.
+    pub max_tokens: Option<u32>,
+    pub seed: u64,
+    pub max_inflight_requests: usize,
+    /// One request at a time, as the original scripts did.
+    pub sequential: bool,
+    /// On the LMCache engine send each prompt twice and score the second.
+    pub store_then_load: bool,
+    pub store_load_pause_secs: f64,
+    /// Attempts after the first for a request that fails.
+    pub max_retries: u32,
+}
+
+impl Default for MmluParams {
+    fn default() -> Self {
+        Self {
+            data: "data.tar.xz".to_string(),
+            extract_dir: None,
+            number_of_subjects: 25,
+            subjects: Vec::new(),
+            max_questions_per_subject: None,
+            variant: Variant::Lmcache,
+            num_fewshot: 5,
+            fewshot_token_budget: Some(4000),
+            max_tokens: None,
+            seed: 42,
+            max_inflight_requests: 16,
+            sequential: false,
+            store_then_load: true,
+            store_load_pause_secs: 0.5,
+            max_retries: 3,
+        }
+    }
+}
+
+/// One question, ready to send.
+#[derive(Debug, Clone)]
+pub(crate) struct Item {
+    pub subject: String,
+    pub index: usize,
+    pub label: char,
+    pub prompt: String,
+}
+
+/// The prompts of a run, built once and sent to every engine.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub items: Vec<Item>,
+    pub subjects: Vec<String>,
+    pub fewshot_used: IndexMap<String, usize>,
+    pub data_dir: PathBuf,
+}
+
+/// What one engine answered to one question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub subject: String,
+    pub index: usize,
+    pub label: char,
+    /// `None` when every attempt failed: such a question is counted as a
+    /// failure and as wrong, never scored as "A".
+    pub prediction: Option<char>,
+    pub raw: Option<String>,
+    /// The store pass's answer on the LMCache engine.
+    pub store_raw: Option<String>,
+    pub engine: String,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MmluError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("failed to find MMLU subject `{subject}` in {dir}; available: {available}")]
+    UnknownSubject {
+        subject: String,
+        dir: PathBuf,
+        available: String,
+    },
+    #[error("failed to write the generated MMLU data in {path}: {source}")]
+    Builtin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Prepares data and prompts. `tokenizer` measures few-shot examples when
+/// the suite gives a token budget and the server can tokenize.
+pub(crate) async fn plan(
+    params: &MmluParams,
+    results_dir: &Path,
+    suite_dir: &Path,
+    tokenizer: Option<(&OpenAiClient, &str)>,
+) -> Result<Plan, WorkloadError> {
+    let data_dir = locate_data(params, results_dir, suite_dir).map_err(WorkloadError::Mmlu)?;
+    let all = mmlu_data::subjects(&data_dir).map_err(|e| WorkloadError::Mmlu(e.into()))?;
+    let subjects: Vec<String> = if params.subjects.is_empty() {
+        all.iter()
+            .take(params.number_of_subjects)
+            .cloned()
+            .collect()
+    } else {
+        for s in &params.subjects {
+            if !all.contains(s) {
+                return Err(WorkloadError::Mmlu(MmluError::UnknownSubject {
+                    subject: s.clone(),
+                    dir: data_dir.clone(),
+                    available: all.join(", "),
+                }));
+            }
+        }
+        params.subjects.clone()
+    };
+    let mut items = Vec::new();
+    let mut fewshot_used = IndexMap::new();
+    for subject in &subjects {
+        let read = |kind: &str| {
+            mmlu_data::read_questions(&data_dir.join(kind).join(format!("{subject}_{kind}.csv")))
+        };
+        let dev = read("dev").map_err(|e| WorkloadError::Mmlu(e.into()))?;
+        let test = read("test").map_err(|e| WorkloadError::Mmlu(e.into()))?;
+        let mut head = prompt::header(params.variant, subject);
+        let mut used = 0;
+        let mut spent = 0u64;
+        for example in dev.iter().take(params.num_fewshot) {
+            let text = prompt::format_example(params.variant, example, true);
+            if let (Some(budget), Some((client, model))) = (params.fewshot_token_budget, tokenizer)
+            {
+                let n = client
+                    .tokenize_count(model, &text)
+                    .await
+                    .map_err(|source| WorkloadError::Client {
+                        url: client.base().to_string(),
+                        source,
+                    })?;
+                if let Some(n) = n {
+                    if spent + n > budget {
+                        break;
+                    }
+                    spent += n;
+                }
+            }
+            head.push_str(&text);
+            used += 1;
+        }
+        fewshot_used.insert(subject.clone(), used);
+        let limit = params.max_questions_per_subject.unwrap_or(usize::MAX);
+        for (index, q) in test.iter().take(limit).enumerate() {
+            items.push(Item {
+                subject: subject.clone(),
+                index,
+                label: q.answer,
+                prompt: prompt::prompt(&head, params.variant, q),
+            });
+        }
+    }
+    Ok(Plan {
+        items,
+        subjects,
+        fewshot_used,
+        data_dir,
+    })
+}
+
+fn locate_data(
+    params: &MmluParams,
+    results_dir: &Path,
+    suite_dir: &Path,
+) -> Result<PathBuf, MmluError> {
+    let into = params
+        .extract_dir
+        .clone()
+        .unwrap_or_else(|| results_dir.join("mmlu_data"));
+    if params.data == "builtin" {
+        let dir = into.join("builtin");
+        mmlu_data::write_builtin(&dir).map_err(|source| MmluError::Builtin {
+            path: dir.clone(),
+            source,
+        })?;
+        return Ok(dir);
+    }
+    let source = suite_dir.join(&params.data);
+    Ok(mmlu_data::prepare(&source, &into)?.data_dir)
+}
+
+/// Sends every question to one engine; `store_then_load` sends each twice.
+pub(crate) async fn run(
+    client: &OpenAiClient,
+    model: &str,
+    params: &MmluParams,
+    plan: &Plan,
+    engine: &str,
+    store_then_load: bool,
+) -> Result<Vec<Record>, WorkloadError> {
+    let model = client
+        .resolve_model(model)
+        .await
+        .map_err(|source| WorkloadError::Client {
+            url: client.base().to_string(),
+            source,
+        })?;
+    let limit = if params.sequential {
+        1
+    } else {
+        params.max_inflight_requests
+    };
+    let max_tokens = params.max_tokens.unwrap_or(params.variant.max_tokens());
+    let pause = Duration::from_secs_f64(params.store_load_pause_secs.max(0.0));
+    let retries = params.max_retries;
+    let seed = params.seed;
+    let engine = engine.to_string();
+    Ok(super::bounded(plan.items.clone(), limit, |item| {
+        let client = client.clone();
+        let model = model.clone();
+        let engine = engine.clone();
+        async move {
+            let body = json!({
+                "model": model,
+                "prompt": item.prompt,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "seed": seed,
+                "n": 1,
+                "stream": false,
+            });
+            let mut attempts = 0;
+            let mut store_raw = None;
+            let mut outcome = ask(&client, &body, retries, &mut attempts).await;
+            if store_then_load && outcome.is_ok() {
+                store_raw = outcome.as_ref().ok().cloned();
+                tokio::time::sleep(pause).await;
+                outcome = ask(&client, &body, retries, &mut attempts).await;
+            }
+            let (prediction, raw, error) = match outcome {
+                Ok(text) => (Some(prompt::parse_answer(&text)), Some(text), None),
+                Err(e) => (None, None, Some(e.to_string())),
+            };
+            Record {
+                subject: item.subject,
+                index: item.index,
+                label: item.label,
+                prediction,
+                raw,
+                store_raw,
+                engine,
+                attempts,
+                error,
+            }
+        }
+    })
+    .await)
+}
+
+/// One completion, retried with backoff on failure.
+async fn ask(
+    client: &OpenAiClient,
+    body: &serde_json::Value,
+    retries: u32,
+    attempts: &mut u32,
+) -> Result<String, ClientError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        *attempts += 1;
+        match client.completion(body).await {
+            Ok((text, _)) => return Ok(text),
+            Err(e) if *attempts > retries => return Err(e),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
+
+/// Accuracy per subject, in subject order.
+pub(crate) fn scores(records: &[Record]) -> IndexMap<String, SubjectScore> {
+    let mut acc: IndexMap<String, (u64, u64)> = IndexMap::new();
+    for r in records {
+        let e = acc.entry(r.subject.clone()).or_default();
+        e.1 += 1;
+        if r.prediction == Some(r.label) {
+            e.0 += 1;
+        }
+    }
+    acc.into_iter()
+        .map(|(s, (ok, n))| {
+            (
+                s,
+                SubjectScore {
+                    accuracy: ok as f64 / n.max(1) as f64,
+                    num_questions: n,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Per-engine metrics.
+pub(crate) fn role_metrics(records: &[Record]) -> IndexMap<String, Metric> {
+    let s = scores(records);
+    let n: u64 = s.values().map(|x| x.num_questions).sum();
+    let correct: f64 = s
+        .values()
+        .map(|x| x.accuracy * x.num_questions as f64)
+        .sum();
+    let unweighted = s.values().map(|x| x.accuracy).sum::<f64>() / s.len().max(1) as f64;
+    let failed = records.iter().filter(|r| r.prediction.is_none()).count();
+    let mut m = IndexMap::new();
+    m.insert(
+        "accuracy".into(),
+        Metric::new(correct / n.max(1) as f64, ""),
+    );
+    m.insert("accuracy_unweighted".into(), Metric::new(unweighted, ""));
+    m.insert("questions".into(), Metric::new(n as f64, "questions"));
+    m.insert(
+        "failed_requests".into(),
+        Metric::new(failed as f64, "requests"),
+    );
+    m
+}
+
+/// A question whose answer differs between the engines.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Changed {
+    pub subject: String,
+    pub index: usize,
+    pub label: char,
+    pub baseline: Option<char>,
+    pub lmcache: Option<char>,
+}
+
+pub(crate) fn changed(baseline: &[Record], lmcache: &[Record]) -> Vec<Changed> {
+    let by_key: IndexMap<(&str, usize), &Record> = baseline
+        .iter()
+        .map(|r| ((r.subject.as_str(), r.index), r))
+        .collect();
+    lmcache
+        .iter()
+        .filter_map(|l| {
+            let b = by_key.get(&(l.subject.as_str(), l.index))?;
+            (b.prediction != l.prediction).then(|| Changed {
+                subject: l.subject.clone(),
+                index: l.index,
+                label: l.label,
+                baseline: b.prediction,
+                lmcache: l.prediction,
+            })
+        })
+        .collect()
+}
+
+/// Metrics of LMCache against baseline, recorded on the LMCache side so
+/// the gate bounds them like any other metric.
+pub(crate) fn comparison_metrics(
+    c: &Comparison,
+    changed: Option<usize>,
+) -> IndexMap<String, Metric> {
+    let mut m = IndexMap::new();
+    m.insert(
+        "accuracy_drop".into(),
+        Metric::new(c.baseline_weighted - c.lmcache_weighted, ""),
+    );
+    m.insert(
+        "accuracy_drop_unweighted".into(),
+        Metric::new(c.baseline_unweighted - c.lmcache_unweighted, ""),
+    );
+    m.insert(
+        "max_subject_drop".into(),
+        Metric::new(c.max_subject_drop, ""),
+    );
+    if let Some(n) = changed {
+        m.insert("changed_answers".into(), Metric::new(n as f64, "questions"));
+    }
+    m
+}
+
+pub(crate) fn model_tail(model: &str) -> &str {
+    model.rsplit('/').next().unwrap_or(model)
+}
+
+/// The jsonl file of today's scripts: one `{"<subject>": {...}}` per line,
+/// then `{"total": {...}}` with the unweighted mean, as they wrote it.
+pub(crate) fn legacy_jsonl(scores: &IndexMap<String, SubjectScore>) -> String {
+    let mut out = String::new();
+    for (s, x) in scores {
+        out.push_str(
+            &json!({ s: {"accuracy": x.accuracy, "num_questions": x.num_questions} }).to_string(),
+        );
+        out.push('\n');
+    }
+    let total_n: u64 = scores.values().map(|x| x.num_questions).sum();
+    let mean = scores.values().map(|x| x.accuracy).sum::<f64>() / scores.len().max(1) as f64;
+    out.push_str(&json!({"total": {"accuracy": mean, "num_questions": total_n}}).to_string());
+    out.push('\n');
+    out
+}
+
+pub(crate) fn legacy_name(variant: Variant, role: &str, model: &str) -> String {
+    match variant {
+        Variant::Lmcache => format!("{}-{role}.jsonl", model_tail(model)),
+        Variant::Dynamo => format!("dynamo-{role}-{}.jsonl", model_tail(model)),
+    }
+}
+
+/// Writes `mmlu/<file>` and returns its path relative to the results dir.
+pub(crate) fn write_file(
+    results_dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<String, WorkloadError> {
+    let dir = results_dir.join("mmlu");
+    std::fs::create_dir_all(&dir).map_err(|source| WorkloadError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let path = dir.join(name);
+    write_atomic(&path, bytes).map_err(|e| WorkloadError::Write {
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(format!("mmlu/{name}"))
+}
+
+pub(crate) fn records_jsonl(records: &[Record]) -> String {
+    records
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("record serializes") + "\n")
+        .collect()
+}
