@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use indexmap::IndexMap;
 
 use crate::cli::CiArgs;
-use crate::config::{self, Loaded};
+use crate::config::{self, Loaded, Schedule};
 use crate::engine::signals::{Received, Signals};
 use crate::engine::{
     self, tail_lines, EngineError, EngineKind, EngineSpec, Supervisor, TAIL_LINES,
@@ -262,7 +262,89 @@ async fn pipeline(
     let suite = &loaded.suite;
     let dir = results.results_dir.clone();
     let specs: Vec<EngineSpec> = engine::resolve(suite, &dir.join("logs"))?;
-    for spec in &specs {
+    // Baseline first, so warm-up effects never favour LMCache.
+    let mut order: Vec<&EngineSpec> = specs.iter().collect();
+    order.sort_by_key(|s| s.role);
+    let phases: Vec<Vec<&EngineSpec>> = match suite.run.schedule {
+        Schedule::Concurrent => vec![order],
+        Schedule::Sequential => order.into_iter().map(|s| vec![s]).collect(),
+    };
+    let suite_dir = loaded.suite_dir();
+    let ctx = suite_test::Ctx {
+        specs: &specs,
+        model: &suite.run.model,
+        timeout: Duration::from_secs_f64(suite.run.request_timeout_secs),
+        suite_dir: &suite_dir,
+    };
+    let mut runs: Vec<(suite_test::TestRun, Duration)> = selected
+        .iter()
+        .map(|name| {
+            (
+                suite_test::TestRun::new(name, &loaded.params[name]),
+                Duration::ZERO,
+            )
+        })
+        .collect();
+    let last = phases.len().saturating_sub(1);
+    for (i, phase) in phases.iter().enumerate() {
+        start_engines(phase, supervisor, results).await?;
+        for (run, spent) in runs.iter_mut() {
+            for spec in phase {
+                let started = Instant::now();
+                set_status(results, run.name(), TestStatus::Running)?;
+                run.run_role(&ctx, spec.role, results).await?;
+                *spent += started.elapsed();
+            }
+        }
+        if i < last {
+            eprintln!(
+                "lmcache-e2e: stopping {} before the next engine starts",
+                names(phase)
+            );
+            let killed = supervisor.stop_all(std::future::pending()).await;
+            if !killed.is_empty() {
+                eprintln!(
+                    "lmcache-e2e: killed after the grace period: {}",
+                    killed.join(", ")
+                );
+            }
+        }
+    }
+    for (run, spent) in runs.iter_mut() {
+        run.finish(results)?;
+        let checks = &suite.tests[run.name()].checks;
+        let t = results
+            .test_mut(run.name())
+            .expect("selected tests are recorded");
+        t.duration_secs = Some(spent.as_secs_f64());
+        if let Some(e) = &run.error {
+            eprintln!("lmcache-e2e: [{}] error: {e}", t.name);
+            t.status = TestStatus::Error;
+        } else {
+            t.checks = gate::evaluate(checks, &t.metrics);
+            t.status = gate::test_status(&t.checks);
+        }
+        results.write()?;
+    }
+    Ok(())
+}
+
+fn names(specs: &[&EngineSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("`{}`", s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Starts engines together and waits until every one of them serves.
+async fn start_engines(
+    specs: &[&EngineSpec],
+    supervisor: &Supervisor,
+    results: &mut RunResults,
+) -> Result<(), Error> {
+    let dir = results.results_dir.clone();
+    for spec in specs {
         let pid = supervisor.spawn(spec)?;
         results.engines.push(EngineRecord {
             name: spec.name.clone(),
@@ -289,7 +371,6 @@ async fn pipeline(
         }
     }
     results.write()?;
-
     let ready = try_join_all(specs.iter().map(|s| engine::wait_ready(supervisor, s))).await?;
     for (spec, took) in specs.iter().zip(ready) {
         supervisor.mark_ready(&spec.name);
@@ -302,43 +383,12 @@ async fn pipeline(
             took.as_secs_f64()
         );
     }
-    results.write()?;
-
-    let suite_dir = loaded.suite_dir();
-    let ctx = suite_test::Ctx {
-        specs: &specs,
-        model: &suite.run.model,
-        timeout: Duration::from_secs_f64(suite.run.request_timeout_secs),
-        suite_dir: &suite_dir,
-    };
-    for name in selected {
-        let started = Instant::now();
-        set_status(results, name, TestStatus::Running, None)?;
-        let out = suite_test::run(&ctx, name, &loaded.params[name], results).await?;
-        let t = results.test_mut(name).expect("selected tests are recorded");
-        t.duration_secs = Some(started.elapsed().as_secs_f64());
-        if let Some(e) = out.error {
-            eprintln!("lmcache-e2e: [{name}] error: {e}");
-            t.status = TestStatus::Error;
-            t.error = Some(e);
-        } else {
-            t.checks = gate::evaluate(&suite.tests[name].checks, &t.metrics);
-            t.status = gate::test_status(&t.checks);
-        }
-        results.write()?;
-    }
-    Ok(())
+    Ok(results.write()?)
 }
 
-fn set_status(
-    results: &mut RunResults,
-    name: &str,
-    status: TestStatus,
-    error: Option<String>,
-) -> Result<(), Error> {
+fn set_status(results: &mut RunResults, name: &str, status: TestStatus) -> Result<(), Error> {
     if let Some(t) = results.test_mut(name) {
         t.status = status;
-        t.error = error;
     }
     Ok(results.write()?)
 }

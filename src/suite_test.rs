@@ -1,6 +1,7 @@
-//! Running one test of a suite: its workload against baseline, then LMCache,
-//! then what comparing the two adds. Results are recorded after each engine,
-//! so an interrupted run keeps what was measured.
+//! Running one test of a suite in phases: its workload against one engine
+//! at a time (baseline first, then LMCache), then what comparing the two
+//! adds. Results are recorded after each engine, so an interrupted run keeps
+//! what was measured; phases let engines run one after the other.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,13 +25,17 @@ pub(crate) struct Ctx<'a> {
     pub suite_dir: &'a Path,
 }
 
-/// What a test produced, or why it could not finish.
-#[derive(Default)]
-pub(crate) struct TestOutput {
+/// One test's state across phases.
+pub(crate) struct TestRun<'p> {
+    name: String,
+    params: &'p TestParams,
     pub metrics: IndexMap<Role, IndexMap<String, Metric>>,
-    pub files: Vec<String>,
-    pub notes: Vec<String>,
+    files: Vec<String>,
+    notes: Vec<String>,
+    /// Why the test could not finish; later phases skip it.
     pub error: Option<String>,
+    mmlu_plan: Option<(mmlu::Plan, String)>,
+    mmlu_records: IndexMap<Role, Vec<mmlu::Record>>,
 }
 
 fn client_for<'a>(
@@ -47,81 +52,115 @@ fn client_for<'a>(
     Ok((spec, client))
 }
 
-fn record(results: &mut RunResults, name: &str, out: &TestOutput) -> Result<(), Error> {
-    if let Some(t) = results.test_mut(name) {
-        t.metrics = out.metrics.clone();
-        t.files = out.files.clone();
-        t.notes = out.notes.clone();
-    }
-    Ok(results.write()?)
-}
-
-pub(crate) async fn run(
-    ctx: &Ctx<'_>,
-    name: &str,
-    params: &TestParams,
-    results: &mut RunResults,
-) -> Result<TestOutput, Error> {
-    let mut out = TestOutput::default();
-    let dir = results.results_dir.clone();
-    let step: Result<(), String> = async {
-        match params {
-            TestParams::LongDocQa(p) => {
-                // Baseline first, so warm-up effects never favour LMCache.
-                for role in [Role::Baseline, Role::Lmcache] {
-                    let (spec, client) = client_for(ctx, name, role)?;
-                    eprintln!("lmcache-e2e: [{name}] running against {role} (`{}`)", spec.name);
-                    let r = long_doc_qa::run(&client, ctx.model, p, &dir, role.as_str()).await.map_err(|e| e.to_string())?;
-                    let m = |k: &str| r.metrics.get(k).map_or(f64::NAN, |m| m.value);
-                    eprintln!(
-                        "lmcache-e2e: [{name}] {role}: query TTFT {:.3} s, query round {:.3} s/prompt, warmup round {:.3} s/prompt, {} failed requests",
-                        m("query_ttft_per_prompt"),
-                        m("query_round_time_per_prompt"),
-                        m("warmup_round_time_per_prompt"),
-                        m("failed_requests")
-                    );
-                    out.metrics.insert(role, r.metrics);
-                    out.files.extend(r.files);
-                    record(results, name, &out).map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            }
-            TestParams::Mmlu(p) => run_mmlu(ctx, name, p, results, &mut out).await,
+impl<'p> TestRun<'p> {
+    pub(crate) fn new(name: &str, params: &'p TestParams) -> Self {
+        Self {
+            name: name.to_string(),
+            params,
+            metrics: IndexMap::new(),
+            files: Vec::new(),
+            notes: Vec::new(),
+            error: None,
+            mmlu_plan: None,
+            mmlu_records: IndexMap::new(),
         }
     }
-    .await;
-    out.error = step.err();
-    record(results, name, &out)?;
-    Ok(out)
-}
 
-async fn run_mmlu(
-    ctx: &Ctx<'_>,
-    name: &str,
-    p: &mmlu::MmluParams,
-    results: &mut RunResults,
-    out: &mut TestOutput,
-) -> Result<(), String> {
-    let dir = results.results_dir.clone();
-    let wl = |e: WorkloadError| e.to_string();
-    let (_, tokenizer) = client_for(ctx, name, Role::Baseline)?;
-    let model = tokenizer
-        .resolve_model(ctx.model)
-        .await
-        .map_err(|e| e.to_string())?;
-    let plan = mmlu::plan(p, &dir, ctx.suite_dir, Some((&tokenizer, &model)))
-        .await
-        .map_err(wl)?;
-    eprintln!(
-        "lmcache-e2e: [{name}] {} questions from {} subjects ({}), few-shot examples per subject: {}",
-        plan.items.len(),
-        plan.subjects.len(),
-        plan.data_dir.display(),
-        summarize_fewshot(&plan.fewshot_used)
-    );
-    let mut per_role = IndexMap::new();
-    for role in [Role::Baseline, Role::Lmcache] {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn record(&self, results: &mut RunResults) -> Result<(), Error> {
+        if let Some(t) = results.test_mut(&self.name) {
+            t.metrics = self.metrics.clone();
+            t.files = self.files.clone();
+            t.notes = self.notes.clone();
+            t.error = self.error.clone();
+        }
+        Ok(results.write()?)
+    }
+
+    /// Runs the workload against the engine of `role`.
+    pub(crate) async fn run_role(
+        &mut self,
+        ctx: &Ctx<'_>,
+        role: Role,
+        results: &mut RunResults,
+    ) -> Result<(), Error> {
+        if self.error.is_some() {
+            return Ok(());
+        }
+        let dir = results.results_dir.clone();
+        let step = match self.params {
+            TestParams::LongDocQa(p) => self.long_doc_qa(ctx, p, role, &dir).await,
+            TestParams::Mmlu(p) => self.mmlu_role(ctx, p, role, &dir).await,
+        };
+        self.error = step.err();
+        self.record(results)
+    }
+
+    async fn long_doc_qa(
+        &mut self,
+        ctx: &Ctx<'_>,
+        p: &crate::config::LongDocQaParams,
+        role: Role,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let name = &self.name;
         let (spec, client) = client_for(ctx, name, role)?;
+        eprintln!(
+            "lmcache-e2e: [{name}] running against {role} (`{}`)",
+            spec.name
+        );
+        let r = long_doc_qa::run(&client, ctx.model, p, dir, role.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let m = |k: &str| r.metrics.get(k).map_or(f64::NAN, |m| m.value);
+        eprintln!(
+            "lmcache-e2e: [{name}] {role}: query TTFT {:.3} s, query round {:.3} s/prompt, warmup round {:.3} s/prompt, {} failed requests",
+            m("query_ttft_per_prompt"),
+            m("query_round_time_per_prompt"),
+            m("warmup_round_time_per_prompt"),
+            m("failed_requests")
+        );
+        self.metrics.insert(role, r.metrics);
+        self.files.extend(r.files);
+        Ok(())
+    }
+
+    async fn mmlu_role(
+        &mut self,
+        ctx: &Ctx<'_>,
+        p: &mmlu::MmluParams,
+        role: Role,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let wl = |e: WorkloadError| e.to_string();
+        let name = self.name.clone();
+        let (spec, client) = client_for(ctx, &name, role)?;
+        if self.mmlu_plan.is_none() {
+            // Prompts are built once, with the first engine's tokenizer, and
+            // sent unchanged to every engine.
+            let model = client
+                .resolve_model(ctx.model)
+                .await
+                .map_err(|e| e.to_string())?;
+            let plan = mmlu::plan(p, dir, ctx.suite_dir, Some((&client, &model)))
+                .await
+                .map_err(wl)?;
+            let mut counts: Vec<usize> = plan.fewshot_used.values().copied().collect();
+            counts.sort_unstable();
+            counts.dedup();
+            eprintln!(
+                "lmcache-e2e: [{name}] {} questions from {} subjects ({}), few-shot examples per subject: {}",
+                plan.items.len(),
+                plan.subjects.len(),
+                plan.data_dir.display(),
+                counts.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" or ")
+            );
+            self.mmlu_plan = Some((plan, model));
+        }
+        let (plan, model) = self.mmlu_plan.as_ref().expect("planned above");
         let twice = role == Role::Lmcache && p.store_then_load;
         eprintln!(
             "lmcache-e2e: [{name}] asking {role} (`{}`){}",
@@ -132,10 +171,9 @@ async fn run_mmlu(
                 ""
             }
         );
-        let records = mmlu::run(&client, &model, p, &plan, &spec.name, twice)
+        let records = mmlu::run(&client, model, p, plan, &spec.name, twice)
             .await
             .map_err(wl)?;
-        let scores = mmlu::scores(&records);
         let metrics = mmlu::role_metrics(&records);
         eprintln!(
             "lmcache-e2e: [{name}] {role}: accuracy {:.4} over {} questions, {} failed requests",
@@ -143,8 +181,8 @@ async fn run_mmlu(
         );
         let files = [
             (
-                mmlu::legacy_name(p.variant, role.as_str(), &model),
-                mmlu::legacy_jsonl(&scores),
+                mmlu::legacy_name(p.variant, role.as_str(), model),
+                mmlu::legacy_jsonl(&mmlu::scores(&records)),
             ),
             (
                 format!("{role}_questions.jsonl"),
@@ -152,74 +190,88 @@ async fn run_mmlu(
             ),
         ];
         for (file, body) in files {
-            out.files
-                .push(mmlu::write_file(&dir, &file, body.as_bytes()).map_err(wl)?);
+            self.files
+                .push(mmlu::write_file(dir, &file, body.as_bytes()).map_err(wl)?);
         }
-        out.metrics.insert(role, metrics);
-        record(results, name, out).map_err(|e| e.to_string())?;
-        per_role.insert(role, records);
+        self.metrics.insert(role, metrics);
+        self.mmlu_records.insert(role, records);
+        Ok(())
     }
 
-    let (b, l) = (&per_role[&Role::Baseline], &per_role[&Role::Lmcache]);
-    let comparison = mmlu::compare::compare(&mmlu::scores(b), &mmlu::scores(l));
-    let changed = mmlu::changed(b, l);
-    if let Some(m) = out.metrics.get_mut(&Role::Lmcache) {
-        m.extend(mmlu::comparison_metrics(&comparison, Some(changed.len())));
+    /// After every engine ran: what the comparison adds (MMLU's changed
+    /// answers and subject drops).
+    pub(crate) fn finish(&mut self, results: &mut RunResults) -> Result<(), Error> {
+        if self.error.is_some() {
+            return self.record(results);
+        }
+        let dir = results.results_dir.clone();
+        if let TestParams::Mmlu(_) = self.params {
+            if let Err(e) = self.mmlu_finish(&dir) {
+                self.error = Some(e);
+            }
+        }
+        self.record(results)
     }
-    let show = |c: Option<char>| c.map_or("no answer".to_string(), String::from);
-    for c in changed.iter().take(NOTE_LIMIT) {
-        out.notes.push(format!(
-            "changed answer: {} question {} (correct {}): baseline {}, LMCache {}",
-            c.subject,
-            c.index,
-            c.label,
-            show(c.baseline),
-            show(c.lmcache)
-        ));
-    }
-    if changed.len() > NOTE_LIMIT {
-        out.notes.push(format!(
-            "… and {} more changed answers in mmlu/changed_answers.jsonl",
-            changed.len() - NOTE_LIMIT
-        ));
-    }
-    if let Some(worst) = &comparison.worst_subject {
-        out.notes.push(format!(
-            "largest subject drop: {worst} ({:.4})",
-            comparison.max_subject_drop
-        ));
-    }
-    for note in &out.notes {
-        eprintln!("lmcache-e2e: [{name}] {note}");
-    }
-    let changed_jsonl: String = changed
-        .iter()
-        .map(|c| serde_json::to_string(c).expect("serializes") + "\n")
-        .collect();
-    for (file, body) in [
-        (
-            "correctness-summary.txt".to_string(),
-            mmlu::compare::summary_text(&comparison),
-        ),
-        (
-            "comparison.json".to_string(),
-            serde_json::to_string_pretty(&comparison).expect("serializes"),
-        ),
-        ("changed_answers.jsonl".to_string(), changed_jsonl),
-    ] {
-        out.files
-            .push(mmlu::write_file(&dir, &file, body.as_bytes()).map_err(wl)?);
-    }
-    Ok(())
-}
 
-fn summarize_fewshot(used: &IndexMap<String, usize>) -> String {
-    let mut counts: Vec<usize> = used.values().copied().collect();
-    counts.sort_unstable();
-    counts.dedup();
-    counts
-        .iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(" or ")
+    fn mmlu_finish(&mut self, dir: &Path) -> Result<(), String> {
+        let (Some(b), Some(l)) = (
+            self.mmlu_records.get(&Role::Baseline),
+            self.mmlu_records.get(&Role::Lmcache),
+        ) else {
+            return Err(format!(
+                "test `{}` needs answers from both a baseline and an LMCache engine",
+                self.name
+            ));
+        };
+        let comparison = mmlu::compare::compare(&mmlu::scores(b), &mmlu::scores(l));
+        let changed = mmlu::changed(b, l);
+        if let Some(m) = self.metrics.get_mut(&Role::Lmcache) {
+            m.extend(mmlu::comparison_metrics(&comparison, Some(changed.len())));
+        }
+        let show = |c: Option<char>| c.map_or("no answer".to_string(), String::from);
+        for c in changed.iter().take(NOTE_LIMIT) {
+            self.notes.push(format!(
+                "changed answer: {} question {} (correct {}): baseline {}, LMCache {}",
+                c.subject,
+                c.index,
+                c.label,
+                show(c.baseline),
+                show(c.lmcache)
+            ));
+        }
+        if changed.len() > NOTE_LIMIT {
+            self.notes.push(format!(
+                "… and {} more changed answers in mmlu/changed_answers.jsonl",
+                changed.len() - NOTE_LIMIT
+            ));
+        }
+        if let Some(worst) = &comparison.worst_subject {
+            self.notes.push(format!(
+                "largest subject drop: {worst} ({:.4})",
+                comparison.max_subject_drop
+            ));
+        }
+        for note in &self.notes {
+            eprintln!("lmcache-e2e: [{}] {note}", self.name);
+        }
+        let changed_jsonl: String = changed
+            .iter()
+            .map(|c| serde_json::to_string(c).expect("serializes") + "\n")
+            .collect();
+        for (file, body) in [
+            (
+                "correctness-summary.txt",
+                mmlu::compare::summary_text(&comparison),
+            ),
+            (
+                "comparison.json",
+                serde_json::to_string_pretty(&comparison).expect("serializes"),
+            ),
+            ("changed_answers.jsonl", changed_jsonl),
+        ] {
+            self.files
+                .push(mmlu::write_file(dir, file, body.as_bytes()).map_err(|e| e.to_string())?);
+        }
+        Ok(())
+    }
 }

@@ -292,3 +292,50 @@ fn hit_miss_ratio_makes_every_other_query_a_miss() {
         ttft(false)
     );
 }
+
+#[test]
+fn sequential_engines_share_a_port_one_after_the_other() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempdir();
+    let port_set = |e: &str| format!("engines.{e}.port={port}");
+    let (b, l) = (port_set("baseline"), port_set("lmcache"));
+    let mut sets = QUICK.to_vec();
+    sets.extend([
+        b.as_str(),
+        l.as_str(),
+        "run.schedule=\"sequential\"",
+        "tests.mmlu.number_of_subjects=2",
+    ]);
+    let out = run(&mut ci_sim(dir.path(), &sets), LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stopped = stderr
+        .find("stopping `baseline` before the next engine starts")
+        .expect("baseline stopped first");
+    let started = stderr.find("started engine `lmcache`").unwrap();
+    assert!(stopped < started, "{stderr}");
+    // Every test ran its baseline part before LMCache started.
+    assert!(stderr.find("[mmlu] baseline: accuracy").unwrap() < started);
+    let r = results(dir.path());
+    assert!(
+        r["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["status"] == "passed"),
+        "{r}"
+    );
+    for g in recorded_groups(dir.path()) {
+        assert!(!group_alive(g));
+    }
+
+    // Concurrently, the same port is a configuration error.
+    let out = run(&mut ci_sim(dir.path(), &[b.as_str(), l.as_str()]), LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("run.schedule = \"sequential\""), "{stderr}");
+}

@@ -416,6 +416,21 @@ fn validate(
             ));
         }
     }
+    if suite.run.schedule == super::Schedule::Concurrent {
+        let mut seen: IndexMap<(String, u16), &String> = IndexMap::new();
+        for (name, e) in &suite.engines {
+            if let (Some(port), false) =
+                (e.port.filter(|p| *p != 0), e.kind == EngineKind::External)
+            {
+                if let Some(other) = seen.insert((e.host.clone(), port), name) {
+                    return Err(err(
+                        format!("engines.{name}.port"),
+                        &format!("`{other}` uses port {port} too; give each engine its own port, or set run.schedule = \"sequential\""),
+                    ));
+                }
+            }
+        }
+    }
     let run = &suite.run;
     for (key, v) in [
         ("run.readiness_timeout_secs", run.readiness_timeout_secs),

@@ -107,6 +107,18 @@ pub(crate) struct RunConfig {
     pub grace_period_secs: f64,
     /// Longest a single request may take before it counts as failed.
     pub request_timeout_secs: f64,
+    /// `concurrent`: all engines up at once. `sequential`: baseline, then
+    /// LMCache, each started, used by every test and stopped before the
+    /// next (Dynamo's deployments share port 8000).
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Schedule {
+    #[default]
+    Concurrent,
+    Sequential,
 }
 
 impl Default for RunConfig {
@@ -119,6 +131,7 @@ impl Default for RunConfig {
             readiness_timeout_secs: 300.0,
             grace_period_secs: 5.0,
             request_timeout_secs: 600.0,
+            schedule: Schedule::Concurrent,
         }
     }
 }
