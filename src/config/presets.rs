@@ -6,11 +6,23 @@ pub(crate) struct Preset {
     pub toml: &'static str,
 }
 
-pub(crate) const PRESETS: &[Preset] = &[Preset {
-    name: "sim",
-    about: "two simulated engines (baseline and LMCache) on this machine, no GPU needed",
-    toml: include_str!("../../presets/sim.toml"),
-}];
+pub(crate) const PRESETS: &[Preset] = &[
+    Preset {
+        name: "sim",
+        about: "two simulated engines (baseline and LMCache) on this machine, no GPU needed",
+        toml: include_str!("../../presets/sim.toml"),
+    },
+    Preset {
+        name: "correctness",
+        about: "LMCache's MMLU correctness suite: vllm serve without and with the LMCache connector, TP 2, one after the other",
+        toml: include_str!("../../presets/correctness.toml"),
+    },
+    Preset {
+        name: "dynamo",
+        about: "Dynamo's LMCache MMLU suite: frontend plus dynamo.vllm without and with --connector lmcache, one after the other",
+        toml: include_str!("../../presets/dynamo.toml"),
+    },
+];
 
 pub(crate) fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)

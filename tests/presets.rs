@@ -1,0 +1,167 @@
+//! The GPU presets run end to end against stand-ins for `vllm` and Dynamo's
+//! `python -m` entry points: scripts on PATH that record the command line
+//! they were given and serve the simulated engine on the port they were
+//! told. What is checked is what the presets launch, with the reference's
+//! flags, and that the whole pipeline runs through them.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn script(dir: &Path, name: &str, body: &str) {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+fn shared_archive() -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmlu/data.tar.xz");
+    p.canonicalize()
+        .expect("shared MMLU archive")
+        .display()
+        .to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ci_preset(
+    preset: &str,
+    fake_bin: &Path,
+    results: &Path,
+    argv_log: &Path,
+    extra: &[String],
+) -> std::process::Output {
+    let port = free_port();
+    let path = format!(
+        "{}:{}",
+        fake_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = bin();
+    cmd.args(["ci", "--preset", preset, "--results-dir"])
+        .arg(results)
+        .env("PATH", path)
+        .env("FAKE_ARGV_LOG", argv_log)
+        .env("LMCACHE_E2E_BIN", env!("CARGO_BIN_EXE_lmcache-e2e"));
+    let mut sets = vec![
+        format!("tests.mmlu.data=\"{}\"", shared_archive()),
+        "tests.mmlu.number_of_subjects=2".into(),
+        "tests.mmlu.max_questions_per_subject=4".into(),
+        "tests.mmlu.store_load_pause_secs=0".into(),
+        "run.readiness_timeout_secs=30".into(),
+        format!("engines.baseline.port={port}"),
+        format!("engines.lmcache.port={port}"),
+    ];
+    sets.extend(extra.iter().cloned());
+    for s in sets {
+        cmd.args(["--set", &s]);
+    }
+    run(&mut cmd, LIMIT)
+}
+
+#[test]
+fn correctness_launches_vllm_as_the_reference_does() {
+    let dir = tempdir();
+    let fake = dir.path().join("bin");
+    std::fs::create_dir(&fake).unwrap();
+    script(
+        &fake,
+        "vllm",
+        r#"echo "$*" >> "$FAKE_ARGV_LOG"
+model="$2"; port=""
+while [ $# -gt 0 ]; do [ "$1" = "--port" ] && port="$2"; shift; done
+exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --cache-tokens 100000"#,
+    );
+    let log = dir.path().join("argv.log");
+    let out = ci_preset("correctness", &fake, &dir.path().join("r"), &log, &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let argv = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = argv.lines().collect();
+    assert_eq!(lines.len(), 2, "baseline, then LMCache: {argv}");
+    for line in &lines {
+        assert!(
+            line.starts_with("serve meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port "),
+            "{line}"
+        );
+        for flag in [
+            "--max-model-len 8000",
+            "--tensor-parallel-size 2",
+            "--no-enable-prefix-caching",
+            "--enforce-eager",
+            "--trust-remote-code",
+            "--seed 42",
+            "--gpu-memory-utilization 0.9",
+        ] {
+            assert!(line.contains(flag), "{flag} missing in {line}");
+        }
+    }
+    assert!(
+        !lines[0].contains("--kv-transfer-config"),
+        "no connector on the baseline"
+    );
+    assert!(
+        lines[1].ends_with(
+            r#"--kv-transfer-config {"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#
+        ),
+        "{}",
+        lines[1]
+    );
+    assert!(dir
+        .path()
+        .join("r/mmlu/Llama-3.1-8B-Instruct-baseline.jsonl")
+        .exists());
+    assert!(dir
+        .path()
+        .join("r/mmlu/Llama-3.1-8B-Instruct-lmcache.jsonl")
+        .exists());
+}
+
+#[test]
+fn dynamo_runs_frontend_and_worker_and_stops_both() {
+    let dir = tempdir();
+    let fake = dir.path().join("bin");
+    std::fs::create_dir(&fake).unwrap();
+    // `python -m dynamo.frontend --http-port P` serves; the worker idles.
+    script(
+        &fake,
+        "python",
+        r#"[ "$2" = "dynamo.frontend" ] || exit 2
+exec "$LMCACHE_E2E_BIN" sim serve --port "$4" --served-model-name Qwen/Qwen3-0.6B"#,
+    );
+    script(
+        &fake,
+        "python3",
+        r#"echo "$*" >> "$FAKE_ARGV_LOG"; exec sleep 600"#,
+    );
+    let log = dir.path().join("argv.log");
+    let results = dir.path().join("r");
+    let out = ci_preset("dynamo", &fake, &results, &log, &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let argv = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(argv, "-m dynamo.vllm --model Qwen/Qwen3-0.6B\n-m dynamo.vllm --model Qwen/Qwen3-0.6B --connector lmcache\n");
+    assert!(results
+        .join("mmlu/dynamo-baseline-Qwen3-0.6B.jsonl")
+        .exists());
+    assert!(results
+        .join("mmlu/dynamo-lmcache-Qwen3-0.6B.jsonl")
+        .exists());
+    let q = std::fs::read_to_string(results.join("mmlu/baseline_questions.jsonl")).unwrap();
+    assert!(q.lines().count() == 8);
+    // The worker (sleep) and the frontend shared a process group: both gone.
+    for g in recorded_groups(&results) {
+        assert!(!group_alive(g), "process group {g} outlived the run");
+    }
+}
