@@ -321,6 +321,11 @@ pub(crate) fn read_questions(path: &Path) -> Result<Vec<Question>, DataError> {
             line,
             message,
         };
+        // Some copies of MMLU (two dev files of the shared archive among
+        // them) start with a `question,answer_a,...,answer` header.
+        if line == 1 && record.len() == 6 && record[5].trim().eq_ignore_ascii_case("answer") {
+            continue;
+        }
         if record.len() != 6 {
             return Err(bad(format!(
                 "expected 6 fields (question, A, B, C, D, answer), found {}",
@@ -421,6 +426,29 @@ mod tests {
         assert_eq!(q[0].question, "What, exactly,\nis \"this\"?");
         assert_eq!(q[0].answer, 'C');
         assert_eq!(q[1].choices[3], "4");
+    }
+
+    #[test]
+    fn a_header_row_is_skipped_only_on_line_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("z_dev.csv");
+        fs::write(
+            &p,
+            "question,answer_a,answer_b,answer_c,answer_d,answer\nq1,a,b,c,d,B\n",
+        )
+        .unwrap();
+        let q = read_questions(&p).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].answer, 'B');
+        fs::write(
+            &p,
+            "q1,a,b,c,d,B\nquestion,answer_a,answer_b,answer_c,answer_d,answer\n",
+        )
+        .unwrap();
+        assert!(read_questions(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("line 2"));
     }
 
     #[test]
