@@ -42,7 +42,14 @@ pub(crate) fn load_suite(args: &crate::cli::SuiteArgs) -> Result<Loaded, Error> 
 }
 
 pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
-    let loaded = load_suite(&args.suite)?;
+    let mut loaded = load_suite(&args.suite)?;
+    if args.sequential {
+        for p in loaded.params.values_mut() {
+            if let config::TestParams::Mmlu(m) = p {
+                m.sequential = true;
+            }
+        }
+    }
     let selected: Vec<String> = loaded
         .suite
         .selected_tests(args.only.as_deref())?
@@ -67,6 +74,7 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         })?;
     }
     let run_id = format!("{build_id}-{}", std::process::id());
+    let models = models_of(&loaded.suite.run);
     let mut signals = Signals::install()
         .map_err(|e| Error::Internal(format!("failed to install signal handlers: {e}")))?;
 
@@ -84,10 +92,11 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         started_at: started,
         finished_at: None,
         engines: Vec::new(),
-        tests: selected
+        tests: models
             .iter()
-            .map(|name| TestRecord {
-                name: name.clone(),
+            .flat_map(|(_, label)| selected.iter().map(move |name| (name, label)))
+            .map(|(name, label)| TestRecord {
+                name: record_name(name, label.as_deref()),
                 kind: loaded.suite.tests[name].kind.as_str().to_string(),
                 status: TestStatus::NotRun,
                 metrics: IndexMap::new(),
@@ -113,8 +122,14 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         &results_dir,
     );
     let ended = {
-        let pipeline = AssertUnwindSafe(pipeline(&loaded, &selected, &supervisor, &mut results))
-            .catch_unwind();
+        let pipeline = AssertUnwindSafe(pipeline(
+            &loaded,
+            &selected,
+            &models,
+            &supervisor,
+            &mut results,
+        ))
+        .catch_unwind();
         tokio::select! {
             r = pipeline => match r {
                 Ok(r) => Ended::Done(r),
@@ -253,15 +268,63 @@ fn relative(dir: &Path, path: &Path) -> String {
     path.strip_prefix(dir).unwrap_or(path).display().to_string()
 }
 
+/// Each model to run, with the label its names carry when there are several.
+fn models_of(run: &crate::config::RunConfig) -> Vec<(String, Option<String>)> {
+    if run.models.is_empty() {
+        return vec![(run.model.clone(), None)];
+    }
+    let label = |m: &String| {
+        (run.models.len() > 1).then(|| crate::workload::mmlu::model_tail(m).to_string())
+    };
+    run.models.iter().map(|m| (m.clone(), label(m))).collect()
+}
+
+fn record_name(test: &str, label: Option<&str>) -> String {
+    match label {
+        Some(l) => format!("{test}@{l}"),
+        None => test.to_string(),
+    }
+}
+
 async fn pipeline(
     loaded: &Loaded,
     selected: &[String],
+    models: &[(String, Option<String>)],
+    supervisor: &Supervisor,
+    results: &mut RunResults,
+) -> Result<(), Error> {
+    for (i, (model, label)) in models.iter().enumerate() {
+        if i > 0 {
+            eprintln!("lmcache-e2e: stopping the engines of the previous model");
+            supervisor.stop_all(std::future::pending()).await;
+        }
+        if label.is_some() {
+            eprintln!("lmcache-e2e: model {model}");
+        }
+        run_model(
+            loaded,
+            selected,
+            model,
+            label.as_deref(),
+            supervisor,
+            results,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn run_model(
+    loaded: &Loaded,
+    selected: &[String],
+    model: &str,
+    label: Option<&str>,
     supervisor: &Supervisor,
     results: &mut RunResults,
 ) -> Result<(), Error> {
     let suite = &loaded.suite;
     let dir = results.results_dir.clone();
-    let specs: Vec<EngineSpec> = engine::resolve(suite, &dir.join("logs"))?;
+    let specs: Vec<EngineSpec> = engine::resolve(suite, &dir.join("logs"), model, label)?;
     // Baseline first, so warm-up effects never favour LMCache.
     let mut order: Vec<&EngineSpec> = specs.iter().collect();
     order.sort_by_key(|s| s.role);
@@ -272,23 +335,22 @@ async fn pipeline(
     let suite_dir = loaded.suite_dir();
     let ctx = suite_test::Ctx {
         specs: &specs,
-        model: &suite.run.model,
+        model,
         timeout: Duration::from_secs_f64(suite.run.request_timeout_secs),
         suite_dir: &suite_dir,
     };
-    let mut runs: Vec<(suite_test::TestRun, Duration)> = selected
+    let mut runs: Vec<(suite_test::TestRun, Duration, &String)> = selected
         .iter()
         .map(|name| {
-            (
-                suite_test::TestRun::new(name, &loaded.params[name]),
-                Duration::ZERO,
-            )
+            let run =
+                suite_test::TestRun::new(&record_name(name, label), &loaded.params[name], label);
+            (run, Duration::ZERO, name)
         })
         .collect();
     let last = phases.len().saturating_sub(1);
     for (i, phase) in phases.iter().enumerate() {
         start_engines(phase, supervisor, results).await?;
-        for (run, spent) in runs.iter_mut() {
+        for (run, spent, _) in runs.iter_mut() {
             for spec in phase {
                 let started = Instant::now();
                 set_status(results, run.name(), TestStatus::Running)?;
@@ -310,9 +372,9 @@ async fn pipeline(
             }
         }
     }
-    for (run, spent) in runs.iter_mut() {
+    for (run, spent, test) in runs.iter_mut() {
         run.finish(results)?;
-        let checks = &suite.tests[run.name()].checks;
+        let checks = &suite.tests[test.as_str()].checks;
         let t = results
             .test_mut(run.name())
             .expect("selected tests are recorded");

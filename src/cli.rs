@@ -81,6 +81,10 @@ pub(crate) struct CiArgs {
     /// Results directory (overrides RESULTS_DIR and run.results_dir).
     #[arg(long, value_name = "DIR")]
     pub results_dir: Option<PathBuf>,
+    /// Send MMLU requests one at a time, as the original scripts did
+    /// (default: `max_inflight_requests` at once).
+    #[arg(long)]
+    pub sequential: bool,
 }
 
 #[derive(Debug, Subcommand)]

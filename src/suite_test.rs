@@ -27,7 +27,11 @@ pub(crate) struct Ctx<'a> {
 
 /// One test's state across phases.
 pub(crate) struct TestRun<'p> {
+    /// The name results record it under (`mmlu`, or `mmlu@Model` when a
+    /// suite runs several models).
     name: String,
+    /// Outputs go to this subdirectory of the results directory, if any.
+    subdir: Option<String>,
     params: &'p TestParams,
     pub metrics: IndexMap<Role, IndexMap<String, Metric>>,
     files: Vec<String>,
@@ -53,9 +57,10 @@ fn client_for<'a>(
 }
 
 impl<'p> TestRun<'p> {
-    pub(crate) fn new(name: &str, params: &'p TestParams) -> Self {
+    pub(crate) fn new(name: &str, params: &'p TestParams, subdir: Option<&str>) -> Self {
         Self {
             name: name.to_string(),
+            subdir: subdir.map(String::from),
             params,
             metrics: IndexMap::new(),
             files: Vec::new(),
@@ -68,6 +73,22 @@ impl<'p> TestRun<'p> {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where this test writes, and the prefix of its files relative to the
+    /// results directory.
+    fn out_dir(&self, results: &RunResults) -> std::path::PathBuf {
+        match &self.subdir {
+            Some(s) => results.results_dir.join(s),
+            None => results.results_dir.clone(),
+        }
+    }
+
+    fn add_file(&mut self, rel: String) {
+        self.files.push(match &self.subdir {
+            Some(s) => format!("{s}/{rel}"),
+            None => rel,
+        });
     }
 
     fn record(&self, results: &mut RunResults) -> Result<(), Error> {
@@ -90,7 +111,7 @@ impl<'p> TestRun<'p> {
         if self.error.is_some() {
             return Ok(());
         }
-        let dir = results.results_dir.clone();
+        let dir = self.out_dir(results);
         let step = match self.params {
             TestParams::LongDocQa(p) => self.long_doc_qa(ctx, p, role, &dir).await,
             TestParams::Mmlu(p) => self.mmlu_role(ctx, p, role, &dir).await,
@@ -124,7 +145,9 @@ impl<'p> TestRun<'p> {
             m("failed_requests")
         );
         self.metrics.insert(role, r.metrics);
-        self.files.extend(r.files);
+        for f in r.files {
+            self.add_file(f);
+        }
         Ok(())
     }
 
@@ -190,8 +213,8 @@ impl<'p> TestRun<'p> {
             ),
         ];
         for (file, body) in files {
-            self.files
-                .push(mmlu::write_file(dir, &file, body.as_bytes()).map_err(wl)?);
+            let rel = mmlu::write_file(dir, &file, body.as_bytes()).map_err(wl)?;
+            self.add_file(rel);
         }
         self.metrics.insert(role, metrics);
         self.mmlu_records.insert(role, records);
@@ -204,7 +227,7 @@ impl<'p> TestRun<'p> {
         if self.error.is_some() {
             return self.record(results);
         }
-        let dir = results.results_dir.clone();
+        let dir = self.out_dir(results);
         if let TestParams::Mmlu(_) = self.params {
             if let Err(e) = self.mmlu_finish(&dir) {
                 self.error = Some(e);
@@ -269,8 +292,8 @@ impl<'p> TestRun<'p> {
             ),
             ("changed_answers.jsonl", changed_jsonl),
         ] {
-            self.files
-                .push(mmlu::write_file(dir, file, body.as_bytes()).map_err(|e| e.to_string())?);
+            let rel = mmlu::write_file(dir, file, body.as_bytes()).map_err(|e| e.to_string())?;
+            self.add_file(rel);
         }
         Ok(())
     }

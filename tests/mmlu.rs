@@ -256,3 +256,44 @@ fn compare_reads_both_naming_schemes_and_gates() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("x-baseline.jsonl line 1"));
 }
+
+/// The most requests the baseline sim had in flight at once.
+fn max_in_flight(dir: &Path) -> u64 {
+    let log = std::fs::read_to_string(dir.join("logs/baseline.log")).unwrap();
+    log.lines()
+        .filter_map(|l| {
+            l.strip_prefix("sim: request ")?
+                .split(", ")
+                .nth(1)?
+                .strip_suffix(" in flight")?
+                .parse()
+                .ok()
+        })
+        .max()
+        .expect("the sim logged its requests")
+}
+
+#[test]
+fn sequential_sends_one_request_at_a_time() {
+    let sets = [
+        "tests.mmlu.number_of_subjects=1",
+        "engines.baseline.sim.log_requests=true",
+        "engines.baseline.sim.decode_ms_per_token=5",
+    ];
+    let dir = tempdir();
+    let mut cmd = ci_sim(dir.path(), &sets);
+    cmd.args(["--only", "mmlu", "--sequential"]);
+    let out = run(&mut cmd, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert_eq!(max_in_flight(dir.path()), 1);
+
+    let dir = tempdir();
+    let mut cmd = ci_sim(dir.path(), &sets);
+    cmd.args(["--only", "mmlu"]);
+    let out = run(&mut cmd, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert!(
+        max_in_flight(dir.path()) > 1,
+        "without --sequential requests overlap"
+    );
+}

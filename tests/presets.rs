@@ -35,12 +35,37 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn results_json(dir: &Path) -> serde_json::Value {
+    results(dir)
+}
+
 fn ci_preset(
     preset: &str,
     fake_bin: &Path,
     results: &Path,
     argv_log: &Path,
     extra: &[String],
+) -> std::process::Output {
+    ci_preset_with(preset, fake_bin, results, argv_log, extra, &[])
+}
+
+fn ci_preset_env(
+    preset: &str,
+    fake_bin: &Path,
+    results: &Path,
+    argv_log: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    ci_preset_with(preset, fake_bin, results, argv_log, &[], env)
+}
+
+fn ci_preset_with(
+    preset: &str,
+    fake_bin: &Path,
+    results: &Path,
+    argv_log: &Path,
+    extra: &[String],
+    env: &[(&str, &str)],
 ) -> std::process::Output {
     let port = free_port();
     let path = format!(
@@ -53,7 +78,8 @@ fn ci_preset(
         .arg(results)
         .env("PATH", path)
         .env("FAKE_ARGV_LOG", argv_log)
-        .env("LMCACHE_E2E_BIN", env!("CARGO_BIN_EXE_lmcache-e2e"));
+        .env("LMCACHE_E2E_BIN", env!("CARGO_BIN_EXE_lmcache-e2e"))
+        .envs(env.iter().copied());
     let mut sets = vec![
         format!("tests.mmlu.data=\"{}\"", shared_archive()),
         "tests.mmlu.number_of_subjects=2".into(),
@@ -71,7 +97,7 @@ fn ci_preset(
 }
 
 #[test]
-fn correctness_launches_vllm_as_the_reference_does() {
+fn correctness_launches_vllm_as_the_reference_does_for_both_models() {
     let dir = tempdir();
     let fake = dir.path().join("bin");
     std::fs::create_dir(&fake).unwrap();
@@ -84,17 +110,40 @@ while [ $# -gt 0 ]; do [ "$1" = "--port" ] && port="$2"; shift; done
 exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --cache-tokens 100000"#,
     );
     let log = dir.path().join("argv.log");
-    let out = ci_preset("correctness", &fake, &dir.path().join("r"), &log, &[]);
+    let results = dir.path().join("r");
+    let out = ci_preset("correctness", &fake, &results, &log, &[]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let argv = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = argv.lines().collect();
-    assert_eq!(lines.len(), 2, "baseline, then LMCache: {argv}");
-    for line in &lines {
+    assert_eq!(
+        lines.len(),
+        4,
+        "each model in turn, baseline then LMCache: {argv}"
+    );
+    for (i, model) in [
+        (0, "meta-llama/Llama-3.1-8B-Instruct"),
+        (2, "deepseek-ai/DeepSeek-V2-Lite"),
+    ] {
+        for line in &lines[i..i + 2] {
+            assert!(
+                line.starts_with(&format!("serve {model} --host 127.0.0.1 --port ")),
+                "{line}"
+            );
+        }
         assert!(
-            line.starts_with("serve meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port "),
-            "{line}"
+            !lines[i].contains("--kv-transfer-config"),
+            "no connector on the baseline"
         );
+        assert!(
+            lines[i + 1].ends_with(
+                r#"--kv-transfer-config {"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#
+            ),
+            "{}",
+            lines[i + 1]
+        );
+    }
+    for line in &lines {
         for flag in [
             "--max-model-len 8000",
             "--tensor-parallel-size 2",
@@ -107,25 +156,53 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --
             assert!(line.contains(flag), "{flag} missing in {line}");
         }
     }
-    assert!(
-        !lines[0].contains("--kv-transfer-config"),
-        "no connector on the baseline"
+    let r = results_json(&results);
+    let names: Vec<&str> = r["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["mmlu@Llama-3.1-8B-Instruct", "mmlu@DeepSeek-V2-Lite"]
     );
     assert!(
-        lines[1].ends_with(
-            r#"--kv-transfer-config {"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#
-        ),
-        "{}",
-        lines[1]
+        r["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["status"] == "passed"),
+        "{r}"
     );
-    assert!(dir
-        .path()
-        .join("r/mmlu/Llama-3.1-8B-Instruct-baseline.jsonl")
-        .exists());
-    assert!(dir
-        .path()
-        .join("r/mmlu/Llama-3.1-8B-Instruct-lmcache.jsonl")
-        .exists());
+    for tail in ["Llama-3.1-8B-Instruct", "DeepSeek-V2-Lite"] {
+        assert!(results
+            .join(format!("{tail}/mmlu/{tail}-baseline.jsonl"))
+            .exists());
+        assert!(results
+            .join(format!("{tail}/mmlu/{tail}-lmcache.jsonl"))
+            .exists());
+        assert!(results.join(format!("logs/lmcache-{tail}.log")).exists());
+    }
+    for g in recorded_groups(&results) {
+        assert!(!group_alive(g), "process group {g} outlived the run");
+    }
+
+    // MODEL runs just one of them.
+    let log2 = dir.path().join("argv2.log");
+    let out = ci_preset_env(
+        "correctness",
+        &fake,
+        &dir.path().join("r2"),
+        &log2,
+        &[("MODEL", "deepseek-ai/DeepSeek-V2-Lite")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let argv = std::fs::read_to_string(&log2).unwrap();
+    assert_eq!(argv.lines().count(), 2, "{argv}");
+    assert!(argv
+        .lines()
+        .all(|l| l.starts_with("serve deepseek-ai/DeepSeek-V2-Lite ")));
 }
 
 #[test]

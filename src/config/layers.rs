@@ -58,6 +58,8 @@ pub(crate) struct LoadRequest<'a> {
 #[derive(Clone, Copy)]
 enum EnvType {
     Str,
+    /// A one-element list of strings.
+    List,
     Int,
     Float,
 }
@@ -172,7 +174,12 @@ fn env_overrides(suite: &Suite) -> Vec<(&'static str, String, EnvType)> {
     let mut out = vec![
         ("BUILD_ID", "run.build_id".to_string(), EnvType::Str),
         ("RESULTS_DIR", "run.results_dir".to_string(), EnvType::Str),
-        ("MODEL", "run.model".to_string(), EnvType::Str),
+        // A suite that runs several models runs just MODEL when it is set.
+        if suite.run.models.is_empty() {
+            ("MODEL", "run.model".to_string(), EnvType::Str)
+        } else {
+            ("MODEL", "run.models".to_string(), EnvType::List)
+        },
         (
             "MAX_WAIT_SECONDS",
             "run.readiness_timeout_secs".to_string(),
@@ -224,6 +231,7 @@ fn env_value(var: &str, raw: &str, ty: EnvType) -> Result<Value, ConfigError> {
     };
     Ok(match ty {
         EnvType::Str => Value::String(raw.to_string()),
+        EnvType::List => Value::Array(vec![Value::String(raw.to_string())]),
         EnvType::Int => Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
         EnvType::Float => Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
     })

@@ -101,6 +101,9 @@ pub(crate) struct RunConfig {
     pub results_dir: Option<PathBuf>,
     /// `MODEL`; `auto` takes the first id of the server's `/v1/models`.
     pub model: String,
+    /// Run the whole suite once per model, in turn (engines restarted with
+    /// each); overrides `model`. Names, logs and outputs carry the model.
+    pub models: Vec<String>,
     /// `MAX_WAIT_SECONDS`: how long an engine may take to become ready.
     pub readiness_timeout_secs: f64,
     /// Time between SIGTERM and SIGKILL when stopping engines.
@@ -128,6 +131,7 @@ impl Default for RunConfig {
             build_id: None,
             results_dir: None,
             model: "auto".to_string(),
+            models: Vec::new(),
             readiness_timeout_secs: 300.0,
             grace_period_secs: 5.0,
             request_timeout_secs: 600.0,

@@ -102,11 +102,21 @@ pub(crate) struct EngineSpec {
     pub log: Option<PathBuf>,
 }
 
-/// Resolves every engine of the suite: finds programs, picks free ports,
-/// substitutes `{port}`, `{host}` and `{model}` in arguments.
-pub(crate) fn resolve(suite: &Suite, logs_dir: &Path) -> Result<Vec<EngineSpec>, EngineError> {
+/// Resolves every engine of the suite for `model`: finds programs, picks
+/// free ports, substitutes `{port}`, `{host}` and `{model}` in arguments.
+/// With a `label` (one run of several models), engine names and logs carry it.
+pub(crate) fn resolve(
+    suite: &Suite,
+    logs_dir: &Path,
+    model: &str,
+    label: Option<&str>,
+) -> Result<Vec<EngineSpec>, EngineError> {
     let mut specs = Vec::new();
-    for (name, e) in &suite.engines {
+    for (base_name, e) in &suite.engines {
+        let name = &match label {
+            Some(l) => format!("{base_name}@{l}"),
+            None => base_name.clone(),
+        };
         let timeout = Duration::from_secs_f64(
             e.readiness_timeout_secs
                 .unwrap_or(suite.run.readiness_timeout_secs),
@@ -145,8 +155,8 @@ pub(crate) fn resolve(suite: &Suite, logs_dir: &Path) -> Result<Vec<EngineSpec>,
                     source,
                 })?;
                 let mut opts = e.sim.clone().unwrap_or_default();
-                if suite.run.model != "auto" {
-                    opts.served_model_name = suite.run.model.clone();
+                if model != "auto" {
+                    opts.served_model_name = model.to_string();
                 }
                 let mut args: Vec<String> =
                     ["sim", "serve", "--host", "{host}", "--port", "{port}"]
@@ -171,7 +181,7 @@ pub(crate) fn resolve(suite: &Suite, logs_dir: &Path) -> Result<Vec<EngineSpec>,
             *a = a
                 .replace("{port}", &port.to_string())
                 .replace("{host}", &e.host)
-                .replace("{model}", &suite.run.model);
+                .replace("{model}", model);
         }
         let connect_host = if e.host == "0.0.0.0" {
             "127.0.0.1"
@@ -186,7 +196,7 @@ pub(crate) fn resolve(suite: &Suite, logs_dir: &Path) -> Result<Vec<EngineSpec>,
             env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             url: format!("http://{connect_host}:{port}"),
             readiness_timeout: timeout,
-            log: Some(logs_dir.join(format!("{name}.log"))),
+            log: Some(logs_dir.join(format!("{}.log", name.replace('@', "-")))),
         });
     }
     Ok(specs)

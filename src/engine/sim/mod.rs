@@ -62,6 +62,9 @@ pub(crate) struct SimOptions {
     /// Seed of the fault generator, so a faulty run is reproducible.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Log each generation request with the number in flight on arrival.
+    #[arg(long)]
+    pub log_requests: bool,
 }
 
 impl Default for SimOptions {
@@ -82,6 +85,7 @@ impl Default for SimOptions {
             corrupt_on_hit: false,
             error_rate: 0.0,
             seed: 0,
+            log_requests: false,
         }
     }
 }
@@ -127,6 +131,9 @@ impl SimOptions {
         }
         if self.corrupt_on_hit {
             args.push("--corrupt-on-hit".to_string());
+        }
+        if self.log_requests {
+            args.push("--log-requests".to_string());
         }
         args
     }

@@ -44,6 +44,7 @@ struct Sim {
     /// arrival order (tokio's mutex is fair), while decodes overlap.
     prefill: tokio::sync::Mutex<()>,
     requests: AtomicU64,
+    in_flight: Arc<AtomicU64>,
     faults: Mutex<StdRng>,
     created: u64,
 }
@@ -91,6 +92,7 @@ fn router(opts: SimOptions) -> Router {
         cache: Mutex::new(PrefixCache::new(opts.cache_tokens, opts.chunk_size)),
         prefill: tokio::sync::Mutex::new(()),
         requests: AtomicU64::new(0),
+        in_flight: Arc::new(AtomicU64::new(0)),
         faults: Mutex::new(StdRng::seed_from_u64(opts.seed)),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -239,6 +241,16 @@ async fn chat_completions(
     generate(sim, body, Api::Chat).await
 }
 
+/// Counts a generation request in flight until dropped, wherever the
+/// response ends (a handler's return, or the end of a stream).
+struct InFlight(Arc<AtomicU64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct Plan {
     id: String,
     model: String,
@@ -257,6 +269,11 @@ async fn generate(
     api: Api,
 ) -> Response {
     let n = sim.admit().await;
+    let now = sim.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let guard = InFlight(sim.in_flight.clone());
+    if sim.opts.log_requests {
+        eprintln!("sim: request {n} arrived, {now} in flight");
+    }
     let Json(body) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequestError", e.body_text()),
@@ -342,11 +359,13 @@ async fn generate(
         decode: Duration::from_secs_f64((sim.opts.decode_ms_per_token / 1000.0).max(0.0)),
     };
     if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        stream_response(plan)
+        stream_response(plan, guard)
     } else {
         let decode = plan.decode * plan.words.len().saturating_sub(1) as u32;
         tokio::time::sleep(decode).await;
-        Json(whole_response(&plan)).into_response()
+        let response = Json(whole_response(&plan)).into_response();
+        drop(guard);
+        response
     }
 }
 
@@ -424,9 +443,10 @@ fn chunk(plan: &Plan, piece: Option<&str>, finish: Option<&str>, role: bool) -> 
 /// vLLM's chunk order: role (chat only, empty content), one chunk per token
 /// with the last carrying `finish_reason`, the usage chunk with empty
 /// choices when asked for, then `[DONE]`.
-fn stream_response(plan: Plan) -> Response {
+fn stream_response(plan: Plan, guard: InFlight) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
     tokio::spawn(async move {
+        let _guard = guard;
         let mut events = Vec::new();
         if plan.api == Api::Chat {
             events.push((Duration::ZERO, chunk(&plan, None, None, true).to_string()));
