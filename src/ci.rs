@@ -19,7 +19,7 @@ use crate::engine::{
 use crate::error::Error;
 use crate::gate;
 use crate::report::results::{
-    EngineRecord, RunResults, RunStatus, TestRecord, TestStatus, SCHEMA_VERSION,
+    AttemptRecord, EngineRecord, RunResults, RunStatus, TestRecord, TestStatus, SCHEMA_VERSION,
 };
 use crate::report::summary;
 use crate::suite_test;
@@ -105,6 +105,7 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
                 error: None,
                 duration_secs: None,
                 notes: Vec::new(),
+                attempts: Vec::new(),
             })
             .collect(),
     };
@@ -372,19 +373,63 @@ async fn run_model(
             }
         }
     }
+    // Retrying reruns the test on every engine, so they must all still be up.
+    let retry_phase = (phases.len() == 1).then(|| &phases[0]);
     for (run, spent, test) in runs.iter_mut() {
-        run.finish(results)?;
-        let checks = &suite.tests[test.as_str()].checks;
-        let t = results
-            .test_mut(run.name())
-            .expect("selected tests are recorded");
-        t.duration_secs = Some(spent.as_secs_f64());
-        if let Some(e) = &run.error {
-            eprintln!("lmcache-e2e: [{}] error: {e}", t.name);
-            t.status = TestStatus::Error;
-        } else {
-            t.checks = gate::evaluate(checks, &t.metrics);
+        let cfg = &suite.tests[test.as_str()];
+        let max = cfg.attempts();
+        let mut history: Vec<AttemptRecord> = Vec::new();
+        loop {
+            run.finish(results)?;
+            let t = results
+                .test_mut(run.name())
+                .expect("selected tests are recorded");
+            t.duration_secs = Some(spent.as_secs_f64());
+            if let Some(e) = &run.error {
+                eprintln!("lmcache-e2e: [{}] error: {e}", t.name);
+                t.status = TestStatus::Error;
+                break;
+            }
+            let checks = gate::evaluate(&cfg.checks, &t.metrics);
+            let attempt = history.len() as u32 + 1;
+            history.push(AttemptRecord {
+                attempt,
+                status: gate::test_status(&checks),
+                metrics: t.metrics.clone(),
+                checks: checks.clone(),
+            });
+            let retry = attempt < max && gate::wants_retry(&cfg.checks, &checks);
+            match (retry, retry_phase) {
+                (true, Some(phase)) => {
+                    eprintln!("lmcache-e2e: [{}] a retryable check failed on attempt {attempt} of {max}: running the test again", t.name);
+                    results.write()?;
+                    *run = suite_test::TestRun::new(
+                        &record_name(test, label),
+                        &loaded.params[test.as_str()],
+                        label,
+                    );
+                    for spec in phase {
+                        let started = Instant::now();
+                        run.run_role(&ctx, spec.role, results).await?;
+                        *spent += started.elapsed();
+                    }
+                    continue;
+                }
+                (true, None) => t
+                    .notes
+                    .push("not retried: retries need run.schedule = \"concurrent\"".into()),
+                _ => {}
+            }
+            let earlier: Vec<Vec<_>> = history[..history.len() - 1]
+                .iter()
+                .map(|a| a.checks.clone())
+                .collect();
+            t.checks = gate::mark_flaky(&earlier, checks);
             t.status = gate::test_status(&t.checks);
+            if history.len() > 1 {
+                t.attempts = std::mem::take(&mut history);
+            }
+            break;
         }
         results.write()?;
     }

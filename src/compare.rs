@@ -138,6 +138,7 @@ pub(crate) fn run(
                 min_change_pct: None,
                 severity: Severity::Error,
                 enabled: true,
+                retryable: false,
             },
         )
     })

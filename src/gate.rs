@@ -100,10 +100,48 @@ fn evaluate_one(
     }
 }
 
+/// Whether another attempt could change the verdict: something failed, and
+/// every failing check is retryable.
+pub(crate) fn wants_retry(
+    checks: &IndexMap<String, CheckConfig>,
+    outcomes: &[CheckOutcome],
+) -> bool {
+    let failed: Vec<&CheckOutcome> = outcomes
+        .iter()
+        .filter(|o| o.verdict == Verdict::Fail)
+        .collect();
+    !failed.is_empty()
+        && failed
+            .iter()
+            .all(|o| checks.get(&o.name).is_some_and(|c| c.retryable))
+}
+
+/// The last attempt's outcomes, with checks that failed on any earlier
+/// attempt but pass now marked flaky: never hidden as a plain pass.
+pub(crate) fn mark_flaky(
+    earlier: &[Vec<CheckOutcome>],
+    last: Vec<CheckOutcome>,
+) -> Vec<CheckOutcome> {
+    last.into_iter()
+        .map(|mut o| {
+            let failed_before = earlier
+                .iter()
+                .flatten()
+                .any(|e| e.name == o.name && e.verdict == Verdict::Fail);
+            if o.verdict == Verdict::Pass && failed_before {
+                o.verdict = Verdict::Flaky;
+            }
+            o
+        })
+        .collect()
+}
+
 /// A test's status from its check verdicts.
 pub(crate) fn test_status(outcomes: &[CheckOutcome]) -> TestStatus {
     if outcomes.iter().any(|o| o.verdict == Verdict::Fail) {
         TestStatus::Failed
+    } else if outcomes.iter().any(|o| o.verdict == Verdict::Flaky) {
+        TestStatus::Flaky
     } else if outcomes.iter().any(|o| o.verdict == Verdict::Warning) {
         TestStatus::Warning
     } else {
@@ -130,6 +168,7 @@ mod tests {
             min_change_pct: None,
             severity: Severity::Error,
             enabled: true,
+            retryable: false,
         };
         f(&mut c);
         IndexMap::from([("c".to_string(), c)])
@@ -176,6 +215,21 @@ mod tests {
         assert!(out[0].message.as_deref().unwrap().contains("baseline"));
         let out = evaluate(&c, &metrics(0.0, 0.5));
         assert_eq!(out[0].verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_pass_after_a_failure_is_flaky_and_retry_needs_retryable_checks() {
+        let mut c = check(|c| c.min_change_pct = Some(-5.0));
+        let first = evaluate(&c, &metrics(100.0, 90.0));
+        assert_eq!(first[0].verdict, Verdict::Fail);
+        assert!(!wants_retry(&c, &first), "not retryable");
+        c["c"].retryable = true;
+        assert!(wants_retry(&c, &first));
+        let second = evaluate(&c, &metrics(100.0, 98.0));
+        assert!(!wants_retry(&c, &second), "nothing failed");
+        let last = mark_flaky(&[first], second);
+        assert_eq!(last[0].verdict, Verdict::Flaky);
+        assert_eq!(test_status(&last), TestStatus::Flaky);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use crate::config::{Role, TestParams};
 use crate::engine::EngineSpec;
 use crate::error::Error;
 use crate::report::results::{Metric, RunResults};
-use crate::workload::{long_doc_qa, mmlu, WorkloadError};
+use crate::workload::determinism::{self, Outputs, PromptCase};
+use crate::workload::{long_doc_qa, mmlu, throughput, WorkloadError};
 
 /// Changed questions listed in the notes; the rest are in the files.
 const NOTE_LIMIT: usize = 20;
@@ -40,6 +41,9 @@ pub(crate) struct TestRun<'p> {
     pub error: Option<String>,
     mmlu_plan: Option<(mmlu::Plan, String)>,
     mmlu_records: IndexMap<Role, Vec<mmlu::Record>>,
+    det_cases: Vec<PromptCase>,
+    /// Determinism outputs per pass: `baseline`, `store`, `load`.
+    det_outputs: IndexMap<&'static str, Outputs>,
 }
 
 fn client_for<'a>(
@@ -68,6 +72,8 @@ impl<'p> TestRun<'p> {
             error: None,
             mmlu_plan: None,
             mmlu_records: IndexMap::new(),
+            det_cases: Vec::new(),
+            det_outputs: IndexMap::new(),
         }
     }
 
@@ -115,6 +121,8 @@ impl<'p> TestRun<'p> {
         let step = match self.params {
             TestParams::LongDocQa(p) => self.long_doc_qa(ctx, p, role, &dir).await,
             TestParams::Mmlu(p) => self.mmlu_role(ctx, p, role, &dir).await,
+            TestParams::Throughput(p) => self.throughput(ctx, p, role, &dir).await,
+            TestParams::Determinism(p) => self.determinism_role(ctx, p, role).await,
         };
         self.error = step.err();
         self.record(results)
@@ -147,6 +155,84 @@ impl<'p> TestRun<'p> {
         self.metrics.insert(role, r.metrics);
         for f in r.files {
             self.add_file(f);
+        }
+        Ok(())
+    }
+
+    async fn throughput(
+        &mut self,
+        ctx: &Ctx<'_>,
+        p: &throughput::ThroughputParams,
+        role: Role,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let name = &self.name;
+        let (spec, client) = client_for(ctx, name, role)?;
+        eprintln!(
+            "lmcache-e2e: [{name}] {} prompts of {} tokens against {role} (`{}`)",
+            p.num_prompts, p.input_len, spec.name
+        );
+        let r = throughput::run(&client, ctx.model, p, dir, role.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let m = |k: &str| r.metrics.get(k).map_or(f64::NAN, |m| m.value);
+        eprintln!(
+            "lmcache-e2e: [{name}] {role}: {}/{} completed, {:.0} tok/s total, mean TTFT {:.1} ms, {:.2} s",
+            m("completed"),
+            p.num_prompts,
+            m("total_token_throughput"),
+            m("mean_ttft_ms"),
+            m("duration")
+        );
+        self.metrics.insert(role, r.metrics);
+        for f in r.files {
+            self.add_file(f);
+        }
+        Ok(())
+    }
+
+    async fn determinism_role(
+        &mut self,
+        ctx: &Ctx<'_>,
+        p: &determinism::DeterminismParams,
+        role: Role,
+    ) -> Result<(), String> {
+        if role == Role::Baseline && !p.compare_baseline {
+            return Ok(());
+        }
+        let name = self.name.clone();
+        if self.det_cases.is_empty() {
+            self.det_cases =
+                determinism::load_prompts(p, ctx.suite_dir).map_err(|e| e.to_string())?;
+        }
+        let (spec, client) = client_for(ctx, &name, role)?;
+        let ask = |client: OpenAiClient| {
+            let cases = self.det_cases.clone();
+            async move {
+                determinism::ask_all(&client, ctx.model, p, &cases)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if role == Role::Baseline {
+            eprintln!(
+                "lmcache-e2e: [{name}] {} prompts to baseline (`{}`)",
+                self.det_cases.len(),
+                spec.name
+            );
+            let out = ask(client).await?;
+            self.det_outputs.insert("baseline", out);
+        } else {
+            eprintln!(
+                "lmcache-e2e: [{name}] {} prompts to LMCache (`{}`), store then load",
+                self.det_cases.len(),
+                spec.name
+            );
+            let store = ask(client.clone()).await?;
+            determinism::pause(p).await;
+            let load = ask(client).await?;
+            self.det_outputs.insert("store", store);
+            self.det_outputs.insert("load", load);
         }
         Ok(())
     }
@@ -228,12 +314,81 @@ impl<'p> TestRun<'p> {
             return self.record(results);
         }
         let dir = self.out_dir(results);
-        if let TestParams::Mmlu(_) = self.params {
-            if let Err(e) = self.mmlu_finish(&dir) {
-                self.error = Some(e);
-            }
+        let finished = match self.params {
+            TestParams::Mmlu(_) => self.mmlu_finish(&dir),
+            TestParams::Determinism(_) => self.determinism_finish(&dir),
+            TestParams::LongDocQa(_) | TestParams::Throughput(_) => Ok(()),
+        };
+        if let Err(e) = finished {
+            self.error = Some(e);
         }
         self.record(results)
+    }
+
+    fn determinism_finish(&mut self, dir: &Path) -> Result<(), String> {
+        let (Some(store), Some(load)) =
+            (self.det_outputs.get("store"), self.det_outputs.get("load"))
+        else {
+            return Err(format!("test `{}` needs an LMCache engine", self.name));
+        };
+        let mut pairs: Vec<(&str, &Outputs, &Outputs)> =
+            vec![("LMCache store vs load", store, load)];
+        if let Some(b) = self.det_outputs.get("baseline") {
+            pairs.push(("baseline vs LMCache", b, load));
+        }
+        let mismatches = determinism::compare(&self.det_cases, &pairs);
+        let mut metrics = determinism::metrics(&self.det_cases, &mismatches);
+        metrics.insert(
+            "failed_requests".into(),
+            Metric::new(
+                self.det_outputs
+                    .values()
+                    .flat_map(|o| o.values())
+                    .filter(|v| v.is_none())
+                    .count() as f64,
+                "requests",
+            ),
+        );
+        self.metrics
+            .entry(Role::Lmcache)
+            .or_default()
+            .extend(metrics);
+        for m in mismatches.iter().take(NOTE_LIMIT) {
+            self.notes.push(format!(
+                "differs: id `{}` ({}): {}",
+                m.id, m.between, m.detail
+            ));
+        }
+        if mismatches.len() > NOTE_LIMIT {
+            self.notes.push(format!(
+                "… and {} more in determinism/mismatches.jsonl",
+                mismatches.len() - NOTE_LIMIT
+            ));
+        }
+        for note in &self.notes {
+            eprintln!("lmcache-e2e: [{}] {note}", self.name);
+        }
+        let outputs: String = self
+            .det_cases
+            .iter()
+            .map(|c| {
+                let get = |pass: &str| self.det_outputs.get(pass).and_then(|o| o.get(&c.id)).cloned().flatten();
+                serde_json::json!({"id": c.id, "baseline": get("baseline"), "store": get("store"), "load": get("load")}).to_string() + "\n"
+            })
+            .collect();
+        let listed: String = mismatches
+            .iter()
+            .map(|m| serde_json::to_string(m).expect("serializes") + "\n")
+            .collect();
+        for (file, body) in [("outputs.jsonl", outputs), ("mismatches.jsonl", listed)] {
+            let sub = dir.join("determinism");
+            std::fs::create_dir_all(&sub)
+                .map_err(|e| format!("failed to create {}: {e}", sub.display()))?;
+            crate::report::results::write_atomic(&sub.join(file), body.as_bytes())
+                .map_err(|e| e.to_string())?;
+            self.add_file(format!("determinism/{file}"));
+        }
+        Ok(())
     }
 
     fn mmlu_finish(&mut self, dir: &Path) -> Result<(), String> {

@@ -37,12 +37,24 @@ pub(crate) struct OpenAiClient {
     timeout: Duration,
 }
 
+/// Which OpenAI endpoint a streamed request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Api {
+    /// `POST /v1/chat/completions` with one user message.
+    Chat,
+    /// `POST /v1/completions` with a prompt.
+    Completions,
+}
+
 /// What one streamed request did, timed on the client's monotonic clock.
 #[derive(Debug, Clone)]
 pub(crate) struct StreamOutcome {
     pub start: Instant,
     /// Time to the first chunk with non-empty content, if any came.
     pub ttft: Option<Duration>,
+    /// Arrival of every chunk with content, from the start (for ITL).
+    pub chunk_times: Vec<Duration>,
     pub end: Instant,
     pub text: String,
     pub prompt_tokens: Option<u64>,
@@ -274,24 +286,47 @@ impl OpenAiClient {
         max_tokens: u32,
         extra: &Value,
     ) -> StreamOutcome {
-        let mut body = json!({
-            "model": model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
+        self.stream(Api::Chat, model, prompt, max_tokens, extra)
+            .await
+    }
+
+    /// A streamed request to either endpoint; `extra` is merged into the
+    /// body (e.g. `ignore_eos`, `seed`).
+    pub(crate) async fn stream(
+        &self,
+        api: Api,
+        model: &str,
+        prompt: &str,
+        max_tokens: u32,
+        extra: &Value,
+    ) -> StreamOutcome {
+        let (path, mut body) = match api {
+            Api::Chat => (
+                "/v1/chat/completions",
+                json!({"messages": [{"role": "user", "content": prompt}]}),
+            ),
+            Api::Completions => ("/v1/completions", json!({"prompt": prompt})),
+        };
+        for (k, v) in [
+            ("model", json!(model)),
+            ("max_tokens", json!(max_tokens)),
+            ("temperature", json!(0)),
+            ("stream", json!(true)),
+            ("stream_options", json!({"include_usage": true})),
+        ] {
+            body[k] = v;
+        }
         if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             for (k, v) in extra {
                 obj.insert(k.clone(), v.clone());
             }
         }
-        let url = self.url("/v1/chat/completions");
+        let url = self.url(path);
         let start = Instant::now();
         let mut out = StreamOutcome {
             start,
             ttft: None,
+            chunk_times: Vec::new(),
             end: start,
             text: String::new(),
             prompt_tokens: None,
@@ -376,16 +411,23 @@ impl OpenAiClient {
                     )));
                 };
                 for choice in choices {
+                    // Chat streams deltas (content, or a reasoning field);
+                    // completions stream `text`.
                     let delta = choice.get("delta").unwrap_or(&Value::Null);
                     let piece = ["content", "reasoning_content", "reasoning"]
                         .iter()
                         .filter_map(|k| delta.get(*k).and_then(Value::as_str))
+                        .chain(choice.get("text").and_then(Value::as_str))
                         .find(|s| !s.is_empty());
                     if let Some(piece) = piece {
+                        let now = out.start.elapsed();
                         if out.ttft.is_none() {
-                            out.ttft = Some(out.start.elapsed());
+                            out.ttft = Some(now);
                         }
-                        if delta.get("content").and_then(Value::as_str) == Some(piece) {
+                        out.chunk_times.push(now);
+                        let is_answer = delta.get("content").and_then(Value::as_str) == Some(piece)
+                            || choice.get("text").and_then(Value::as_str) == Some(piece);
+                        if is_answer {
                             out.text.push_str(piece);
                         }
                     }

@@ -13,7 +13,8 @@ use toml::{Table, Value};
 
 use super::presets;
 use super::{
-    ConfigError, EngineKind, LongDocQaParams, MmluParams, Role, Suite, TestKind, TestParams,
+    ConfigError, DeterminismParams, EngineKind, LongDocQaParams, MmluParams, Role, Suite, TestKind,
+    TestParams, ThroughputParams,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +137,8 @@ impl Loaded {
             let resolved = match params {
                 TestParams::LongDocQa(p) => Value::try_from(p),
                 TestParams::Mmlu(p) => Value::try_from(p),
+                TestParams::Throughput(p) => Value::try_from(p),
+                TestParams::Determinism(p) => Value::try_from(p),
             };
             if let (Ok(Value::Table(resolved)), Some(Value::Table(test))) = (
                 resolved,
@@ -511,6 +514,35 @@ fn validate(
                     ));
                 }
                 TestParams::Mmlu(p)
+            }
+            TestKind::Throughput => {
+                let p: ThroughputParams =
+                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
+                if p.num_prompts == 0
+                    || p.input_len == 0
+                    || p.output_len == 0
+                    || p.max_concurrency == Some(0)
+                {
+                    return Err(err(
+                        prefix,
+                        "num_prompts, input_len, output_len and max_concurrency must be at least 1",
+                    ));
+                }
+                if p.request_rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                    return Err(err(format!("{prefix}.request_rate"), "must be a positive number of requests per second (leave it out for all at once)"));
+                }
+                TestParams::Throughput(p)
+            }
+            TestKind::Determinism => {
+                let p: DeterminismParams =
+                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
+                if p.max_inflight_requests == 0 || p.max_tokens == 0 {
+                    return Err(err(
+                        prefix,
+                        "max_inflight_requests and max_tokens must be at least 1",
+                    ));
+                }
+                TestParams::Determinism(p)
             }
         };
         params.insert(name.clone(), p);

@@ -11,7 +11,9 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::sim::SimOptions;
+pub(crate) use crate::workload::determinism::DeterminismParams;
 pub(crate) use crate::workload::mmlu::MmluParams;
+pub(crate) use crate::workload::throughput::ThroughputParams;
 
 pub(crate) use layers::{load, LoadRequest, Loaded};
 pub(crate) use presets::PRESETS;
@@ -173,6 +175,8 @@ fn default_host() -> String {
 pub(crate) enum TestKind {
     LongDocQa,
     Mmlu,
+    Throughput,
+    Determinism,
 }
 
 impl TestKind {
@@ -180,6 +184,8 @@ impl TestKind {
         match self {
             TestKind::LongDocQa => "long_doc_qa",
             TestKind::Mmlu => "mmlu",
+            TestKind::Throughput => "throughput",
+            TestKind::Determinism => "determinism",
         }
     }
 }
@@ -193,8 +199,23 @@ pub(crate) struct TestConfig {
     pub enabled: bool,
     #[serde(default)]
     pub checks: IndexMap<String, CheckConfig>,
+    /// Runs of the test while only `retryable` checks fail (default: 3 for
+    /// throughput, whose gate is known to be noisy, else 1).
+    pub max_attempts: Option<u32>,
     #[serde(flatten)]
     pub params: toml::Table,
+}
+
+impl TestConfig {
+    pub(crate) fn attempts(&self) -> u32 {
+        self.max_attempts
+            .unwrap_or(if self.kind == TestKind::Throughput {
+                3
+            } else {
+                1
+            })
+            .max(1)
+    }
 }
 
 fn yes() -> bool {
@@ -229,6 +250,10 @@ pub(crate) struct CheckConfig {
     pub severity: Severity,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// A failure reruns the test (up to its `max_attempts`); a pass after a
+    /// failure is reported as flaky.
+    #[serde(default)]
+    pub retryable: bool,
 }
 
 fn lmcache_role() -> Role {
@@ -286,6 +311,8 @@ pub(crate) enum RepeatMode {
 pub(crate) enum TestParams {
     LongDocQa(LongDocQaParams),
     Mmlu(MmluParams),
+    Throughput(ThroughputParams),
+    Determinism(DeterminismParams),
 }
 
 impl Suite {

@@ -48,6 +48,8 @@ pub(crate) enum TestStatus {
     Passed,
     /// Passed, with soft checks failing.
     Warning,
+    /// Passed on a later attempt after a retryable check failed.
+    Flaky,
     Failed,
     /// The workload could not run to the end.
     Error,
@@ -84,6 +86,8 @@ pub(crate) enum Verdict {
     Pass,
     Fail,
     Warning,
+    /// Passed on the last attempt, failed on an earlier one.
+    Flaky,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +129,18 @@ pub(crate) struct TestRecord {
     /// changed between baseline and LMCache.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Every run of a retried test, the last one included; empty when the
+    /// test ran once.
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AttemptRecord {
+    pub attempt: u32,
+    pub status: TestStatus,
+    pub metrics: IndexMap<Role, IndexMap<String, Metric>>,
+    pub checks: Vec<CheckOutcome>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

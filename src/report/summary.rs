@@ -102,6 +102,7 @@ fn check_view(c: &CheckOutcome, metric_unit: &str) -> CheckView {
             Verdict::Pass => "✅ pass",
             Verdict::Fail => "❌ fail",
             Verdict::Warning => "⚠️ warning",
+            Verdict::Flaky => "🔁 flaky",
         },
         message: c.message.as_deref().map(md_escape),
     }
@@ -111,6 +112,7 @@ fn test_status(s: TestStatus) -> (&'static str, &'static str) {
     match s {
         TestStatus::Passed => ("✅", "passed"),
         TestStatus::Warning => ("⚠️", "passed with warnings"),
+        TestStatus::Flaky => ("🔁", "flaky: passed after a retry"),
         TestStatus::Failed => ("❌", "failed"),
         TestStatus::Error => ("💥", "error"),
         TestStatus::Interrupted => ("🛑", "interrupted"),
@@ -138,7 +140,7 @@ pub(crate) fn render(results: &RunResults) -> Result<String, tera::Error> {
     tests.sort_by_key(|t| match t.status {
         TestStatus::Failed | TestStatus::Error => 0,
         TestStatus::Interrupted => 1,
-        TestStatus::Warning => 2,
+        TestStatus::Flaky | TestStatus::Warning => 2,
         _ => 3,
     });
     let tests: Vec<TestView> = tests
@@ -155,8 +157,9 @@ pub(crate) fn render(results: &RunResults) -> Result<String, tera::Error> {
             let mut checks: Vec<&CheckOutcome> = t.checks.iter().collect();
             checks.sort_by_key(|c| match c.verdict {
                 Verdict::Fail => 0,
-                Verdict::Warning => 1,
-                Verdict::Pass => 2,
+                Verdict::Flaky => 1,
+                Verdict::Warning => 2,
+                Verdict::Pass => 3,
             });
             TestView {
                 icon,
@@ -288,6 +291,7 @@ mod tests {
                     error: None,
                     duration_secs: Some(3.0),
                     notes: Vec::new(),
+                    attempts: Vec::new(),
                 },
                 TestRecord {
                     name: "long_doc_qa".into(),
@@ -308,6 +312,7 @@ mod tests {
                     error: None,
                     duration_secs: Some(3.0),
                     notes: Vec::new(),
+                    attempts: Vec::new(),
                 },
             ],
         }

@@ -1,8 +1,10 @@
 //! Workloads: they reach engines only through `client` and a base URL, so
 //! they run the same against servers this tool did not start.
 
+pub(crate) mod determinism;
 pub(crate) mod long_doc_qa;
 pub(crate) mod mmlu;
+pub(crate) mod throughput;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -17,6 +19,8 @@ use crate::client::ClientError;
 pub(crate) enum WorkloadError {
     #[error(transparent)]
     Mmlu(#[from] mmlu::MmluError),
+    #[error(transparent)]
+    Determinism(#[from] determinism::DeterminismError),
     #[error("failed to prepare the workload against {url}: {source}")]
     Client { url: String, source: ClientError },
     #[error("failed to write {path}: {source}")]

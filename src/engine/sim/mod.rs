@@ -62,6 +62,12 @@ pub(crate) struct SimOptions {
     /// Seed of the fault generator, so a faulty run is reproducible.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Fault: the first N generation requests are slower (a cold engine).
+    #[arg(long, default_value_t = 0)]
+    pub slow_first_requests: u64,
+    /// Extra prefill time of each of those requests.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_extra_ms: f64,
     /// Log each generation request with the number in flight on arrival.
     #[arg(long)]
     pub log_requests: bool,
@@ -85,6 +91,8 @@ impl Default for SimOptions {
             corrupt_on_hit: false,
             error_rate: 0.0,
             seed: 0,
+            slow_first_requests: 0,
+            slow_extra_ms: 0.0,
             log_requests: false,
         }
     }
@@ -120,6 +128,11 @@ impl SimOptions {
         push("--max-model-len", self.max_model_len.to_string());
         push("--error-rate", self.error_rate.to_string());
         push("--seed", self.seed.to_string());
+        push(
+            "--slow-first-requests",
+            self.slow_first_requests.to_string(),
+        );
+        push("--slow-extra-ms", self.slow_extra_ms.to_string());
         if let Some(n) = self.crash_after {
             push("--crash-after", n.to_string());
         }

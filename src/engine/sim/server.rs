@@ -337,9 +337,14 @@ async fn generate(
             .map(|mut c| c.lookup_and_store(&tokens))
             .unwrap_or(0);
         let uncached = tokens.len() - cached;
+        let cold = if n <= sim.opts.slow_first_requests {
+            sim.opts.slow_extra_ms
+        } else {
+            0.0
+        };
         let micros = uncached as f64 * sim.opts.prefill_us_per_token
             + cached as f64 * sim.opts.cached_prefill_us_per_token
-            + sim.opts.base_latency_ms * 1000.0;
+            + (sim.opts.base_latency_ms + cold) * 1000.0;
         tokio::time::sleep(Duration::from_micros(micros.max(0.0) as u64)).await;
         cached
     };

@@ -1,0 +1,277 @@
+//! Determinism: the same prompts at temperature 0 to the LMCache engine
+//! twice (store, then load) and, optionally, to the baseline engine; every
+//! output must match per id. A differing or missing id fails, and the first
+//! ones are shown with a short character-level diff.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::WorkloadError;
+use crate::client::OpenAiClient;
+use crate::report::results::Metric;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct DeterminismParams {
+    /// JSONL of `{"id": ..., "prompt": ...}`; the built-in set when absent.
+    pub prompts: Option<PathBuf>,
+    pub max_tokens: u32,
+    pub seed: u64,
+    /// Also ask the baseline engine and compare it with LMCache.
+    pub compare_baseline: bool,
+    pub max_inflight_requests: usize,
+    pub store_load_pause_secs: f64,
+}
+
+impl Default for DeterminismParams {
+    fn default() -> Self {
+        Self {
+            prompts: None,
+            max_tokens: 64,
+            seed: 42,
+            compare_baseline: true,
+            max_inflight_requests: 16,
+            store_load_pause_secs: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct PromptCase {
+    pub id: String,
+    pub prompt: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeterminismError {
+    #[error("failed to read the prompt file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to parse {path} line {line}: {message} (expected {{\"id\": \"...\", \"prompt\": \"...\"}})")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path} has the id `{id}` twice")]
+    DuplicateId { path: PathBuf, id: String },
+}
+
+/// The built-in set: short and long prompts, the long ones past several
+/// 256-token chunks so the load pass really reads KV back.
+pub(crate) fn builtin() -> Vec<PromptCase> {
+    let mut cases: Vec<PromptCase> = [
+        "Explain what a KV cache is in one paragraph.",
+        "Write a haiku about GPUs.",
+        "List the first ten prime numbers.",
+        "Translate 'the cache is warm' into French.",
+        "What is 17 times 23? Show your work.",
+        "Summarise the plot of Hamlet in three sentences.",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, p)| PromptCase {
+        id: format!("short-{i}"),
+        prompt: p.to_string(),
+    })
+    .collect();
+    let passage = "LMCache stores the key value cache of long contexts outside the GPU so that a later request with the same prefix can load it instead of recomputing it. ";
+    for (i, reps) in [20, 40, 80].iter().enumerate() {
+        cases.push(PromptCase {
+            id: format!("long-{i}"),
+            prompt: format!(
+                "{}Question {i}: what does the passage above describe?",
+                passage.repeat(*reps)
+            ),
+        });
+    }
+    cases
+}
+
+pub(crate) fn load_prompts(
+    params: &DeterminismParams,
+    suite_dir: &Path,
+) -> Result<Vec<PromptCase>, DeterminismError> {
+    let Some(file) = &params.prompts else {
+        return Ok(builtin());
+    };
+    let path = suite_dir.join(file);
+    let text = std::fs::read_to_string(&path).map_err(|source| DeterminismError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let case: PromptCase = serde_json::from_str(line).map_err(|e| DeterminismError::Parse {
+            path: path.clone(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        if !seen.insert(case.id.clone()) {
+            return Err(DeterminismError::DuplicateId { path, id: case.id });
+        }
+        out.push(case);
+    }
+    Ok(out)
+}
+
+/// Outputs by id; `None` where the request failed.
+pub(crate) type Outputs = IndexMap<String, Option<String>>;
+
+pub(crate) async fn ask_all(
+    client: &OpenAiClient,
+    model: &str,
+    p: &DeterminismParams,
+    cases: &[PromptCase],
+) -> Result<Outputs, WorkloadError> {
+    let model = client
+        .resolve_model(model)
+        .await
+        .map_err(|source| WorkloadError::Client {
+            url: client.base().to_string(),
+            source,
+        })?;
+    let (max_tokens, seed) = (p.max_tokens, p.seed);
+    let answers = super::bounded(cases.to_vec(), p.max_inflight_requests, |case| {
+        let client = client.clone();
+        let body = json!({"model": model, "prompt": case.prompt, "max_tokens": max_tokens, "temperature": 0, "seed": seed});
+        async move { (case.id, client.completion(&body).await.ok().map(|(t, _)| t)) }
+    })
+    .await;
+    Ok(answers.into_iter().collect())
+}
+
+pub(crate) async fn pause(p: &DeterminismParams) {
+    tokio::time::sleep(Duration::from_secs_f64(p.store_load_pause_secs.max(0.0))).await;
+}
+
+/// Where two outputs first differ, shown with a little context.
+pub(crate) fn char_diff(a: &str, b: &str) -> String {
+    let at = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    let around = |s: &str| -> String {
+        let from = at.saturating_sub(12);
+        let snippet: String = s.chars().skip(from).take(36).collect();
+        format!("{}{snippet:?}", if from > 0 { "…" } else { "" })
+    };
+    format!("at char {at}: {} vs {}", around(a), around(b))
+}
+
+/// One disagreement between two passes.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Mismatch {
+    pub id: String,
+    pub between: String,
+    pub detail: String,
+}
+
+/// Compares passes per id: each pair is (name, reference, other).
+pub(crate) fn compare(cases: &[PromptCase], pairs: &[(&str, &Outputs, &Outputs)]) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    for case in cases {
+        for (between, a, b) in pairs {
+            let (x, y) = (
+                a.get(&case.id).cloned().flatten(),
+                b.get(&case.id).cloned().flatten(),
+            );
+            let detail = match (&x, &y) {
+                (Some(x), Some(y)) if x == y => continue,
+                (Some(x), Some(y)) => char_diff(x, y),
+                _ => "missing: the request failed on one side".to_string(),
+            };
+            out.push(Mismatch {
+                id: case.id.clone(),
+                between: between.to_string(),
+                detail,
+            });
+        }
+    }
+    out
+}
+
+pub(crate) fn metrics(cases: &[PromptCase], mismatches: &[Mismatch]) -> IndexMap<String, Metric> {
+    let missing = mismatches
+        .iter()
+        .filter(|m| m.detail.starts_with("missing"))
+        .count();
+    let mut m = IndexMap::new();
+    m.insert(
+        "mismatched_outputs".into(),
+        Metric::new((mismatches.len() - missing) as f64, "outputs"),
+    );
+    m.insert(
+        "missing_outputs".into(),
+        Metric::new(missing as f64, "outputs"),
+    );
+    m.insert(
+        "compared_prompts".into(),
+        Metric::new(cases.len() as f64, "prompts"),
+    );
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_points_at_the_first_difference() {
+        assert_eq!(
+            char_diff("abcdef", "abcxef"),
+            "at char 3: \"abcdef\" vs \"abcxef\""
+        );
+        let d = char_diff(&"x".repeat(30), &format!("{}y", "x".repeat(29)));
+        assert!(d.starts_with("at char 29: …"), "{d}");
+    }
+
+    #[test]
+    fn mismatches_and_missing_ids_are_found() {
+        let cases = vec![
+            PromptCase {
+                id: "a".into(),
+                prompt: String::new(),
+            },
+            PromptCase {
+                id: "b".into(),
+                prompt: String::new(),
+            },
+        ];
+        let one: Outputs = [
+            ("a".to_string(), Some("x".to_string())),
+            ("b".to_string(), Some("y".to_string())),
+        ]
+        .into_iter()
+        .collect();
+        let two: Outputs = [
+            ("a".to_string(), Some("x".to_string())),
+            ("b".to_string(), None),
+        ]
+        .into_iter()
+        .collect();
+        let found = compare(&cases, &[("store vs load", &one, &two)]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, "b");
+        let m = metrics(&cases, &found);
+        assert_eq!(m["missing_outputs"].value, 1.0);
+        assert_eq!(m["mismatched_outputs"].value, 0.0);
+        assert!(compare(&cases, &[("x", &one, &one)]).is_empty());
+    }
+
+    #[test]
+    fn builtin_prompts_have_unique_ids() {
+        let b = builtin();
+        let ids: std::collections::HashSet<_> = b.iter().map(|c| c.id.clone()).collect();
+        assert_eq!(ids.len(), b.len());
+        assert!(b.iter().any(|c| c.prompt.split_whitespace().count() > 1000));
+    }
+}

@@ -1,0 +1,370 @@
+//! Serving throughput, natively: random prompts of an exact input length
+//! (calibrated with the server's `/tokenize`), `ignore_eos` outputs, Poisson
+//! arrivals or all at once, optionally bounded concurrency; results under
+//! `vllm bench serve`'s field names so existing tooling reads them.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::WorkloadError;
+use crate::client::{Api, OpenAiClient, StreamOutcome};
+use crate::report::results::{write_atomic, Metric};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ThroughputParams {
+    pub num_prompts: usize,
+    /// Prompt tokens per request, as the engine's tokenizer counts them.
+    pub input_len: usize,
+    pub output_len: u32,
+    /// The same seed gives both engines the same prompts and arrivals.
+    pub seed: u64,
+    /// Requests per second (Poisson arrivals); all at once when absent.
+    pub request_rate: Option<f64>,
+    pub max_concurrency: Option<usize>,
+    pub endpoint: Api,
+    /// Generate exactly `output_len` tokens (vLLM's `ignore_eos`).
+    pub ignore_eos: bool,
+}
+
+impl Default for ThroughputParams {
+    fn default() -> Self {
+        Self {
+            num_prompts: 50,
+            input_len: 10_000,
+            output_len: 1,
+            seed: 0,
+            request_rate: None,
+            max_concurrency: None,
+            endpoint: Api::Chat,
+            ignore_eos: true,
+        }
+    }
+}
+
+pub(crate) struct ThroughputOutput {
+    pub metrics: IndexMap<String, Metric>,
+    pub files: Vec<String>,
+}
+
+/// Short common words: most tokenizers make each one token, so calibration
+/// converges in a step or two.
+const WORDS: &[&str] = &[
+    "the", "of", "and", "to", "in", "is", "it", "that", "for", "on", "was", "with", "as", "at",
+    "by", "be", "this", "from", "or", "an", "are", "not", "but", "had", "his", "they", "you",
+    "were", "her", "she", "there", "been", "one", "all", "we", "can", "has", "their", "if",
+    "would", "what", "will", "so", "no", "when", "who", "more", "out", "up", "said", "time",
+    "about", "other", "into", "than", "its", "some", "could", "them", "only", "new", "may",
+    "these", "two", "first", "any", "like", "now", "my", "such", "make", "over", "our", "even",
+    "most", "me", "state", "after", "also", "made", "many", "did", "must", "before", "back", "see",
+    "through", "way", "where", "get", "much", "go", "well", "your", "know", "should", "down",
+    "work", "year", "because", "come", "people", "just", "say", "each", "those",
+];
+
+fn words(rng: &mut StdRng, n: usize) -> Vec<&'static str> {
+    (0..n)
+        .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
+        .collect()
+}
+
+/// A prompt of `target` tokens for request `i`: random words, then words
+/// added or removed until `/tokenize` agrees. Without `/tokenize`, words are
+/// taken as tokens. Returns the prompt and its token count.
+async fn prompt(
+    client: &OpenAiClient,
+    model: &str,
+    seed: u64,
+    i: usize,
+    target: usize,
+) -> Result<(String, usize), WorkloadError> {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+    // A distinct first word keeps prompts from sharing a cached prefix.
+    let mut w: Vec<String> = vec![format!("{i}")];
+    w.extend(
+        words(&mut rng, target.saturating_sub(1))
+            .into_iter()
+            .map(String::from),
+    );
+    let err = |source| WorkloadError::Client {
+        url: client.base().to_string(),
+        source,
+    };
+    for _ in 0..12 {
+        let text = w.join(" ");
+        let Some(count) = client.tokenize_count(model, &text).await.map_err(err)? else {
+            return Ok((text, w.len()));
+        };
+        let count = count as usize;
+        if count == target {
+            return Ok((text, count));
+        }
+        if count > target {
+            let cut = (count - target).max(1).min(w.len().saturating_sub(1));
+            w.truncate(w.len() - cut);
+        } else {
+            w.extend(
+                words(&mut rng, target - count)
+                    .into_iter()
+                    .map(String::from),
+            );
+        }
+    }
+    let text = w.join(" ");
+    let count = client
+        .tokenize_count(model, &text)
+        .await
+        .map_err(err)?
+        .map_or(w.len(), |c| c as usize);
+    Ok((text, count))
+}
+
+/// Linear-interpolated percentile, as numpy computes it.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = p / 100.0 * (v.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (rank - lo as f64)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+pub(crate) async fn run(
+    client: &OpenAiClient,
+    model: &str,
+    p: &ThroughputParams,
+    results_dir: &Path,
+    label: &str,
+) -> Result<ThroughputOutput, WorkloadError> {
+    let model = client
+        .resolve_model(model)
+        .await
+        .map_err(|source| WorkloadError::Client {
+            url: client.base().to_string(),
+            source,
+        })?;
+    let mut prompts = Vec::with_capacity(p.num_prompts);
+    for i in 0..p.num_prompts {
+        prompts.push(prompt(client, &model, p.seed, i, p.input_len).await?);
+    }
+    // Poisson arrivals from the seed, so both engines see the same schedule.
+    let mut rng = StdRng::seed_from_u64(p.seed ^ 0x5ca1_ab1e);
+    let mut at = 0.0f64;
+    let arrivals: Vec<Duration> = (0..p.num_prompts)
+        .map(|_| {
+            let t = Duration::from_secs_f64(at);
+            if let Some(rate) = p.request_rate.filter(|r| *r > 0.0 && r.is_finite()) {
+                at += -(1.0 - rng.gen::<f64>()).ln() / rate;
+            }
+            t
+        })
+        .collect();
+    let slots = p
+        .max_concurrency
+        .map(|n| Arc::new(Semaphore::new(n.max(1))));
+    let extra = if p.ignore_eos {
+        json!({"ignore_eos": true})
+    } else {
+        Value::Null
+    };
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for (i, ((text, _), arrival)) in prompts.iter().cloned().zip(arrivals).enumerate() {
+        let (client, model, extra, slots) =
+            (client.clone(), model.clone(), extra.clone(), slots.clone());
+        let (api, max_tokens) = (p.endpoint, p.output_len);
+        set.spawn(async move {
+            tokio::time::sleep_until((start + arrival).into()).await;
+            let _permit = match &slots {
+                Some(s) => Some(
+                    s.clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore never closed"),
+                ),
+                None => None,
+            };
+            (
+                i,
+                client.stream(api, &model, &text, max_tokens, &extra).await,
+            )
+        });
+    }
+    let mut outcomes: Vec<Option<StreamOutcome>> = vec![None; p.num_prompts];
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, o)) = joined {
+            outcomes[i] = Some(o);
+        }
+    }
+    let duration = start.elapsed().as_secs_f64();
+    let input_lens: Vec<usize> = prompts.iter().map(|(_, n)| *n).collect();
+    let (metrics, doc) = summarize(p, &model, duration, &input_lens, &outcomes);
+    let dir = results_dir.join("vllm_bench");
+    std::fs::create_dir_all(&dir).map_err(|source| WorkloadError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let path = dir.join(format!("{label}.json"));
+    write_atomic(
+        &path,
+        serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
+    )
+    .map_err(|e| WorkloadError::Write {
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(ThroughputOutput {
+        metrics,
+        files: vec![format!("vllm_bench/{label}.json")],
+    })
+}
+
+fn summarize(
+    p: &ThroughputParams,
+    model: &str,
+    duration: f64,
+    input_lens: &[usize],
+    outcomes: &[Option<StreamOutcome>],
+) -> (IndexMap<String, Metric>, Value) {
+    let (mut ttfts, mut tpots, mut itls, mut e2els) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut completed, mut total_in, mut total_out, mut achieved_in) =
+        (0usize, 0usize, 0u64, 0u64);
+    let mut output_lens = Vec::new();
+    let mut errors = Vec::new();
+    let mut ttft_list = Vec::new();
+    let mut itl_lists = Vec::new();
+    for (o, &input_len) in outcomes.iter().zip(input_lens) {
+        let Some(o) = o.as_ref().filter(|o| o.successful()) else {
+            errors.push(
+                o.as_ref()
+                    .and_then(|o| o.error.clone())
+                    .unwrap_or_else(|| "request lost".into()),
+            );
+            output_lens.push(0);
+            ttft_list.push(0.0);
+            itl_lists.push(Vec::new());
+            continue;
+        };
+        errors.push(String::new());
+        completed += 1;
+        total_in += input_len;
+        achieved_in += o.prompt_tokens.unwrap_or(0);
+        let out_tokens = o.completion_tokens.unwrap_or(o.chunk_times.len() as u64);
+        total_out += out_tokens;
+        output_lens.push(out_tokens);
+        let ttft = o.ttft.map_or(0.0, |t| t.as_secs_f64());
+        let e2el = o.end.duration_since(o.start).as_secs_f64();
+        ttfts.push(ttft * 1000.0);
+        ttft_list.push(ttft);
+        e2els.push(e2el * 1000.0);
+        if out_tokens > 1 {
+            tpots.push((e2el - ttft) / (out_tokens - 1) as f64 * 1000.0);
+        }
+        let gaps: Vec<f64> = o
+            .chunk_times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect();
+        itls.extend(gaps.iter().map(|g| g * 1000.0));
+        itl_lists.push(gaps);
+    }
+    let failed = outcomes.len() - completed;
+    let d = duration.max(f64::MIN_POSITIVE);
+    let mut m = IndexMap::new();
+    let mut put = |k: &str, v: f64, unit: &str| {
+        m.insert(k.to_string(), Metric::new(v, unit));
+    };
+    put("completed", completed as f64, "requests");
+    put("failed", failed as f64, "requests");
+    put("total_input_tokens", total_in as f64, "tokens");
+    put("total_output_tokens", total_out as f64, "tokens");
+    put("duration", duration, "s");
+    put("request_throughput", completed as f64 / d, "req/s");
+    put("output_throughput", total_out as f64 / d, "tok/s");
+    put(
+        "total_token_throughput",
+        (total_in as f64 + total_out as f64) / d,
+        "tok/s",
+    );
+    for (name, v) in [
+        ("ttft", &ttfts),
+        ("tpot", &tpots),
+        ("itl", &itls),
+        ("e2el", &e2els),
+    ] {
+        put(&format!("mean_{name}_ms"), mean(v), "ms");
+        put(&format!("median_{name}_ms"), percentile(v, 50.0), "ms");
+        put(&format!("p99_{name}_ms"), percentile(v, 99.0), "ms");
+    }
+    // What the gate needs: everything sent came back, at the asked length.
+    put(
+        "incomplete_requests",
+        p.num_prompts.saturating_sub(completed) as f64,
+        "requests",
+    );
+    put(
+        "input_token_mismatch",
+        (total_in as f64 - (p.num_prompts * p.input_len) as f64).abs(),
+        "tokens",
+    );
+    put("achieved_prompt_tokens", achieved_in as f64, "tokens");
+
+    let mut doc = json!({
+        "date": chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string(),
+        "backend": match p.endpoint { Api::Chat => "openai-chat", Api::Completions => "openai" },
+        "model_id": model,
+        "tokenizer_id": model,
+        "num_prompts": p.num_prompts,
+        "request_rate": p.request_rate.map_or(json!("inf"), |r| json!(r)),
+        "burstiness": 1.0,
+        "max_concurrency": p.max_concurrency,
+        "input_lens": input_lens,
+        "output_lens": output_lens,
+        "ttfts": ttft_list,
+        "itls": itl_lists,
+        "errors": errors,
+    });
+    for (k, v) in &m {
+        doc[k.as_str()] = if matches!(
+            k.as_str(),
+            "completed" | "failed" | "total_input_tokens" | "total_output_tokens"
+        ) {
+            json!(v.value as u64)
+        } else {
+            json!(v.value)
+        };
+    }
+    (m, doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 50.0), 2.5);
+        assert!((percentile(&v, 99.0) - 3.97).abs() < 1e-12);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+}

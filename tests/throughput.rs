@@ -1,0 +1,251 @@
+//! The native throughput bench, its gate and retries, and the determinism
+//! check, against simulated engines.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn only(test: &str, dir: &Path, sets: &[&str]) -> std::process::Output {
+    let mut cmd = ci_sim(dir, sets);
+    cmd.args(["--only", test]);
+    run(&mut cmd, LIMIT)
+}
+
+fn bench_json(dir: &Path, role: &str) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("vllm_bench/{role}.json"))).unwrap(),
+    )
+    .unwrap()
+}
+
+fn check<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["tests"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+#[test]
+fn figures_follow_the_latency_model_under_vllm_bench_names() {
+    let dir = tempdir();
+    let out = only(
+        "throughput",
+        dir.path(),
+        &[
+            "tests.throughput.num_prompts=10",
+            "tests.throughput.input_len=500",
+            "tests.throughput.output_len=8",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let b = bench_json(dir.path(), "baseline");
+    for field in [
+        "completed",
+        "failed",
+        "total_input_tokens",
+        "total_output_tokens",
+        "duration",
+        "request_throughput",
+        "output_throughput",
+        "total_token_throughput",
+        "mean_ttft_ms",
+        "median_ttft_ms",
+        "p99_ttft_ms",
+        "mean_tpot_ms",
+        "median_tpot_ms",
+        "p99_tpot_ms",
+        "mean_itl_ms",
+        "median_itl_ms",
+        "p99_itl_ms",
+        "mean_e2el_ms",
+        "median_e2el_ms",
+        "p99_e2el_ms",
+    ] {
+        assert!(b[field].is_number(), "{field} in {b}");
+    }
+    assert_eq!(b["completed"], 10);
+    assert_eq!(b["failed"], 0);
+    assert_eq!(
+        b["total_input_tokens"], 5000,
+        "prompts calibrated to exactly 500 tokens"
+    );
+    assert_eq!(
+        b["total_output_tokens"], 80,
+        "ignore_eos: every request gives output_len tokens"
+    );
+    assert_eq!(b["backend"], "openai-chat");
+    assert_eq!(b["input_lens"].as_array().unwrap().len(), 10);
+    // The sim prefills one prompt at a time at 100 µs a token (50 ms each)
+    // and decodes at 4 ms a token: all ten arrive together, so the last
+    // waits for nine prefills, and the run lasts at least ten of them.
+    let f = |k: &str| b[k].as_f64().unwrap();
+    assert!(f("duration") >= 0.5, "{}", f("duration"));
+    assert!(
+        f("mean_ttft_ms") >= 250.0 && f("p99_ttft_ms") >= 490.0,
+        "{b}"
+    );
+    assert!(
+        f("median_tpot_ms") >= 3.9 && f("median_tpot_ms") < 20.0,
+        "{}",
+        f("median_tpot_ms")
+    );
+    assert!(f("mean_itl_ms") >= 3.9, "{}", f("mean_itl_ms"));
+    let expect = (f("total_input_tokens") + f("total_output_tokens")) / f("duration");
+    assert!((f("total_token_throughput") - expect).abs() < 1e-6 * expect);
+}
+
+#[test]
+fn a_slower_lmcache_fails_the_throughput_gate() {
+    let dir = tempdir();
+    let out = only(
+        "throughput",
+        dir.path(),
+        &[
+            "tests.throughput.num_prompts=10",
+            "tests.throughput.max_attempts=1",
+            "engines.lmcache.sim.prefill_us_per_token=150",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+    let r = results(dir.path());
+    let c = check(&r, "total_token_throughput");
+    assert_eq!(c["verdict"], "fail");
+    assert!(c["change_pct"].as_f64().unwrap() < -5.0);
+    assert!(
+        r["tests"][0]["attempts"].as_array().unwrap().is_empty(),
+        "one attempt only"
+    );
+}
+
+#[test]
+fn errors_show_as_failed_and_fail_completeness() {
+    let dir = tempdir();
+    let out = only(
+        "throughput",
+        dir.path(),
+        &[
+            "tests.throughput.num_prompts=10",
+            "tests.throughput.max_attempts=1",
+            "engines.lmcache.sim.error_rate=0.5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+    let l = bench_json(dir.path(), "lmcache");
+    assert!(l["failed"].as_u64().unwrap() > 0, "{l}");
+    assert!(l["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e.as_str().unwrap().contains("HTTP 500")));
+    let r = results(dir.path());
+    assert_eq!(check(&r, "lmcache_completed")["verdict"], "fail");
+    assert_eq!(check(&r, "baseline_completed")["verdict"], "pass");
+}
+
+#[test]
+fn a_retryable_check_that_fails_once_then_passes_is_flaky() {
+    let dir = tempdir();
+    // The LMCache engine is slow for its first 20 requests: the whole first
+    // attempt, none of the second.
+    let out = only(
+        "throughput",
+        dir.path(),
+        &[
+            "tests.throughput.num_prompts=20",
+            "engines.lmcache.sim.slow_first_requests=20",
+            "engines.lmcache.sim.slow_extra_ms=40",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "a flaky pass passes: {stderr}");
+    assert!(
+        stderr.contains("a retryable check failed on attempt 1 of 3"),
+        "{stderr}"
+    );
+    let r = results(dir.path());
+    let t = &r["tests"][0];
+    assert_eq!(t["status"], "flaky");
+    assert_eq!(check(&r, "total_token_throughput")["verdict"], "flaky");
+    let attempts = t["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["status"], "failed");
+    assert_eq!(attempts[1]["status"], "passed");
+    assert!(stdout.contains("flaky"), "{stdout}");
+}
+
+#[test]
+fn determinism_passes_on_identical_engines_and_names_ids_on_corruption() {
+    let dir = tempdir();
+    let out = only("determinism", dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let outputs: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("determinism/outputs.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(outputs.len(), 9);
+    assert!(outputs
+        .iter()
+        .all(|o| o["store"] == o["load"] && o["baseline"] == o["load"] && o["load"].is_string()));
+
+    let dir = tempdir();
+    let out = only(
+        "determinism",
+        dir.path(),
+        &["engines.lmcache.sim.corrupt_on_hit=true"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("differs: id `short-0` (LMCache store vs load): at char"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("differs: id \\`long-0\\`"),
+        "the summary names them: {stdout}"
+    );
+    let r = results(dir.path());
+    assert!(
+        r["tests"][0]["metrics"]["lmcache"]["mismatched_outputs"]["value"]
+            .as_f64()
+            .unwrap()
+            >= 9.0
+    );
+}
+
+#[test]
+fn determinism_reads_a_prompt_file_and_reports_bad_lines() {
+    let dir = tempdir();
+    let prompts = dir.path().join("prompts.jsonl");
+    std::fs::write(&prompts, "{\"id\": \"a\", \"prompt\": \"one two three\"}\n{\"id\": \"b\", \"prompt\": \"four five\"}\n").unwrap();
+    let set = format!("tests.determinism.prompts=\"{}\"", prompts.display());
+    let out = only(
+        "determinism",
+        &dir.path().join("r"),
+        &[&set, "tests.determinism.compare_baseline=false"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let r = results(&dir.path().join("r"));
+    assert_eq!(
+        r["tests"][0]["metrics"]["lmcache"]["compared_prompts"]["value"],
+        2.0
+    );
+    assert!(
+        r["tests"][0]["metrics"].get("baseline").is_none(),
+        "baseline not asked"
+    );
+
+    std::fs::write(&prompts, "{\"id\": \"a\", \"prompt\": \"x\"}\nnot json\n").unwrap();
+    let out = only("determinism", &dir.path().join("r2"), &[&set]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("prompts.jsonl line 2"), "{stderr}");
+}
