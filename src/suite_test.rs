@@ -14,7 +14,7 @@ use crate::engine::EngineSpec;
 use crate::error::Error;
 use crate::report::results::{Metric, RunResults};
 use crate::workload::determinism::{self, Outputs, PromptCase};
-use crate::workload::{long_doc_qa, mmlu, throughput, WorkloadError};
+use crate::workload::{lm_eval, long_doc_qa, mmlu, throughput, WorkloadError};
 
 /// Changed questions listed in the notes; the rest are in the files.
 const NOTE_LIMIT: usize = 20;
@@ -123,6 +123,7 @@ impl<'p> TestRun<'p> {
             TestParams::Mmlu(p) => self.mmlu_role(ctx, p, role, &dir).await,
             TestParams::Throughput(p) => self.throughput(ctx, p, role, &dir).await,
             TestParams::Determinism(p) => self.determinism_role(ctx, p, role).await,
+            TestParams::LmEval(p) => self.lm_eval(ctx, p, role, &dir).await,
         };
         self.error = step.err();
         self.record(results)
@@ -172,9 +173,36 @@ impl<'p> TestRun<'p> {
             "lmcache-e2e: [{name}] {} prompts of {} tokens against {role} (`{}`)",
             p.num_prompts, p.input_len, spec.name
         );
-        let r = throughput::run(&client, ctx.model, p, dir, role.as_str())
-            .await
-            .map_err(|e| e.to_string())?;
+        let r = match p.driver {
+            throughput::Driver::Native => {
+                throughput::run(&client, ctx.model, p, dir, role.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            throughput::Driver::VllmBench => {
+                let model = client
+                    .resolve_model(ctx.model)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let metrics = crate::workload::vllm_bench::run(
+                    &p.vllm_command,
+                    p,
+                    &spec.url,
+                    &model,
+                    dir,
+                    role.as_str(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                throughput::ThroughputOutput {
+                    metrics,
+                    files: vec![
+                        format!("vllm_bench/{role}.json"),
+                        format!("vllm_bench/{role}.log"),
+                    ],
+                }
+            }
+        };
         let m = |k: &str| r.metrics.get(k).map_or(f64::NAN, |m| m.value);
         eprintln!(
             "lmcache-e2e: [{name}] {role}: {}/{} completed, {:.0} tok/s total, mean TTFT {:.1} ms, {:.2} s",
@@ -187,6 +215,84 @@ impl<'p> TestRun<'p> {
         self.metrics.insert(role, r.metrics);
         for f in r.files {
             self.add_file(f);
+        }
+        Ok(())
+    }
+
+    /// Against the LMCache engine only: the first run stores, the second
+    /// loads, and their samples must be identical.
+    async fn lm_eval(
+        &mut self,
+        ctx: &Ctx<'_>,
+        p: &lm_eval::LmEvalParams,
+        role: Role,
+        dir: &Path,
+    ) -> Result<(), String> {
+        if role != Role::Lmcache {
+            return Ok(());
+        }
+        let name = self.name.clone();
+        let (spec, client) = client_for(ctx, &name, role)?;
+        let model = client
+            .resolve_model(ctx.model)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut samples = Vec::new();
+        for run in ["first_run", "second_run"] {
+            eprintln!(
+                "lmcache-e2e: [{name}] lm_eval {} ({run}) against `{}`",
+                p.task, spec.name
+            );
+            let file = lm_eval::run_once(p, &model, &spec.url, dir, run)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.add_file(
+                file.strip_prefix(dir)
+                    .unwrap_or(&file)
+                    .display()
+                    .to_string(),
+            );
+            samples.push(file);
+        }
+        let diff = lm_eval::sorted_diff(&samples[0], &samples[1]).map_err(|e| e.to_string())?;
+        let lines = |p: &Path| {
+            std::fs::read_to_string(p)
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        };
+        let mut m = IndexMap::new();
+        m.insert(
+            "differing_sample_lines".to_string(),
+            Metric::new(diff.len() as f64, "lines"),
+        );
+        m.insert(
+            "samples".to_string(),
+            Metric::new(lines(&samples[0]) as f64, "lines"),
+        );
+        self.metrics.insert(role, m);
+        if !diff.is_empty() {
+            let shown: Vec<String> = diff
+                .iter()
+                .take(50)
+                .map(|l| l.chars().take(400).collect())
+                .collect();
+            for l in shown.iter().take(5) {
+                self.notes.push(format!(
+                    "differs: {}",
+                    l.chars().take(200).collect::<String>()
+                ));
+            }
+            self.notes.push(format!(
+                "{} differing sample lines; the first 50 are in lm_eval/diff.txt",
+                diff.len()
+            ));
+            let path = dir.join("lm_eval/diff.txt");
+            crate::report::results::write_atomic(&path, (shown.join("\n") + "\n").as_bytes())
+                .map_err(|e| e.to_string())?;
+            self.add_file("lm_eval/diff.txt".into());
+            for note in &self.notes {
+                eprintln!("lmcache-e2e: [{name}] {note}");
+            }
         }
         Ok(())
     }
@@ -317,7 +423,7 @@ impl<'p> TestRun<'p> {
         let finished = match self.params {
             TestParams::Mmlu(_) => self.mmlu_finish(&dir),
             TestParams::Determinism(_) => self.determinism_finish(&dir),
-            TestParams::LongDocQa(_) | TestParams::Throughput(_) => Ok(()),
+            TestParams::LongDocQa(_) | TestParams::Throughput(_) | TestParams::LmEval(_) => Ok(()),
         };
         if let Err(e) = finished {
             self.error = Some(e);

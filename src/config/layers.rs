@@ -13,8 +13,8 @@ use toml::{Table, Value};
 
 use super::presets;
 use super::{
-    ConfigError, DeterminismParams, EngineKind, LongDocQaParams, MmluParams, Role, Suite, TestKind,
-    TestParams, ThroughputParams,
+    ConfigError, DeterminismParams, EngineKind, LmEvalParams, LongDocQaParams, MmluParams, Role,
+    Suite, TestKind, TestParams, ThroughputParams,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +139,7 @@ impl Loaded {
                 TestParams::Mmlu(p) => Value::try_from(p),
                 TestParams::Throughput(p) => Value::try_from(p),
                 TestParams::Determinism(p) => Value::try_from(p),
+                TestParams::LmEval(p) => Value::try_from(p),
             };
             if let (Ok(Value::Table(resolved)), Some(Value::Table(test))) = (
                 resolved,
@@ -543,6 +544,14 @@ fn validate(
                     ));
                 }
                 TestParams::Determinism(p)
+            }
+            TestKind::LmEval => {
+                let p: LmEvalParams =
+                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
+                if p.limit == 0 || p.num_concurrent == 0 {
+                    return Err(err(prefix, "limit and num_concurrent must be at least 1"));
+                }
+                TestParams::LmEval(p)
             }
         };
         params.insert(name.clone(), p);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::sim::SimOptions;
 pub(crate) use crate::workload::determinism::DeterminismParams;
+pub(crate) use crate::workload::lm_eval::LmEvalParams;
 pub(crate) use crate::workload::mmlu::MmluParams;
 pub(crate) use crate::workload::throughput::ThroughputParams;
 
@@ -177,6 +178,7 @@ pub(crate) enum TestKind {
     Mmlu,
     Throughput,
     Determinism,
+    LmEval,
 }
 
 impl TestKind {
@@ -186,6 +188,7 @@ impl TestKind {
             TestKind::Mmlu => "mmlu",
             TestKind::Throughput => "throughput",
             TestKind::Determinism => "determinism",
+            TestKind::LmEval => "lm_eval",
         }
     }
 }
@@ -313,6 +316,7 @@ pub(crate) enum TestParams {
     Mmlu(MmluParams),
     Throughput(ThroughputParams),
     Determinism(DeterminismParams),
+    LmEval(LmEvalParams),
 }
 
 impl Suite {

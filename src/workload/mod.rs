@@ -2,9 +2,11 @@
 //! they run the same against servers this tool did not start.
 
 pub(crate) mod determinism;
+pub(crate) mod lm_eval;
 pub(crate) mod long_doc_qa;
 pub(crate) mod mmlu;
 pub(crate) mod throughput;
+pub(crate) mod vllm_bench;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,6 +23,10 @@ pub(crate) enum WorkloadError {
     Mmlu(#[from] mmlu::MmluError),
     #[error(transparent)]
     Determinism(#[from] determinism::DeterminismError),
+    #[error(transparent)]
+    VllmBench(#[from] vllm_bench::VllmBenchError),
+    #[error(transparent)]
+    LmEval(#[from] lm_eval::LmEvalError),
     #[error("failed to prepare the workload against {url}: {source}")]
     Client { url: String, source: ClientError },
     #[error("failed to write {path}: {source}")]

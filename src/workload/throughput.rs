@@ -34,6 +34,18 @@ pub(crate) struct ThroughputParams {
     pub endpoint: Api,
     /// Generate exactly `output_len` tokens (vLLM's `ignore_eos`).
     pub ignore_eos: bool,
+    /// `native`, or `vllm-bench` to run `vllm bench serve` itself.
+    pub driver: Driver,
+    /// The `vllm` executable for `driver = "vllm-bench"`.
+    pub vllm_command: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Driver {
+    #[default]
+    Native,
+    VllmBench,
 }
 
 impl Default for ThroughputParams {
@@ -47,6 +59,8 @@ impl Default for ThroughputParams {
             max_concurrency: None,
             endpoint: Api::Chat,
             ignore_eos: true,
+            driver: Driver::Native,
+            vllm_command: "vllm".to_string(),
         }
     }
 }

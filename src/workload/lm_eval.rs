@@ -1,0 +1,235 @@
+//! The `lm_eval` adapter: the reference's command run twice against the
+//! LMCache engine (the second run reads the KV the first stored), then the
+//! sorted lines of the two `samples_<task>_*.jsonl` compared.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LmEvalParams {
+    pub command: String,
+    pub task: String,
+    pub limit: u32,
+    pub num_concurrent: u32,
+    pub max_retries: u32,
+    pub seed: u64,
+}
+
+impl Default for LmEvalParams {
+    fn default() -> Self {
+        Self {
+            command: "lm_eval".into(),
+            task: "gsm8k".into(),
+            limit: 300,
+            num_concurrent: 50,
+            max_retries: 3,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LmEvalError {
+    #[error("failed to find `{command}` on PATH ({source}); install it in the job's environment (pip install 'lm-eval[api]')")]
+    NotFound {
+        command: String,
+        source: which::Error,
+    },
+    #[error("failed to run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("`lm_eval` ({run}) exited with {status}; last lines of {log}:\n{tail}")]
+    Failed {
+        run: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("`lm_eval` ({run}) wrote no samples_{task}_*.jsonl under {dir}; last lines of {log}:\n{tail}")]
+    NoSamples {
+        run: String,
+        task: String,
+        dir: PathBuf,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The reference's command line.
+pub(crate) fn args(p: &LmEvalParams, model: &str, url: &str, out: &Path) -> Vec<String> {
+    vec![
+        "--model".into(),
+        "local-completions".into(),
+        "--tasks".into(),
+        p.task.clone(),
+        "--model_args".into(),
+        format!(
+            "model={model},base_url={}/v1/completions,num_concurrent={},max_retries={},tokenized_requests=False",
+            url.trim_end_matches('/'),
+            p.num_concurrent,
+            p.max_retries
+        ),
+        "--limit".into(),
+        p.limit.to_string(),
+        "--seed".into(),
+        p.seed.to_string(),
+        "-s".into(),
+        "--output_path".into(),
+        out.display().to_string(),
+        "--gen_kwargs".into(),
+        r#"{"temperature": 0.0}"#.into(),
+    ]
+}
+
+/// `samples_<task>_*.jsonl` anywhere under `dir` (lm_eval nests it under
+/// the model's name), newest name last.
+fn find_samples(dir: &Path, task: &str) -> Vec<PathBuf> {
+    let prefix = format!("samples_{task}_");
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".jsonl"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Runs lm_eval once into `results_dir/lm_eval/<run>`; returns its samples file.
+pub(crate) async fn run_once(
+    p: &LmEvalParams,
+    model: &str,
+    url: &str,
+    results_dir: &Path,
+    run: &str,
+) -> Result<PathBuf, LmEvalError> {
+    let program = which::which(&p.command).map_err(|source| LmEvalError::NotFound {
+        command: p.command.clone(),
+        source,
+    })?;
+    let spawn = |source| LmEvalError::Spawn {
+        command: p.command.clone(),
+        source,
+    };
+    let out = results_dir.join("lm_eval").join(run);
+    std::fs::create_dir_all(&out).map_err(spawn)?;
+    let log = results_dir.join("lm_eval").join(format!("{run}.log"));
+    let file = std::fs::File::create(&log).map_err(spawn)?;
+    let status = tokio::process::Command::new(program)
+        .args(args(p, model, url, &out))
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().map_err(spawn)?)
+        .stderr(file)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(spawn)?;
+    let tail = || crate::engine::tail_lines(&log, 20).join("\n");
+    if !status.success() {
+        return Err(LmEvalError::Failed {
+            run: run.into(),
+            status: status.to_string(),
+            tail: tail(),
+            log,
+        });
+    }
+    find_samples(&out, &p.task)
+        .pop()
+        .ok_or_else(|| LmEvalError::NoSamples {
+            run: run.into(),
+            task: p.task.clone(),
+            dir: out.clone(),
+            tail: tail(),
+            log: log.clone(),
+        })
+}
+
+/// Lines of the two files that the other lacks, after sorting both, as
+/// `diff` prints them (`< ` first run, `> ` second run).
+pub(crate) fn sorted_diff(a: &Path, b: &Path) -> Result<Vec<String>, LmEvalError> {
+    let read = |p: &Path| -> Result<Vec<String>, LmEvalError> {
+        let text = std::fs::read_to_string(p).map_err(|source| LmEvalError::Read {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        Ok(lines)
+    };
+    let (x, y) = (read(a)?, read(b)?);
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < x.len() || j < y.len() {
+        match (x.get(i), y.get(j)) {
+            (Some(l), Some(r)) if l == r => {
+                i += 1;
+                j += 1;
+            }
+            (Some(l), Some(r)) if l < r => {
+                out.push(format!("< {l}"));
+                i += 1;
+            }
+            (Some(_), Some(r)) | (None, Some(r)) => {
+                out.push(format!("> {r}"));
+                j += 1;
+            }
+            (Some(l), None) => {
+                out.push(format!("< {l}"));
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_command_line() {
+        let a = args(
+            &LmEvalParams::default(),
+            "Qwen/Qwen3-14B",
+            "http://127.0.0.1:8000",
+            Path::new("/r/lm_eval/first_run"),
+        )
+        .join(" ");
+        assert_eq!(
+            a,
+            "--model local-completions --tasks gsm8k --model_args model=Qwen/Qwen3-14B,base_url=http://127.0.0.1:8000/v1/completions,num_concurrent=50,max_retries=3,tokenized_requests=False \
+             --limit 300 --seed 0 -s --output_path /r/lm_eval/first_run --gen_kwargs {\"temperature\": 0.0}"
+        );
+    }
+
+    #[test]
+    fn sorted_diff_ignores_order_and_shows_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "2\n1\n3\n").unwrap();
+        std::fs::write(&b, "3\n1\n2\n").unwrap();
+        assert!(sorted_diff(&a, &b).unwrap().is_empty());
+        std::fs::write(&b, "1\n2\n4\n").unwrap();
+        assert_eq!(sorted_diff(&a, &b).unwrap(), vec!["< 3", "> 4"]);
+    }
+}
