@@ -19,10 +19,21 @@ impl Drop for Sim {
 }
 
 fn sim() -> Sim {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(BIN)
         .args(["sim", "serve", "--port", &port.to_string()])
-        .args(["--prefill-us-per-token", "0", "--cached-prefill-us-per-token", "0", "--decode-ms-per-token", "0"])
+        .args([
+            "--prefill-us-per-token",
+            "0",
+            "--cached-prefill-us-per-token",
+            "0",
+            "--decode-ms-per-token",
+            "0",
+        ])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -40,7 +51,11 @@ fn cpu_of_children() -> f64 {
 
 fn main() {
     let (b, l) = (sim(), sim());
-    for (prompts, input, output, conc) in [(2000, 100, 16, 64), (2000, 100, 128, 64), (500, 2000, 16, 64)] {
+    for (prompts, input, output, conc) in [
+        (2000, 100, 16, 64),
+        (2000, 100, 128, 64),
+        (500, 2000, 16, 64),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let suite = dir.path().join("s.toml");
         std::fs::write(
@@ -64,7 +79,10 @@ fn main() {
             .unwrap();
         assert!(status.code().is_some());
         let cpu = cpu_of_children() - before;
-        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/vllm_bench/lmcache.json")).unwrap()).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("r/vllm_bench/lmcache.json")).unwrap(),
+        )
+        .unwrap();
         let f = |k: &str| doc[k].as_f64().unwrap();
         println!(
             "{prompts} prompts x {input} in / {output} out, {conc} in flight: {:.0} req/s, {:.0} output tok/s, driver CPU {:.0} µs/request (both engines, calibration included)",

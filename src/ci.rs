@@ -355,7 +355,8 @@ async fn run_model(
             for spec in phase {
                 let started = Instant::now();
                 set_status(results, run.name(), TestStatus::Running)?;
-                run.run_role(&ctx, spec.role, results).await?;
+                run.run_role(&ctx, spec.role, &roles_of(phase), results)
+                    .await?;
                 *spent += started.elapsed();
             }
         }
@@ -410,7 +411,8 @@ async fn run_model(
                     );
                     for spec in phase {
                         let started = Instant::now();
-                        run.run_role(&ctx, spec.role, results).await?;
+                        run.run_role(&ctx, spec.role, &roles_of(phase), results)
+                            .await?;
                         *spent += started.elapsed();
                     }
                     continue;
@@ -434,6 +436,10 @@ async fn run_model(
         results.write()?;
     }
     Ok(())
+}
+
+fn roles_of(specs: &[&EngineSpec]) -> Vec<crate::config::Role> {
+    specs.iter().map(|s| s.role).collect()
 }
 
 fn names(specs: &[&EngineSpec]) -> String {

@@ -14,7 +14,7 @@ use crate::engine::EngineSpec;
 use crate::error::Error;
 use crate::report::results::{Metric, RunResults};
 use crate::workload::determinism::{self, Outputs, PromptCase};
-use crate::workload::{lm_eval, long_doc_qa, mmlu, throughput, WorkloadError};
+use crate::workload::{lm_eval, long_doc_qa, mmlu, request_rate, throughput, WorkloadError};
 
 /// Changed questions listed in the notes; the rest are in the files.
 const NOTE_LIMIT: usize = 20;
@@ -112,6 +112,7 @@ impl<'p> TestRun<'p> {
         &mut self,
         ctx: &Ctx<'_>,
         role: Role,
+        phase: &[Role],
         results: &mut RunResults,
     ) -> Result<(), Error> {
         if self.error.is_some() {
@@ -124,6 +125,7 @@ impl<'p> TestRun<'p> {
             TestParams::Throughput(p) => self.throughput(ctx, p, role, &dir).await,
             TestParams::Determinism(p) => self.determinism_role(ctx, p, role).await,
             TestParams::LmEval(p) => self.lm_eval(ctx, p, role, &dir).await,
+            TestParams::RequestRate(p) => self.request_rate(ctx, p, role, phase, &dir).await,
         };
         self.error = step.err();
         self.record(results)
@@ -297,6 +299,70 @@ impl<'p> TestRun<'p> {
         Ok(())
     }
 
+    /// Every engine up in this phase gets the same schedule at once, as
+    /// lmcache-tests' experiments did; later roles of the phase find their
+    /// rows already there.
+    async fn request_rate(
+        &mut self,
+        ctx: &Ctx<'_>,
+        p: &request_rate::RequestRateParams,
+        role: Role,
+        phase: &[Role],
+        dir: &Path,
+    ) -> Result<(), String> {
+        if self.metrics.contains_key(&role) {
+            return Ok(());
+        }
+        let name = self.name.clone();
+        let mut engines = Vec::new();
+        for r in phase {
+            let (spec, client) = client_for(ctx, &name, *r)?;
+            engines.push((spec.name.clone(), client));
+        }
+        let names: Vec<&str> = engines.iter().map(|(n, _)| n.as_str()).collect();
+        eprintln!(
+            "lmcache-e2e: [{name}] {} requests/s for {} s to {} at once",
+            p.qps,
+            p.duration_secs,
+            names.join(", ")
+        );
+        let rows = request_rate::run(&engines, ctx.model, p)
+            .await
+            .map_err(|e| e.to_string())?;
+        for r in phase {
+            let spec_name = client_for(ctx, &name, *r)?.0.name.clone();
+            let mine: Vec<&request_rate::Row> =
+                rows.iter().filter(|row| row.engine == spec_name).collect();
+            let m = request_rate::metrics(&mine);
+            eprintln!(
+                "lmcache-e2e: [{name}] {r}: mean TTFT {:.3} s, p99 {:.3} s, {} failed",
+                m["mean_ttft"].value, m["p99_ttft"].value, m["failed_requests"].value
+            );
+            self.metrics.insert(*r, m);
+        }
+        let file_stem = name.replace('@', "-");
+        let wl = |e: WorkloadError| e.to_string();
+        let csv = request_rate::csv(&name, p, &rows);
+        let mut written =
+            vec![
+                request_rate::write(dir, &format!("{file_stem}.csv"), csv.as_bytes())
+                    .map_err(wl)?,
+            ];
+        let title = format!("{name}: TTFT over time ({} req/s)", p.qps);
+        written.push(
+            request_rate::write(
+                dir,
+                &format!("{file_stem}_ttft.svg"),
+                request_rate::svg(&title, &rows).as_bytes(),
+            )
+            .map_err(wl)?,
+        );
+        for f in written {
+            self.add_file(f);
+        }
+        Ok(())
+    }
+
     async fn determinism_role(
         &mut self,
         ctx: &Ctx<'_>,
@@ -423,7 +489,10 @@ impl<'p> TestRun<'p> {
         let finished = match self.params {
             TestParams::Mmlu(_) => self.mmlu_finish(&dir),
             TestParams::Determinism(_) => self.determinism_finish(&dir),
-            TestParams::LongDocQa(_) | TestParams::Throughput(_) | TestParams::LmEval(_) => Ok(()),
+            TestParams::LongDocQa(_)
+            | TestParams::Throughput(_)
+            | TestParams::LmEval(_)
+            | TestParams::RequestRate(_) => Ok(()),
         };
         if let Err(e) = finished {
             self.error = Some(e);

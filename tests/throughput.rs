@@ -249,3 +249,53 @@ fn determinism_reads_a_prompt_file_and_reports_bad_lines() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("prompts.jsonl line 2"), "{stderr}");
 }
+
+#[test]
+fn request_rate_feeds_every_engine_the_same_workload_at_once() {
+    let dir = tempdir();
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        "[engines.vllm]\nrole = \"baseline\"\nkind = \"sim\"\n[engines.vllm-lmcache]\nrole = \"lmcache\"\nkind = \"sim\"\n\
+         [engines.vllm-lmcache.sim]\ncache_tokens = 100000\n\
+         [tests.qps10]\nkind = \"request_rate\"\nqps = 10\nduration_secs = 1\ncontext_len = 1000\nquery_len = 10\noutput_len = 4\nnum_contexts = 2\n\
+         [tests.qps10.checks.faster_with_lmcache]\nmetric = \"mean_ttft\"\nmax_change_pct = -20\n",
+    )
+    .unwrap();
+    let out = run(
+        bin()
+            .args(["ci", "--suite"])
+            .arg(&suite)
+            .arg("--results-dir")
+            .arg(dir.path().join("r")),
+        Duration::from_secs(60),
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("to vllm, vllm-lmcache at once"), "{stderr}");
+    let csv = std::fs::read_to_string(dir.path().join("r/request_rate/qps10.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 20, "10 requests to each engine: {csv}");
+    let stamps = |engine: &str| -> Vec<&str> {
+        rows.iter()
+            .filter(|r| r[2] == engine)
+            .map(|r| r[1])
+            .collect()
+    };
+    assert_eq!(stamps("vllm"), stamps("vllm-lmcache"), "the same schedule");
+    assert!(rows
+        .iter()
+        .all(|r| r[0] == "qps10" && r[6] == "1000" && r[7] == "10" && !r[4].is_empty()));
+    let svg = std::fs::read_to_string(dir.path().join("r/request_rate/qps10_ttft.svg")).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 2);
+    let r = results(&dir.path().join("r"));
+    let m = &r["tests"][0]["metrics"];
+    assert!(
+        m["lmcache"]["mean_ttft"]["value"].as_f64().unwrap()
+            < m["baseline"]["mean_ttft"]["value"].as_f64().unwrap()
+    );
+}

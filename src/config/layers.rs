@@ -13,8 +13,8 @@ use toml::{Table, Value};
 
 use super::presets;
 use super::{
-    ConfigError, DeterminismParams, EngineKind, LmEvalParams, LongDocQaParams, MmluParams, Role,
-    Suite, TestKind, TestParams, ThroughputParams,
+    ConfigError, DeterminismParams, EngineKind, LmEvalParams, LongDocQaParams, MmluParams,
+    RequestRateParams, Role, Suite, TestKind, TestParams, ThroughputParams,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +140,7 @@ impl Loaded {
                 TestParams::Throughput(p) => Value::try_from(p),
                 TestParams::Determinism(p) => Value::try_from(p),
                 TestParams::LmEval(p) => Value::try_from(p),
+                TestParams::RequestRate(p) => Value::try_from(p),
             };
             if let (Ok(Value::Table(resolved)), Some(Value::Table(test))) = (
                 resolved,
@@ -552,6 +553,21 @@ fn validate(
                     return Err(err(prefix, "limit and num_concurrent must be at least 1"));
                 }
                 TestParams::LmEval(p)
+            }
+            TestKind::RequestRate => {
+                let p: RequestRateParams =
+                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
+                let ok = |v: f64| v.is_finite() && v > 0.0;
+                if !ok(p.qps)
+                    || !ok(p.duration_secs)
+                    || p.context_len == 0
+                    || p.query_len < 2
+                    || p.output_len == 0
+                    || p.num_contexts == 0
+                {
+                    return Err(err(prefix, "qps and duration_secs must be positive; context_len, output_len and num_contexts at least 1; query_len at least 2"));
+                }
+                TestParams::RequestRate(p)
             }
         };
         params.insert(name.clone(), p);

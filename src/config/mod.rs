@@ -14,6 +14,7 @@ use crate::engine::sim::SimOptions;
 pub(crate) use crate::workload::determinism::DeterminismParams;
 pub(crate) use crate::workload::lm_eval::LmEvalParams;
 pub(crate) use crate::workload::mmlu::MmluParams;
+pub(crate) use crate::workload::request_rate::RequestRateParams;
 pub(crate) use crate::workload::throughput::ThroughputParams;
 
 pub(crate) use layers::{load, LoadRequest, Loaded};
@@ -179,6 +180,7 @@ pub(crate) enum TestKind {
     Throughput,
     Determinism,
     LmEval,
+    RequestRate,
 }
 
 impl TestKind {
@@ -189,6 +191,7 @@ impl TestKind {
             TestKind::Throughput => "throughput",
             TestKind::Determinism => "determinism",
             TestKind::LmEval => "lm_eval",
+            TestKind::RequestRate => "request_rate",
         }
     }
 }
@@ -317,6 +320,7 @@ pub(crate) enum TestParams {
     Throughput(ThroughputParams),
     Determinism(DeterminismParams),
     LmEval(LmEvalParams),
+    RequestRate(RequestRateParams),
 }
 
 impl Suite {

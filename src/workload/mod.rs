@@ -5,6 +5,7 @@ pub(crate) mod determinism;
 pub(crate) mod lm_eval;
 pub(crate) mod long_doc_qa;
 pub(crate) mod mmlu;
+pub(crate) mod request_rate;
 pub(crate) mod throughput;
 pub(crate) mod vllm_bench;
 

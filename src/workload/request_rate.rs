@@ -1,0 +1,361 @@
+//! Request-rate experiments as LMCache's older harness (`lmcache-tests`) ran
+//! them: one workload (QPS, duration, context length, query length) fed to
+//! several engines at the same time, a per-request CSV with its columns, and
+//! a plot of TTFT over time per engine (SVG, in place of its PDF).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use super::WorkloadError;
+use crate::client::{Api, OpenAiClient};
+use crate::report::results::{write_atomic, Metric};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RequestRateParams {
+    /// Requests per second, evenly spaced.
+    pub qps: f64,
+    pub duration_secs: f64,
+    /// Tokens of the shared context at the head of each prompt.
+    pub context_len: usize,
+    /// Tokens of the question after it, unique per request.
+    pub query_len: usize,
+    pub output_len: u32,
+    /// Requests cycle through this many contexts, so later ones can reuse KV.
+    pub num_contexts: usize,
+    pub endpoint: Api,
+}
+
+impl Default for RequestRateParams {
+    fn default() -> Self {
+        Self {
+            qps: 2.0,
+            duration_secs: 30.0,
+            context_len: 5000,
+            query_len: 50,
+            output_len: 32,
+            num_contexts: 4,
+            endpoint: Api::Chat,
+        }
+    }
+}
+
+/// One request to one engine: a row of the CSV.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub timestamp: f64,
+    pub engine: String,
+    pub request_id: usize,
+    pub ttft: Option<f64>,
+    pub throughput: Option<f64>,
+    pub error: Option<String>,
+}
+
+pub(crate) fn prompt(p: &RequestRateParams, i: usize) -> String {
+    let context = i % p.num_contexts.max(1);
+    let mut s = format!("Context-{context}:");
+    for _ in 1..p.context_len {
+        s.push_str(" lorem");
+    }
+    let _ = write!(s, " Question {i}:");
+    for _ in 2..p.query_len {
+        s.push_str(" why");
+    }
+    s
+}
+
+/// Sends the same schedule to every engine at once.
+pub(crate) async fn run(
+    engines: &[(String, OpenAiClient)],
+    model: &str,
+    p: &RequestRateParams,
+) -> Result<Vec<Row>, WorkloadError> {
+    let count = (p.qps * p.duration_secs).floor().max(1.0) as usize;
+    let mut set = JoinSet::new();
+    let start = Instant::now();
+    for (name, client) in engines {
+        let model = client
+            .resolve_model(model)
+            .await
+            .map_err(|source| WorkloadError::Client {
+                url: client.base().to_string(),
+                source,
+            })?;
+        for i in 0..count {
+            let at = Duration::from_secs_f64(i as f64 / p.qps);
+            let (client, model, name, text) =
+                (client.clone(), model.clone(), name.clone(), prompt(p, i));
+            let (api, max_tokens) = (p.endpoint, p.output_len);
+            set.spawn(async move {
+                tokio::time::sleep_until((start + at).into()).await;
+                let o = client
+                    .stream(api, &model, &text, max_tokens, &Value::Null)
+                    .await;
+                let ttft = o.ttft.filter(|_| o.successful()).map(|t| t.as_secs_f64());
+                let tokens = o.completion_tokens.unwrap_or(o.chunk_times.len() as u64) as f64;
+                let gen = o.end.duration_since(o.start).as_secs_f64() - ttft.unwrap_or(0.0);
+                Row {
+                    timestamp: at.as_secs_f64(),
+                    engine: name,
+                    request_id: i,
+                    ttft,
+                    throughput: ttft.map(|_| if gen > 0.0 { tokens / gen } else { 0.0 }),
+                    error: o.error,
+                }
+            });
+        }
+    }
+    let mut rows = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(row) = r {
+            rows.push(row);
+        }
+    }
+    rows.sort_by(|a, b| (a.engine.as_str(), a.request_id).cmp(&(b.engine.as_str(), b.request_id)));
+    Ok(rows)
+}
+
+pub(crate) fn metrics(rows: &[&Row]) -> IndexMap<String, Metric> {
+    let mut ttfts: Vec<f64> = rows.iter().filter_map(|r| r.ttft).collect();
+    ttfts.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        ttfts
+            .get(((ttfts.len().saturating_sub(1)) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let tput: Vec<f64> = rows.iter().filter_map(|r| r.throughput).collect();
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let mut m = IndexMap::new();
+    m.insert("mean_ttft".into(), Metric::new(mean(&ttfts), "s"));
+    m.insert("p50_ttft".into(), Metric::new(pct(0.5), "s"));
+    m.insert("p99_ttft".into(), Metric::new(pct(0.99), "s"));
+    m.insert("mean_throughput".into(), Metric::new(mean(&tput), "tok/s"));
+    m.insert(
+        "failed_requests".into(),
+        Metric::new(
+            rows.iter().filter(|r| r.ttft.is_none()).count() as f64,
+            "requests",
+        ),
+    );
+    m.insert(
+        "requests".into(),
+        Metric::new(rows.len() as f64, "requests"),
+    );
+    m
+}
+
+/// `lmcache-tests`' CSV: one row per request per engine, plus a last
+/// `error` column. GPU memory is left empty where it is not measured.
+pub(crate) fn csv(expr_id: &str, p: &RequestRateParams, rows: &[Row]) -> String {
+    let mut s = String::from("expr_id,timestamp,engine_id,request_id,TTFT,throughput,context_len,query_len,gpu_memory,error\n");
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+    for r in rows {
+        let error = r
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .replace(['"', '\n', '\r'], " ");
+        let error = if error.contains(',') {
+            format!("\"{error}\"")
+        } else {
+            error
+        };
+        let _ = writeln!(
+            s,
+            "{expr_id},{:.3},{},{},{},{},{},{},,{error}",
+            r.timestamp,
+            r.engine,
+            r.request_id,
+            opt(r.ttft),
+            opt(r.throughput),
+            p.context_len,
+            p.query_len
+        );
+    }
+    s
+}
+
+/// TTFT over time, one line per engine.
+pub(crate) fn svg(title: &str, rows: &[Row]) -> String {
+    let (w, h, left, bottom, top, right) = (720.0, 360.0, 60.0, 40.0, 30.0, 20.0);
+    let max_x = rows
+        .iter()
+        .map(|r| r.timestamp)
+        .fold(0.0, f64::max)
+        .max(1e-9);
+    let max_y = rows
+        .iter()
+        .filter_map(|r| r.ttft)
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let x = |t: f64| left + t / max_x * (w - left - right);
+    let y = |v: f64| h - bottom - v / max_y * (h - bottom - top);
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="18" text-anchor="middle">{}</text>"#,
+        w / 2.0,
+        esc(title)
+    );
+    let _ = write!(
+        s,
+        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        h - bottom,
+        w - right,
+        h - bottom
+    );
+    let _ = write!(
+        s,
+        r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
+        h - bottom
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">time (s)</text>"#,
+        w / 2.0,
+        h - 8.0
+    );
+    let _ = write!(
+        s,
+        r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">TTFT (s)</text>"#,
+        h / 2.0,
+        h / 2.0
+    );
+    for k in 0..=4 {
+        let v = max_y * k as f64 / 4.0;
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{v:.2}</text>"#,
+            left - 4.0,
+            y(v) + 4.0
+        );
+        let t = max_x * k as f64 / 4.0;
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{t:.1}</text>"#,
+            x(t),
+            h - bottom + 14.0
+        );
+    }
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+    let mut engines: Vec<&str> = rows.iter().map(|r| r.engine.as_str()).collect();
+    engines.dedup();
+    for (k, engine) in engines.iter().enumerate() {
+        let color = colors[k % colors.len()];
+        let points: Vec<String> = rows
+            .iter()
+            .filter(|r| r.engine == *engine)
+            .filter_map(|r| r.ttft.map(|v| format!("{:.1},{:.1}", x(r.timestamp), y(v))))
+            .collect();
+        let _ = write!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+            points.join(" ")
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" fill="{color}">{}</text>"#,
+            left + 10.0,
+            top + 14.0 + 14.0 * k as f64,
+            esc(engine)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+pub(crate) fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, WorkloadError> {
+    let sub = dir.join("request_rate");
+    std::fs::create_dir_all(&sub).map_err(|source| WorkloadError::Write {
+        path: sub.clone(),
+        source,
+    })?;
+    let path = sub.join(name);
+    write_atomic(&path, bytes).map_err(|e| WorkloadError::Write {
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(format!("request_rate/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_share_contexts_and_have_the_asked_lengths() {
+        let p = RequestRateParams {
+            context_len: 10,
+            query_len: 4,
+            num_contexts: 2,
+            ..RequestRateParams::default()
+        };
+        let (a, b, c) = (prompt(&p, 0), prompt(&p, 1), prompt(&p, 2));
+        assert_eq!(a.split_whitespace().count(), 10 + 4);
+        assert!(
+            c.starts_with(&a[..a.find("Question").unwrap()]),
+            "request 2 reuses context 0"
+        );
+        assert!(!b.starts_with("Context-0"));
+    }
+
+    #[test]
+    fn csv_and_svg_carry_every_engine() {
+        let rows = vec![
+            Row {
+                timestamp: 0.0,
+                engine: "baseline".into(),
+                request_id: 0,
+                ttft: Some(0.5),
+                throughput: Some(10.0),
+                error: None,
+            },
+            Row {
+                timestamp: 0.5,
+                engine: "baseline".into(),
+                request_id: 1,
+                ttft: None,
+                throughput: None,
+                error: Some("x".into()),
+            },
+            Row {
+                timestamp: 0.0,
+                engine: "lm<cache>".into(),
+                request_id: 0,
+                ttft: Some(0.1),
+                throughput: Some(20.0),
+                error: None,
+            },
+        ];
+        let p = RequestRateParams::default();
+        let c = csv("t", &p, &rows);
+        assert_eq!(c.lines().next().unwrap(), "expr_id,timestamp,engine_id,request_id,TTFT,throughput,context_len,query_len,gpu_memory,error");
+        assert_eq!(c.lines().nth(2).unwrap(), "t,0.500,baseline,1,,,5000,50,,x");
+        let s = svg("TTFT", &rows);
+        assert_eq!(s.matches("<polyline").count(), 2);
+        assert!(s.contains("lm&lt;cache&gt;") && !s.contains("lm<cache>"));
+        let refs: Vec<&Row> = rows.iter().filter(|r| r.engine == "baseline").collect();
+        assert_eq!(metrics(&refs)["failed_requests"].value, 1.0);
+    }
+}
