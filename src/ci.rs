@@ -19,7 +19,8 @@ use crate::engine::{
 use crate::error::Error;
 use crate::gate;
 use crate::report::results::{
-    AttemptRecord, EngineRecord, RunResults, RunStatus, TestRecord, TestStatus, SCHEMA_VERSION,
+    AttemptRecord, EngineRecord, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
+    SCHEMA_VERSION,
 };
 use crate::report::summary;
 use crate::suite_test;
@@ -429,6 +430,18 @@ async fn run_model(
             t.checks = gate::mark_flaky(&earlier, checks);
             t.status = gate::test_status(&t.checks);
             if history.len() > 1 {
+                // Say what failed before, so a flaky pass is never read as clean.
+                for a in &history[..history.len() - 1] {
+                    for c in a.checks.iter().filter(|c| c.verdict == Verdict::Fail) {
+                        let value = c
+                            .value
+                            .map_or("no value".to_string(), |v| format!("{v:.2} {}", c.unit));
+                        t.notes.push(format!(
+                            "attempt {} of {}: {} failed ({value}, threshold {} {} {})",
+                            a.attempt, max, c.name, c.op, c.threshold, c.unit
+                        ));
+                    }
+                }
                 t.attempts = std::mem::take(&mut history);
             }
             break;

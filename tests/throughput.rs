@@ -178,6 +178,11 @@ fn a_retryable_check_that_fails_once_then_passes_is_flaky() {
     assert_eq!(attempts[0]["status"], "failed");
     assert_eq!(attempts[1]["status"], "passed");
     assert!(stdout.contains("flaky"), "{stdout}");
+    let note = t["notes"][0].as_str().unwrap();
+    assert!(
+        note.starts_with("attempt 1 of 3: total_token_throughput failed ("),
+        "{note}"
+    );
 }
 
 #[test]
