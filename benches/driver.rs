@@ -3,43 +3,12 @@
 //! against a sim whose TTFT is fixed. Runs the real binary end to end
 //! (`cargo bench --bench driver`); the figures go in the issue notes.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lmcache-e2e");
-
-struct Sim(Child, String);
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sim(args: &[&str]) -> Sim {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(BIN)
-        .args(["sim", "serve", "--port", &port.to_string()])
-        .args(args)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "sim did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Sim(child, url)
-}
+use common::{sim, BIN};
 
 fn run_suite(dir: &Path, url: &str, test: &str) -> serde_json::Value {
     let suite = dir.join("bench.toml");
@@ -92,7 +61,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let r = run_suite(
             dir.path(),
-            &s.1,
+            &s.url,
             &format!("num_documents = 1000\ndocument_length = 100\noutput_len = 1\nrepeat_count = 1\nmax_inflight_requests = {inflight}\n"),
         );
         let m = &r["tests"][0]["metrics"]["lmcache"];
@@ -115,7 +84,7 @@ fn main() {
         "1",
     ]);
     let dir = tempfile::tempdir().unwrap();
-    run_suite(dir.path(), &s.1, "num_documents = 100\ndocument_length = 1000\noutput_len = 8\nrepeat_count = 1\nmax_inflight_requests = 1\n");
+    run_suite(dir.path(), &s.url, "num_documents = 100\ndocument_length = 1000\noutput_len = 8\nrepeat_count = 1\nmax_inflight_requests = 1\n");
     let mut v: Vec<f64> = ttfts(
         &std::fs::read_to_string(dir.path().join("r/long_doc_qa/lmcache_requests.csv")).unwrap(),
     )

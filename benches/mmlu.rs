@@ -2,11 +2,13 @@
 //! requests per second of the MMLU workload against zero-latency sims.
 //! `cargo bench --bench mmlu`; the figures go in the issue notes.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lmcache-e2e");
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::{zero_latency_sim as sim, BIN};
 
 fn archive() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmlu/data.tar.xz")
@@ -25,39 +27,6 @@ fn time(mut f: impl FnMut()) -> Vec<f64> {
             t.elapsed().as_secs_f64() * 1000.0
         })
         .collect()
-}
-
-struct Sim(Child, String);
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sim() -> Sim {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(BIN)
-        .args(["sim", "serve", "--port", &port.to_string()])
-        .args([
-            "--prefill-us-per-token",
-            "0",
-            "--cached-prefill-us-per-token",
-            "0",
-            "--decode-ms-per-token",
-            "0",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Sim(child, format!("http://127.0.0.1:{port}"))
 }
 
 fn main() {
@@ -101,8 +70,8 @@ fn main() {
             format!(
                 "[engines.b]\nrole = \"baseline\"\nkind = \"external\"\nurl = \"{}\"\n[engines.l]\nrole = \"lmcache\"\nkind = \"external\"\nurl = \"{}\"\n\
                  [tests.mmlu]\nkind = \"mmlu\"\ndata = \"{}\"\nnumber_of_subjects = 57\nstore_load_pause_secs = 0\nmax_inflight_requests = {inflight}\n",
-                b.1,
-                l.1,
+                b.url,
+                l.url,
                 archive().display()
             ),
         )

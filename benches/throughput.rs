@@ -3,45 +3,13 @@
 //! (user + system of the `lmcache-e2e ci` process alone).
 //! `cargo bench --bench throughput`; the figures go in the issue notes.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{zero_latency_sim as sim, BIN};
 
 use nix::sys::resource::{getrusage, UsageWho};
-
-const BIN: &str = env!("CARGO_BIN_EXE_lmcache-e2e");
-
-struct Sim(Child, String);
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sim() -> Sim {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(BIN)
-        .args(["sim", "serve", "--port", &port.to_string()])
-        .args([
-            "--prefill-us-per-token",
-            "0",
-            "--cached-prefill-us-per-token",
-            "0",
-            "--decode-ms-per-token",
-            "0",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Sim(child, format!("http://127.0.0.1:{port}"))
-}
 
 fn cpu_of_children() -> f64 {
     let u = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap();
@@ -63,7 +31,7 @@ fn main() {
             format!(
                 "[engines.b]\nrole = \"baseline\"\nkind = \"external\"\nurl = \"{}\"\n[engines.l]\nrole = \"lmcache\"\nkind = \"external\"\nurl = \"{}\"\n\
                  [tests.t]\nkind = \"throughput\"\nnum_prompts = {prompts}\ninput_len = {input}\noutput_len = {output}\nmax_concurrency = {conc}\nmax_attempts = 1\n",
-                b.1, l.1
+                b.url, l.url
             ),
         )
         .unwrap();

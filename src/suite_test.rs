@@ -90,6 +90,13 @@ impl<'p> TestRun<'p> {
         }
     }
 
+    fn keep(&mut self, role: Role, metrics: IndexMap<String, Metric>, files: Vec<String>) {
+        self.metrics.insert(role, metrics);
+        for f in files {
+            self.add_file(f);
+        }
+    }
+
     fn add_file(&mut self, rel: String) {
         self.files.push(match &self.subdir {
             Some(s) => format!("{s}/{rel}"),
@@ -155,10 +162,7 @@ impl<'p> TestRun<'p> {
             m("warmup_round_time_per_prompt"),
             m("failed_requests")
         );
-        self.metrics.insert(role, r.metrics);
-        for f in r.files {
-            self.add_file(f);
-        }
+        self.keep(role, r.metrics, r.files);
         Ok(())
     }
 
@@ -214,10 +218,7 @@ impl<'p> TestRun<'p> {
             m("mean_ttft_ms"),
             m("duration")
         );
-        self.metrics.insert(role, r.metrics);
-        for f in r.files {
-            self.add_file(f);
-        }
+        self.keep(role, r.metrics, r.files);
         Ok(())
     }
 

@@ -55,9 +55,7 @@ with open(os.environ["FAKE_ARGV_LOG"], "a") as f:
 fn fake_bin(dir: &Path, name: &str, body: &str) -> String {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let p = bin.join(name);
-    std::fs::write(&p, body).unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    executable(&bin.join(name), body);
     format!(
         "{}:{}",
         bin.display(),

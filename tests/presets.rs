@@ -14,9 +14,14 @@ use common::*;
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn script(dir: &Path, name: &str, body: &str) {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    executable(
+        &dir.join(name),
+        &format!(
+            "#!/bin/sh
+{body}
+"
+        ),
+    );
 }
 
 fn shared_archive() -> String {
@@ -25,14 +30,6 @@ fn shared_archive() -> String {
         .expect("shared MMLU archive")
         .display()
         .to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn results_json(dir: &Path) -> serde_json::Value {

@@ -88,15 +88,13 @@ fn engines_ignoring_sigterm_are_killed_after_the_grace_period() {
     let dir = tempdir();
     let suite = dir.path().join("suite.toml");
     let script = dir.path().join("stubborn.sh");
-    std::fs::write(
+    executable(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\ntrap '' TERM\nexec {} sim serve --port \"$1\"\n",
             env!("CARGO_BIN_EXE_lmcache-e2e")
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     std::fs::write(
         &suite,
         format!(
@@ -152,15 +150,13 @@ prewarmup_prompts = 0
 fn a_second_signal_kills_at_once() {
     let dir = tempdir();
     let script = dir.path().join("stubborn.sh");
-    std::fs::write(
+    executable(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\ntrap '' TERM INT\nexec {} sim serve --port \"$1\"\n",
             env!("CARGO_BIN_EXE_lmcache-e2e")
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let mut cmd = ci_sim(dir.path(), LONG);
     cmd.args([
         "--set",

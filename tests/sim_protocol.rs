@@ -21,14 +21,6 @@ impl Drop for Sim {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(extra: &[&str]) -> Sim {
     let port = free_port();
     let child = bin()

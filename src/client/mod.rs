@@ -176,31 +176,38 @@ impl OpenAiClient {
     }
 
     async fn get_json(&self, url: &str, timeout: Duration) -> Result<Value, ClientError> {
-        let resp = self
-            .http
-            .get(url)
-            .timeout(timeout)
-            .send()
+        self.send_json(url, self.http.get(url).timeout(timeout))
             .await
-            .map_err(|e| ClientError::Request {
-                url: url.to_string(),
-                message: describe(&e),
-            })?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(|e| ClientError::Request {
+    }
+
+    async fn post_json(&self, url: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send_json(url, self.http.post(url).json(body).timeout(self.timeout))
+            .await
+    }
+
+    /// Sends, requires 2xx, parses JSON; every failure names the URL.
+    async fn send_json(
+        &self,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Value, ClientError> {
+        let request_err = |e: reqwest::Error| ClientError::Request {
             url: url.to_string(),
             message: describe(&e),
-        })?;
+        };
+        let resp = req.send().await.map_err(request_err)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(request_err)?;
         if !status.is_success() {
             return Err(ClientError::Status {
                 url: url.to_string(),
                 status: status.as_u16(),
-                body: snippet(&body),
+                body: snippet(&text),
             });
         }
-        serde_json::from_str(&body).map_err(|e| ClientError::Garbage {
+        serde_json::from_str(&text).map_err(|e| ClientError::Garbage {
             url: url.to_string(),
-            message: format!("{e} in {:?}", snippet(&body)),
+            message: format!("{e} in {:?}", snippet(&text)),
         })
     }
 
@@ -250,30 +257,6 @@ impl OpenAiClient {
             }) => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    async fn post_json(&self, url: &str, body: &Value) -> Result<Value, ClientError> {
-        let send = self.http.post(url).json(body).timeout(self.timeout).send();
-        let resp = send.await.map_err(|e| ClientError::Request {
-            url: url.to_string(),
-            message: describe(&e),
-        })?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| ClientError::Request {
-            url: url.to_string(),
-            message: describe(&e),
-        })?;
-        if !status.is_success() {
-            return Err(ClientError::Status {
-                url: url.to_string(),
-                status: status.as_u16(),
-                body: snippet(&text),
-            });
-        }
-        serde_json::from_str(&text).map_err(|e| ClientError::Garbage {
-            url: url.to_string(),
-            message: format!("{e} in {:?}", snippet(&text)),
-        })
     }
 
     /// A streamed chat completion (`stream_options.include_usage`), timed to

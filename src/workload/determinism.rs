@@ -135,13 +135,7 @@ pub(crate) async fn ask_all(
     p: &DeterminismParams,
     cases: &[PromptCase],
 ) -> Result<Outputs, WorkloadError> {
-    let model = client
-        .resolve_model(model)
-        .await
-        .map_err(|source| WorkloadError::Client {
-            url: client.base().to_string(),
-            source,
-        })?;
+    let model = super::resolve_model(client, model).await?;
     let (max_tokens, seed) = (p.max_tokens, p.seed);
     let answers = super::bounded(cases.to_vec(), p.max_inflight_requests, |case| {
         let client = client.clone();

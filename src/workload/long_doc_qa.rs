@@ -4,7 +4,7 @@
 //! bound on in-flight requests, TTFT at the first streamed content).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
@@ -16,7 +16,7 @@ use serde_json::json;
 use super::WorkloadError;
 use crate::client::{OpenAiClient, StreamOutcome};
 use crate::config::{LongDocQaParams, RepeatMode};
-use crate::report::results::{write_atomic, Metric};
+use crate::report::results::Metric;
 
 /// One request as the per-round CSVs of `long_doc_qa.py` record it, plus
 /// what the server reported.
@@ -162,13 +162,7 @@ pub(crate) async fn run(
     results_dir: &Path,
     label: &str,
 ) -> Result<LongDocQaOutput, WorkloadError> {
-    let model = client
-        .resolve_model(model)
-        .await
-        .map_err(|source| WorkloadError::Client {
-            url: client.base().to_string(),
-            source,
-        })?;
+    let model = super::resolve_model(client, model).await?;
     let t0 = Instant::now();
 
     let prewarm: Vec<Job> = (0..params.prewarmup_prompts)
@@ -327,22 +321,8 @@ fn write_outputs(
     rows: &[RequestRow],
     model: &str,
 ) -> Result<Vec<String>, WorkloadError> {
-    let sub = dir.join("long_doc_qa");
-    let werr = |path: PathBuf| move |source| WorkloadError::Write { path, source };
-    std::fs::create_dir_all(&sub).map_err(werr(sub.clone()))?;
-    let write = |name: String, bytes: Vec<u8>| -> Result<String, WorkloadError> {
-        let path = sub.join(&name);
-        write_atomic(&path, &bytes).map_err(|e| match e {
-            crate::report::results::ResultsError::Write { path, source } => {
-                WorkloadError::Write { path, source }
-            }
-            other => WorkloadError::Write {
-                path: path.clone(),
-                source: std::io::Error::other(other.to_string()),
-            },
-        })?;
-        Ok(format!("long_doc_qa/{name}"))
-    };
+    let write =
+        |name: String, bytes: Vec<u8>| super::write_output(dir, "long_doc_qa", &name, &bytes);
     let value = |k: &str| metrics.get(k).map(|m| m.value).filter(|v| v.is_finite());
     let result = json!({
         "query_ttft_per_prompt": value("query_ttft_per_prompt"),

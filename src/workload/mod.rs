@@ -74,3 +74,39 @@ where
     }
     done.into_iter().flatten().collect()
 }
+
+/// The model to send: the configured one, or for `auto` the first the
+/// server lists.
+pub(crate) async fn resolve_model(
+    client: &crate::client::OpenAiClient,
+    model: &str,
+) -> Result<String, WorkloadError> {
+    client
+        .resolve_model(model)
+        .await
+        .map_err(|source| WorkloadError::Client {
+            url: client.base().to_string(),
+            source,
+        })
+}
+
+/// Writes `results_dir/<sub>/<name>` atomically; returns its path relative
+/// to the results directory, as results.json lists files.
+pub(crate) fn write_output(
+    results_dir: &std::path::Path,
+    sub: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<String, WorkloadError> {
+    let dir = results_dir.join(sub);
+    std::fs::create_dir_all(&dir).map_err(|source| WorkloadError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let path = dir.join(name);
+    crate::report::results::write_atomic(&path, bytes).map_err(|e| WorkloadError::Write {
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(format!("{sub}/{name}"))
+}

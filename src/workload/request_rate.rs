@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::WorkloadError;
 use crate::client::{Api, OpenAiClient};
-use crate::report::results::{write_atomic, Metric};
+use crate::report::results::Metric;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -80,13 +80,7 @@ pub(crate) async fn run(
     let mut set = JoinSet::new();
     let start = Instant::now();
     for (name, client) in engines {
-        let model = client
-            .resolve_model(model)
-            .await
-            .map_err(|source| WorkloadError::Client {
-                url: client.base().to_string(),
-                source,
-            })?;
+        let model = super::resolve_model(client, model).await?;
         for i in 0..count {
             let at = Duration::from_secs_f64(i as f64 / p.qps);
             let (client, model, name, text) =
@@ -286,17 +280,7 @@ pub(crate) fn svg(title: &str, rows: &[Row]) -> String {
 }
 
 pub(crate) fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, WorkloadError> {
-    let sub = dir.join("request_rate");
-    std::fs::create_dir_all(&sub).map_err(|source| WorkloadError::Write {
-        path: sub.clone(),
-        source,
-    })?;
-    let path = sub.join(name);
-    write_atomic(&path, bytes).map_err(|e| WorkloadError::Write {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    Ok(format!("request_rate/{name}"))
+    super::write_output(dir, "request_rate", name, bytes)
 }
 
 #[cfg(test)]

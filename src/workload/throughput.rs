@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use super::WorkloadError;
 use crate::client::{Api, OpenAiClient, StreamOutcome};
-use crate::report::results::{write_atomic, Metric};
+use crate::report::results::Metric;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -168,13 +168,7 @@ pub(crate) async fn run(
     results_dir: &Path,
     label: &str,
 ) -> Result<ThroughputOutput, WorkloadError> {
-    let model = client
-        .resolve_model(model)
-        .await
-        .map_err(|source| WorkloadError::Client {
-            url: client.base().to_string(),
-            source,
-        })?;
+    let model = super::resolve_model(client, model).await?;
     let mut prompts = Vec::with_capacity(p.num_prompts);
     for i in 0..p.num_prompts {
         prompts.push(prompt(client, &model, p.seed, i, p.input_len).await?);
@@ -231,23 +225,16 @@ pub(crate) async fn run(
     let duration = start.elapsed().as_secs_f64();
     let input_lens: Vec<usize> = prompts.iter().map(|(_, n)| *n).collect();
     let (metrics, doc) = summarize(p, &model, duration, &input_lens, &outcomes);
-    let dir = results_dir.join("vllm_bench");
-    std::fs::create_dir_all(&dir).map_err(|source| WorkloadError::Write {
-        path: dir.clone(),
-        source,
-    })?;
-    let path = dir.join(format!("{label}.json"));
-    write_atomic(
-        &path,
-        serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
-    )
-    .map_err(|e| WorkloadError::Write {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let json = serde_json::to_string_pretty(&doc).expect("json");
+    let file = super::write_output(
+        results_dir,
+        "vllm_bench",
+        &format!("{label}.json"),
+        json.as_bytes(),
+    )?;
     Ok(ThroughputOutput {
         metrics,
-        files: vec![format!("vllm_bench/{label}.json")],
+        files: vec![file],
     })
 }
 

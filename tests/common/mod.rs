@@ -138,3 +138,17 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn path_str(p: &Path) -> PathBuf {
     p.to_path_buf()
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes an executable script (a stand-in for a tool on PATH).
+pub fn executable(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}

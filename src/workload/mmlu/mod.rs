@@ -16,7 +16,7 @@ use self::compare::{Comparison, SubjectScore};
 use self::prompt::Variant;
 use super::WorkloadError;
 use crate::client::{ClientError, OpenAiClient};
-use crate::report::results::{write_atomic, Metric};
+use crate::report::results::Metric;
 use crate::setup::mmlu_data::{self, DataError};
 
 /// Parameters of the MMLU test.
@@ -235,13 +235,7 @@ pub(crate) async fn run(
     engine: &str,
     store_then_load: bool,
 ) -> Result<Vec<Record>, WorkloadError> {
-    let model = client
-        .resolve_model(model)
-        .await
-        .map_err(|source| WorkloadError::Client {
-            url: client.base().to_string(),
-            source,
-        })?;
+    let model = super::resolve_model(client, model).await?;
     let limit = if params.sequential {
         1
     } else {
@@ -445,28 +439,18 @@ pub(crate) fn legacy_name(variant: Variant, role: &str, model: &str) -> String {
     }
 }
 
+pub(crate) fn records_jsonl(records: &[Record]) -> String {
+    records
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("record serializes") + "\n")
+        .collect()
+}
+
 /// Writes `mmlu/<file>` and returns its path relative to the results dir.
 pub(crate) fn write_file(
     results_dir: &Path,
     name: &str,
     bytes: &[u8],
 ) -> Result<String, WorkloadError> {
-    let dir = results_dir.join("mmlu");
-    std::fs::create_dir_all(&dir).map_err(|source| WorkloadError::Write {
-        path: dir.clone(),
-        source,
-    })?;
-    let path = dir.join(name);
-    write_atomic(&path, bytes).map_err(|e| WorkloadError::Write {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    Ok(format!("mmlu/{name}"))
-}
-
-pub(crate) fn records_jsonl(records: &[Record]) -> String {
-    records
-        .iter()
-        .map(|r| serde_json::to_string(r).expect("record serializes") + "\n")
-        .collect()
+    super::write_output(results_dir, "mmlu", name, bytes)
 }
