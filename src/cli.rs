@@ -47,6 +47,12 @@ pub(crate) enum Command {
     /// pairing them by model, and gate on the accuracy drop.
     #[command(after_help = EXIT_CODES)]
     Compare(CompareArgs),
+    /// Choose GPUs as the multiprocessing suite does: wait until enough have
+    /// the free memory and low utilisation asked for, print the indices of
+    /// those with the most free memory (comma-separated, for
+    /// CUDA_VISIBLE_DEVICES or `docker run --gpus device=...`).
+    #[command(after_help = EXIT_CODES)]
+    Gpus(GpusArgs),
     /// Render `summary.md` again from a results directory.
     Report(ReportArgs),
     /// Stop the engines a run left behind (e.g. after `kill -9`), from its
@@ -105,6 +111,21 @@ pub(crate) struct CompareArgs {
     /// Largest allowed drop of any one subject's accuracy.
     #[arg(long, default_value_t = 0.05)]
     pub max_subject_drop: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GpusArgs {
+    #[arg(long, default_value_t = 2)]
+    pub count: usize,
+    #[arg(long, default_value_t = 70_000)]
+    pub min_free_mib: u64,
+    #[arg(long, default_value_t = 20)]
+    pub max_util_pct: u32,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 3600.0)]
+    pub timeout_secs: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub poll_secs: f64,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,25 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Report(args) => report(args),
+        Command::Gpus(args) => {
+            let req = engine::gpu::GpuRequest {
+                count: args.count,
+                min_free_mib: args.min_free_mib,
+                max_util_pct: args.max_util_pct,
+                timeout: Duration::from_secs_f64(args.timeout_secs.max(0.0)),
+                poll: Duration::from_secs_f64(args.poll_secs.max(0.01)),
+            };
+            let chosen = engine::gpu::choose_gpus(&req).await?;
+            println!(
+                "{}",
+                chosen
+                    .iter()
+                    .map(|g| g.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            Ok(())
+        }
         Command::Compare(args) => {
             let reports = compare::run(&args.files, args.max_accuracy_drop, args.max_subject_drop)?;
             for r in &reports {

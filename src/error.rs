@@ -27,6 +27,8 @@ pub(crate) enum Error {
     Data(#[from] DataError),
     #[error(transparent)]
     Compare(#[from] CompareError),
+    #[error(transparent)]
+    Gpu(#[from] crate::engine::gpu::GpuError),
     #[error("failed to create the results directory {path}: {source}")]
     ResultsDir {
         path: std::path::PathBuf,
@@ -49,7 +51,9 @@ impl Error {
         match self {
             Error::Config(_) | Error::Compare(_) => exit::USAGE,
             Error::Engine(_) => exit::ENGINE,
-            Error::ResultsDir { .. } | Error::Results(_) | Error::Data(_) => exit::SETUP,
+            Error::ResultsDir { .. } | Error::Results(_) | Error::Data(_) | Error::Gpu(_) => {
+                exit::SETUP
+            }
             Error::Failed(_) => exit::GATE_FAILED,
             Error::Interrupted { number, .. } => 128 + number,
             Error::Render { .. } | Error::Internal(_) => 101,

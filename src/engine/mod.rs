@@ -2,6 +2,7 @@
 //! process per engine, or a server that already runs), waiting until they
 //! serve, and stopping them. Knows nothing of workloads.
 
+pub(crate) mod gpu;
 mod readiness;
 pub(crate) mod signals;
 pub(crate) mod sim;

@@ -1,0 +1,328 @@
+//! GPU choice from `nvidia-smi`: parse its CSV queries, wait (up to a
+//! timeout) until enough GPUs have the free memory and low utilisation a
+//! run needs, and pick the ones with the most free memory.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GpuError {
+    #[error("{count} GPU(s) asked for, but `nvidia-smi` is not on PATH; run on a GPU agent, or ask for no GPUs")]
+    NoNvidiaSmi { count: usize },
+    #[error("failed to run `nvidia-smi`: {0}")]
+    Query(String),
+    #[error("failed to parse `nvidia-smi` output line {line}: {message} (line: {text:?})")]
+    Parse {
+        line: usize,
+        message: String,
+        text: String,
+    },
+    #[error("{count} GPU(s) asked for, but this machine has {found}")]
+    NotEnough { count: usize, found: usize },
+    #[error("no {count} GPU(s) with at least {min_free_mib} MiB free and at most {max_util_pct} % utilisation after {waited:.0} s; last seen: {last}")]
+    Timeout {
+        count: usize,
+        min_free_mib: u64,
+        max_util_pct: u32,
+        waited: f64,
+        last: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GpuState {
+    pub index: u32,
+    pub memory_free_mib: u64,
+    pub utilization_pct: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct GpuRequest {
+    pub count: usize,
+    pub min_free_mib: u64,
+    pub max_util_pct: u32,
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+/// The query `--query-gpu` asks for.
+pub(crate) const QUERY_ARGS: &[&str] = &[
+    "--query-gpu=index,memory.free,utilization.gpu",
+    "--format=csv,noheader,nounits",
+];
+
+fn number(field: &str) -> Option<u64> {
+    // `81079 MiB`, `0 %` with units; `81079`, `0` without.
+    field.split_whitespace().next()?.parse().ok()
+}
+
+/// Parses `--query-gpu` CSV: with a header (columns found by name, values
+/// with units) or without one (`index, memory.free, utilization.gpu`).
+pub(crate) fn parse(text: &str) -> Result<Vec<GpuState>, GpuError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .peekable();
+    let header: Option<Vec<String>> = match lines.peek() {
+        Some((_, l)) if l.trim_start().starts_with("index") => {
+            let cols = l
+                .split(',')
+                .map(|c| c.trim().split(' ').next().unwrap_or("").to_string())
+                .collect();
+            lines.next();
+            Some(cols)
+        }
+        _ => None,
+    };
+    let col = |name: &str, default: usize| {
+        header
+            .as_ref()
+            .map_or(Some(default), |h| h.iter().position(|c| c == name))
+    };
+    let (ci, cf, cu) = (
+        col("index", 0),
+        col("memory.free", 1),
+        col("utilization.gpu", 2),
+    );
+    let (Some(ci), Some(cf), Some(cu)) = (ci, cf, cu) else {
+        return Err(GpuError::Parse {
+            line: 1,
+            message: "the header lacks index, memory.free or utilization.gpu".into(),
+            text: text.lines().next().unwrap_or("").into(),
+        });
+    };
+    lines
+        .map(|(i, l)| {
+            let fields: Vec<&str> = l.split(',').map(str::trim).collect();
+            let bad = |message: &str| GpuError::Parse {
+                line: i + 1,
+                message: message.into(),
+                text: l.to_string(),
+            };
+            let get = |c: usize, what: &str| {
+                fields
+                    .get(c)
+                    .and_then(|f| number(f))
+                    .ok_or_else(|| bad(&format!("no numeric {what}")))
+            };
+            Ok(GpuState {
+                index: get(ci, "index")? as u32,
+                memory_free_mib: get(cf, "memory.free")?,
+                // `[N/A]` (some boards report no utilisation) counts as busy.
+                utilization_pct: fields.get(cu).and_then(|f| number(f)).unwrap_or(100) as u32,
+            })
+        })
+        .collect()
+}
+
+/// The `count` eligible GPUs with the most free memory, if there are enough.
+pub(crate) fn choose(gpus: &[GpuState], req: &GpuRequest) -> Option<Vec<u32>> {
+    let mut ok: Vec<&GpuState> = gpus
+        .iter()
+        .filter(|g| g.memory_free_mib >= req.min_free_mib && g.utilization_pct <= req.max_util_pct)
+        .collect();
+    ok.sort_by(|a, b| {
+        b.memory_free_mib
+            .cmp(&a.memory_free_mib)
+            .then(a.index.cmp(&b.index))
+    });
+    (ok.len() >= req.count).then(|| ok.iter().take(req.count).map(|g| g.index).collect())
+}
+
+fn describe(gpus: &[GpuState]) -> String {
+    if gpus.is_empty() {
+        return "no GPUs".into();
+    }
+    gpus.iter()
+        .map(|g| {
+            format!(
+                "GPU {}: {} MiB free, {} %",
+                g.index, g.memory_free_mib, g.utilization_pct
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Polls `query` (the text of `nvidia-smi` with [`QUERY_ARGS`]) until the
+/// request can be met, the machine cannot ever meet it, or the timeout.
+pub(crate) async fn wait_for<F, Fut>(req: &GpuRequest, mut query: F) -> Result<Vec<u32>, GpuError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<String, GpuError>>,
+{
+    let start = Instant::now();
+    loop {
+        let gpus = parse(&query().await?)?;
+        if gpus.len() < req.count {
+            return Err(GpuError::NotEnough {
+                count: req.count,
+                found: gpus.len(),
+            });
+        }
+        if let Some(chosen) = choose(&gpus, req) {
+            return Ok(chosen);
+        }
+        if start.elapsed() + req.poll > req.timeout {
+            return Err(GpuError::Timeout {
+                count: req.count,
+                min_free_mib: req.min_free_mib,
+                max_util_pct: req.max_util_pct,
+                waited: start.elapsed().as_secs_f64(),
+                last: describe(&gpus),
+            });
+        }
+        tokio::time::sleep(req.poll).await;
+    }
+}
+
+/// Runs the real `nvidia-smi`; no GPUs asked for means nothing to do.
+pub(crate) async fn choose_gpus(req: &GpuRequest) -> Result<Vec<u32>, GpuError> {
+    if req.count == 0 {
+        return Ok(Vec::new());
+    }
+    let smi = which::which("nvidia-smi").map_err(|_| GpuError::NoNvidiaSmi { count: req.count })?;
+    wait_for(req, || {
+        let smi = smi.clone();
+        async move {
+            let out = tokio::process::Command::new(&smi)
+                .args(QUERY_ARGS)
+                .output()
+                .await
+                .map_err(|e| GpuError::Query(e.to_string()))?;
+            if !out.status.success() {
+                return Err(GpuError::Query(format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/fixtures/nvidia-smi")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn req(count: usize, timeout_ms: u64) -> GpuRequest {
+        GpuRequest {
+            count,
+            min_free_mib: 70_000,
+            max_util_pct: 20,
+            timeout: Duration::from_millis(timeout_ms),
+            poll: Duration::from_millis(10),
+        }
+    }
+
+    #[test]
+    fn both_csv_forms_of_the_real_output_parse() {
+        let idle = GpuState {
+            index: 0,
+            memory_free_mib: 81_079,
+            utilization_pct: 0,
+        };
+        assert_eq!(
+            parse(&fixture("idle-query-gpu.csv")).unwrap(),
+            vec![idle.clone()]
+        );
+        assert_eq!(
+            parse(&fixture("idle-query-gpu-noheader.csv")).unwrap(),
+            vec![idle]
+        );
+        let busy = GpuState {
+            index: 0,
+            memory_free_mib: 51_237,
+            utilization_pct: 100,
+        };
+        assert_eq!(
+            parse(&fixture("busy-query-gpu.csv")).unwrap(),
+            vec![busy.clone()]
+        );
+        assert_eq!(
+            parse(&fixture("busy-query-gpu-noheader.csv")).unwrap(),
+            vec![busy]
+        );
+        let e = parse("0, lots, 3\n").unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("memory.free"), "{e}");
+    }
+
+    #[test]
+    fn the_most_free_eligible_gpus_are_chosen() {
+        let g = |index, memory_free_mib, utilization_pct| GpuState {
+            index,
+            memory_free_mib,
+            utilization_pct,
+        };
+        let gpus = [
+            g(0, 71_000, 5),
+            g(1, 80_000, 0),
+            g(2, 79_000, 90),
+            g(3, 75_000, 20),
+        ];
+        assert_eq!(choose(&gpus, &req(2, 0)), Some(vec![1, 3]));
+        assert_eq!(choose(&gpus, &req(4, 0)), None);
+    }
+
+    #[tokio::test]
+    async fn idle_is_chosen_busy_times_out_and_too_few_fails_at_once() {
+        let idle = fixture("idle-query-gpu.csv");
+        assert_eq!(
+            wait_for(&req(1, 100), || async { Ok(idle.clone()) })
+                .await
+                .unwrap(),
+            vec![0]
+        );
+
+        let busy = fixture("busy-query-gpu-noheader.csv");
+        let e = wait_for(&req(1, 50), || async { Ok(busy.clone()) })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("after 0 s") && e.contains("GPU 0: 51237 MiB free, 100 %"),
+            "{e}"
+        );
+
+        let calls = std::cell::Cell::new(0);
+        let e = wait_for(&req(2, 10_000), || {
+            calls.set(calls.get() + 1);
+            async { Ok(idle.clone()) }
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(e, GpuError::NotEnough { count: 2, found: 1 }));
+        assert_eq!(calls.get(), 1, "no waiting for GPUs that do not exist");
+    }
+
+    #[tokio::test]
+    async fn waits_until_the_busy_gpu_frees_up() {
+        let (busy, idle) = (fixture("busy-query-gpu.csv"), fixture("idle-query-gpu.csv"));
+        let calls = std::cell::Cell::new(0);
+        let got = wait_for(&req(1, 5_000), || {
+            calls.set(calls.get() + 1);
+            let text = if calls.get() < 3 {
+                busy.clone()
+            } else {
+                idle.clone()
+            };
+            async move { Ok(text) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, vec![0]);
+        assert_eq!(calls.get(), 3);
+    }
+}
