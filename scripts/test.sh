@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+# Container tests run on a real Docker Engine, with images built here from
+# busybox-static and our own binary (no registry is needed).
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v strip >/dev/null 2>&1 || need_apt+=(binutils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -19,6 +24,18 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "scripts/test.sh: cargo not found; install a Rust toolchain (https://rustup.rs) and retry" >&2
   exit 3
+fi
+if ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null 2>&1; then
+    echo "--- starting dockerd"
+    nohup dockerd >/tmp/lmcache-e2e-dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    echo "scripts/test.sh: no Docker engine answers; start one (Debian: apt-get install docker.io; dockerd &)" >&2
+    tail -n 20 /tmp/lmcache-e2e-dockerd.log 2>/dev/null >&2 || true
+    exit 3
+  fi
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt 2>/dev/null || true
 

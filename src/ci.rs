@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use indexmap::IndexMap;
 
 use crate::cli::CiArgs;
-use crate::config::{self, Loaded, Schedule};
+use crate::config::{self, Loaded, Role, Schedule};
 use crate::engine::signals::{Received, Signals};
 use crate::engine::{
     self, tail_lines, EngineError, EngineKind, EngineSpec, Supervisor, TAIL_LINES,
@@ -326,9 +326,15 @@ async fn run_model(
 ) -> Result<(), Error> {
     let suite = &loaded.suite;
     let dir = results.results_dir.clone();
-    let specs: Vec<EngineSpec> = engine::resolve(suite, &dir.join("logs"), model, label)?;
+    let specs: Vec<EngineSpec> =
+        engine::resolve(suite, &dir.join("logs"), model, label, &results.run_id)?;
     // Baseline first, so warm-up effects never favour LMCache.
-    let mut order: Vec<&EngineSpec> = specs.iter().collect();
+    // Services (e.g. the LMCache server) first, and up for every phase.
+    let services: Vec<&EngineSpec> = specs.iter().filter(|s| s.role == Role::Service).collect();
+    if !services.is_empty() {
+        start_engines(&services, supervisor, results).await?;
+    }
+    let mut order: Vec<&EngineSpec> = specs.iter().filter(|s| s.role != Role::Service).collect();
     order.sort_by_key(|s| s.role);
     let phases: Vec<Vec<&EngineSpec>> = match suite.run.schedule {
         Schedule::Concurrent => vec![order],
@@ -366,7 +372,8 @@ async fn run_model(
                 "lmcache-e2e: stopping {} before the next engine starts",
                 names(phase)
             );
-            let killed = supervisor.stop_all(std::future::pending()).await;
+            let these: Vec<String> = phase.iter().map(|s| s.name.clone()).collect();
+            let killed = supervisor.stop(Some(&these), std::future::pending()).await;
             if !killed.is_empty() {
                 eprintln!(
                     "lmcache-e2e: killed after the grace period: {}",
@@ -471,7 +478,7 @@ async fn start_engines(
 ) -> Result<(), Error> {
     let dir = results.results_dir.clone();
     for spec in specs {
-        let pid = supervisor.spawn(spec)?;
+        let pid = supervisor.spawn(spec).await?;
         results.engines.push(EngineRecord {
             name: spec.name.clone(),
             role: spec.role,

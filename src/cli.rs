@@ -139,10 +139,21 @@ pub(crate) struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["results_dir", "run_id", "stale"])))]
 pub(crate) struct CleanupArgs {
-    /// Results directory holding the run's state.json.
+    /// Results directory holding the run's state.json: its processes and
+    /// containers, then any container with the run's label.
     #[arg(long, value_name = "DIR", env = "RESULTS_DIR")]
-    pub results_dir: PathBuf,
+    pub results_dir: Option<PathBuf>,
+    /// Containers labelled `lmcache-e2e.run=ID` (works without the state file).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Containers of any run whose `lmcache-e2e` process is gone.
+    #[arg(long)]
+    pub stale: bool,
+    /// The container CLI for --run-id and --stale.
+    #[arg(long, default_value = "docker")]
+    pub cli: String,
     /// Seconds between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 5.0)]
     pub grace_period_secs: f64,

@@ -127,14 +127,27 @@ fn report(args: ReportArgs) -> Result<(), Error> {
 }
 
 async fn cleanup(args: CleanupArgs) -> Result<(), Error> {
-    let path = args.results_dir.join("state.json");
     let grace = Duration::from_secs_f64(args.grace_period_secs.max(0.0));
-    let records = engine::cleanup_from_state(&path, grace).await?;
+    let records = match (&args.results_dir, &args.run_id) {
+        (Some(dir), _) => engine::cleanup_from_state(&dir.join("state.json"), grace).await?,
+        (None, run_id) => {
+            let cli = which::which(&args.cli).map_err(|source| engine::EngineError::NotFound {
+                engine: "cleanup".into(),
+                command: args.cli.clone(),
+                source,
+            })?;
+            let filter = match run_id {
+                Some(id) => engine::LabelFilter::Run(id),
+                None => engine::LabelFilter::Stale,
+            };
+            engine::cleanup_by_label(&cli, filter, grace).await?
+        }
+    };
     if records.is_empty() {
-        println!("no engines recorded in {}", path.display());
+        println!("nothing to clean up");
     }
     for r in records {
-        println!("{}: process group {}: {}", r.name, r.pgid, r.action);
+        println!("{}: {}: {}", r.name, r.what, r.action);
     }
     Ok(())
 }

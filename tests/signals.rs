@@ -91,7 +91,7 @@ fn engines_ignoring_sigterm_are_killed_after_the_grace_period() {
     executable(
         &script,
         &format!(
-            "#!/bin/sh\ntrap '' TERM\nexec {} sim serve --port \"$1\"\n",
+            "#!/bin/sh\ntrap '' TERM\n{} sim serve --port \"$1\" &\nwhile true; do sleep 1; done\n",
             env!("CARGO_BIN_EXE_lmcache-e2e")
         ),
     );
@@ -153,7 +153,7 @@ fn a_second_signal_kills_at_once() {
     executable(
         &script,
         &format!(
-            "#!/bin/sh\ntrap '' TERM INT\nexec {} sim serve --port \"$1\"\n",
+            "#!/bin/sh\ntrap '' TERM INT\n{} sim serve --port \"$1\" &\nwhile true; do sleep 1; done\n",
             env!("CARGO_BIN_EXE_lmcache-e2e")
         ),
     );

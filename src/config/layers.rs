@@ -386,6 +386,7 @@ fn validate(
     if suite.engines.is_empty() {
         return Err(err("engines".into(), "a suite needs at least one engine"));
     }
+    // Services may be many; baseline and LMCache are one each.
     for role in [Role::Baseline, Role::Lmcache] {
         let names: Vec<&String> = suite
             .engines
@@ -409,6 +410,16 @@ fn validate(
                 return Err(err(
                     format!("engines.{name}.command"),
                     "kind `process` needs a command",
+                ));
+            }
+            EngineKind::Container
+                if e.container
+                    .as_ref()
+                    .is_none_or(|c| c.image.trim().is_empty()) =>
+            {
+                return Err(err(
+                    format!("engines.{name}.container.image"),
+                    "kind `container` needs [engines.NAME.container] with an image",
                 ));
             }
             EngineKind::External if e.url.is_none() => {

@@ -54,6 +54,9 @@ pub(crate) enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Role {
+    /// Something the engines need (e.g. the LMCache server): started first,
+    /// kept up through every phase, never sent a workload.
+    Service,
     Baseline,
     Lmcache,
 }
@@ -61,6 +64,7 @@ pub(crate) enum Role {
 impl Role {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            Role::Service => "service",
             Role::Baseline => "baseline",
             Role::Lmcache => "lmcache",
         }
@@ -82,6 +86,53 @@ pub(crate) enum EngineKind {
     Sim,
     /// A server that is already running at `url`; never started or stopped.
     External,
+    /// A container run with the `docker` (or `podman`) CLI.
+    Container,
+}
+
+/// How an engine is known to be ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Readiness {
+    /// `GET /health`, then `GET /v1/models`, answer 2xx.
+    #[default]
+    Http,
+    /// The port accepts connections (e.g. the LMCache server).
+    Tcp,
+}
+
+/// How a `container` engine is run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContainerOptions {
+    pub image: String,
+    /// Container name; default `lmcache-e2e-<engine>-<run>`.
+    pub name: Option<String>,
+    pub entrypoint: Option<String>,
+    /// `host:container[:options]`; `~` is the home directory.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// `docker run --network`; `host` by default, as the reference runs.
+    #[serde(default = "host_network")]
+    pub network: String,
+    /// `-p` mappings, for networks other than `host`.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    #[serde(default)]
+    pub ipc_host: bool,
+    /// GPU devices, e.g. "0" or "0,1": `--gpus device=...` and `--runtime nvidia`.
+    pub gpus: Option<String>,
+    /// `docker` or `podman` (or a path).
+    #[serde(default = "docker_cli")]
+    pub cli: String,
+}
+
+fn host_network() -> String {
+    "host".to_string()
+}
+
+fn docker_cli() -> String {
+    "docker".to_string()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,6 +217,10 @@ pub(crate) struct EngineConfig {
     pub readiness_timeout_secs: Option<f64>,
     /// Simulated engine options (kind `sim`).
     pub sim: Option<SimOptions>,
+    /// Container options (kind `container`).
+    pub container: Option<ContainerOptions>,
+    #[serde(default)]
+    pub readiness: Readiness,
 }
 
 fn default_host() -> String {

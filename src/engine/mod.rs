@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(crate) use crate::config::EngineKind;
-use crate::config::{Role, Suite};
+use crate::config::{ContainerOptions, Readiness, Role, Suite};
 
 pub(crate) use readiness::wait_ready;
-pub(crate) use supervisor::{cleanup_from_state, Supervisor};
+pub(crate) use supervisor::{cleanup_by_label, cleanup_from_state, LabelFilter, Supervisor};
 
 /// Lines of an engine's log shown when it fails.
 pub(crate) const TAIL_LINES: usize = 50;
@@ -70,6 +70,8 @@ pub(crate) enum EngineError {
         log: Option<PathBuf>,
         tail: Vec<String>,
     },
+    #[error("failed to start the container of engine `{engine}`: {message}")]
+    ContainerStart { engine: String, message: String },
     #[error("failed to write the state file {path}: {source}")]
     State {
         path: PathBuf,
@@ -101,6 +103,10 @@ pub(crate) struct EngineSpec {
     pub url: String,
     pub readiness_timeout: Duration,
     pub log: Option<PathBuf>,
+    pub readiness: Readiness,
+    /// For containers: the name given to `docker run`, whose arguments
+    /// `command` holds.
+    pub container: Option<String>,
 }
 
 /// Resolves every engine of the suite for `model`: finds programs, picks
@@ -111,6 +117,7 @@ pub(crate) fn resolve(
     logs_dir: &Path,
     model: &str,
     label: Option<&str>,
+    run_id: &str,
 ) -> Result<Vec<EngineSpec>, EngineError> {
     let mut specs = Vec::new();
     for (base_name, e) in &suite.engines {
@@ -137,6 +144,8 @@ pub(crate) fn resolve(
                     .to_string(),
                 readiness_timeout: timeout,
                 log: None,
+                readiness: e.readiness,
+                container: None,
             });
             continue;
         }
@@ -149,6 +158,15 @@ pub(crate) fn resolve(
             })?,
         };
         let (program, mut args) = match e.kind {
+            EngineKind::Container => {
+                let cli = e.container.as_ref().map_or("docker", |c| c.cli.as_str());
+                let program = which::which(cli).map_err(|source| EngineError::NotFound {
+                    engine: name.clone(),
+                    command: cli.to_string(),
+                    source,
+                })?;
+                (program, e.args.clone())
+            }
             EngineKind::Sim => {
                 let exe = std::env::current_exe().map_err(|source| EngineError::Spawn {
                     engine: name.clone(),
@@ -184,6 +202,15 @@ pub(crate) fn resolve(
                 .replace("{host}", &e.host)
                 .replace("{model}", model);
         }
+        let mut container = None;
+        if let (EngineKind::Container, Some(c)) = (e.kind, &e.container) {
+            let cname = c
+                .name
+                .clone()
+                .unwrap_or_else(|| container_name(name, run_id));
+            args = docker_run_args(e, c, &cname, name, run_id, port, args);
+            container = Some(cname);
+        }
         let connect_host = if e.host == "0.0.0.0" {
             "127.0.0.1"
         } else {
@@ -198,9 +225,87 @@ pub(crate) fn resolve(
             url: format!("http://{connect_host}:{port}"),
             readiness_timeout: timeout,
             log: Some(logs_dir.join(format!("{}.log", name.replace('@', "-")))),
+            readiness: e.readiness,
+            container,
         });
     }
     Ok(specs)
+}
+
+/// Labels on everything a run starts, so cleanup finds it even without
+/// the state file.
+pub(crate) const RUN_LABEL: &str = "lmcache-e2e.run";
+pub(crate) const OWNER_LABEL: &str = "lmcache-e2e.owner-pid";
+
+/// A valid, unique container name: `lmcache-e2e-<engine>-<run>`.
+fn container_name(engine: &str, run_id: &str) -> String {
+    let raw = format!("lmcache-e2e-{engine}-{run_id}");
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// `docker run -d ...` as the multiprocessing suite runs its containers,
+/// plus this run's labels.
+fn docker_run_args(
+    e: &crate::config::EngineConfig,
+    c: &ContainerOptions,
+    cname: &str,
+    engine: &str,
+    run_id: &str,
+    port: u16,
+    command_args: Vec<String>,
+) -> Vec<String> {
+    let (role, env) = (e.role, &e.env);
+    let mut a: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), cname.into()];
+    for (k, v) in [
+        (RUN_LABEL, run_id.to_string()),
+        ("lmcache-e2e.role", role.to_string()),
+        ("lmcache-e2e.engine", engine.to_string()),
+        (OWNER_LABEL, std::process::id().to_string()),
+    ] {
+        a.extend(["--label".into(), format!("{k}={v}")]);
+    }
+    a.extend(["--network".into(), c.network.clone()]);
+    if c.ipc_host {
+        a.extend(["--ipc".into(), "host".into()]);
+    }
+    if let Some(gpus) = c.gpus.as_deref().filter(|g| !g.is_empty()) {
+        // Quoted: docker reads `--gpus` as CSV, and a device list has commas.
+        a.extend([
+            "--runtime".into(),
+            "nvidia".into(),
+            "--gpus".into(),
+            format!("\"device={gpus}\""),
+        ]);
+    }
+    for p in &c.publish {
+        a.extend(["-p".into(), p.replace("{port}", &port.to_string())]);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    for v in &c.volumes {
+        let v = match v.strip_prefix("~/") {
+            Some(rest) => format!("{home}/{rest}"),
+            None => v.clone(),
+        };
+        a.extend(["--volume".into(), v]);
+    }
+    a.extend(["-e".into(), format!("{}={run_id}", supervisor::RUN_ID_ENV)]);
+    for (k, v) in env {
+        a.extend(["-e".into(), format!("{k}={v}")]);
+    }
+    if let Some(ep) = &c.entrypoint {
+        a.extend(["--entrypoint".into(), ep.clone()]);
+    }
+    a.push(c.image.clone());
+    a.extend(command_args);
+    a
 }
 
 fn free_port(host: &str) -> std::io::Result<u16> {

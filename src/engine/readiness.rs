@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{tail_lines, EngineError, EngineSpec, Supervisor, TAIL_LINES};
 use crate::client::OpenAiClient;
+use crate::config::Readiness;
 
 const POLL: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,15 +54,41 @@ pub(crate) async fn wait_ready(
             });
         }
         let probe_timeout = remaining.min(PROBE_TIMEOUT);
-        let probed = async {
-            client.probe("/health", probe_timeout).await?;
-            client.models(probe_timeout).await
+        let probed = match spec.readiness {
+            Readiness::Http => async {
+                client.probe("/health", probe_timeout).await?;
+                client.models(probe_timeout).await
+            }
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|models| {
+                if models.is_empty() {
+                    Err("/v1/models lists no model yet".to_string())
+                } else {
+                    Ok(())
+                }
+            }),
+            Readiness::Tcp => tcp_accepts(&spec.url, probe_timeout).await,
         };
-        match probed.await {
-            Ok(models) if !models.is_empty() => return Ok(start.elapsed()),
-            Ok(_) => last = "/v1/models lists no model yet".to_string(),
-            Err(e) => last = e.to_string(),
+        match probed {
+            Ok(()) => return Ok(start.elapsed()),
+            Err(e) => last = e,
         }
         tokio::time::sleep(POLL.min(spec.readiness_timeout.saturating_sub(start.elapsed()))).await;
+    }
+}
+
+/// The engine's `host:port` accepts a TCP connection.
+async fn tcp_accepts(url: &str, timeout: std::time::Duration) -> Result<(), String> {
+    let addr = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .trim_end_matches('/')
+        .to_string();
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("failed to connect to {addr}: {e}")),
+        Err(_) => Err(format!("failed to connect to {addr}: timed out")),
     }
 }

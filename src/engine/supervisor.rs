@@ -24,8 +24,11 @@ pub(crate) const RUN_ID_ENV: &str = "LMCACHE_E2E_RUN_ID";
 
 struct Tracked {
     name: String,
+    /// The process group of the engine, or of a container's log follower.
     pgid: i32,
     child: tokio::process::Child,
+    /// For containers: the CLI and the container id.
+    container: Option<(PathBuf, String)>,
     log: Option<PathBuf>,
     status: Option<String>,
     /// Deaths are reported once an engine was ready; before that, readiness
@@ -52,6 +55,9 @@ pub(crate) struct StateEngine {
     pub pgid: i32,
     pub log: Option<PathBuf>,
     pub stopped: bool,
+    /// For containers: the CLI and the container id.
+    #[serde(default)]
+    pub container: Option<(PathBuf, String)>,
 }
 
 pub(crate) struct Supervisor {
@@ -86,8 +92,10 @@ impl Supervisor {
     }
 
     /// Starts an engine in a new process group with stdout and stderr
-    /// appended to its log; returns its PID.
-    pub(crate) fn spawn(&self, spec: &EngineSpec) -> Result<Option<u32>, EngineError> {
+    /// appended to its log; returns its PID. A container is started with
+    /// `docker run -d`, and its log followed by `docker logs -f`, whose exit
+    /// says the container stopped.
+    pub(crate) async fn spawn(&self, spec: &EngineSpec) -> Result<Option<u32>, EngineError> {
         let Some((program, args)) = &spec.command else {
             return Ok(None);
         };
@@ -95,14 +103,7 @@ impl Supervisor {
             .chain(args.iter().cloned())
             .collect::<Vec<_>>()
             .join(" ");
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .env(RUN_ID_ENV, &self.run_id)
-            .env("PYTHONUNBUFFERED", "1")
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .process_group(0)
-            .kill_on_drop(false);
+        let mut log_file = None;
         if let Some(log) = &spec.log {
             let log_err = |source| EngineError::Log {
                 path: log.clone(),
@@ -119,21 +120,71 @@ impl Supervisor {
                 spec.name
             )
             .map_err(log_err)?;
-            cmd.stdout(file.try_clone().map_err(log_err)?).stderr(file);
-        } else {
-            cmd.stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
+            log_file = Some((file, log.clone()));
         }
-        let child = cmd.spawn().map_err(|source| EngineError::Spawn {
+        let spawn_err = |source| EngineError::Spawn {
             engine: spec.name.clone(),
-            command: command_line,
+            command: command_line.clone(),
             source,
-        })?;
+        };
+        let mut container = None;
+        let mut cmd = if spec.container.is_some() {
+            let out = tokio::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .map_err(spawn_err)?;
+            if !out.status.success() {
+                return Err(EngineError::ContainerStart {
+                    engine: spec.name.clone(),
+                    message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            container = Some((program.clone(), id.clone()));
+            let mut follow = tokio::process::Command::new(program);
+            follow.args(["logs", "-f", &id]);
+            follow
+        } else {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args)
+                .env(RUN_ID_ENV, &self.run_id)
+                .env("PYTHONUNBUFFERED", "1")
+                .envs(spec.env.iter().map(|(k, v)| (k, v)));
+            c
+        };
+        cmd.stdin(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false);
+        match log_file {
+            Some((file, log)) => {
+                let out = file.try_clone().map_err(|source| EngineError::Log {
+                    path: log.clone(),
+                    source,
+                })?;
+                cmd.stdout(out).stderr(file);
+            }
+            None => {
+                cmd.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(source) => {
+                if let Some((cli, id)) = &container {
+                    remove_containers(cli, std::slice::from_ref(id));
+                }
+                return Err(spawn_err(source));
+            }
+        };
         let pid = child.id().unwrap_or(0);
         self.lock().push(Tracked {
             name: spec.name.clone(),
             pgid: pid as i32,
             child,
+            container,
             log: spec.log.clone(),
             status: None,
             ready: false,
@@ -157,6 +208,7 @@ impl Supervisor {
                     pgid: t.pgid,
                     log: t.log.clone(),
                     stopped: t.gone,
+                    container: t.container.clone(),
                 })
                 .collect(),
         };
@@ -210,14 +262,35 @@ impl Supervisor {
     /// then SIGKILL; `kill_now` resolving (a second signal) skips the rest of
     /// the grace period. Returns the names of engines that had to be killed.
     pub(crate) async fn stop_all(&self, kill_now: impl Future<Output = ()>) -> Vec<String> {
+        self.stop(None, kill_now).await
+    }
+
+    /// Stops the named engines only (all when `None`), as [`Self::stop_all`].
+    pub(crate) async fn stop(
+        &self,
+        only: Option<&[String]>,
+        kill_now: impl Future<Output = ()>,
+    ) -> Vec<String> {
+        let chosen = |t: &Tracked| only.is_none_or(|names| names.contains(&t.name));
+        let grace_secs = self.grace.as_secs_f64().ceil() as u64;
         let pending: Vec<i32> = {
             let mut engines = self.lock();
             engines
                 .iter_mut()
-                .filter(|t| !t.gone)
+                .filter(|t| !t.gone && chosen(t))
                 .map(|t| {
                     t.stopping = true;
-                    signal_group(t.pgid, Signal::SIGTERM);
+                    match &t.container {
+                        // `docker stop` sends SIGTERM, waits, then SIGKILLs.
+                        Some((cli, id)) => {
+                            let _ = std::process::Command::new(cli)
+                                .args(["stop", "--time", &grace_secs.to_string(), id])
+                                .stdout(std::process::Stdio::null())
+                                .stderr(std::process::Stdio::null())
+                                .spawn();
+                        }
+                        None => signal_group(t.pgid, Signal::SIGTERM),
+                    }
                     t.pgid
                 })
                 .collect()
@@ -228,7 +301,7 @@ impl Supervisor {
         let deadline = Instant::now() + self.grace;
         tokio::pin!(kill_now);
         loop {
-            if self.sweep() {
+            if self.sweep(&chosen) {
                 let _ = self.write_state();
                 return Vec::new();
             }
@@ -244,8 +317,11 @@ impl Supervisor {
             let engines = self.lock();
             engines
                 .iter()
-                .filter(|t| !t.gone)
+                .filter(|t| !t.gone && chosen(t))
                 .map(|t| {
+                    if let Some((cli, id)) = &t.container {
+                        remove_containers(cli, std::slice::from_ref(id));
+                    }
                     signal_group(t.pgid, Signal::SIGKILL);
                     t.name.clone()
                 })
@@ -253,7 +329,7 @@ impl Supervisor {
         };
         // SIGKILL cannot be ignored; wait briefly for the kernel to finish.
         let until = Instant::now() + Duration::from_secs(2);
-        while !self.sweep() && Instant::now() < until {
+        while !self.sweep(&chosen) && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let _ = self.write_state();
@@ -262,45 +338,92 @@ impl Supervisor {
 
     /// Reaps exited leaders and marks groups with no process left; true when
     /// every group is gone.
-    fn sweep(&self) -> bool {
+    fn sweep(&self, chosen: &dyn Fn(&Tracked) -> bool) -> bool {
         let mut engines = self.lock();
-        for t in engines.iter_mut().filter(|t| !t.gone) {
+        for t in engines.iter_mut().filter(|t| !t.gone && chosen(t)) {
             reap(t);
-            if t.status.is_some() && !group_alive(t.pgid) {
-                t.gone = true;
+            if t.status.is_some() {
+                // A container's log follower ends when the container stops;
+                // the container is then removed, logs already on disk.
+                if let Some((cli, id)) = &t.container {
+                    remove_containers(cli, std::slice::from_ref(id));
+                    signal_group(t.pgid, Signal::SIGKILL);
+                }
+                if !group_alive(t.pgid) {
+                    t.gone = true;
+                }
             }
         }
-        engines.iter().all(|t| t.gone)
+        engines.iter().filter(|t| chosen(t)).all(|t| t.gone)
     }
 }
 
 fn reap(t: &mut Tracked) {
     if t.status.is_none() {
         if let Ok(Some(status)) = t.child.try_wait() {
-            t.status = Some(status.to_string());
+            t.status = Some(match &t.container {
+                Some((cli, id)) => container_exit(cli, id),
+                None => status.to_string(),
+            });
         }
     }
+}
+
+/// How a container ended, as `docker inspect` tells it.
+fn container_exit(cli: &Path, id: &str) -> String {
+    let out = std::process::Command::new(cli)
+        .args(["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", id])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let mut parts = text.split_whitespace();
+            let (state, code) = (parts.next().unwrap_or("?"), parts.next().unwrap_or("?"));
+            format!("container {state}, exit code {code}")
+        }
+        _ => "container gone".to_string(),
+    }
+}
+
+/// `docker rm -f`: stops (SIGKILL) and removes; never fails the caller.
+pub(crate) fn remove_containers(cli: &Path, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    let _ = std::process::Command::new(cli)
+        .arg("rm")
+        .arg("-f")
+        .args(ids)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
         for t in self.lock().iter().filter(|t| !t.gone) {
+            if let Some((cli, id)) = &t.container {
+                remove_containers(cli, std::slice::from_ref(id));
+            }
             signal_group(t.pgid, Signal::SIGKILL);
         }
     }
 }
 
-/// What `lmcache-e2e cleanup` did for one engine of a state file.
+/// What `lmcache-e2e cleanup` did to one thing.
 #[derive(Debug)]
 pub(crate) struct CleanupRecord {
+    /// The engine name, or the container's labels when found by label.
     pub name: String,
-    pub pgid: i32,
+    /// `process group N` or `container ID`.
+    pub what: String,
     pub action: &'static str,
 }
 
-/// Stops the engines a state file records, from any process. A group is
-/// only signalled when its leader still carries this run's id (or can no
-/// longer be inspected because it is gone), so a reused PID is left alone.
+/// Stops the engines a state file records, from any process: process
+/// groups (only when their leader still carries this run's id, or is gone,
+/// so a reused PID is left alone) and containers, then any container that
+/// still carries the run's label.
 pub(crate) async fn cleanup_from_state(
     path: &Path,
     grace: Duration,
@@ -314,7 +437,23 @@ pub(crate) async fn cleanup_from_state(
         .map_err(|e| state_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     let mut records = Vec::new();
     let mut signalled = Vec::new();
+    let mut clis = Vec::new();
     for e in &state.engines {
+        if let Some((cli, id)) = &e.container {
+            let removed = stop_and_remove(cli, std::slice::from_ref(id), grace).await;
+            signal_group(e.pgid, Signal::SIGKILL);
+            records.push(CleanupRecord {
+                name: e.name.clone(),
+                what: format!("container {}", short(id)),
+                action: if removed.is_empty() {
+                    "already removed"
+                } else {
+                    "removed"
+                },
+            });
+            clis.push(cli.clone());
+            continue;
+        }
         let action = if !group_alive(e.pgid) {
             "already stopped"
         } else if !belongs_to_run(e.pid, &state.run_id) {
@@ -326,7 +465,7 @@ pub(crate) async fn cleanup_from_state(
         };
         records.push(CleanupRecord {
             name: e.name.clone(),
-            pgid: e.pgid,
+            what: format!("process group {}", e.pgid),
             action,
         });
     }
@@ -334,13 +473,139 @@ pub(crate) async fn cleanup_from_state(
     while signalled.iter().any(|&g| group_alive(g)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    for r in records.iter_mut().filter(|r| signalled.contains(&r.pgid)) {
-        if group_alive(r.pgid) {
-            signal_group(r.pgid, Signal::SIGKILL);
+    for r in records.iter_mut().filter(|r| {
+        signalled
+            .iter()
+            .any(|g| r.what == format!("process group {g}"))
+    }) {
+        let g: i32 = r
+            .what
+            .rsplit(' ')
+            .next()
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0);
+        if g != 0 && group_alive(g) {
+            signal_group(g, Signal::SIGKILL);
             r.action = "killed";
         }
     }
+    clis.sort();
+    clis.dedup();
+    for cli in clis {
+        records.extend(cleanup_by_label(&cli, LabelFilter::Run(&state.run_id), grace).await?);
+    }
     Ok(records)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// Which labelled containers to remove.
+pub(crate) enum LabelFilter<'a> {
+    /// Those of one run.
+    Run(&'a str),
+    /// Those of any run whose owning `lmcache-e2e` process is gone.
+    Stale,
+}
+
+/// Finds containers by label and stops and removes them.
+pub(crate) async fn cleanup_by_label(
+    cli: &Path,
+    filter: LabelFilter<'_>,
+    grace: Duration,
+) -> Result<Vec<CleanupRecord>, EngineError> {
+    let label = match filter {
+        LabelFilter::Run(id) => format!("label={}={id}", super::RUN_LABEL),
+        LabelFilter::Stale => format!("label={}", super::RUN_LABEL),
+    };
+    let format = format!(
+        "{{{{.ID}}}} {{{{.Label \"{}\"}}}} {{{{.Names}}}}",
+        super::OWNER_LABEL
+    );
+    let out = tokio::process::Command::new(cli)
+        .args(["ps", "-a", "--filter", &label, "--format", &format])
+        .output()
+        .await
+        .map_err(|e| EngineError::ContainerStart {
+            engine: "cleanup".into(),
+            message: format!("failed to run {} ps: {e}", cli.display()),
+        })?;
+    if !out.status.success() {
+        return Err(EngineError::ContainerStart {
+            engine: "cleanup".into(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let mut ids = Vec::new();
+    let mut names = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut f = line.split_whitespace();
+        let (Some(id), owner, name) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let owner_alive = owner.and_then(|p| p.parse::<i32>().ok()).is_some_and(|p| {
+            !matches!(
+                nix::sys::signal::kill(Pid::from_raw(p), None),
+                Err(Errno::ESRCH)
+            )
+        });
+        if matches!(filter, LabelFilter::Stale) && owner_alive {
+            continue;
+        }
+        ids.push(id.to_string());
+        names.push(name.unwrap_or(id).to_string());
+    }
+    let removed = stop_and_remove(cli, &ids, grace).await;
+    Ok(ids
+        .iter()
+        .zip(names)
+        .filter(|(id, _)| removed.contains(id))
+        .map(|(id, name)| CleanupRecord {
+            name,
+            what: format!("container {}", short(id)),
+            action: "removed (found by label)",
+        })
+        .collect())
+}
+
+/// `docker stop --time T` then `docker rm -f`, for all at once; returns the
+/// ids that existed.
+async fn stop_and_remove(cli: &Path, ids: &[String], grace: Duration) -> Vec<String> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let exists = tokio::process::Command::new(cli)
+        .arg("inspect")
+        .arg("-f")
+        .arg("{{.Id}}")
+        .args(ids)
+        .output()
+        .await;
+    let present: Vec<String> = match exists {
+        Ok(o) => {
+            let found = String::from_utf8_lossy(&o.stdout).to_string();
+            ids.iter()
+                .filter(|id| found.lines().any(|l| l.starts_with(id.as_str())))
+                .cloned()
+                .collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    if present.is_empty() {
+        return present;
+    }
+    let _ = tokio::process::Command::new(cli)
+        .args([
+            "stop",
+            "--time",
+            &(grace.as_secs_f64().ceil() as u64).to_string(),
+        ])
+        .args(&present)
+        .output()
+        .await;
+    remove_containers(cli, &present);
+    present
 }
 
 fn belongs_to_run(pid: u32, run_id: &str) -> bool {

@@ -83,8 +83,27 @@ pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(),
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, router(opts))
+        .with_graceful_shutdown(terminated())
         .await
         .map_err(SimError::Serve)
+}
+
+/// SIGTERM or SIGINT, as vLLM handles them: stop serving and exit. As PID 1
+/// in a container, a process without a handler would ignore SIGTERM and
+/// hold `docker stop` for its whole timeout.
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("sim: shutting down");
 }
 
 fn router(opts: SimOptions) -> Router {
