@@ -2,6 +2,7 @@
 //! first, then LMCache) → gate → results, raced against engine deaths and
 //! signals, with every engine stopped and the results written however it ends.
 
+use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -235,12 +236,15 @@ fn finish(mut results: RunResults, ended: Ended) -> Result<(), Error> {
             Err(Error::Internal(msg))
         }
     };
-    if results.status != RunStatus::Passed {
-        // Keep every engine's last lines for whoever reads the report.
-        for e in &mut results.engines {
-            if let Some(log) = &e.log {
-                e.log_tail = tail_lines(&results.results_dir.join(log), TAIL_LINES);
-            }
+    // Every engine's last lines, as the reference's cleanup printed them,
+    // kept for the report (which shows them when the run did not pass).
+    for e in &mut results.engines {
+        if let Some(log) = &e.log {
+            e.log_tail = tail_lines(&results.results_dir.join(log), TAIL_LINES);
+            print_group(
+                &format!("last {} lines of {} ({log})", e.log_tail.len(), e.name),
+                &e.log_tail,
+            );
         }
     }
     results.finished_at = Some(chrono::Utc::now());
@@ -252,6 +256,32 @@ fn finish(mut results: RunResults, ended: Ended) -> Result<(), Error> {
     crate::report::results::write_atomic(&results.results_dir.join("summary.md"), md.as_bytes())?;
     println!("{md}");
     outcome
+}
+
+/// A block of lines, collapsed where the CI can: GitHub Actions' groups,
+/// Buildkite's `~~~` sections.
+fn print_group(title: &str, lines: &[String]) {
+    let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+    let buildkite = std::env::var("BUILDKITE").is_ok_and(|v| v == "true");
+    let (open, close) = match (github, buildkite) {
+        (true, _) => (format!("::group::{title}"), "::endgroup::".to_string()),
+        (_, true) => (format!("~~~ {title}"), String::new()),
+        _ => (format!("--- {title} ---"), "--- end ---".to_string()),
+    };
+    let mut out = std::io::stderr().lock();
+    let _ = writeln!(out, "{open}");
+    for l in lines {
+        // A log line must not open or close groups of its own.
+        let l = if github && l.starts_with("::") {
+            format!(" {l}")
+        } else {
+            l.clone()
+        };
+        let _ = writeln!(out, "{l}");
+    }
+    if !close.is_empty() {
+        let _ = writeln!(out, "{close}");
+    }
 }
 
 fn first_line(s: &str) -> String {

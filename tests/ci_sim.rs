@@ -350,3 +350,35 @@ fn sequential_engines_share_a_port_one_after_the_other() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("run.schedule = \"sequential\""), "{stderr}");
 }
+
+#[test]
+fn engine_log_tails_are_printed_in_ci_groups_and_recorded() {
+    let dir = tempdir();
+    let mut cmd = ldqa(dir.path(), QUICK);
+    cmd.env("GITHUB_ACTIONS", "true");
+    let out = run(&mut cmd, LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("::group::last ")
+            && stderr.contains("lines of baseline (logs/baseline.log)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("::endgroup::"));
+    let r = results(dir.path());
+    assert!(r["engines"][0]["log_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("sim: serving")));
+    assert!(
+        !stdout.contains("<details><summary>Last"),
+        "a passing summary carries no log tails"
+    );
+
+    let dir = tempdir();
+    let mut cmd = ldqa(dir.path(), QUICK);
+    cmd.env("BUILDKITE", "true");
+    let out = run(&mut cmd, LIMIT);
+    assert!(text(&out).1.contains("~~~ last "), "{}", text(&out).1);
+}

@@ -183,7 +183,12 @@ pub(crate) fn render(results: &RunResults) -> Result<String, tera::Error> {
             role: e.role.to_string(),
             url: md_escape(&e.url),
             ready: opt_number(e.ready_secs, "s"),
-            tail: e.log_tail.iter().map(|l| fence_safe(l)).collect(),
+            // Log tails matter when something went wrong.
+            tail: if results.status == RunStatus::Passed {
+                Vec::new()
+            } else {
+                e.log_tail.iter().map(|l| fence_safe(l)).collect()
+            },
         })
         .collect();
     let duration = results
