@@ -325,6 +325,12 @@ async fn pipeline(
     supervisor: &Supervisor,
     results: &mut RunResults,
 ) -> Result<(), Error> {
+    engine::image::build_images(
+        &loaded.suite,
+        &loaded.suite_dir(),
+        &results.results_dir.join("logs"),
+    )
+    .await?;
     for (i, (model, label)) in models.iter().enumerate() {
         if i > 0 {
             eprintln!("lmcache-e2e: stopping the engines of the previous model");

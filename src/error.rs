@@ -29,6 +29,8 @@ pub(crate) enum Error {
     Compare(#[from] CompareError),
     #[error(transparent)]
     Gpu(#[from] crate::engine::gpu::GpuError),
+    #[error(transparent)]
+    Image(#[from] crate::engine::image::ImageError),
     #[error("failed to create the results directory {path}: {source}")]
     ResultsDir {
         path: std::path::PathBuf,
@@ -51,9 +53,11 @@ impl Error {
         match self {
             Error::Config(_) | Error::Compare(_) => exit::USAGE,
             Error::Engine(_) => exit::ENGINE,
-            Error::ResultsDir { .. } | Error::Results(_) | Error::Data(_) | Error::Gpu(_) => {
-                exit::SETUP
-            }
+            Error::ResultsDir { .. }
+            | Error::Results(_)
+            | Error::Data(_)
+            | Error::Gpu(_)
+            | Error::Image(_) => exit::SETUP,
             Error::Failed(_) => exit::GATE_FAILED,
             Error::Interrupted { number, .. } => 128 + number,
             Error::Render { .. } | Error::Internal(_) => 101,

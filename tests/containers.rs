@@ -299,3 +299,97 @@ fn after_sigkill_cleanup_by_run_id_removes_everything() {
     // with their containers; the run's logs are on disk.
     assert!(results.join("logs/vllm-baseline.log").exists());
 }
+
+fn build_suite(dir: &Path, dockerfile: &str, tag: &str) -> std::path::PathBuf {
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("docker")).unwrap();
+    std::fs::write(ctx.join("marker.txt"), "built here\n").unwrap();
+    std::fs::write(ctx.join("docker/Dockerfile"), dockerfile).unwrap();
+    let path = dir.join("build.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[run]
+grace_period_secs = 1
+[engines.lmcache-server]
+role = "service"
+kind = "container"
+readiness = "tcp"
+args = ["sim", "serve", "--port", "{{port}}"]
+[engines.lmcache-server.container]
+image = "{tag}"
+entrypoint = "/bin/lmcache-e2e"
+[engines.lmcache-server.container.build]
+context = "ctx"
+file = "docker/Dockerfile"
+target = "image-build"
+args = {{ GREETING = "hello" }}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn the_image_is_built_first_and_a_failed_build_exits_3_with_its_tail() {
+    let base = image();
+    let dir = tempdir();
+    let tag = format!("lmcache-e2e-test-built:{}", std::process::id());
+    let ok = format!(
+        "FROM {base} AS image-build\nARG GREETING\nCOPY marker.txt /marker-$GREETING.txt\n"
+    );
+    let results = dir.path().join("r");
+    let out = run(
+        bin()
+            .args(["ci", "--suite"])
+            .arg(build_suite(dir.path(), &ok, &tag))
+            .arg("--results-dir")
+            .arg(&results),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("built image {tag}")), "{stderr}");
+    let listing = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/busybox",
+            &tag,
+            "ls",
+            "/",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).contains("marker-hello.txt"),
+        "build args and target applied"
+    );
+    assert!(containers_of(&run_id(&results)).is_empty());
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+
+    let dir = tempdir();
+    let bad = format!("FROM {base} AS image-build\nCOPY no-such-file.txt /x\n");
+    let results = dir.path().join("r");
+    let out = run(
+        bin()
+            .args(["ci", "--suite"])
+            .arg(build_suite(dir.path(), &bad, &tag))
+            .arg("--results-dir")
+            .arg(&results),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("failed to build image {tag}"))
+            && stderr.contains("no-such-file.txt"),
+        "{stderr}"
+    );
+    assert!(results
+        .join(format!("logs/build-{}.log", tag.replace(':', "_")))
+        .exists());
+}

@@ -125,6 +125,26 @@ pub(crate) struct ContainerOptions {
     /// `docker` or `podman` (or a path).
     #[serde(default = "docker_cli")]
     pub cli: String,
+    /// Build the image first (else it must exist, or be pullable).
+    pub build: Option<BuildOptions>,
+}
+
+/// `docker build` of an engine's image, as the multiprocessing suite does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BuildOptions {
+    /// Build context, relative to the suite file (or the working directory).
+    #[serde(default = "dot")]
+    pub context: String,
+    /// Dockerfile, relative to the context.
+    pub file: Option<String>,
+    pub target: Option<String>,
+    #[serde(default)]
+    pub args: IndexMap<String, String>,
+}
+
+fn dot() -> String {
+    ".".to_string()
 }
 
 fn host_network() -> String {

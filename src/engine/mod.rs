@@ -3,6 +3,7 @@
 //! serve, and stopping them. Knows nothing of workloads.
 
 pub(crate) mod gpu;
+pub(crate) mod image;
 mod readiness;
 pub(crate) mod signals;
 pub(crate) mod sim;
