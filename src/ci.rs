@@ -300,6 +300,30 @@ fn relative(dir: &Path, path: &Path) -> String {
     path.strip_prefix(dir).unwrap_or(path).display().to_string()
 }
 
+/// Waits for the GPUs the suite's `auto:N` containers need, as the
+/// multiprocessing suite polls `nvidia-smi`.
+async fn choose_gpus(suite: &config::Suite) -> Result<Vec<u32>, Error> {
+    let count = engine::auto_gpus_needed(suite);
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let g = &suite.run.gpus;
+    let req = engine::gpu::GpuRequest {
+        count,
+        min_free_mib: g.min_free_mib,
+        max_util_pct: g.max_util_pct,
+        timeout: Duration::from_secs_f64(g.timeout_secs.max(0.0)),
+        poll: Duration::from_secs_f64(g.poll_secs.max(0.01)),
+    };
+    eprintln!(
+        "lmcache-e2e: waiting for {count} GPU(s) with {} MiB free and at most {} % busy",
+        g.min_free_mib, g.max_util_pct
+    );
+    let chosen = engine::gpu::choose_gpus(&req).await?;
+    eprintln!("lmcache-e2e: chose GPU(s) {chosen:?}");
+    Ok(chosen)
+}
+
 /// Each model to run, with the label its names carry when there are several.
 fn models_of(run: &crate::config::RunConfig) -> Vec<(String, Option<String>)> {
     if run.models.is_empty() {
@@ -331,6 +355,7 @@ async fn pipeline(
         &results.results_dir.join("logs"),
     )
     .await?;
+    let chosen = choose_gpus(&loaded.suite).await?;
     for (i, (model, label)) in models.iter().enumerate() {
         if i > 0 {
             eprintln!("lmcache-e2e: stopping the engines of the previous model");
@@ -344,6 +369,7 @@ async fn pipeline(
             selected,
             model,
             label.as_deref(),
+            &chosen,
             supervisor,
             results,
         )
@@ -357,13 +383,20 @@ async fn run_model(
     selected: &[String],
     model: &str,
     label: Option<&str>,
+    chosen_gpus: &[u32],
     supervisor: &Supervisor,
     results: &mut RunResults,
 ) -> Result<(), Error> {
     let suite = &loaded.suite;
     let dir = results.results_dir.clone();
-    let specs: Vec<EngineSpec> =
-        engine::resolve(suite, &dir.join("logs"), model, label, &results.run_id)?;
+    let specs: Vec<EngineSpec> = engine::resolve(
+        suite,
+        &dir.join("logs"),
+        model,
+        label,
+        &results.run_id,
+        chosen_gpus,
+    )?;
     // Baseline first, so warm-up effects never favour LMCache.
     // Services (e.g. the LMCache server) first, and up for every phase.
     let services: Vec<&EngineSpec> = specs.iter().filter(|s| s.role == Role::Service).collect();

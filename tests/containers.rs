@@ -393,3 +393,67 @@ fn the_image_is_built_first_and_a_failed_build_exits_3_with_its_tail() {
         .join(format!("logs/build-{}.log", tag.replace(':', "_")))
         .exists());
 }
+
+#[test]
+fn gpu_choice_feeds_docker_run_and_waits_for_busy_gpus() {
+    let dir = tempdir();
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/nvidia-smi");
+    let smi = |fixture: &str| {
+        executable(
+            &bin_dir.join("nvidia-smi"),
+            &format!("#!/bin/sh\ncat '{}'\n", fixtures.join(fixture).display()),
+        );
+        format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    };
+    let suite = dir.path().join("gpu.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "[run.gpus]\ncount = 1\ntimeout_secs = 0.3\npoll_secs = 0.1\n[engines.server]\nrole = \"service\"\nkind = \"container\"\nreadiness = \"tcp\"\n\
+             args = [\"sim\", \"serve\", \"--port\", \"{{port}}\"]\n[engines.server.container]\nimage = \"{}\"\nentrypoint = \"/bin/lmcache-e2e\"\ngpus = \"auto:0\"\n",
+            image()
+        ),
+    )
+    .unwrap();
+    // An idle GPU is chosen, and asked of Docker; this engine has no NVIDIA
+    // runtime, which is the error that proves the flags got there.
+    let out = run(
+        bin()
+            .args(["ci", "--suite"])
+            .arg(&suite)
+            .arg("--results-dir")
+            .arg(dir.path().join("r1"))
+            .env("PATH", smi("idle-query-gpu.csv")),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("chose GPU(s) [0]"), "{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("failed to start the container of engine `server`")
+            && stderr.contains("nvidia"),
+        "{stderr}"
+    );
+
+    let out = run(
+        bin()
+            .args(["ci", "--suite"])
+            .arg(&suite)
+            .arg("--results-dir")
+            .arg(dir.path().join("r2"))
+            .env("PATH", smi("busy-query-gpu.csv")),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("no 1 GPU(s) with at least 70000 MiB free"),
+        "{stderr}"
+    );
+}

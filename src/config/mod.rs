@@ -120,7 +120,8 @@ pub(crate) struct ContainerOptions {
     pub publish: Vec<String>,
     #[serde(default)]
     pub ipc_host: bool,
-    /// GPU devices, e.g. "0" or "0,1": `--gpus device=...` and `--runtime nvidia`.
+    /// GPU devices, e.g. "0" or "0,1", or `auto:N` for the N-th GPU chosen
+    /// under `run.gpus`: `--gpus device=...` and `--runtime nvidia`.
     pub gpus: Option<String>,
     /// `docker` or `podman` (or a path).
     #[serde(default = "docker_cli")]
@@ -185,10 +186,36 @@ pub(crate) struct RunConfig {
     pub grace_period_secs: f64,
     /// Longest a single request may take before it counts as failed.
     pub request_timeout_secs: f64,
+    /// GPU choice for containers whose `gpus` is `auto:N`.
+    pub gpus: GpuChoice,
     /// `concurrent`: all engines up at once. `sequential`: baseline, then
     /// LMCache, each started, used by every test and stopped before the
     /// next (Dynamo's deployments share port 8000).
     pub schedule: Schedule,
+}
+
+/// How many GPUs to wait for, and how idle they must be (the reference:
+/// two, 70000 MiB free, at most 20 % busy, polled every 10 s for an hour).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct GpuChoice {
+    pub count: usize,
+    pub min_free_mib: u64,
+    pub max_util_pct: u32,
+    pub timeout_secs: f64,
+    pub poll_secs: f64,
+}
+
+impl Default for GpuChoice {
+    fn default() -> Self {
+        Self {
+            count: 2,
+            min_free_mib: 70_000,
+            max_util_pct: 20,
+            timeout_secs: 3600.0,
+            poll_secs: 10.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -211,6 +238,7 @@ impl Default for RunConfig {
             grace_period_secs: 5.0,
             request_timeout_secs: 600.0,
             schedule: Schedule::Concurrent,
+            gpus: GpuChoice::default(),
         }
     }
 }

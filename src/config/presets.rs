@@ -13,6 +13,11 @@ pub(crate) const PRESETS: &[Preset] = &[
         toml: include_str!("../../presets/sim.toml"),
     },
     Preset {
+        name: "mp",
+        about: "LMCache's multiprocessing suite: LMCache server, vLLM+LMCache and baseline vLLM in containers, on two chosen GPUs",
+        toml: include_str!("../../presets/mp.toml"),
+    },
+    Preset {
         name: "correctness",
         about: "LMCache's MMLU correctness suite: vllm serve without and with the LMCache connector, TP 2, one after the other",
         toml: include_str!("../../presets/correctness.toml"),

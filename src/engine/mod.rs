@@ -110,6 +110,25 @@ pub(crate) struct EngineSpec {
     pub container: Option<String>,
 }
 
+/// How many GPUs the suite's `auto:N` containers need chosen (0: none).
+pub(crate) fn auto_gpus_needed(suite: &Suite) -> usize {
+    suite
+        .engines
+        .values()
+        .filter_map(|e| {
+            e.container
+                .as_ref()?
+                .gpus
+                .as_deref()?
+                .strip_prefix("auto:")?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|i| i + 1)
+        .max()
+        .map_or(0, |n| n.max(suite.run.gpus.count))
+}
+
 /// Resolves every engine of the suite for `model`: finds programs, picks
 /// free ports, substitutes `{port}`, `{host}` and `{model}` in arguments.
 /// With a `label` (one run of several models), engine names and logs carry it.
@@ -119,6 +138,7 @@ pub(crate) fn resolve(
     model: &str,
     label: Option<&str>,
     run_id: &str,
+    chosen_gpus: &[u32],
 ) -> Result<Vec<EngineSpec>, EngineError> {
     let mut specs = Vec::new();
     for (base_name, e) in &suite.engines {
@@ -209,6 +229,16 @@ pub(crate) fn resolve(
                 .name
                 .clone()
                 .unwrap_or_else(|| container_name(name, run_id));
+            let mut c = c.clone();
+            if let Some(i) = c.gpus.as_deref().and_then(|g| g.strip_prefix("auto:")) {
+                let i: usize = i.parse().unwrap_or(usize::MAX);
+                let gpu = chosen_gpus.get(i).ok_or_else(|| EngineError::ContainerStart {
+                    engine: name.clone(),
+                    message: format!("gpus = \"auto:{i}\" but only {} GPU(s) were chosen; raise run.gpus.count", chosen_gpus.len()),
+                })?;
+                c.gpus = Some(gpu.to_string());
+            }
+            let c = &c;
             args = docker_run_args(e, c, &cname, name, run_id, port, args);
             container = Some(cname);
         }
@@ -337,6 +367,70 @@ pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mp_preset_runs_the_reference_containers_on_the_chosen_gpus() {
+        if which::which("docker").is_err() {
+            panic!("the docker CLI is needed (scripts/test.sh installs docker.io)");
+        }
+        let lookup = |_: &str| None;
+        let loaded = crate::config::load(&crate::config::LoadRequest {
+            preset: Some("mp"),
+            file: None,
+            sets: &[],
+            env: &lookup,
+        })
+        .unwrap();
+        assert_eq!(auto_gpus_needed(&loaded.suite), 2);
+        let specs = resolve(
+            &loaded.suite,
+            Path::new("/r/logs"),
+            "Qwen/Qwen3-14B",
+            None,
+            "run1",
+            &[3, 1],
+        )
+        .unwrap();
+        let line = |name: &str| {
+            let s = specs.iter().find(|s| s.name == name).unwrap();
+            s.command.as_ref().unwrap().1.join(" ")
+        };
+        let server = line("lmcache-server");
+        assert!(server.starts_with("run -d --name lmcache-e2e-lmcache-server-run1 --label lmcache-e2e.run=run1 --label lmcache-e2e.role=service"), "{server}");
+        assert!(
+            server.contains("--network host --ipc host --runtime nvidia --gpus \"device=3\""),
+            "{server}"
+        );
+        assert!(server.ends_with(
+            "--entrypoint /opt/venv/bin/python3 lmcache/vllm-openai:test -m lmcache.v1.multiprocess.server --l1-size-gb 80 --eviction-policy LRU --max-workers 4 --port 6555"
+        ), "{server}");
+        let lm = line("vllm-lmcache");
+        assert!(
+            lm.contains("--gpus \"device=3\""),
+            "same GPU as the server: {lm}"
+        );
+        assert!(lm.contains("/.cache/huggingface:/root/.cache/huggingface"));
+        for env in [
+            "VLLM_ENABLE_V1_MULTIPROCESSING=0",
+            "VLLM_BATCH_INVARIANT=1",
+            "PYTHONHASHSEED=0",
+        ] {
+            assert!(lm.contains(&format!("-e {env}")), "{env}: {lm}");
+        }
+        assert!(lm.ends_with(
+            r#"lmcache/vllm-openai:test Qwen/Qwen3-14B --kv-transfer-config {"kv_connector":"LMCacheMPConnector","kv_role":"kv_both","kv_connector_extra_config":{"lmcache.mp.port":6555}} --attention-backend FLASH_ATTN --port 8000"#
+        ), "{lm}");
+        let base = line("vllm-baseline");
+        assert!(
+            base.contains("--gpus \"device=1\"")
+                && !base.contains("kv-transfer-config")
+                && base.ends_with("--port 9000"),
+            "{base}"
+        );
+        assert!(specs.iter().all(|s| s.container.is_some()));
+        let err = resolve(&loaded.suite, Path::new("/r"), "m", None, "run1", &[0]).unwrap_err();
+        assert!(err.to_string().contains("auto:1"), "{err}");
+    }
 
     #[test]
     fn tail_keeps_the_last_lines() {
