@@ -302,7 +302,7 @@ fn relative(dir: &Path, path: &Path) -> String {
 
 /// Waits for the GPUs the suite's `auto:N` containers need, as the
 /// multiprocessing suite polls `nvidia-smi`.
-async fn choose_gpus(suite: &config::Suite) -> Result<Vec<u32>, Error> {
+async fn choose_gpus(suite: &config::Suite) -> Result<Vec<engine::gpu::GpuState>, Error> {
     let count = engine::auto_gpus_needed(suite);
     if count == 0 {
         return Ok(Vec::new());
@@ -320,7 +320,10 @@ async fn choose_gpus(suite: &config::Suite) -> Result<Vec<u32>, Error> {
         g.min_free_mib, g.max_util_pct
     );
     let chosen = engine::gpu::choose_gpus(&req).await?;
-    eprintln!("lmcache-e2e: chose GPU(s) {chosen:?}");
+    eprintln!(
+        "lmcache-e2e: chose GPU(s) {:?}",
+        chosen.iter().map(|g| g.index).collect::<Vec<_>>()
+    );
     Ok(chosen)
 }
 
@@ -383,7 +386,7 @@ async fn run_model(
     selected: &[String],
     model: &str,
     label: Option<&str>,
-    chosen_gpus: &[u32],
+    chosen_gpus: &[engine::gpu::GpuState],
     supervisor: &Supervisor,
     results: &mut RunResults,
 ) -> Result<(), Error> {

@@ -54,7 +54,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
                 "{}",
                 chosen
                     .iter()
-                    .map(|g| g.to_string())
+                    .map(|g| g.index.to_string())
                     .collect::<Vec<_>>()
                     .join(",")
             );

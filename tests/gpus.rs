@@ -16,7 +16,7 @@ fn with_fake_smi(dir: &Path, fixture: &str) -> String {
     std::fs::create_dir_all(&bin).unwrap();
     executable(
         &bin.join("nvidia-smi"),
-        &format!("#!/bin/sh\n[ \"$1\" = \"--query-gpu=index,memory.free,utilization.gpu\" ] || exit 9\ncat '{}'\n", fixture.display()),
+        &format!("#!/bin/sh\n[ \"$1\" = \"--query-gpu=index,memory.total,memory.free,utilization.gpu\" ] || exit 9\ncat '{}'\n", fixture.display()),
     );
     format!(
         "{}:{}",

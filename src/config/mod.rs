@@ -204,6 +204,9 @@ pub(crate) struct GpuChoice {
     pub max_util_pct: u32,
     pub timeout_secs: f64,
     pub poll_secs: f64,
+    /// A chosen GPU with more memory than this gets its engine's
+    /// `large_gpu_args` (the reference halves vLLM's memory share there).
+    pub large_gpu_mib: u64,
 }
 
 impl Default for GpuChoice {
@@ -214,6 +217,7 @@ impl Default for GpuChoice {
             max_util_pct: 20,
             timeout_secs: 3600.0,
             poll_secs: 10.0,
+            large_gpu_mib: 90_000,
         }
     }
 }
@@ -269,6 +273,10 @@ pub(crate) struct EngineConfig {
     pub container: Option<ContainerOptions>,
     #[serde(default)]
     pub readiness: Readiness,
+    /// Appended to `args` when the engine's chosen GPU (`auto:N`) has more
+    /// than `run.gpus.large_gpu_mib` of memory.
+    #[serde(default)]
+    pub large_gpu_args: Vec<String>,
 }
 
 fn default_host() -> String {

@@ -32,6 +32,8 @@ pub(crate) enum GpuError {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GpuState {
     pub index: u32,
+    /// Absent from the three-column query form.
+    pub memory_total_mib: Option<u64>,
     pub memory_free_mib: u64,
     pub utilization_pct: u32,
 }
@@ -47,7 +49,7 @@ pub(crate) struct GpuRequest {
 
 /// The query `--query-gpu` asks for.
 pub(crate) const QUERY_ARGS: &[&str] = &[
-    "--query-gpu=index,memory.free,utilization.gpu",
+    "--query-gpu=index,memory.total,memory.free,utilization.gpu",
     "--format=csv,noheader,nounits",
 ];
 
@@ -75,6 +77,10 @@ pub(crate) fn parse(text: &str) -> Result<Vec<GpuState>, GpuError> {
         }
         _ => None,
     };
+    // Without a header: three columns (index, free, utilisation) or four
+    // (index, total, free, utilisation).
+    let four = header.is_none() && lines.peek().is_some_and(|(_, l)| l.split(',').count() >= 4);
+    let shift = usize::from(four);
     let col = |name: &str, default: usize| {
         header
             .as_ref()
@@ -82,9 +88,13 @@ pub(crate) fn parse(text: &str) -> Result<Vec<GpuState>, GpuError> {
     };
     let (ci, cf, cu) = (
         col("index", 0),
-        col("memory.free", 1),
-        col("utilization.gpu", 2),
+        col("memory.free", 1 + shift),
+        col("utilization.gpu", 2 + shift),
     );
+    let ct = match &header {
+        Some(h) => h.iter().position(|c| c == "memory.total"),
+        None => four.then_some(1),
+    };
     let (Some(ci), Some(cf), Some(cu)) = (ci, cf, cu) else {
         return Err(GpuError::Parse {
             line: 1,
@@ -108,6 +118,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<GpuState>, GpuError> {
             };
             Ok(GpuState {
                 index: get(ci, "index")? as u32,
+                memory_total_mib: ct.and_then(|c| fields.get(c)).and_then(|f| number(f)),
                 memory_free_mib: get(cf, "memory.free")?,
                 // `[N/A]` (some boards report no utilisation) counts as busy.
                 utilization_pct: fields.get(cu).and_then(|f| number(f)).unwrap_or(100) as u32,
@@ -117,7 +128,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<GpuState>, GpuError> {
 }
 
 /// The `count` eligible GPUs with the most free memory, if there are enough.
-pub(crate) fn choose(gpus: &[GpuState], req: &GpuRequest) -> Option<Vec<u32>> {
+pub(crate) fn choose(gpus: &[GpuState], req: &GpuRequest) -> Option<Vec<GpuState>> {
     let mut ok: Vec<&GpuState> = gpus
         .iter()
         .filter(|g| g.memory_free_mib >= req.min_free_mib && g.utilization_pct <= req.max_util_pct)
@@ -127,7 +138,7 @@ pub(crate) fn choose(gpus: &[GpuState], req: &GpuRequest) -> Option<Vec<u32>> {
             .cmp(&a.memory_free_mib)
             .then(a.index.cmp(&b.index))
     });
-    (ok.len() >= req.count).then(|| ok.iter().take(req.count).map(|g| g.index).collect())
+    (ok.len() >= req.count).then(|| ok.iter().take(req.count).map(|g| (*g).clone()).collect())
 }
 
 fn describe(gpus: &[GpuState]) -> String {
@@ -147,7 +158,10 @@ fn describe(gpus: &[GpuState]) -> String {
 
 /// Polls `query` (the text of `nvidia-smi` with [`QUERY_ARGS`]) until the
 /// request can be met, the machine cannot ever meet it, or the timeout.
-pub(crate) async fn wait_for<F, Fut>(req: &GpuRequest, mut query: F) -> Result<Vec<u32>, GpuError>
+pub(crate) async fn wait_for<F, Fut>(
+    req: &GpuRequest,
+    mut query: F,
+) -> Result<Vec<GpuState>, GpuError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<String, GpuError>>,
@@ -178,7 +192,7 @@ where
 }
 
 /// Runs the real `nvidia-smi`; no GPUs asked for means nothing to do.
-pub(crate) async fn choose_gpus(req: &GpuRequest) -> Result<Vec<u32>, GpuError> {
+pub(crate) async fn choose_gpus(req: &GpuRequest) -> Result<Vec<GpuState>, GpuError> {
     if req.count == 0 {
         return Ok(Vec::new());
     }
@@ -227,33 +241,37 @@ mod tests {
         }
     }
 
+    fn gpu(index: u32, total: Option<u64>, free: u64, util: u32) -> GpuState {
+        GpuState {
+            index,
+            memory_total_mib: total,
+            memory_free_mib: free,
+            utilization_pct: util,
+        }
+    }
+
     #[test]
-    fn both_csv_forms_of_the_real_output_parse() {
-        let idle = GpuState {
-            index: 0,
-            memory_free_mib: 81_079,
-            utilization_pct: 0,
-        };
+    fn every_csv_form_of_the_real_output_parses() {
         assert_eq!(
             parse(&fixture("idle-query-gpu.csv")).unwrap(),
-            vec![idle.clone()]
+            vec![gpu(0, Some(81_559), 81_079, 0)]
         );
         assert_eq!(
             parse(&fixture("idle-query-gpu-noheader.csv")).unwrap(),
-            vec![idle]
+            vec![gpu(0, None, 81_079, 0)]
         );
-        let busy = GpuState {
-            index: 0,
-            memory_free_mib: 51_237,
-            utilization_pct: 100,
-        };
         assert_eq!(
             parse(&fixture("busy-query-gpu.csv")).unwrap(),
-            vec![busy.clone()]
+            vec![gpu(0, Some(81_559), 51_237, 100)]
         );
         assert_eq!(
             parse(&fixture("busy-query-gpu-noheader.csv")).unwrap(),
-            vec![busy]
+            vec![gpu(0, None, 51_237, 100)]
+        );
+        // The four-column form this tool asks for.
+        assert_eq!(
+            parse("0, 143771, 143000, 3\n1, 81559, 81000, 0\n").unwrap()[0],
+            gpu(0, Some(143_771), 143_000, 3)
         );
         let e = parse("0, lots, 3\n").unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("memory.free"), "{e}");
@@ -261,19 +279,16 @@ mod tests {
 
     #[test]
     fn the_most_free_eligible_gpus_are_chosen() {
-        let g = |index, memory_free_mib, utilization_pct| GpuState {
-            index,
-            memory_free_mib,
-            utilization_pct,
-        };
         let gpus = [
-            g(0, 71_000, 5),
-            g(1, 80_000, 0),
-            g(2, 79_000, 90),
-            g(3, 75_000, 20),
+            gpu(0, None, 71_000, 5),
+            gpu(1, None, 80_000, 0),
+            gpu(2, None, 79_000, 90),
+            gpu(3, None, 75_000, 20),
         ];
-        assert_eq!(choose(&gpus, &req(2, 0)), Some(vec![1, 3]));
-        assert_eq!(choose(&gpus, &req(4, 0)), None);
+        let indices =
+            |c: Option<Vec<GpuState>>| c.map(|v| v.iter().map(|g| g.index).collect::<Vec<_>>());
+        assert_eq!(indices(choose(&gpus, &req(2, 0))), Some(vec![1, 3]));
+        assert_eq!(indices(choose(&gpus, &req(4, 0))), None);
     }
 
     #[tokio::test]
@@ -282,8 +297,9 @@ mod tests {
         assert_eq!(
             wait_for(&req(1, 100), || async { Ok(idle.clone()) })
                 .await
-                .unwrap(),
-            vec![0]
+                .unwrap()[0]
+                .index,
+            0
         );
 
         let busy = fixture("busy-query-gpu-noheader.csv");
@@ -322,7 +338,7 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(got, vec![0]);
+        assert_eq!(got[0].index, 0);
         assert_eq!(calls.get(), 3);
     }
 }

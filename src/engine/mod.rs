@@ -138,7 +138,7 @@ pub(crate) fn resolve(
     model: &str,
     label: Option<&str>,
     run_id: &str,
-    chosen_gpus: &[u32],
+    chosen_gpus: &[gpu::GpuState],
 ) -> Result<Vec<EngineSpec>, EngineError> {
     let mut specs = Vec::new();
     for (base_name, e) in &suite.engines {
@@ -236,7 +236,13 @@ pub(crate) fn resolve(
                     engine: name.clone(),
                     message: format!("gpus = \"auto:{i}\" but only {} GPU(s) were chosen; raise run.gpus.count", chosen_gpus.len()),
                 })?;
-                c.gpus = Some(gpu.to_string());
+                c.gpus = Some(gpu.index.to_string());
+                if gpu
+                    .memory_total_mib
+                    .is_some_and(|t| t > suite.run.gpus.large_gpu_mib)
+                {
+                    args.extend(e.large_gpu_args.iter().cloned());
+                }
             }
             let c = &c;
             args = docker_run_args(e, c, &cname, name, run_id, port, args);
@@ -382,13 +388,19 @@ mod tests {
         })
         .unwrap();
         assert_eq!(auto_gpus_needed(&loaded.suite), 2);
+        let gpu = |index, total| gpu::GpuState {
+            index,
+            memory_total_mib: Some(total),
+            memory_free_mib: total,
+            utilization_pct: 0,
+        };
         let specs = resolve(
             &loaded.suite,
             Path::new("/r/logs"),
             "Qwen/Qwen3-14B",
             None,
             "run1",
-            &[3, 1],
+            &[gpu(3, 81_559), gpu(1, 81_559)],
         )
         .unwrap();
         let line = |name: &str| {
@@ -428,8 +440,47 @@ mod tests {
             "{base}"
         );
         assert!(specs.iter().all(|s| s.container.is_some()));
-        let err = resolve(&loaded.suite, Path::new("/r"), "m", None, "run1", &[0]).unwrap_err();
+        assert!(
+            !lm.contains("--gpu-memory-utilization"),
+            "80 GB GPUs keep vLLM's default"
+        );
+        let err = resolve(
+            &loaded.suite,
+            Path::new("/r"),
+            "m",
+            None,
+            "run1",
+            &[gpu(0, 81_559)],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("auto:1"), "{err}");
+        // An H200-class GPU: vLLM gets half of it, as the scripts do.
+        let specs = resolve(
+            &loaded.suite,
+            Path::new("/r"),
+            "m",
+            None,
+            "run1",
+            &[gpu(0, 143_771), gpu(1, 81_559)],
+        )
+        .unwrap();
+        let args = |name: &str| {
+            specs
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .command
+                .as_ref()
+                .unwrap()
+                .1
+                .join(" ")
+        };
+        assert!(
+            args("vllm-lmcache").ends_with("--port 8000 --gpu-memory-utilization 0.5"),
+            "{}",
+            args("vllm-lmcache")
+        );
+        assert!(!args("vllm-baseline").contains("--gpu-memory-utilization"));
     }
 
     #[test]
