@@ -457,3 +457,50 @@ fn gpu_choice_feeds_docker_run_and_waits_for_busy_gpus() {
         "{stderr}"
     );
 }
+
+#[test]
+fn cleanup_stale_removes_only_containers_whose_owner_is_gone() {
+    let image = image();
+    // A PID that existed and is gone: a finished child of ours.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let tag = format!("stale-{}", std::process::id());
+    let start = |name: &str, owner: u32| {
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--label",
+                &format!("lmcache-e2e.run={tag}"),
+                "--label",
+                &format!("lmcache-e2e.owner-pid={owner}"),
+            ])
+            .args(["--entrypoint", "/bin/busybox", &image, "sleep", "300"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (orphan, owned) = (format!("{tag}-orphan"), format!("{tag}-owned"));
+    start(&orphan, dead_pid);
+    start(&owned, std::process::id());
+    let out = run(
+        bin().args(["cleanup", "--stale", "--grace-period-secs", "0"]),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&orphan) && !stdout.contains(&owned),
+        "{stdout}"
+    );
+    let left = containers_of(&tag);
+    assert_eq!(left.len(), 1, "the live owner's container stays");
+    let _ = Command::new("docker").args(["rm", "-f", &owned]).output();
+}
