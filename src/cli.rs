@@ -34,9 +34,11 @@ pub(crate) enum Command {
     /// against baseline then LMCache, gate, write the results directory.
     #[command(after_help = EXIT_CODES)]
     Ci(CiArgs),
-    /// Prepare what suites need before engines start.
-    #[command(subcommand)]
-    Setup(SetupCommand),
+    /// Prepare the job's environment from the suite's [setup]: a venv,
+    /// repositories at their ref, editable installs, extra packages. A
+    /// second run with nothing changed installs nothing.
+    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+    Setup(SetupArgs),
     /// List the tests of a suite (the names `--only` matches).
     List(SuiteArgs),
     /// Inspect the effective suite configuration.
@@ -157,6 +159,14 @@ pub(crate) struct CleanupArgs {
     /// Seconds between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 5.0)]
     pub grace_period_secs: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SetupArgs {
+    #[command(subcommand)]
+    pub step: Option<SetupCommand>,
+    #[command(flatten)]
+    pub suite: SuiteArgs,
 }
 
 #[derive(Debug, Subcommand)]

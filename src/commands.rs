@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::ci;
-use crate::cli::{CleanupArgs, Cli, Command, ConfigCommand, ReportArgs, SetupCommand, SimCommand};
+use crate::cli::{
+    CleanupArgs, Cli, Command, ConfigCommand, ReportArgs, SetupArgs, SetupCommand, SimCommand,
+};
 use crate::compare;
 use crate::engine;
 use crate::error::Error;
@@ -41,6 +43,28 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Report(args) => report(args),
+        Command::Setup(SetupArgs { step: None, suite }) => {
+            let loaded = ci::load_suite(&suite)?;
+            let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+            if github {
+                eprintln!("::group::lmcache-e2e setup");
+            } else if std::env::var("BUILDKITE").is_ok_and(|v| v == "true") {
+                eprintln!("--- lmcache-e2e setup");
+            }
+            let started = std::time::Instant::now();
+            let result = crate::setup::env::setup(&loaded.suite.setup, &loaded.suite_dir());
+            if github {
+                eprintln!("::endgroup::");
+            }
+            let steps = result?;
+            let changed = steps.iter().filter(|s| s.changed).count();
+            println!(
+                "setup: {} steps, {changed} changed, {:.2} s",
+                steps.len(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::Gpus(args) => {
             let req = engine::gpu::GpuRequest {
                 count: args.count,
@@ -79,7 +103,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
                 )))
             }
         }
-        Command::Setup(SetupCommand::Data(args)) => {
+        Command::Setup(SetupArgs {
+            step: Some(SetupCommand::Data(args)),
+            ..
+        }) => {
             let started = std::time::Instant::now();
             let p = crate::setup::mmlu_data::prepare(&args.archive, &args.into)?;
             let what = if p.extracted {

@@ -31,6 +31,8 @@ pub(crate) enum Error {
     Gpu(#[from] crate::engine::gpu::GpuError),
     #[error(transparent)]
     Image(#[from] crate::engine::image::ImageError),
+    #[error(transparent)]
+    Setup(#[from] crate::setup::env::SetupError),
     #[error("failed to create the results directory {path}: {source}")]
     ResultsDir {
         path: std::path::PathBuf,
@@ -57,7 +59,8 @@ impl Error {
             | Error::Results(_)
             | Error::Data(_)
             | Error::Gpu(_)
-            | Error::Image(_) => exit::SETUP,
+            | Error::Image(_)
+            | Error::Setup(_) => exit::SETUP,
             Error::Failed(_) => exit::GATE_FAILED,
             Error::Interrupted { number, .. } => 128 + number,
             Error::Render { .. } | Error::Internal(_) => 101,

@@ -178,6 +178,7 @@ impl Loaded {
 fn env_overrides(suite: &Suite) -> Vec<(&'static str, String, EnvType)> {
     let mut out = vec![
         ("BUILD_ID", "run.build_id".to_string(), EnvType::Str),
+        ("VENV_DIR", "setup.venv".to_string(), EnvType::Str),
         ("RESULTS_DIR", "run.results_dir".to_string(), EnvType::Str),
         // A suite that runs several models runs just MODEL when it is set.
         if suite.run.models.is_empty() {

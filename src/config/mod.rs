@@ -164,6 +164,68 @@ pub(crate) struct Suite {
     pub engines: IndexMap<String, EngineConfig>,
     #[serde(default)]
     pub tests: IndexMap<String, TestConfig>,
+    /// What `lmcache-e2e setup` prepares.
+    #[serde(default)]
+    pub setup: SetupConfig,
+}
+
+/// The job's Python environment: a venv, repositories checked out at a ref
+/// and installed editable, extra packages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SetupConfig {
+    /// `VENV_DIR`; relative paths are relative to the working directory.
+    pub venv: PathBuf,
+    /// The interpreter to create the venv with.
+    pub python: String,
+    /// `auto` (uv when on PATH, else pip), `uv` or `pip`.
+    pub installer: Installer,
+    /// Where repositories are cloned.
+    pub repos_dir: PathBuf,
+    pub repos: IndexMap<String, RepoConfig>,
+    /// Extra packages, e.g. `pandas`, `lm-eval[api]`.
+    pub packages: Vec<String>,
+    /// Passed to every install, e.g. `VLLM_USE_PRECOMPILED = "1"`.
+    pub env: IndexMap<String, String>,
+    /// Extra arguments to every install (e.g. `--no-build-isolation`).
+    pub install_args: Vec<String>,
+}
+
+impl Default for SetupConfig {
+    fn default() -> Self {
+        Self {
+            venv: PathBuf::from(".venv"),
+            python: "python3".into(),
+            installer: Installer::Auto,
+            repos_dir: PathBuf::from("repositories"),
+            repos: IndexMap::new(),
+            packages: Vec::new(),
+            env: IndexMap::new(),
+            install_args: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Installer {
+    #[default]
+    Auto,
+    Uv,
+    Pip,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RepoConfig {
+    pub url: String,
+    /// Branch, tag or commit; or `checkout:PATH` for a checkout that is
+    /// already there (the PR this job runs in).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// Install it editable into the venv.
+    #[serde(default = "yes")]
+    pub editable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

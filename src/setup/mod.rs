@@ -1,3 +1,4 @@
 //! Setup steps that prepare what the suites need before engines start.
 
+pub(crate) mod env;
 pub(crate) mod mmlu_data;

@@ -1,0 +1,352 @@
+//! The job's Python environment: a venv (uv when there is one, else
+//! `python -m venv` and pip), repositories fetched at a ref, editable
+//! installs and extra packages, each behind a stamp so that a second run
+//! with nothing changed installs nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Installer, RepoConfig, SetupConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SetupError {
+    #[error("failed to find `{0}` on PATH; install it (Debian: apt-get install python3 python3-venv) or set setup.python")]
+    NoPython(String),
+    #[error(
+        "failed to find `uv` on PATH; install it (pip install uv) or set setup.installer = \"pip\""
+    )]
+    NoUv,
+    #[error("failed to find `git` on PATH; install it (Debian: apt-get install git)")]
+    NoGit,
+    #[error("failed to run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}); last lines of its output:\n{tail}")]
+    Failed {
+        command: String,
+        status: String,
+        tail: String,
+    },
+    #[error(
+        "failed to fetch `{git_ref}` of {url}: no such branch, tag or commit; last lines:\n{tail}"
+    )]
+    NoRef {
+        url: String,
+        git_ref: String,
+        tail: String,
+    },
+    #[error("failed to write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One step's outcome, as printed and returned.
+#[derive(Debug, Clone)]
+pub(crate) struct Step {
+    pub name: String,
+    pub outcome: String,
+    /// Whether the step changed anything (installed, created, fetched).
+    pub changed: bool,
+    pub secs: f64,
+}
+
+fn run(cmd: &mut Command) -> Result<String, SetupError> {
+    let command = format!(
+        "{} {}",
+        cmd.get_program().to_string_lossy(),
+        cmd.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = cmd.output().map_err(|source| SetupError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        let lines: Vec<&str> = text.lines().collect();
+        Err(SetupError::Failed {
+            command,
+            status: out.status.to_string(),
+            tail: lines[lines.len().saturating_sub(20)..].join("\n"),
+        })
+    }
+}
+
+/// What an install was made from; a different one means reinstall.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Stamp {
+    what: String,
+    installer: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+struct Env<'a> {
+    cfg: &'a SetupConfig,
+    venv: PathBuf,
+    uv: Option<PathBuf>,
+}
+
+impl Env<'_> {
+    fn python(&self) -> PathBuf {
+        self.venv.join("bin/python")
+    }
+
+    fn stamp_path(&self, name: &str) -> PathBuf {
+        self.venv.join(".lmcache-e2e").join(format!("{name}.json"))
+    }
+
+    fn stamp(&self, what: String) -> Stamp {
+        Stamp {
+            what,
+            installer: if self.uv.is_some() { "uv" } else { "pip" }.into(),
+            args: self.cfg.install_args.clone(),
+            env: self
+                .cfg
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    fn up_to_date(&self, name: &str, stamp: &Stamp) -> bool {
+        std::fs::read_to_string(self.stamp_path(name))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Stamp>(&t).ok())
+            .is_some_and(|s| &s == stamp)
+    }
+
+    fn save(&self, name: &str, stamp: &Stamp) -> Result<(), SetupError> {
+        let path = self.stamp_path(name);
+        let err = |source| SetupError::Write {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(path.parent().expect("stamp dir")).map_err(err)?;
+        std::fs::write(&path, serde_json::to_vec(stamp).expect("stamp")).map_err(err)
+    }
+
+    /// `uv pip install` or `python -m pip install`, with the suite's env.
+    fn install(&self, what: &[String]) -> Result<(), SetupError> {
+        let mut cmd = match &self.uv {
+            Some(uv) => {
+                let mut c = Command::new(uv);
+                c.args(["pip", "install", "--python"]).arg(self.python());
+                c
+            }
+            None => {
+                let mut c = Command::new(self.python());
+                c.args(["-m", "pip", "install", "--disable-pip-version-check"]);
+                c
+            }
+        };
+        cmd.args(&self.cfg.install_args)
+            .args(what)
+            .envs(&self.cfg.env);
+        run(&mut cmd).map(|_| ())
+    }
+}
+
+fn timed(
+    name: String,
+    f: impl FnOnce() -> Result<(String, bool), SetupError>,
+) -> Result<Step, SetupError> {
+    let t = Instant::now();
+    let (outcome, changed) = f()?;
+    let step = Step {
+        name,
+        outcome,
+        changed,
+        secs: t.elapsed().as_secs_f64(),
+    };
+    eprintln!(
+        "setup: {}: {} ({:.2} s)",
+        step.name, step.outcome, step.secs
+    );
+    Ok(step)
+}
+
+/// Checks out `repo` at its ref under `dir`; returns the commit and
+/// whether it changed.
+fn checkout(git: &Path, repo: &RepoConfig, dir: &Path) -> Result<(String, bool), SetupError> {
+    let g = |args: &[&str]| {
+        let mut c = Command::new(git);
+        c.arg("-C").arg(dir).args(args);
+        c
+    };
+    if let Some(path) = repo.git_ref.strip_prefix("checkout:") {
+        let mut c = Command::new(git);
+        c.arg("-C").arg(path).args(["rev-parse", "HEAD"]);
+        return Ok((run(&mut c)?, false));
+    }
+    if !dir.join(".git").exists() {
+        std::fs::create_dir_all(dir).map_err(|source| SetupError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        run(&mut g(&["init", "-q"]))?;
+        run(&mut g(&["remote", "add", "origin", &repo.url]))?;
+    } else {
+        run(&mut g(&["remote", "set-url", "origin", &repo.url]))?;
+    }
+    let before = run(&mut g(&["rev-parse", "-q", "--verify", "HEAD"])).ok();
+    // Shallow where the server allows it; a commit id may need a full fetch.
+    let shallow = run(&mut g(&[
+        "fetch",
+        "-q",
+        "--depth",
+        "1",
+        "origin",
+        &repo.git_ref,
+    ]));
+    if let Err(e) = shallow {
+        let looks_like_commit =
+            repo.git_ref.len() >= 7 && repo.git_ref.chars().all(|c| c.is_ascii_hexdigit());
+        let tail = match &e {
+            SetupError::Failed { tail, .. } => tail.clone(),
+            other => other.to_string(),
+        };
+        if !looks_like_commit
+            || run(&mut g(&["fetch", "-q", "origin"])).is_err()
+            || run(&mut g(&[
+                "rev-parse",
+                "--verify",
+                &format!("{}^{{commit}}", repo.git_ref),
+            ]))
+            .is_err()
+        {
+            return Err(SetupError::NoRef {
+                url: repo.url.clone(),
+                git_ref: repo.git_ref.clone(),
+                tail,
+            });
+        }
+        run(&mut g(&[
+            "checkout",
+            "-q",
+            "--force",
+            "--detach",
+            &repo.git_ref,
+        ]))?;
+    } else {
+        run(&mut g(&[
+            "checkout",
+            "-q",
+            "--force",
+            "--detach",
+            "FETCH_HEAD",
+        ]))?;
+    }
+    let after = run(&mut g(&["rev-parse", "HEAD"]))?;
+    let changed = before.as_deref() != Some(after.as_str());
+    Ok((after, changed))
+}
+
+/// Runs every setup step; `base` is where relative paths start.
+pub(crate) fn setup(cfg: &SetupConfig, base: &Path) -> Result<Vec<Step>, SetupError> {
+    let venv = base.join(&cfg.venv);
+    let uv = match cfg.installer {
+        Installer::Pip => None,
+        Installer::Uv => Some(which::which("uv").map_err(|_| SetupError::NoUv)?),
+        Installer::Auto => which::which("uv").ok(),
+    };
+    let env = Env {
+        cfg,
+        venv: venv.clone(),
+        uv,
+    };
+    let mut steps = Vec::new();
+    steps.push(timed(format!("venv {}", cfg.venv.display()), || {
+        if env.python().exists() {
+            return Ok(("up to date".into(), false));
+        }
+        match &env.uv {
+            Some(uv) => run(Command::new(uv)
+                .args(["venv", "--quiet", "--seed", "--python", &cfg.python])
+                .arg(&venv))?,
+            None => {
+                let python = which::which(&cfg.python)
+                    .map_err(|_| SetupError::NoPython(cfg.python.clone()))?;
+                run(Command::new(python).args(["-m", "venv"]).arg(&venv))?
+            }
+        };
+        Ok((
+            format!(
+                "created with {}",
+                if env.uv.is_some() {
+                    "uv"
+                } else {
+                    "python -m venv"
+                }
+            ),
+            true,
+        ))
+    })?);
+    // Extra packages first: build dependencies of the editable installs
+    // (e.g. `wheel`) are among them.
+    if !cfg.packages.is_empty() {
+        let mut sorted = cfg.packages.clone();
+        sorted.sort();
+        let stamp = env.stamp(sorted.join(" "));
+        steps.push(timed(format!("packages {}", sorted.join(" ")), || {
+            if env.up_to_date("packages", &stamp) {
+                return Ok(("up to date".into(), false));
+            }
+            env.install(&cfg.packages)?;
+            env.save("packages", &stamp)?;
+            Ok(("installed".into(), true))
+        })?);
+    }
+    let git = if cfg.repos.is_empty() {
+        None
+    } else {
+        Some(which::which("git").map_err(|_| SetupError::NoGit)?)
+    };
+    for (name, repo) in &cfg.repos {
+        let dir = match repo.git_ref.strip_prefix("checkout:") {
+            Some(path) => base.join(path),
+            None => base.join(&cfg.repos_dir).join(name),
+        };
+        let git = git.as_deref().expect("git found for repos");
+        let mut commit = String::new();
+        steps.push(timed(format!("{name} at {}", repo.git_ref), || {
+            let (c, changed) = checkout(git, repo, &dir)?;
+            commit = c;
+            Ok((
+                format!("commit {}", &commit[..commit.len().min(12)]),
+                changed,
+            ))
+        })?);
+        if repo.editable {
+            let stamp = env.stamp(format!("{} @ {commit}", dir.display()));
+            steps.push(timed(format!("install {name} (editable)"), || {
+                if env.up_to_date(name, &stamp) {
+                    return Ok(("up to date".into(), false));
+                }
+                env.install(&["-e".to_string(), dir.display().to_string()])?;
+                env.save(name, &stamp)?;
+                Ok((
+                    format!("installed commit {}", &commit[..commit.len().min(12)]),
+                    true,
+                ))
+            })?);
+        }
+    }
+    Ok(steps)
+}

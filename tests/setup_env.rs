@@ -1,0 +1,211 @@
+//! `lmcache-e2e setup` with local bare git repositories standing in for
+//! LMCache and vLLM (tiny Python packages), a real venv and pip.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A package `name` whose module reports `version`, committed and pushed to
+/// a bare repository; returns the bare repository's URL.
+fn package_repo(root: &Path, name: &str, version: &str) -> String {
+    let work = root.join(format!("{name}-work"));
+    std::fs::create_dir_all(work.join(name)).unwrap();
+    std::fs::write(
+        work.join("pyproject.toml"),
+        format!("[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n[project]\nname = \"{name}\"\nversion = \"0.1.0\"\n[tool.setuptools]\npackages = [\"{name}\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join(name).join("__init__.py"),
+        format!("VERSION = \"{version}\"\n"),
+    )
+    .unwrap();
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    let bare = root.join(format!("{name}.git"));
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    format!("file://{}", bare.display())
+}
+
+fn suite(
+    dir: &Path,
+    lmcache: &str,
+    vllm: &str,
+    lmcache_ref: &str,
+    python: &str,
+) -> std::path::PathBuf {
+    let path = dir.join("suite.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[engines.x]
+role = "lmcache"
+kind = "sim"
+[setup]
+venv = "venv"
+python = "{python}"
+installer = "pip"
+install_args = ["--no-build-isolation"]
+packages = ["wheel"]
+env = {{ VLLM_USE_PRECOMPILED = "1" }}
+[setup.repos.lmcache]
+url = "{lmcache}"
+ref = "{lmcache_ref}"
+[setup.repos.vllm]
+url = "{vllm}"
+ref = "main"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn setup(suite: &Path) -> (Option<i32>, String, String) {
+    let out = run(bin().args(["setup", "--suite"]).arg(suite), LIMIT);
+    let (stdout, stderr) = text(&out);
+    (out.status.code(), stdout, stderr)
+}
+
+fn import(dir: &Path, module: &str) -> String {
+    let out = Command::new(dir.join("venv/bin/python"))
+        .args([
+            "-c",
+            &format!("import {module}; print({module}.VERSION, {module}.__file__)"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn clone_install_warm_path_and_upstream_updates_with_pip() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (lm, vl) = (
+        package_repo(d, "fake_lmcache", "1"),
+        package_repo(d, "fake_vllm", "1"),
+    );
+    let s = suite(d, &lm, &vl, "main", "python3");
+
+    let (code, stdout, stderr) = setup(&s);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("setup: venv venv: created with python -m venv"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("setup: install lmcache (editable): installed commit"),
+        "{stderr}"
+    );
+    let lm_import = import(d, "fake_lmcache");
+    assert!(
+        lm_import.starts_with("1 ") && lm_import.contains("repositories/lmcache"),
+        "editable, from the checkout: {lm_import}"
+    );
+    assert!(import(d, "fake_vllm").starts_with("1 "));
+    assert!(stdout.contains("6 steps, 6 changed"), "{stdout}");
+
+    // Nothing changed: nothing is reinstalled.
+    let (code, stdout, stderr) = setup(&s);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("6 steps, 0 changed"), "{stdout}\n{stderr}");
+    assert_eq!(stderr.matches(": up to date").count(), 4, "{stderr}");
+
+    // A new commit upstream: only that package is fetched and reinstalled.
+    let work = d.join("fake_lmcache-work");
+    std::fs::write(work.join("fake_lmcache/__init__.py"), "VERSION = \"2\"\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "second"]);
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    let (code, stdout, stderr) = setup(&s);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("6 steps, 2 changed"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("install lmcache (editable): installed")
+            && stderr.contains("install vllm (editable): up to date"),
+        "{stderr}"
+    );
+    assert!(import(d, "fake_lmcache").starts_with("2 "));
+}
+
+#[test]
+fn a_missing_ref_a_broken_package_and_a_missing_python_exit_3() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (lm, vl) = (
+        package_repo(d, "fake_lmcache", "1"),
+        package_repo(d, "fake_vllm", "1"),
+    );
+
+    let (code, _, stderr) = setup(&suite(d, &lm, &vl, "no-such-branch", "python3"));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("failed to fetch `no-such-branch`")
+            && stderr.contains("no such branch, tag or commit"),
+        "{stderr}"
+    );
+
+    let broken = d.join("fake_vllm-work");
+    std::fs::write(broken.join("pyproject.toml"), "[build-system]\nrequires = []\nbuild-backend = \"no_such_backend\"\n[project]\nname = \"fake_vllm\"\nversion = \"0.2.0\"\n").unwrap();
+    git(&broken, &["commit", "-q", "-am", "break it"]);
+    git(&broken, &["push", "-q", "origin", "HEAD:main"]);
+    let (code, _, stderr) = setup(&suite(d, &lm, &vl, "main", "python3"));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("pip install") && stderr.contains("last lines of its output"),
+        "{stderr}"
+    );
+
+    let other = tempdir();
+    let (code, _, stderr) = setup(&suite(other.path(), &lm, &vl, "main", "python9.99"));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("failed to find `python9.99` on PATH"),
+        "{stderr}"
+    );
+}
