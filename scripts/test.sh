@@ -37,6 +37,12 @@ if ! docker info >/dev/null 2>&1; then
     exit 3
   fi
 fi
+# Setup tests drive both installers: pip (with the venv) and uv.
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check uv || { echo "scripts/test.sh: failed to install uv from PyPI" >&2; exit 3; }
+  hash -r
+fi
+command -v uv >/dev/null 2>&1 || export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt 2>/dev/null || true
 
 echo "--- cargo fmt --check"

@@ -84,7 +84,7 @@ kind = "sim"
 [setup]
 venv = "venv"
 python = "{python}"
-installer = "pip"
+installer = "{installer}"
 install_args = ["--no-build-isolation"]
 packages = ["wheel"]
 env = {{ VLLM_USE_PRECOMPILED = "1" }}
@@ -208,4 +208,30 @@ fn a_missing_ref_a_broken_package_and_a_missing_python_exit_3() {
         stderr.contains("failed to find `python9.99` on PATH"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_uv_path_creates_installs_and_then_does_nothing() {
+    assert!(
+        which::which("uv").is_ok(),
+        "uv is needed (scripts/test.sh installs it: pip install uv)"
+    );
+    let dir = tempdir();
+    let d = dir.path();
+    let (lm, vl) = (
+        package_repo(d, "fake_lmcache", "1"),
+        package_repo(d, "fake_vllm", "1"),
+    );
+    let s = suite_with(d, &lm, &vl, "main", "python3", "uv");
+    let (code, stdout, stderr) = setup(&s);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("created with uv") && stderr.contains("install vllm (editable): installed"),
+        "{stderr}"
+    );
+    assert!(import(d, "fake_lmcache").contains("repositories/lmcache"));
+    assert!(stdout.contains("6 steps, 6 changed"), "{stdout}");
+    let (code, stdout, stderr) = setup(&s);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("6 steps, 0 changed"), "{stdout}\n{stderr}");
 }
