@@ -73,6 +73,17 @@ fn suite(
     lmcache_ref: &str,
     python: &str,
 ) -> std::path::PathBuf {
+    suite_with(dir, lmcache, vllm, lmcache_ref, python, "pip")
+}
+
+fn suite_with(
+    dir: &Path,
+    lmcache: &str,
+    vllm: &str,
+    lmcache_ref: &str,
+    python: &str,
+    installer: &str,
+) -> std::path::PathBuf {
     let path = dir.join("suite.toml");
     std::fs::write(
         &path,
