@@ -165,6 +165,10 @@ pub(crate) struct CleanupArgs {
 pub(crate) struct SetupArgs {
     #[command(subcommand)]
     pub step: Option<SetupCommand>,
+    /// Only check the prerequisites: print one table of what the suite
+    /// needs, what is present and how to fix what is missing.
+    #[arg(long)]
+    pub check: bool,
     #[command(flatten)]
     pub suite: SuiteArgs,
 }

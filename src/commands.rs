@@ -43,7 +43,30 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Report(args) => report(args),
-        Command::Setup(SetupArgs { step: None, suite }) => {
+        Command::Setup(SetupArgs {
+            step: None,
+            check: true,
+            suite,
+        }) => {
+            let loaded = ci::load_suite(&suite)?;
+            let checks = crate::setup::prereqs::check(&loaded.suite);
+            println!("{}", crate::setup::prereqs::table(&checks));
+            let missing: Vec<&str> = checks
+                .iter()
+                .filter(|c| c.required && c.found.is_none())
+                .map(|c| c.name)
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Setup(crate::setup::env::SetupError::Missing(
+                    missing.join(", "),
+                )))
+            }
+        }
+        Command::Setup(SetupArgs {
+            step: None, suite, ..
+        }) => {
             let loaded = ci::load_suite(&suite)?;
             let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
             if github {

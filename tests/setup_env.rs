@@ -246,3 +246,49 @@ fn the_uv_path_creates_installs_and_then_does_nothing() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("6 steps, 0 changed"), "{stdout}\n{stderr}");
 }
+
+#[test]
+fn the_prerequisites_table_names_what_is_missing_and_how_to_fix_it() {
+    let out = run(
+        bin().args(["setup", "--check", "--preset", "dynamo"]),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stdout.contains("| nats | MISSING | start nats-server"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| python | ok | Python 3"), "{stdout}");
+    assert!(
+        stderr.contains("missing prerequisites: nats, etcd"),
+        "{stderr}"
+    );
+
+    // With something listening where nats and etcd would, they are there.
+    let nats = std::net::TcpListener::bind("127.0.0.1:4222");
+    let etcd = std::net::TcpListener::bind("127.0.0.1:2379");
+    if nats.is_ok() && etcd.is_ok() {
+        let out = run(
+            bin().args(["setup", "--check", "--preset", "dynamo"]),
+            LIMIT,
+        );
+        let (stdout, _) = text(&out);
+        assert!(
+            stdout.contains("| nats | ok | 127.0.0.1:4222 accepts"),
+            "{stdout}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+    }
+
+    // The mp preset asks for GPUs: without nvidia-smi that is missing.
+    let out = run(
+        bin()
+            .args(["setup", "--check", "--preset", "mp"])
+            .env("PATH", "/usr/bin:/bin:/usr/local/bin"),
+        LIMIT,
+    );
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("| nvidia-smi | MISSING |"), "{stdout}");
+    assert_eq!(out.status.code(), Some(3));
+}

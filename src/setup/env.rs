@@ -45,6 +45,8 @@ pub(crate) enum SetupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("missing prerequisites: {0} (the table above says how to fix each)")]
+    Missing(String),
 }
 
 /// One step's outcome, as printed and returned.

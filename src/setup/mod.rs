@@ -2,3 +2,4 @@
 
 pub(crate) mod env;
 pub(crate) mod mmlu_data;
+pub(crate) mod prereqs;

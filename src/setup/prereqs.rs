@@ -1,0 +1,118 @@
+//! The prerequisites check: one table of what a suite needs on this machine,
+//! what is present, and how to fix what is missing.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::config::{EngineKind, Installer, Suite};
+
+pub(crate) struct Check {
+    pub name: &'static str,
+    /// What was found, or `None` when missing.
+    pub found: Option<String>,
+    pub required: bool,
+    pub fix: &'static str,
+}
+
+fn version(program: &str, args: &[&str]) -> Option<String> {
+    let path = which::which(program).ok()?;
+    let out = Command::new(path).args(args).output().ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status
+        .success()
+        .then(|| text.lines().next().unwrap_or("").trim().to_string())
+}
+
+fn listening(port: u16) -> Option<String> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        .ok()
+        .map(|_| format!("127.0.0.1:{port} accepts"))
+}
+
+/// What `suite` needs, checked on this machine.
+pub(crate) fn check(suite: &Suite) -> Vec<Check> {
+    let s = &suite.setup;
+    let containers = suite
+        .engines
+        .values()
+        .any(|e| e.kind == EngineKind::Container);
+    let gpus = suite
+        .engines
+        .values()
+        .any(|e| e.container.as_ref().is_some_and(|c| c.gpus.is_some()));
+    let dynamo = suite.engines.values().any(|e| {
+        e.args
+            .iter()
+            .chain(e.command.iter())
+            .any(|a| a.contains("dynamo."))
+    });
+    let hf = std::env::var("HF_HOME")
+        .ok()
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var("HOME")
+                .ok()
+                .map(|h| std::path::Path::new(&h).join(".cache/huggingface"))
+        });
+    let mut checks = vec![
+        Check { name: "python", found: version(&s.python, &["--version"]), required: true, fix: "install Python 3 (Debian: apt-get install python3 python3-venv) or set setup.python" },
+        Check { name: "git", found: version("git", &["--version"]), required: !s.repos.is_empty(), fix: "install git (Debian: apt-get install git)" },
+        Check { name: "uv", found: version("uv", &["--version"]), required: s.installer == Installer::Uv, fix: "pip install uv (optional: pip is used without it)" },
+        Check {
+            name: "docker engine",
+            found: version("docker", &["info", "--format", "server {{.ServerVersion}}"]),
+            required: containers,
+            fix: "install and start a Docker engine (Debian: apt-get install docker.io; dockerd &)",
+        },
+        Check {
+            name: "nvidia-smi",
+            found: which::which("nvidia-smi").ok().and_then(|p| Command::new(p).arg("-L").output().ok()).filter(|o| o.status.success()).map(|o| {
+                let n = String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU ")).count();
+                format!("{n} GPU(s)")
+            }),
+            required: gpus,
+            fix: "run on a GPU agent with the NVIDIA driver (nvidia-smi on PATH)",
+        },
+        Check {
+            name: "HF cache",
+            found: hf.as_ref().filter(|p| p.is_dir()).map(|p| p.display().to_string()),
+            required: false,
+            fix: "set HF_HOME or create ~/.cache/huggingface (models are downloaded there)",
+        },
+    ];
+    if dynamo {
+        checks.push(Check {
+            name: "nats",
+            found: listening(4222),
+            required: true,
+            fix: "start nats-server (Dynamo needs it on 127.0.0.1:4222)",
+        });
+        checks.push(Check {
+            name: "etcd",
+            found: listening(2379),
+            required: true,
+            fix: "start etcd (Dynamo needs it on 127.0.0.1:2379)",
+        });
+    }
+    checks
+}
+
+/// The table, Markdown, as a person reads it in a CI log.
+pub(crate) fn table(checks: &[Check]) -> String {
+    let mut s = String::from("| prerequisite | status | detail |\n|---|---|---|\n");
+    for c in checks {
+        let (status, detail) = match (&c.found, c.required) {
+            (Some(found), _) => ("ok", found.clone()),
+            (None, true) => ("MISSING", c.fix.to_string()),
+            (None, false) => ("absent (optional)", c.fix.to_string()),
+        };
+        s.push_str(&format!("| {} | {status} | {detail} |\n", c.name));
+    }
+    s
+}
