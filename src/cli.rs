@@ -55,6 +55,11 @@ pub(crate) enum Command {
     /// CUDA_VISIBLE_DEVICES or `docker run --gpus device=...`).
     #[command(after_help = EXIT_CODES)]
     Gpus(GpusArgs),
+    /// Recommend tensor parallelism, the LMCache CPU cache size and the long
+    /// document QA workload for a model on this machine (GPUs from
+    /// nvidia-smi, RAM from /proc/meminfo, the model's config.json).
+    #[command(after_help = EXIT_CODES)]
+    Recommend(RecommendArgs),
     /// Render `summary.md` again from a results directory.
     Report(ReportArgs),
     /// Stop the engines a run left behind (e.g. after `kill -9`), from its
@@ -128,6 +133,24 @@ pub(crate) struct GpusArgs {
     pub timeout_secs: f64,
     #[arg(long, default_value_t = 10.0)]
     pub poll_secs: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RecommendArgs {
+    #[arg(long, default_value = "meta-llama/Meta-Llama-3.1-8B-Instruct")]
+    pub model: String,
+    /// The model's config.json (default: from the HF cache).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// GPUs to plan for (default: nvidia-smi's count).
+    #[arg(long)]
+    pub gpus: Option<usize>,
+    /// Memory per GPU in MiB (default: nvidia-smi's).
+    #[arg(long)]
+    pub gpu_mib: Option<u64>,
+    /// Host RAM available, in GB (default: MemAvailable).
+    #[arg(long)]
+    pub host_ram_gb: Option<f64>,
 }
 
 #[derive(Debug, Args)]

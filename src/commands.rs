@@ -43,6 +43,42 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Report(args) => report(args),
+        Command::Recommend(args) => {
+            use crate::setup::recommend;
+            let (path, cfg) = recommend::find_config(&args.model, args.config.as_deref())?;
+            let (gpus, gpu_mib) = match (args.gpus, args.gpu_mib) {
+                (Some(n), Some(m)) => (n, m),
+                (n, m) => {
+                    let smi = which::which("nvidia-smi")
+                        .map_err(|_| recommend::RecommendError::NoGpus)?;
+                    let out = std::process::Command::new(smi)
+                        .args(engine::gpu::QUERY_ARGS)
+                        .output()
+                        .map_err(|e| engine::gpu::GpuError::Query(e.to_string()))?;
+                    let states = engine::gpu::parse(&String::from_utf8_lossy(&out.stdout))?;
+                    let mem = states
+                        .iter()
+                        .filter_map(|g| g.memory_total_mib)
+                        .min()
+                        .unwrap_or(0);
+                    (n.unwrap_or(states.len()), m.unwrap_or(mem))
+                }
+            };
+            let ram = args
+                .host_ram_gb
+                .or_else(recommend::host_ram_gb)
+                .unwrap_or(0.0);
+            let r = recommend::recommend(&args.model, &cfg, gpus, gpu_mib, ram)?;
+            println!(
+                "# {} from {}: {:.1} B parameters, {} KiB of KV per token; {gpus} GPU(s) of {gpu_mib} MiB, {ram:.0} GB RAM available\n",
+                args.model,
+                path.display(),
+                cfg.params() as f64 / 1e9,
+                cfg.kv_bytes_per_token() / 1024
+            );
+            println!("{}", recommend::render(&args.model, &r));
+            Ok(())
+        }
         Command::Setup(SetupArgs {
             step: None,
             check: true,

@@ -33,6 +33,8 @@ pub(crate) enum Error {
     Image(#[from] crate::engine::image::ImageError),
     #[error(transparent)]
     Setup(#[from] crate::setup::env::SetupError),
+    #[error(transparent)]
+    Recommend(#[from] crate::setup::recommend::RecommendError),
     #[error("failed to create the results directory {path}: {source}")]
     ResultsDir {
         path: std::path::PathBuf,
@@ -60,7 +62,8 @@ impl Error {
             | Error::Data(_)
             | Error::Gpu(_)
             | Error::Image(_)
-            | Error::Setup(_) => exit::SETUP,
+            | Error::Setup(_)
+            | Error::Recommend(_) => exit::SETUP,
             Error::Failed(_) => exit::GATE_FAILED,
             Error::Interrupted { number, .. } => 128 + number,
             Error::Render { .. } | Error::Internal(_) => 101,

@@ -3,3 +3,4 @@
 pub(crate) mod env;
 pub(crate) mod mmlu_data;
 pub(crate) mod prereqs;
+pub(crate) mod recommend;
