@@ -292,3 +292,100 @@ fn the_prerequisites_table_names_what_is_missing_and_how_to_fix_it() {
     assert!(stdout.contains("| nvidia-smi | MISSING |"), "{stdout}");
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn the_jobs_checkout_a_pinned_commit_and_mmlu_data_as_steps() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (_, vl) = (
+        package_repo(d, "fake_lmcache", "1"),
+        package_repo(d, "fake_vllm", "1"),
+    );
+    // vLLM pinned to its first commit, though main has moved on.
+    let vwork = d.join("fake_vllm-work");
+    let first = String::from_utf8(
+        Command::new("git")
+            .arg("-C")
+            .arg(&vwork)
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    std::fs::write(vwork.join("fake_vllm/__init__.py"), "VERSION = \"2\"\n").unwrap();
+    git(&vwork, &["commit", "-q", "-am", "second"]);
+    git(&vwork, &["push", "-q", "origin", "HEAD:main"]);
+    let archive = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/mmlu/data.tar.xz")
+        .canonicalize()
+        .unwrap();
+    let suite = d.join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"
+[engines.x]
+role = "lmcache"
+kind = "sim"
+[setup]
+venv = "venv"
+installer = "pip"
+install_args = ["--no-build-isolation"]
+packages = ["wheel"]
+mmlu_archive = "{}"
+mmlu_into = "mmlu"
+[setup.repos.lmcache]
+url = "unused: the job's own checkout"
+ref = "checkout:fake_lmcache-work"
+[setup.repos.vllm]
+url = "{vl}"
+ref = "{first}"
+"#,
+            archive.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = setup(&suite);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("vllm at {first}: commit {}", &first[..12])),
+        "{stderr}"
+    );
+    assert!(
+        import(d, "fake_vllm").starts_with("1 "),
+        "the pinned commit, not main"
+    );
+    assert!(
+        import(d, "fake_lmcache").contains("fake_lmcache-work"),
+        "installed from the job's checkout"
+    );
+    assert!(
+        stderr.contains("MMLU data") && stderr.contains("extracted: 57 subjects"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = setup(&suite);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("7 steps, 0 changed"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn a_requested_python_version_is_used_and_checked() {
+    let dir = tempdir();
+    let d = dir.path();
+    let suite = |python: &str| {
+        let p = d.join("v.toml");
+        std::fs::write(&p, format!("[engines.x]\nrole = \"lmcache\"\nkind = \"sim\"\n[setup]\nvenv = \"venv\"\ninstaller = \"pip\"\npython = \"{python}\"\n")).unwrap();
+        p
+    };
+    let (code, _, stderr) = setup(&suite("3.11"));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = setup(&suite("3.12"));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("runs Python 3.11") && stderr.contains("asks for 3.12"),
+        "{stderr}"
+    );
+}

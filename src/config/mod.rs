@@ -189,6 +189,10 @@ pub(crate) struct SetupConfig {
     pub env: IndexMap<String, String>,
     /// Extra arguments to every install (e.g. `--no-build-isolation`).
     pub install_args: Vec<String>,
+    /// MMLU data to extract as a setup step (`data.tar.xz` or a `data/` dir).
+    pub mmlu_archive: Option<PathBuf>,
+    /// Where it is extracted (the data lands in `<dir>/data`).
+    pub mmlu_into: PathBuf,
 }
 
 impl Default for SetupConfig {
@@ -202,6 +206,8 @@ impl Default for SetupConfig {
             packages: Vec::new(),
             env: IndexMap::new(),
             install_args: Vec::new(),
+            mmlu_archive: None,
+            mmlu_into: PathBuf::from("mmlu"),
         }
     }
 }

@@ -47,6 +47,14 @@ pub(crate) enum SetupError {
     },
     #[error("missing prerequisites: {0} (the table above says how to fix each)")]
     Missing(String),
+    #[error("{0}")]
+    Data(String),
+    #[error("{venv} runs Python {got}, but setup.python asks for {wanted}; remove the venv or change setup.python")]
+    WrongPython {
+        wanted: String,
+        got: String,
+        venv: String,
+    },
 }
 
 /// One step's outcome, as printed and returned.
@@ -170,7 +178,10 @@ fn timed(
     f: impl FnOnce() -> Result<(String, bool), SetupError>,
 ) -> Result<Step, SetupError> {
     let t = Instant::now();
-    let (outcome, changed) = f()?;
+    let spinner = Spinner::start(&name);
+    let result = f();
+    drop(spinner);
+    let (outcome, changed) = result?;
     let step = Step {
         name,
         outcome,
@@ -184,6 +195,71 @@ fn timed(
     Ok(step)
 }
 
+/// The venv's interpreter is the version the suite asked for.
+fn check_version(python: &Path, wanted: Option<&str>) -> Result<(), SetupError> {
+    let Some(wanted) = wanted else { return Ok(()) };
+    let got =
+        run(Command::new(python)
+            .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]))?;
+    if got == wanted || got.starts_with(&format!("{wanted}.")) {
+        Ok(())
+    } else {
+        Err(SetupError::WrongPython {
+            wanted: wanted.into(),
+            got,
+            venv: python.display().to_string(),
+        })
+    }
+}
+
+/// A spinner on stderr while a step runs, only on a terminal (CI logs get
+/// one line per step).
+struct Spinner {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spinner {
+    fn start(name: &str) -> Self {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Self {
+                stop: None,
+                thread: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let name = name.to_string();
+        let thread = std::thread::spawn(move || {
+            let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+            let mut i = 0;
+            while rx
+                .recv_timeout(std::time::Duration::from_millis(100))
+                .is_err()
+            {
+                eprint!("\r{} setup: {name}", frames[i % frames.len()]);
+                i += 1;
+            }
+            eprint!("\r\x1b[2K");
+        });
+        Self {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Checks out `repo` at its ref under `dir`; returns the commit and
 /// whether it changed.
 fn checkout(git: &Path, repo: &RepoConfig, dir: &Path) -> Result<(String, bool), SetupError> {
@@ -192,9 +268,10 @@ fn checkout(git: &Path, repo: &RepoConfig, dir: &Path) -> Result<(String, bool),
         c.arg("-C").arg(dir).args(args);
         c
     };
-    if let Some(path) = repo.git_ref.strip_prefix("checkout:") {
+    // The job's own checkout: `dir` already points at it; use it as it is.
+    if repo.git_ref.starts_with("checkout:") {
         let mut c = Command::new(git);
-        c.arg("-C").arg(path).args(["rev-parse", "HEAD"]);
+        c.arg("-C").arg(dir).args(["rev-parse", "HEAD"]);
         return Ok((run(&mut c)?, false));
     }
     if !dir.join(".git").exists() {
@@ -274,8 +351,20 @@ pub(crate) fn setup(cfg: &SetupConfig, base: &Path) -> Result<Vec<Step>, SetupEr
         uv,
     };
     let mut steps = Vec::new();
+    // `python = "3.11"` asks for a version: `python3.11`, checked below.
+    let wanted = cfg
+        .python
+        .chars()
+        .next()
+        .filter(char::is_ascii_digit)
+        .map(|_| cfg.python.clone());
+    let interpreter = match &wanted {
+        Some(v) => format!("python{v}"),
+        None => cfg.python.clone(),
+    };
     steps.push(timed(format!("venv {}", cfg.venv.display()), || {
         if env.python().exists() {
+            check_version(&env.python(), wanted.as_deref())?;
             return Ok(("up to date".into(), false));
         }
         match &env.uv {
@@ -283,11 +372,12 @@ pub(crate) fn setup(cfg: &SetupConfig, base: &Path) -> Result<Vec<Step>, SetupEr
                 .args(["venv", "--quiet", "--seed", "--python", &cfg.python])
                 .arg(&venv))?,
             None => {
-                let python = which::which(&cfg.python)
-                    .map_err(|_| SetupError::NoPython(cfg.python.clone()))?;
+                let python = which::which(&interpreter)
+                    .map_err(|_| SetupError::NoPython(interpreter.clone()))?;
                 run(Command::new(python).args(["-m", "venv"]).arg(&venv))?
             }
         };
+        check_version(&env.python(), wanted.as_deref())?;
         Ok((
             format!(
                 "created with {}",
@@ -349,6 +439,26 @@ pub(crate) fn setup(cfg: &SetupConfig, base: &Path) -> Result<Vec<Step>, SetupEr
                 ))
             })?);
         }
+    }
+    if let Some(archive) = &cfg.mmlu_archive {
+        steps.push(timed(format!("MMLU data {}", archive.display()), || {
+            let p =
+                crate::setup::mmlu_data::prepare(&base.join(archive), &base.join(&cfg.mmlu_into))
+                    .map_err(|e| SetupError::Data(e.to_string()))?;
+            let what = if p.extracted {
+                "extracted"
+            } else {
+                "up to date"
+            };
+            Ok((
+                format!(
+                    "{what}: {} subjects in {}",
+                    p.subjects,
+                    p.data_dir.display()
+                ),
+                p.extracted,
+            ))
+        })?);
     }
     Ok(steps)
 }
