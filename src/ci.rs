@@ -20,10 +20,10 @@ use crate::engine::{
 use crate::error::Error;
 use crate::gate;
 use crate::report::results::{
-    AttemptRecord, EngineRecord, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
+    AttemptRecord, EngineRecord, RunMeta, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
     SCHEMA_VERSION,
 };
-use crate::report::summary;
+use crate::report::publish;
 use crate::suite_test;
 
 enum Ended {
@@ -94,6 +94,10 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         started_at: started,
         finished_at: None,
         engines: Vec::new(),
+        meta: RunMeta {
+            models: models.iter().map(|(m, _)| m.clone()).collect(),
+            ..crate::ci_env::detect(&|k| std::env::var(k).ok())
+        },
         tests: models
             .iter()
             .flat_map(|(_, label)| selected.iter().map(move |name| (name, label)))
@@ -108,6 +112,8 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
                 duration_secs: None,
                 notes: Vec::new(),
                 attempts: Vec::new(),
+                tables: Vec::new(),
+                charts: Vec::new(),
             })
             .collect(),
     };
@@ -161,12 +167,16 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
             killed.join(", ")
         );
     }
-    finish(results, ended)
+    finish(results, ended, &args.report).await
 }
 
 /// Records how the run ended, writes results.json and summary.md, and turns
 /// the ending into the run's error (or none).
-fn finish(mut results: RunResults, ended: Ended) -> Result<(), Error> {
+async fn finish(
+    mut results: RunResults,
+    ended: Ended,
+    report: &crate::cli::ReportFlags,
+) -> Result<(), Error> {
     let mark_running = |results: &mut RunResults, status: TestStatus, why: &str| {
         for t in results
             .tests
@@ -249,13 +259,20 @@ fn finish(mut results: RunResults, ended: Ended) -> Result<(), Error> {
     }
     results.finished_at = Some(chrono::Utc::now());
     results.write()?;
-    let md = summary::render(&results).map_err(|e| Error::Render {
-        what: "summary.md".into(),
-        message: format!("{e:?}"),
-    })?;
-    crate::report::results::write_atomic(&results.results_dir.join("summary.md"), md.as_bytes())?;
-    println!("{md}");
-    outcome
+    // Reports go out whatever the outcome: a failed or interrupted run is
+    // the one maintainers most need to see.
+    let env = |k: &str| std::env::var(k).ok();
+    let delivered = publish::publish(&results, report, true, &publish::Env { get: &env }).await;
+    match delivered {
+        Ok(d) => {
+            if let Ok(md) = std::fs::read_to_string(&d.summary_md) {
+                println!("{md}");
+            }
+            outcome
+        }
+        // The run's own failure says more than the report's.
+        Err(e) => outcome.and(Err(e.into())),
+    }
 }
 
 /// A block of lines, collapsed where the CI can: GitHub Actions' groups,
@@ -359,6 +376,13 @@ async fn pipeline(
     )
     .await?;
     let chosen = choose_gpus(&loaded.suite).await?;
+    results.meta.gpus = chosen
+        .iter()
+        .map(|g| match g.memory_total_mib {
+            Some(mib) => format!("GPU {} ({:.0} GiB)", g.index, mib as f64 / 1024.0),
+            None => format!("GPU {}", g.index),
+        })
+        .collect();
     for (i, (model, label)) in models.iter().enumerate() {
         if i > 0 {
             eprintln!("lmcache-e2e: stopping the engines of the previous model");

@@ -11,7 +11,8 @@ Exit codes:
   0    passed
   1    a gate failed (a hard check or a test failed)
   2    bad usage or configuration
-  3    setup failed (results directory, files)
+  3    setup failed (results directory, files; with --strict-report, a
+       report that could not be delivered)
   4    an engine failed to start or died
   101  internal error (a bug: please report it)
   130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM; 129 by SIGHUP";
@@ -60,7 +61,11 @@ pub(crate) enum Command {
     /// nvidia-smi, RAM from /proc/meminfo, the model's config.json).
     #[command(after_help = EXIT_CODES)]
     Recommend(RecommendArgs),
-    /// Render `summary.md` again from a results directory.
+    /// Render and deliver the reports again from a results directory alone
+    /// (e.g. in a trusted `workflow_run` job that comments on a fork's PR):
+    /// summary.md and junit.xml, and on request the GitHub job summary, the
+    /// sticky PR comment, the Buildkite annotation and artifact upload.
+    #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),
     /// Stop the engines a run left behind (e.g. after `kill -9`), from its
     /// state file.
@@ -98,6 +103,54 @@ pub(crate) struct CiArgs {
     /// (default: `max_inflight_requests` at once).
     #[arg(long)]
     pub sequential: bool,
+    #[command(flatten)]
+    pub report: ReportFlags,
+}
+
+/// Where reports go. `ci` also writes the GitHub job summary on GitHub
+/// Actions and annotates the build on Buildkite without being asked.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Reports")]
+pub(crate) struct ReportFlags {
+    /// Append the report to $GITHUB_STEP_SUMMARY (automatic for `ci` on
+    /// GitHub Actions) and write the step outputs.
+    #[arg(long)]
+    pub github_summary: bool,
+    /// Create or update this suite's sticky PR comment. Needs GITHUB_TOKEN
+    /// with `pull-requests: write`; honours GITHUB_API_URL.
+    #[arg(long, env = "LMCACHE_E2E_PR_COMMENT")]
+    pub pr_comment: bool,
+    /// Keeps one comment (and one Buildkite annotation) per id, so several
+    /// suites can report on one PR [default: the suite's name].
+    #[arg(long, value_name = "ID", env = "LMCACHE_E2E_COMMENT_ID")]
+    pub comment_id: Option<String>,
+    /// The pull request to comment on [default: recorded in results.json
+    /// from the CI's variables, or the GitHub event].
+    #[arg(long, value_name = "N")]
+    pub pr: Option<u64>,
+    /// The repository, OWNER/NAME [default: results.json, then
+    /// GITHUB_REPOSITORY].
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repo: Option<String>,
+    /// Annotate the Buildkite build with `buildkite-agent annotate`
+    /// (automatic for `ci` on Buildkite).
+    #[arg(long)]
+    pub buildkite_annotate: bool,
+    /// Upload the results directory with `buildkite-agent artifact upload`.
+    #[arg(long, env = "LMCACHE_E2E_BUILDKITE_UPLOAD")]
+    pub buildkite_upload: bool,
+    /// Also write the JUnit XML here (RESULTS_DIR/junit.xml is always
+    /// written).
+    #[arg(long, value_name = "FILE", env = "LMCACHE_E2E_JUNIT")]
+    pub junit: Option<PathBuf>,
+    /// A directory of tera templates replacing the embedded ones by name:
+    /// summary.md.tera, pr_comment.md.tera, buildkite.md.tera, body.md.tera.
+    #[arg(long, value_name = "DIR", env = "LMCACHE_E2E_TEMPLATES")]
+    pub templates: Option<PathBuf>,
+    /// Fail (exit 3) when a report cannot be delivered (no token, a fork's
+    /// read-only token, GitHub or buildkite-agent errors) instead of warning.
+    #[arg(long, env = "LMCACHE_E2E_STRICT_REPORT")]
+    pub strict_report: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +214,8 @@ pub(crate) struct ReportArgs {
     /// Write the summary here instead of printing it.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: ReportFlags,
 }
 
 #[derive(Debug, Args)]

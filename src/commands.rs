@@ -10,7 +10,7 @@ use crate::compare;
 use crate::engine;
 use crate::error::Error;
 use crate::report::results::{write_atomic, RunResults};
-use crate::report::summary;
+use crate::report::publish;
 
 pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
@@ -42,7 +42,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Report(args) => report(args),
+        Command::Report(args) => report(args).await,
         Command::Recommend(args) => {
             use crate::setup::recommend;
             let (path, cfg) = recommend::find_config(&args.model, args.config.as_deref())?;
@@ -199,11 +199,15 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
-fn report(args: ReportArgs) -> Result<(), Error> {
+async fn report(args: ReportArgs) -> Result<(), Error> {
     let results = RunResults::read(&args.results_dir)?;
-    let md = summary::render(&results).map_err(|e| Error::Render {
-        what: "summary.md".into(),
-        message: format!("{e:?}"),
+    let env = |k: &str| std::env::var(k).ok();
+    let delivered = publish::publish(&results, &args.report, false, &publish::Env { get: &env }).await?;
+    let md = std::fs::read_to_string(&delivered.summary_md).map_err(|source| {
+        crate::report::ReportError::Read {
+            path: delivered.summary_md.clone(),
+            source,
+        }
     })?;
     match args.output {
         Some(path) => write_atomic(&path, md.as_bytes())?,

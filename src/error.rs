@@ -34,14 +34,14 @@ pub(crate) enum Error {
     #[error(transparent)]
     Setup(#[from] crate::setup::env::SetupError),
     #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    #[error(transparent)]
     Recommend(#[from] crate::setup::recommend::RecommendError),
     #[error("failed to create the results directory {path}: {source}")]
     ResultsDir {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("failed to render {what}: {message}")]
-    Render { what: String, message: String },
     /// The run finished and a hard check (or a test) failed; already reported.
     #[error("the run failed: {0}")]
     Failed(String),
@@ -56,6 +56,10 @@ impl Error {
     pub(crate) fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Compare(_) => exit::USAGE,
+            Error::Report(
+                crate::report::ReportError::Template { .. } | crate::report::ReportError::Render { .. },
+            ) => exit::USAGE,
+            Error::Report(_) => exit::SETUP,
             Error::Engine(_) => exit::ENGINE,
             Error::ResultsDir { .. }
             | Error::Results(_)
@@ -66,7 +70,7 @@ impl Error {
             | Error::Recommend(_) => exit::SETUP,
             Error::Failed(_) => exit::GATE_FAILED,
             Error::Interrupted { number, .. } => 128 + number,
-            Error::Render { .. } | Error::Internal(_) => 101,
+            Error::Internal(_) => 101,
         }
     }
 }

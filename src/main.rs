@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 mod ci;
+mod ci_env;
 mod cli;
 mod client;
 mod commands;

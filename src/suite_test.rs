@@ -12,12 +12,14 @@ use crate::client::OpenAiClient;
 use crate::config::{Role, TestParams};
 use crate::engine::EngineSpec;
 use crate::error::Error;
-use crate::report::results::{Metric, RunResults};
+use crate::report::results::{Chart, DetailTable, Metric, RunResults};
 use crate::workload::determinism::{self, Outputs, PromptCase};
 use crate::workload::{lm_eval, long_doc_qa, mmlu, request_rate, throughput, WorkloadError};
 
-/// Changed questions listed in the notes; the rest are in the files.
+/// Mismatches listed in the notes; the rest are in the files.
 const NOTE_LIMIT: usize = 20;
+/// Changed MMLU answers listed in the report's table; all are in the file.
+const TABLE_LIMIT: usize = 200;
 
 pub(crate) struct Ctx<'a> {
     pub specs: &'a [EngineSpec],
@@ -37,6 +39,8 @@ pub(crate) struct TestRun<'p> {
     pub metrics: IndexMap<Role, IndexMap<String, Metric>>,
     files: Vec<String>,
     notes: Vec<String>,
+    tables: Vec<DetailTable>,
+    charts: Vec<Chart>,
     /// Why the test could not finish; later phases skip it.
     pub error: Option<String>,
     mmlu_plan: Option<(mmlu::Plan, String)>,
@@ -69,6 +73,8 @@ impl<'p> TestRun<'p> {
             metrics: IndexMap::new(),
             files: Vec::new(),
             notes: Vec::new(),
+            tables: Vec::new(),
+            charts: Vec::new(),
             error: None,
             mmlu_plan: None,
             mmlu_records: IndexMap::new(),
@@ -109,6 +115,8 @@ impl<'p> TestRun<'p> {
             t.metrics = self.metrics.clone();
             t.files = self.files.clone();
             t.notes = self.notes.clone();
+            t.tables = self.tables.clone();
+            t.charts = self.charts.clone();
             t.error = self.error.clone();
         }
         Ok(results.write()?)
@@ -490,8 +498,11 @@ impl<'p> TestRun<'p> {
         let finished = match self.params {
             TestParams::Mmlu(_) => self.mmlu_finish(&dir),
             TestParams::Determinism(_) => self.determinism_finish(&dir),
-            TestParams::LongDocQa(_)
-            | TestParams::Throughput(_)
+            TestParams::LongDocQa(_) => {
+                self.long_doc_qa_chart();
+                Ok(())
+            }
+            TestParams::Throughput(_)
             | TestParams::LmEval(_)
             | TestParams::RequestRate(_) => Ok(()),
         };
@@ -499,6 +510,32 @@ impl<'p> TestRun<'p> {
             self.error = Some(e);
         }
         self.record(results)
+    }
+
+    /// Mean TTFT per round, baseline against LMCache: the cache's effect at
+    /// a glance (the query round should drop).
+    fn long_doc_qa_chart(&mut self) {
+        let rounds = [("warmup", "warmup_ttft_mean"), ("query", "query_ttft_per_prompt")];
+        let series: IndexMap<Role, Vec<f64>> = self
+            .metrics
+            .iter()
+            .map(|(role, m)| {
+                let values = rounds
+                    .iter()
+                    .map(|(_, k)| m.get(*k).map_or(f64::NAN, |m| m.value))
+                    .collect();
+                (*role, values)
+            })
+            .collect();
+        if series.len() >= 2 {
+            self.charts.push(Chart {
+                title: "Mean TTFT per round".into(),
+                x: rounds.iter().map(|(r, _)| r.to_string()).collect(),
+                y_label: "TTFT".into(),
+                y_unit: "s".into(),
+                series,
+            });
+        }
     }
 
     fn determinism_finish(&mut self, dir: &Path) -> Result<(), String> {
@@ -584,20 +621,65 @@ impl<'p> TestRun<'p> {
         }
         let show = |c: Option<char>| c.map_or("no answer".to_string(), String::from);
         for c in changed.iter().take(NOTE_LIMIT) {
-            self.notes.push(format!(
-                "changed answer: {} question {} (correct {}): baseline {}, LMCache {}",
+            eprintln!(
+                "lmcache-e2e: [{}] changed answer: {} question {} (correct {}): baseline {}, LMCache {}",
+                self.name,
                 c.subject,
                 c.index,
                 c.label,
                 show(c.baseline),
                 show(c.lmcache)
+            );
+        }
+        if !changed.is_empty() {
+            self.notes.push(format!(
+                "changed answers: {} questions answered differently by LMCache (all in mmlu/changed_answers.jsonl)",
+                changed.len()
             ));
         }
-        if changed.len() > NOTE_LIMIT {
-            self.notes.push(format!(
-                "… and {} more changed answers in mmlu/changed_answers.jsonl",
-                changed.len() - NOTE_LIMIT
-            ));
+        let mut rows: Vec<&mmlu::compare::SubjectRow> = comparison.rows.iter().collect();
+        // Worst drop first: the subject to look at.
+        rows.sort_by(|a, b| a.difference.total_cmp(&b.difference));
+        self.tables.push(DetailTable {
+            title: "MMLU accuracy per subject".into(),
+            columns: ["Subject", "Questions", "Baseline", "LMCache", "Change"]
+                .map(String::from)
+                .to_vec(),
+            rows: rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.subject.clone(),
+                        r.num_questions.to_string(),
+                        format!("{:.4}", r.baseline),
+                        format!("{:.4}", r.lmcache),
+                        format!("{:+.4}", r.difference),
+                    ]
+                })
+                .collect(),
+            omitted_rows: 0,
+        });
+        if !changed.is_empty() {
+            self.tables.push(DetailTable {
+                title: format!("Changed answers ({})", changed.len()),
+                columns: ["Subject", "Question", "Correct", "Baseline", "LMCache"]
+                    .map(String::from)
+                    .to_vec(),
+                rows: changed
+                    .iter()
+                    .take(TABLE_LIMIT)
+                    .map(|c| {
+                        vec![
+                            c.subject.clone(),
+                            c.index.to_string(),
+                            c.label.to_string(),
+                            show(c.baseline),
+                            show(c.lmcache),
+                        ]
+                    })
+                    .collect(),
+                omitted_rows: changed.len().saturating_sub(TABLE_LIMIT),
+            });
         }
         if let Some(worst) = &comparison.worst_subject {
             self.notes.push(format!(

@@ -57,13 +57,24 @@ fn corrupt_kv_on_cache_hits_fails_and_names_the_changed_questions() {
     assert!(t["notes"][0]
         .as_str()
         .unwrap()
-        .starts_with("changed answer:"));
-    assert!(
-        stdout.contains("changed answer: elementary\\_addition"),
-        "the summary names them: {stdout}"
-    );
+        .starts_with("changed answers:"));
+    // The summary lists them in a folded table, one row per question.
+    let table = stdout
+        .split("<summary>Changed answers")
+        .nth(1)
+        .expect("a changed-answers table in the summary");
+    assert!(table.contains("| elementary\\_addition | "), "{stdout}");
+    let listed_in_table = table
+        .split("</details>")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .count()
+        - 1; // the header
     let listed = lines(&dir.path().join("mmlu/changed_answers.jsonl"));
     assert_eq!(listed.len() as f64, changed["lmcache"].as_f64().unwrap());
+    assert_eq!(listed_in_table, listed.len());
 }
 
 #[test]

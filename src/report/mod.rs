@@ -1,4 +1,37 @@
-//! Reports of a run, rendered from the results model alone.
+//! Reports of a run, rendered from the results model alone: Markdown for
+//! GitHub and Buildkite, JUnit XML, and their delivery.
 
+pub(crate) mod buildkite;
+pub(crate) mod github;
+pub(crate) mod junit;
+pub(crate) mod publish;
+pub(crate) mod render;
 pub(crate) mod results;
-pub(crate) mod summary;
+#[cfg(test)]
+pub(crate) mod samples;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReportError {
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to load the report templates from {dir}: {message}")]
+    Template { dir: PathBuf, message: String },
+    #[error("failed to render {template}: {message}")]
+    Render { template: String, message: String },
+    #[error("failed to post the PR comment: {0}")]
+    Github(String),
+    #[error("failed to annotate the Buildkite build: {0}")]
+    Buildkite(String),
+    #[error(transparent)]
+    Results(#[from] results::ResultsError),
+}

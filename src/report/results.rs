@@ -133,6 +133,36 @@ pub(crate) struct TestRecord {
     /// test ran once.
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
+    /// Detail tables (e.g. MMLU per subject), folded away in reports and the
+    /// first thing dropped when a report must shrink.
+    #[serde(default)]
+    pub tables: Vec<DetailTable>,
+    /// Baseline-vs-LMCache series drawn as charts where the report can.
+    #[serde(default)]
+    pub charts: Vec<Chart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DetailTable {
+    pub title: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Rows the producer left out (kept in the file it names in `title`).
+    #[serde(default)]
+    pub omitted_rows: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Chart {
+    pub title: String,
+    /// One label per point on the x axis.
+    pub x: Vec<String>,
+    /// What the y axis measures, e.g. `TTFT`.
+    #[serde(default)]
+    pub y_label: String,
+    pub y_unit: String,
+    /// One value per x label for each engine role.
+    pub series: IndexMap<Role, Vec<f64>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +187,20 @@ pub(crate) struct EngineRecord {
     pub log_tail: Vec<String>,
 }
 
+/// Where and what ran: shown in reports, and the pull request a later
+/// `report --pr-comment` job comments on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RunMeta {
+    /// `owner/name` on GitHub.
+    pub repository: Option<String>,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+    pub pr_number: Option<u64>,
+    pub build_url: Option<String>,
+    pub models: Vec<String>,
+    pub gpus: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RunResults {
     pub schema_version: u32,
@@ -175,6 +219,8 @@ pub(crate) struct RunResults {
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     pub engines: Vec<EngineRecord>,
     pub tests: Vec<TestRecord>,
+    #[serde(default)]
+    pub meta: RunMeta,
 }
 
 impl RunResults {

@@ -1,0 +1,162 @@
+//! What the CI system says about the job: repository, commit, branch, pull
+//! request and build link, from GitHub Actions' or Buildkite's variables.
+
+use std::path::Path;
+
+use crate::report::results::RunMeta;
+
+/// Reads the job's metadata through `env` (a function so tests need not
+/// touch the process environment).
+pub(crate) fn detect(env: &dyn Fn(&str) -> Option<String>) -> RunMeta {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty());
+    if set("GITHUB_ACTIONS").as_deref() == Some("true") {
+        let event = set("GITHUB_EVENT_PATH").and_then(|p| read_event(Path::new(&p)));
+        let pr = event.as_ref().and_then(pr_of_event);
+        let head_sha = event
+            .as_ref()
+            .and_then(|e| e.pointer("/pull_request/head/sha"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let build_url = match (
+            set("GITHUB_SERVER_URL"),
+            set("GITHUB_REPOSITORY"),
+            set("GITHUB_RUN_ID"),
+        ) {
+            (Some(server), Some(repo), Some(run)) => {
+                Some(format!("{server}/{repo}/actions/runs/{run}"))
+            }
+            _ => None,
+        };
+        return RunMeta {
+            repository: set("GITHUB_REPOSITORY"),
+            // On pull_request events GITHUB_SHA is the merge commit; the
+            // head commit is what the author pushed.
+            commit: head_sha.or_else(|| set("GITHUB_SHA")),
+            branch: set("GITHUB_HEAD_REF").or_else(|| set("GITHUB_REF_NAME")),
+            pr_number: pr.or_else(|| pr_of_ref(set("GITHUB_REF").as_deref())),
+            build_url,
+            ..RunMeta::default()
+        };
+    }
+    if set("BUILDKITE").as_deref() == Some("true") {
+        let build_url = set("BUILDKITE_BUILD_URL").map(|u| match set("BUILDKITE_JOB_ID") {
+            Some(job) => format!("{u}#{job}"),
+            None => u,
+        });
+        return RunMeta {
+            repository: set("BUILDKITE_PULL_REQUEST_REPO")
+                .or_else(|| set("BUILDKITE_REPO"))
+                .and_then(|r| github_repo_of_url(&r)),
+            commit: set("BUILDKITE_COMMIT"),
+            branch: set("BUILDKITE_BRANCH"),
+            // "false" when the build is not for a pull request.
+            pr_number: set("BUILDKITE_PULL_REQUEST").and_then(|v| v.parse().ok()),
+            build_url,
+            ..RunMeta::default()
+        };
+    }
+    RunMeta::default()
+}
+
+fn read_event(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// The pull request of a `pull_request`/`pull_request_target` event, or of
+/// the run a `workflow_run` event reports on (empty for forks, which is why
+/// `ci` records the number in results.json).
+fn pr_of_event(event: &serde_json::Value) -> Option<u64> {
+    event
+        .pointer("/pull_request/number")
+        .or_else(|| event.pointer("/workflow_run/pull_requests/0/number"))
+        .or_else(|| event.pointer("/issue/number").filter(|_| event.pointer("/issue/pull_request").is_some()))
+        .and_then(|v| v.as_u64())
+}
+
+fn pr_of_ref(r: Option<&str>) -> Option<u64> {
+    r?.strip_prefix("refs/pull/")?.split('/').next()?.parse().ok()
+}
+
+/// `owner/name` from a GitHub clone URL (https or ssh), if it is one.
+fn github_repo_of_url(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("https://github.com/")
+        .or_else(|| url.strip_prefix("git@github.com:"))
+        .or_else(|| url.strip_prefix("ssh://git@github.com/"))?;
+    let rest = rest.trim_end_matches('/').trim_end_matches(".git");
+    (rest.split('/').count() == 2).then(|| rest.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn github_pull_request_uses_the_head_commit_and_pr_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = dir.path().join("event.json");
+        std::fs::write(
+            &event,
+            r#"{"pull_request":{"number":1234,"head":{"sha":"abc123"}}}"#,
+        )
+        .unwrap();
+        let meta = detect(&env_of(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_EVENT_PATH", event.to_str().unwrap()),
+            ("GITHUB_REPOSITORY", "LMCache/LMCache"),
+            ("GITHUB_SHA", "merge0"),
+            ("GITHUB_HEAD_REF", "fix-cache"),
+            ("GITHUB_SERVER_URL", "https://github.com"),
+            ("GITHUB_RUN_ID", "99"),
+        ]));
+        assert_eq!(meta.pr_number, Some(1234));
+        assert_eq!(meta.commit.as_deref(), Some("abc123"));
+        assert_eq!(meta.branch.as_deref(), Some("fix-cache"));
+        assert_eq!(
+            meta.build_url.as_deref(),
+            Some("https://github.com/LMCache/LMCache/actions/runs/99")
+        );
+    }
+
+    #[test]
+    fn github_ref_gives_the_pr_without_an_event_file() {
+        let meta = detect(&env_of(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REF", "refs/pull/77/merge"),
+        ]));
+        assert_eq!(meta.pr_number, Some(77));
+    }
+
+    #[test]
+    fn buildkite_variables() {
+        let meta = detect(&env_of(&[
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_REPO", "git@github.com:LMCache/LMCache.git"),
+            ("BUILDKITE_COMMIT", "def456"),
+            ("BUILDKITE_BRANCH", "dev"),
+            ("BUILDKITE_PULL_REQUEST", "false"),
+            ("BUILDKITE_BUILD_URL", "https://buildkite.com/lmcache/e2e/builds/7"),
+            ("BUILDKITE_JOB_ID", "j1"),
+        ]));
+        assert_eq!(meta.repository.as_deref(), Some("LMCache/LMCache"));
+        assert_eq!(meta.pr_number, None);
+        assert_eq!(
+            meta.build_url.as_deref(),
+            Some("https://buildkite.com/lmcache/e2e/builds/7#j1")
+        );
+    }
+
+    #[test]
+    fn outside_ci_nothing_is_known() {
+        assert_eq!(detect(&env_of(&[])), RunMeta::default());
+    }
+}

@@ -1,0 +1,241 @@
+//! JUnit XML: one test case per check and per MMLU subject, for Buildkite
+//! Test Analytics and GitHub's test reporters.
+
+use std::fmt::Write;
+
+use super::render::number;
+use super::results::{CheckOutcome, RunResults, TestRecord, TestStatus, Verdict};
+
+/// Text for an attribute or element: escaped, without the control
+/// characters XML 1.0 forbids (logs and servers may send them).
+fn xml(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .filter(|c| matches!(c, '\t' | '\n' | '\r') || !c.is_control())
+        .collect();
+    quick_xml::escape::escape(clean.as_str()).into_owned()
+}
+
+enum Outcome {
+    Pass,
+    Failure { message: String, detail: String },
+    Error { message: String, kind: &'static str },
+    Skipped(String),
+}
+
+struct Case {
+    name: String,
+    time: f64,
+    outcome: Outcome,
+}
+
+fn check_case(c: &CheckOutcome) -> Case {
+    let value = c.value.map_or_else(|| "no value".to_string(), |v| number(v, &c.unit));
+    let rule = format!("{} {} {}", c.metric, c.op, number(c.threshold, &c.unit));
+    let detail = format!(
+        "check {}: {rule}; value {value}; baseline {}; lmcache {}; change {}{}",
+        c.name,
+        c.baseline.map_or("–".into(), |v| v.to_string()),
+        c.lmcache.map_or("–".into(), |v| v.to_string()),
+        c.change_pct.map_or("–".into(), |v| format!("{v:+.2} %")),
+        c.message.as_deref().map(|m| format!("\n{m}")).unwrap_or_default()
+    );
+    Case {
+        name: c.name.clone(),
+        time: 0.0,
+        outcome: match c.verdict {
+            // A warning or a flaky pass does not fail the build; the
+            // detail still shows in the case's output.
+            Verdict::Pass | Verdict::Warning | Verdict::Flaky => Outcome::Pass,
+            Verdict::Fail => Outcome::Failure {
+                message: format!("{value} does not meet {rule}"),
+                detail,
+            },
+        },
+    }
+}
+
+/// One case per MMLU subject: a subject fails when its accuracy dropped by
+/// more than the test's `max_subject_drop` check allows.
+fn subject_cases(t: &TestRecord) -> Vec<Case> {
+    let Some(table) = t
+        .tables
+        .iter()
+        .find(|tb| tb.columns.first().map(String::as_str) == Some("Subject") && tb.columns.iter().any(|c| c == "Change"))
+    else {
+        return Vec::new();
+    };
+    let change_col = table.columns.iter().position(|c| c == "Change").expect("found above");
+    let limit = t
+        .checks
+        .iter()
+        .find(|c| c.metric == "max_subject_drop")
+        .map(|c| c.threshold);
+    table
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let subject = row.first()?;
+            let change: f64 = row.get(change_col)?.parse().ok()?;
+            let outcome = match limit {
+                Some(l) if -change > l => Outcome::Failure {
+                    message: format!("accuracy dropped by {:.4} (allowed {l})", -change),
+                    detail: format!("{}: {}", table.columns.join(", "), row.join(", ")),
+                },
+                _ => Outcome::Pass,
+            };
+            Some(Case {
+                name: format!("subject {subject}"),
+                time: 0.0,
+                outcome,
+            })
+        })
+        .collect()
+}
+
+fn cases_of(t: &TestRecord) -> Vec<Case> {
+    let time = t.duration_secs.unwrap_or(0.0);
+    let mut cases: Vec<Case> = t.checks.iter().map(check_case).collect();
+    cases.extend(subject_cases(t));
+    let problem = match t.status {
+        TestStatus::Error => Some(Outcome::Error {
+            message: t.error.clone().unwrap_or_else(|| "the test could not run".into()),
+            kind: "error",
+        }),
+        TestStatus::Interrupted => Some(Outcome::Error {
+            message: t.error.clone().unwrap_or_else(|| "interrupted".into()),
+            kind: "interrupted",
+        }),
+        TestStatus::NotRun | TestStatus::Running => Some(Outcome::Skipped(
+            t.error.clone().unwrap_or_else(|| "not run".into()),
+        )),
+        TestStatus::Failed if t.checks.is_empty() => Some(Outcome::Failure {
+            message: t.error.clone().unwrap_or_else(|| "failed".into()),
+            detail: t.notes.join("\n"),
+        }),
+        _ => None,
+    };
+    if let Some(outcome) = problem {
+        cases.insert(
+            0,
+            Case {
+                name: "run".into(),
+                time,
+                outcome,
+            },
+        );
+    }
+    if let Some(first) = cases.first_mut() {
+        first.time = first.time.max(time);
+    }
+    cases
+}
+
+pub(crate) fn render(results: &RunResults) -> String {
+    let suites: Vec<(&TestRecord, Vec<Case>)> =
+        results.tests.iter().map(|t| (t, cases_of(t))).collect();
+    let count = |cases: &[Case], f: fn(&Outcome) -> bool| cases.iter().filter(|c| f(&c.outcome)).count();
+    let is_failure = |o: &Outcome| matches!(o, Outcome::Failure { .. });
+    let is_error = |o: &Outcome| matches!(o, Outcome::Error { .. });
+    let is_skipped = |o: &Outcome| matches!(o, Outcome::Skipped(_));
+    let all: Vec<&Case> = suites.iter().flat_map(|(_, c)| c).collect();
+    let total_time = results
+        .finished_at
+        .map_or(0.0, |f| (f - results.started_at).num_milliseconds() as f64 / 1000.0);
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
+        xml(&format!("lmcache-e2e {}", results.suite)),
+        all.len(),
+        all.iter().filter(|c| is_failure(&c.outcome)).count(),
+        all.iter().filter(|c| is_error(&c.outcome)).count(),
+        all.iter().filter(|c| is_skipped(&c.outcome)).count(),
+        total_time,
+    );
+    for (t, cases) in &suites {
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\">",
+            xml(&t.name),
+            cases.len(),
+            count(cases, is_failure),
+            count(cases, is_error),
+            count(cases, is_skipped),
+            t.duration_secs.unwrap_or(0.0),
+            results.started_at.format("%Y-%m-%dT%H:%M:%S"),
+        );
+        let classname = xml(&format!("{}.{}", results.suite, t.name));
+        for c in cases {
+            let open = format!(
+                "    <testcase classname=\"{classname}\" name=\"{}\" time=\"{:.3}\"",
+                xml(&c.name),
+                c.time
+            );
+            match &c.outcome {
+                Outcome::Pass => {
+                    let _ = writeln!(out, "{open}/>");
+                }
+                Outcome::Failure { message, detail } => {
+                    let _ = writeln!(
+                        out,
+                        "{open}>\n      <failure message=\"{}\" type=\"gate\">{}</failure>\n    </testcase>",
+                        xml(message),
+                        xml(detail)
+                    );
+                }
+                Outcome::Error { message, kind } => {
+                    let _ = writeln!(
+                        out,
+                        "{open}>\n      <error message=\"{}\" type=\"{kind}\">{}</error>\n    </testcase>",
+                        xml(message),
+                        xml(message)
+                    );
+                }
+                Outcome::Skipped(why) => {
+                    let _ = writeln!(
+                        out,
+                        "{open}>\n      <skipped message=\"{}\"/>\n    </testcase>",
+                        xml(why)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out, "  </testsuite>");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::samples;
+
+    #[test]
+    fn a_gate_failure_is_a_failed_case_with_the_rule() {
+        let mut r = samples::gate_failure();
+        // college_physics dropped 0.0098: over this limit.
+        let limit = r.tests[0].checks.iter_mut().find(|c| c.metric == "max_subject_drop").unwrap();
+        limit.threshold = 0.005;
+        let xml = render(&r);
+        assert!(xml.contains("name=\"query_ttft_vs_baseline\""), "{xml}");
+        assert!(xml.contains("<failure message=\"-68.2 % does not meet query_ttft_per_prompt &lt;= -80.0 %\""), "{xml}");
+        assert!(xml.contains("name=\"subject college_physics\""), "{xml}");
+        assert!(xml.contains("failures=\"2\""), "{xml}");
+    }
+
+    #[test]
+    fn interrupted_and_failed_to_start_are_errors() {
+        let xml = render(&samples::interrupted());
+        assert!(xml.contains("<error message=\"interrupted by SIGTERM\" type=\"interrupted\">"), "{xml}");
+        let xml = render(&samples::engine_failed());
+        assert!(xml.contains("type=\"error\""), "{xml}");
+        assert!(xml.contains("errors=\"1\""), "{xml}");
+    }
+
+    #[test]
+    fn control_characters_and_markup_are_made_safe() {
+        assert_eq!(xml("a\u{1b}[31m<b>&\"x\""), "a[31m&lt;b&gt;&amp;&quot;x&quot;");
+    }
+}

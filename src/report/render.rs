@@ -1,0 +1,793 @@
+//! Markdown reports from the results model: the job summary, the PR comment
+//! and the Buildkite annotation, rendered with tera templates (embedded,
+//! overridable from a directory) and shrunk to fit each destination's limit.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tera::{Context, Tera};
+
+use super::results::{
+    Chart, CheckKind, CheckOutcome, DetailTable, RunResults, RunStatus, TestRecord, TestStatus,
+    Verdict,
+};
+use super::ReportError;
+
+/// The embedded templates, by the file name an override directory uses.
+const EMBEDDED: [(&str, &str); 4] = [
+    ("body.md.tera", include_str!("../../templates/body.md.tera")),
+    (
+        "summary.md.tera",
+        include_str!("../../templates/summary.md.tera"),
+    ),
+    (
+        "pr_comment.md.tera",
+        include_str!("../../templates/pr_comment.md.tera"),
+    ),
+    (
+        "buildkite.md.tera",
+        include_str!("../../templates/buildkite.md.tera"),
+    ),
+];
+
+/// Where a report goes, which decides its template, its size limit and
+/// whether Mermaid renders there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// `$GITHUB_STEP_SUMMARY` and `RESULTS_DIR/summary.md`.
+    Summary,
+    PrComment,
+    Buildkite,
+}
+
+impl Target {
+    fn template(self) -> &'static str {
+        match self {
+            Target::Summary => "summary.md.tera",
+            Target::PrComment => "pr_comment.md.tera",
+            Target::Buildkite => "buildkite.md.tera",
+        }
+    }
+
+    /// The destination's limit, in bytes (GitHub counts characters for
+    /// comments; bytes are never fewer, so this is safe).
+    pub(crate) fn limit(self) -> usize {
+        match self {
+            Target::Summary => 1024 * 1024,
+            Target::PrComment => 65_536,
+            Target::Buildkite => 1024 * 1024,
+        }
+    }
+
+    fn limit_name(self) -> &'static str {
+        match self {
+            Target::Summary => "GitHub's 1 MiB job-summary limit",
+            Target::PrComment => "GitHub's 65,536-character comment limit",
+            Target::Buildkite => "Buildkite's 1 MiB annotation limit",
+        }
+    }
+}
+
+/// How much a report shows; each step drops more to fit a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Detail {
+    Full,
+    /// Without engine log tails.
+    NoLogs,
+    /// Without log tails and detail tables (MMLU per subject, changed answers).
+    NoTables,
+    /// The verdict and the check tables only.
+    Minimal,
+}
+
+const DETAILS: [Detail; 4] = [Detail::Full, Detail::NoLogs, Detail::NoTables, Detail::Minimal];
+
+pub(crate) struct Templates {
+    tera: Tera,
+}
+
+impl Templates {
+    /// The embedded templates, with any file of the same name in `dir`
+    /// taking their place (extra `.tera` files there can be included).
+    pub(crate) fn load(dir: Option<&Path>) -> Result<Self, ReportError> {
+        let mut sources: Vec<(String, String)> = EMBEDDED
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        if let Some(dir) = dir {
+            let entries = std::fs::read_dir(dir).map_err(|source| ReportError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if !name.ends_with(".tera") {
+                    continue;
+                }
+                let path = entry.path();
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| ReportError::Read { path, source })?;
+                match sources.iter_mut().find(|(n, _)| *n == name) {
+                    Some(slot) => slot.1 = text,
+                    None => sources.push((name, text)),
+                }
+            }
+        }
+        let mut tera = Tera::default();
+        // Markdown, not HTML: autoescape would mangle it, and every value
+        // from users, servers or logs is escaped for Markdown beforehand.
+        tera.autoescape_on(vec![]);
+        tera.add_raw_templates(sources.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+            .map_err(|e| ReportError::Template {
+                dir: dir.map_or_else(|| PathBuf::from("(embedded)"), Path::to_path_buf),
+                message: error_chain(&e),
+            })?;
+        Ok(Self { tera })
+    }
+
+    pub(crate) fn render(
+        &self,
+        target: Target,
+        results: &RunResults,
+        detail: Detail,
+        comment_id: &str,
+    ) -> Result<String, ReportError> {
+        let omitted = (detail != Detail::Full).then(|| {
+            let what = match detail {
+                Detail::Full => unreachable!(),
+                Detail::NoLogs => "Engine log tails were",
+                Detail::NoTables => "Engine log tails and detail tables were",
+                Detail::Minimal => "Everything but the checks was",
+            };
+            format!(
+                "{what} left out to fit {}; the results directory has them all.",
+                target.limit_name()
+            )
+        });
+        let ctx = context(results, target, detail, omitted, comment_id);
+        let text = self
+            .tera
+            .render(target.template(), &ctx)
+            .map_err(|e| ReportError::Render {
+                template: target.template().to_string(),
+                message: error_chain(&e),
+            })?;
+        // Template comments and includes leave blank lines at the edges.
+        Ok(format!("{}\n", text.trim()))
+    }
+
+    /// Renders with as much detail as fits the target's limit, and as a last
+    /// resort cuts the text, saying so.
+    pub(crate) fn render_fitting(
+        &self,
+        target: Target,
+        results: &RunResults,
+        comment_id: &str,
+    ) -> Result<(String, Detail), ReportError> {
+        self.render_within(target, results, comment_id, target.limit())
+    }
+
+    pub(crate) fn render_within(
+        &self,
+        target: Target,
+        results: &RunResults,
+        comment_id: &str,
+        limit: usize,
+    ) -> Result<(String, Detail), ReportError> {
+        let mut last = String::new();
+        for detail in DETAILS {
+            last = self.render(target, results, detail, comment_id)?;
+            if last.len() <= limit {
+                return Ok((last, detail));
+            }
+        }
+        let tail = format!(
+            "\n\n… cut to fit {}; summary.md in the results directory has the full report.\n",
+            target.limit_name()
+        );
+        let mut cut = limit.saturating_sub(tail.len());
+        while !last.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        last.truncate(cut);
+        last.push_str(&tail);
+        Ok((last, Detail::Minimal))
+    }
+}
+
+/// The hidden marker that finds this suite's PR comment again.
+pub(crate) fn marker(comment_id: &str) -> String {
+    format!("<!-- lmcache-e2e:comment-id={} -->", safe_id(comment_id))
+}
+
+/// Comment ids and annotation contexts: letters, digits, `.`, `_` and `-`.
+pub(crate) fn safe_id(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+#[derive(Serialize)]
+struct CheckView {
+    name: String,
+    metric: String,
+    baseline: String,
+    lmcache: String,
+    change: String,
+    threshold: String,
+    verdict: &'static str,
+}
+
+#[derive(Serialize)]
+struct ChartView {
+    title: String,
+    mermaid: String,
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct TableView {
+    title: String,
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+    omitted: usize,
+}
+
+#[derive(Serialize)]
+struct TestView {
+    icon: &'static str,
+    name: String,
+    kind: String,
+    status: &'static str,
+    duration: Option<String>,
+    error: Option<String>,
+    findings: Vec<String>,
+    checks: Vec<CheckView>,
+    charts: Vec<ChartView>,
+    tables: Vec<TableView>,
+}
+
+#[derive(Serialize)]
+struct EngineView {
+    name: String,
+    role: String,
+    kind: String,
+    url: String,
+    ready: String,
+    tail: Vec<String>,
+}
+
+/// Makes text from users, servers and logs inert in Markdown: no column
+/// breaks, no HTML, no emphasis, links or headings.
+pub(crate) fn md_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' | '~' | '&' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+/// Log lines go into a fenced block: only a fence could break out of it.
+fn fence_safe(s: &str) -> String {
+    s.replace("```", "ˋˋˋ").replace("~~~", "˜˜˜")
+}
+
+/// A label inside Mermaid's double quotes.
+fn mermaid_label(s: &str) -> String {
+    s.chars()
+        .filter(|c| !matches!(c, '"' | '`' | '\n' | '\r' | '<' | '>' | '#' | ';'))
+        .collect()
+}
+
+/// A URL for a Markdown link target: only http(s), and no character that
+/// could end the link.
+fn link_target(url: &str) -> Option<String> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return None;
+    }
+    Some(
+        url.chars()
+            .map(|c| match c {
+                '(' => "%28".to_string(),
+                ')' => "%29".to_string(),
+                ' ' => "%20".to_string(),
+                '<' => "%3C".to_string(),
+                '>' => "%3E".to_string(),
+                '"' => "%22".to_string(),
+                c if c.is_control() => String::new(),
+                c => c.to_string(),
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn number(v: f64, unit: &str) -> String {
+    if v.is_nan() {
+        return "–".to_string();
+    }
+    // Counts (requests, tokens) read best without decimals; times with three.
+    let digits = if unit != "s" && unit != "%" && v.fract() == 0.0 {
+        0
+    } else if v.abs() >= 100.0 {
+        1
+    } else if v.abs() >= 1.0 {
+        2
+    } else {
+        3
+    };
+    match unit {
+        "" => format!("{v:.digits$}"),
+        "%" => format!("{v:+.1} %"),
+        u => format!("{v:.digits$} {u}"),
+    }
+}
+
+fn opt_number(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(|| "–".to_string(), |v| number(v, unit))
+}
+
+fn check_view(c: &CheckOutcome, metric_unit: &str) -> CheckView {
+    let threshold = match c.kind {
+        CheckKind::Absolute => {
+            format!("{} {} {}", c.engine, c.op, number(c.threshold, metric_unit))
+        }
+        CheckKind::Relative => format!("change {} {}", c.op, number(c.threshold, "%")),
+    };
+    CheckView {
+        name: md_escape(&c.name),
+        metric: md_escape(&c.metric),
+        baseline: opt_number(c.baseline, metric_unit),
+        lmcache: opt_number(c.lmcache, metric_unit),
+        change: opt_number(c.change_pct, "%"),
+        threshold: md_escape(&threshold),
+        verdict: verdict_label(c.verdict),
+    }
+}
+
+pub(crate) fn verdict_label(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "✅ pass",
+        Verdict::Fail => "❌ fail",
+        Verdict::Warning => "⚠️ warning",
+        Verdict::Flaky => "🔁 flaky",
+    }
+}
+
+pub(crate) fn test_status(s: TestStatus) -> (&'static str, &'static str) {
+    match s {
+        TestStatus::Passed => ("✅", "passed"),
+        TestStatus::Warning => ("⚠️", "passed with warnings"),
+        TestStatus::Flaky => ("🔁", "flaky: passed after a retry"),
+        TestStatus::Failed => ("❌", "failed"),
+        TestStatus::Error => ("💥", "error"),
+        TestStatus::Interrupted => ("🛑", "interrupted"),
+        TestStatus::NotRun => ("⏭️", "not run"),
+        TestStatus::Running => ("⏳", "running"),
+    }
+}
+
+fn chart_view(c: &Chart) -> ChartView {
+    let roles: Vec<String> = c.series.keys().map(|r| r.to_string()).collect();
+    let values = |v: &[f64]| {
+        v.iter()
+            .map(|x| if x.is_finite() { format!("{x:.4}") } else { "0".into() })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // xychart-beta has no legend: the title says which mark is which.
+    let marks: Vec<String> = c
+        .series
+        .keys()
+        .enumerate()
+        .map(|(i, r)| format!("{r} {}", if i == 0 { "bars" } else { "line" }))
+        .collect();
+    let mut mermaid = format!(
+        "xychart-beta\n    title \"{}: {}\"\n    x-axis [{}]\n    y-axis \"{}\"",
+        mermaid_label(&c.title),
+        mermaid_label(&marks.join(", ")),
+        c.x.iter()
+            .map(|x| format!("\"{}\"", mermaid_label(x)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        mermaid_label(&if c.y_label.is_empty() {
+            c.y_unit.clone()
+        } else {
+            format!("{} ({})", c.y_label, c.y_unit)
+        }),
+    );
+    for (i, v) in c.series.values().enumerate() {
+        let kind = if i == 0 { "bar" } else { "line" };
+        mermaid.push_str(&format!("\n    {kind} [{}]", values(v)));
+    }
+    ChartView {
+        title: md_escape(&c.title),
+        mermaid,
+        header: roles.iter().map(|r| md_escape(r)).collect(),
+        rows: c
+            .x
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                std::iter::once(md_escape(x))
+                    .chain(
+                        c.series
+                            .values()
+                            .map(|v| opt_number(v.get(i).copied(), &c.y_unit)),
+                    )
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+fn table_view(t: &DetailTable) -> TableView {
+    TableView {
+        title: md_escape(&t.title),
+        columns: t.columns.iter().map(|c| md_escape(c)).collect(),
+        rows: t
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|c| md_escape(c)).collect())
+            .collect(),
+        omitted: t.omitted_rows,
+    }
+}
+
+fn test_view(t: &TestRecord, detail: Detail) -> TestView {
+    let (icon, status) = test_status(t.status);
+    let unit_of = |metric: &str| {
+        t.metrics
+            .values()
+            .find_map(|m| m.get(metric))
+            .map(|m| m.unit.clone())
+            .unwrap_or_default()
+    };
+    let mut checks: Vec<&CheckOutcome> = t.checks.iter().collect();
+    checks.sort_by_key(|c| match c.verdict {
+        Verdict::Fail => 0,
+        Verdict::Flaky => 1,
+        Verdict::Warning => 2,
+        Verdict::Pass => 3,
+    });
+    let findings = if detail == Detail::Minimal {
+        Vec::new()
+    } else {
+        checks
+            .iter()
+            .filter_map(|c| Some(format!("{}: {}", c.name, c.message.as_deref()?)))
+            .chain(t.notes.iter().cloned())
+            .map(|f| md_escape(&f))
+            .collect()
+    };
+    TestView {
+        icon,
+        name: md_escape(&t.name),
+        kind: md_escape(&t.kind),
+        status,
+        duration: t.duration_secs.map(|d| number(d, "s")),
+        error: t.error.as_deref().map(md_escape),
+        findings,
+        checks: checks
+            .into_iter()
+            .map(|c| check_view(c, &unit_of(&c.metric)))
+            .collect(),
+        charts: if detail == Detail::Minimal {
+            Vec::new()
+        } else {
+            t.charts.iter().map(chart_view).collect()
+        },
+        tables: t.tables.iter().map(table_view).collect(),
+    }
+}
+
+/// Worst first: the order of tests and of the counts line.
+fn severity(s: TestStatus) -> u8 {
+    match s {
+        TestStatus::Failed => 0,
+        TestStatus::Error => 1,
+        TestStatus::Interrupted => 2,
+        TestStatus::Flaky => 3,
+        TestStatus::Warning => 4,
+        TestStatus::Running => 5,
+        TestStatus::Passed => 6,
+        TestStatus::NotRun => 7,
+    }
+}
+
+/// The one-line verdict's icon and words.
+pub(crate) fn run_verdict(results: &RunResults) -> (&'static str, String) {
+    match results.status {
+        RunStatus::Passed => ("✅", "passed".to_string()),
+        RunStatus::Failed => ("❌", "failed".to_string()),
+        RunStatus::Interrupted => (
+            "🛑",
+            format!(
+                "interrupted by {}",
+                results.signal.as_deref().unwrap_or("a signal")
+            ),
+        ),
+        RunStatus::Error => ("💥", "error".to_string()),
+        RunStatus::Running => ("⏳", "running".to_string()),
+    }
+}
+
+fn duration_of(results: &RunResults) -> Option<f64> {
+    results
+        .finished_at
+        .map(|f| (f - results.started_at).num_milliseconds() as f64 / 1000.0)
+}
+
+fn counts(results: &RunResults) -> String {
+    let mut by: Vec<(&'static str, usize)> = Vec::new();
+    let mut tests: Vec<&TestRecord> = results.tests.iter().collect();
+    tests.sort_by_key(|t| severity(t.status));
+    for t in tests {
+        let (_, status) = test_status(t.status);
+        match by.iter_mut().find(|(s, _)| *s == status) {
+            Some(slot) => slot.1 += 1,
+            None => by.push((status, 1)),
+        }
+    }
+    let n = results.tests.len();
+    let parts: Vec<String> = by.iter().map(|(s, c)| format!("{c} {s}")).collect();
+    let mut line = format!(
+        "{n} test{}: {}",
+        if n == 1 { "" } else { "s" },
+        parts.join(", ")
+    );
+    if let Some(d) = duration_of(results) {
+        line.push_str(&format!(" · {}", number(d, "s")));
+    }
+    line
+}
+
+fn meta_items(results: &RunResults) -> Vec<String> {
+    let m = &results.meta;
+    let mut items = Vec::new();
+    let hex = |s: &str| s.chars().all(|c| c.is_ascii_hexdigit());
+    if let Some(commit) = m.commit.as_deref().filter(|c| hex(c) && !c.is_empty()) {
+        let short = &commit[..commit.len().min(10)];
+        items.push(
+            match m
+                .repository
+                .as_deref()
+                .and_then(|r| link_target(&format!("https://github.com/{r}/commit/{commit}")))
+            {
+                Some(url) => format!("commit [`{short}`]({url})"),
+                None => format!("commit `{short}`"),
+            },
+        );
+    }
+    if let Some(b) = &m.branch {
+        items.push(format!("branch {}", md_escape(b)));
+    }
+    if let Some(pr) = m.pr_number {
+        items.push(format!("PR #{pr}"));
+    }
+    if !m.models.is_empty() {
+        let models: Vec<String> = m.models.iter().map(|x| md_escape(x)).collect();
+        items.push(format!("model {}", models.join(", ")));
+    }
+    if !m.gpus.is_empty() {
+        let gpus: Vec<String> = m.gpus.iter().map(|x| md_escape(x)).collect();
+        items.push(gpus.join(", "));
+    }
+    items.push(format!("build {}", md_escape(&results.build_id)));
+    items.push(
+        results
+            .started_at
+            .format("started %Y-%m-%d %H:%M:%S UTC")
+            .to_string(),
+    );
+    if let Some(url) = m.build_url.as_deref().and_then(link_target) {
+        items.push(format!("[build log]({url})"));
+    }
+    items.push(format!(
+        "results in {}",
+        md_escape(&results.results_dir.display().to_string())
+    ));
+    items
+}
+
+fn context(
+    results: &RunResults,
+    target: Target,
+    detail: Detail,
+    omitted: Option<String>,
+    comment_id: &str,
+) -> Context {
+    let (icon, verdict) = run_verdict(results);
+    // Failures first, so a glance shows what broke.
+    let mut tests: Vec<&TestRecord> = results.tests.iter().collect();
+    tests.sort_by_key(|t| severity(t.status));
+    let tests: Vec<TestView> = tests.into_iter().map(|t| test_view(t, detail)).collect();
+    let engines: Vec<EngineView> = results
+        .engines
+        .iter()
+        .map(|e| EngineView {
+            name: md_escape(&e.name),
+            role: e.role.to_string(),
+            kind: md_escape(&e.kind),
+            url: md_escape(&e.url),
+            ready: opt_number(e.ready_secs, "s"),
+            // Log tails matter when something went wrong.
+            tail: if results.status == RunStatus::Passed {
+                Vec::new()
+            } else {
+                e.log_tail.iter().map(|l| fence_safe(l)).collect()
+            },
+        })
+        .collect();
+    let mut ctx = Context::new();
+    ctx.insert(
+        "target",
+        match target {
+            Target::Buildkite => "buildkite",
+            Target::Summary | Target::PrComment => "github",
+        },
+    );
+    ctx.insert("icon", icon);
+    ctx.insert("suite", &md_escape(&results.suite));
+    ctx.insert("verdict", &verdict);
+    ctx.insert("counts", &counts(results));
+    ctx.insert("message", &results.message.as_deref().map(md_escape));
+    ctx.insert("omitted", &omitted);
+    ctx.insert("tests", &tests);
+    ctx.insert("engines", &engines);
+    ctx.insert("show_logs", &(detail == Detail::Full));
+    ctx.insert("show_tables", &(detail <= Detail::NoLogs));
+    ctx.insert("meta", &meta_items(results));
+    ctx.insert("marker", &marker(comment_id));
+    ctx.insert("tool_version", &md_escape(&results.tool_version));
+    let commit_short = results
+        .meta
+        .commit
+        .as_deref()
+        .filter(|c| c.chars().all(|c| c.is_ascii_hexdigit()) && !c.is_empty())
+        .map_or_else(
+            || format!("build {}", md_escape(&results.build_id)),
+            |c| format!("commit `{}`", &c[..c.len().min(10)]),
+        );
+    ctx.insert("commit_short", &commit_short);
+    ctx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::samples;
+
+    fn embedded() -> Templates {
+        Templates::load(None).unwrap()
+    }
+
+    #[test]
+    fn failures_come_first_and_user_text_is_escaped() {
+        let md = embedded()
+            .render(Target::Summary, &samples::gate_failure(), Detail::Full, "sim")
+            .unwrap();
+        let failed = md.find("long\\_doc\\_qa (long\\_doc\\_qa): failed").unwrap();
+        let passed = md.find("mmlu (mmlu): passed").unwrap();
+        assert!(failed < passed, "{md}");
+        assert!(!md.contains("<b>"), "{md}");
+        assert!(!md.contains("```injected"), "{md}");
+    }
+
+    #[test]
+    fn every_target_and_outcome_renders_as_expected() {
+        let t = embedded();
+        for (case, results) in samples::all() {
+            for (name, target) in [
+                ("summary", Target::Summary),
+                ("pr_comment", Target::PrComment),
+                ("buildkite", Target::Buildkite),
+            ] {
+                let md = t.render(target, &results, Detail::Full, "sim").unwrap();
+                insta::assert_snapshot!(format!("{name}__{case}"), md);
+            }
+        }
+    }
+
+    #[test]
+    fn a_report_too_big_for_a_comment_drops_details_first_and_says_so() {
+        let t = embedded();
+        let mut r = samples::gate_failure();
+        r.status = RunStatus::Failed;
+        // 70 kB of log lines: only the logs must go.
+        r.engines[0].log_tail = (0..700).map(|i| format!("{i:>5} {}", "x".repeat(95))).collect();
+        let (md, detail) = t.render_fitting(Target::PrComment, &r, "sim").unwrap();
+        assert_eq!(detail, Detail::NoLogs);
+        assert!(md.len() <= 65_536);
+        assert!(md.contains("MMLU accuracy per subject"), "tables stay");
+        assert!(md.contains("Engine log tails were left out to fit GitHub's 65,536-character comment limit"));
+        // Tables too big as well: they go next.
+        r.tests[0].tables[0].rows = (0..2000)
+            .map(|i| vec![format!("subject_{i}"), "10".into(), "0.5".into(), "0.5".into(), "+0.0".into()])
+            .collect();
+        let (md, detail) = t.render_fitting(Target::PrComment, &r, "sim").unwrap();
+        assert_eq!(detail, Detail::NoTables);
+        assert!(!md.contains("subject_1999"));
+        assert!(md.contains("| query\\_ttft\\_vs\\_baseline |"), "checks stay");
+        assert!(md.starts_with(&marker("sim")));
+    }
+
+    #[test]
+    fn a_report_that_cannot_shrink_enough_is_cut_below_the_limit() {
+        let t = embedded();
+        let mut r = samples::gate_failure();
+        r.tests[0].checks = (0..5000)
+            .map(|i| {
+                let mut c = r.tests[0].checks[0].clone();
+                c.name = format!("check_{i}");
+                c
+            })
+            .collect();
+        let (md, detail) = t.render_within(Target::Buildkite, &r, "sim", 100_000).unwrap();
+        assert_eq!(detail, Detail::Minimal);
+        assert!(md.len() <= 100_000);
+        assert!(md.ends_with("the full report.\n"));
+    }
+
+    #[test]
+    fn an_override_directory_replaces_one_template_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pr_comment.md.tera"),
+            "{{ marker }}\nCustom: {{ suite }} {{ verdict }}\n",
+        )
+        .unwrap();
+        let t = Templates::load(Some(dir.path())).unwrap();
+        let r = samples::passed();
+        let pr = t.render(Target::PrComment, &r, Detail::Full, "gpu").unwrap();
+        assert_eq!(pr, "<!-- lmcache-e2e:comment-id=gpu -->\nCustom: sim passed\n");
+        let summary = t.render(Target::Summary, &r, Detail::Full, "gpu").unwrap();
+        assert!(summary.starts_with("## ✅ LMCache e2e · sim: passed"));
+    }
+
+    #[test]
+    fn a_broken_override_names_the_directory_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("summary.md.tera"), "{% if %}").unwrap();
+        let err = Templates::load(Some(dir.path())).err().unwrap().to_string();
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(err.contains("summary.md.tera"), "{err}");
+    }
+
+    #[test]
+    fn escaping_neutralises_tables_html_and_links() {
+        assert_eq!(md_escape("a|b<script>"), "a\\|b\\<script\\>");
+        assert_eq!(md_escape("x\ny"), "x y");
+        assert_eq!(md_escape("[x](javascript:1)"), "\\[x\\](javascript:1)");
+        assert_eq!(link_target("javascript:alert(1)"), None);
+        assert_eq!(
+            link_target("https://x/a) [y](z").as_deref(),
+            Some("https://x/a%29%20[y]%28z")
+        );
+        assert_eq!(safe_id("a b<c>"), "a-b-c-");
+    }
+}

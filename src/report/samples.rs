@@ -1,0 +1,241 @@
+//! Results of typical runs (pass, gate failure, interruption, an engine that
+//! failed to start) for the reporters' tests.
+
+use indexmap::IndexMap;
+
+use super::results::{
+    Chart, CheckKind, CheckOutcome, DetailTable, EngineRecord, Metric, RunMeta, RunResults,
+    RunStatus, TestRecord, TestStatus, Verdict,
+};
+use crate::config::{Role, Severity};
+
+fn started() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+fn check(name: &str, metric: &str, kind: CheckKind, b: f64, l: f64, threshold: f64) -> CheckOutcome {
+    let change = (l - b) / b * 100.0;
+    let value = match kind {
+        CheckKind::Absolute => l,
+        CheckKind::Relative => change,
+    };
+    CheckOutcome {
+        name: name.into(),
+        metric: metric.into(),
+        kind,
+        engine: Role::Lmcache,
+        op: "<=".into(),
+        threshold,
+        unit: if kind == CheckKind::Relative { "%".into() } else { "s".into() },
+        severity: Severity::Error,
+        baseline: Some(b),
+        lmcache: Some(l),
+        change_pct: Some(change),
+        value: Some(value),
+        verdict: if value <= threshold { Verdict::Pass } else { Verdict::Fail },
+        message: None,
+    }
+}
+
+fn metrics(pairs: &[(&str, f64, &str)]) -> IndexMap<String, Metric> {
+    pairs
+        .iter()
+        .map(|(k, v, u)| (k.to_string(), Metric::new(*v, u)))
+        .collect()
+}
+
+fn long_doc_qa(lmcache_ttft: f64) -> TestRecord {
+    let role = |ttft: f64, warm: f64| {
+        metrics(&[
+            ("query_ttft_per_prompt", ttft, "s"),
+            ("warmup_ttft_mean", warm, "s"),
+            ("failed_requests", 0.0, "requests"),
+        ])
+    };
+    let checks = vec![
+        check("query_ttft_max", "query_ttft_per_prompt", CheckKind::Absolute, 0.673, lmcache_ttft, 0.22),
+        check("query_ttft_vs_baseline", "query_ttft_per_prompt", CheckKind::Relative, 0.673, lmcache_ttft, -80.0),
+    ];
+    let status = if checks.iter().all(|c| c.verdict == Verdict::Pass) {
+        TestStatus::Passed
+    } else {
+        TestStatus::Failed
+    };
+    TestRecord {
+        name: "long_doc_qa".into(),
+        kind: "long_doc_qa".into(),
+        status,
+        metrics: IndexMap::from([
+            (Role::Baseline, role(0.673, 0.671)),
+            (Role::Lmcache, role(lmcache_ttft, 0.702)),
+        ]),
+        checks,
+        files: vec!["long_doc_qa/lmcache_result.json".into()],
+        error: None,
+        duration_secs: Some(4.21),
+        notes: Vec::new(),
+        attempts: Vec::new(),
+        tables: Vec::new(),
+        charts: vec![Chart {
+            title: "Mean TTFT per round".into(),
+            x: vec!["warmup".into(), "query".into()],
+            y_label: "TTFT".into(),
+                y_unit: "s".into(),
+            series: IndexMap::from([
+                (Role::Baseline, vec![0.671, 0.673]),
+                (Role::Lmcache, vec![0.702, lmcache_ttft]),
+            ]),
+        }],
+    }
+}
+
+fn mmlu(status: TestStatus) -> TestRecord {
+    let acc = |a: f64| metrics(&[("accuracy", a, ""), ("questions", 1531.0, "questions")]);
+    let mut changed = check("changed_answers", "changed_answers", CheckKind::Absolute, 0.0, 2.0, 5.0);
+    changed.unit = "questions".into();
+    changed.change_pct = None;
+    changed.baseline = None;
+    let mut subject = check("max_subject_drop", "max_subject_drop", CheckKind::Absolute, 0.0, 0.0098, 0.05);
+    subject.unit = String::new();
+    subject.change_pct = None;
+    subject.baseline = None;
+    TestRecord {
+        name: "mmlu".into(),
+        kind: "mmlu".into(),
+        status,
+        metrics: IndexMap::from([(Role::Baseline, acc(0.6812)), (Role::Lmcache, acc(0.6806))]),
+        checks: vec![changed, subject],
+        files: vec!["mmlu/correctness-summary.txt".into()],
+        error: (status == TestStatus::Interrupted).then(|| "interrupted by SIGTERM".into()),
+        duration_secs: Some(61.5),
+        notes: vec![
+            "changed answers: 2 questions answered differently by LMCache (all in mmlu/changed_answers.jsonl)".into(),
+            "largest subject drop: college_physics (0.0098)".into(),
+        ],
+        attempts: Vec::new(),
+        tables: vec![
+            DetailTable {
+                title: "MMLU accuracy per subject".into(),
+                columns: ["Subject", "Questions", "Baseline", "LMCache", "Change"]
+                    .map(String::from)
+                    .to_vec(),
+                rows: vec![
+                    vec!["college_physics".into(), "102".into(), "0.4902".into(), "0.4804".into(), "-0.0098".into()],
+                    vec!["abstract_algebra".into(), "100".into(), "0.3300".into(), "0.3300".into(), "+0.0000".into()],
+                ],
+                omitted_rows: 0,
+            },
+            DetailTable {
+                title: "Changed answers (2)".into(),
+                columns: ["Subject", "Question", "Correct", "Baseline", "LMCache"]
+                    .map(String::from)
+                    .to_vec(),
+                rows: vec![
+                    vec!["college_physics".into(), "17".into(), "B".into(), "B".into(), "C".into()],
+                    vec!["high_school_us_history".into(), "3".into(), "A".into(), "D".into(), "A".into()],
+                ],
+                omitted_rows: 0,
+            },
+        ],
+        charts: Vec::new(),
+    }
+}
+
+fn engines(tail: &[&str]) -> Vec<EngineRecord> {
+    [("baseline", Role::Baseline, 8001), ("lmcache", Role::Lmcache, 8000)]
+        .into_iter()
+        .map(|(name, role, port)| EngineRecord {
+            name: name.into(),
+            role,
+            kind: "process".into(),
+            url: format!("http://127.0.0.1:{port}"),
+            pid: Some(4242),
+            log: Some(format!("logs/{name}.log")),
+            ready_secs: Some(41.3),
+            log_tail: tail.iter().map(|l| l.to_string()).collect(),
+        })
+        .collect()
+}
+
+fn base(status: RunStatus, tests: Vec<TestRecord>) -> RunResults {
+    RunResults {
+        schema_version: 1,
+        tool_version: "0.1.0".into(),
+        suite: "sim".into(),
+        source: "preset `sim`".into(),
+        build_id: "1234".into(),
+        run_id: "1234-77".into(),
+        results_dir: "/tmp/lmcache_ci_results_1234".into(),
+        status,
+        message: None,
+        signal: None,
+        started_at: started(),
+        finished_at: Some(started() + chrono::Duration::milliseconds(75_310)),
+        engines: engines(&["INFO:     Started server process [4242]", "INFO:     Application startup complete."]),
+        tests,
+        meta: RunMeta {
+            repository: Some("LMCache/LMCache".into()),
+            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            branch: Some("fix/cache_*hits*".into()),
+            pr_number: Some(1234),
+            build_url: Some("https://github.com/LMCache/LMCache/actions/runs/99".into()),
+            models: vec!["meta-llama/Llama-3.1-8B-Instruct".into()],
+            gpus: vec!["GPU 0 (22 GiB)".into(), "GPU 1 (22 GiB)".into()],
+        },
+    }
+}
+
+pub(crate) fn passed() -> RunResults {
+    base(RunStatus::Passed, vec![long_doc_qa(0.009), mmlu(TestStatus::Passed)])
+}
+
+/// LMCache too slow, with hostile text where users and logs put it.
+pub(crate) fn gate_failure() -> RunResults {
+    let mut r = base(RunStatus::Failed, vec![mmlu(TestStatus::Passed), long_doc_qa(0.214)]);
+    r.suite = "sim | <b>x</b>".into();
+    r.engines[1].log_tail = vec!["INFO ready".into(), "```injected".into(), "<img src=x onerror=alert(1)>".into()];
+    r
+}
+
+pub(crate) fn interrupted() -> RunResults {
+    let mut r = base(
+        RunStatus::Interrupted,
+        vec![long_doc_qa(0.009), mmlu(TestStatus::Interrupted)],
+    );
+    r.signal = Some("SIGTERM".into());
+    r.message = Some("interrupted by SIGTERM; engines stopped, partial results kept".into());
+    r.tests[1].checks.clear();
+    r.tests[1].tables.clear();
+    r.tests[1].notes.clear();
+    r
+}
+
+pub(crate) fn engine_failed() -> RunResults {
+    let mut r = base(RunStatus::Error, Vec::new());
+    let mut t = long_doc_qa(0.0);
+    t.status = TestStatus::Error;
+    t.metrics.clear();
+    t.checks.clear();
+    t.charts.clear();
+    t.duration_secs = None;
+    t.error = Some("engine `lmcache` exited (exit status: 1) before it was ready".into());
+    r.tests = vec![t];
+    r.message = Some("engine `lmcache` exited (exit status: 1) before it was ready; last log lines below".into());
+    r.engines[1].ready_secs = None;
+    r.engines[1].log_tail = vec![
+        "INFO 11-22 10:00:03 [api_server.py:1090] vLLM API server version 0.11.0".into(),
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB".into(),
+    ];
+    r
+}
+
+pub(crate) fn all() -> Vec<(&'static str, RunResults)> {
+    vec![
+        ("passed", passed()),
+        ("gate_failure", gate_failure()),
+        ("interrupted", interrupted()),
+        ("engine_failed", engine_failed()),
+    ]
+}
