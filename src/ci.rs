@@ -19,11 +19,11 @@ use crate::engine::{
 };
 use crate::error::Error;
 use crate::gate;
+use crate::report::publish;
 use crate::report::results::{
     AttemptRecord, EngineRecord, RunMeta, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
     SCHEMA_VERSION,
 };
-use crate::report::publish;
 use crate::suite_test;
 
 enum Ended {

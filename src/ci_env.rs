@@ -69,12 +69,20 @@ fn pr_of_event(event: &serde_json::Value) -> Option<u64> {
     event
         .pointer("/pull_request/number")
         .or_else(|| event.pointer("/workflow_run/pull_requests/0/number"))
-        .or_else(|| event.pointer("/issue/number").filter(|_| event.pointer("/issue/pull_request").is_some()))
+        .or_else(|| {
+            event
+                .pointer("/issue/number")
+                .filter(|_| event.pointer("/issue/pull_request").is_some())
+        })
         .and_then(|v| v.as_u64())
 }
 
 fn pr_of_ref(r: Option<&str>) -> Option<u64> {
-    r?.strip_prefix("refs/pull/")?.split('/').next()?.parse().ok()
+    r?.strip_prefix("refs/pull/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// `owner/name` from a GitHub clone URL (https or ssh), if it is one.
@@ -144,7 +152,10 @@ mod tests {
             ("BUILDKITE_COMMIT", "def456"),
             ("BUILDKITE_BRANCH", "dev"),
             ("BUILDKITE_PULL_REQUEST", "false"),
-            ("BUILDKITE_BUILD_URL", "https://buildkite.com/lmcache/e2e/builds/7"),
+            (
+                "BUILDKITE_BUILD_URL",
+                "https://buildkite.com/lmcache/e2e/builds/7",
+            ),
             ("BUILDKITE_JOB_ID", "j1"),
         ]));
         assert_eq!(meta.repository.as_deref(), Some("LMCache/LMCache"));

@@ -9,8 +9,8 @@ use crate::cli::{
 use crate::compare;
 use crate::engine;
 use crate::error::Error;
-use crate::report::results::{write_atomic, RunResults};
 use crate::report::publish;
+use crate::report::results::{write_atomic, RunResults};
 
 pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
@@ -200,9 +200,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
 }
 
 async fn report(args: ReportArgs) -> Result<(), Error> {
-    let results = RunResults::read(&args.results_dir)?;
+    let mut results = RunResults::read(&args.results_dir)?;
+    // Another job downloads the results elsewhere: reports go beside them.
+    results.results_dir = args.results_dir.clone();
     let env = |k: &str| std::env::var(k).ok();
-    let delivered = publish::publish(&results, &args.report, false, &publish::Env { get: &env }).await?;
+    let delivered =
+        publish::publish(&results, &args.report, false, &publish::Env { get: &env }).await?;
     let md = std::fs::read_to_string(&delivered.summary_md).map_err(|source| {
         crate::report::ReportError::Read {
             path: delivered.summary_md.clone(),

@@ -57,7 +57,8 @@ impl Error {
         match self {
             Error::Config(_) | Error::Compare(_) => exit::USAGE,
             Error::Report(
-                crate::report::ReportError::Template { .. } | crate::report::ReportError::Render { .. },
+                crate::report::ReportError::Template { .. }
+                | crate::report::ReportError::Render { .. },
             ) => exit::USAGE,
             Error::Report(_) => exit::SETUP,
             Error::Engine(_) => exit::ENGINE,

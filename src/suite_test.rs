@@ -502,9 +502,9 @@ impl<'p> TestRun<'p> {
                 self.long_doc_qa_chart();
                 Ok(())
             }
-            TestParams::Throughput(_)
-            | TestParams::LmEval(_)
-            | TestParams::RequestRate(_) => Ok(()),
+            TestParams::Throughput(_) | TestParams::LmEval(_) | TestParams::RequestRate(_) => {
+                Ok(())
+            }
         };
         if let Err(e) = finished {
             self.error = Some(e);
@@ -515,7 +515,10 @@ impl<'p> TestRun<'p> {
     /// Mean TTFT per round, baseline against LMCache: the cache's effect at
     /// a glance (the query round should drop).
     fn long_doc_qa_chart(&mut self) {
-        let rounds = [("warmup", "warmup_ttft_mean"), ("query", "query_ttft_per_prompt")];
+        let rounds = [
+            ("warmup", "warmup_ttft_mean"),
+            ("query", "query_ttft_per_prompt"),
+        ];
         let series: IndexMap<Role, Vec<f64>> = self
             .metrics
             .iter()

@@ -70,6 +70,9 @@ fn interrupt_mid_run(signal: Signal, expected: i32) {
     }
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(summary.contains("interrupted"), "{summary}");
+    // The reports go out after an interruption too.
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert!(junit.contains("type=\"interrupted\""), "{junit}");
 }
 
 #[test]

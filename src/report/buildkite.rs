@@ -30,9 +30,7 @@ pub(crate) fn style(results: &RunResults) -> &'static str {
 
 fn agent() -> Result<std::path::PathBuf, ReportError> {
     which::which("buildkite-agent").map_err(|_| {
-        ReportError::Buildkite(
-            "`buildkite-agent` is not on PATH (is this a Buildkite job?)".into(),
-        )
+        ReportError::Buildkite("`buildkite-agent` is not on PATH (is this a Buildkite job?)".into())
     })
 }
 
@@ -44,13 +42,15 @@ async fn run(cmd: &mut Command, stdin: Option<&str>, what: &str) -> Result<(), R
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ReportError::Buildkite(format!("failed to start buildkite-agent {what}: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        ReportError::Buildkite(format!("failed to start buildkite-agent {what}: {e}"))
+    })?;
     if let (Some(body), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(body.as_bytes())
-            .await
-            .map_err(|e| ReportError::Buildkite(format!("failed to send the body to buildkite-agent {what}: {e}")))?;
+        pipe.write_all(body.as_bytes()).await.map_err(|e| {
+            ReportError::Buildkite(format!(
+                "failed to send the body to buildkite-agent {what}: {e}"
+            ))
+        })?;
     }
     let out = child
         .wait_with_output()

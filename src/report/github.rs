@@ -81,7 +81,10 @@ pub(crate) enum CommentOutcome {
 /// How a failed request is handled.
 enum Failure {
     /// Try again after a wait (5xx, a rate limit, a dropped connection).
-    Transient { rate_limited: bool, what: String },
+    Transient {
+        rate_limited: bool,
+        what: String,
+    },
     /// The token may not write here: skip, with what to change.
     Forbidden(String),
     /// GitHub refused the body (e.g. too long).
@@ -109,8 +112,8 @@ fn classify(e: &octocrab::Error) -> Failure {
                 _ => message.clone(),
             };
             let what = format!("HTTP {status}: {detail}");
-            let rate_limited = status == 429
-                || (status == 403 && message.to_lowercase().contains("rate limit"));
+            let rate_limited =
+                status == 429 || (status == 403 && message.to_lowercase().contains("rate limit"));
             match status {
                 _ if rate_limited => Failure::Transient {
                     rate_limited: true,
@@ -134,15 +137,27 @@ fn classify(e: &octocrab::Error) -> Failure {
     }
 }
 
+/// The error and its causes on one line (octocrab's messages may carry a
+/// backtrace after the first line).
 fn error_text(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
+    let first = |e: &dyn std::error::Error| {
+        e.to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let mut parts = vec![first(e)];
     let mut source = e.source();
     while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        let line = first(s);
+        if !parts.iter().any(|p| p.contains(&line)) {
+            parts.push(line);
+        }
         source = s.source();
     }
-    msg
+    parts.join(": ")
 }
 
 /// Runs `call` until it succeeds, fails for good, or attempts run out.
@@ -161,7 +176,10 @@ where
         match call().await {
             Ok(v) => return Ok(v),
             Err(e) => match classify(&e) {
-                Failure::Transient { rate_limited, what: why } if attempt < backoff.attempts => {
+                Failure::Transient {
+                    rate_limited,
+                    what: why,
+                } if attempt < backoff.attempts => {
                     // GitHub asks for at least a minute after a secondary
                     // rate limit; 5xx get a doubling wait.
                     let wait = if rate_limited {
@@ -233,7 +251,9 @@ pub(crate) async fn upsert_comment(
         .build()
         .map_err(|e| ReportError::Github(scrub(error_text(&e))))?;
     let fail = |(failure, text): (Failure, String)| match failure {
-        Failure::Forbidden(_) => Ok(CommentOutcome::Skipped(scrub(permission_hint(target, &text)))),
+        Failure::Forbidden(_) => Ok(CommentOutcome::Skipped(scrub(permission_hint(
+            target, &text,
+        )))),
         _ => Err(ReportError::Github(scrub(format!(
             "{}/{}#{} at {}: {text}",
             target.owner, target.repo, target.number, target.api_url
@@ -246,9 +266,20 @@ pub(crate) async fn upsert_comment(
     let issues = crab.issues(&target.owner, &target.repo);
     let mut text = body;
     loop {
+        let payload = serde_json::json!({ "body": text });
         let posted = match existing {
+            // PATCH, as GitHub documents it (octocrab's update_comment
+            // POSTs, which only github.com happens to accept).
             Some(id) => with_retry(backoff, "updating the PR comment", || {
-                issues.update_comment(CommentId(id), text)
+                crab.patch::<Comment, _, _>(
+                    format!(
+                        "/repos/{}/{}/issues/comments/{}",
+                        target.owner,
+                        target.repo,
+                        CommentId(id)
+                    ),
+                    Some(&payload),
+                )
             })
             .await
             .map(|c| CommentOutcome::Updated(c.id.0)),
@@ -325,7 +356,10 @@ mod tests {
         std::fs::write(&path, "earlier=1\n").unwrap();
         write_outputs(&path, &[("verdict", "failed\nverdict=passed".into())]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("earlier=1\nverdict<<lmcache_e2e_"), "{text}");
+        assert!(
+            text.starts_with("earlier=1\nverdict<<lmcache_e2e_"),
+            "{text}"
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[2], "failed");
         assert_eq!(lines[3], "verdict=passed");

@@ -30,7 +30,9 @@ struct Case {
 }
 
 fn check_case(c: &CheckOutcome) -> Case {
-    let value = c.value.map_or_else(|| "no value".to_string(), |v| number(v, &c.unit));
+    let value = c
+        .value
+        .map_or_else(|| "no value".to_string(), |v| number(v, &c.unit));
     let rule = format!("{} {} {}", c.metric, c.op, number(c.threshold, &c.unit));
     let detail = format!(
         "check {}: {rule}; value {value}; baseline {}; lmcache {}; change {}{}",
@@ -38,7 +40,10 @@ fn check_case(c: &CheckOutcome) -> Case {
         c.baseline.map_or("–".into(), |v| v.to_string()),
         c.lmcache.map_or("–".into(), |v| v.to_string()),
         c.change_pct.map_or("–".into(), |v| format!("{v:+.2} %")),
-        c.message.as_deref().map(|m| format!("\n{m}")).unwrap_or_default()
+        c.message
+            .as_deref()
+            .map(|m| format!("\n{m}"))
+            .unwrap_or_default()
     );
     Case {
         name: c.name.clone(),
@@ -58,14 +63,17 @@ fn check_case(c: &CheckOutcome) -> Case {
 /// One case per MMLU subject: a subject fails when its accuracy dropped by
 /// more than the test's `max_subject_drop` check allows.
 fn subject_cases(t: &TestRecord) -> Vec<Case> {
-    let Some(table) = t
-        .tables
-        .iter()
-        .find(|tb| tb.columns.first().map(String::as_str) == Some("Subject") && tb.columns.iter().any(|c| c == "Change"))
-    else {
+    let Some(table) = t.tables.iter().find(|tb| {
+        tb.columns.first().map(String::as_str) == Some("Subject")
+            && tb.columns.iter().any(|c| c == "Change")
+    }) else {
         return Vec::new();
     };
-    let change_col = table.columns.iter().position(|c| c == "Change").expect("found above");
+    let change_col = table
+        .columns
+        .iter()
+        .position(|c| c == "Change")
+        .expect("found above");
     let limit = t
         .checks
         .iter()
@@ -99,7 +107,10 @@ fn cases_of(t: &TestRecord) -> Vec<Case> {
     cases.extend(subject_cases(t));
     let problem = match t.status {
         TestStatus::Error => Some(Outcome::Error {
-            message: t.error.clone().unwrap_or_else(|| "the test could not run".into()),
+            message: t
+                .error
+                .clone()
+                .unwrap_or_else(|| "the test could not run".into()),
             kind: "error",
         }),
         TestStatus::Interrupted => Some(Outcome::Error {
@@ -134,14 +145,15 @@ fn cases_of(t: &TestRecord) -> Vec<Case> {
 pub(crate) fn render(results: &RunResults) -> String {
     let suites: Vec<(&TestRecord, Vec<Case>)> =
         results.tests.iter().map(|t| (t, cases_of(t))).collect();
-    let count = |cases: &[Case], f: fn(&Outcome) -> bool| cases.iter().filter(|c| f(&c.outcome)).count();
+    let count =
+        |cases: &[Case], f: fn(&Outcome) -> bool| cases.iter().filter(|c| f(&c.outcome)).count();
     let is_failure = |o: &Outcome| matches!(o, Outcome::Failure { .. });
     let is_error = |o: &Outcome| matches!(o, Outcome::Error { .. });
     let is_skipped = |o: &Outcome| matches!(o, Outcome::Skipped(_));
     let all: Vec<&Case> = suites.iter().flat_map(|(_, c)| c).collect();
-    let total_time = results
-        .finished_at
-        .map_or(0.0, |f| (f - results.started_at).num_milliseconds() as f64 / 1000.0);
+    let total_time = results.finished_at.map_or(0.0, |f| {
+        (f - results.started_at).num_milliseconds() as f64 / 1000.0
+    });
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
@@ -216,11 +228,20 @@ mod tests {
     fn a_gate_failure_is_a_failed_case_with_the_rule() {
         let mut r = samples::gate_failure();
         // college_physics dropped 0.0098: over this limit.
-        let limit = r.tests[0].checks.iter_mut().find(|c| c.metric == "max_subject_drop").unwrap();
+        let limit = r.tests[0]
+            .checks
+            .iter_mut()
+            .find(|c| c.metric == "max_subject_drop")
+            .unwrap();
         limit.threshold = 0.005;
         let xml = render(&r);
         assert!(xml.contains("name=\"query_ttft_vs_baseline\""), "{xml}");
-        assert!(xml.contains("<failure message=\"-68.2 % does not meet query_ttft_per_prompt &lt;= -80.0 %\""), "{xml}");
+        assert!(
+            xml.contains(
+                "<failure message=\"-68.2 % does not meet query_ttft_per_prompt &lt;= -80.0 %\""
+            ),
+            "{xml}"
+        );
         assert!(xml.contains("name=\"subject college_physics\""), "{xml}");
         assert!(xml.contains("failures=\"2\""), "{xml}");
     }
@@ -228,7 +249,10 @@ mod tests {
     #[test]
     fn interrupted_and_failed_to_start_are_errors() {
         let xml = render(&samples::interrupted());
-        assert!(xml.contains("<error message=\"interrupted by SIGTERM\" type=\"interrupted\">"), "{xml}");
+        assert!(
+            xml.contains("<error message=\"interrupted by SIGTERM\" type=\"interrupted\">"),
+            "{xml}"
+        );
         let xml = render(&samples::engine_failed());
         assert!(xml.contains("type=\"error\""), "{xml}");
         assert!(xml.contains("errors=\"1\""), "{xml}");
@@ -236,6 +260,9 @@ mod tests {
 
     #[test]
     fn control_characters_and_markup_are_made_safe() {
-        assert_eq!(xml("a\u{1b}[31m<b>&\"x\""), "a[31m&lt;b&gt;&amp;&quot;x&quot;");
+        assert_eq!(
+            xml("a\u{1b}[31m<b>&\"x\""),
+            "a[31m&lt;b&gt;&amp;&quot;x&quot;"
+        );
     }
 }

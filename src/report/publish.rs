@@ -102,9 +102,9 @@ pub(crate) async fn publish(
             Ok(CommentOutcome::Updated(n)) => {
                 eprintln!("lmcache-e2e: updated the PR comment (id {n}, comment id `{id}`)")
             }
-            Ok(CommentOutcome::Skipped(why)) => warn(ReportError::Github(format!(
-                "no PR comment: {why}"
-            )))?,
+            Ok(CommentOutcome::Skipped(why)) => {
+                warn(ReportError::Github(format!("no PR comment: {why}")))?
+            }
             Err(e) => warn(e)?,
         }
     }
@@ -180,7 +180,8 @@ async fn comment(
         .or_else(|| crate::ci_env::detect(env.get).pr_number);
     let Some(number) = pr else {
         return Ok(CommentOutcome::Skipped(
-            "this run is not for a pull request (none in results.json or the event); pass --pr N".into(),
+            "this run is not for a pull request (none in results.json or the event); pass --pr N"
+                .into(),
         ));
     };
     let target = PrTarget {
@@ -195,8 +196,12 @@ async fn comment(
     if detail != Detail::Full {
         eprintln!("lmcache-e2e: the PR comment leaves out details to fit GitHub's limit");
     }
-    let (fallback, _) =
-        templates.render_within(Target::PrComment, results, id, Target::PrComment.limit() / 2)?;
+    let (fallback, _) = templates.render_within(
+        Target::PrComment,
+        results,
+        id,
+        Target::PrComment.limit() / 2,
+    )?;
     let backoff = Backoff {
         first: env
             .var("LMCACHE_E2E_GITHUB_BACKOFF_MS")

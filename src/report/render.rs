@@ -80,7 +80,12 @@ pub(crate) enum Detail {
     Minimal,
 }
 
-const DETAILS: [Detail; 4] = [Detail::Full, Detail::NoLogs, Detail::NoTables, Detail::Minimal];
+const DETAILS: [Detail; 4] = [
+    Detail::Full,
+    Detail::NoLogs,
+    Detail::NoTables,
+    Detail::Minimal,
+];
 
 pub(crate) struct Templates {
     tera: Tera,
@@ -395,7 +400,13 @@ fn chart_view(c: &Chart) -> ChartView {
     let roles: Vec<String> = c.series.keys().map(|r| r.to_string()).collect();
     let values = |v: &[f64]| {
         v.iter()
-            .map(|x| if x.is_finite() { format!("{x:.4}") } else { "0".into() })
+            .map(|x| {
+                if x.is_finite() {
+                    format!("{x:.4}")
+                } else {
+                    "0".into()
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -689,9 +700,16 @@ mod tests {
     #[test]
     fn failures_come_first_and_user_text_is_escaped() {
         let md = embedded()
-            .render(Target::Summary, &samples::gate_failure(), Detail::Full, "sim")
+            .render(
+                Target::Summary,
+                &samples::gate_failure(),
+                Detail::Full,
+                "sim",
+            )
             .unwrap();
-        let failed = md.find("long\\_doc\\_qa (long\\_doc\\_qa): failed").unwrap();
+        let failed = md
+            .find("long\\_doc\\_qa (long\\_doc\\_qa): failed")
+            .unwrap();
         let passed = md.find("mmlu (mmlu): passed").unwrap();
         assert!(failed < passed, "{md}");
         assert!(!md.contains("<b>"), "{md}");
@@ -719,20 +737,35 @@ mod tests {
         let mut r = samples::gate_failure();
         r.status = RunStatus::Failed;
         // 70 kB of log lines: only the logs must go.
-        r.engines[0].log_tail = (0..700).map(|i| format!("{i:>5} {}", "x".repeat(95))).collect();
+        r.engines[0].log_tail = (0..700)
+            .map(|i| format!("{i:>5} {}", "x".repeat(95)))
+            .collect();
         let (md, detail) = t.render_fitting(Target::PrComment, &r, "sim").unwrap();
         assert_eq!(detail, Detail::NoLogs);
         assert!(md.len() <= 65_536);
         assert!(md.contains("MMLU accuracy per subject"), "tables stay");
-        assert!(md.contains("Engine log tails were left out to fit GitHub's 65,536-character comment limit"));
+        assert!(md.contains(
+            "Engine log tails were left out to fit GitHub's 65,536-character comment limit"
+        ));
         // Tables too big as well: they go next.
         r.tests[0].tables[0].rows = (0..2000)
-            .map(|i| vec![format!("subject_{i}"), "10".into(), "0.5".into(), "0.5".into(), "+0.0".into()])
+            .map(|i| {
+                vec![
+                    format!("subject_{i}"),
+                    "10".into(),
+                    "0.5".into(),
+                    "0.5".into(),
+                    "+0.0".into(),
+                ]
+            })
             .collect();
         let (md, detail) = t.render_fitting(Target::PrComment, &r, "sim").unwrap();
         assert_eq!(detail, Detail::NoTables);
         assert!(!md.contains("subject_1999"));
-        assert!(md.contains("| query\\_ttft\\_vs\\_baseline |"), "checks stay");
+        assert!(
+            md.contains("| query\\_ttft\\_vs\\_baseline |"),
+            "checks stay"
+        );
         assert!(md.starts_with(&marker("sim")));
     }
 
@@ -747,7 +780,9 @@ mod tests {
                 c
             })
             .collect();
-        let (md, detail) = t.render_within(Target::Buildkite, &r, "sim", 100_000).unwrap();
+        let (md, detail) = t
+            .render_within(Target::Buildkite, &r, "sim", 100_000)
+            .unwrap();
         assert_eq!(detail, Detail::Minimal);
         assert!(md.len() <= 100_000);
         assert!(md.ends_with("the full report.\n"));
@@ -763,8 +798,13 @@ mod tests {
         .unwrap();
         let t = Templates::load(Some(dir.path())).unwrap();
         let r = samples::passed();
-        let pr = t.render(Target::PrComment, &r, Detail::Full, "gpu").unwrap();
-        assert_eq!(pr, "<!-- lmcache-e2e:comment-id=gpu -->\nCustom: sim passed\n");
+        let pr = t
+            .render(Target::PrComment, &r, Detail::Full, "gpu")
+            .unwrap();
+        assert_eq!(
+            pr,
+            "<!-- lmcache-e2e:comment-id=gpu -->\nCustom: sim passed\n"
+        );
         let summary = t.render(Target::Summary, &r, Detail::Full, "gpu").unwrap();
         assert!(summary.starts_with("## ✅ LMCache e2e · sim: passed"));
     }
@@ -776,6 +816,62 @@ mod tests {
         let err = Templates::load(Some(dir.path())).err().unwrap().to_string();
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
         assert!(err.contains("summary.md.tera"), "{err}");
+    }
+
+    /// What GitHub and Buildkite will show: rendered with a GFM renderer,
+    /// every table comes out as a table, every fold as a fold, and nothing
+    /// from users or logs as markup.
+    #[test]
+    fn gfm_renders_the_tables_and_folds_as_intended() {
+        let t = embedded();
+        let mut opts = comrak::Options::default();
+        opts.extension.table = true;
+        opts.extension.autolink = true;
+        opts.extension.tagfilter = true;
+        // GitHub passes <details> and comments through; so must we here.
+        opts.render.unsafe_ = true;
+        for (case, r) in samples::all() {
+            for target in [Target::Summary, Target::PrComment, Target::Buildkite] {
+                let md = t.render(target, &r, Detail::Full, "sim").unwrap();
+                let html = comrak::markdown_to_html(&md, &opts);
+                let charts: usize = r.tests.iter().map(|t| t.charts.len()).sum();
+                let expected = 1 // engines
+                    + r.tests.iter().filter(|t| !t.checks.is_empty()).count()
+                    + r.tests.iter().map(|t| t.tables.len()).sum::<usize>()
+                    + if target == Target::Buildkite { charts } else { 0 };
+                assert_eq!(
+                    html.matches("<table>").count(),
+                    expected,
+                    "{case} {target:?}:\n{html}"
+                );
+                let folds = html.matches("<details>").count();
+                assert_eq!(folds, html.matches("</details>").count(), "{case}");
+                let logs = r.engines.iter().filter(|e| !e.log_tail.is_empty()).count();
+                let log_folds = if r.status == RunStatus::Passed {
+                    0
+                } else {
+                    logs
+                };
+                let table_folds: usize = r.tests.iter().map(|t| t.tables.len()).sum();
+                assert_eq!(folds, log_folds + table_folds, "{case} {target:?}");
+                if charts > 0 && target != Target::Buildkite {
+                    assert!(
+                        html.contains("<pre><code class=\"language-mermaid\">xychart-beta"),
+                        "{case}"
+                    );
+                }
+                for markup in ["<b>", "<img", "<script", "<a href=\"javascript"] {
+                    assert!(
+                        !html.contains(markup),
+                        "{case} {target:?}: {markup} in\n{html}"
+                    );
+                }
+                assert_eq!(
+                    html.starts_with("<!-- lmcache-e2e:comment-id=sim -->"),
+                    target == Target::PrComment
+                );
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,14 @@ fn started() -> chrono::DateTime<chrono::Utc> {
         .to_utc()
 }
 
-fn check(name: &str, metric: &str, kind: CheckKind, b: f64, l: f64, threshold: f64) -> CheckOutcome {
+fn check(
+    name: &str,
+    metric: &str,
+    kind: CheckKind,
+    b: f64,
+    l: f64,
+    threshold: f64,
+) -> CheckOutcome {
     let change = (l - b) / b * 100.0;
     let value = match kind {
         CheckKind::Absolute => l,
@@ -28,13 +35,21 @@ fn check(name: &str, metric: &str, kind: CheckKind, b: f64, l: f64, threshold: f
         engine: Role::Lmcache,
         op: "<=".into(),
         threshold,
-        unit: if kind == CheckKind::Relative { "%".into() } else { "s".into() },
+        unit: if kind == CheckKind::Relative {
+            "%".into()
+        } else {
+            "s".into()
+        },
         severity: Severity::Error,
         baseline: Some(b),
         lmcache: Some(l),
         change_pct: Some(change),
         value: Some(value),
-        verdict: if value <= threshold { Verdict::Pass } else { Verdict::Fail },
+        verdict: if value <= threshold {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
         message: None,
     }
 }
@@ -55,8 +70,22 @@ fn long_doc_qa(lmcache_ttft: f64) -> TestRecord {
         ])
     };
     let checks = vec![
-        check("query_ttft_max", "query_ttft_per_prompt", CheckKind::Absolute, 0.673, lmcache_ttft, 0.22),
-        check("query_ttft_vs_baseline", "query_ttft_per_prompt", CheckKind::Relative, 0.673, lmcache_ttft, -80.0),
+        check(
+            "query_ttft_max",
+            "query_ttft_per_prompt",
+            CheckKind::Absolute,
+            0.673,
+            lmcache_ttft,
+            0.22,
+        ),
+        check(
+            "query_ttft_vs_baseline",
+            "query_ttft_per_prompt",
+            CheckKind::Relative,
+            0.673,
+            lmcache_ttft,
+            -80.0,
+        ),
     ];
     let status = if checks.iter().all(|c| c.verdict == Verdict::Pass) {
         TestStatus::Passed
@@ -82,7 +111,7 @@ fn long_doc_qa(lmcache_ttft: f64) -> TestRecord {
             title: "Mean TTFT per round".into(),
             x: vec!["warmup".into(), "query".into()],
             y_label: "TTFT".into(),
-                y_unit: "s".into(),
+            y_unit: "s".into(),
             series: IndexMap::from([
                 (Role::Baseline, vec![0.671, 0.673]),
                 (Role::Lmcache, vec![0.702, lmcache_ttft]),
@@ -93,11 +122,25 @@ fn long_doc_qa(lmcache_ttft: f64) -> TestRecord {
 
 fn mmlu(status: TestStatus) -> TestRecord {
     let acc = |a: f64| metrics(&[("accuracy", a, ""), ("questions", 1531.0, "questions")]);
-    let mut changed = check("changed_answers", "changed_answers", CheckKind::Absolute, 0.0, 2.0, 5.0);
+    let mut changed = check(
+        "changed_answers",
+        "changed_answers",
+        CheckKind::Absolute,
+        0.0,
+        2.0,
+        5.0,
+    );
     changed.unit = "questions".into();
     changed.change_pct = None;
     changed.baseline = None;
-    let mut subject = check("max_subject_drop", "max_subject_drop", CheckKind::Absolute, 0.0, 0.0098, 0.05);
+    let mut subject = check(
+        "max_subject_drop",
+        "max_subject_drop",
+        CheckKind::Absolute,
+        0.0,
+        0.0098,
+        0.05,
+    );
     subject.unit = String::new();
     subject.change_pct = None;
     subject.baseline = None;
@@ -144,19 +187,22 @@ fn mmlu(status: TestStatus) -> TestRecord {
 }
 
 fn engines(tail: &[&str]) -> Vec<EngineRecord> {
-    [("baseline", Role::Baseline, 8001), ("lmcache", Role::Lmcache, 8000)]
-        .into_iter()
-        .map(|(name, role, port)| EngineRecord {
-            name: name.into(),
-            role,
-            kind: "process".into(),
-            url: format!("http://127.0.0.1:{port}"),
-            pid: Some(4242),
-            log: Some(format!("logs/{name}.log")),
-            ready_secs: Some(41.3),
-            log_tail: tail.iter().map(|l| l.to_string()).collect(),
-        })
-        .collect()
+    [
+        ("baseline", Role::Baseline, 8001),
+        ("lmcache", Role::Lmcache, 8000),
+    ]
+    .into_iter()
+    .map(|(name, role, port)| EngineRecord {
+        name: name.into(),
+        role,
+        kind: "process".into(),
+        url: format!("http://127.0.0.1:{port}"),
+        pid: Some(4242),
+        log: Some(format!("logs/{name}.log")),
+        ready_secs: Some(41.3),
+        log_tail: tail.iter().map(|l| l.to_string()).collect(),
+    })
+    .collect()
 }
 
 fn base(status: RunStatus, tests: Vec<TestRecord>) -> RunResults {
@@ -173,7 +219,10 @@ fn base(status: RunStatus, tests: Vec<TestRecord>) -> RunResults {
         signal: None,
         started_at: started(),
         finished_at: Some(started() + chrono::Duration::milliseconds(75_310)),
-        engines: engines(&["INFO:     Started server process [4242]", "INFO:     Application startup complete."]),
+        engines: engines(&[
+            "INFO:     Started server process [4242]",
+            "INFO:     Application startup complete.",
+        ]),
         tests,
         meta: RunMeta {
             repository: Some("LMCache/LMCache".into()),
@@ -188,14 +237,24 @@ fn base(status: RunStatus, tests: Vec<TestRecord>) -> RunResults {
 }
 
 pub(crate) fn passed() -> RunResults {
-    base(RunStatus::Passed, vec![long_doc_qa(0.009), mmlu(TestStatus::Passed)])
+    base(
+        RunStatus::Passed,
+        vec![long_doc_qa(0.009), mmlu(TestStatus::Passed)],
+    )
 }
 
 /// LMCache too slow, with hostile text where users and logs put it.
 pub(crate) fn gate_failure() -> RunResults {
-    let mut r = base(RunStatus::Failed, vec![mmlu(TestStatus::Passed), long_doc_qa(0.214)]);
+    let mut r = base(
+        RunStatus::Failed,
+        vec![mmlu(TestStatus::Passed), long_doc_qa(0.214)],
+    );
     r.suite = "sim | <b>x</b>".into();
-    r.engines[1].log_tail = vec!["INFO ready".into(), "```injected".into(), "<img src=x onerror=alert(1)>".into()];
+    r.engines[1].log_tail = vec![
+        "INFO ready".into(),
+        "```injected".into(),
+        "<img src=x onerror=alert(1)>".into(),
+    ];
     r
 }
 
@@ -222,7 +281,9 @@ pub(crate) fn engine_failed() -> RunResults {
     t.duration_secs = None;
     t.error = Some("engine `lmcache` exited (exit status: 1) before it was ready".into());
     r.tests = vec![t];
-    r.message = Some("engine `lmcache` exited (exit status: 1) before it was ready; last log lines below".into());
+    r.message = Some(
+        "engine `lmcache` exited (exit status: 1) before it was ready; last log lines below".into(),
+    );
     r.engines[1].ready_secs = None;
     r.engines[1].log_tail = vec![
         "INFO 11-22 10:00:03 [api_server.py:1090] vLLM API server version 0.11.0".into(),
