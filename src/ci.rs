@@ -38,6 +38,7 @@ pub(crate) fn load_suite(args: &crate::cli::SuiteArgs) -> Result<Loaded, Error> 
     Ok(config::load(&config::LoadRequest {
         preset: args.preset.as_deref(),
         file: args.suite.as_deref(),
+        overlays: &args.overlays,
         sets: &args.sets,
         env: &env,
     })?)

@@ -83,6 +83,16 @@ pub(crate) struct SuiteArgs {
     /// Suite TOML file.
     #[arg(long, value_name = "FILE")]
     pub suite: Option<PathBuf>,
+    /// TOML merged over the suite, e.g. a thresholds file with
+    /// `[tests.long_doc_qa.checks.query_ttft] max = 0.3` (repeatable; after
+    /// environment variables, before --set).
+    #[arg(
+        long = "overlay",
+        value_name = "FILE",
+        env = "LMCACHE_E2E_OVERLAY",
+        value_delimiter = ':'
+    )]
+    pub overlays: Vec<PathBuf>,
     /// Override any suite key, e.g. `--set tests.long_doc_qa.num_documents=4`
     /// (repeatable; applied after the file and environment variables).
     #[arg(long = "set", value_name = "KEY=VALUE")]

@@ -52,6 +52,9 @@ pub(crate) struct Loaded {
 pub(crate) struct LoadRequest<'a> {
     pub preset: Option<&'a str>,
     pub file: Option<&'a Path>,
+    /// TOML files merged over the suite (e.g. a thresholds file), after the
+    /// environment and before `sets`.
+    pub overlays: &'a [std::path::PathBuf],
     pub sets: &'a [String],
     pub env: &'a dyn Fn(&str) -> Option<String>,
 }
@@ -100,6 +103,19 @@ pub(crate) fn load(req: &LoadRequest<'_>) -> Result<Loaded, ConfigError> {
             message,
         })?;
         origins.insert(key, Source::Env(var));
+    }
+    for path in req.overlays {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let source = Source::File(path.clone());
+        let overlay: Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            origin: source.to_string(),
+            message: e.to_string(),
+        })?;
+        merge(&mut table, overlay.clone());
+        mark_leaves(&Value::Table(overlay), "", &source, &mut origins);
     }
     for set in req.sets {
         let (key, raw) = set
@@ -277,6 +293,18 @@ fn table_get(table: &Table, key: &str) -> Value {
         }
     }
     cur
+}
+
+/// Deep merge: tables merge key by key, anything else replaces.
+fn merge(dst: &mut Table, src: Table) {
+    for (k, v) in src {
+        match (dst.get_mut(&k), v) {
+            (Some(Value::Table(d)), Value::Table(s)) => merge(d, s),
+            (_, v) => {
+                dst.insert(k, v);
+            }
+        }
+    }
 }
 
 fn mark_leaves(value: &Value, prefix: &str, source: &Source, out: &mut BTreeMap<String, Source>) {
@@ -602,6 +630,7 @@ mod tests {
             .collect();
         let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         load(&LoadRequest {
+            overlays: &[],
             preset: None,
             file: Some(&path),
             sets: &sets,
@@ -716,6 +745,7 @@ max = 0.22
     fn missing_file_is_named() {
         let lookup = |_: &str| None;
         let err = load(&LoadRequest {
+            overlays: &[],
             preset: None,
             file: Some(Path::new("/nonexistent/suite.toml")),
             sets: &[],
@@ -726,10 +756,49 @@ max = 0.22
     }
 
     #[test]
+    fn an_overlay_file_merges_thresholds_and_is_named_as_their_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("thresholds.toml");
+        std::fs::write(&path, "[tests.long_doc_qa.checks.query_ttft]\nmax = 0.3\n").unwrap();
+        let lookup = |_: &str| None;
+        let loaded = load(&LoadRequest {
+            overlays: &[path.clone()],
+            preset: Some("sim"),
+            file: None,
+            sets: &[],
+            env: &lookup,
+        })
+        .unwrap();
+        let check = &loaded.suite.tests["long_doc_qa"].checks["query_ttft"];
+        assert_eq!(check.max, Some(0.3));
+        // The rest of the check (its metric) still comes from the preset.
+        assert_eq!(check.metric, "query_ttft_per_prompt");
+        let shown = loaded.show();
+        let (_, _, origin) = shown
+            .iter()
+            .find(|(k, _, _)| k == "tests.long_doc_qa.checks.query_ttft.max")
+            .unwrap();
+        assert!(origin.to_string().contains("thresholds.toml"), "{origin}");
+        std::fs::write(&path, "[tests\n").unwrap();
+        let err = load(&LoadRequest {
+            overlays: &[path],
+            preset: Some("sim"),
+            file: None,
+            sets: &[],
+            env: &lookup,
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("thresholds.toml"), "{err}");
+    }
+
+    #[test]
     fn every_preset_loads() {
         let lookup = |_: &str| None;
         for p in crate::config::PRESETS {
             load(&LoadRequest {
+                overlays: &[],
                 preset: Some(p.name),
                 file: None,
                 sets: &[],

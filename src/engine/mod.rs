@@ -381,6 +381,7 @@ mod tests {
         }
         let lookup = |_: &str| None;
         let loaded = crate::config::load(&crate::config::LoadRequest {
+            overlays: &[],
             preset: Some("mp"),
             file: None,
             sets: &[],
