@@ -762,7 +762,7 @@ max = 0.22
         std::fs::write(&path, "[tests.long_doc_qa.checks.query_ttft]\nmax = 0.3\n").unwrap();
         let lookup = |_: &str| None;
         let loaded = load(&LoadRequest {
-            overlays: &[path.clone()],
+            overlays: std::slice::from_ref(&path),
             preset: Some("sim"),
             file: None,
             sets: &[],
