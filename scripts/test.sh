@@ -15,6 +15,11 @@ command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v strip >/dev/null 2>&1 || need_apt+=(binutils)
 # xmllint checks the JUnit XML against its schema.
 command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
+# The distribution checks: shellcheck on every script, curl for install.sh,
+# venvs for the PyPI linters.
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -44,7 +49,20 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check uv || { echo "scripts/test.sh: failed to install uv from PyPI" >&2; exit 3; }
   hash -r
 fi
-command -v uv >/dev/null 2>&1 || export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+if ! command -v uv >/dev/null 2>&1; then
+  scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+  export PATH="$scripts_dir:$PATH"
+fi
+# check-jsonschema and zizmor (PyPI) lint the action, workflows and pipeline.
+lint_venv=target/lint-venv
+if [ ! -x "$lint_venv/bin/zizmor" ] || [ ! -x "$lint_venv/bin/check-jsonschema" ]; then
+  echo "--- installing check-jsonschema and zizmor into $lint_venv"
+  if ! { python3 -m venv "$lint_venv" &&
+    "$lint_venv/bin/pip" install --quiet --disable-pip-version-check check-jsonschema zizmor; }; then
+    echo "scripts/test.sh: failed to install check-jsonschema and zizmor from PyPI" >&2
+    exit 3
+  fi
+fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt 2>/dev/null || true
 
 echo "--- cargo fmt --check"

@@ -30,6 +30,9 @@ pub(crate) enum ReportError {
     Render { template: String, message: String },
     #[error("failed to post the PR comment: {0}")]
     Github(String),
+    /// Not an error of the run: why there is no comment, and what to change.
+    #[error("no PR comment: {0}")]
+    CommentSkipped(String),
     #[error("failed to annotate the Buildkite build: {0}")]
     Buildkite(String),
     #[error(transparent)]

@@ -102,9 +102,7 @@ pub(crate) async fn publish(
             Ok(CommentOutcome::Updated(n)) => {
                 eprintln!("lmcache-e2e: updated the PR comment (id {n}, comment id `{id}`)")
             }
-            Ok(CommentOutcome::Skipped(why)) => {
-                warn(ReportError::Github(format!("no PR comment: {why}")))?
-            }
+            Ok(CommentOutcome::Skipped(why)) => warn(ReportError::CommentSkipped(why))?,
             Err(e) => warn(e)?,
         }
     }

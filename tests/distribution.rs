@@ -1,0 +1,892 @@
+//! How users get and call the tool: the GitHub Action, the Buildkite plugin,
+//! the install script, the examples and the release workflow, checked with
+//! the linters CI uses and run for real against the sim preset.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{
+    bin, executable, group_alive, recorded_groups, results, run, tempdir, test_status, text,
+    wait_until,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const LIMIT: Duration = Duration::from_secs(90);
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn root() -> PathBuf {
+    PathBuf::from(ROOT)
+}
+
+/// A linter from Debian or PyPI: scripts/test.sh installs the PyPI ones in
+/// target/lint-venv.
+fn tool(name: &str) -> Command {
+    let venv = root().join("target/lint-venv/bin").join(name);
+    let found = if venv.exists() {
+        venv
+    } else {
+        which::which(name).unwrap_or_else(|_| {
+            panic!("{name} is not installed: run scripts/test.sh, which installs it")
+        })
+    };
+    let mut cmd = Command::new(found);
+    cmd.current_dir(root());
+    cmd
+}
+
+fn ok(out: Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn yaml(rel: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(&std::fs::read_to_string(root().join(rel)).unwrap()).unwrap()
+}
+
+const WORKFLOWS: &[&str] = &[
+    "examples/github/e2e.yml",
+    "examples/github/e2e-comment.yml",
+    ".github/workflows/release.yml",
+];
+
+#[test]
+fn action_workflows_and_pipeline_match_their_published_schemas() {
+    let schema = |name: &str, files: &[&str]| {
+        let out = tool("check-jsonschema")
+            .args(["--builtin-schema", name])
+            .args(files)
+            .output()
+            .unwrap();
+        ok(out, &format!("check-jsonschema {name}"));
+    };
+    schema("vendor.github-actions", &["action.yml"]);
+    schema("vendor.github-workflows", WORKFLOWS);
+    schema("vendor.buildkite", &["buildkite/examples/pipeline.yml"]);
+}
+
+#[test]
+fn zizmor_finds_nothing_in_the_action_and_workflows() {
+    let out = tool("zizmor")
+        .args(["--offline", "--config", "zizmor.yml", "action.yml"])
+        .args(WORKFLOWS)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("No findings to report"), "{all}");
+}
+
+#[test]
+fn shellcheck_is_clean_on_every_script_and_hook() {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in ["scripts", "scripts/action", "buildkite/hooks", ".ci"] {
+        for e in std::fs::read_dir(root().join(dir)).unwrap().flatten() {
+            let p = e.path();
+            let head = std::fs::read_to_string(&p).unwrap_or_default();
+            if p.is_file()
+                && head.starts_with("#!")
+                && (head.contains("sh\n") || head.contains("bash"))
+            {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 8, "{files:?}");
+    ok(
+        tool("shellcheck").args(&files).output().unwrap(),
+        "shellcheck",
+    );
+}
+
+/// Long options of `lmcache-e2e ci`, and the environment variables it reads
+/// for them, from its own `--help`.
+fn ci_help() -> (BTreeSet<String>, BTreeMap<String, String>) {
+    let out = run(bin().args(["ci", "--help"]), LIMIT);
+    let help = text(&out).0;
+    let mut flags = BTreeSet::new();
+    let mut envs = BTreeMap::new();
+    // Each option with its (wrapped) description on one line.
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        let opt = t.strip_prefix("--").or_else(|| {
+            t.split_once(", --")
+                .filter(|(s, _)| s.len() == 2)
+                .map(|(_, r)| r)
+        });
+        match opt {
+            Some(rest) => {
+                let flag = format!("--{}", rest.split([' ', '=', ',']).next().unwrap());
+                entries.push((flag, t.to_string()));
+            }
+            None => {
+                if let Some(last) = entries.last_mut() {
+                    last.1.push(' ');
+                    last.1.push_str(t);
+                }
+            }
+        }
+    }
+    for (flag, desc) in entries {
+        if let Some((_, rest)) = desc.split_once("[env: ") {
+            let var = rest.trim_start().split('=').next().unwrap().to_string();
+            envs.insert(var, flag.clone());
+        }
+        flags.insert(flag);
+    }
+    flags.remove("--help");
+    (flags, envs)
+}
+
+/// A `lmcache-e2e` that records its arguments and environment, then runs the
+/// real binary.
+fn recording_shim(dir: &Path) -> PathBuf {
+    let bin_dir = dir.join("shim");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    executable(
+        &bin_dir.join("lmcache-e2e"),
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{log}/argv'\nenv > '{log}/env'\nexec '{real}' \"$@\"\n",
+            log = dir.display(),
+            real = env!("CARGO_BIN_EXE_lmcache-e2e"),
+        ),
+    );
+    bin_dir
+}
+
+fn recorded(dir: &Path) -> (Vec<String>, BTreeMap<String, String>) {
+    let argv = std::fs::read_to_string(dir.join("argv")).unwrap();
+    let env = std::fs::read_to_string(dir.join("env")).unwrap();
+    (
+        argv.lines().map(String::from).collect(),
+        env.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// Proves each value reaches the binary: as the argument of a flag `ci`
+/// has, or in an environment variable `ci` reads. Returns the flags reached.
+fn reached(
+    values: &BTreeMap<&str, String>,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
+    let (flags, envs) = ci_help();
+    let mut hit = BTreeSet::new();
+    for a in argv.iter().filter(|a| a.starts_with("--")) {
+        assert!(
+            flags.contains(a.as_str()),
+            "`{a}` is not an option of `lmcache-e2e ci`"
+        );
+        hit.insert(a.clone());
+    }
+    for (var, flag) in &envs {
+        if env.contains_key(var) {
+            hit.insert(flag.clone());
+        }
+    }
+    for (input, value) in values {
+        let in_argv = argv
+            .windows(2)
+            .any(|w| w[0].starts_with("--") && &w[1] == value);
+        let in_env = env.iter().any(|(k, v)| {
+            v == value && (envs.contains_key(k) || READ_DIRECTLY.contains(&k.as_str()))
+        });
+        assert!(
+            in_argv || in_env,
+            "`{input}` = {value:?} reaches neither a flag nor a variable the binary reads"
+        );
+    }
+    hit
+}
+
+/// Variables the binary reads that are not options: the reference's names
+/// and the GitHub token (documented in --help and the README).
+const READ_DIRECTLY: &[&str] = &["MODEL", "BUILD_ID", "GITHUB_TOKEN", "RESULTS_DIR"];
+
+/// What a user needs from `ci`, less what a surface covers by itself.
+fn assert_all_reachable(reached: &BTreeSet<String>, not_needed: &[(&str, &str)], surface: &str) {
+    let (flags, _) = ci_help();
+    for flag in flags {
+        if not_needed.iter().any(|(f, _)| *f == flag) {
+            continue;
+        }
+        assert!(
+            reached.contains(&flag),
+            "{surface} has no way to pass `{flag}`"
+        );
+    }
+}
+
+fn thresholds(dir: &Path) -> PathBuf {
+    let p = dir.join("thresholds.toml");
+    std::fs::write(
+        &p,
+        "[tests.determinism.checks.identical_outputs]\nmax = 1\n",
+    )
+    .unwrap();
+    p
+}
+
+fn templates(dir: &Path) -> PathBuf {
+    let t = dir.join("templates");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(
+        t.join("summary.md.tera"),
+        "Custom summary: {{ suite }} {{ verdict }}\n",
+    )
+    .unwrap();
+    t
+}
+
+fn identical_outputs_threshold(results_dir: &Path) -> f64 {
+    results(results_dir)["tests"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "identical_outputs")
+        .unwrap()["threshold"]
+        .as_f64()
+        .unwrap()
+}
+
+/// Every input of action.yml: where it goes, then a real run of the action's
+/// run step with the env mapping the action declares.
+#[test]
+fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
+    let action = yaml("action.yml");
+    let inputs: Vec<String> = action["inputs"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let steps = action["runs"]["steps"].as_sequence().unwrap();
+    let step = |id: &str| {
+        steps
+            .iter()
+            .find(|s| s["name"].as_str().is_some_and(|n| n.contains(id)))
+            .unwrap()
+    };
+    let run_step = step("Run the suite");
+    let env_of_input: BTreeMap<String, String> = run_step["env"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter_map(|(k, v)| {
+            let input = v
+                .as_str()?
+                .strip_prefix("${{ inputs.")?
+                .strip_suffix(" }}")?;
+            Some((input.to_string(), k.as_str()?.to_string()))
+        })
+        .collect();
+    // Inputs that are not for the binary, and where they go instead.
+    let elsewhere = [
+        ("version", "Install lmcache-e2e"),
+        ("upload-artifact", "Upload the results"),
+        ("artifact-name", "Upload the results"),
+    ];
+    for input in &inputs {
+        if let Some((_, s)) = elsewhere.iter().find(|(i, _)| i == input) {
+            let text = serde_yaml::to_string(step(s)).unwrap();
+            assert!(
+                text.contains(&format!("inputs.{input}")),
+                "`{input}` is not used by step `{s}`"
+            );
+            continue;
+        }
+        assert!(
+            env_of_input.contains_key(input),
+            "input `{input}` reaches no step"
+        );
+    }
+    // Every `${{ }}` in the run step's script would be an injection.
+    assert!(!run_step["run"].as_str().unwrap().contains("${{"));
+
+    let work = tempdir();
+    let shim = recording_shim(work.path());
+    let results_dir = work.path().join("results");
+    let junit = work.path().join("out/junit.xml");
+    let mut values: BTreeMap<&str, String> = BTreeMap::from([
+        (
+            "suite",
+            root().join("presets/sim.toml").display().to_string(),
+        ),
+        ("preset", "sim".into()),
+        ("model", "lmcache-e2e/sim".into()),
+        ("tests", "determinism".into()),
+        ("thresholds", thresholds(work.path()).display().to_string()),
+        ("set", "run.grace_period_secs=2".into()),
+        ("sequential", "true".into()),
+        ("results-dir", results_dir.display().to_string()),
+        ("comment", "true".into()),
+        ("comment-id", "e2e-test".into()),
+        ("github-token", "ghs_notARealToken".into()),
+        ("strict-report", "false".into()),
+        ("junit", junit.display().to_string()),
+        ("templates", templates(work.path()).display().to_string()),
+    ]);
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/action/run.sh"))
+        .env(
+            "PATH",
+            format!("{}:{}", shim.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("GITHUB_OUTPUT", work.path().join("github_output"));
+    for v in [
+        "GITHUB_ACTIONS",
+        "GITHUB_STEP_SUMMARY",
+        "GITHUB_EVENT_PATH",
+        "GITHUB_REF",
+        "BUILDKITE",
+    ] {
+        cmd.env_remove(v);
+    }
+    for (input, value) in &values {
+        cmd.env(&env_of_input[*input], value);
+    }
+    let out = run(&mut cmd, LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (argv, env) = recorded(work.path());
+    // The suite file wins over the preset, as documented; the preset is
+    // checked on its own below.
+    values.remove("preset");
+    // A switch: its flag, not its value, is what reaches the binary.
+    values.remove("sequential");
+    assert!(argv.iter().any(|a| a == "--sequential"), "{argv:?}");
+    let mut hit = reached(&values, &argv, &env);
+    // What the binary did with them.
+    assert_eq!(
+        identical_outputs_threshold(&results_dir),
+        1.0,
+        "thresholds applied"
+    );
+    assert_eq!(
+        results(&results_dir)["meta"]["models"][0],
+        "lmcache-e2e/sim"
+    );
+    assert!(
+        stderr.contains("warning: no PR comment: "),
+        "comment attempted: {stderr}"
+    );
+    assert!(junit.is_file());
+    assert!(std::fs::read_to_string(results_dir.join("summary.md"))
+        .unwrap()
+        .starts_with("Custom summary: sim passed"));
+    let outputs = std::fs::read_to_string(work.path().join("github_output")).unwrap();
+    assert!(
+        outputs.starts_with(&format!("results-dir={}\n", results_dir.display())),
+        "{outputs}"
+    );
+    assert!(outputs.contains("verdict<<"), "{outputs}");
+
+    // The preset input on its own.
+    let work2 = tempdir();
+    let shim2 = recording_shim(work2.path());
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/action/run.sh"))
+        .env(
+            "PATH",
+            format!("{}:{}", shim2.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("LMCACHE_E2E_PRESET", "sim")
+        .env("LMCACHE_E2E_TESTS", "determinism")
+        .env("LMCACHE_E2E_RESULTS_DIR", work2.path().join("r"))
+        .env_remove("GITHUB_OUTPUT");
+    let out = run(&mut cmd, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let (argv, env) = recorded(work2.path());
+    hit.extend(reached(
+        &BTreeMap::from([("preset", "sim".to_string())]),
+        &argv,
+        &env,
+    ));
+
+    assert_all_reachable(
+        &hit,
+        &[
+            ("--github-summary", "automatic on GitHub Actions"),
+            ("--buildkite-annotate", "Buildkite only"),
+            (
+                "--buildkite-upload",
+                "Buildkite only; the action uploads an artifact",
+            ),
+            ("--pr", "from the event"),
+            ("--repo", "from the event"),
+        ],
+        "action.yml",
+    );
+}
+
+/// A `buildkite-agent` that records each call.
+fn fake_agent(dir: &Path) -> PathBuf {
+    let bin_dir = dir.join("agent-bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::create_dir_all(dir.join("agent-calls")).unwrap();
+    executable(
+        &bin_dir.join("buildkite-agent"),
+        &format!(
+            "#!/bin/sh\nn=$(ls '{log}' | wc -l)\nprintf '%s\\n' \"$@\" > '{log}'/call-$n\ncat > /dev/null\n",
+            log = dir.join("agent-calls").display()
+        ),
+    );
+    bin_dir
+}
+
+fn agent_calls(dir: &Path) -> Vec<Vec<String>> {
+    let mut calls: Vec<(usize, Vec<String>)> = std::fs::read_dir(dir.join("agent-calls"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n = name
+                .trim_start_matches("call-")
+                .parse()
+                .unwrap_or_else(|_| panic!("unexpected file {name}"));
+            (
+                n,
+                std::fs::read_to_string(e.path())
+                    .unwrap()
+                    .lines()
+                    .map(String::from)
+                    .collect(),
+            )
+        })
+        .collect();
+    calls.sort();
+    calls.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The variables a Buildkite agent sets for a job, the plugin's properties
+/// among them.
+fn buildkite_env(cmd: &mut Command, checkout: &Path, props: &[(&str, &str)]) {
+    for (k, v) in [
+        ("BUILDKITE", "true"),
+        ("CI", "true"),
+        ("BUILDKITE_AGENT_NAME", "gpu-2xl4-1"),
+        (
+            "BUILDKITE_BUILD_CHECKOUT_PATH",
+            &checkout.display().to_string(),
+        ),
+        ("BUILDKITE_BUILD_ID", "0190c6f2-7c8b-4a38-9d6a-3b2f4bd5e8a1"),
+        ("BUILDKITE_BUILD_NUMBER", "4812"),
+        (
+            "BUILDKITE_BUILD_URL",
+            "https://buildkite.com/lmcache/e2e/builds/4812",
+        ),
+        ("BUILDKITE_JOB_ID", "0190c6f2-8d1e-4f6b-a2c4-5e7f9a1b3c5d"),
+        ("BUILDKITE_BRANCH", "dev"),
+        (
+            "BUILDKITE_COMMIT",
+            "4f2c1e0d9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e",
+        ),
+        ("BUILDKITE_PULL_REQUEST", "false"),
+        ("BUILDKITE_REPO", "git@github.com:LMCache/LMCache.git"),
+        ("BUILDKITE_PIPELINE_SLUG", "e2e"),
+        ("BUILDKITE_ORGANIZATION_SLUG", "lmcache"),
+        ("BUILDKITE_LABEL", ":test_tube: sim"),
+    ] {
+        cmd.env(k, v);
+    }
+    for (k, v) in props {
+        cmd.env(format!("BUILDKITE_PLUGIN_LMCACHE_E2E_{k}"), v);
+    }
+}
+
+#[test]
+fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
+    let plugin = yaml("buildkite/plugin.yml");
+    let props: Vec<String> = plugin["configuration"]["properties"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        plugin["configuration"]["additionalProperties"],
+        serde_yaml::Value::Bool(false)
+    );
+
+    let work = tempdir();
+    let checkout = work.path().join("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let shim = recording_shim(work.path());
+    let agent = fake_agent(work.path());
+    let junit = work.path().join("reports/junit.xml");
+    let values: Vec<(&str, String)> = vec![
+        (
+            "SUITE",
+            root().join("presets/sim.toml").display().to_string(),
+        ),
+        ("MODEL", "lmcache-e2e/sim".into()),
+        ("TESTS", "determinism".into()),
+        ("THRESHOLDS", thresholds(work.path()).display().to_string()),
+        ("SET_0", "run.grace_period_secs=2".into()),
+        ("SET_1", "tests.determinism.max_tokens=8".into()),
+        ("SEQUENTIAL", "true".into()),
+        ("COMMENT_ID", "bk-sim".into()),
+        ("PR_COMMENT", "true".into()),
+        ("UPLOAD_RESULTS", "true".into()),
+        ("JUNIT", junit.display().to_string()),
+        ("STRICT_REPORT", "false".into()),
+        ("TEMPLATES", templates(work.path()).display().to_string()),
+        ("VERSION", "path".into()),
+    ];
+    // Every property has a value here, but `preset`, `results-dir` (checked
+    // below) and `set` (as SET_0, SET_1).
+    for p in &props {
+        let var = p.to_uppercase().replace('-', "_");
+        let covered = values
+            .iter()
+            .any(|(k, _)| *k == var || k.starts_with(&format!("{var}_")))
+            || ["PRESET", "RESULTS_DIR"].contains(&var.as_str());
+        assert!(covered, "property `{p}` is not exercised");
+    }
+    let mut cmd = Command::new(root().join("buildkite/hooks/command"));
+    let path = format!(
+        "{}:{}:{}",
+        shim.display(),
+        agent.display(),
+        std::env::var("PATH").unwrap()
+    );
+    cmd.env("PATH", &path).current_dir(&checkout);
+    let props_env: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    buildkite_env(&mut cmd, &checkout, &props_env);
+    let out = run(&mut cmd, LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let results_dir = checkout.join("lmcache-e2e-results");
+    let (argv, env) = recorded(work.path());
+    let named: BTreeMap<&str, String> = values
+        .iter()
+        .filter(|(k, _)| {
+            ![
+                "VERSION",
+                "PR_COMMENT",
+                "UPLOAD_RESULTS",
+                "STRICT_REPORT",
+                "SEQUENTIAL",
+            ]
+            .contains(k)
+        })
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    let mut hit = reached(&named, &argv, &env);
+    for flag in ["--pr-comment", "--buildkite-upload", "--sequential"] {
+        assert!(
+            argv.iter().any(|a| a == flag),
+            "{flag} missing from {argv:?}"
+        );
+    }
+    assert_eq!(env.get("BUILD_ID").map(String::as_str), Some("4812"));
+    // What the run did with them.
+    assert_eq!(identical_outputs_threshold(&results_dir), 1.0);
+    assert!(junit.is_file());
+    let r = results(&results_dir);
+    assert_eq!(r["build_id"], "4812");
+    assert_eq!(
+        r["meta"]["build_url"],
+        "https://buildkite.com/lmcache/e2e/builds/4812#0190c6f2-8d1e-4f6b-a2c4-5e7f9a1b3c5d"
+    );
+    assert_eq!(r["meta"]["repository"], "LMCache/LMCache");
+    let calls = agent_calls(work.path());
+    assert_eq!(
+        calls[0],
+        [
+            "annotate",
+            "--context",
+            "lmcache-e2e-bk-sim",
+            "--style",
+            "success"
+        ]
+    );
+    assert_eq!(calls[1], ["artifact", "upload", "lmcache-e2e-results/**/*"]);
+
+    // preset and results-dir, with upload off and strict reports (the
+    // annotation is the only report, and it works).
+    let work2 = tempdir();
+    let shim2 = recording_shim(work2.path());
+    let agent2 = fake_agent(work2.path());
+    let custom = work2.path().join("custom-results");
+    let mut cmd = Command::new(root().join("buildkite/hooks/command"));
+    cmd.env(
+        "PATH",
+        format!(
+            "{}:{}:{}",
+            shim2.display(),
+            agent2.display(),
+            std::env::var("PATH").unwrap()
+        ),
+    )
+    .current_dir(work2.path());
+    let custom_s = custom.display().to_string();
+    buildkite_env(
+        &mut cmd,
+        work2.path(),
+        &[
+            ("PRESET", "sim"),
+            ("TESTS", "determinism"),
+            ("RESULTS_DIR", &custom_s),
+            ("UPLOAD_RESULTS", "false"),
+            ("STRICT_REPORT", "true"),
+        ],
+    );
+    let out = run(&mut cmd, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert!(custom.join("results.json").is_file());
+    let (argv, env) = recorded(work2.path());
+    hit.extend(reached(
+        &BTreeMap::from([("PRESET", "sim".to_string()), ("RESULTS_DIR", custom_s)]),
+        &argv,
+        &env,
+    ));
+    assert_eq!(
+        agent_calls(work2.path()).len(),
+        1,
+        "annotation only, no upload"
+    );
+
+    assert_all_reachable(
+        &hit,
+        &[
+            ("--github-summary", "GitHub only"),
+            ("--buildkite-annotate", "automatic on Buildkite"),
+            ("--pr", "from BUILDKITE_PULL_REQUEST"),
+            ("--repo", "from BUILDKITE_REPO"),
+        ],
+        "the Buildkite plugin",
+    );
+}
+
+#[test]
+fn pre_exit_stops_the_engines_of_a_job_whose_runner_was_killed() {
+    let work = tempdir();
+    let checkout = work.path().join("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let agent = fake_agent(work.path());
+    let real = Path::new(env!("CARGO_BIN_EXE_lmcache-e2e"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}:{}",
+        real.display(),
+        agent.display(),
+        std::env::var("PATH").unwrap()
+    );
+    let mut cmd = Command::new(root().join("buildkite/hooks/command"));
+    cmd.env("PATH", &path)
+        .current_dir(&checkout)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    buildkite_env(
+        &mut cmd,
+        &checkout,
+        &[
+            ("PRESET", "sim"),
+            ("TESTS", "long_doc_qa"),
+            ("SET_0", "tests.long_doc_qa.num_documents=60"),
+            ("SET_1", "tests.long_doc_qa.prewarmup_prompts=0"),
+        ],
+    );
+    let mut child = cmd.spawn().unwrap();
+    let dir = checkout.join("lmcache-e2e-results");
+    wait_until(Duration::from_secs(30), "the test to start", || {
+        test_status(&dir, "long_doc_qa").as_deref() == Some("running")
+    });
+    // The agent lost the job's process (the hook execs lmcache-e2e):
+    // SIGKILL leaves the engines behind.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let groups = recorded_groups(&dir);
+    assert!(!groups.is_empty() && groups.iter().all(|g| group_alive(*g)));
+
+    let mut hook = Command::new(root().join("buildkite/hooks/pre-exit"));
+    hook.env("PATH", &path).current_dir(&checkout);
+    buildkite_env(&mut hook, &checkout, &[("PRESET", "sim")]);
+    let out = run(&mut hook, LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("stopped"), "{stdout}");
+    for g in groups {
+        assert!(!group_alive(g), "process group {g} survived pre-exit");
+    }
+    // A job that never ran leaves nothing to do, and pre-exit still passes.
+    let empty = tempdir();
+    let mut hook = Command::new(root().join("buildkite/hooks/pre-exit"));
+    hook.env("PATH", &path).current_dir(empty.path());
+    buildkite_env(&mut hook, empty.path(), &[]);
+    assert_eq!(run(&mut hook, LIMIT).status.code(), Some(0));
+}
+
+/// A release asset as the release workflow builds it.
+fn release_asset(dir: &Path, version: &str, target: &str) -> Vec<u8> {
+    let name = format!("lmcache-e2e-{version}-{target}");
+    let inner = dir.join(&name);
+    std::fs::create_dir_all(&inner).unwrap();
+    executable(
+        &inner.join("lmcache-e2e"),
+        &format!("#!/bin/sh\necho 'lmcache-e2e {version}'\n"),
+    );
+    let tarball = dir.join(format!("{name}.tar.gz"));
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .arg("-czf")
+        .arg(&tarball)
+        .arg(&name)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(tarball).unwrap()
+}
+
+fn host_target() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x86_64-unknown-linux-gnu",
+        "aarch64" => "aarch64-unknown-linux-gnu",
+        other => panic!("no release target for {other}"),
+    }
+}
+
+fn install(server: &str, work: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new("sh");
+    cmd.arg(root().join("scripts/install.sh"))
+        .arg("v9.9.9")
+        .env("LMCACHE_E2E_BASE_URL", server)
+        .env("INSTALL_DIR", work.join("bin"))
+        .env("LMCACHE_E2E_CHECKSUMS", work.join("checksums.txt"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd, LIMIT)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_sh_verifies_the_release_asset_it_downloads() {
+    let work = tempdir();
+    let target = host_target();
+    let asset = release_asset(work.path(), "v9.9.9", target);
+    let sha = format!("{:x}", Sha256::digest(&asset));
+    let file = format!("lmcache-e2e-v9.9.9-{target}.tar.gz");
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v9.9.9/{file}")))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(asset.clone()))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v9.9.9/{file}.sha256")))
+        .respond_with(ResponseTemplate::new(200).set_body_string(format!("{sha}  {file}\n")))
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let w = work.path().to_path_buf();
+    let go = move |env: Vec<(&'static str, String)>| {
+        let (uri, w) = (uri.clone(), w.clone());
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            install(&uri, &w, &env)
+        })
+    };
+    let installed = work.path().join("bin/lmcache-e2e");
+
+    // Pinned and matching: installed, and it runs.
+    std::fs::write(
+        work.path().join("checksums.txt"),
+        format!("# pinned\n{sha}  {file}\n"),
+    )
+    .unwrap();
+    let out = go(vec![]).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let ran = Command::new(&installed).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "lmcache-e2e v9.9.9\n");
+    std::fs::remove_file(&installed).unwrap();
+
+    // Pinned but different: refused, nothing installed.
+    std::fs::write(
+        work.path().join("checksums.txt"),
+        format!("{}  {file}\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let out = go(vec![]).await.unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("checksum mismatch for {file}")),
+        "{stderr}"
+    );
+    assert!(!installed.exists());
+
+    // Not pinned: the release's own .sha256, with a warning.
+    std::fs::write(work.path().join("checksums.txt"), "").unwrap();
+    let out = go(vec![]).await.unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no pinned sha256"), "{stderr}");
+    assert!(installed.is_file());
+    std::fs::remove_file(&installed).unwrap();
+
+    // A version that was never released.
+    let out = go(vec![("LMCACHE_E2E_VERSION", "v0.0.1".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the argument wins over the variable"
+    );
+    std::fs::remove_file(&installed).unwrap();
+    let uri = server.uri();
+    let w = work.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new("sh");
+        cmd.arg(root().join("scripts/install.sh"))
+            .env("LMCACHE_E2E_VERSION", "v0.0.1")
+            .env("LMCACHE_E2E_BASE_URL", &uri)
+            .env("INSTALL_DIR", w.join("bin"));
+        run(&mut cmd, LIMIT)
+    })
+    .await
+    .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HTTP 404"), "{stderr}");
+    assert!(stderr.contains("is v0.0.1 released for"), "{stderr}");
+    assert!(!installed.exists());
+
+    // A platform without releases.
+    let fake = work.path().join("fake-uname");
+    std::fs::create_dir_all(&fake).unwrap();
+    executable(
+        &fake.join("uname"),
+        "#!/bin/sh\ncase \"$1\" in -s) echo Darwin ;; -m) echo arm64 ;; esac\n",
+    );
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
+    let out = go(vec![("PATH", path)]).await.unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unsupported platform Darwin/arm64"),
+        "{stderr}"
+    );
+}
