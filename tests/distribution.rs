@@ -13,7 +13,6 @@ use common::{
     bin, executable, group_alive, recorded_groups, results, run, tempdir, test_status, text,
     wait_until,
 };
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
