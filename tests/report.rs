@@ -36,6 +36,26 @@ fn results_dir(edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
     dir
 }
 
+/// Answers `m p` with `r` from now on.
+async fn on(gh: &MockServer, m: &str, p: impl AsRef<str>, r: ResponseTemplate) {
+    Mock::given(method(m))
+        .and(path(p.as_ref()))
+        .respond_with(r)
+        .mount(gh)
+        .await;
+}
+
+/// Answers `m p` with `r` once, before any other answer.
+async fn first(gh: &MockServer, m: &str, p: impl AsRef<str>, r: ResponseTemplate) {
+    Mock::given(method(m))
+        .and(path(p.as_ref()))
+        .respond_with(r)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(gh)
+        .await;
+}
+
 fn comment(id: u64, body: &str) -> Value {
     let mut c: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
@@ -113,16 +133,20 @@ fn body_of(r: &Request) -> String {
 async fn creates_the_comment_on_github_enterprise_when_none_has_the_marker() {
     let gh = MockServer::start().await;
     let ghe = format!("/api/v3{COMMENTS}");
-    Mock::given(method("GET"))
-        .and(path(ghe.as_str()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([human(10)])))
-        .mount(&gh)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(ghe.as_str()))
-        .respond_with(ResponseTemplate::new(201).set_body_json(ours(11, "sim")))
-        .mount(&gh)
-        .await;
+    on(
+        &gh,
+        "GET",
+        ghe.as_str(),
+        ResponseTemplate::new(200).set_body_json(json!([human(10)])),
+    )
+    .await;
+    on(
+        &gh,
+        "POST",
+        ghe.as_str(),
+        ResponseTemplate::new(201).set_body_json(ours(11, "sim")),
+    )
+    .await;
     let dir = results_dir(|_| {});
     let out = run_async(report(dir.path(), &format!("{}/api/v3", gh.uri()), &[])).await;
     let (_, stderr) = text(&out);
@@ -158,15 +182,15 @@ async fn updates_the_comment_found_on_the_second_page() {
         "<{0}/repositories/712345/issues/7/comments?per_page=100&page=2>; rel=\"next\", <{0}/repositories/712345/issues/7/comments?per_page=100&page=2>; rel=\"last\"",
         gh.uri()
     );
-    Mock::given(method("GET"))
-        .and(path(COMMENTS))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("link", next.as_str())
-                .set_body_json(json!((0..100).map(human).collect::<Vec<_>>())),
-        )
-        .mount(&gh)
-        .await;
+    on(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(200)
+            .insert_header("link", next.as_str())
+            .set_body_json(json!((0..100).map(human).collect::<Vec<_>>())),
+    )
+    .await;
     Mock::given(method("GET"))
         .and(path("/repositories/712345/issues/7/comments"))
         .and(query_param("page", "2"))
@@ -175,11 +199,13 @@ async fn updates_the_comment_found_on_the_second_page() {
         )
         .mount(&gh)
         .await;
-    Mock::given(method("PATCH"))
-        .and(path("/repos/LMCache/LMCache/issues/comments/4242"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(ours(4242, "sim")))
-        .mount(&gh)
-        .await;
+    on(
+        &gh,
+        "PATCH",
+        "/repos/LMCache/LMCache/issues/comments/4242",
+        ResponseTemplate::new(200).set_body_json(ours(4242, "sim")),
+    )
+    .await;
     let dir = results_dir(|_| {});
     let out = run_async(report(dir.path(), &gh.uri(), &[])).await;
     let (_, stderr) = text(&out);
@@ -206,15 +232,17 @@ async fn updates_the_comment_found_on_the_second_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_comment_ids_keep_two_comments_on_one_pr() {
     let gh = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(COMMENTS))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+    on(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(200).set_body_json(json!([
             ours(1, "correctness"),
             human(2),
             ours(3, "sim")
-        ])))
-        .mount(&gh)
-        .await;
+        ])),
+    )
+    .await;
     for id in [1, 3] {
         Mock::given(method("PATCH"))
             .and(path(format!("/repos/LMCache/LMCache/issues/comments/{id}")))
@@ -245,20 +273,18 @@ async fn two_comment_ids_keep_two_comments_on_one_pr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forks_read_only_token_skips_the_comment_and_says_what_is_needed() {
     let gh = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(COMMENTS))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
-        .mount(&gh)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(COMMENTS))
-        .respond_with(ResponseTemplate::new(403).set_body_json(json!({
+    on(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(200).set_body_json(json!([])),
+    )
+    .await;
+    on(&gh, "POST", COMMENTS, ResponseTemplate::new(403).set_body_json(json!({
             "message": "Resource not accessible by integration",
             "documentation_url": "https://docs.github.com/rest/issues/comments#create-an-issue-comment",
             "status": "403"
-        })))
-        .mount(&gh)
-        .await;
+        }))).await;
     let dir = results_dir(|_| {});
     let out = run_async(report(dir.path(), &gh.uri(), &[])).await;
     let (_, stderr) = text(&out);
@@ -287,29 +313,27 @@ async fn a_forks_read_only_token_skips_the_comment_and_says_what_is_needed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_github_finds_too_long_is_posted_again_in_short_form() {
     let gh = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(COMMENTS))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
-        .mount(&gh)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(COMMENTS))
-        .respond_with(ResponseTemplate::new(422).set_body_json(json!({
+    on(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(200).set_body_json(json!([])),
+    )
+    .await;
+    first(&gh, "POST", COMMENTS, ResponseTemplate::new(422).set_body_json(json!({
             "message": "Validation Failed",
             "errors": [{"resource": "IssueComment", "code": "custom", "field": "body",
                         "message": "body is too long (maximum is 65536 characters)"}],
             "documentation_url": "https://docs.github.com/rest/issues/comments#create-an-issue-comment",
             "status": "422"
-        })))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&gh)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(COMMENTS))
-        .respond_with(ResponseTemplate::new(201).set_body_json(ours(5, "sim")))
-        .mount(&gh)
-        .await;
+        }))).await;
+    on(
+        &gh,
+        "POST",
+        COMMENTS,
+        ResponseTemplate::new(201).set_body_json(ours(5, "sim")),
+    )
+    .await;
     // Long log tails make the full comment large.
     let dir = results_dir(|r| {
         r["engines"][1]["log_tail"] = json!((0..350)
@@ -338,25 +362,23 @@ async fn a_body_github_finds_too_long_is_posted_again_in_short_form() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_gateway_then_a_secondary_rate_limit_are_retried() {
     let gh = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(COMMENTS))
-        .respond_with(
-            ResponseTemplate::new(502)
-                .insert_header("content-type", "text/html")
-                .set_body_string("<html><body><h1>502 Bad Gateway</h1></body></html>"),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&gh)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(COMMENTS))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([human(1)])))
-        .mount(&gh)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(COMMENTS))
-        .respond_with(
+    first(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(502)
+            .insert_header("content-type", "text/html")
+            .set_body_string("<html><body><h1>502 Bad Gateway</h1></body></html>"),
+    )
+    .await;
+    on(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(200).set_body_json(json!([human(1)])),
+    )
+    .await;
+    first(&gh, "POST", COMMENTS, 
             ResponseTemplate::new(403)
                 .insert_header("retry-after", "60")
                 .set_body_json(json!({
@@ -364,11 +386,7 @@ async fn a_bad_gateway_then_a_secondary_rate_limit_are_retried() {
                     "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
                     "status": "403"
                 })),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&gh)
-        .await;
+        ).await;
     Mock::given(method("POST"))
         .and(path(COMMENTS))
         .and(body_string_contains("comment-id=sim"))
@@ -394,13 +412,13 @@ async fn a_bad_gateway_then_a_secondary_rate_limit_are_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_error_that_persists_gives_up_with_a_warning() {
     let gh = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(COMMENTS))
-        .respond_with(
-            ResponseTemplate::new(503).set_body_json(json!({"message": "Service Unavailable"})),
-        )
-        .mount(&gh)
-        .await;
+    on(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(503).set_body_json(json!({"message": "Service Unavailable"})),
+    )
+    .await;
     let dir = results_dir(|_| {});
     let out = run_async(report(dir.path(), &gh.uri(), &[])).await;
     let (_, stderr) = text(&out);
