@@ -56,6 +56,17 @@ async fn first(gh: &MockServer, m: &str, p: impl AsRef<str>, r: ResponseTemplate
         .await;
 }
 
+/// A pull request nobody commented on yet.
+async fn no_comments(gh: &MockServer) {
+    on(
+        gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(200).set_body_json(json!([])),
+    )
+    .await;
+}
+
 fn comment(id: u64, body: &str) -> Value {
     let mut c: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
@@ -273,13 +284,7 @@ async fn two_comment_ids_keep_two_comments_on_one_pr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forks_read_only_token_skips_the_comment_and_says_what_is_needed() {
     let gh = MockServer::start().await;
-    on(
-        &gh,
-        "GET",
-        COMMENTS,
-        ResponseTemplate::new(200).set_body_json(json!([])),
-    )
-    .await;
+    no_comments(&gh).await;
     on(&gh, "POST", COMMENTS, ResponseTemplate::new(403).set_body_json(json!({
             "message": "Resource not accessible by integration",
             "documentation_url": "https://docs.github.com/rest/issues/comments#create-an-issue-comment",
@@ -313,13 +318,7 @@ async fn a_forks_read_only_token_skips_the_comment_and_says_what_is_needed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_github_finds_too_long_is_posted_again_in_short_form() {
     let gh = MockServer::start().await;
-    on(
-        &gh,
-        "GET",
-        COMMENTS,
-        ResponseTemplate::new(200).set_body_json(json!([])),
-    )
-    .await;
+    no_comments(&gh).await;
     first(&gh, "POST", COMMENTS, ResponseTemplate::new(422).set_body_json(json!({
             "message": "Validation Failed",
             "errors": [{"resource": "IssueComment", "code": "custom", "field": "body",
