@@ -102,6 +102,7 @@ fn correctness_launches_vllm_as_the_reference_does_for_both_models() {
         &fake,
         "vllm",
         r#"echo "$*" >> "$FAKE_ARGV_LOG"
+echo "${GITHUB_TOKEN:-no token}" >> "$FAKE_ARGV_LOG.token"
 model="$2"; port=""
 while [ $# -gt 0 ]; do [ "$1" = "--port" ] && port="$2"; shift; done
 exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --cache-tokens 100000"#,
@@ -192,9 +193,15 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --
         &fake,
         &dir.path().join("r2"),
         &log2,
-        &[("MODEL", "deepseek-ai/DeepSeek-V2-Lite")],
+        &[
+            ("MODEL", "deepseek-ai/DeepSeek-V2-Lite"),
+            ("GITHUB_TOKEN", "ghs_commentTokenEnginesMustNotSee"),
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    // Engines run the PR's code: the comment token is not theirs.
+    let seen = std::fs::read_to_string(dir.path().join("argv2.log.token")).unwrap();
+    assert_eq!(seen, "no token\nno token\n");
     let argv = std::fs::read_to_string(&log2).unwrap();
     assert_eq!(argv.lines().count(), 2, "{argv}");
     assert!(argv

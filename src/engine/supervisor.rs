@@ -148,7 +148,11 @@ impl Supervisor {
             follow
         } else {
             let mut c = tokio::process::Command::new(program);
+            // Engines run code from pull requests and log freely: they get
+            // no token that could write to the repository.
             c.args(args)
+                .env_remove("GITHUB_TOKEN")
+                .env_remove("GH_TOKEN")
                 .env(RUN_ID_ENV, &self.run_id)
                 .env("PYTHONUNBUFFERED", "1")
                 .envs(spec.env.iter().map(|(k, v)| (k, v)));
