@@ -112,6 +112,14 @@ async fn run_async(mut cmd: Command) -> Output {
         .unwrap()
 }
 
+/// Runs `report --pr-comment` and expects exit 0: the comment never fails the job.
+async fn report_passes(dir: &Path, api: &str, extra: &[&str]) -> (Output, String) {
+    let out = run_async(report(dir, api, extra)).await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (out, stderr)
+}
+
 /// The token never shows: not in output, not in any file written.
 fn assert_no_token(out: &Output, dir: &Path) {
     let (stdout, stderr) = text(out);
@@ -159,9 +167,7 @@ async fn creates_the_comment_on_github_enterprise_when_none_has_the_marker() {
     )
     .await;
     let dir = results_dir(|_| {});
-    let out = run_async(report(dir.path(), &format!("{}/api/v3", gh.uri()), &[])).await;
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (out, stderr) = report_passes(dir.path(), &format!("{}/api/v3", gh.uri()), &[]).await;
     assert!(stderr.contains("created the PR comment (id 11"), "{stderr}");
     let all = gh.received_requests().await.unwrap();
     let posts = requests_to(&all, "POST", &ghe);
@@ -218,9 +224,7 @@ async fn updates_the_comment_found_on_the_second_page() {
     )
     .await;
     let dir = results_dir(|_| {});
-    let out = run_async(report(dir.path(), &gh.uri(), &[])).await;
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (out, stderr) = report_passes(dir.path(), &gh.uri(), &[]).await;
     assert!(
         stderr.contains("updated the PR comment (id 4242"),
         "{stderr}"
@@ -339,9 +343,8 @@ async fn a_body_github_finds_too_long_is_posted_again_in_short_form() {
             .map(|i| format!("{i} {}", "y".repeat(100)))
             .collect::<Vec<_>>());
     });
-    let out = run_async(report(dir.path(), &gh.uri(), &[])).await;
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (out, stderr) = report_passes(dir.path(), &gh.uri(), &[]).await;
+    assert_no_token(&out, dir.path());
     assert!(stderr.contains("body is too long"), "{stderr}");
     let all = gh.received_requests().await.unwrap();
     let posts = requests_to(&all, "POST", COMMENTS);
@@ -393,9 +396,7 @@ async fn a_bad_gateway_then_a_secondary_rate_limit_are_retried() {
         .mount(&gh)
         .await;
     let dir = results_dir(|_| {});
-    let out = run_async(report(dir.path(), &gh.uri(), &[])).await;
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (out, stderr) = report_passes(dir.path(), &gh.uri(), &[]).await;
     assert!(
         stderr.contains("listing the PR comments failed"),
         "{stderr}"
@@ -419,9 +420,8 @@ async fn a_server_error_that_persists_gives_up_with_a_warning() {
     )
     .await;
     let dir = results_dir(|_| {});
-    let out = run_async(report(dir.path(), &gh.uri(), &[])).await;
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (out, stderr) = report_passes(dir.path(), &gh.uri(), &[]).await;
+    assert_no_token(&out, dir.path());
     assert!(stderr.contains("gave up after 5 attempts"), "{stderr}");
     assert_eq!(gh.received_requests().await.unwrap().len(), 5);
 }
