@@ -120,6 +120,22 @@ async fn report_passes(dir: &Path, api: &str, extra: &[&str]) -> (Output, String
     (out, stderr)
 }
 
+/// Every request carried the token (a private repository answers 404
+/// otherwise, even to the next page of a listing).
+fn assert_authorized(all: &[Request]) {
+    for r in all {
+        assert_eq!(
+            r.headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string()),
+            Some(format!("Bearer {TOKEN}")),
+            "{} {} went without the token",
+            r.method,
+            r.url
+        );
+    }
+}
+
 /// The token never shows: not in output, not in any file written.
 fn assert_no_token(out: &Output, dir: &Path) {
     let (stdout, stderr) = text(out);
@@ -193,54 +209,58 @@ async fn creates_the_comment_on_github_enterprise_when_none_has_the_marker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_the_comment_found_on_the_second_page() {
+    // On GitHub Enterprise, where the API sits under /api/v3 and the token
+    // must still go with the absolute next link.
     let gh = MockServer::start().await;
+    let api = format!("{}/api/v3", gh.uri());
+    let page2 = "/api/v3/repositories/712345/issues/7/comments";
     // GitHub's next links name the repository by id.
     let next = format!(
-        "<{0}/repositories/712345/issues/7/comments?per_page=100&page=2>; rel=\"next\", <{0}/repositories/712345/issues/7/comments?per_page=100&page=2>; rel=\"last\"",
+        "<{0}{page2}?per_page=100&page=2>; rel=\"next\", <{0}{page2}?per_page=100&page=2>; rel=\"last\"",
         gh.uri()
     );
     on(
         &gh,
         "GET",
-        COMMENTS,
+        format!("/api/v3{COMMENTS}"),
         ResponseTemplate::new(200)
             .insert_header("link", next.as_str())
             .set_body_json(json!((0..100).map(human).collect::<Vec<_>>())),
     )
     .await;
     Mock::given(method("GET"))
-        .and(path("/repositories/712345/issues/7/comments"))
+        .and(path(page2))
         .and(query_param("page", "2"))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!([human(100), ours(4242, "sim")])),
         )
         .mount(&gh)
         .await;
+    let patch_path = "/api/v3/repos/LMCache/LMCache/issues/comments/4242";
     on(
         &gh,
         "PATCH",
-        "/repos/LMCache/LMCache/issues/comments/4242",
+        patch_path,
         ResponseTemplate::new(200).set_body_json(ours(4242, "sim")),
     )
     .await;
     let dir = results_dir(|_| {});
-    let (out, stderr) = report_passes(dir.path(), &gh.uri(), &[]).await;
+    let (out, stderr) = report_passes(dir.path(), &api, &[]).await;
     assert!(
         stderr.contains("updated the PR comment (id 4242"),
         "{stderr}"
     );
     let all = gh.received_requests().await.unwrap();
     assert!(
-        requests_to(&all, "POST", COMMENTS).is_empty(),
+        all.iter().all(|r| r.method.as_str() != "POST"),
         "no duplicate comment"
     );
-    assert_eq!(
-        requests_to(&all, "GET", "/repositories/712345/issues/7/comments").len(),
-        1
-    );
-    let patch = requests_to(&all, "PATCH", "/repos/LMCache/LMCache/issues/comments/4242");
+    assert_eq!(requests_to(&all, "GET", page2).len(), 1);
+    let patch = requests_to(&all, "PATCH", patch_path);
     assert_eq!(patch.len(), 1);
     assert!(body_of(patch[0]).contains("## ❌ LMCache e2e · sim: failed"));
+    assert_eq!(all.len(), 3);
+    assert_authorized(&all);
     assert_no_token(&out, dir.path());
 }
 
