@@ -422,6 +422,7 @@ async fn a_bad_gateway_then_a_secondary_rate_limit_are_retried() {
         "{stderr}"
     );
     assert!(stderr.contains("secondary rate limit"), "{stderr}");
+    assert!(stderr.contains("as GitHub asked (60 s)"), "{stderr}");
     assert!(stderr.contains("created the PR comment (id 9"), "{stderr}");
     let all = gh.received_requests().await.unwrap();
     assert_eq!(requests_to(&all, "GET", COMMENTS).len(), 2);
@@ -444,6 +445,41 @@ async fn a_server_error_that_persists_gives_up_with_a_warning() {
     assert_no_token(&out, dir.path());
     assert!(stderr.contains("gave up after 5 attempts"), "{stderr}");
     assert_eq!(gh.received_requests().await.unwrap().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_rate_limit_that_resets_late_is_not_waited_for() {
+    let gh = MockServer::start().await;
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    on(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(403)
+            .insert_header("x-ratelimit-limit", "5000")
+            .insert_header("x-ratelimit-remaining", "0")
+            .insert_header("x-ratelimit-reset", reset.to_string().as_str())
+            .set_body_json(json!({
+                "message": "API rate limit exceeded for installation ID 1234.",
+                "documentation_url": "https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting",
+                "status": "403"
+            })),
+    )
+    .await;
+    let dir = results_dir(|_| {});
+    let (out, stderr) = report_passes(dir.path(), &gh.uri(), &[]).await;
+    assert!(stderr.contains("API rate limit exceeded"), "{stderr}");
+    assert!(stderr.contains("not holding the job that long"), "{stderr}");
+    assert_eq!(
+        gh.received_requests().await.unwrap().len(),
+        1,
+        "an hour's wait is not sat out, nor retried"
+    );
+    assert_no_token(&out, dir.path());
 }
 
 #[test]

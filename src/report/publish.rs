@@ -201,10 +201,10 @@ async fn comment(
         Target::PrComment.limit() / 2,
     )?;
     let backoff = Backoff {
-        first: env
+        unit: env
             .var("LMCACHE_E2E_GITHUB_BACKOFF_MS")
             .and_then(|v| v.parse().ok())
-            .map_or(Backoff::default().first, Duration::from_millis),
+            .map_or(Backoff::default().unit, Duration::from_millis),
         ..Backoff::default()
     };
     let token = env.var("GITHUB_TOKEN");
