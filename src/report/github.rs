@@ -276,10 +276,10 @@ where
             what: why,
         } = &failure
         {
-            if asked.is_some_and(|a| a > MAX_WAIT) {
+            if let Some(long) = asked.filter(|a| *a > MAX_WAIT) {
                 let text = format!(
                     "{why} (GitHub asks to wait {} s; not holding the job that long)",
-                    asked.unwrap_or_default().as_secs()
+                    long.as_secs()
                 );
                 return Err((failure, scrub(text)));
             }
