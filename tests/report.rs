@@ -448,6 +448,27 @@ async fn a_server_error_that_persists_gives_up_with_a_warning() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_that_stops_answering_does_not_hold_the_job() {
+    let gh = MockServer::start().await;
+    // Far past the deadline (30 backoff units: 150 ms here, 30 s for real).
+    on(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(200)
+            .set_delay(std::time::Duration::from_secs(600))
+            .set_body_json(json!([])),
+    )
+    .await;
+    let dir = results_dir(|_| {});
+    let (out, stderr) = report_passes(dir.path(), &gh.uri(), &[]).await;
+    assert!(stderr.contains("no answer within"), "{stderr}");
+    assert!(stderr.contains("gave up after 5 attempts"), "{stderr}");
+    assert!(dir.path().join("summary.md").is_file());
+    assert_no_token(&out, dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_rate_limit_that_resets_late_is_not_waited_for() {
     let gh = MockServer::start().await;
     let reset = std::time::SystemTime::now()

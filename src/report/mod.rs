@@ -3,6 +3,7 @@
 
 pub(crate) mod buildkite;
 pub(crate) mod github;
+mod github_api;
 pub(crate) mod junit;
 pub(crate) mod publish;
 pub(crate) mod render;
