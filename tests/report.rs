@@ -418,15 +418,71 @@ async fn a_bad_gateway_then_a_secondary_rate_limit_are_retried() {
     let dir = results_dir(|_| {});
     let (out, stderr) = report_passes(dir.path(), &gh.uri(), &[]).await;
     assert!(
-        stderr.contains("listing the PR comments failed"),
+        stderr.contains("listing the PR comments: HTTP 502"),
         "{stderr}"
     );
-    assert!(stderr.contains("secondary rate limit"), "{stderr}");
+    assert!(
+        stderr.contains("creating the comment: HTTP 403: You have exceeded a secondary rate limit"),
+        "{stderr}"
+    );
     assert!(stderr.contains("as GitHub asked (60 s)"), "{stderr}");
     assert!(stderr.contains("created the PR comment (id 9"), "{stderr}");
     let all = gh.received_requests().await.unwrap();
-    assert_eq!(requests_to(&all, "GET", COMMENTS).len(), 2);
+    // Every attempt lists again before it writes.
+    assert_eq!(requests_to(&all, "GET", COMMENTS).len(), 3);
     assert_eq!(requests_to(&all, "POST", COMMENTS).len(), 2);
+    assert_no_token(&out, dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_failed_but_landed_is_updated_not_posted_twice() {
+    let gh = MockServer::start().await;
+    // The create reaches GitHub, but the answer is a proxy's 502.
+    first(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(200).set_body_json(json!([human(1)])),
+    )
+    .await;
+    first(
+        &gh,
+        "POST",
+        COMMENTS,
+        ResponseTemplate::new(502).set_body_string("<html>502 Bad Gateway</html>"),
+    )
+    .await;
+    on(
+        &gh,
+        "GET",
+        COMMENTS,
+        ResponseTemplate::new(200).set_body_json(json!([human(1), ours(77, "sim")])),
+    )
+    .await;
+    on(
+        &gh,
+        "PATCH",
+        "/repos/LMCache/LMCache/issues/comments/77",
+        ResponseTemplate::new(200).set_body_json(ours(77, "sim")),
+    )
+    .await;
+    let dir = results_dir(|_| {});
+    let (out, stderr) = report_passes(dir.path(), &gh.uri(), &[]).await;
+    assert!(
+        stderr.contains("creating the comment: HTTP 502"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("updated the PR comment (id 77"), "{stderr}");
+    let all = gh.received_requests().await.unwrap();
+    assert_eq!(
+        requests_to(&all, "POST", COMMENTS).len(),
+        1,
+        "a second comment would be a duplicate"
+    );
+    assert_eq!(
+        requests_to(&all, "PATCH", "/repos/LMCache/LMCache/issues/comments/77").len(),
+        1
+    );
     assert_no_token(&out, dir.path());
 }
 

@@ -116,35 +116,16 @@ pub(crate) async fn upsert_comment(
         "/repos/{}/{}/issues/{}/comments",
         target.owner, target.repo, target.number
     );
-    let existing = match find_comment(&crab, &comments, marker, backoff, &scrub).await {
-        Ok(found) => found,
-        Err(e) => return fail(e),
-    };
     let mut text = body;
     loop {
         let payload = serde_json::json!({ "body": text });
-        let posted = match existing {
-            // PATCH, as GitHub documents it (octocrab's update_comment
-            // POSTs, which only github.com happens to accept).
-            Some(id) => {
-                let uri = format!(
-                    "/repos/{}/{}/issues/comments/{}",
-                    target.owner,
-                    target.repo,
-                    CommentId(id)
-                );
-                with_retry(backoff, "updating the PR comment", &scrub, || {
-                    send::<Comment>(&crab, Verb::Patch(&payload), &uri)
-                })
-                .await
-                .map(|c| CommentOutcome::Updated(c.id.0))
-            }
-            None => with_retry(backoff, "creating the PR comment", &scrub, || {
-                send::<Comment>(&crab, Verb::Post(&payload), &comments)
-            })
-            .await
-            .map(|c| CommentOutcome::Created(c.id.0)),
-        };
+        // Every attempt looks for the comment again, so a retry is safe: a
+        // create that timed out or got a 5xx may still have landed, and is
+        // then updated instead of posted twice.
+        let posted = with_retry(backoff, "posting the PR comment", &scrub, || {
+            update_or_create(&crab, target, &comments, marker, &payload)
+        })
+        .await;
         match posted {
             Err((Failure::Unprocessable(why), _)) if text != fallback => {
                 eprintln!(
@@ -159,20 +140,48 @@ pub(crate) async fn upsert_comment(
     }
 }
 
+/// One attempt: find this suite's comment, then update it or create one.
+async fn update_or_create(
+    crab: &Octocrab,
+    target: &PrTarget,
+    comments: &str,
+    marker: &str,
+    payload: &serde_json::Value,
+) -> Result<CommentOutcome, Failure> {
+    let existing = find_comment(crab, comments, marker)
+        .await
+        .map_err(|f| f.within("listing the PR comments"))?;
+    match existing {
+        // PATCH, as GitHub documents it (octocrab's update_comment POSTs,
+        // which only github.com happens to accept).
+        Some(id) => {
+            let uri = format!(
+                "/repos/{}/{}/issues/comments/{}",
+                target.owner,
+                target.repo,
+                CommentId(id)
+            );
+            send::<Comment>(crab, Verb::Patch(payload), &uri)
+                .await
+                .map(|c| CommentOutcome::Updated(c.id.0))
+                .map_err(|f| f.within(&format!("updating comment {id}")))
+        }
+        None => send::<Comment>(crab, Verb::Post(payload), comments)
+            .await
+            .map(|c| CommentOutcome::Created(c.id.0))
+            .map_err(|f| f.within("creating the comment")),
+    }
+}
+
 /// The id of the first comment carrying `marker`, following every page.
 async fn find_comment(
     crab: &Octocrab,
     comments: &str,
     marker: &str,
-    backoff: &Backoff,
-    scrub: &dyn Fn(String) -> String,
-) -> Result<Option<u64>, (Failure, String)> {
+) -> Result<Option<u64>, Failure> {
     let mut uri = format!("{comments}?per_page=100");
     loop {
-        let page: Page<Comment> = with_retry(backoff, "listing the PR comments", scrub, || {
-            send(crab, Verb::Get, &uri)
-        })
-        .await?;
+        let page: Page<Comment> = send(crab, Verb::Get, &uri).await?;
         if let Some(c) = page
             .items
             .iter()

@@ -56,6 +56,27 @@ pub(super) enum Failure {
     Other(String),
 }
 
+impl Failure {
+    /// The same failure, saying which step it happened in.
+    pub(super) fn within(self, step: &str) -> Self {
+        let prefix = |w: String| format!("{step}: {w}");
+        match self {
+            Failure::Transient {
+                rate_limited,
+                asked,
+                what,
+            } => Failure::Transient {
+                rate_limited,
+                asked,
+                what: prefix(what),
+            },
+            Failure::Forbidden(w) => Failure::Forbidden(prefix(w)),
+            Failure::Unprocessable(w) => Failure::Unprocessable(prefix(w)),
+            Failure::Other(w) => Failure::Other(prefix(w)),
+        }
+    }
+}
+
 fn transient(what: String) -> Failure {
     Failure::Transient {
         rate_limited: false,
