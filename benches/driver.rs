@@ -10,6 +10,15 @@ use std::process::{Command, Stdio};
 
 use common::{sim, BIN};
 
+/// CPU seconds (user + system) of every child waited for so far: around one
+/// `ci` run, its own cost, since the sims it talks to are never waited for
+/// until the end.
+fn children_cpu_secs() -> f64 {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(u.user_time()) + secs(u.system_time())
+}
+
 fn run_suite(dir: &Path, url: &str, test: &str) -> serde_json::Value {
     let suite = dir.join("bench.toml");
     std::fs::write(
@@ -59,6 +68,7 @@ fn main() {
     ]);
     for inflight in [1, 16, 64] {
         let dir = tempfile::tempdir().unwrap();
+        let cpu_before = children_cpu_secs();
         let r = run_suite(
             dir.path(),
             &s.url,
@@ -68,7 +78,13 @@ fn main() {
         let n = m["requests"]["value"].as_f64().unwrap();
         let secs = m["warmup_round_time"]["value"].as_f64().unwrap()
             + m["query_round_time"]["value"].as_f64().unwrap();
-        println!("zero-latency sim, {inflight:>2} in flight: {n} requests in {secs:.2} s = {:.0} requests/s", n / secs);
+        // Both engines get every request: the runner's CPU covers 2n of them.
+        let cpu = children_cpu_secs() - cpu_before;
+        println!(
+            "zero-latency sim, {inflight:>2} in flight: {n} requests in {secs:.2} s = {:.0} requests/s; runner CPU {:.1} us per request",
+            n / secs,
+            cpu / (2.0 * n) * 1e6
+        );
     }
     drop(s);
 
