@@ -1,13 +1,81 @@
-//! What the CI system says about the job: repository, commit, branch, pull
-//! request and build link, from GitHub Actions' or Buildkite's variables.
+//! What the CI system says about the job, read once: which CI it is, the
+//! repository, commit, branch, pull request and build link, and where
+//! GitHub wants summaries, outputs and API calls. Everything else takes it
+//! from here instead of reading the environment itself.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::report::results::RunMeta;
+use crate::results::RunMeta;
+
+/// The CI system the job runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ci {
+    GithubActions,
+    Buildkite,
+    None,
+}
+
+/// Everything the job's environment says that this tool uses.
+#[derive(Debug, Clone)]
+pub(crate) struct CiEnv {
+    /// The CI whose log conventions apply (GitHub's first, if both say so).
+    pub ci: Ci,
+    /// Each CI's own variable, as a job can run a tool of one CI inside the
+    /// other: each gets its report.
+    pub on_github: bool,
+    pub on_buildkite: bool,
+    pub meta: RunMeta,
+    /// `$GITHUB_STEP_SUMMARY`.
+    pub step_summary: Option<PathBuf>,
+    /// `$GITHUB_OUTPUT`.
+    pub step_outputs: Option<PathBuf>,
+    /// `$GITHUB_REPOSITORY`.
+    pub repository: Option<String>,
+    /// `$GITHUB_API_URL`, or github.com's.
+    pub api_url: String,
+    pub token: Option<String>,
+    /// `LMCACHE_E2E_GITHUB_BACKOFF_MS`: the unit of retry waits (tests).
+    pub backoff_unit: Option<Duration>,
+}
+
+impl CiEnv {
+    pub(crate) fn detect(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let set = |k: &str| env(k).filter(|v| !v.is_empty());
+        let on_github = set("GITHUB_ACTIONS").as_deref() == Some("true");
+        let on_buildkite = set("BUILDKITE").as_deref() == Some("true");
+        let ci = if on_github {
+            Ci::GithubActions
+        } else if on_buildkite {
+            Ci::Buildkite
+        } else {
+            Ci::None
+        };
+        Self {
+            ci,
+            on_github,
+            on_buildkite,
+            meta: detect(env),
+            step_summary: set("GITHUB_STEP_SUMMARY").map(PathBuf::from),
+            step_outputs: set("GITHUB_OUTPUT").map(PathBuf::from),
+            repository: set("GITHUB_REPOSITORY"),
+            api_url: set("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into()),
+            token: set("GITHUB_TOKEN"),
+            backoff_unit: set("LMCACHE_E2E_GITHUB_BACKOFF_MS")
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis),
+        }
+    }
+
+    /// From this process's environment.
+    pub(crate) fn from_process() -> Self {
+        Self::detect(&|k| std::env::var(k).ok())
+    }
+}
 
 /// Reads the job's metadata through `env` (a function so tests need not
 /// touch the process environment).
-pub(crate) fn detect(env: &dyn Fn(&str) -> Option<String>) -> RunMeta {
+fn detect(env: &dyn Fn(&str) -> Option<String>) -> RunMeta {
     let set = |k: &str| env(k).filter(|v| !v.is_empty());
     if set("GITHUB_ACTIONS").as_deref() == Some("true") {
         let event = set("GITHUB_EVENT_PATH").and_then(|p| read_event(Path::new(&p)));

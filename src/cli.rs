@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::sim::SimOptions;
+use crate::sim::SimOptions;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -113,6 +113,12 @@ pub(crate) struct CiArgs {
     /// (default: `max_inflight_requests` at once).
     #[arg(long)]
     pub sequential: bool,
+    /// Only warnings, errors and the final verdict table.
+    #[arg(long, short, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also every check as it is judged.
+    #[arg(long, short)]
+    pub verbose: bool,
     #[command(flatten)]
     pub report: ReportFlags,
 }

@@ -1,10 +1,12 @@
 //! The one place errors become exit codes.
 
-use crate::compare::CompareError;
+use crate::commands::compare::CompareError;
 use crate::config::ConfigError;
 use crate::engine::EngineError;
-use crate::report::results::ResultsError;
-use crate::setup::mmlu_data::DataError;
+use crate::results::ResultsError;
+use crate::run::RunError;
+use crate::workload::mmlu::data::DataError;
+use crate::workload::ErrorClass;
 
 /// Exit codes, as documented in `--help` and the README.
 pub(crate) mod exit {
@@ -13,6 +15,7 @@ pub(crate) mod exit {
     pub(crate) const USAGE: i32 = 2;
     pub(crate) const SETUP: i32 = 3;
     pub(crate) const ENGINE: i32 = 4;
+    pub(crate) const INTERNAL: i32 = 101;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,19 +40,11 @@ pub(crate) enum Error {
     Report(#[from] crate::report::ReportError),
     #[error(transparent)]
     Recommend(#[from] crate::setup::recommend::RecommendError),
-    #[error("failed to create the results directory {path}: {source}")]
-    ResultsDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    /// The run finished and a hard check (or a test) failed; already reported.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A comparison found a regression; already reported.
     #[error("the run failed: {0}")]
     Failed(String),
-    /// A signal stopped the run; already reported.
-    #[error("interrupted by {name}")]
-    Interrupted { name: &'static str, number: i32 },
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 impl Error {
@@ -62,16 +57,33 @@ impl Error {
             ) => exit::USAGE,
             Error::Report(_) => exit::SETUP,
             Error::Engine(_) => exit::ENGINE,
-            Error::ResultsDir { .. }
-            | Error::Results(_)
+            Error::Results(_)
             | Error::Data(_)
             | Error::Gpu(_)
             | Error::Image(_)
             | Error::Setup(_)
             | Error::Recommend(_) => exit::SETUP,
             Error::Failed(_) => exit::GATE_FAILED,
-            Error::Interrupted { number, .. } => 128 + number,
-            Error::Internal(_) => 101,
+            Error::Run(e) => run_exit_code(e),
         }
+    }
+}
+
+fn run_exit_code(e: &RunError) -> i32 {
+    match e {
+        RunError::Engine(_) => exit::ENGINE,
+        RunError::Gpu(_)
+        | RunError::Image(_)
+        | RunError::Results(_)
+        | RunError::ResultsDir { .. } => exit::SETUP,
+        RunError::Workload { class, .. } => match class {
+            ErrorClass::BadInput => exit::USAGE,
+            ErrorClass::Setup => exit::SETUP,
+            ErrorClass::Engine => exit::ENGINE,
+            ErrorClass::Failed => exit::GATE_FAILED,
+        },
+        RunError::Failed(_) => exit::GATE_FAILED,
+        RunError::Interrupted { number, .. } => 128 + number,
+        RunError::Signals(_) | RunError::Internal(_) => exit::INTERNAL,
     }
 }

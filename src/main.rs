@@ -5,19 +5,20 @@
 // size matters less than keeping the tail next to the failure.
 #![allow(clippy::result_large_err)]
 
-mod ci;
 mod ci_env;
 mod cli;
 mod client;
 mod commands;
-mod compare;
 mod config;
+mod console;
 mod engine;
 mod error;
 mod gate;
 mod report;
+mod results;
+mod run;
 mod setup;
-mod suite_test;
+mod sim;
 mod workload;
 
 use clap::Parser;

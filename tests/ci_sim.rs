@@ -100,7 +100,19 @@ fn sim_preset_passes_and_writes_the_results_directory() {
         summary.contains("passed") && summary.contains("query\\_ttft\\_vs\\_baseline"),
         "{summary}"
     );
-    assert!(stdout.contains("| Check |"), "the summary is printed");
+    // The terminal gets the verdict table: aligned, no Markdown escapes,
+    // no colour when stdout is not a terminal.
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("Test") && header.contains("Check") && header.contains("Verdict"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("query_ttft_vs_baseline"), "{stdout}");
+    assert!(stdout.contains("PASSED: 4 of 4 tests passed"), "{stdout}");
+    assert!(
+        !stdout.contains('\\') && !stdout.contains('|') && !stdout.contains('\x1b'),
+        "{stdout}"
+    );
 }
 
 #[test]

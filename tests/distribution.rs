@@ -431,6 +431,11 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
             ),
             ("--pr", "from the event"),
             ("--repo", "from the event"),
+            ("--quiet", "console verbosity is for a person at a terminal"),
+            (
+                "--verbose",
+                "console verbosity is for a person at a terminal",
+            ),
         ],
         "action.yml",
     );
@@ -671,6 +676,11 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
             ("--buildkite-annotate", "automatic on Buildkite"),
             ("--pr", "from BUILDKITE_PULL_REQUEST"),
             ("--repo", "from BUILDKITE_REPO"),
+            ("--quiet", "console verbosity is for a person at a terminal"),
+            (
+                "--verbose",
+                "console verbosity is for a person at a terminal",
+            ),
         ],
         "the Buildkite plugin",
     );

@@ -38,7 +38,8 @@ fn lines(path: &Path) -> Vec<serde_json::Value> {
 fn corrupt_kv_on_cache_hits_fails_and_names_the_changed_questions() {
     let dir = tempdir();
     let out = mmlu(dir.path(), &["engines.lmcache.sim.corrupt_on_hit=true"]);
-    let (stdout, stderr) = text(&out);
+    let (_, stderr) = text(&out);
+    let stdout = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("changed answer: elementary_addition question"),
@@ -273,7 +274,8 @@ fn max_in_flight(dir: &Path) -> u64 {
     let log = std::fs::read_to_string(dir.join("logs/baseline.log")).unwrap();
     log.lines()
         .filter_map(|l| {
-            l.strip_prefix("sim: request ")?
+            l.split_once("sim: request ")?
+                .1
                 .split(", ")
                 .nth(1)?
                 .strip_suffix(" in flight")?

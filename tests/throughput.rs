@@ -213,9 +213,14 @@ fn determinism_passes_on_identical_engines_and_names_ids_on_corruption() {
         stderr.contains("differs: id `short-0` (LMCache store vs load): at char"),
         "{stderr}"
     );
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(
-        stdout.contains("differs: id \\`long-0\\`"),
-        "the summary names them: {stdout}"
+        summary.contains("differs: id \\`long-0\\`"),
+        "the summary names them: {summary}"
+    );
+    assert!(
+        stdout.contains("determinism: differs: id `short-0`"),
+        "the terminal table is followed by the failed test's findings: {stdout}"
     );
     let r = results(dir.path());
     assert!(
@@ -251,7 +256,8 @@ fn determinism_reads_a_prompt_file_and_reports_bad_lines() {
     std::fs::write(&prompts, "{\"id\": \"a\", \"prompt\": \"x\"}\nnot json\n").unwrap();
     let out = only("determinism", &dir.path().join("r2"), &[&set]);
     let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // A bad input file is the user's to fix: exit 2, naming file and line.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("prompts.jsonl line 2"), "{stderr}");
 }
 

@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 
 pub(crate) use sse::SseParser;
 
+use crate::config::Api;
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ClientError {
     #[error("failed to build the HTTP client: {0}")]
@@ -35,16 +37,6 @@ pub(crate) struct OpenAiClient {
     base: String,
     http: reqwest::Client,
     timeout: Duration,
-}
-
-/// Which OpenAI endpoint a streamed request goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Api {
-    /// `POST /v1/chat/completions` with one user message.
-    Chat,
-    /// `POST /v1/completions` with a prompt.
-    Completions,
 }
 
 /// What one streamed request did, timed on the client's monotonic clock.

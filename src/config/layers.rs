@@ -12,10 +12,7 @@ use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 use super::presets;
-use super::{
-    ConfigError, DeterminismParams, EngineKind, LmEvalParams, LongDocQaParams, MmluParams,
-    RequestRateParams, Role, Suite, TestKind, TestParams, ThroughputParams,
-};
+use super::{ConfigError, EngineKind, Role, Suite, TestKind, TestParams};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Source {
@@ -515,101 +512,28 @@ fn validate(
                 ));
             }
         }
+        let table = Value::Table(test.params.clone());
         let p = match test.kind {
-            TestKind::LongDocQa => {
-                let p: LongDocQaParams =
-                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
-                if p.num_documents == 0 || p.max_inflight_requests == 0 || p.repeat_count == 0 {
-                    return Err(err(
-                        prefix,
-                        "num_documents, repeat_count and max_inflight_requests must be at least 1",
-                    ));
-                }
-                if let Some(r) = &p.hit_miss_ratio {
-                    if crate::workload::long_doc_qa::parse_hit_miss(r).is_none() {
-                        return Err(err(
-                            format!("{prefix}.hit_miss_ratio"),
-                            "expected H:M with H + M > 0, e.g. \"2:2\"",
-                        ));
-                    }
-                }
-                if !(0.0..0.5).contains(&p.ttft_trim_fraction) {
-                    return Err(err(
-                        format!("{prefix}.ttft_trim_fraction"),
-                        "must be at least 0 and below 0.5",
-                    ));
-                }
-                TestParams::LongDocQa(p)
-            }
-            TestKind::Mmlu => {
-                let p: MmluParams =
-                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
-                if p.max_inflight_requests == 0
-                    || (p.number_of_subjects == 0 && p.subjects.is_empty())
-                {
-                    return Err(err(prefix, "number_of_subjects (or subjects) and max_inflight_requests must be at least 1"));
-                }
-                if !(p.store_load_pause_secs.is_finite() && p.store_load_pause_secs >= 0.0) {
-                    return Err(err(
-                        format!("{prefix}.store_load_pause_secs"),
-                        "must be zero or more seconds",
-                    ));
-                }
-                TestParams::Mmlu(p)
-            }
+            TestKind::LongDocQa => TestParams::LongDocQa(typed_at(table, &prefix, origins, base)?),
+            TestKind::Mmlu => TestParams::Mmlu(typed_at(table, &prefix, origins, base)?),
             TestKind::Throughput => {
-                let p: ThroughputParams =
-                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
-                if p.num_prompts == 0
-                    || p.input_len == 0
-                    || p.output_len == 0
-                    || p.max_concurrency == Some(0)
-                {
-                    return Err(err(
-                        prefix,
-                        "num_prompts, input_len, output_len and max_concurrency must be at least 1",
-                    ));
-                }
-                if p.request_rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-                    return Err(err(format!("{prefix}.request_rate"), "must be a positive number of requests per second (leave it out for all at once)"));
-                }
-                TestParams::Throughput(p)
+                TestParams::Throughput(typed_at(table, &prefix, origins, base)?)
             }
             TestKind::Determinism => {
-                let p: DeterminismParams =
-                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
-                if p.max_inflight_requests == 0 || p.max_tokens == 0 {
-                    return Err(err(
-                        prefix,
-                        "max_inflight_requests and max_tokens must be at least 1",
-                    ));
-                }
-                TestParams::Determinism(p)
+                TestParams::Determinism(typed_at(table, &prefix, origins, base)?)
             }
-            TestKind::LmEval => {
-                let p: LmEvalParams =
-                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
-                if p.limit == 0 || p.num_concurrent == 0 {
-                    return Err(err(prefix, "limit and num_concurrent must be at least 1"));
-                }
-                TestParams::LmEval(p)
-            }
+            TestKind::LmEval => TestParams::LmEval(typed_at(table, &prefix, origins, base)?),
             TestKind::RequestRate => {
-                let p: RequestRateParams =
-                    typed_at(Value::Table(test.params.clone()), &prefix, origins, base)?;
-                let ok = |v: f64| v.is_finite() && v > 0.0;
-                if !ok(p.qps)
-                    || !ok(p.duration_secs)
-                    || p.context_len == 0
-                    || p.query_len < 2
-                    || p.output_len == 0
-                    || p.num_contexts == 0
-                {
-                    return Err(err(prefix, "qps and duration_secs must be positive; context_len, output_len and num_contexts at least 1; query_len at least 2"));
-                }
-                TestParams::RequestRate(p)
+                TestParams::RequestRate(typed_at(table, &prefix, origins, base)?)
             }
         };
+        if let Err(bad) = p.validate() {
+            let key = match bad.key {
+                Some(k) => format!("{prefix}.{k}"),
+                None => prefix,
+            };
+            return Err(err(key, bad.message));
+        }
         params.insert(name.clone(), p);
     }
     Ok(params)

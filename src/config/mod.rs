@@ -3,6 +3,7 @@
 //! `--set` override it (with the origin of every value kept for `config show`).
 
 mod layers;
+mod params;
 mod presets;
 
 use std::path::PathBuf;
@@ -10,14 +11,14 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::sim::SimOptions;
-pub(crate) use crate::workload::determinism::DeterminismParams;
-pub(crate) use crate::workload::lm_eval::LmEvalParams;
-pub(crate) use crate::workload::mmlu::MmluParams;
-pub(crate) use crate::workload::request_rate::RequestRateParams;
-pub(crate) use crate::workload::throughput::ThroughputParams;
+pub(crate) use crate::results::{Role, Severity};
+use crate::sim::SimOptions;
 
 pub(crate) use layers::{load, LoadRequest, Loaded};
+pub(crate) use params::{
+    parse_hit_miss, Api, DeterminismParams, Driver, LmEvalParams, LongDocQaParams, MmluParams,
+    RepeatMode, RequestRateParams, ThroughputParams, Variant,
+};
 pub(crate) use presets::PRESETS;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,32 +50,6 @@ pub(crate) enum ConfigError {
     },
     #[error("no test matches --only `{0}`; run `lmcache-e2e list` to see the suite's tests")]
     NoTestMatches(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Role {
-    /// Something the engines need (e.g. the LMCache server): started first,
-    /// kept up through every phase, never sent a workload.
-    Service,
-    Baseline,
-    Lmcache,
-}
-
-impl Role {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Role::Service => "service",
-            Role::Baseline => "baseline",
-            Role::Lmcache => "lmcache",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -407,16 +382,6 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Severity {
-    /// A failure fails the run (exit 1).
-    #[default]
-    Error,
-    /// A failure is reported as a warning only.
-    Warning,
-}
-
 /// One threshold on one metric. Exactly one bound is set: `max`/`min` on the
 /// engine's own value, or `max_change_pct`/`min_change_pct` on
 /// `(lmcache - baseline) / baseline * 100`.
@@ -445,52 +410,6 @@ fn lmcache_role() -> Role {
     Role::Lmcache
 }
 
-/// Parameters of the long document QA workload (reference section 3).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct LongDocQaParams {
-    pub document_length: usize,
-    pub num_documents: usize,
-    pub output_len: u32,
-    pub repeat_count: usize,
-    pub repeat_mode: RepeatMode,
-    pub shuffle_seed: u64,
-    pub max_inflight_requests: usize,
-    /// `H:M`: in the query round request i misses when `i % (H+M) >= H`.
-    pub hit_miss_ratio: Option<String>,
-    /// Pre-warmup prompts sent before the measured rounds.
-    pub prewarmup_prompts: usize,
-    pub prewarmup_length: usize,
-    /// Fraction of the slowest and fastest query TTFTs left out of the mean.
-    pub ttft_trim_fraction: f64,
-}
-
-impl Default for LongDocQaParams {
-    fn default() -> Self {
-        Self {
-            document_length: 10_000,
-            num_documents: 30,
-            output_len: 200,
-            repeat_count: 2,
-            repeat_mode: RepeatMode::Tile,
-            shuffle_seed: 0,
-            max_inflight_requests: 5,
-            hit_miss_ratio: None,
-            prewarmup_prompts: 5,
-            prewarmup_length: 1000,
-            ttft_trim_fraction: 0.0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum RepeatMode {
-    Tile,
-    Interleave,
-    Random,
-}
-
 /// A test with its parameters resolved for its kind.
 #[derive(Debug, Clone)]
 pub(crate) enum TestParams {
@@ -500,6 +419,19 @@ pub(crate) enum TestParams {
     Determinism(DeterminismParams),
     LmEval(LmEvalParams),
     RequestRate(RequestRateParams),
+}
+
+impl TestParams {
+    pub(crate) fn validate(&self) -> Result<(), params::Invalid> {
+        match self {
+            TestParams::LongDocQa(p) => p.validate(),
+            TestParams::Mmlu(p) => p.validate(),
+            TestParams::Throughput(p) => p.validate(),
+            TestParams::Determinism(p) => p.validate(),
+            TestParams::LmEval(p) => p.validate(),
+            TestParams::RequestRate(p) => p.validate(),
+        }
+    }
 }
 
 impl Suite {

@@ -59,6 +59,7 @@ pub(crate) async fn build_images(
     suite: &Suite,
     suite_dir: &Path,
     logs_dir: &Path,
+    say: &dyn Fn(String),
 ) -> Result<Vec<String>, ImageError> {
     let mut built: Vec<String> = Vec::new();
     for e in suite
@@ -94,11 +95,11 @@ pub(crate) async fn build_images(
             .collect();
         let log = logs_dir.join(format!("build-{safe}.log"));
         let file = std::fs::File::create(&log).map_err(spawn)?;
-        eprintln!(
-            "lmcache-e2e: building image {} (log {})",
+        say(format!(
+            "building image {} (log {})",
             c.image,
             log.display()
-        );
+        ));
         let started = std::time::Instant::now();
         let status = tokio::process::Command::new(cli)
             .args(build_args(b, &c.image, &suite_dir.join(&b.context)))
@@ -119,11 +120,11 @@ pub(crate) async fn build_images(
                 tail,
             });
         }
-        eprintln!(
-            "lmcache-e2e: built image {} in {:.1} s",
+        say(format!(
+            "built image {} in {:.1} s",
             c.image,
             started.elapsed().as_secs_f64()
-        );
+        ));
         built.push(c.image.clone());
     }
     Ok(built)

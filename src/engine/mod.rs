@@ -6,17 +6,17 @@ pub(crate) mod gpu;
 pub(crate) mod image;
 mod readiness;
 pub(crate) mod signals;
-pub(crate) mod sim;
+
 mod supervisor;
 
 use std::fmt::Write as _;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(crate) use crate::config::EngineKind;
 use crate::config::{ContainerOptions, Readiness, Role, Suite};
 
+pub(crate) use crate::results::tail_lines;
 pub(crate) use readiness::wait_ready;
 pub(crate) use supervisor::{cleanup_by_label, cleanup_from_state, LabelFilter, Supervisor};
 
@@ -350,26 +350,6 @@ fn free_port(host: &str) -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
 }
 
-/// The last `n` lines of a log, reading at most its last 256 KiB.
-pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(256 * 1024);
-    if f.seek(SeekFrom::Start(start)).is_err() {
-        return Vec::new();
-    }
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,16 +462,5 @@ mod tests {
             args("vllm-lmcache")
         );
         assert!(!args("vllm-baseline").contains("--gpu-memory-utilization"));
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x.log");
-        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&p, text).unwrap();
-        let t = tail_lines(&p, 3);
-        assert_eq!(t, vec!["line 97", "line 98", "line 99"]);
-        assert!(tail_lines(&dir.path().join("missing"), 3).is_empty());
     }
 }

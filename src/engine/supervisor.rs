@@ -217,11 +217,9 @@ impl Supervisor {
                 .collect(),
         };
         let json = serde_json::to_vec_pretty(&state).expect("state serializes");
-        crate::report::results::write_atomic(&self.state_path, &json).map_err(|e| {
-            EngineError::State {
-                path: self.state_path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
+        crate::results::write_atomic(&self.state_path, &json).map_err(|e| EngineError::State {
+            path: self.state_path.clone(),
+            source: std::io::Error::other(e.to_string()),
         })
     }
 

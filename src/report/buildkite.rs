@@ -7,8 +7,8 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::results::{RunResults, RunStatus, TestStatus};
 use super::ReportError;
+use crate::results::{RunResults, RunStatus, TestStatus};
 
 /// `success`, `warning` or `error`, as `buildkite-agent annotate --style`
 /// takes them.

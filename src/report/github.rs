@@ -83,6 +83,7 @@ pub(crate) async fn upsert_comment(
     body: &str,
     fallback: &str,
     backoff: &Backoff,
+    say: &(dyn Fn(String) + Send + Sync),
 ) -> Result<CommentOutcome, ReportError> {
     let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
         return Ok(CommentOutcome::Skipped(
@@ -122,16 +123,16 @@ pub(crate) async fn upsert_comment(
         // Every attempt looks for the comment again, so a retry is safe: a
         // create that timed out or got a 5xx may still have landed, and is
         // then updated instead of posted twice.
-        let posted = with_retry(backoff, "posting the PR comment", &scrub, || {
+        let posted = with_retry(backoff, "posting the PR comment", &scrub, say, || {
             update_or_create(&crab, target, &comments, marker, &payload)
         })
         .await;
         match posted {
             Err((Failure::Unprocessable(why), _)) if text != fallback => {
-                eprintln!(
-                    "lmcache-e2e: GitHub refused the PR comment ({}); posting the short form",
+                say(format!(
+                    "GitHub refused the PR comment ({}); posting the short form",
                     scrub(why)
-                );
+                ));
                 text = fallback;
             }
             Err(e) => return fail(e),

@@ -236,6 +236,7 @@ pub(super) async fn with_retry<T, F, Fut>(
     backoff: &Backoff,
     what: &str,
     scrub: &dyn Fn(String) -> String,
+    say: &(dyn Fn(String) + Send + Sync),
     mut call: F,
 ) -> Result<T, (Failure, String)>
 where
@@ -279,12 +280,12 @@ where
                     Some(asked) => format!(" as GitHub asked ({} s)", asked.as_secs()),
                     None => String::new(),
                 };
-                eprintln!(
-                    "lmcache-e2e: {what} failed ({}); attempt {attempt} of {}, retrying in {:.1} s{why_wait}",
+                say(format!(
+                    "{what} failed ({}); attempt {attempt} of {}, retrying in {:.1} s{why_wait}",
                     scrub(why.clone()),
                     backoff.attempts,
                     wait.as_secs_f64()
-                );
+                ));
                 tokio::time::sleep(wait).await;
                 continue;
             }

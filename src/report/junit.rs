@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::render::number;
-use super::results::{CheckOutcome, RunResults, TestRecord, TestStatus, Verdict};
+use crate::results::{CheckOutcome, RunResults, TestRecord, TestStatus, Verdict};
 
 /// Text for an attribute or element: escaped, without the control
 /// characters XML 1.0 forbids (logs and servers may send them).

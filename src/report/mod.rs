@@ -7,7 +7,8 @@ mod github_api;
 pub(crate) mod junit;
 pub(crate) mod publish;
 pub(crate) mod render;
-pub(crate) mod results;
+pub(crate) mod terminal;
+
 #[cfg(test)]
 pub(crate) mod samples;
 
@@ -37,5 +38,5 @@ pub(crate) enum ReportError {
     #[error("failed to annotate the Buildkite build: {0}")]
     Buildkite(String),
     #[error(transparent)]
-    Results(#[from] results::ResultsError),
+    Results(#[from] crate::results::ResultsError),
 }

@@ -7,23 +7,43 @@ use std::time::Duration;
 
 use super::github::{self, Backoff, CommentOutcome, PrTarget};
 use super::render::{marker, safe_id, Detail, Target, Templates};
-use super::results::{write_atomic, RunResults};
 use super::{buildkite, junit, ReportError};
-use crate::cli::ReportFlags;
+use crate::results::{write_atomic, RunResults};
 
-/// What the CI environment tells the reporters, read once.
-pub(crate) struct Env<'a> {
-    pub get: &'a dyn Fn(&str) -> Option<String>,
+/// What to deliver where: made by the command from its flags and the CI's
+/// environment, so reporting itself reads neither.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Plan {
+    /// Append to this job summary file (`$GITHUB_STEP_SUMMARY`).
+    pub step_summary: Option<PathBuf>,
+    /// Asked for a job summary, but the CI gave no file: say so.
+    pub step_summary_missing: bool,
+    /// Write step outputs here (`$GITHUB_OUTPUT`).
+    pub step_outputs: Option<PathBuf>,
+    pub comment: Option<CommentPlan>,
+    pub buildkite_annotate: bool,
+    pub buildkite_upload: bool,
+    /// Also write the JUnit XML here.
+    pub junit: Option<PathBuf>,
+    pub templates: Option<PathBuf>,
+    /// Keeps one comment and one annotation per id.
+    pub comment_id: Option<String>,
+    /// A report that cannot be delivered fails instead of warning.
+    pub strict: bool,
 }
 
-impl Env<'_> {
-    fn var(&self, k: &str) -> Option<String> {
-        (self.get)(k).filter(|v| !v.is_empty())
-    }
-
-    fn is(&self, k: &str, v: &str) -> bool {
-        self.var(k).as_deref() == Some(v)
-    }
+/// The sticky PR comment: where it goes and with what token.
+#[derive(Debug, Clone)]
+pub(crate) struct CommentPlan {
+    pub api_url: String,
+    /// `--repo`; else results.json's, else `job_repository`.
+    pub repo: Option<String>,
+    pub job_repository: Option<String>,
+    /// `--pr`; else results.json's, else `event_pr`.
+    pub pr: Option<u64>,
+    pub event_pr: Option<u64>,
+    pub token: Option<String>,
+    pub backoff_unit: Option<Duration>,
 }
 
 /// Where the reports went, for the caller to print.
@@ -33,15 +53,15 @@ pub(crate) struct Delivered {
     pub warnings: Vec<String>,
 }
 
-/// Renders and delivers every report `flags` asks for. `auto` (set by `ci`)
-/// adds the job summary on GitHub Actions and the annotation on Buildkite.
-/// Delivery problems are warnings unless `--strict-report`.
+/// Renders and delivers every report the plan asks for; `say` tells what
+/// happened (and waits for rate limits) as it goes. Delivery problems are
+/// warnings unless the plan is strict.
 pub(crate) async fn publish(
     results: &RunResults,
-    flags: &ReportFlags,
-    auto: bool,
-    env: &Env<'_>,
+    plan: &Plan,
+    say: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Delivered, ReportError> {
+    let flags = plan;
     let templates = Templates::load(flags.templates.as_deref())?;
     let dir = &results.results_dir;
     let id = flags
@@ -62,53 +82,49 @@ pub(crate) async fn publish(
         warnings: Vec::new(),
     };
     let mut warn = |e: ReportError| -> Result<(), ReportError> {
-        if flags.strict_report {
+        if flags.strict {
             return Err(e);
         }
         delivered.warnings.push(e.to_string());
         Ok(())
     };
 
-    let on_github = env.is("GITHUB_ACTIONS", "true");
-    if flags.github_summary || (auto && on_github) {
-        match env.var("GITHUB_STEP_SUMMARY") {
-            Some(path) => {
-                let (body, _) = templates.render_fitting(Target::Summary, results, &id)?;
-                if let Err(e) = github::append_step_summary(Path::new(&path), &body) {
-                    warn(e)?;
-                }
-            }
-            None => warn(ReportError::Github(
-                "GITHUB_STEP_SUMMARY is not set, so there is no job summary to write (is this a GitHub Actions step?)".into(),
-            ))?,
+    if let Some(path) = &flags.step_summary {
+        let (body, _) = templates.render_fitting(Target::Summary, results, &id)?;
+        if let Err(e) = github::append_step_summary(path, &body) {
+            warn(e)?;
         }
     }
-    if let Some(path) = env.var("GITHUB_OUTPUT") {
+    if flags.step_summary_missing {
+        warn(ReportError::Github(
+            "GITHUB_STEP_SUMMARY is not set, so there is no job summary to write (is this a GitHub Actions step?)".into(),
+        ))?;
+    }
+    if let Some(path) = &flags.step_outputs {
         let outputs = [
             ("verdict", verdict_word(results).to_string()),
             ("results-dir", dir.display().to_string()),
             ("summary", summary_md.display().to_string()),
             ("junit", junit_path.display().to_string()),
         ];
-        if let Err(e) = github::write_outputs(Path::new(&path), &outputs) {
+        if let Err(e) = github::write_outputs(path, &outputs) {
             warn(e)?;
         }
     }
-    if flags.pr_comment {
-        match comment(results, flags, env, &templates, &id).await {
-            Ok(CommentOutcome::Created(n)) => {
-                eprintln!("lmcache-e2e: created the PR comment (id {n}, comment id `{id}`)")
-            }
-            Ok(CommentOutcome::Updated(n)) => {
-                eprintln!("lmcache-e2e: updated the PR comment (id {n}, comment id `{id}`)")
-            }
+    if let Some(plan) = &flags.comment {
+        match comment(results, plan, &templates, &id, say).await {
+            Ok(CommentOutcome::Created(n)) => say(format!(
+                "created the PR comment (id {n}, comment id `{id}`)"
+            )),
+            Ok(CommentOutcome::Updated(n)) => say(format!(
+                "updated the PR comment (id {n}, comment id `{id}`)"
+            )),
             Ok(CommentOutcome::Skipped(why)) => warn(ReportError::CommentSkipped(why))?,
             Err(e) => warn(e)?,
         }
     }
 
-    let on_buildkite = env.is("BUILDKITE", "true");
-    if flags.buildkite_annotate || (auto && on_buildkite) {
+    if flags.buildkite_annotate {
         let (body, _) = templates.render_fitting(Target::Buildkite, results, &id)?;
         let context = format!("lmcache-e2e-{}", safe_id(&id));
         if let Err(e) = buildkite::annotate(&context, buildkite::style(results), &body).await {
@@ -119,9 +135,6 @@ pub(crate) async fn publish(
         if let Err(e) = buildkite::upload(dir).await {
             warn(e)?;
         }
-    }
-    for w in &delivered.warnings {
-        eprintln!("lmcache-e2e: warning: {w}");
     }
     Ok(delivered)
 }
@@ -141,7 +154,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
 
 /// `passed`, `failed`, `interrupted` or `error`: the action's `verdict`.
 pub(crate) fn verdict_word(results: &RunResults) -> &'static str {
-    use super::results::RunStatus;
+    use crate::results::RunStatus;
     match results.status {
         RunStatus::Passed => "passed",
         RunStatus::Failed => "failed",
@@ -152,16 +165,16 @@ pub(crate) fn verdict_word(results: &RunResults) -> &'static str {
 
 async fn comment(
     results: &RunResults,
-    flags: &ReportFlags,
-    env: &Env<'_>,
+    plan: &CommentPlan,
     templates: &Templates,
     id: &str,
+    say: &(dyn Fn(String) + Send + Sync),
 ) -> Result<CommentOutcome, ReportError> {
-    let repo = flags
+    let repo = plan
         .repo
         .clone()
         .or_else(|| results.meta.repository.clone())
-        .or_else(|| env.var("GITHUB_REPOSITORY"));
+        .or_else(|| plan.job_repository.clone());
     let Some(repo) = repo else {
         return Ok(CommentOutcome::Skipped(
             "the repository is unknown: pass --repo OWNER/NAME (or run on GitHub Actions)".into(),
@@ -172,10 +185,7 @@ async fn comment(
             "--repo `{repo}` is not OWNER/NAME"
         )));
     };
-    let pr = flags
-        .pr
-        .or(results.meta.pr_number)
-        .or_else(|| crate::ci_env::detect(env.get).pr_number);
+    let pr = plan.pr.or(results.meta.pr_number).or(plan.event_pr);
     let Some(number) = pr else {
         return Ok(CommentOutcome::Skipped(
             "this run is not for a pull request (none in results.json or the event); pass --pr N"
@@ -183,16 +193,14 @@ async fn comment(
         ));
     };
     let target = PrTarget {
-        api_url: env
-            .var("GITHUB_API_URL")
-            .unwrap_or_else(|| "https://api.github.com".into()),
+        api_url: plan.api_url.clone(),
         owner,
         repo: name,
         number,
     };
     let (body, detail) = templates.render_fitting(Target::PrComment, results, id)?;
     if detail != Detail::Full {
-        eprintln!("lmcache-e2e: the PR comment leaves out details to fit GitHub's limit");
+        say("the PR comment leaves out details to fit GitHub's limit".into());
     }
     let (fallback, _) = templates.render_within(
         Target::PrComment,
@@ -201,20 +209,17 @@ async fn comment(
         Target::PrComment.limit() / 2,
     )?;
     let backoff = Backoff {
-        unit: env
-            .var("LMCACHE_E2E_GITHUB_BACKOFF_MS")
-            .and_then(|v| v.parse().ok())
-            .map_or(Backoff::default().unit, Duration::from_millis),
+        unit: plan.backoff_unit.unwrap_or(Backoff::default().unit),
         ..Backoff::default()
     };
-    let token = env.var("GITHUB_TOKEN");
     github::upsert_comment(
         &target,
-        token.as_deref(),
+        plan.token.as_deref(),
         &marker(id),
         &body,
         &fallback,
         &backoff,
+        say,
     )
     .await
 }

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tera::{Context, Tera};
 
-use super::results::{
+use super::ReportError;
+use crate::results::{
     Chart, CheckKind, CheckOutcome, DetailTable, RunResults, RunStatus, TestRecord, TestStatus,
     Verdict,
 };
-use super::ReportError;
 
 /// The embedded templates, by the file name an override directory uses.
 const EMBEDDED: [(&str, &str); 4] = [

@@ -173,26 +173,29 @@ impl Env<'_> {
     }
 }
 
+/// Told when each setup step starts and ends (the console shows a spinner
+/// on a terminal and one line per step).
+pub(crate) trait StepObserver {
+    fn started(&self, name: &str);
+    fn finished(&self, step: Option<&Step>);
+}
+
 fn timed(
+    obs: &dyn StepObserver,
     name: String,
     f: impl FnOnce() -> Result<(String, bool), SetupError>,
 ) -> Result<Step, SetupError> {
     let t = Instant::now();
-    let spinner = Spinner::start(&name);
+    obs.started(&name);
     let result = f();
-    drop(spinner);
-    let (outcome, changed) = result?;
-    let step = Step {
+    let step = result.map(|(outcome, changed)| Step {
         name,
         outcome,
         changed,
         secs: t.elapsed().as_secs_f64(),
-    };
-    eprintln!(
-        "setup: {}: {} ({:.2} s)",
-        step.name, step.outcome, step.secs
-    );
-    Ok(step)
+    });
+    obs.finished(step.as_ref().ok());
+    step
 }
 
 /// The venv's interpreter is the version the suite asked for.
@@ -209,54 +212,6 @@ fn check_version(python: &Path, wanted: Option<&str>) -> Result<(), SetupError> 
             got,
             venv: python.display().to_string(),
         })
-    }
-}
-
-/// A spinner on stderr while a step runs, only on a terminal (CI logs get
-/// one line per step).
-struct Spinner {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Spinner {
-    fn start(name: &str) -> Self {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Self {
-                stop: None,
-                thread: None,
-            };
-        }
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let name = name.to_string();
-        let thread = std::thread::spawn(move || {
-            let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-            let mut i = 0;
-            while rx
-                .recv_timeout(std::time::Duration::from_millis(100))
-                .is_err()
-            {
-                eprint!("\r{} setup: {name}", frames[i % frames.len()]);
-                i += 1;
-            }
-            eprint!("\r\x1b[2K");
-        });
-        Self {
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Spinner {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -338,7 +293,11 @@ fn checkout(git: &Path, repo: &RepoConfig, dir: &Path) -> Result<(String, bool),
 }
 
 /// Runs every setup step; `base` is where relative paths start.
-pub(crate) fn setup(cfg: &SetupConfig, base: &Path) -> Result<Vec<Step>, SetupError> {
+pub(crate) fn setup(
+    cfg: &SetupConfig,
+    base: &Path,
+    obs: &dyn StepObserver,
+) -> Result<Vec<Step>, SetupError> {
     let venv = base.join(&cfg.venv);
     let uv = match cfg.installer {
         Installer::Pip => None,
@@ -362,7 +321,7 @@ pub(crate) fn setup(cfg: &SetupConfig, base: &Path) -> Result<Vec<Step>, SetupEr
         Some(v) => format!("python{v}"),
         None => cfg.python.clone(),
     };
-    steps.push(timed(format!("venv {}", cfg.venv.display()), || {
+    steps.push(timed(obs, format!("venv {}", cfg.venv.display()), || {
         if env.python().exists() {
             check_version(&env.python(), wanted.as_deref())?;
             return Ok(("up to date".into(), false));
@@ -396,14 +355,18 @@ pub(crate) fn setup(cfg: &SetupConfig, base: &Path) -> Result<Vec<Step>, SetupEr
         let mut sorted = cfg.packages.clone();
         sorted.sort();
         let stamp = env.stamp(sorted.join(" "));
-        steps.push(timed(format!("packages {}", sorted.join(" ")), || {
-            if env.up_to_date("packages", &stamp) {
-                return Ok(("up to date".into(), false));
-            }
-            env.install(&cfg.packages)?;
-            env.save("packages", &stamp)?;
-            Ok(("installed".into(), true))
-        })?);
+        steps.push(timed(
+            obs,
+            format!("packages {}", sorted.join(" ")),
+            || {
+                if env.up_to_date("packages", &stamp) {
+                    return Ok(("up to date".into(), false));
+                }
+                env.install(&cfg.packages)?;
+                env.save("packages", &stamp)?;
+                Ok(("installed".into(), true))
+            },
+        )?);
     }
     let git = if cfg.repos.is_empty() {
         None
@@ -417,7 +380,7 @@ pub(crate) fn setup(cfg: &SetupConfig, base: &Path) -> Result<Vec<Step>, SetupEr
         };
         let git = git.as_deref().expect("git found for repos");
         let mut commit = String::new();
-        steps.push(timed(format!("{name} at {}", repo.git_ref), || {
+        steps.push(timed(obs, format!("{name} at {}", repo.git_ref), || {
             let (c, changed) = checkout(git, repo, &dir)?;
             commit = c;
             Ok((
@@ -427,7 +390,7 @@ pub(crate) fn setup(cfg: &SetupConfig, base: &Path) -> Result<Vec<Step>, SetupEr
         })?);
         if repo.editable {
             let stamp = env.stamp(format!("{} @ {commit}", dir.display()));
-            steps.push(timed(format!("install {name} (editable)"), || {
+            steps.push(timed(obs, format!("install {name} (editable)"), || {
                 if env.up_to_date(name, &stamp) {
                     return Ok(("up to date".into(), false));
                 }
@@ -441,24 +404,30 @@ pub(crate) fn setup(cfg: &SetupConfig, base: &Path) -> Result<Vec<Step>, SetupEr
         }
     }
     if let Some(archive) = &cfg.mmlu_archive {
-        steps.push(timed(format!("MMLU data {}", archive.display()), || {
-            let p =
-                crate::setup::mmlu_data::prepare(&base.join(archive), &base.join(&cfg.mmlu_into))
-                    .map_err(|e| SetupError::Data(e.to_string()))?;
-            let what = if p.extracted {
-                "extracted"
-            } else {
-                "up to date"
-            };
-            Ok((
-                format!(
-                    "{what}: {} subjects in {}",
-                    p.subjects,
-                    p.data_dir.display()
-                ),
-                p.extracted,
-            ))
-        })?);
+        steps.push(timed(
+            obs,
+            format!("MMLU data {}", archive.display()),
+            || {
+                let p = crate::workload::mmlu::data::prepare(
+                    &base.join(archive),
+                    &base.join(&cfg.mmlu_into),
+                )
+                .map_err(|e| SetupError::Data(e.to_string()))?;
+                let what = if p.extracted {
+                    "extracted"
+                } else {
+                    "up to date"
+                };
+                Ok((
+                    format!(
+                        "{what}: {} subjects in {}",
+                        p.subjects,
+                        p.data_dir.display()
+                    ),
+                    p.extracted,
+                ))
+            },
+        )?);
     }
     Ok(steps)
 }

@@ -4,41 +4,19 @@
 //! ones are shown with a short character-level diff.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::WorkloadError;
+use futures_util::future::BoxFuture;
+
+use super::{Ctx, Output, Progress, Workload, WorkloadError};
 use crate::client::OpenAiClient;
-use crate::report::results::Metric;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct DeterminismParams {
-    /// JSONL of `{"id": ..., "prompt": ...}`; the built-in set when absent.
-    pub prompts: Option<PathBuf>,
-    pub max_tokens: u32,
-    pub seed: u64,
-    /// Also ask the baseline engine and compare it with LMCache.
-    pub compare_baseline: bool,
-    pub max_inflight_requests: usize,
-    pub store_load_pause_secs: f64,
-}
-
-impl Default for DeterminismParams {
-    fn default() -> Self {
-        Self {
-            prompts: None,
-            max_tokens: 64,
-            seed: 42,
-            compare_baseline: true,
-            max_inflight_requests: 16,
-            store_load_pause_secs: 0.5,
-        }
-    }
-}
+use crate::config::DeterminismParams;
+use crate::results::{Metric, Role};
 
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct PromptCase {
@@ -134,13 +112,19 @@ pub(crate) async fn ask_all(
     model: &str,
     p: &DeterminismParams,
     cases: &[PromptCase],
+    progress: &Arc<Progress>,
 ) -> Result<Outputs, WorkloadError> {
     let model = super::resolve_model(client, model).await?;
     let (max_tokens, seed) = (p.max_tokens, p.seed);
     let answers = super::bounded(cases.to_vec(), p.max_inflight_requests, |case| {
         let client = client.clone();
+        let progress = progress.clone();
         let body = json!({"model": model, "prompt": case.prompt, "max_tokens": max_tokens, "temperature": 0, "seed": seed});
-        async move { (case.id, client.completion(&body).await.ok().map(|(t, _)| t)) }
+        async move {
+            let answer = client.completion(&body).await.ok().map(|(t, _)| t);
+            progress.finished(answer.is_some());
+            (case.id, answer)
+        }
     })
     .await;
     Ok(answers.into_iter().collect())
@@ -212,6 +196,153 @@ pub(crate) fn metrics(cases: &[PromptCase], mismatches: &[Mismatch]) -> IndexMap
         Metric::new(cases.len() as f64, "prompts"),
     );
     m
+}
+
+/// Mismatches listed in the notes; the rest are in the files.
+const NOTE_LIMIT: usize = 20;
+
+/// The determinism test: prompts loaded once, asked of baseline (when
+/// compared) and twice of LMCache, compared per id at the end.
+pub(crate) struct Determinism {
+    params: DeterminismParams,
+    cases: Vec<PromptCase>,
+    /// Outputs per pass: `baseline`, `store`, `load`.
+    outputs: IndexMap<&'static str, Outputs>,
+}
+
+impl Determinism {
+    pub(crate) fn new(params: DeterminismParams) -> Self {
+        Self {
+            params,
+            cases: Vec::new(),
+            outputs: IndexMap::new(),
+        }
+    }
+
+    async fn ask(
+        &self,
+        ctx: &Ctx<'_>,
+        client: &OpenAiClient,
+        pass: &str,
+    ) -> Result<Outputs, WorkloadError> {
+        ctx.progress.start(pass, self.cases.len() as u64);
+        ask_all(client, ctx.model, &self.params, &self.cases, ctx.progress).await
+    }
+
+    fn write_files(
+        &self,
+        ctx: &Ctx<'_>,
+        mismatches: &[Mismatch],
+        out: &mut Output,
+    ) -> Result<(), WorkloadError> {
+        let outputs: String = self
+            .cases
+            .iter()
+            .map(|c| {
+                let get = |pass: &str| self.outputs.get(pass).and_then(|o| o.get(&c.id)).cloned().flatten();
+                json!({"id": c.id, "baseline": get("baseline"), "store": get("store"), "load": get("load")}).to_string() + "\n"
+            })
+            .collect();
+        let listed: String = mismatches
+            .iter()
+            .map(|m| serde_json::to_string(m).expect("serializes") + "\n")
+            .collect();
+        for (file, body) in [("outputs.jsonl", outputs), ("mismatches.jsonl", listed)] {
+            out.files.push(super::write_output(
+                ctx.out_dir,
+                "determinism",
+                file,
+                body.as_bytes(),
+            )?);
+        }
+        Ok(())
+    }
+}
+
+impl Workload for Determinism {
+    fn plan<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        _first: Role,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            self.cases = load_prompts(&self.params, ctx.suite_dir)?;
+            Ok(())
+        })
+    }
+
+    fn run<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        role: Role,
+        _phase: &'a [Role],
+        _out: &'a mut Output,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            if role == Role::Baseline && !self.params.compare_baseline {
+                return Ok(());
+            }
+            let (target, client) = ctx.engine(role)?;
+            let n = self.cases.len();
+            if role == Role::Baseline {
+                (ctx.say)(format!("{n} prompts to baseline (`{}`)", target.name));
+                let out = self.ask(ctx, &client, "baseline").await?;
+                self.outputs.insert("baseline", out);
+            } else {
+                (ctx.say)(format!(
+                    "{n} prompts to LMCache (`{}`), store then load",
+                    target.name
+                ));
+                let store = self.ask(ctx, &client, "store pass").await?;
+                pause(&self.params).await;
+                let load = self.ask(ctx, &client, "load pass").await?;
+                self.outputs.insert("store", store);
+                self.outputs.insert("load", load);
+            }
+            Ok(())
+        })
+    }
+
+    fn finish(&mut self, ctx: &Ctx<'_>, out: &mut Output) -> Result<(), WorkloadError> {
+        let (Some(store), Some(load)) = (self.outputs.get("store"), self.outputs.get("load"))
+        else {
+            return Err(WorkloadError::NeedsEngine {
+                test: ctx.test.to_string(),
+                what: "an LMCache engine".into(),
+            });
+        };
+        let mut pairs: Vec<(&str, &Outputs, &Outputs)> =
+            vec![("LMCache store vs load", store, load)];
+        if let Some(b) = self.outputs.get("baseline") {
+            pairs.push(("baseline vs LMCache", b, load));
+        }
+        let mismatches = compare(&self.cases, &pairs);
+        let mut m = metrics(&self.cases, &mismatches);
+        let failed = self
+            .outputs
+            .values()
+            .flat_map(|o| o.values())
+            .filter(|v| v.is_none())
+            .count();
+        m.insert(
+            "failed_requests".into(),
+            Metric::new(failed as f64, "requests"),
+        );
+        out.metrics.entry(Role::Lmcache).or_default().extend(m);
+        for m in mismatches.iter().take(NOTE_LIMIT) {
+            out.notes.push(format!(
+                "differs: id `{}` ({}): {}",
+                m.id, m.between, m.detail
+            ));
+        }
+        if mismatches.len() > NOTE_LIMIT {
+            out.notes.push(format!(
+                "… and {} more in determinism/mismatches.jsonl",
+                mismatches.len() - NOTE_LIMIT
+            ));
+        }
+        self.write_files(ctx, &mismatches, out)
+    }
 }
 
 #[cfg(test)]

@@ -5,31 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use serde::{Deserialize, Serialize};
+use futures_util::future::BoxFuture;
+use indexmap::IndexMap;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct LmEvalParams {
-    pub command: String,
-    pub task: String,
-    pub limit: u32,
-    pub num_concurrent: u32,
-    pub max_retries: u32,
-    pub seed: u64,
-}
-
-impl Default for LmEvalParams {
-    fn default() -> Self {
-        Self {
-            command: "lm_eval".into(),
-            task: "gsm8k".into(),
-            limit: 300,
-            num_concurrent: 50,
-            max_retries: 3,
-            seed: 0,
-        }
-    }
-}
+use super::{Ctx, ErrorClass, Output, Workload, WorkloadError};
+use crate::config::LmEvalParams;
+use crate::results::{Metric, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LmEvalError {
@@ -63,6 +44,17 @@ pub(crate) enum LmEvalError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl LmEvalError {
+    pub(crate) fn class(&self) -> ErrorClass {
+        match self {
+            LmEvalError::NotFound { .. } | LmEvalError::Spawn { .. } => ErrorClass::Setup,
+            LmEvalError::Failed { .. }
+            | LmEvalError::NoSamples { .. }
+            | LmEvalError::Read { .. } => ErrorClass::Failed,
+        }
+    }
 }
 
 /// The reference's command line.
@@ -144,7 +136,7 @@ pub(crate) async fn run_once(
         .status()
         .await
         .map_err(spawn)?;
-    let tail = || crate::engine::tail_lines(&log, 20).join("\n");
+    let tail = || crate::results::tail_lines(&log, 20).join("\n");
     if !status.success() {
         return Err(LmEvalError::Failed {
             run: run.into(),
@@ -200,6 +192,94 @@ pub(crate) fn sorted_diff(a: &Path, b: &Path) -> Result<Vec<String>, LmEvalError
         }
     }
     Ok(out)
+}
+
+/// The lm_eval test, against the LMCache engine only: the first run
+/// stores, the second loads, and their samples must be identical.
+pub(crate) struct LmEval {
+    params: LmEvalParams,
+}
+
+impl LmEval {
+    pub(crate) fn new(params: LmEvalParams) -> Self {
+        Self { params }
+    }
+}
+
+impl Workload for LmEval {
+    fn run<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        role: Role,
+        _phase: &'a [Role],
+        out: &'a mut Output,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            if role != Role::Lmcache {
+                return Ok(());
+            }
+            let p = &self.params;
+            let (target, client) = ctx.engine(role)?;
+            let model = super::resolve_model(&client, ctx.model).await?;
+            let mut samples = Vec::new();
+            ctx.progress.start("lm_eval runs", 2);
+            for run in ["first_run", "second_run"] {
+                (ctx.say)(format!(
+                    "lm_eval {} ({run}) against `{}`",
+                    p.task, target.name
+                ));
+                let file = run_once(p, &model, &target.url, ctx.out_dir, run).await?;
+                ctx.progress.finished(true);
+                out.files.push(relative(ctx.out_dir, &file));
+                samples.push(file);
+            }
+            let diff = sorted_diff(&samples[0], &samples[1])?;
+            let lines = |p: &Path| {
+                std::fs::read_to_string(p)
+                    .map(|t| t.lines().count())
+                    .unwrap_or(0)
+            };
+            let mut m = IndexMap::new();
+            m.insert(
+                "differing_sample_lines".to_string(),
+                Metric::new(diff.len() as f64, "lines"),
+            );
+            m.insert(
+                "samples".to_string(),
+                Metric::new(lines(&samples[0]) as f64, "lines"),
+            );
+            out.metrics.insert(role, m);
+            if !diff.is_empty() {
+                let shown: Vec<String> = diff
+                    .iter()
+                    .take(50)
+                    .map(|l| l.chars().take(400).collect())
+                    .collect();
+                for l in shown.iter().take(5) {
+                    out.notes.push(format!(
+                        "differs: {}",
+                        l.chars().take(200).collect::<String>()
+                    ));
+                }
+                out.notes.push(format!(
+                    "{} differing sample lines; the first 50 are in lm_eval/diff.txt",
+                    diff.len()
+                ));
+                let written = super::write_output(
+                    ctx.out_dir,
+                    "lm_eval",
+                    "diff.txt",
+                    (shown.join("\n") + "\n").as_bytes(),
+                )?;
+                out.files.push(written);
+            }
+            Ok(())
+        })
+    }
+}
+
+fn relative(dir: &Path, file: &Path) -> String {
+    file.strip_prefix(dir).unwrap_or(file).display().to_string()
 }
 
 #[cfg(test)]

@@ -5,18 +5,20 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::WorkloadError;
+use super::{Ctx, Output, Progress, Workload, WorkloadError};
 use crate::client::{OpenAiClient, StreamOutcome};
-use crate::config::{LongDocQaParams, RepeatMode};
-use crate::report::results::Metric;
+use crate::config::{parse_hit_miss, LongDocQaParams, RepeatMode};
+use crate::results::{Chart, Metric, Role};
 
 /// One request as the per-round CSVs of `long_doc_qa.py` record it, plus
 /// what the server reported.
@@ -40,13 +42,6 @@ pub(crate) struct LongDocQaOutput {
     pub metrics: IndexMap<String, Metric>,
     /// Files written, relative to the results directory.
     pub files: Vec<String>,
-}
-
-/// `"H:M"` into `(H, M)`, refusing `0:0`.
-pub(crate) fn parse_hit_miss(ratio: &str) -> Option<(usize, usize)> {
-    let (h, m) = ratio.split_once(':')?;
-    let (h, m) = (h.trim().parse().ok()?, m.trim().parse().ok()?);
-    (h + m > 0).then_some((h, m))
 }
 
 pub(crate) fn document(i: usize, length: usize) -> String {
@@ -96,21 +91,33 @@ struct Job {
 async fn run_round(
     client: &OpenAiClient,
     model: &str,
+    round: Round<'_>,
     jobs: Vec<Job>,
     max_tokens: u32,
     inflight: usize,
 ) -> Vec<(Job, StreamOutcome)> {
+    round.progress.start(round.name, jobs.len() as u64);
     super::bounded(jobs, inflight, |job| {
         let client = client.clone();
         let model = model.to_string();
+        let progress = round.progress.clone();
         async move {
             let out = client
                 .chat_stream(&model, &job.prompt, max_tokens, &serde_json::Value::Null)
                 .await;
+            // Counted after the clock stopped: never inside a measurement.
+            progress.finished(out.successful());
             (job, out)
         }
     })
     .await
+}
+
+/// The round being run, for progress.
+#[derive(Clone, Copy)]
+struct Round<'a> {
+    name: &'static str,
+    progress: &'a Arc<Progress>,
 }
 
 fn rows(round: &'static str, t0: Instant, done: &[(Job, StreamOutcome)]) -> Vec<RequestRow> {
@@ -161,7 +168,9 @@ pub(crate) async fn run(
     params: &LongDocQaParams,
     results_dir: &Path,
     label: &str,
+    progress: &Arc<Progress>,
 ) -> Result<LongDocQaOutput, WorkloadError> {
+    let round = |name| Round { name, progress };
     let model = super::resolve_model(client, model).await?;
     let t0 = Instant::now();
 
@@ -175,6 +184,7 @@ pub(crate) async fn run(
     let prewarm = run_round(
         client,
         &model,
+        round("prewarmup round"),
         prewarm,
         params.output_len,
         params.max_inflight_requests,
@@ -197,6 +207,7 @@ pub(crate) async fn run(
     let warmup = run_round(
         client,
         &model,
+        round("warmup round"),
         warmup_jobs,
         params.output_len,
         params.max_inflight_requests,
@@ -234,6 +245,7 @@ pub(crate) async fn run(
     let query = run_round(
         client,
         &model,
+        round("query round"),
         query_jobs,
         params.output_len,
         params.max_inflight_requests,
@@ -384,6 +396,82 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// The long document QA test: each engine in turn, then a chart of mean
+/// TTFT per round, baseline against LMCache.
+pub(crate) struct LongDocQa {
+    params: LongDocQaParams,
+}
+
+impl LongDocQa {
+    pub(crate) fn new(params: LongDocQaParams) -> Self {
+        Self { params }
+    }
+}
+
+impl Workload for LongDocQa {
+    fn run<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        role: Role,
+        _phase: &'a [Role],
+        out: &'a mut Output,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            let (_, client) = ctx.engine(role)?;
+            let r = run(
+                &client,
+                ctx.model,
+                &self.params,
+                ctx.out_dir,
+                role.as_str(),
+                ctx.progress,
+            )
+            .await?;
+            let m = |k: &str| r.metrics.get(k).map_or(f64::NAN, |m| m.value);
+            (ctx.say)(format!(
+                "{role}: query TTFT {:.3} s, query round {:.3} s/prompt, warmup round {:.3} s/prompt, {} failed requests",
+                m("query_ttft_per_prompt"),
+                m("query_round_time_per_prompt"),
+                m("warmup_round_time_per_prompt"),
+                m("failed_requests")
+            ));
+            out.metrics.insert(role, r.metrics);
+            out.files.extend(r.files);
+            Ok(())
+        })
+    }
+
+    /// Mean TTFT per round, baseline against LMCache: the cache's effect at
+    /// a glance (the query round should drop).
+    fn finish(&mut self, _ctx: &Ctx<'_>, out: &mut Output) -> Result<(), WorkloadError> {
+        let rounds = [
+            ("warmup", "warmup_ttft_mean"),
+            ("query", "query_ttft_per_prompt"),
+        ];
+        let series: IndexMap<Role, Vec<f64>> = out
+            .metrics
+            .iter()
+            .map(|(role, m)| {
+                let values = rounds
+                    .iter()
+                    .map(|(_, k)| m.get(*k).map_or(f64::NAN, |m| m.value))
+                    .collect();
+                (*role, values)
+            })
+            .collect();
+        if series.len() >= 2 {
+            out.charts.push(Chart {
+                title: "Mean TTFT per round".into(),
+                x: rounds.iter().map(|(r, _)| r.to_string()).collect(),
+                y_label: "TTFT".into(),
+                y_unit: "s".into(),
+                series,
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,13 +497,6 @@ mod tests {
         let mut sorted = r.clone();
         sorted.sort();
         assert_eq!(sorted, vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
-    }
-
-    #[test]
-    fn hit_miss_ratio() {
-        assert_eq!(parse_hit_miss("2:2"), Some((2, 2)));
-        assert_eq!(parse_hit_miss("0:0"), None);
-        assert_eq!(parse_hit_miss("x"), None);
     }
 
     #[test]

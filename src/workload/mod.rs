@@ -1,22 +1,45 @@
-//! Workloads: they reach engines only through `client` and a base URL, so
-//! they run the same against servers this tool did not start.
+//! Workloads: one module per kind behind the [`Workload`] trait. They reach
+//! engines only through `client` and a base URL, so they run the same
+//! against servers this tool did not start.
 
 pub(crate) mod determinism;
 pub(crate) mod lm_eval;
 pub(crate) mod long_doc_qa;
 pub(crate) mod mmlu;
+mod progress;
 pub(crate) mod request_rate;
 pub(crate) mod throughput;
 pub(crate) mod vllm_bench;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+use indexmap::IndexMap;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::client::ClientError;
+use crate::client::{ClientError, OpenAiClient};
+use crate::config::TestParams;
+use crate::results::{Chart, DetailTable, Metric, Role};
+
+pub(crate) use progress::{Progress, Snapshot};
+
+/// What kind of failure stopped a workload, so the run exits with the code
+/// that tells the user what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ErrorClass {
+    /// A file or value the user gave is wrong (exit 2).
+    BadInput,
+    /// The job's environment: a missing program, an unwritable directory (exit 3).
+    Setup,
+    /// An engine did not answer as an OpenAI server should (exit 4).
+    Engine,
+    /// The test ran but could not produce its measurement (exit 1).
+    Failed,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WorkloadError {
@@ -28,13 +51,137 @@ pub(crate) enum WorkloadError {
     VllmBench(#[from] vllm_bench::VllmBenchError),
     #[error(transparent)]
     LmEval(#[from] lm_eval::LmEvalError),
-    #[error("failed to prepare the workload against {url}: {source}")]
+    #[error("failed to run against {url}: {source}")]
     Client { url: String, source: ClientError },
     #[error("failed to write {path}: {source}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("test `{test}` needs {what}, but the suite has none; add one under [engines]")]
+    NeedsEngine { test: String, what: String },
+}
+
+impl WorkloadError {
+    pub(crate) fn class(&self) -> ErrorClass {
+        match self {
+            WorkloadError::Mmlu(e) => e.class(),
+            WorkloadError::Determinism(_) | WorkloadError::NeedsEngine { .. } => {
+                ErrorClass::BadInput
+            }
+            WorkloadError::VllmBench(e) => e.class(),
+            WorkloadError::LmEval(e) => e.class(),
+            WorkloadError::Client { .. } => ErrorClass::Engine,
+            WorkloadError::Write { .. } => ErrorClass::Setup,
+        }
+    }
+
+    fn client(client: &OpenAiClient) -> impl FnOnce(ClientError) -> Self + '_ {
+        move |source| WorkloadError::Client {
+            url: client.base().to_string(),
+            source,
+        }
+    }
+}
+
+/// An engine a workload may be sent to.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub name: String,
+    pub role: Role,
+    pub url: String,
+}
+
+/// Everything a workload needs to know about where it runs.
+pub(crate) struct Ctx<'a> {
+    /// The name results record the test under (`mmlu`, or `mmlu@Model`).
+    pub test: &'a str,
+    pub model: &'a str,
+    pub timeout: Duration,
+    pub suite_dir: &'a Path,
+    /// Where the test writes its files (the results directory, or the
+    /// model's subdirectory of it).
+    pub out_dir: &'a Path,
+    /// Every engine of the run that takes workloads.
+    pub engines: &'a [Target],
+    /// Requests done so far, read by whoever shows progress.
+    pub progress: &'a Arc<Progress>,
+    /// A line worth telling the person watching.
+    pub say: &'a (dyn Fn(String) + Send + Sync),
+}
+
+impl Ctx<'_> {
+    /// The engine of `role` and a client for it.
+    pub(crate) fn engine(&self, role: Role) -> Result<(&Target, OpenAiClient), WorkloadError> {
+        let target = self
+            .engines
+            .iter()
+            .find(|t| t.role == role)
+            .ok_or_else(|| WorkloadError::NeedsEngine {
+                test: self.test.to_string(),
+                what: format!("an engine with role `{role}`"),
+            })?;
+        let client = OpenAiClient::new(&target.url, self.timeout).map_err(|source| {
+            WorkloadError::Client {
+                url: target.url.clone(),
+                source,
+            }
+        })?;
+        Ok((target, client))
+    }
+}
+
+/// What a test produced so far; recorded after every engine, so an
+/// interrupted run keeps what was measured.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Output {
+    pub metrics: IndexMap<Role, IndexMap<String, Metric>>,
+    /// Files written, relative to the test's output directory.
+    pub files: Vec<String>,
+    pub notes: Vec<String>,
+    pub tables: Vec<DetailTable>,
+    pub charts: Vec<Chart>,
+}
+
+/// One kind of test. The orchestrator plans it once, runs it against each
+/// engine in turn (baseline first), then finishes it: what comparing the
+/// engines adds. Each kind keeps its own state between the calls.
+pub(crate) trait Workload: Send {
+    /// Prepares what every engine gets (data, prompts), once, before the
+    /// first engine; `first` is that engine (e.g. its tokenizer).
+    fn plan<'a>(
+        &'a mut self,
+        _ctx: &'a Ctx<'a>,
+        _first: Role,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Runs against the engine of `role`; `phase` lists every role up now.
+    fn run<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        role: Role,
+        phase: &'a [Role],
+        out: &'a mut Output,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>>;
+
+    /// After every engine ran.
+    fn finish(&mut self, _ctx: &Ctx<'_>, _out: &mut Output) -> Result<(), WorkloadError> {
+        Ok(())
+    }
+}
+
+/// The registry: a new kind is its module and one line here.
+pub(crate) fn for_test(params: &TestParams) -> Box<dyn Workload> {
+    match params {
+        TestParams::LongDocQa(p) => Box::new(long_doc_qa::LongDocQa::new(p.clone())),
+        TestParams::Mmlu(p) => Box::new(mmlu::Mmlu::new(p.clone())),
+        TestParams::Throughput(p) => Box::new(throughput::Throughput::new(p.clone())),
+        TestParams::Determinism(p) => Box::new(determinism::Determinism::new(p.clone())),
+        TestParams::LmEval(p) => Box::new(lm_eval::LmEval::new(p.clone())),
+        TestParams::RequestRate(p) => Box::new(request_rate::RequestRate::new(p.clone())),
+    }
 }
 
 /// Runs `f` on every job with at most `limit` at once, each on the runtime's
@@ -78,22 +225,19 @@ where
 /// The model to send: the configured one, or for `auto` the first the
 /// server lists.
 pub(crate) async fn resolve_model(
-    client: &crate::client::OpenAiClient,
+    client: &OpenAiClient,
     model: &str,
 ) -> Result<String, WorkloadError> {
     client
         .resolve_model(model)
         .await
-        .map_err(|source| WorkloadError::Client {
-            url: client.base().to_string(),
-            source,
-        })
+        .map_err(WorkloadError::client(client))
 }
 
 /// Writes `results_dir/<sub>/<name>` atomically; returns its path relative
 /// to the results directory, as results.json lists files.
 pub(crate) fn write_output(
-    results_dir: &std::path::Path,
+    results_dir: &Path,
     sub: &str,
     name: &str,
     bytes: &[u8],
@@ -104,7 +248,7 @@ pub(crate) fn write_output(
         source,
     })?;
     let path = dir.join(name);
-    crate::report::results::write_atomic(&path, bytes).map_err(|e| WorkloadError::Write {
+    crate::results::write_atomic(&path, bytes).map_err(|e| WorkloadError::Write {
         path: path.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;

@@ -5,46 +5,19 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use super::WorkloadError;
-use crate::client::{Api, OpenAiClient};
-use crate::report::results::Metric;
+use futures_util::future::BoxFuture;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct RequestRateParams {
-    /// Requests per second, evenly spaced.
-    pub qps: f64,
-    pub duration_secs: f64,
-    /// Tokens of the shared context at the head of each prompt.
-    pub context_len: usize,
-    /// Tokens of the question after it, unique per request.
-    pub query_len: usize,
-    pub output_len: u32,
-    /// Requests cycle through this many contexts, so later ones can reuse KV.
-    pub num_contexts: usize,
-    pub endpoint: Api,
-}
-
-impl Default for RequestRateParams {
-    fn default() -> Self {
-        Self {
-            qps: 2.0,
-            duration_secs: 30.0,
-            context_len: 5000,
-            query_len: 50,
-            output_len: 32,
-            num_contexts: 4,
-            endpoint: Api::Chat,
-        }
-    }
-}
+use super::{Ctx, Output, Progress, Workload, WorkloadError};
+use crate::client::OpenAiClient;
+use crate::config::RequestRateParams;
+use crate::results::{Metric, Role};
 
 /// One request to one engine: a row of the CSV.
 #[derive(Debug, Clone)]
@@ -75,22 +48,30 @@ pub(crate) async fn run(
     engines: &[(String, OpenAiClient)],
     model: &str,
     p: &RequestRateParams,
+    progress: &Arc<Progress>,
 ) -> Result<Vec<Row>, WorkloadError> {
     let count = (p.qps * p.duration_secs).floor().max(1.0) as usize;
+    progress.start("requests", (count * engines.len()) as u64);
     let mut set = JoinSet::new();
     let start = Instant::now();
     for (name, client) in engines {
         let model = super::resolve_model(client, model).await?;
         for i in 0..count {
             let at = Duration::from_secs_f64(i as f64 / p.qps);
-            let (client, model, name, text) =
-                (client.clone(), model.clone(), name.clone(), prompt(p, i));
+            let (client, model, name, text, progress) = (
+                client.clone(),
+                model.clone(),
+                name.clone(),
+                prompt(p, i),
+                progress.clone(),
+            );
             let (api, max_tokens) = (p.endpoint, p.output_len);
             set.spawn(async move {
                 tokio::time::sleep_until((start + at).into()).await;
                 let o = client
                     .stream(api, &model, &text, max_tokens, &Value::Null)
                     .await;
+                progress.finished(o.successful());
                 let ttft = o.ttft.filter(|_| o.successful()).map(|t| t.as_secs_f64());
                 let tokens = o.completion_tokens.unwrap_or(o.chunk_times.len() as u64) as f64;
                 let gen = o.end.duration_since(o.start).as_secs_f64() - ttft.unwrap_or(0.0);
@@ -281,6 +262,72 @@ pub(crate) fn svg(title: &str, rows: &[Row]) -> String {
 
 pub(crate) fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, WorkloadError> {
     super::write_output(dir, "request_rate", name, bytes)
+}
+
+/// The request-rate test: every engine up in a phase gets the same
+/// schedule at once, as lmcache-tests' experiments did; later roles of the
+/// phase find their rows already there.
+pub(crate) struct RequestRate {
+    params: RequestRateParams,
+}
+
+impl RequestRate {
+    pub(crate) fn new(params: RequestRateParams) -> Self {
+        Self { params }
+    }
+}
+
+impl Workload for RequestRate {
+    fn run<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        role: Role,
+        phase: &'a [Role],
+        out: &'a mut Output,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            if out.metrics.contains_key(&role) {
+                return Ok(());
+            }
+            let p = &self.params;
+            let mut engines = Vec::new();
+            for r in phase {
+                let (target, client) = ctx.engine(*r)?;
+                engines.push((target.name.clone(), client, *r));
+            }
+            let names: Vec<&str> = engines.iter().map(|(n, ..)| n.as_str()).collect();
+            (ctx.say)(format!(
+                "{} requests/s for {} s to {} at once",
+                p.qps,
+                p.duration_secs,
+                names.join(", ")
+            ));
+            let clients: Vec<(String, OpenAiClient)> = engines
+                .iter()
+                .map(|(n, c, _)| (n.clone(), c.clone()))
+                .collect();
+            let rows = run(&clients, ctx.model, p, ctx.progress).await?;
+            for (name, _, r) in &engines {
+                let mine: Vec<&Row> = rows.iter().filter(|row| &row.engine == name).collect();
+                let m = metrics(&mine);
+                (ctx.say)(format!(
+                    "{r}: mean TTFT {:.3} s, p99 {:.3} s, {} failed",
+                    m["mean_ttft"].value, m["p99_ttft"].value, m["failed_requests"].value
+                ));
+                out.metrics.insert(*r, m);
+            }
+            let stem = ctx.test.replace('@', "-");
+            let title = format!("{}: TTFT over time ({} req/s)", ctx.test, p.qps);
+            let files = [
+                (format!("{stem}.csv"), csv(ctx.test, p, &rows)),
+                (format!("{stem}_ttft.svg"), svg(&title, &rows)),
+            ];
+            for (name, body) in files {
+                out.files.push(write(ctx.out_dir, &name, body.as_bytes())?);
+            }
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -7,63 +7,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::WorkloadError;
-use crate::client::{Api, OpenAiClient, StreamOutcome};
-use crate::report::results::Metric;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct ThroughputParams {
-    pub num_prompts: usize,
-    /// Prompt tokens per request, as the engine's tokenizer counts them.
-    pub input_len: usize,
-    pub output_len: u32,
-    /// The same seed gives both engines the same prompts and arrivals.
-    pub seed: u64,
-    /// Requests per second (Poisson arrivals); all at once when absent.
-    pub request_rate: Option<f64>,
-    pub max_concurrency: Option<usize>,
-    pub endpoint: Api,
-    /// Generate exactly `output_len` tokens (vLLM's `ignore_eos`).
-    pub ignore_eos: bool,
-    /// `native`, or `vllm-bench` to run `vllm bench serve` itself.
-    pub driver: Driver,
-    /// The `vllm` executable for `driver = "vllm-bench"`.
-    pub vllm_command: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Driver {
-    #[default]
-    Native,
-    VllmBench,
-}
-
-impl Default for ThroughputParams {
-    fn default() -> Self {
-        Self {
-            num_prompts: 50,
-            input_len: 10_000,
-            output_len: 1,
-            seed: 0,
-            request_rate: None,
-            max_concurrency: None,
-            endpoint: Api::Chat,
-            ignore_eos: true,
-            driver: Driver::Native,
-            vllm_command: "vllm".to_string(),
-        }
-    }
-}
+use super::{Ctx, Output, Progress, Workload, WorkloadError};
+use crate::client::{OpenAiClient, StreamOutcome};
+use crate::config::{Api, Driver, ThroughputParams};
+use crate::results::{Metric, Role};
 
 pub(crate) struct ThroughputOutput {
     pub metrics: IndexMap<String, Metric>,
@@ -108,13 +63,10 @@ async fn prompt(
             .into_iter()
             .map(String::from),
     );
-    let err = |source| WorkloadError::Client {
-        url: client.base().to_string(),
-        source,
-    };
     for _ in 0..12 {
         let text = w.join(" ");
-        let Some(count) = client.tokenize_count(model, &text).await.map_err(err)? else {
+        let counted = client.tokenize_count(model, &text).await;
+        let Some(count) = counted.map_err(WorkloadError::client(client))? else {
             return Ok((text, w.len()));
         };
         let count = count as usize;
@@ -136,7 +88,7 @@ async fn prompt(
     let count = client
         .tokenize_count(model, &text)
         .await
-        .map_err(err)?
+        .map_err(WorkloadError::client(client))?
         .map_or(w.len(), |c| c as usize);
     Ok((text, count))
 }
@@ -167,12 +119,16 @@ pub(crate) async fn run(
     p: &ThroughputParams,
     results_dir: &Path,
     label: &str,
+    progress: &Arc<Progress>,
 ) -> Result<ThroughputOutput, WorkloadError> {
     let model = super::resolve_model(client, model).await?;
     let mut prompts = Vec::with_capacity(p.num_prompts);
+    progress.start("prompts calibrated", p.num_prompts as u64);
     for i in 0..p.num_prompts {
         prompts.push(prompt(client, &model, p.seed, i, p.input_len).await?);
+        progress.finished(true);
     }
+    progress.start("requests", p.num_prompts as u64);
     // Poisson arrivals from the seed, so both engines see the same schedule.
     let mut rng = StdRng::seed_from_u64(p.seed ^ 0x5ca1_ab1e);
     let mut at = 0.0f64;
@@ -196,8 +152,13 @@ pub(crate) async fn run(
     let start = Instant::now();
     let mut set = JoinSet::new();
     for (i, ((text, _), arrival)) in prompts.iter().cloned().zip(arrivals).enumerate() {
-        let (client, model, extra, slots) =
-            (client.clone(), model.clone(), extra.clone(), slots.clone());
+        let (client, model, extra, slots, progress) = (
+            client.clone(),
+            model.clone(),
+            extra.clone(),
+            slots.clone(),
+            progress.clone(),
+        );
         let (api, max_tokens) = (p.endpoint, p.output_len);
         set.spawn(async move {
             tokio::time::sleep_until((start + arrival).into()).await;
@@ -210,10 +171,9 @@ pub(crate) async fn run(
                 ),
                 None => None,
             };
-            (
-                i,
-                client.stream(api, &model, &text, max_tokens, &extra).await,
-            )
+            let o = client.stream(api, &model, &text, max_tokens, &extra).await;
+            progress.finished(o.successful());
+            (i, o)
         });
     }
     let mut outcomes: Vec<Option<StreamOutcome>> = vec![None; p.num_prompts];
@@ -355,6 +315,81 @@ fn summarize(
         };
     }
     (m, doc)
+}
+
+/// The throughput test: the same seeded prompts and arrivals to each
+/// engine, natively or through `vllm bench serve`.
+pub(crate) struct Throughput {
+    params: ThroughputParams,
+}
+
+impl Throughput {
+    pub(crate) fn new(params: ThroughputParams) -> Self {
+        Self { params }
+    }
+}
+
+impl Workload for Throughput {
+    fn run<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        role: Role,
+        _phase: &'a [Role],
+        out: &'a mut Output,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            let p = &self.params;
+            let (target, client) = ctx.engine(role)?;
+            (ctx.say)(format!(
+                "{} prompts of {} tokens against {role} (`{}`)",
+                p.num_prompts, p.input_len, target.name
+            ));
+            let r = match p.driver {
+                Driver::Native => {
+                    run(
+                        &client,
+                        ctx.model,
+                        p,
+                        ctx.out_dir,
+                        role.as_str(),
+                        ctx.progress,
+                    )
+                    .await?
+                }
+                Driver::VllmBench => {
+                    let model = super::resolve_model(&client, ctx.model).await?;
+                    let metrics = super::vllm_bench::run(
+                        &p.vllm_command,
+                        p,
+                        &target.url,
+                        &model,
+                        ctx.out_dir,
+                        role.as_str(),
+                    )
+                    .await?;
+                    ThroughputOutput {
+                        metrics,
+                        files: vec![
+                            format!("vllm_bench/{role}.json"),
+                            format!("vllm_bench/{role}.log"),
+                        ],
+                    }
+                }
+            };
+            let m = |k: &str| r.metrics.get(k).map_or(f64::NAN, |m| m.value);
+            (ctx.say)(format!(
+                "{role}: {}/{} completed, {:.0} tok/s total, mean TTFT {:.1} ms, {:.2} s",
+                m("completed"),
+                p.num_prompts,
+                m("total_token_throughput"),
+                m("mean_ttft_ms"),
+                m("duration")
+            ));
+            out.metrics.insert(role, r.metrics);
+            out.files.extend(r.files);
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,8 @@ use std::process::Stdio;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use super::throughput::ThroughputParams;
-use crate::client::Api;
-use crate::report::results::Metric;
+use crate::config::{Api, ThroughputParams};
+use crate::results::Metric;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum VllmBenchError {
@@ -36,6 +35,19 @@ pub(crate) enum VllmBenchError {
         log: PathBuf,
         tail: String,
     },
+}
+
+impl VllmBenchError {
+    pub(crate) fn class(&self) -> super::ErrorClass {
+        match self {
+            VllmBenchError::NotFound { .. } | VllmBenchError::Spawn { .. } => {
+                super::ErrorClass::Setup
+            }
+            VllmBenchError::Failed { .. } | VllmBenchError::Result { .. } => {
+                super::ErrorClass::Failed
+            }
+        }
+    }
 }
 
 /// The reference's command line for one engine.
@@ -107,7 +119,7 @@ pub(crate) fn args(
 }
 
 fn tail(path: &Path) -> String {
-    crate::engine::tail_lines(path, 20).join("\n")
+    crate::results::tail_lines(path, 20).join("\n")
 }
 
 /// Runs `vllm bench serve` against `url`, output to `vllm_bench/<label>.log`,

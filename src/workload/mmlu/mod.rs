@@ -3,9 +3,11 @@
 //! compared per subject and per question.
 
 pub(crate) mod compare;
+pub(crate) mod data;
 pub(crate) mod prompt;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -13,67 +15,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use self::compare::{Comparison, SubjectScore};
-use self::prompt::Variant;
-use super::WorkloadError;
+use futures_util::future::BoxFuture;
+
+use self::data::DataError;
+use super::{Ctx, ErrorClass, Output, Progress, Workload, WorkloadError};
 use crate::client::{ClientError, OpenAiClient};
-use crate::report::results::Metric;
-use crate::setup::mmlu_data::{self, DataError};
-
-/// Parameters of the MMLU test.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct MmluParams {
-    /// `data.tar.xz`, an extracted `data/` directory, or `builtin` (a small
-    /// generated dataset, for the sim).
-    pub data: String,
-    /// Where an archive is extracted (default: `<results dir>/mmlu_data`).
-    pub extract_dir: Option<PathBuf>,
-    /// The first N subjects in sorted order (the pipeline passes 25).
-    pub number_of_subjects: usize,
-    /// Explicit subjects; overrides `number_of_subjects`.
-    pub subjects: Vec<String>,
-    /// At most this many test questions per subject (all when absent).
-    pub max_questions_per_subject: Option<usize>,
-    pub variant: Variant,
-    /// Few-shot examples from `dev`, at most.
-    pub num_fewshot: usize,
-    /// Stop adding examples once their tokens (the server's `/tokenize`,
-    /// when it has one) would exceed this.
-    pub fewshot_token_budget: Option<u64>,
-    /// Default: 2 for `lmcache`, 3 for `dynamo`.
-    pub max_tokens: Option<u32>,
-    pub seed: u64,
-    pub max_inflight_requests: usize,
-    /// One request at a time, as the original scripts did.
-    pub sequential: bool,
-    /// On the LMCache engine send each prompt twice and score the second.
-    pub store_then_load: bool,
-    pub store_load_pause_secs: f64,
-    /// Attempts after the first for a request that fails.
-    pub max_retries: u32,
-}
-
-impl Default for MmluParams {
-    fn default() -> Self {
-        Self {
-            data: "data.tar.xz".to_string(),
-            extract_dir: None,
-            number_of_subjects: 25,
-            subjects: Vec::new(),
-            max_questions_per_subject: None,
-            variant: Variant::Lmcache,
-            num_fewshot: 5,
-            fewshot_token_budget: Some(4000),
-            max_tokens: None,
-            seed: 42,
-            max_inflight_requests: 16,
-            sequential: false,
-            store_then_load: true,
-            store_load_pause_secs: 0.5,
-            max_retries: 3,
-        }
-    }
-}
+use crate::config::{MmluParams, Variant};
+use crate::results::{DetailTable, Metric, Role};
 
 /// One question, ready to send.
 #[derive(Debug, Clone)]
@@ -127,6 +75,15 @@ pub(crate) enum MmluError {
     },
 }
 
+impl MmluError {
+    pub(crate) fn class(&self) -> ErrorClass {
+        match self {
+            MmluError::Builtin { .. } => ErrorClass::Setup,
+            MmluError::Data(_) | MmluError::UnknownSubject { .. } => ErrorClass::BadInput,
+        }
+    }
+}
+
 /// Prepares data and prompts. `tokenizer` measures few-shot examples when
 /// the suite gives a token budget and the server can tokenize.
 pub(crate) async fn plan(
@@ -136,7 +93,7 @@ pub(crate) async fn plan(
     tokenizer: Option<(&OpenAiClient, &str)>,
 ) -> Result<Plan, WorkloadError> {
     let data_dir = locate_data(params, results_dir, suite_dir).map_err(WorkloadError::Mmlu)?;
-    let all = mmlu_data::subjects(&data_dir).map_err(|e| WorkloadError::Mmlu(e.into()))?;
+    let all = data::subjects(&data_dir).map_err(|e| WorkloadError::Mmlu(e.into()))?;
     let subjects: Vec<String> = if params.subjects.is_empty() {
         all.iter()
             .take(params.number_of_subjects)
@@ -158,7 +115,7 @@ pub(crate) async fn plan(
     let mut fewshot_used = IndexMap::new();
     for subject in &subjects {
         let read = |kind: &str| {
-            mmlu_data::read_questions(&data_dir.join(kind).join(format!("{subject}_{kind}.csv")))
+            data::read_questions(&data_dir.join(kind).join(format!("{subject}_{kind}.csv")))
         };
         let dev = read("dev").map_err(|e| WorkloadError::Mmlu(e.into()))?;
         let test = read("test").map_err(|e| WorkloadError::Mmlu(e.into()))?;
@@ -172,10 +129,7 @@ pub(crate) async fn plan(
                 let n = client
                     .tokenize_count(model, &text)
                     .await
-                    .map_err(|source| WorkloadError::Client {
-                        url: client.base().to_string(),
-                        source,
-                    })?;
+                    .map_err(WorkloadError::client(client))?;
                 if let Some(n) = n {
                     if spent + n > budget {
                         break;
@@ -216,14 +170,14 @@ fn locate_data(
         .unwrap_or_else(|| results_dir.join("mmlu_data"));
     if params.data == "builtin" {
         let dir = into.join("builtin");
-        mmlu_data::write_builtin(&dir).map_err(|source| MmluError::Builtin {
+        data::write_builtin(&dir).map_err(|source| MmluError::Builtin {
             path: dir.clone(),
             source,
         })?;
         return Ok(dir);
     }
     let source = suite_dir.join(&params.data);
-    Ok(mmlu_data::prepare(&source, &into)?.data_dir)
+    Ok(data::prepare(&source, &into)?.data_dir)
 }
 
 /// Sends every question to one engine; `store_then_load` sends each twice.
@@ -234,7 +188,9 @@ pub(crate) async fn run(
     plan: &Plan,
     engine: &str,
     store_then_load: bool,
+    progress: &Arc<Progress>,
 ) -> Result<Vec<Record>, WorkloadError> {
+    progress.start("questions", plan.items.len() as u64);
     let model = super::resolve_model(client, model).await?;
     let limit = if params.sequential {
         1
@@ -250,6 +206,7 @@ pub(crate) async fn run(
         let client = client.clone();
         let model = model.clone();
         let engine = engine.clone();
+        let progress = progress.clone();
         async move {
             let body = json!({
                 "model": model,
@@ -268,6 +225,7 @@ pub(crate) async fn run(
                 tokio::time::sleep(pause).await;
                 outcome = ask(&client, &body, retries, &mut attempts).await;
             }
+            progress.finished(outcome.is_ok());
             let (prediction, raw, error) = match outcome {
                 Ok(text) => (Some(prompt::parse_answer(&text)), Some(text), None),
                 Err(e) => (None, None, Some(e.to_string())),
@@ -453,4 +411,223 @@ pub(crate) fn write_file(
     bytes: &[u8],
 ) -> Result<String, WorkloadError> {
     super::write_output(results_dir, "mmlu", name, bytes)
+}
+
+/// Changed answers named as they are found; all are in the file.
+const NOTE_LIMIT: usize = 20;
+/// Changed answers listed in the report's table; all are in the file.
+const TABLE_LIMIT: usize = 200;
+
+/// The MMLU test: prompts built once (with the first engine's tokenizer)
+/// and sent unchanged to every engine, then compared per question.
+pub(crate) struct Mmlu {
+    params: MmluParams,
+    plan: Option<(Plan, String)>,
+    records: IndexMap<Role, Vec<Record>>,
+}
+
+impl Mmlu {
+    pub(crate) fn new(params: MmluParams) -> Self {
+        Self {
+            params,
+            plan: None,
+            records: IndexMap::new(),
+        }
+    }
+}
+
+impl Workload for Mmlu {
+    fn plan<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        first: Role,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            let (_, client) = ctx.engine(first)?;
+            let model = super::resolve_model(&client, ctx.model).await?;
+            let plan = plan(
+                &self.params,
+                ctx.out_dir,
+                ctx.suite_dir,
+                Some((&client, &model)),
+            )
+            .await?;
+            let mut counts: Vec<usize> = plan.fewshot_used.values().copied().collect();
+            counts.sort_unstable();
+            counts.dedup();
+            (ctx.say)(format!(
+                "{} questions from {} subjects ({}), few-shot examples per subject: {}",
+                plan.items.len(),
+                plan.subjects.len(),
+                plan.data_dir.display(),
+                counts
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
+            self.plan = Some((plan, model));
+            Ok(())
+        })
+    }
+
+    fn run<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        role: Role,
+        _phase: &'a [Role],
+        out: &'a mut Output,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            let p = &self.params;
+            let (target, client) = ctx.engine(role)?;
+            let (plan, model) = self.plan.as_ref().expect("planned before the first engine");
+            let twice = role == Role::Lmcache && p.store_then_load;
+            (ctx.say)(format!(
+                "asking {role} (`{}`){}",
+                target.name,
+                if twice {
+                    ", each prompt twice (store, then load)"
+                } else {
+                    ""
+                }
+            ));
+            let records = run(&client, model, p, plan, &target.name, twice, ctx.progress).await?;
+            let metrics = role_metrics(&records);
+            (ctx.say)(format!(
+                "{role}: accuracy {:.4} over {} questions, {} failed requests",
+                metrics["accuracy"].value,
+                metrics["questions"].value,
+                metrics["failed_requests"].value
+            ));
+            let files = [
+                (
+                    legacy_name(p.variant, role.as_str(), model),
+                    legacy_jsonl(&scores(&records)),
+                ),
+                (format!("{role}_questions.jsonl"), records_jsonl(&records)),
+            ];
+            for (file, body) in files {
+                out.files
+                    .push(write_file(ctx.out_dir, &file, body.as_bytes())?);
+            }
+            out.metrics.insert(role, metrics);
+            self.records.insert(role, records);
+            Ok(())
+        })
+    }
+
+    fn finish(&mut self, ctx: &Ctx<'_>, out: &mut Output) -> Result<(), WorkloadError> {
+        let (Some(b), Some(l)) = (
+            self.records.get(&Role::Baseline),
+            self.records.get(&Role::Lmcache),
+        ) else {
+            return Err(WorkloadError::NeedsEngine {
+                test: ctx.test.to_string(),
+                what: "both a baseline and an LMCache engine".into(),
+            });
+        };
+        let comparison = compare::compare(&scores(b), &scores(l));
+        let changed = changed(b, l);
+        if let Some(m) = out.metrics.get_mut(&Role::Lmcache) {
+            m.extend(comparison_metrics(&comparison, Some(changed.len())));
+        }
+        for c in changed.iter().take(NOTE_LIMIT) {
+            (ctx.say)(format!(
+                "changed answer: {} question {} (correct {}): baseline {}, LMCache {}",
+                c.subject,
+                c.index,
+                c.label,
+                answer(c.baseline),
+                answer(c.lmcache)
+            ));
+        }
+        if !changed.is_empty() {
+            out.notes.push(format!(
+                "changed answers: {} questions answered differently by LMCache (all in mmlu/changed_answers.jsonl)",
+                changed.len()
+            ));
+        }
+        out.tables.push(subject_table(&comparison));
+        if !changed.is_empty() {
+            out.tables.push(changed_table(&changed));
+        }
+        if let Some(worst) = &comparison.worst_subject {
+            out.notes.push(format!(
+                "largest subject drop: {worst} ({:.4})",
+                comparison.max_subject_drop
+            ));
+        }
+        let changed_jsonl: String = changed
+            .iter()
+            .map(|c| serde_json::to_string(c).expect("serializes") + "\n")
+            .collect();
+        for (file, body) in [
+            (
+                "correctness-summary.txt",
+                compare::summary_text(&comparison),
+            ),
+            (
+                "comparison.json",
+                serde_json::to_string_pretty(&comparison).expect("serializes"),
+            ),
+            ("changed_answers.jsonl", changed_jsonl),
+        ] {
+            out.files
+                .push(write_file(ctx.out_dir, file, body.as_bytes())?);
+        }
+        Ok(())
+    }
+}
+
+fn answer(c: Option<char>) -> String {
+    c.map_or("no answer".to_string(), String::from)
+}
+
+/// Per subject, worst drop first: the subject to look at.
+fn subject_table(comparison: &Comparison) -> DetailTable {
+    let mut rows: Vec<&compare::SubjectRow> = comparison.rows.iter().collect();
+    rows.sort_by(|a, b| a.difference.total_cmp(&b.difference));
+    DetailTable {
+        title: "MMLU accuracy per subject".into(),
+        columns: ["Subject", "Questions", "Baseline", "LMCache", "Change"]
+            .map(String::from)
+            .to_vec(),
+        rows: rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.subject.clone(),
+                    r.num_questions.to_string(),
+                    format!("{:.4}", r.baseline),
+                    format!("{:.4}", r.lmcache),
+                    format!("{:+.4}", r.difference),
+                ]
+            })
+            .collect(),
+        omitted_rows: 0,
+    }
+}
+
+fn changed_table(changed: &[Changed]) -> DetailTable {
+    DetailTable {
+        title: format!("Changed answers ({})", changed.len()),
+        columns: ["Subject", "Question", "Correct", "Baseline", "LMCache"]
+            .map(String::from)
+            .to_vec(),
+        rows: changed
+            .iter()
+            .take(TABLE_LIMIT)
+            .map(|c| {
+                vec![
+                    c.subject.clone(),
+                    c.index.to_string(),
+                    c.label.to_string(),
+                    answer(c.baseline),
+                    answer(c.lmcache),
+                ]
+            })
+            .collect(),
+        omitted_rows: changed.len().saturating_sub(TABLE_LIMIT),
+    }
 }

@@ -2,32 +2,14 @@
 //! correctness suite (`lmcache` variant) and of Dynamo's `tests/lmcache/`
 //! (`dynamo` variant).
 
-use serde::{Deserialize, Serialize};
+use super::data::Question;
+use crate::config::Variant;
 
-use crate::setup::mmlu_data::Question;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Variant {
-    #[default]
-    Lmcache,
-    Dynamo,
-}
-
-impl Variant {
-    /// `max_tokens` each suite asks for.
-    pub(crate) fn max_tokens(self) -> u32 {
-        match self {
-            Variant::Lmcache => 2,
-            Variant::Dynamo => 3,
-        }
-    }
-
-    fn answer_cue(self) -> &'static str {
-        match self {
-            Variant::Lmcache => "\nAnswer:",
-            Variant::Dynamo => "\nRespond with **only the letter** (A, B, C, D).  Do **not** output any explanation, analysis, or extra words. Answer:",
-        }
+/// The text before the model's answer, as each suite ends its prompts.
+fn answer_cue(variant: Variant) -> &'static str {
+    match variant {
+        Variant::Lmcache => "\nAnswer:",
+        Variant::Dynamo => "\nRespond with **only the letter** (A, B, C, D).  Do **not** output any explanation, analysis, or extra words. Answer:",
     }
 }
 
@@ -56,7 +38,7 @@ pub(crate) fn format_example(variant: Variant, q: &Question, with_answer: bool) 
     let mut s = format!(
         "{}\nA. {a}\nB. {b}\nC. {c}\nD. {d}{}",
         q.question,
-        variant.answer_cue()
+        answer_cue(variant)
     );
     if with_answer {
         s.push_str(&format!(" {}\n\n", q.answer));
@@ -91,11 +73,11 @@ mod tests {
         let archive = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../shared/data/mmlu/data.tar.xz");
         let dir = tempfile::tempdir().unwrap();
-        let data = crate::setup::mmlu_data::prepare(&archive, dir.path())
+        let data = crate::workload::mmlu::data::prepare(&archive, dir.path())
             .unwrap()
             .data_dir;
         let read = |kind: &str| {
-            crate::setup::mmlu_data::read_questions(
+            crate::workload::mmlu::data::read_questions(
                 &data.join(kind).join(format!("{subject}_{kind}.csv")),
             )
             .unwrap()

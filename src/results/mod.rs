@@ -2,14 +2,49 @@
 //! `RESULTS_DIR/results.json`. Reports are rendered from this alone, so a
 //! later job can re-render them from disk.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Role, Severity};
-
 pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Role {
+    /// Something the engines need (e.g. the LMCache server): started first,
+    /// kept up through every phase, never sent a workload.
+    Service,
+    Baseline,
+    Lmcache,
+}
+
+impl Role {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Service => "service",
+            Role::Baseline => "baseline",
+            Role::Lmcache => "lmcache",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Severity {
+    /// A failure fails the run (exit 1).
+    #[default]
+    Error,
+    /// A failure is reported as a warning only.
+    Warning,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ResultsError {
@@ -258,4 +293,40 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// The last `n` lines of a log, reading at most its last 256 KiB.
+pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(256 * 1024);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.log");
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        let t = tail_lines(&p, 3);
+        assert_eq!(t, vec!["line 97", "line 98", "line 99"]);
+        assert!(tail_lines(&dir.path().join("missing"), 3).is_empty());
+    }
 }

@@ -58,13 +58,16 @@ enum Api {
 /// Runs the sim until the process is killed.
 pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(), SimError> {
     if opts.crash_at_start {
-        eprintln!("sim: loading model {}", opts.served_model_name);
+        super::log(format_args!(
+            "sim: loading model {}",
+            opts.served_model_name
+        ));
         return Err(SimError::CrashAtStart);
     }
-    eprintln!(
+    super::log(format_args!(
         "sim: loading model {} ({} ms)",
         opts.served_model_name, opts.load_delay_ms
-    );
+    ));
     // vLLM does not listen until the model is loaded; neither does the sim.
     tokio::time::sleep(Duration::from_millis(opts.load_delay_ms)).await;
     let addr = format!("{host}:{port}");
@@ -75,7 +78,10 @@ pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(),
             source,
         })?;
     let local: SocketAddr = listener.local_addr().map_err(SimError::Serve)?;
-    eprintln!("sim: serving {} on http://{local}", opts.served_model_name);
+    super::log(format_args!(
+        "sim: serving {} on http://{local}",
+        opts.served_model_name
+    ));
     // Small SSE writes must leave at once: without TCP_NODELAY, Nagle's
     // algorithm and the client's delayed ACK add ~40 ms to every token.
     // uvicorn (vLLM) sets it too.
@@ -103,7 +109,7 @@ async fn terminated() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    eprintln!("sim: shutting down");
+    super::log(format_args!("sim: shutting down"));
 }
 
 fn router(opts: SimOptions) -> Router {
@@ -146,7 +152,9 @@ impl Sim {
         let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(limit) = self.opts.crash_after {
             if n > limit {
-                eprintln!("sim: crashing on request {n} (fault: crash after {limit})");
+                super::log(format_args!(
+                    "sim: crashing on request {n} (fault: crash after {limit})"
+                ));
                 std::process::exit(1);
             }
         }
@@ -291,7 +299,7 @@ async fn generate(
     let now = sim.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let guard = InFlight(sim.in_flight.clone());
     if sim.opts.log_requests {
-        eprintln!("sim: request {n} arrived, {now} in flight");
+        super::log(format_args!("sim: request {n} arrived, {now} in flight"));
     }
     let Json(body) = match body {
         Ok(b) => b,

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::config::{CheckConfig, Role, Severity};
 use crate::gate;
-use crate::report::results::{Metric, Verdict};
+use crate::results::{Metric, Verdict};
 use crate::workload::mmlu::compare::{compare, summary_text, SubjectScore};
 use crate::workload::mmlu::comparison_metrics;
 
@@ -33,6 +33,28 @@ pub(crate) enum CompareError {
         missing: &'static str,
         have: PathBuf,
     },
+}
+
+/// `compare FILES...`: prints each model's report and fails (exit 1) on a
+/// regression.
+pub(crate) fn command(args: &crate::cli::CompareArgs) -> Result<(), crate::error::Error> {
+    let reports = run(&args.files, args.max_accuracy_drop, args.max_subject_drop)?;
+    for r in &reports {
+        println!("{}", r.text);
+    }
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.model.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::error::Error::Failed(format!(
+            "LMCache changed MMLU accuracy beyond the thresholds for: {}",
+            failed.join(", ")
+        )))
+    }
 }
 
 /// The scheme, model and role a result file name says.

@@ -11,6 +11,19 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use server::serve;
 
+/// One line of the sim's own log (its stderr, which the supervisor sends to
+/// `logs/<engine>.log`), stamped with seconds since the sim started as
+/// vLLM's logger stamps its lines.
+fn log(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let t = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64();
+    let _ = writeln!(std::io::stderr().lock(), "[{t:9.3}] {args}");
+}
+
 /// Everything that shapes a simulated engine. The same struct is the
 /// `sim serve` command line and the `[engines.X.sim]` table of a suite, so the
 /// two can never drift apart.

@@ -3,8 +3,12 @@
 
 use indexmap::IndexMap;
 
+mod attempts;
+
 use crate::config::{CheckConfig, Role, Severity};
-use crate::report::results::{CheckKind, CheckOutcome, Metric, TestStatus, Verdict};
+use crate::results::{CheckKind, CheckOutcome, Metric, TestStatus, Verdict};
+
+pub(crate) use attempts::{conclude, retry};
 
 /// Percent change of LMCache against baseline: negative means LMCache is
 /// lower (faster, for latencies).

@@ -1,0 +1,44 @@
+//! `lmcache-e2e report`: renders and delivers the reports again from a
+//! results directory alone.
+
+use crate::ci_env::CiEnv;
+use crate::cli::ReportArgs;
+use crate::console::{Console, Verbosity};
+use crate::error::Error;
+use crate::report::publish::{self, Plan};
+use crate::report::ReportError;
+use crate::results::{write_atomic, RunResults};
+
+pub(crate) async fn run(args: ReportArgs) -> Result<(), Error> {
+    let mut results = RunResults::read(&args.results_dir)?;
+    // Another job downloads the results elsewhere: reports go beside them.
+    results.results_dir = args.results_dir.clone();
+    let ci = CiEnv::from_process();
+    let console = super::console(Verbosity::Normal, &ci);
+    let plan = super::delivery_plan(&args.report, &ci, false);
+    let delivered = deliver(&results, &plan, &console).await?;
+    let md = std::fs::read_to_string(&delivered).map_err(|source| ReportError::Read {
+        path: delivered.clone(),
+        source,
+    })?;
+    match args.output {
+        Some(path) => write_atomic(&path, md.as_bytes())?,
+        None => println!("{md}"),
+    }
+    Ok(())
+}
+
+/// Publishes, with what happens told on the console; returns summary.md.
+pub(crate) async fn deliver(
+    results: &RunResults,
+    plan: &Plan,
+    console: &Console,
+) -> Result<std::path::PathBuf, ReportError> {
+    let say_to = console.clone();
+    let say = move |line: String| say_to.info(&line);
+    let delivered = publish::publish(results, plan, &say).await?;
+    for w in &delivered.warnings {
+        console.warn(w);
+    }
+    Ok(delivered.summary_md)
+}

@@ -1,0 +1,434 @@
+//! Every workload's parameters, as a suite's `[tests.NAME]` table holds
+//! them, each with its own validation: config knows every kind's schema, so
+//! a bad value is refused at load time naming its key.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Parameters of the MMLU test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MmluParams {
+    /// `data.tar.xz`, an extracted `data/` directory, or `builtin` (a small
+    /// generated dataset, for the sim).
+    pub data: String,
+    /// Where an archive is extracted (default: `<results dir>/mmlu_data`).
+    pub extract_dir: Option<PathBuf>,
+    /// The first N subjects in sorted order (the pipeline passes 25).
+    pub number_of_subjects: usize,
+    /// Explicit subjects; overrides `number_of_subjects`.
+    pub subjects: Vec<String>,
+    /// At most this many test questions per subject (all when absent).
+    pub max_questions_per_subject: Option<usize>,
+    pub variant: Variant,
+    /// Few-shot examples from `dev`, at most.
+    pub num_fewshot: usize,
+    /// Stop adding examples once their tokens (the server's `/tokenize`,
+    /// when it has one) would exceed this.
+    pub fewshot_token_budget: Option<u64>,
+    /// Default: 2 for `lmcache`, 3 for `dynamo`.
+    pub max_tokens: Option<u32>,
+    pub seed: u64,
+    pub max_inflight_requests: usize,
+    /// One request at a time, as the original scripts did.
+    pub sequential: bool,
+    /// On the LMCache engine send each prompt twice and score the second.
+    pub store_then_load: bool,
+    pub store_load_pause_secs: f64,
+    /// Attempts after the first for a request that fails.
+    pub max_retries: u32,
+}
+
+impl Default for MmluParams {
+    fn default() -> Self {
+        Self {
+            data: "data.tar.xz".to_string(),
+            extract_dir: None,
+            number_of_subjects: 25,
+            subjects: Vec::new(),
+            max_questions_per_subject: None,
+            variant: Variant::Lmcache,
+            num_fewshot: 5,
+            fewshot_token_budget: Some(4000),
+            max_tokens: None,
+            seed: 42,
+            max_inflight_requests: 16,
+            sequential: false,
+            store_then_load: true,
+            store_load_pause_secs: 0.5,
+            max_retries: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Variant {
+    #[default]
+    Lmcache,
+    Dynamo,
+}
+
+impl Variant {
+    /// `max_tokens` each suite asks for.
+    pub(crate) fn max_tokens(self) -> u32 {
+        match self {
+            Variant::Lmcache => 2,
+            Variant::Dynamo => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RequestRateParams {
+    /// Requests per second, evenly spaced.
+    pub qps: f64,
+    pub duration_secs: f64,
+    /// Tokens of the shared context at the head of each prompt.
+    pub context_len: usize,
+    /// Tokens of the question after it, unique per request.
+    pub query_len: usize,
+    pub output_len: u32,
+    /// Requests cycle through this many contexts, so later ones can reuse KV.
+    pub num_contexts: usize,
+    pub endpoint: Api,
+}
+
+impl Default for RequestRateParams {
+    fn default() -> Self {
+        Self {
+            qps: 2.0,
+            duration_secs: 30.0,
+            context_len: 5000,
+            query_len: 50,
+            output_len: 32,
+            num_contexts: 4,
+            endpoint: Api::Chat,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct DeterminismParams {
+    /// JSONL of `{"id": ..., "prompt": ...}`; the built-in set when absent.
+    pub prompts: Option<PathBuf>,
+    pub max_tokens: u32,
+    pub seed: u64,
+    /// Also ask the baseline engine and compare it with LMCache.
+    pub compare_baseline: bool,
+    pub max_inflight_requests: usize,
+    pub store_load_pause_secs: f64,
+}
+
+impl Default for DeterminismParams {
+    fn default() -> Self {
+        Self {
+            prompts: None,
+            max_tokens: 64,
+            seed: 42,
+            compare_baseline: true,
+            max_inflight_requests: 16,
+            store_load_pause_secs: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ThroughputParams {
+    pub num_prompts: usize,
+    /// Prompt tokens per request, as the engine's tokenizer counts them.
+    pub input_len: usize,
+    pub output_len: u32,
+    /// The same seed gives both engines the same prompts and arrivals.
+    pub seed: u64,
+    /// Requests per second (Poisson arrivals); all at once when absent.
+    pub request_rate: Option<f64>,
+    pub max_concurrency: Option<usize>,
+    pub endpoint: Api,
+    /// Generate exactly `output_len` tokens (vLLM's `ignore_eos`).
+    pub ignore_eos: bool,
+    /// `native`, or `vllm-bench` to run `vllm bench serve` itself.
+    pub driver: Driver,
+    /// The `vllm` executable for `driver = "vllm-bench"`.
+    pub vllm_command: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Driver {
+    #[default]
+    Native,
+    VllmBench,
+}
+
+impl Default for ThroughputParams {
+    fn default() -> Self {
+        Self {
+            num_prompts: 50,
+            input_len: 10_000,
+            output_len: 1,
+            seed: 0,
+            request_rate: None,
+            max_concurrency: None,
+            endpoint: Api::Chat,
+            ignore_eos: true,
+            driver: Driver::Native,
+            vllm_command: "vllm".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LmEvalParams {
+    pub command: String,
+    pub task: String,
+    pub limit: u32,
+    pub num_concurrent: u32,
+    pub max_retries: u32,
+    pub seed: u64,
+}
+
+impl Default for LmEvalParams {
+    fn default() -> Self {
+        Self {
+            command: "lm_eval".into(),
+            task: "gsm8k".into(),
+            limit: 300,
+            num_concurrent: 50,
+            max_retries: 3,
+            seed: 0,
+        }
+    }
+}
+
+/// Which OpenAI endpoint a streamed request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Api {
+    /// `POST /v1/chat/completions` with one user message.
+    Chat,
+    /// `POST /v1/completions` with a prompt.
+    Completions,
+}
+
+/// `"H:M"` into `(H, M)`, refusing `0:0`.
+pub(crate) fn parse_hit_miss(ratio: &str) -> Option<(usize, usize)> {
+    let (h, m) = ratio.split_once(':')?;
+    let (h, m) = (h.trim().parse().ok()?, m.trim().parse().ok()?);
+    (h + m > 0).then_some((h, m))
+}
+
+/// Parameters of the long document QA workload (reference section 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LongDocQaParams {
+    pub document_length: usize,
+    pub num_documents: usize,
+    pub output_len: u32,
+    pub repeat_count: usize,
+    pub repeat_mode: RepeatMode,
+    pub shuffle_seed: u64,
+    pub max_inflight_requests: usize,
+    /// `H:M`: in the query round request i misses when `i % (H+M) >= H`.
+    pub hit_miss_ratio: Option<String>,
+    /// Pre-warmup prompts sent before the measured rounds.
+    pub prewarmup_prompts: usize,
+    pub prewarmup_length: usize,
+    /// Fraction of the slowest and fastest query TTFTs left out of the mean.
+    pub ttft_trim_fraction: f64,
+}
+
+impl Default for LongDocQaParams {
+    fn default() -> Self {
+        Self {
+            document_length: 10_000,
+            num_documents: 30,
+            output_len: 200,
+            repeat_count: 2,
+            repeat_mode: RepeatMode::Tile,
+            shuffle_seed: 0,
+            max_inflight_requests: 5,
+            hit_miss_ratio: None,
+            prewarmup_prompts: 5,
+            prewarmup_length: 1000,
+            ttft_trim_fraction: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RepeatMode {
+    Tile,
+    Interleave,
+    Random,
+}
+
+/// Why a test's parameters are refused: the key under `tests.NAME` (none for
+/// the table as a whole) and what is wrong.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Invalid {
+    pub key: Option<&'static str>,
+    pub message: &'static str,
+}
+
+fn invalid(key: Option<&'static str>, message: &'static str) -> Result<(), Invalid> {
+    Err(Invalid { key, message })
+}
+
+fn seconds_ok(v: f64) -> bool {
+    v.is_finite() && v >= 0.0
+}
+
+impl LongDocQaParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.num_documents == 0 || self.max_inflight_requests == 0 || self.repeat_count == 0 {
+            return invalid(
+                None,
+                "num_documents, repeat_count and max_inflight_requests must be at least 1",
+            );
+        }
+        if self
+            .hit_miss_ratio
+            .as_deref()
+            .is_some_and(|r| parse_hit_miss(r).is_none())
+        {
+            return invalid(
+                Some("hit_miss_ratio"),
+                "expected H:M with H + M > 0, e.g. \"2:2\"",
+            );
+        }
+        if !(0.0..0.5).contains(&self.ttft_trim_fraction) {
+            return invalid(
+                Some("ttft_trim_fraction"),
+                "must be at least 0 and below 0.5",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl MmluParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.max_inflight_requests == 0
+            || (self.number_of_subjects == 0 && self.subjects.is_empty())
+        {
+            return invalid(
+                None,
+                "number_of_subjects (or subjects) and max_inflight_requests must be at least 1",
+            );
+        }
+        if !seconds_ok(self.store_load_pause_secs) {
+            return invalid(
+                Some("store_load_pause_secs"),
+                "must be zero or more seconds",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ThroughputParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.num_prompts == 0
+            || self.input_len == 0
+            || self.output_len == 0
+            || self.max_concurrency == Some(0)
+        {
+            return invalid(
+                None,
+                "num_prompts, input_len, output_len and max_concurrency must be at least 1",
+            );
+        }
+        if self
+            .request_rate
+            .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            return invalid(
+                Some("request_rate"),
+                "must be a positive number of requests per second (leave it out for all at once)",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl DeterminismParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.max_inflight_requests == 0 || self.max_tokens == 0 {
+            return invalid(
+                None,
+                "max_inflight_requests and max_tokens must be at least 1",
+            );
+        }
+        if !seconds_ok(self.store_load_pause_secs) {
+            return invalid(
+                Some("store_load_pause_secs"),
+                "must be zero or more seconds",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl LmEvalParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.limit == 0 || self.num_concurrent == 0 {
+            return invalid(None, "limit and num_concurrent must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl RequestRateParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        let ok = |v: f64| v.is_finite() && v > 0.0;
+        if !ok(self.qps)
+            || !ok(self.duration_secs)
+            || self.context_len == 0
+            || self.query_len < 2
+            || self.output_len == 0
+            || self.num_contexts == 0
+        {
+            return invalid(None, "qps and duration_secs must be positive; context_len, output_len and num_contexts at least 1; query_len at least 2");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_miss_ratio() {
+        assert_eq!(parse_hit_miss("2:2"), Some((2, 2)));
+        assert_eq!(parse_hit_miss("0:0"), None);
+        assert_eq!(parse_hit_miss("x"), None);
+    }
+
+    #[test]
+    fn each_kind_names_the_key_it_refuses() {
+        let p = LongDocQaParams {
+            hit_miss_ratio: Some("0:0".into()),
+            ..LongDocQaParams::default()
+        };
+        assert_eq!(p.validate().unwrap_err().key, Some("hit_miss_ratio"));
+        let p = DeterminismParams {
+            store_load_pause_secs: -1.0,
+            ..DeterminismParams::default()
+        };
+        assert_eq!(p.validate().unwrap_err().key, Some("store_load_pause_secs"));
+        let p = ThroughputParams {
+            request_rate: Some(0.0),
+            ..ThroughputParams::default()
+        };
+        assert_eq!(p.validate().unwrap_err().key, Some("request_rate"));
+        assert!(MmluParams::default().validate().is_ok());
+    }
+}

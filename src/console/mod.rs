@@ -1,0 +1,433 @@
+//! The console: the one place that talks to the person watching (stderr),
+//! as a sink of the run's events. On a terminal, live progress bars per
+//! running workload and colour; off one (CI logs), plain lines with no ANSI
+//! codes and a progress line per workload every ~10 s or 10 %, whichever is
+//! rarer. The final verdict table goes to stdout.
+
+mod groups;
+
+use std::io::{IsTerminal, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::ci_env::Ci;
+use crate::report::terminal;
+use crate::results::{ResultsError, Role, RunResults, TestStatus, Verdict};
+use crate::run::{Event, Sink};
+use crate::workload::{Progress, Snapshot};
+
+pub(crate) use groups::CiGroups;
+
+/// How much to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Verbosity {
+    /// Warnings, errors and the final table.
+    Quiet,
+    Normal,
+    /// Also every check as it is judged.
+    Verbose,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    pub verbosity: Verbosity,
+    /// Live bars and colour: stderr is a terminal (and NO_COLOR is unset,
+    /// for colour).
+    pub terminal: bool,
+    pub colour: bool,
+    pub ci: Ci,
+}
+
+impl Options {
+    /// What this process's stderr and environment call for.
+    pub(crate) fn detect(verbosity: Verbosity, ci: Ci) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Self {
+            verbosity,
+            terminal,
+            colour: terminal && !no_colour,
+            ci,
+        }
+    }
+}
+
+/// A plain progress line at most this often, and only after this much more
+/// of the work is done.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+const PLAIN_STEP: f64 = 0.10;
+
+struct Running {
+    test: String,
+    role: Role,
+    progress: Arc<Progress>,
+    bar: Option<ProgressBar>,
+    last_line: Instant,
+    last_fraction: f64,
+}
+
+struct Inner {
+    opts: Options,
+    multi: Option<MultiProgress>,
+    running: Mutex<Vec<Running>>,
+    stopped: AtomicBool,
+}
+
+#[derive(Clone)]
+pub(crate) struct Console {
+    inner: Arc<Inner>,
+}
+
+impl Console {
+    pub(crate) fn new(opts: Options) -> Self {
+        let multi = opts
+            .terminal
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)));
+        let console = Self {
+            inner: Arc::new(Inner {
+                opts,
+                multi,
+                running: Mutex::new(Vec::new()),
+                stopped: AtomicBool::new(false),
+            }),
+        };
+        console.start_ticker();
+        console
+    }
+
+    /// Updates bars (terminal) or prints progress lines (plain) from the
+    /// workloads' counters, on its own thread so the driver never waits.
+    fn start_ticker(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        let every = if self.inner.opts.terminal {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
+        std::thread::spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if inner.stopped.load(Ordering::Relaxed) {
+                return;
+            }
+            inner.tick();
+        });
+    }
+
+    /// A line for the person watching, above any progress bars.
+    pub(crate) fn line(&self, text: &str) {
+        self.inner.line(text);
+    }
+
+    pub(crate) fn info(&self, text: &str) {
+        if self.inner.opts.verbosity > Verbosity::Quiet {
+            self.line(&format!("lmcache-e2e: {text}"));
+        }
+    }
+
+    pub(crate) fn warn(&self, text: &str) {
+        let w = self.inner.paint("warning", Colour::Yellow);
+        self.line(&format!("lmcache-e2e: {w}: {text}"));
+    }
+
+    /// The final verdict table, on stdout.
+    pub(crate) fn table(&self, results: &RunResults) {
+        self.inner.stop_bars();
+        let text = terminal::render(results, self.inner.opts.colour);
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{text}");
+        let _ = out.flush();
+    }
+
+    /// A block that CI logs fold (GitHub's `::group::`, Buildkite's `---`).
+    pub(crate) fn group<T>(&self, title: &str, f: impl FnOnce() -> T) -> T {
+        let (open, close) = groups::markers(self.inner.opts.ci, title, false);
+        if let Some(o) = &open {
+            self.line(o);
+        }
+        let r = f();
+        if let Some(c) = &close {
+            self.line(c);
+        }
+        r
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Colour {
+    Green,
+    Red,
+    Yellow,
+    Dim,
+}
+
+impl Inner {
+    fn line(&self, text: &str) {
+        match &self.multi {
+            Some(m) if !self.stopped.load(Ordering::Relaxed) => {
+                let _ = m.println(text);
+            }
+            _ => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{text}");
+            }
+        }
+    }
+
+    fn paint(&self, text: &str, c: Colour) -> String {
+        if !self.opts.colour {
+            return text.to_string();
+        }
+        let code = match c {
+            Colour::Green => "32",
+            Colour::Red => "31",
+            Colour::Yellow => "33",
+            Colour::Dim => "2",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tick(&self) {
+        let mut lines = Vec::new();
+        for r in self.running().iter_mut() {
+            let s = r.progress.snapshot();
+            match &r.bar {
+                Some(bar) => {
+                    bar.set_length(s.total.max(1));
+                    bar.set_position(s.done);
+                    bar.set_message(bar_message(&s));
+                }
+                None => {
+                    let fraction = if s.total > 0 {
+                        s.done as f64 / s.total as f64
+                    } else {
+                        0.0
+                    };
+                    if r.last_line.elapsed() >= PLAIN_EVERY
+                        && fraction - r.last_fraction >= PLAIN_STEP
+                    {
+                        r.last_line = Instant::now();
+                        r.last_fraction = fraction;
+                        lines.push(format!(
+                            "lmcache-e2e: [{}] {}: {}",
+                            r.test,
+                            r.role,
+                            plain_progress(&s)
+                        ));
+                    }
+                }
+            }
+        }
+        if self.opts.verbosity > Verbosity::Quiet {
+            for l in lines {
+                self.line(&l);
+            }
+        }
+    }
+
+    fn started(&self, test: &str, role: Role, engine: &str, progress: &Arc<Progress>) {
+        let bar = self.multi.as_ref().map(|m| {
+            let bar = m.add(ProgressBar::new(1));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {msg} {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{test} → {role} ({engine})"));
+            bar
+        });
+        self.running().push(Running {
+            test: test.to_string(),
+            role,
+            progress: progress.clone(),
+            bar,
+            last_line: Instant::now(),
+            last_fraction: 0.0,
+        });
+    }
+
+    fn step_done(&self, test: &str, role: Role) {
+        let mut running = self.running();
+        if let Some(i) = running
+            .iter()
+            .position(|r| r.test == test && r.role == role)
+        {
+            let r = running.remove(i);
+            if let Some(bar) = r.bar {
+                bar.finish_and_clear();
+            }
+        }
+    }
+
+    fn stop_bars(&self) {
+        for r in self.running().drain(..) {
+            if let Some(bar) = r.bar {
+                bar.finish_and_clear();
+            }
+        }
+        self.stopped.store(true, Ordering::Relaxed);
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+
+    fn verdict_word(&self, v: Verdict) -> String {
+        match v {
+            Verdict::Pass => self.paint("pass", Colour::Green),
+            Verdict::Fail => self.paint("FAIL", Colour::Red),
+            Verdict::Warning => self.paint("warning", Colour::Yellow),
+            Verdict::Flaky => self.paint("flaky", Colour::Yellow),
+        }
+    }
+
+    fn status_word(&self, s: TestStatus) -> String {
+        let (word, c) = match s {
+            TestStatus::Passed => ("passed", Colour::Green),
+            TestStatus::Warning => ("passed with warnings", Colour::Yellow),
+            TestStatus::Flaky => ("flaky", Colour::Yellow),
+            TestStatus::Failed => ("FAILED", Colour::Red),
+            TestStatus::Error => ("could not run", Colour::Red),
+            TestStatus::Interrupted => ("interrupted", Colour::Yellow),
+            TestStatus::NotRun | TestStatus::Running => ("not run", Colour::Dim),
+        };
+        self.paint(word, c)
+    }
+}
+
+fn eta(s: &Snapshot) -> String {
+    match s.eta_secs() {
+        Some(e) if s.done < s.total => format!(", ETA {e:.0} s"),
+        _ => String::new(),
+    }
+}
+
+fn bar_message(s: &Snapshot) -> String {
+    let failed = if s.failed > 0 {
+        format!(", {} failed", s.failed)
+    } else {
+        String::new()
+    };
+    format!("{} {:.1}/s{failed}{}", s.stage, s.rate(), eta(s))
+}
+
+fn plain_progress(s: &Snapshot) -> String {
+    format!(
+        "{} {}/{}, {:.1}/s, {} failed{}",
+        s.stage,
+        s.done,
+        s.total,
+        s.rate(),
+        s.failed,
+        eta(s)
+    )
+}
+
+impl Sink for Console {
+    fn event(&self, event: &Event<'_>) -> Result<(), ResultsError> {
+        let i = &self.inner;
+        let verbose = i.opts.verbosity >= Verbosity::Verbose;
+        match event {
+            Event::RunStarted {
+                suite,
+                source,
+                results_dir,
+            } => self.info(&format!(
+                "suite `{suite}` ({source}), results in {}",
+                results_dir.display()
+            )),
+            Event::Info(text) => self.info(text),
+            Event::EngineStarting {
+                name,
+                role,
+                url,
+                log,
+            } => match log {
+                Some(log) => self.info(&format!(
+                    "started engine `{name}` ({role}) at {url}, log {}",
+                    log.display()
+                )),
+                None => self.info(&format!("using engine `{name}` at {url}")),
+            },
+            Event::EngineReady { name, secs } => {
+                self.info(&format!("engine `{name}` ready after {secs:.2} s"))
+            }
+            Event::EngineDied { message } => self.warn(message),
+            Event::EnginesKilled(names) => {
+                self.warn(&format!("killed after the grace period: {}", names.join(", ")))
+            }
+            Event::Signal { name, again: false } => self.warn(&format!(
+                "{name} received: stopping engines (send it again to kill them now)"
+            )),
+            Event::Signal { name, again: true } => {
+                self.warn(&format!("{name} received again: killing engines"))
+            }
+            Event::TestStarted {
+                test,
+                role,
+                engine,
+                progress,
+            } => {
+                self.info(&format!("[{test}] running against {role} (`{engine}`)"));
+                i.started(test, *role, engine, progress);
+            }
+            Event::TestSaid { test, text } => self.info(&format!("[{test}] {text}")),
+            Event::TestStepDone { test, role } => i.step_done(test, *role),
+            Event::AttemptFinished {
+                test,
+                attempt,
+                max,
+                retrying: true,
+            } => self.warn(&format!(
+                "[{test}] a retryable check failed on attempt {attempt} of {max}: running the test again"
+            )),
+            Event::AttemptFinished { .. } => {}
+            Event::CheckJudged { test, check } if verbose => {
+                let value = check
+                    .value
+                    .map_or("no value".to_string(), |v| format!("{v:.4} {}", check.unit));
+                self.line(&format!(
+                    "lmcache-e2e: [{test}] {}: {} ({value}, threshold {} {} {})",
+                    check.name,
+                    i.verdict_word(check.verdict),
+                    check.op,
+                    check.threshold,
+                    check.unit
+                ));
+            }
+            Event::CheckJudged { .. } => {}
+            Event::TestFinished(t) => {
+                for note in &t.notes {
+                    self.info(&format!("[{}] {note}", t.name));
+                }
+                match &t.error {
+                    Some(e) => self.line(&format!(
+                        "lmcache-e2e: [{}] {}: {e}",
+                        t.name,
+                        i.paint("error", Colour::Red)
+                    )),
+                    None => self.info(&format!("[{}] {}", t.name, i.status_word(t.status))),
+                }
+            }
+            Event::LogTail { .. } | Event::Checkpoint(_) => {}
+            Event::RunFinished(results) => self.table(results),
+        }
+        Ok(())
+    }
+}

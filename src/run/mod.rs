@@ -1,0 +1,709 @@
+//! The orchestrator: suite → engines → readiness → workloads (baseline
+//! first, then LMCache) → gate → results, raced against engine deaths and
+//! signals, with every engine stopped and the results written however it
+//! ends. It prints nothing: it emits events.
+
+pub(crate) mod events;
+mod test;
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::try_join_all;
+use futures_util::FutureExt;
+use indexmap::IndexMap;
+
+use crate::config::{self, Loaded, Role, Schedule};
+use crate::engine::gpu::GpuError;
+use crate::engine::image::ImageError;
+use crate::engine::signals::{Received, Signals};
+use crate::engine::{self, tail_lines, EngineError, EngineSpec, Supervisor, TAIL_LINES};
+use crate::gate;
+use crate::results::{
+    AttemptRecord, EngineRecord, ResultsError, RunMeta, RunResults, RunStatus, TestRecord,
+    TestStatus, SCHEMA_VERSION,
+};
+use crate::workload::{Ctx, ErrorClass, Progress, Target};
+
+pub(crate) use events::{Event, Events, ResultsWriter, Sink};
+use test::TestRun;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    #[error("failed to create the results directory {path}: {source}")]
+    ResultsDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// A test could not run to the end; its class picks the exit code.
+    #[error("test `{test}` failed to run: {message}")]
+    Workload {
+        test: String,
+        class: ErrorClass,
+        message: String,
+    },
+    /// The run finished and a hard check failed; already reported.
+    #[error("the run failed: {0}")]
+    Failed(String),
+    /// A signal stopped the run; already reported.
+    #[error("interrupted by {name}")]
+    Interrupted { name: &'static str, number: i32 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What to run.
+pub(crate) struct Request<'a> {
+    pub loaded: &'a Loaded,
+    /// Tests to run, by name, in order.
+    pub selected: Vec<String>,
+    pub results_dir: PathBuf,
+    pub build_id: String,
+    /// Where the job runs (repository, commit, PR), from the CI's variables.
+    pub meta: RunMeta,
+}
+
+/// A test that could not run to the end, and what kind of failure it was.
+struct Broken {
+    test: String,
+    class: ErrorClass,
+    message: String,
+}
+
+enum Ended {
+    Done(Result<Vec<Broken>, RunError>),
+    Died(EngineError),
+    Signal(Received),
+    Panic(String),
+}
+
+/// Runs the suite. The results come back however the run ended (also
+/// written to `results.json`), with the error that ended it, if any.
+pub(crate) async fn run(
+    req: Request<'_>,
+    events: &Events,
+) -> Result<(RunResults, Result<(), RunError>), RunError> {
+    let loaded = req.loaded;
+    let run_cfg = &loaded.suite.run;
+    let results_dir = req.results_dir.clone();
+    for dir in [results_dir.clone(), results_dir.join("logs")] {
+        std::fs::create_dir_all(&dir).map_err(|source| RunError::ResultsDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let run_id = format!("{}-{}", req.build_id, std::process::id());
+    let models = models_of(run_cfg);
+    let mut signals = Signals::install().map_err(RunError::Signals)?;
+    let mut results = new_results(&req, &run_id, &models);
+    events.emit(&Event::Checkpoint(&results))?;
+    events.say(&Event::RunStarted {
+        suite: &run_cfg.name,
+        source: &results.source,
+        results_dir: &results_dir,
+    });
+
+    let supervisor = Supervisor::new(
+        &run_id,
+        Duration::from_secs_f64(run_cfg.grace_period_secs),
+        &results_dir,
+    );
+    let ended = {
+        let pipeline = AssertUnwindSafe(pipeline(
+            loaded,
+            &req.selected,
+            &models,
+            &supervisor,
+            &mut results,
+            events,
+        ))
+        .catch_unwind();
+        tokio::select! {
+            r = pipeline => match r {
+                Ok(r) => Ended::Done(r),
+                Err(panic) => Ended::Panic(panic_message(panic)),
+            },
+            e = supervisor.watch_deaths() => Ended::Died(e),
+            s = signals.recv() => Ended::Signal(s),
+        }
+    };
+
+    if let Ended::Signal(s) = &ended {
+        events.say(&Event::Signal {
+            name: s.name,
+            again: false,
+        });
+    }
+    let killed = supervisor
+        .stop_all(async {
+            let s = signals.recv().await;
+            events.say(&Event::Signal {
+                name: s.name,
+                again: true,
+            });
+        })
+        .await;
+    if !killed.is_empty() {
+        events.say(&Event::EnginesKilled(&killed));
+    }
+    let outcome = finish(&mut results, ended, events);
+    events.emit(&Event::RunFinished(&results))?;
+    Ok((results, outcome))
+}
+
+fn new_results(req: &Request<'_>, run_id: &str, models: &[(String, Option<String>)]) -> RunResults {
+    let suite = &req.loaded.suite;
+    RunResults {
+        schema_version: SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        suite: suite.run.name.clone(),
+        source: req.loaded.base.to_string(),
+        build_id: req.build_id.clone(),
+        run_id: run_id.to_string(),
+        results_dir: req.results_dir.clone(),
+        status: RunStatus::Running,
+        message: None,
+        signal: None,
+        started_at: chrono::Utc::now(),
+        finished_at: None,
+        engines: Vec::new(),
+        meta: RunMeta {
+            models: models.iter().map(|(m, _)| m.clone()).collect(),
+            ..req.meta.clone()
+        },
+        tests: models
+            .iter()
+            .flat_map(|(_, label)| req.selected.iter().map(move |name| (name, label)))
+            .map(|(name, label)| TestRecord {
+                name: record_name(name, label.as_deref()),
+                kind: suite.tests[name].kind.as_str().to_string(),
+                status: TestStatus::NotRun,
+                metrics: IndexMap::new(),
+                checks: Vec::new(),
+                files: Vec::new(),
+                error: None,
+                duration_secs: None,
+                notes: Vec::new(),
+                attempts: Vec::new(),
+                tables: Vec::new(),
+                charts: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+/// Records how the run ended and turns the ending into the run's error (or
+/// none). Every engine's last lines are kept for the report.
+fn finish(results: &mut RunResults, ended: Ended, events: &Events) -> Result<(), RunError> {
+    let outcome: Result<(), RunError> = match ended {
+        Ended::Done(Ok(broken)) => verdict(results, broken),
+        Ended::Done(Err(e)) => {
+            results.status = RunStatus::Error;
+            results.message = Some(first_line(&e.to_string()));
+            mark_running(results, TestStatus::Error, "the run stopped with an error");
+            Err(e)
+        }
+        Ended::Died(e) => {
+            let message = first_line(&e.to_string());
+            events.say(&Event::EngineDied { message: &message });
+            results.status = RunStatus::Error;
+            mark_running(results, TestStatus::Error, &message);
+            results.message = Some(message);
+            Err(RunError::Engine(e))
+        }
+        Ended::Signal(s) => {
+            results.status = RunStatus::Interrupted;
+            results.signal = Some(s.name.to_string());
+            results.message = Some(format!(
+                "interrupted by {}; engines stopped, partial results kept",
+                s.name
+            ));
+            mark_running(
+                results,
+                TestStatus::Interrupted,
+                &format!("interrupted by {}", s.name),
+            );
+            Err(RunError::Interrupted {
+                name: s.name,
+                number: s.number,
+            })
+        }
+        Ended::Panic(msg) => {
+            results.status = RunStatus::Error;
+            results.message = Some(format!("internal error: {msg}"));
+            mark_running(results, TestStatus::Error, "internal error");
+            Err(RunError::Internal(msg))
+        }
+    };
+    for e in &mut results.engines {
+        if let Some(log) = &e.log {
+            e.log_tail = tail_lines(&results.results_dir.join(log), TAIL_LINES);
+            let title = format!("last {} lines of {} ({log})", e.log_tail.len(), e.name);
+            events.say(&Event::LogTail {
+                title: &title,
+                lines: &e.log_tail,
+            });
+        }
+    }
+    results.finished_at = Some(chrono::Utc::now());
+    outcome
+}
+
+fn mark_running(results: &mut RunResults, status: TestStatus, why: &str) {
+    for t in results
+        .tests
+        .iter_mut()
+        .filter(|t| t.status == TestStatus::Running)
+    {
+        t.status = status;
+        t.error = Some(why.to_string());
+    }
+}
+
+/// A run that went to its end: passed, failed by a gate, or stopped by a
+/// test that could not run (whose class says what to fix).
+fn verdict(results: &mut RunResults, mut broken: Vec<Broken>) -> Result<(), RunError> {
+    let failed: Vec<&str> = results
+        .tests
+        .iter()
+        .filter(|t| matches!(t.status, TestStatus::Failed | TestStatus::Error))
+        .map(|t| t.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        results.status = RunStatus::Passed;
+        return Ok(());
+    }
+    let message = format!("failed tests: {}", failed.join(", "));
+    results.status = RunStatus::Failed;
+    // A bad input file is the first thing to fix, then the machine, then
+    // the engine; a test that only failed to measure is a failed run.
+    broken.sort_by_key(|b| b.class);
+    match broken.into_iter().find(|b| b.class != ErrorClass::Failed) {
+        Some(b) => Err(RunError::Workload {
+            test: b.test,
+            class: b.class,
+            message: b.message,
+        }),
+        None => Err(RunError::Failed(message)),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+}
+
+/// Waits for the GPUs the suite's `auto:N` containers need, as the
+/// multiprocessing suite polls `nvidia-smi`.
+async fn choose_gpus(
+    suite: &config::Suite,
+    events: &Events,
+) -> Result<Vec<engine::gpu::GpuState>, RunError> {
+    let count = engine::auto_gpus_needed(suite);
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let g = &suite.run.gpus;
+    let req = engine::gpu::GpuRequest {
+        count,
+        min_free_mib: g.min_free_mib,
+        max_util_pct: g.max_util_pct,
+        timeout: Duration::from_secs_f64(g.timeout_secs.max(0.0)),
+        poll: Duration::from_secs_f64(g.poll_secs.max(0.01)),
+    };
+    events.info(format!(
+        "waiting for {count} GPU(s) with {} MiB free and at most {} % busy",
+        g.min_free_mib, g.max_util_pct
+    ));
+    let chosen = engine::gpu::choose_gpus(&req).await?;
+    events.info(format!(
+        "chose GPU(s) {:?}",
+        chosen.iter().map(|g| g.index).collect::<Vec<_>>()
+    ));
+    Ok(chosen)
+}
+
+/// Each model to run, with the label its names carry when there are several.
+fn models_of(run: &config::RunConfig) -> Vec<(String, Option<String>)> {
+    if run.models.is_empty() {
+        return vec![(run.model.clone(), None)];
+    }
+    let label = |m: &String| {
+        (run.models.len() > 1).then(|| crate::workload::mmlu::model_tail(m).to_string())
+    };
+    run.models.iter().map(|m| (m.clone(), label(m))).collect()
+}
+
+fn record_name(test: &str, label: Option<&str>) -> String {
+    match label {
+        Some(l) => format!("{test}@{l}"),
+        None => test.to_string(),
+    }
+}
+
+async fn pipeline(
+    loaded: &Loaded,
+    selected: &[String],
+    models: &[(String, Option<String>)],
+    supervisor: &Supervisor,
+    results: &mut RunResults,
+    events: &Events,
+) -> Result<Vec<Broken>, RunError> {
+    engine::image::build_images(
+        &loaded.suite,
+        &loaded.suite_dir(),
+        &results.results_dir.join("logs"),
+        &|line| events.info(line),
+    )
+    .await?;
+    let chosen = choose_gpus(&loaded.suite, events).await?;
+    results.meta.gpus = chosen
+        .iter()
+        .map(|g| match g.memory_total_mib {
+            Some(mib) => format!("GPU {} ({:.0} GiB)", g.index, mib as f64 / 1024.0),
+            None => format!("GPU {}", g.index),
+        })
+        .collect();
+    let mut broken = Vec::new();
+    for (i, (model, label)) in models.iter().enumerate() {
+        if i > 0 {
+            events.info("stopping the engines of the previous model".into());
+            supervisor.stop_all(std::future::pending()).await;
+        }
+        if label.is_some() {
+            events.info(format!("model {model}"));
+        }
+        let ctx = ModelRun {
+            loaded,
+            suite_dir: loaded.suite_dir(),
+            model,
+            label: label.as_deref(),
+            supervisor,
+            events,
+        };
+        broken.extend(ctx.run(selected, &chosen, results).await?);
+    }
+    Ok(broken)
+}
+
+/// One model's pass over the suite.
+struct ModelRun<'a> {
+    loaded: &'a Loaded,
+    suite_dir: PathBuf,
+    model: &'a str,
+    label: Option<&'a str>,
+    supervisor: &'a Supervisor,
+    events: &'a Events,
+}
+
+impl ModelRun<'_> {
+    async fn run(
+        &self,
+        selected: &[String],
+        chosen_gpus: &[engine::gpu::GpuState],
+        results: &mut RunResults,
+    ) -> Result<Vec<Broken>, RunError> {
+        let suite = &self.loaded.suite;
+        let specs: Vec<EngineSpec> = engine::resolve(
+            suite,
+            &results.results_dir.join("logs"),
+            self.model,
+            self.label,
+            &results.run_id,
+            chosen_gpus,
+        )?;
+        // Services (e.g. the LMCache server) first, and up for every phase.
+        let services: Vec<&EngineSpec> = specs.iter().filter(|s| s.role == Role::Service).collect();
+        if !services.is_empty() {
+            self.start_engines(&services, results).await?;
+        }
+        // Baseline first, so warm-up effects never favour LMCache.
+        let mut order: Vec<&EngineSpec> =
+            specs.iter().filter(|s| s.role != Role::Service).collect();
+        order.sort_by_key(|s| s.role);
+        let phases: Vec<Vec<&EngineSpec>> = match suite.run.schedule {
+            Schedule::Concurrent => vec![order],
+            Schedule::Sequential => order.into_iter().map(|s| vec![s]).collect(),
+        };
+        let targets: Vec<Target> = specs
+            .iter()
+            .filter(|s| s.role != Role::Service)
+            .map(|s| Target {
+                name: s.name.clone(),
+                role: s.role,
+                url: s.url.clone(),
+            })
+            .collect();
+        let mut runs: Vec<(TestRun, Duration, &String)> = selected
+            .iter()
+            .map(|name| {
+                let record = record_name(name, self.label);
+                let run = TestRun::new(&record, &self.loaded.params[name], self.label);
+                (run, Duration::ZERO, name)
+            })
+            .collect();
+        let last = phases.len().saturating_sub(1);
+        for (i, phase) in phases.iter().enumerate() {
+            self.start_engines(phase, results).await?;
+            for (run, spent, _) in runs.iter_mut() {
+                *spent += self.run_phase(run, phase, &targets, results).await?;
+            }
+            if i < last {
+                self.stop_phase(phase).await;
+            }
+        }
+        // Retrying reruns the test on every engine, so they must all still be up.
+        let retry_phase = (phases.len() == 1).then(|| &phases[0]);
+        let mut broken = Vec::new();
+        for (run, spent, test) in runs.iter_mut() {
+            self.conclude(run, spent, test, retry_phase, &targets, results)
+                .await?;
+            if let Some(e) = &run.error {
+                broken.push(Broken {
+                    test: run.name().to_string(),
+                    class: e.class(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(broken)
+    }
+
+    fn ctx<'c>(
+        &'c self,
+        test: &'c str,
+        progress: &'c Arc<Progress>,
+        out_dir: &'c Path,
+        targets: &'c [Target],
+        say: &'c (dyn Fn(String) + Send + Sync),
+    ) -> Ctx<'c> {
+        Ctx {
+            test,
+            model: self.model,
+            timeout: Duration::from_secs_f64(self.loaded.suite.run.request_timeout_secs),
+            suite_dir: &self.suite_dir,
+            out_dir,
+            engines: targets,
+            progress,
+            say,
+        }
+    }
+
+    /// Runs one test against every engine of a phase, recording after each.
+    async fn run_phase(
+        &self,
+        run: &mut TestRun,
+        phase: &[&EngineSpec],
+        targets: &[Target],
+        results: &mut RunResults,
+    ) -> Result<Duration, RunError> {
+        let roles: Vec<Role> = phase.iter().map(|s| s.role).collect();
+        let out_dir = run.out_dir(results);
+        let name = run.name().to_string();
+        let progress = run.progress.clone();
+        let say = self.say_for(&name);
+        let ctx = self.ctx(&name, &progress, &out_dir, targets, &say);
+        let mut spent = Duration::ZERO;
+        for spec in phase {
+            if run.error.is_some() {
+                break;
+            }
+            if let Some(t) = results.test_mut(&name) {
+                t.status = TestStatus::Running;
+            }
+            self.events.emit(&Event::Checkpoint(results))?;
+            self.events.say(&Event::TestStarted {
+                test: &name,
+                role: spec.role,
+                engine: &spec.name,
+                progress: &progress,
+            });
+            let started = Instant::now();
+            run.run_role(&ctx, spec.role, &roles).await;
+            spent += started.elapsed();
+            self.events.say(&Event::TestStepDone {
+                test: &name,
+                role: spec.role,
+            });
+            run.record(results);
+            self.events.emit(&Event::Checkpoint(results))?;
+        }
+        Ok(spent)
+    }
+
+    /// Lines a workload says, as events of its test.
+    fn say_for(&self, test: &str) -> impl Fn(String) + Send + Sync + 'static {
+        let (events, test) = (self.events.clone(), test.to_string());
+        move |text: String| {
+            events.say(&Event::TestSaid {
+                test: &test,
+                text: &text,
+            })
+        }
+    }
+
+    /// Finishes a test, gates it, and retries it while only retryable checks
+    /// fail and its engines are still up; every attempt is kept.
+    async fn conclude(
+        &self,
+        run: &mut TestRun,
+        spent: &mut Duration,
+        test: &str,
+        retry_phase: Option<&Vec<&EngineSpec>>,
+        targets: &[Target],
+        results: &mut RunResults,
+    ) -> Result<(), RunError> {
+        let cfg = &self.loaded.suite.tests[test];
+        let max = cfg.attempts();
+        let mut history: Vec<AttemptRecord> = Vec::new();
+        loop {
+            let name = run.name().to_string();
+            let progress = run.progress.clone();
+            let out_dir = run.out_dir(results);
+            let say = self.say_for(&name);
+            run.finish(&self.ctx(&name, &progress, &out_dir, targets, &say));
+            run.record(results);
+            let t = results
+                .test_mut(&name)
+                .expect("selected tests are recorded");
+            t.duration_secs = Some(spent.as_secs_f64());
+            if run.error.is_some() {
+                t.status = TestStatus::Error;
+                break;
+            }
+            let checks = gate::evaluate(&cfg.checks, &t.metrics);
+            history.push(AttemptRecord {
+                attempt: history.len() as u32 + 1,
+                status: gate::test_status(&checks),
+                metrics: t.metrics.clone(),
+                checks,
+            });
+            let attempt = history.len() as u32;
+            let retrying = gate::retry(&cfg.checks, &history, max);
+            self.events.say(&Event::AttemptFinished {
+                test: &name,
+                attempt,
+                max,
+                retrying: retrying && retry_phase.is_some(),
+            });
+            match (retrying, retry_phase) {
+                (true, Some(phase)) => {
+                    self.events.emit(&Event::Checkpoint(results))?;
+                    *run = TestRun::new(&name, &self.loaded.params[test], self.label);
+                    *spent += self.run_phase(run, phase, targets, results).await?;
+                    continue;
+                }
+                (true, None) => t
+                    .notes
+                    .push("not retried: retries need run.schedule = \"concurrent\"".into()),
+                _ => {}
+            }
+            let concluded = gate::conclude(std::mem::take(&mut history), max);
+            t.checks = concluded.checks;
+            t.status = concluded.status;
+            t.notes.extend(concluded.notes);
+            t.attempts = concluded.attempts;
+            break;
+        }
+        self.judged(run, results)
+    }
+
+    /// Tells what the gate decided (or why the test could not run).
+    fn judged(&self, run: &TestRun, results: &RunResults) -> Result<(), RunError> {
+        let Some(t) = results.tests.iter().find(|t| t.name == run.name()) else {
+            return Ok(());
+        };
+        for check in &t.checks {
+            self.events.say(&Event::CheckJudged {
+                test: &t.name,
+                check,
+            });
+        }
+        self.events.say(&Event::TestFinished(t));
+        Ok(self.events.emit(&Event::Checkpoint(results))?)
+    }
+
+    async fn stop_phase(&self, phase: &[&EngineSpec]) {
+        let these: Vec<String> = phase.iter().map(|s| s.name.clone()).collect();
+        self.events.info(format!(
+            "stopping {} before the next engine starts",
+            these
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let killed = self
+            .supervisor
+            .stop(Some(&these), std::future::pending())
+            .await;
+        if !killed.is_empty() {
+            self.events.say(&Event::EnginesKilled(&killed));
+        }
+    }
+
+    /// Starts engines together and waits until every one of them serves.
+    async fn start_engines(
+        &self,
+        specs: &[&EngineSpec],
+        results: &mut RunResults,
+    ) -> Result<(), RunError> {
+        let dir = results.results_dir.clone();
+        for spec in specs {
+            let pid = self.supervisor.spawn(spec).await?;
+            results.engines.push(EngineRecord {
+                name: spec.name.clone(),
+                role: spec.role,
+                kind: format!("{:?}", spec.kind).to_lowercase(),
+                url: spec.url.clone(),
+                pid,
+                log: spec.log.as_deref().map(|l| relative(&dir, l)),
+                ready_secs: None,
+                log_tail: Vec::new(),
+            });
+            self.events.say(&Event::EngineStarting {
+                name: &spec.name,
+                role: spec.role,
+                url: &spec.url,
+                log: spec.log.as_deref(),
+            });
+        }
+        self.events.emit(&Event::Checkpoint(results))?;
+        let ready =
+            try_join_all(specs.iter().map(|s| engine::wait_ready(self.supervisor, s))).await?;
+        for (spec, took) in specs.iter().zip(ready) {
+            self.supervisor.mark_ready(&spec.name);
+            if let Some(e) = results.engines.iter_mut().find(|e| e.name == spec.name) {
+                e.ready_secs = Some(took.as_secs_f64());
+            }
+            self.events.say(&Event::EngineReady {
+                name: &spec.name,
+                secs: took.as_secs_f64(),
+            });
+        }
+        Ok(self.events.emit(&Event::Checkpoint(results))?)
+    }
+}
