@@ -3,11 +3,11 @@
 
 use indexmap::IndexMap;
 
-use crate::config::{Role, Severity};
 use crate::results::{
     Chart, CheckKind, CheckOutcome, DetailTable, EngineRecord, Metric, RunMeta, RunResults,
     RunStatus, TestRecord, TestStatus, Verdict,
 };
+use crate::results::{Role, Severity};
 
 fn started() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
