@@ -191,7 +191,11 @@ fn three_containers_launch_serve_and_are_removed() {
         assert!(log.contains("sim: serving"), "{engine}: {log}");
     }
     let state = std::fs::read_to_string(results.join("state.json")).unwrap();
-    assert_eq!(state.matches("\"container\": [").count(), 3, "{state}");
+    assert_eq!(
+        state.matches("\"type\": \"container\"").count(),
+        3,
+        "{state}"
+    );
 }
 
 #[test]

@@ -85,16 +85,15 @@ fn sigint_mid_run_stops_everything_and_exits_130() {
     interrupt_mid_run(Signal::SIGINT, 130);
 }
 
-#[test]
-fn engines_ignoring_sigterm_are_killed_after_the_grace_period() {
-    // A process engine that ignores SIGTERM, like a wedged vLLM.
-    let dir = tempdir();
-    let suite = dir.path().join("suite.toml");
-    let script = dir.path().join("stubborn.sh");
+/// A suite whose baseline is a process engine that ignores the signals
+/// `trap` names, like a wedged vLLM, with `grace` seconds before SIGKILL.
+fn stubborn_suite(dir: &std::path::Path, trap: &str, grace: u32) -> std::path::PathBuf {
+    let suite = dir.join("suite.toml");
+    let script = dir.join("stubborn.sh");
     executable(
         &script,
         &format!(
-            "#!/bin/sh\ntrap '' TERM\n{} sim serve --port \"$1\" &\nwhile true; do sleep 1; done\n",
+            "#!/bin/sh\ntrap '' {trap}\n{} sim serve --port \"$1\" &\nwhile true; do sleep 1; done\n",
             env!("CARGO_BIN_EXE_lmcache-e2e")
         ),
     );
@@ -103,7 +102,7 @@ fn engines_ignoring_sigterm_are_killed_after_the_grace_period() {
         format!(
             r#"
 [run]
-grace_period_secs = 1
+grace_period_secs = {grace}
 [engines.baseline]
 role = "baseline"
 kind = "process"
@@ -122,6 +121,13 @@ prewarmup_prompts = 0
         ),
     )
     .unwrap();
+    suite
+}
+
+#[test]
+fn engines_ignoring_sigterm_are_killed_after_the_grace_period() {
+    let dir = tempdir();
+    let suite = stubborn_suite(dir.path(), "TERM", 1);
     let results_dir = dir.path().join("results");
     let child = bin()
         .args(["ci", "--suite"])
@@ -152,27 +158,12 @@ prewarmup_prompts = 0
 #[test]
 fn a_second_signal_kills_at_once() {
     let dir = tempdir();
-    let script = dir.path().join("stubborn.sh");
-    executable(
-        &script,
-        &format!(
-            "#!/bin/sh\ntrap '' TERM INT\n{} sim serve --port \"$1\" &\nwhile true; do sleep 1; done\n",
-            env!("CARGO_BIN_EXE_lmcache-e2e")
-        ),
-    );
-    let mut cmd = ci_sim(dir.path(), LONG);
-    cmd.args([
-        "--set",
-        "run.grace_period_secs=60",
-        "--set",
-        "engines.baseline.kind=\"process\"",
-    ])
-    .args([
-        "--set",
-        &format!("engines.baseline.command=\"{}\"", script.display()),
-    ])
-    .args(["--set", "engines.baseline.args=[\"{port}\"]"]);
-    let child = cmd
+    let suite = stubborn_suite(dir.path(), "TERM INT", 60);
+    let child = bin()
+        .args(["ci", "--suite"])
+        .arg(&suite)
+        .arg("--results-dir")
+        .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

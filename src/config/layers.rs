@@ -403,6 +403,37 @@ fn invalid(
     }
 }
 
+/// A key that means nothing for the engine's kind (a `[container]` table on
+/// a process, a `url` on a sim): refused, since it was surely meant to do
+/// something.
+fn misplaced(e: &super::EngineConfig) -> Option<(&'static str, String)> {
+    let set = [
+        ("command", e.command.is_some()),
+        ("url", e.url.is_some()),
+        ("sim", e.sim.is_some()),
+        ("container", e.container.is_some()),
+        ("port", e.kind == EngineKind::External && e.port.is_some()),
+        ("args", e.kind == EngineKind::External && !e.args.is_empty()),
+    ];
+    let allowed: &[&str] = match e.kind {
+        EngineKind::Process => &["command"],
+        EngineKind::Sim => &["sim"],
+        EngineKind::External => &["url"],
+        EngineKind::Container => &["container"],
+    };
+    let kind = format!("{:?}", e.kind).to_lowercase();
+    set.iter()
+        .find(|(key, present)| *present && !allowed.contains(key))
+        .map(|(key, _)| {
+            (
+                *key,
+                format!(
+                    "kind `{kind}` does not use `{key}`; remove it, or set the kind that uses it"
+                ),
+            )
+        })
+}
+
 fn validate(
     suite: &Suite,
     origins: &BTreeMap<String, Source>,
@@ -455,6 +486,9 @@ fn validate(
                 ));
             }
             _ => {}
+        }
+        if let Some((key, why)) = misplaced(e) {
+            return Err(err(format!("engines.{name}.{key}"), &why));
         }
         if let Some(t) = e
             .readiness_timeout_secs
@@ -616,6 +650,39 @@ max = 0.22
                 "200".into(),
                 Source::Default
             )
+        );
+    }
+
+    #[test]
+    fn a_table_the_kind_does_not_use_is_refused_by_key() {
+        let err = load_str(
+            &SUITE.replace(
+                "kind = \"sim\"\n[engines.lm]",
+                "kind = \"sim\"\n[engines.base.container]\nimage = \"x\"\n[engines.lm]",
+            ),
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`engines.base.container`") && err.contains("kind `sim` does not use"),
+            "{err}"
+        );
+        let err = load_str(
+            SUITE,
+            &[
+                "engines.lm.kind=\"process\"",
+                "engines.lm.command=\"vllm\"",
+                "engines.lm.sim.cache_tokens=0",
+            ],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`engines.lm.sim`"),
+            "the sim table on a process: {err}"
         );
     }
 

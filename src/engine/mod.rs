@@ -2,11 +2,15 @@
 //! process per engine, or a server that already runs), waiting until they
 //! serve, and stopping them. Knows nothing of workloads.
 
+mod backend;
+mod container;
+mod external;
 pub(crate) mod gpu;
 pub(crate) mod image;
+mod process;
 mod readiness;
 pub(crate) mod signals;
-
+mod simulated;
 mod supervisor;
 
 use std::fmt::Write as _;
@@ -14,11 +18,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(crate) use crate::config::EngineKind;
-use crate::config::{ContainerOptions, Readiness, Role, Suite};
+use crate::config::{Readiness, Role, Suite};
 
 pub(crate) use crate::results::tail_lines;
+pub(crate) use backend::Launch;
+use backend::{backend, Resolve};
+pub(crate) use container::{cleanup_by_label, LabelFilter};
 pub(crate) use readiness::wait_ready;
-pub(crate) use supervisor::{cleanup_by_label, cleanup_from_state, LabelFilter, Supervisor};
+pub(crate) use supervisor::{cleanup_from_state, Supervisor};
 
 /// Lines of an engine's log shown when it fails.
 pub(crate) const TAIL_LINES: usize = 50;
@@ -98,17 +105,16 @@ pub(crate) struct EngineSpec {
     pub name: String,
     pub role: Role,
     pub kind: EngineKind,
-    /// The program and its arguments; `None` for external engines.
-    pub command: Option<(PathBuf, Vec<String>)>,
-    pub env: Vec<(String, String)>,
+    pub launch: Launch,
     pub url: String,
     pub readiness_timeout: Duration,
     pub log: Option<PathBuf>,
     pub readiness: Readiness,
-    /// For containers: the name given to `docker run`, whose arguments
-    /// `command` holds.
-    pub container: Option<String>,
 }
+
+/// Set on every engine process, so cleanup can tell our processes from a
+/// stranger that reused a PID.
+pub(crate) const RUN_ID_ENV: &str = "LMCACHE_E2E_RUN_ID";
 
 /// How many GPUs the suite's `auto:N` containers need chosen (0: none).
 pub(crate) fn auto_gpus_needed(suite: &Suite) -> usize {
@@ -129,9 +135,10 @@ pub(crate) fn auto_gpus_needed(suite: &Suite) -> usize {
         .map_or(0, |n| n.max(suite.run.gpus.count))
 }
 
-/// Resolves every engine of the suite for `model`: finds programs, picks
-/// free ports, substitutes `{port}`, `{host}` and `{model}` in arguments.
-/// With a `label` (one run of several models), engine names and logs carry it.
+/// Resolves every engine of the suite for `model` through its backend:
+/// finds programs, picks free ports, substitutes `{port}`, `{host}` and
+/// `{model}` in arguments. With a `label` (one run of several models),
+/// engine names and logs carry it.
 pub(crate) fn resolve(
     suite: &Suite,
     logs_dir: &Path,
@@ -146,31 +153,13 @@ pub(crate) fn resolve(
             Some(l) => format!("{base_name}@{l}"),
             None => base_name.clone(),
         };
-        let timeout = Duration::from_secs_f64(
+        let readiness_timeout = Duration::from_secs_f64(
             e.readiness_timeout_secs
                 .unwrap_or(suite.run.readiness_timeout_secs),
         );
-        if e.kind == EngineKind::External {
-            specs.push(EngineSpec {
-                name: name.clone(),
-                role: e.role,
-                kind: e.kind,
-                command: None,
-                env: Vec::new(),
-                url: e
-                    .url
-                    .clone()
-                    .unwrap_or_default()
-                    .trim_end_matches('/')
-                    .to_string(),
-                readiness_timeout: timeout,
-                log: None,
-                readiness: e.readiness,
-                container: None,
-            });
-            continue;
-        }
+        let external = e.kind == EngineKind::External;
         let port = match e.port {
+            _ if external => 0,
             Some(p) if p != 0 => p,
             _ => free_port(&e.host).map_err(|source| EngineError::Port {
                 engine: name.clone(),
@@ -178,171 +167,38 @@ pub(crate) fn resolve(
                 source,
             })?,
         };
-        let (program, mut args) = match e.kind {
-            EngineKind::Container => {
-                let cli = e.container.as_ref().map_or("docker", |c| c.cli.as_str());
-                let program = which::which(cli).map_err(|source| EngineError::NotFound {
-                    engine: name.clone(),
-                    command: cli.to_string(),
-                    source,
-                })?;
-                (program, e.args.clone())
-            }
-            EngineKind::Sim => {
-                let exe = std::env::current_exe().map_err(|source| EngineError::Spawn {
-                    engine: name.clone(),
-                    command: "lmcache-e2e sim serve".into(),
-                    source,
-                })?;
-                let mut opts = e.sim.clone().unwrap_or_default();
-                if model != "auto" {
-                    opts.served_model_name = model.to_string();
-                }
-                let mut args: Vec<String> =
-                    ["sim", "serve", "--host", "{host}", "--port", "{port}"]
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect();
-                args.extend(opts.to_args());
-                args.extend(e.args.iter().cloned());
-                (exe, args)
-            }
-            _ => {
-                let command = e.command.clone().unwrap_or_default();
-                let program = which::which(&command).map_err(|source| EngineError::NotFound {
-                    engine: name.clone(),
-                    command: command.clone(),
-                    source,
-                })?;
-                (program, e.args.clone())
-            }
-        };
-        for a in &mut args {
-            *a = a
-                .replace("{port}", &port.to_string())
-                .replace("{host}", &e.host)
-                .replace("{model}", model);
-        }
-        let mut container = None;
-        if let (EngineKind::Container, Some(c)) = (e.kind, &e.container) {
-            let cname = c
-                .name
-                .clone()
-                .unwrap_or_else(|| container_name(name, run_id));
-            let mut c = c.clone();
-            if let Some(i) = c.gpus.as_deref().and_then(|g| g.strip_prefix("auto:")) {
-                let i: usize = i.parse().unwrap_or(usize::MAX);
-                let gpu = chosen_gpus.get(i).ok_or_else(|| EngineError::ContainerStart {
-                    engine: name.clone(),
-                    message: format!("gpus = \"auto:{i}\" but only {} GPU(s) were chosen; raise run.gpus.count", chosen_gpus.len()),
-                })?;
-                c.gpus = Some(gpu.index.to_string());
-                if gpu
-                    .memory_total_mib
-                    .is_some_and(|t| t > suite.run.gpus.large_gpu_mib)
-                {
-                    args.extend(e.large_gpu_args.iter().cloned());
-                }
-            }
-            let c = &c;
-            args = docker_run_args(e, c, &cname, name, run_id, port, args);
-            container = Some(cname);
-        }
+        let launch = backend(e.kind).resolve(
+            e,
+            &Resolve {
+                suite,
+                name,
+                model,
+                run_id,
+                port,
+                chosen_gpus,
+            },
+        )?;
         let connect_host = if e.host == "0.0.0.0" {
             "127.0.0.1"
         } else {
             e.host.as_str()
         };
+        let url = match &e.url {
+            Some(u) if external => u.trim_end_matches('/').to_string(),
+            _ => format!("http://{connect_host}:{port}"),
+        };
         specs.push(EngineSpec {
             name: name.clone(),
             role: e.role,
             kind: e.kind,
-            command: Some((program, args)),
-            env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            url: format!("http://{connect_host}:{port}"),
-            readiness_timeout: timeout,
-            log: Some(logs_dir.join(format!("{}.log", name.replace('@', "-")))),
+            launch,
+            url,
+            readiness_timeout,
+            log: (!external).then(|| logs_dir.join(format!("{}.log", name.replace('@', "-")))),
             readiness: e.readiness,
-            container,
         });
     }
     Ok(specs)
-}
-
-/// Labels on everything a run starts, so cleanup finds it even without
-/// the state file.
-pub(crate) const RUN_LABEL: &str = "lmcache-e2e.run";
-pub(crate) const OWNER_LABEL: &str = "lmcache-e2e.owner-pid";
-
-/// A valid, unique container name: `lmcache-e2e-<engine>-<run>`.
-fn container_name(engine: &str, run_id: &str) -> String {
-    let raw = format!("lmcache-e2e-{engine}-{run_id}");
-    raw.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
-/// `docker run -d ...` as the multiprocessing suite runs its containers,
-/// plus this run's labels.
-fn docker_run_args(
-    e: &crate::config::EngineConfig,
-    c: &ContainerOptions,
-    cname: &str,
-    engine: &str,
-    run_id: &str,
-    port: u16,
-    command_args: Vec<String>,
-) -> Vec<String> {
-    let (role, env) = (e.role, &e.env);
-    let mut a: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), cname.into()];
-    for (k, v) in [
-        (RUN_LABEL, run_id.to_string()),
-        ("lmcache-e2e.role", role.to_string()),
-        ("lmcache-e2e.engine", engine.to_string()),
-        (OWNER_LABEL, std::process::id().to_string()),
-    ] {
-        a.extend(["--label".into(), format!("{k}={v}")]);
-    }
-    a.extend(["--network".into(), c.network.clone()]);
-    if c.ipc_host {
-        a.extend(["--ipc".into(), "host".into()]);
-    }
-    if let Some(gpus) = c.gpus.as_deref().filter(|g| !g.is_empty()) {
-        // Quoted: docker reads `--gpus` as CSV, and a device list has commas.
-        a.extend([
-            "--runtime".into(),
-            "nvidia".into(),
-            "--gpus".into(),
-            format!("\"device={gpus}\""),
-        ]);
-    }
-    for p in &c.publish {
-        a.extend(["-p".into(), p.replace("{port}", &port.to_string())]);
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    for v in &c.volumes {
-        let v = match v.strip_prefix("~/") {
-            Some(rest) => format!("{home}/{rest}"),
-            None => v.clone(),
-        };
-        a.extend(["--volume".into(), v]);
-    }
-    a.extend(["-e".into(), format!("{}={run_id}", supervisor::RUN_ID_ENV)]);
-    for (k, v) in env {
-        a.extend(["-e".into(), format!("{k}={v}")]);
-    }
-    if let Some(ep) = &c.entrypoint {
-        a.extend(["--entrypoint".into(), ep.clone()]);
-    }
-    a.push(c.image.clone());
-    a.extend(command_args);
-    a
 }
 
 fn free_port(host: &str) -> std::io::Result<u16> {
@@ -353,6 +209,14 @@ fn free_port(host: &str) -> std::io::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args_of(specs: &[EngineSpec], name: &str) -> String {
+        match &specs.iter().find(|s| s.name == name).unwrap().launch {
+            Launch::Container { run_args, .. } => run_args.join(" "),
+            Launch::Process { args, .. } => args.join(" "),
+            Launch::External => String::new(),
+        }
+    }
 
     #[test]
     fn the_mp_preset_runs_the_reference_containers_on_the_chosen_gpus() {
@@ -384,10 +248,7 @@ mod tests {
             &[gpu(3, 81_559), gpu(1, 81_559)],
         )
         .unwrap();
-        let line = |name: &str| {
-            let s = specs.iter().find(|s| s.name == name).unwrap();
-            s.command.as_ref().unwrap().1.join(" ")
-        };
+        let line = |name: &str| args_of(&specs, name);
         let server = line("lmcache-server");
         assert!(server.starts_with("run -d --name lmcache-e2e-lmcache-server-run1 --label lmcache-e2e.run=run1 --label lmcache-e2e.role=service"), "{server}");
         assert!(
@@ -420,7 +281,9 @@ mod tests {
                 && base.ends_with("--port 9000"),
             "{base}"
         );
-        assert!(specs.iter().all(|s| s.container.is_some()));
+        assert!(specs
+            .iter()
+            .all(|s| matches!(s.launch, Launch::Container { .. })));
         assert!(
             !lm.contains("--gpu-memory-utilization"),
             "80 GB GPUs keep vLLM's default"
@@ -445,17 +308,7 @@ mod tests {
             &[gpu(0, 143_771), gpu(1, 81_559)],
         )
         .unwrap();
-        let args = |name: &str| {
-            specs
-                .iter()
-                .find(|s| s.name == name)
-                .unwrap()
-                .command
-                .as_ref()
-                .unwrap()
-                .1
-                .join(" ")
-        };
+        let args = |name: &str| args_of(&specs, name);
         assert!(
             args("vllm-lmcache").ends_with("--port 8000 --gpu-memory-utilization 0.5"),
             "{}",

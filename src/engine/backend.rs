@@ -1,0 +1,241 @@
+//! One interface for every kind of engine: how it is resolved into something
+//! to start, started, asked to stop, killed, described when it exits, and
+//! cleaned up from another process. The kind is branched on once, in
+//! [`backend`]; each kind lives in its own module.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::{container, external, gpu, process, simulated, EngineError, EngineSpec};
+use crate::config::{EngineConfig, EngineKind, Suite};
+
+/// What resolving an engine needs besides its own table.
+pub(crate) struct Resolve<'a> {
+    pub suite: &'a Suite,
+    /// The engine's name for this run (`vllm@Model` when several models run).
+    pub name: &'a str,
+    pub model: &'a str,
+    pub run_id: &'a str,
+    pub port: u16,
+    pub chosen_gpus: &'a [gpu::GpuState],
+}
+
+impl Resolve<'_> {
+    /// `{port}`, `{host}` and `{model}` substituted in each argument.
+    pub(crate) fn substitute(&self, e: &EngineConfig, args: &mut [String]) {
+        for a in args.iter_mut() {
+            *a = a
+                .replace("{port}", &self.port.to_string())
+                .replace("{host}", &e.host)
+                .replace("{model}", self.model);
+        }
+    }
+}
+
+/// What starting an engine takes.
+#[derive(Debug, Clone)]
+pub(crate) enum Launch {
+    /// Already running; never started or stopped.
+    External,
+    /// A program in its own process group.
+    Process {
+        program: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    },
+    /// `docker run -d` (its arguments), then its log followed.
+    Container { cli: PathBuf, run_args: Vec<String> },
+}
+
+/// A started engine: what to signal or remove, as the state file records it
+/// for `lmcache-e2e cleanup` in another process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Handle {
+    /// The engine's process group (its leader's PID is the group id).
+    ProcessGroup { pid: u32, pgid: i32 },
+    /// The container, and the process group of the `docker logs -f` that
+    /// follows it (whose exit says the container stopped).
+    Container { cli: PathBuf, id: String, pgid: i32 },
+}
+
+/// The child to await (its exit is the engine's) and how to reach it.
+pub(crate) struct Started {
+    pub child: tokio::process::Child,
+    pub handle: Handle,
+}
+
+/// What `lmcache-e2e cleanup` did to one thing.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CleanupRecord {
+    /// The engine name, or the container's name when found by label.
+    pub name: String,
+    pub what: Target,
+    pub action: &'static str,
+}
+
+/// What a cleanup acted on.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Target {
+    ProcessGroup(i32),
+    Container(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::ProcessGroup(g) => write!(f, "process group {g}"),
+            Target::Container(id) => write!(f, "container {}", &id[..id.len().min(12)]),
+        }
+    }
+}
+
+/// One kind of engine.
+pub(crate) trait Backend: Send + Sync {
+    /// Finds the program, builds the command line for this run.
+    fn resolve(&self, e: &EngineConfig, r: &Resolve<'_>) -> Result<Launch, EngineError>;
+
+    /// Starts it with stdout and stderr to `log`; `None` when there is
+    /// nothing to start.
+    fn start<'a>(
+        &'a self,
+        spec: &'a EngineSpec,
+        log: Option<std::fs::File>,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Started>, EngineError>>;
+
+    // What follows acts on a started engine, so it belongs to the kind of
+    // thing that was started (a process group or a container): by default a
+    // backend hands it to that one, so a kind that only resolves differently
+    // (sim) or starts nothing (external) need not repeat it.
+
+    /// Asks it to stop; it has `grace` before it is killed.
+    fn stop<'a>(&'a self, h: &'a Handle, grace: Duration) -> BoxFuture<'a, ()> {
+        backend_of(h).stop(h, grace)
+    }
+
+    /// Kills what is left of it.
+    fn kill<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, ()> {
+        backend_of(h).kill(h)
+    }
+
+    /// The same, without a runtime: for `Drop`, when nothing else is left.
+    fn kill_now(&self, h: &Handle) {
+        backend_of(h).kill_now(h)
+    }
+
+    /// How it ended, given its child's exit status.
+    fn describe_exit<'a>(&'a self, h: &'a Handle, status: ExitStatus) -> BoxFuture<'a, String> {
+        backend_of(h).describe_exit(h, status)
+    }
+
+    /// Whether anything of it is still running (a process group can outlive
+    /// its leader).
+    fn alive(&self, h: &Handle) -> bool {
+        backend_of(h).alive(h)
+    }
+
+    /// Stops what a state file recorded, from another process.
+    fn cleanup<'a>(
+        &'a self,
+        name: &'a str,
+        h: &'a Handle,
+        run_id: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, CleanupRecord> {
+        backend_of(h).cleanup(name, h, run_id, grace)
+    }
+}
+
+/// The one place the engine kind is branched on.
+pub(crate) fn backend(kind: EngineKind) -> &'static dyn Backend {
+    match kind {
+        EngineKind::External => &external::External,
+        EngineKind::Process => &process::Process,
+        EngineKind::Sim => &simulated::Simulated,
+        EngineKind::Container => &container::Container,
+    }
+}
+
+/// The backend that owns a recorded handle (for cleanup from a state file).
+pub(crate) fn backend_of(h: &Handle) -> &'static dyn Backend {
+    match h {
+        Handle::ProcessGroup { .. } => &process::Process,
+        Handle::Container { .. } => &container::Container,
+    }
+}
+
+/// Opens (appends to) an engine's log with a first line saying what starts.
+pub(crate) fn open_log(
+    spec: &EngineSpec,
+    command_line: &str,
+) -> Result<Option<std::fs::File>, EngineError> {
+    use std::io::Write as _;
+    let Some(log) = &spec.log else {
+        return Ok(None);
+    };
+    let err = |source| EngineError::Log {
+        path: log.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(err)?;
+    writeln!(
+        file,
+        "# lmcache-e2e: starting engine `{}`: {command_line}",
+        spec.name
+    )
+    .map_err(err)?;
+    Ok(Some(file))
+}
+
+/// Sends a child's stdout and stderr to the log (or nowhere).
+pub(crate) fn redirect(
+    cmd: &mut tokio::process::Command,
+    log: Option<std::fs::File>,
+    path: Option<&Path>,
+) -> Result<(), EngineError> {
+    match log {
+        Some(file) => {
+            let out = file.try_clone().map_err(|source| EngineError::Log {
+                path: path.map(Path::to_path_buf).unwrap_or_default(),
+                source,
+            })?;
+            cmd.stdout(out).stderr(file);
+        }
+        None => {
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_recorded_typed_and_read_back() {
+        let h = Handle::Container {
+            cli: "/usr/bin/docker".into(),
+            id: "0123456789abcdef".into(),
+            pgid: 42,
+        };
+        let json = serde_json::to_string(&h).unwrap();
+        assert!(json.contains("\"type\":\"container\""), "{json}");
+        assert_eq!(serde_json::from_str::<Handle>(&json).unwrap(), h);
+        assert_eq!(
+            Target::Container("0123456789abcdef".into()).to_string(),
+            "container 0123456789ab"
+        );
+        assert_eq!(Target::ProcessGroup(7).to_string(), "process group 7");
+    }
+}

@@ -1,0 +1,25 @@
+//! Kind `external`: a server that already runs at `url`. It is used, never
+//! started, stopped or cleaned up.
+
+use futures_util::future::BoxFuture;
+
+use super::backend::{Backend, Launch, Resolve, Started};
+use super::{EngineError, EngineSpec};
+use crate::config::EngineConfig;
+
+pub(crate) struct External;
+
+impl Backend for External {
+    fn resolve(&self, _e: &EngineConfig, _r: &Resolve<'_>) -> Result<Launch, EngineError> {
+        Ok(Launch::External)
+    }
+
+    fn start<'a>(
+        &'a self,
+        _spec: &'a EngineSpec,
+        _log: Option<std::fs::File>,
+        _run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Started>, EngineError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
