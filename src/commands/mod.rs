@@ -27,7 +27,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
         Command::List(args) => list::run(&args),
         Command::Config(ConfigCommand::Show(args)) => config_show::run(&args),
         Command::Report(args) => report::run(args).await,
-        Command::Recommend(args) => recommend::run(&args),
+        Command::Recommend(args) => recommend::run(&args).await,
         Command::Setup(SetupArgs {
             step: None,
             check: true,

@@ -7,16 +7,12 @@ use crate::error::Error;
 use crate::setup::recommend;
 
 /// GPU count and memory per GPU: the flags, else nvidia-smi's.
-fn gpus(args: &RecommendArgs) -> Result<(usize, u64), Error> {
+async fn gpus(args: &RecommendArgs) -> Result<(usize, u64), Error> {
     if let (Some(n), Some(m)) = (args.gpus, args.gpu_mib) {
         return Ok((n, m));
     }
     let smi = which::which("nvidia-smi").map_err(|_| recommend::RecommendError::NoGpus)?;
-    let out = std::process::Command::new(smi)
-        .args(gpu::QUERY_ARGS)
-        .output()
-        .map_err(|e| gpu::GpuError::Query(e.to_string()))?;
-    let states = gpu::parse(&String::from_utf8_lossy(&out.stdout))?;
+    let states = gpu::query(&smi).await?;
     let mem = states
         .iter()
         .filter_map(|g| g.memory_total_mib)
@@ -28,9 +24,9 @@ fn gpus(args: &RecommendArgs) -> Result<(usize, u64), Error> {
     ))
 }
 
-pub(crate) fn run(args: &RecommendArgs) -> Result<(), Error> {
+pub(crate) async fn run(args: &RecommendArgs) -> Result<(), Error> {
     let (path, cfg) = recommend::find_config(&args.model, args.config.as_deref())?;
-    let (gpus, gpu_mib) = gpus(args)?;
+    let (gpus, gpu_mib) = gpus(args).await?;
     let ram = args
         .host_ram_gb
         .or_else(recommend::host_ram_gb)

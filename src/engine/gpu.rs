@@ -48,7 +48,7 @@ pub(crate) struct GpuRequest {
 }
 
 /// The query `--query-gpu` asks for.
-pub(crate) const QUERY_ARGS: &[&str] = &[
+const QUERY_ARGS: &[&str] = &[
     "--query-gpu=index,memory.total,memory.free,utilization.gpu",
     "--format=csv,noheader,nounits",
 ];
@@ -199,23 +199,30 @@ pub(crate) async fn choose_gpus(req: &GpuRequest) -> Result<Vec<GpuState>, GpuEr
     let smi = which::which("nvidia-smi").map_err(|_| GpuError::NoNvidiaSmi { count: req.count })?;
     wait_for(req, || {
         let smi = smi.clone();
-        async move {
-            let out = tokio::process::Command::new(&smi)
-                .args(QUERY_ARGS)
-                .output()
-                .await
-                .map_err(|e| GpuError::Query(e.to_string()))?;
-            if !out.status.success() {
-                return Err(GpuError::Query(format!(
-                    "{}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        }
+        async move { query_text(&smi).await }
     })
     .await
+}
+
+/// The GPUs as `nvidia-smi` (at `smi`) sees them now.
+pub(crate) async fn query(smi: &std::path::Path) -> Result<Vec<GpuState>, GpuError> {
+    parse(&query_text(smi).await?)
+}
+
+async fn query_text(smi: &std::path::Path) -> Result<String, GpuError> {
+    let out = tokio::process::Command::new(smi)
+        .args(QUERY_ARGS)
+        .output()
+        .await
+        .map_err(|e| GpuError::Query(e.to_string()))?;
+    if !out.status.success() {
+        return Err(GpuError::Query(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]
