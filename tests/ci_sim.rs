@@ -401,3 +401,32 @@ fn engine_log_tails_are_printed_in_ci_groups_and_recorded() {
     let out = run(&mut cmd, LIMIT);
     assert!(text(&out).1.contains("~~~ last "), "{}", text(&out).1);
 }
+
+#[test]
+fn a_ci_log_gets_plain_progress_lines_and_no_ansi_codes() {
+    let dir = tempdir();
+    let mut cmd = ldqa(dir.path(), &["tests.long_doc_qa.num_documents=12"]);
+    cmd.env("LMCACHE_E2E_PROGRESS_SECS", "0.2")
+        .env_remove("NO_COLOR");
+    let out = run(&mut cmd, LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stdout.contains('\x1b') && !stderr.contains('\x1b'),
+        "no ANSI codes off a terminal:\n{stderr}"
+    );
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            l.starts_with("lmcache-e2e: [long_doc_qa] ")
+                && l.contains(" round ")
+                && l.contains("/s, ")
+        })
+        .collect();
+    assert!(!progress.is_empty(), "progress lines:\n{stderr}");
+    assert!(
+        progress.iter().all(|l| l.contains(" failed")),
+        "{progress:?}"
+    );
+    assert!(stdout.contains("PASSED: 1 of 1 tests passed"), "{stdout}");
+}

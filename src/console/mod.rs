@@ -39,6 +39,9 @@ pub(crate) struct Options {
     pub terminal: bool,
     pub colour: bool,
     pub ci: Ci,
+    /// Off a terminal, a progress line at most this often
+    /// (`LMCACHE_E2E_PROGRESS_SECS`, default 10).
+    pub progress_every: Duration,
 }
 
 impl Options {
@@ -46,11 +49,17 @@ impl Options {
     pub(crate) fn detect(verbosity: Verbosity, ci: Ci) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let progress_every = std::env::var("LMCACHE_E2E_PROGRESS_SECS")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .map_or(PLAIN_EVERY, Duration::from_secs_f64);
         Self {
             verbosity,
             terminal,
             colour: terminal && !no_colour,
             ci,
+            progress_every,
         }
     }
 }
@@ -67,6 +76,8 @@ struct Running {
     bar: Option<ProgressBar>,
     last_line: Instant,
     last_fraction: f64,
+    /// The stage `last_fraction` belongs to: a new stage counts from zero.
+    last_stage: String,
 }
 
 struct Inner {
@@ -105,7 +116,7 @@ impl Console {
         let every = if self.inner.opts.terminal {
             Duration::from_millis(100)
         } else {
-            Duration::from_secs(1)
+            self.inner.opts.progress_every.min(Duration::from_secs(1))
         };
         std::thread::spawn(move || loop {
             std::thread::sleep(every);
@@ -213,14 +224,17 @@ impl Inner {
                     bar.set_message(bar_message(&s));
                 }
                 None => {
+                    if r.last_stage != s.stage {
+                        r.last_stage = s.stage.clone();
+                        r.last_fraction = 0.0;
+                    }
                     let fraction = if s.total > 0 {
                         s.done as f64 / s.total as f64
                     } else {
                         0.0
                     };
-                    if r.last_line.elapsed() >= PLAIN_EVERY
-                        && fraction - r.last_fraction >= PLAIN_STEP
-                    {
+                    let since = r.last_line.elapsed();
+                    if plain_due(since, self.opts.progress_every, fraction, r.last_fraction) {
                         r.last_line = Instant::now();
                         r.last_fraction = fraction;
                         lines.push(format!(
@@ -260,6 +274,7 @@ impl Inner {
             bar,
             last_line: Instant::now(),
             last_fraction: 0.0,
+            last_stage: String::new(),
         });
     }
 
@@ -309,6 +324,13 @@ impl Inner {
         };
         self.paint(word, c)
     }
+}
+
+/// A plain progress line is due when both `every` (~10 s) and 10 % of the
+/// work have passed since the last one: whichever is rarer, so a CI log
+/// stays short.
+fn plain_due(since_last: Duration, every: Duration, fraction: f64, last_fraction: f64) -> bool {
+    since_last >= every && fraction - last_fraction >= PLAIN_STEP
 }
 
 fn eta(s: &Snapshot) -> String {
@@ -429,5 +451,42 @@ impl Sink for Console {
             Event::RunFinished(results) => self.table(results),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_progress_waits_for_both_time_and_work() {
+        let s = Duration::from_secs;
+        let every = PLAIN_EVERY;
+        assert!(
+            !plain_due(s(30), every, 0.05, 0.0),
+            "time passed, too little work"
+        );
+        assert!(
+            !plain_due(s(3), every, 0.9, 0.0),
+            "much work, too little time"
+        );
+        assert!(plain_due(s(10), every, 0.1, 0.0));
+        assert!(!plain_due(s(60), every, 0.5, 0.45));
+    }
+
+    #[test]
+    fn progress_text_says_rate_failures_and_eta() {
+        let snap = Snapshot {
+            stage: "query round".into(),
+            total: 80,
+            done: 20,
+            failed: 2,
+            elapsed_secs: 10.0,
+        };
+        assert_eq!(
+            plain_progress(&snap),
+            "query round 20/80, 2.0/s, 2 failed, ETA 30 s"
+        );
+        assert_eq!(bar_message(&snap), "query round 2.0/s, 2 failed, ETA 30 s");
     }
 }
