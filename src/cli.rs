@@ -9,11 +9,14 @@ use crate::sim::SimOptions;
 const EXIT_CODES: &str = "\
 Exit codes:
   0    passed
-  1    a gate failed (a hard check or a test failed)
-  2    bad usage or configuration
-  3    setup failed (results directory, files; with --strict-report, a
-       report that could not be delivered)
-  4    an engine failed to start or died
+  1    a gate failed (a hard check failed, or a test could not produce
+       its measurement)
+  2    bad usage or configuration, a test's own input file included (a
+       prompts file, MMLU data)
+  3    setup failed (results directory, files, a program a test needs;
+       with --strict-report, a report that could not be delivered)
+  4    an engine failed to start, died, or did not answer as an OpenAI
+       server should
   101  internal error (a bug: please report it)
   130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM; 129 by SIGHUP";
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::config::{CheckConfig, Role, Severity};
+use crate::config::{CheckConfig, Role};
 use crate::gate;
 use crate::results::{Metric, Verdict};
 use crate::workload::mmlu::compare::{compare, summary_text, SubjectScore};
@@ -152,15 +152,8 @@ pub(crate) fn run(
         (
             metric.to_string(),
             CheckConfig {
-                metric: metric.to_string(),
-                engine: Role::Lmcache,
                 max: Some(max),
-                min: None,
-                max_change_pct: None,
-                min_change_pct: None,
-                severity: Severity::Error,
-                enabled: true,
-                retryable: false,
+                ..CheckConfig::on(metric)
             },
         )
     })

@@ -406,6 +406,24 @@ pub(crate) struct CheckConfig {
     pub retryable: bool,
 }
 
+impl CheckConfig {
+    /// A check on `metric` of the LMCache engine, failing the run, with no
+    /// bound yet: the caller sets one.
+    pub(crate) fn on(metric: &str) -> Self {
+        Self {
+            metric: metric.to_string(),
+            engine: Role::Lmcache,
+            max: None,
+            min: None,
+            max_change_pct: None,
+            min_change_pct: None,
+            severity: Severity::Error,
+            enabled: true,
+            retryable: false,
+        }
+    }
+}
+
 fn lmcache_role() -> Role {
     Role::Lmcache
 }

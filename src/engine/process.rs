@@ -68,6 +68,21 @@ pub(crate) fn spawn(
     })
 }
 
+/// `program args` with the run's substitutions and the engine's env.
+pub(crate) fn launch(
+    program: std::path::PathBuf,
+    mut args: Vec<String>,
+    e: &EngineConfig,
+    r: &Resolve<'_>,
+) -> Launch {
+    r.substitute(e, &mut args);
+    Launch::Process {
+        program,
+        args,
+        env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
 pub(crate) fn command_line(program: &std::path::Path, args: &[String]) -> String {
     std::iter::once(program.display().to_string())
         .chain(args.iter().cloned())
@@ -83,13 +98,7 @@ impl Backend for Process {
             command: command.clone(),
             source,
         })?;
-        let mut args = e.args.clone();
-        r.substitute(e, &mut args);
-        Ok(Launch::Process {
-            program,
-            args,
-            env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        })
+        Ok(launch(program, e.args.clone(), e, r))
     }
 
     fn start<'a>(

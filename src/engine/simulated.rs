@@ -28,12 +28,7 @@ impl Backend for Simulated {
             .collect();
         args.extend(opts.to_args());
         args.extend(e.args.iter().cloned());
-        r.substitute(e, &mut args);
-        Ok(Launch::Process {
-            program,
-            args,
-            env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        })
+        Ok(super::process::launch(program, args, e, r))
     }
 
     fn start<'a>(

@@ -113,15 +113,9 @@ mod tests {
         IndexMap::from([(
             "tput".to_string(),
             CheckConfig {
-                metric: "total_token_throughput".into(),
-                engine: Role::Lmcache,
-                max: None,
-                min: None,
-                max_change_pct: None,
                 min_change_pct: Some(-5.0),
-                severity: Severity::Error,
-                enabled: true,
                 retryable: true,
+                ..CheckConfig::on("total_token_throughput")
             },
         )])
     }

@@ -163,17 +163,7 @@ mod tests {
     }
 
     fn check(f: impl FnOnce(&mut CheckConfig)) -> IndexMap<String, CheckConfig> {
-        let mut c = CheckConfig {
-            metric: "ttft".into(),
-            engine: Role::Lmcache,
-            max: None,
-            min: None,
-            max_change_pct: None,
-            min_change_pct: None,
-            severity: Severity::Error,
-            enabled: true,
-            retryable: false,
-        };
+        let mut c = CheckConfig::on("ttft");
         f(&mut c);
         IndexMap::from([("c".to_string(), c)])
     }
