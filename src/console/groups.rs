@@ -26,16 +26,25 @@ pub(crate) fn markers(ci: Ci, title: &str, collapsed: bool) -> (Option<String>, 
 }
 
 /// Prints every engine's last log lines at the end of a run, each in a
-/// group of its own.
+/// group of its own: always on CI, where the log is all there is; outside
+/// CI only when the run did not pass.
 pub(crate) struct CiGroups {
     pub ci: Ci,
 }
 
 impl Sink for CiGroups {
     fn event(&self, event: &Event<'_>) -> Result<(), ResultsError> {
-        let Event::LogTail { title, lines } = event else {
+        let Event::LogTail {
+            title,
+            lines,
+            passed,
+        } = event
+        else {
             return Ok(());
         };
+        if *passed && self.ci == Ci::None {
+            return Ok(());
+        }
         let (open, close) = markers(self.ci, title, true);
         let mut out = std::io::stderr().lock();
         if let Some(o) = open {

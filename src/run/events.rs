@@ -65,10 +65,12 @@ pub(crate) enum Event<'a> {
         check: &'a CheckOutcome,
     },
     TestFinished(&'a TestRecord),
-    /// An engine's last log lines, shown at the end of every run.
+    /// An engine's last log lines, at the end of every run.
     LogTail {
         title: &'a str,
         lines: &'a [String],
+        /// Whether the run passed (a terminal needs no logs then).
+        passed: bool,
     },
     /// The results changed: time to persist them.
     Checkpoint(&'a RunResults),

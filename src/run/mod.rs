@@ -254,6 +254,7 @@ fn finish(results: &mut RunResults, ended: Ended, events: &Events) -> Result<(),
             events.say(&Event::LogTail {
                 title: &title,
                 lines: &e.log_tail,
+                passed: outcome.is_ok(),
             });
         }
     }
