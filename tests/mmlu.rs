@@ -55,6 +55,36 @@ fn corrupt_kv_on_cache_hits_fails_and_names_the_changed_questions() {
         .unwrap();
     assert_eq!(changed["verdict"], "fail");
     assert!(changed["lmcache"].as_f64().unwrap() > 0.0);
+    // The paired evidence: discordant counts, McNemar's exact p, and the
+    // accuracy drop judged on its interval.
+    let m = &t["metrics"]["lmcache"];
+    let flips = m["right_to_wrong"]["value"].as_f64().unwrap()
+        + m["wrong_to_right"]["value"].as_f64().unwrap();
+    assert!(
+        flips > 0.0 && flips <= changed["lmcache"].as_f64().unwrap(),
+        "{m}"
+    );
+    let p = m["mcnemar_p"]["value"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p), "{m}");
+    let drop = t["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "accuracy_drop")
+        .unwrap();
+    let (low, high) = (
+        drop["interval"]["low"].as_f64().unwrap(),
+        drop["interval"]["high"].as_f64().unwrap(),
+    );
+    assert!(
+        low <= drop["value"].as_f64().unwrap() && drop["value"].as_f64().unwrap() <= high,
+        "{drop}"
+    );
+    assert_eq!(
+        drop["n"],
+        m["paired_questions"]["value"].as_f64().unwrap() as u64
+    );
+    assert_eq!(drop["p"].as_f64().unwrap(), p);
     assert!(t["notes"][0]
         .as_str()
         .unwrap()

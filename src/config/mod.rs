@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-pub(crate) use crate::results::{Role, Severity};
+pub(crate) use crate::results::{OnInconclusive, Role, Severity};
 use crate::sim::SimOptions;
 
 pub(crate) use layers::{load, LoadRequest, Loaded};
@@ -404,6 +404,10 @@ pub(crate) struct CheckConfig {
     /// failure is reported as flaky.
     #[serde(default)]
     pub retryable: bool,
+    /// When the metric has an interval that straddles the bound: `warn`
+    /// (report it as inconclusive) or `fail`.
+    #[serde(default)]
+    pub on_inconclusive: OnInconclusive,
 }
 
 impl CheckConfig {
@@ -420,6 +424,7 @@ impl CheckConfig {
             severity: Severity::Error,
             enabled: true,
             retryable: false,
+            on_inconclusive: OnInconclusive::Warn,
         }
     }
 }

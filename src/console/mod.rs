@@ -309,6 +309,7 @@ impl Inner {
             Verdict::Fail => self.paint("FAIL", Colour::Red),
             Verdict::Warning => self.paint("warning", Colour::Yellow),
             Verdict::Flaky => self.paint("flaky", Colour::Yellow),
+            Verdict::Inconclusive => self.paint("inconclusive", Colour::Yellow),
         }
     }
 
@@ -317,6 +318,7 @@ impl Inner {
             TestStatus::Passed => ("passed", Colour::Green),
             TestStatus::Warning => ("passed with warnings", Colour::Yellow),
             TestStatus::Flaky => ("flaky", Colour::Yellow),
+            TestStatus::Inconclusive => ("inconclusive", Colour::Yellow),
             TestStatus::Failed => ("FAILED", Colour::Red),
             TestStatus::Error => ("could not run", Colour::Red),
             TestStatus::Interrupted => ("interrupted", Colour::Yellow),

@@ -71,7 +71,7 @@ pub(crate) fn conclude(history: Vec<AttemptRecord>, max: u32) -> Concluded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Severity;
+    use crate::config::{OnInconclusive, Severity};
     use crate::results::{CheckKind, Metric, Role};
 
     fn outcome(verdict: Verdict, value: f64) -> CheckOutcome {
@@ -90,6 +90,10 @@ mod tests {
             value: Some(value),
             verdict,
             message: None,
+            interval: None,
+            n: None,
+            p: None,
+            on_inconclusive: OnInconclusive::Warn,
         }
     }
 

@@ -4,9 +4,11 @@
 use indexmap::IndexMap;
 
 mod attempts;
+pub(crate) mod evidence;
+pub(crate) mod stats;
 
-use crate::config::{CheckConfig, Role, Severity};
-use crate::results::{CheckKind, CheckOutcome, Metric, TestStatus, Verdict};
+use crate::config::{CheckConfig, OnInconclusive, Role, Severity};
+use crate::results::{CheckKind, CheckOutcome, Interval, Metric, TestStatus, Verdict};
 
 pub(crate) use attempts::{conclude, retry};
 
@@ -33,13 +35,13 @@ fn evaluate_one(
     c: &CheckConfig,
     metrics: &IndexMap<Role, IndexMap<String, Metric>>,
 ) -> CheckOutcome {
-    let get = |role: Role| {
+    let metric = |role: Role| {
         metrics
             .get(&role)
             .and_then(|m| m.get(&c.metric))
-            .map(|m| m.value)
-            .filter(|v| v.is_finite())
+            .filter(|m| m.value.is_finite())
     };
+    let get = |role: Role| metric(role).map(|m| m.value);
     let unit = [Role::Lmcache, Role::Baseline]
         .iter()
         .find_map(|r| metrics.get(r).and_then(|m| m.get(&c.metric)))
@@ -70,17 +72,18 @@ fn evaluate_one(
             },
         ),
     };
-    let within = value.map(|v| {
-        if op == "<=" {
-            v <= threshold
-        } else {
-            v >= threshold
-        }
-    });
-    let verdict = match (within, c.severity) {
-        (Some(true), _) => Verdict::Pass,
-        (_, Severity::Error) => Verdict::Fail,
-        (_, Severity::Warning) => Verdict::Warning,
+    // Only an absolute value carries its own evidence so far; a relative
+    // change of single runs is a point estimate.
+    let evidence = match kind {
+        CheckKind::Absolute => metric(c.engine),
+        CheckKind::Relative => None,
+    };
+    let interval = evidence.and_then(|m| m.interval);
+    let verdict = match value.map(|v| judge(v, interval, op, threshold)) {
+        Some(Judged::Within) => Verdict::Pass,
+        Some(Judged::Straddles) => Verdict::Inconclusive,
+        _ if c.severity == Severity::Warning => Verdict::Warning,
+        _ => Verdict::Fail,
     };
     CheckOutcome {
         name: name.to_string(),
@@ -101,6 +104,35 @@ fn evaluate_one(
         value,
         verdict,
         message: value.is_none().then_some(missing),
+        interval,
+        n: evidence.and_then(|m| m.n),
+        p: evidence.and_then(|m| m.p),
+        on_inconclusive: c.on_inconclusive,
+    }
+}
+
+enum Judged {
+    Within,
+    Beyond,
+    Straddles,
+}
+
+/// Three verdicts: the whole interval on the good side of the threshold,
+/// the whole of it on the bad side, or across it. Without an interval the
+/// point decides.
+fn judge(value: f64, interval: Option<Interval>, op: &str, threshold: f64) -> Judged {
+    let ok = |v: f64| {
+        if op == "<=" {
+            v <= threshold
+        } else {
+            v >= threshold
+        }
+    };
+    let (low, high) = interval.map_or((value, value), |i| (i.low, i.high));
+    match (ok(low), ok(high)) {
+        (true, true) => Judged::Within,
+        (false, false) => Judged::Beyond,
+        _ => Judged::Straddles,
     }
 }
 
@@ -142,10 +174,18 @@ pub(crate) fn mark_flaky(
 
 /// A test's status from its check verdicts.
 pub(crate) fn test_status(outcomes: &[CheckOutcome]) -> TestStatus {
-    if outcomes.iter().any(|o| o.verdict == Verdict::Fail) {
+    let blocking = |o: &CheckOutcome| {
+        o.verdict == Verdict::Fail
+            || (o.verdict == Verdict::Inconclusive
+                && o.on_inconclusive == OnInconclusive::Fail
+                && o.severity == Severity::Error)
+    };
+    if outcomes.iter().any(blocking) {
         TestStatus::Failed
     } else if outcomes.iter().any(|o| o.verdict == Verdict::Flaky) {
         TestStatus::Flaky
+    } else if outcomes.iter().any(|o| o.verdict == Verdict::Inconclusive) {
+        TestStatus::Inconclusive
     } else if outcomes.iter().any(|o| o.verdict == Verdict::Warning) {
         TestStatus::Warning
     } else {
@@ -224,6 +264,49 @@ mod tests {
         let last = mark_flaky(&[first], second);
         assert_eq!(last[0].verdict, Verdict::Flaky);
         assert_eq!(test_status(&last), TestStatus::Flaky);
+    }
+
+    #[test]
+    fn an_interval_gives_three_verdicts() {
+        let c = check(|c| c.max = Some(0.01));
+        let with = |low: f64, high: f64| {
+            let mut m = metrics(1.0, (low + high) / 2.0);
+            m[&Role::Lmcache]["ttft"].interval = Some(Interval {
+                low,
+                high,
+                level: 0.95,
+            });
+            evaluate(&c, &m).remove(0)
+        };
+        assert_eq!(
+            with(-0.01, 0.009).verdict,
+            Verdict::Pass,
+            "all of it within"
+        );
+        assert_eq!(with(0.011, 0.03).verdict, Verdict::Fail, "all of it beyond");
+        let straddles = with(-0.004, 0.019);
+        assert_eq!(straddles.verdict, Verdict::Inconclusive);
+        assert_eq!(
+            test_status(std::slice::from_ref(&straddles)),
+            TestStatus::Inconclusive
+        );
+        let strict = check(|c| {
+            c.max = Some(0.01);
+            c.on_inconclusive = OnInconclusive::Fail;
+        });
+        let mut m = metrics(1.0, 0.007);
+        m[&Role::Lmcache]["ttft"].interval = Some(Interval {
+            low: -0.004,
+            high: 0.019,
+            level: 0.95,
+        });
+        let out = evaluate(&strict, &m);
+        assert_eq!(out[0].verdict, Verdict::Inconclusive);
+        assert_eq!(
+            test_status(&out),
+            TestStatus::Failed,
+            "fail on inconclusive"
+        );
     }
 
     #[test]

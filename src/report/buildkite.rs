@@ -22,6 +22,15 @@ pub(crate) fn style(results: &RunResults) -> &'static str {
         {
             "warning"
         }
+        // Its own style: nothing failed, but the evidence could not tell.
+        RunStatus::Passed
+            if results
+                .tests
+                .iter()
+                .any(|t| t.status == TestStatus::Inconclusive) =>
+        {
+            "info"
+        }
         RunStatus::Passed => "success",
         RunStatus::Interrupted | RunStatus::Running => "warning",
         RunStatus::Failed | RunStatus::Error => "error",
@@ -104,6 +113,7 @@ mod tests {
         assert_eq!(style(&samples::gate_failure()), "error");
         assert_eq!(style(&samples::interrupted()), "warning");
         assert_eq!(style(&samples::engine_failed()), "error");
+        assert_eq!(style(&samples::inconclusive()), "info", "its own style");
         let mut flaky = samples::passed();
         flaky.tests[0].status = TestStatus::Flaky;
         assert_eq!(style(&flaky), "warning");

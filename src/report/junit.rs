@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use super::render::number;
-use crate::results::{CheckOutcome, RunResults, TestRecord, TestStatus, Verdict};
+use super::render::{evidence, number};
+use crate::results::{CheckOutcome, OnInconclusive, RunResults, TestRecord, TestStatus, Verdict};
 
 /// Text for an attribute or element: escaped, without the control
 /// characters XML 1.0 forbids (logs and servers may send them).
@@ -56,6 +56,17 @@ fn check_case(c: &CheckOutcome) -> Case {
                 message: format!("{value} does not meet {rule}"),
                 detail,
             },
+            // Neither a pass nor a fail: a failure when the check says so,
+            // else skipped, so the tally never counts it as a pass.
+            Verdict::Inconclusive if c.on_inconclusive == OnInconclusive::Fail => {
+                Outcome::Failure {
+                    message: format!("inconclusive: {} straddles {rule}", evidence(c)),
+                    detail,
+                }
+            }
+            Verdict::Inconclusive => {
+                Outcome::Skipped(format!("inconclusive: {} straddles {rule}", evidence(c)))
+            }
         },
     }
 }
@@ -244,6 +255,29 @@ mod tests {
         );
         assert!(xml.contains("name=\"subject college_physics\""), "{xml}");
         assert!(xml.contains("failures=\"2\""), "{xml}");
+    }
+
+    #[test]
+    fn inconclusive_is_skipped_or_a_failure_as_the_check_says() {
+        let mut r = samples::inconclusive();
+        let xml = render(&r);
+        let case = xml
+            .split("name=\"accuracy_drop\"")
+            .nth(1)
+            .unwrap()
+            .split("</testcase>")
+            .next()
+            .unwrap();
+        assert!(
+            case.contains("<skipped message=\"inconclusive: 95 % CI -0.004 … 0.019 · n = 264 · p = 0.289 straddles"),
+            "{case}"
+        );
+        r.tests[1].checks[0].on_inconclusive = OnInconclusive::Fail;
+        let xml = render(&r);
+        assert!(
+            xml.contains("<failure message=\"inconclusive: 95 % CI"),
+            "{xml}"
+        );
     }
 
     #[test]

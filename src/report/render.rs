@@ -236,6 +236,7 @@ struct CheckView {
     baseline: String,
     lmcache: String,
     change: String,
+    evidence: String,
     threshold: String,
     verdict: &'static str,
 }
@@ -352,6 +353,47 @@ pub(crate) fn number(v: f64, unit: &str) -> String {
     }
 }
 
+/// What a check's value rests on: its interval, n and p, or that it is a
+/// single comparison with no interval.
+pub(crate) fn evidence(c: &CheckOutcome) -> String {
+    let unit = if c.kind == CheckKind::Relative {
+        "%"
+    } else {
+        ""
+    };
+    let mut parts = Vec::new();
+    match c.interval {
+        Some(i) => parts.push(format!(
+            "{:.0} % CI {} … {}",
+            i.level * 100.0,
+            number(i.low, unit).trim_start_matches('+'),
+            number(i.high, unit).trim_start_matches('+')
+        )),
+        None if c.kind == CheckKind::Relative => parts.push("no interval: 1 trial".into()),
+        None => {}
+    }
+    if let Some(n) = c.n {
+        parts.push(format!("n = {n}"));
+    }
+    if let Some(p) = c.p {
+        parts.push(format!("p = {}", p_value(p)));
+    }
+    if parts.is_empty() {
+        "–".into()
+    } else {
+        parts.join(" · ")
+    }
+}
+
+/// A p-value as people read it: three decimals, or `< 0.001`.
+pub(crate) fn p_value(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".into()
+    } else {
+        format!("{p:.3}")
+    }
+}
+
 fn opt_number(v: Option<f64>, unit: &str) -> String {
     v.map_or_else(|| "–".to_string(), |v| number(v, unit))
 }
@@ -369,6 +411,7 @@ fn check_view(c: &CheckOutcome, metric_unit: &str) -> CheckView {
         baseline: opt_number(c.baseline, metric_unit),
         lmcache: opt_number(c.lmcache, metric_unit),
         change: opt_number(c.change_pct, "%"),
+        evidence: md_escape(&evidence(c)),
         threshold: md_escape(&threshold),
         verdict: verdict_label(c.verdict),
     }
@@ -380,6 +423,7 @@ pub(crate) fn verdict_label(v: Verdict) -> &'static str {
         Verdict::Fail => "❌ fail",
         Verdict::Warning => "⚠️ warning",
         Verdict::Flaky => "🔁 flaky",
+        Verdict::Inconclusive => "❔ inconclusive",
     }
 }
 
@@ -388,6 +432,7 @@ pub(crate) fn test_status(s: TestStatus) -> (&'static str, &'static str) {
         TestStatus::Passed => ("✅", "passed"),
         TestStatus::Warning => ("⚠️", "passed with warnings"),
         TestStatus::Flaky => ("🔁", "flaky: passed after a retry"),
+        TestStatus::Inconclusive => ("❔", "inconclusive: the evidence cannot tell"),
         TestStatus::Failed => ("❌", "failed"),
         TestStatus::Error => ("💥", "error"),
         TestStatus::Interrupted => ("🛑", "interrupted"),
@@ -481,9 +526,10 @@ fn test_view(t: &TestRecord, detail: Detail) -> TestView {
     let mut checks: Vec<&CheckOutcome> = t.checks.iter().collect();
     checks.sort_by_key(|c| match c.verdict {
         Verdict::Fail => 0,
-        Verdict::Flaky => 1,
-        Verdict::Warning => 2,
-        Verdict::Pass => 3,
+        Verdict::Inconclusive => 1,
+        Verdict::Flaky => 2,
+        Verdict::Warning => 3,
+        Verdict::Pass => 4,
     });
     let findings = if detail == Detail::Minimal {
         Vec::new()
@@ -522,17 +568,27 @@ fn severity(s: TestStatus) -> u8 {
         TestStatus::Failed => 0,
         TestStatus::Error => 1,
         TestStatus::Interrupted => 2,
-        TestStatus::Flaky => 3,
-        TestStatus::Warning => 4,
-        TestStatus::Running => 5,
-        TestStatus::Passed => 6,
-        TestStatus::NotRun => 7,
+        TestStatus::Inconclusive => 3,
+        TestStatus::Flaky => 4,
+        TestStatus::Warning => 5,
+        TestStatus::Running => 6,
+        TestStatus::Passed => 7,
+        TestStatus::NotRun => 8,
     }
 }
 
 /// The one-line verdict's icon and words.
 pub(crate) fn run_verdict(results: &RunResults) -> (&'static str, String) {
+    let inconclusive = results
+        .tests
+        .iter()
+        .filter(|t| t.status == TestStatus::Inconclusive)
+        .count();
     match results.status {
+        RunStatus::Passed if inconclusive > 0 => (
+            "❔",
+            format!("passed, {inconclusive} inconclusive (see the evidence)"),
+        ),
         RunStatus::Passed => ("✅", "passed".to_string()),
         RunStatus::Failed => ("❌", "failed".to_string()),
         RunStatus::Interrupted => (

@@ -7,7 +7,7 @@ use crate::results::{
     Chart, CheckKind, CheckOutcome, DetailTable, EngineRecord, Metric, RunMeta, RunResults,
     RunStatus, TestRecord, TestStatus, Verdict,
 };
-use crate::results::{Role, Severity};
+use crate::results::{Interval, OnInconclusive, Role, Severity};
 
 fn started() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
@@ -51,6 +51,10 @@ fn check(
             Verdict::Fail
         },
         message: None,
+        interval: None,
+        n: None,
+        p: None,
+        on_inconclusive: OnInconclusive::Warn,
     }
 }
 
@@ -292,9 +296,43 @@ pub(crate) fn engine_failed() -> RunResults {
     r
 }
 
+/// MMLU whose accuracy-drop interval straddles the bound: McNemar's
+/// evidence shown, neither a pass nor a fail.
+pub(crate) fn inconclusive() -> RunResults {
+    let mut r = base(
+        RunStatus::Passed,
+        vec![long_doc_qa(0.009), mmlu(TestStatus::Inconclusive)],
+    );
+    let mut c = check(
+        "accuracy_drop",
+        "accuracy_drop",
+        CheckKind::Absolute,
+        f64::NAN,
+        0.0076,
+        0.01,
+    );
+    c.baseline = None;
+    c.change_pct = None;
+    c.unit = String::new();
+    c.verdict = Verdict::Inconclusive;
+    c.interval = Some(Interval {
+        low: -0.0042,
+        high: 0.0194,
+        level: 0.95,
+    });
+    c.n = Some(264);
+    c.p = Some(0.289);
+    r.tests[1].checks.insert(0, c);
+    r.tests[1]
+        .notes
+        .push("McNemar: 5 right → wrong, 3 wrong → right; a drop under 0.038 cannot be told from noise with 264 questions (a 1-point drop needs 3922)".into());
+    r
+}
+
 pub(crate) fn all() -> Vec<(&'static str, RunResults)> {
     vec![
         ("passed", passed()),
+        ("inconclusive", inconclusive()),
         ("gate_failure", gate_failure()),
         ("interrupted", interrupted()),
         ("engine_failed", engine_failed()),

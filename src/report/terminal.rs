@@ -5,16 +5,20 @@ use std::fmt::Write as _;
 
 use crate::results::{CheckKind, CheckOutcome, RunResults, RunStatus, TestStatus, Verdict};
 
-const HEADERS: [&str; 8] = [
+const COLUMNS: usize = 9;
+const HEADERS: [&str; COLUMNS] = [
     "Test",
     "Check",
     "Metric",
     "Baseline",
     "LMCache",
     "Change",
+    "Evidence",
     "Threshold",
     "Verdict",
 ];
+/// The verdict, painted.
+const VERDICT: usize = COLUMNS - 1;
 
 fn number(v: Option<f64>, unit: &str) -> String {
     match v {
@@ -28,7 +32,7 @@ fn number(v: Option<f64>, unit: &str) -> String {
     .to_string()
 }
 
-fn row(test: &str, c: &CheckOutcome) -> [String; 8] {
+fn row(test: &str, c: &CheckOutcome) -> [String; COLUMNS] {
     let metric_unit = if c.kind == CheckKind::Relative {
         ""
     } else {
@@ -41,6 +45,7 @@ fn row(test: &str, c: &CheckOutcome) -> [String; 8] {
         number(c.baseline, metric_unit),
         number(c.lmcache, metric_unit),
         c.change_pct.map_or("-".into(), |p| format!("{p:+.1} %")),
+        super::render::evidence(c).replace('–', "-"),
         format!("{} {} {}", c.op, c.threshold, c.unit)
             .trim_end()
             .to_string(),
@@ -54,6 +59,7 @@ fn verdict_text(v: Verdict) -> &'static str {
         Verdict::Fail => "FAIL",
         Verdict::Warning => "warning",
         Verdict::Flaky => "flaky",
+        Verdict::Inconclusive => "inconclusive",
     }
 }
 
@@ -68,6 +74,7 @@ fn paint(text: &str, code: &str, colour: bool) -> String {
 fn verdict_colour(word: &str) -> &'static str {
     match word {
         "pass" => "32",
+        "inconclusive" => "36",
         "FAIL" | "could not run" => "31",
         _ => "33",
     }
@@ -75,7 +82,7 @@ fn verdict_colour(word: &str) -> &'static str {
 
 /// Every check of every test, failures first, then a one-line verdict.
 pub(crate) fn render(results: &RunResults, colour: bool) -> String {
-    let mut rows: Vec<(bool, [String; 8])> = Vec::new();
+    let mut rows: Vec<(bool, [String; COLUMNS])> = Vec::new();
     for t in &results.tests {
         for c in &t.checks {
             rows.push((c.verdict == Verdict::Fail, row(&t.name, c)));
@@ -87,10 +94,10 @@ pub(crate) fn render(results: &RunResults, colour: bool) -> String {
             _ => None,
         };
         if let Some(word) = missing.filter(|_| t.checks.is_empty()) {
-            let mut r: [String; 8] = Default::default();
+            let mut r: [String; COLUMNS] = Default::default();
             r[0] = t.name.clone();
             r[1] = "-".into();
-            r[7] = word.into();
+            r[VERDICT] = word.into();
             rows.push((t.status == TestStatus::Error, r));
         }
     }
@@ -102,11 +109,11 @@ pub(crate) fn render(results: &RunResults, colour: bool) -> String {
         }
     }
     let mut out = String::new();
-    let line = |cells: &[String; 8], out: &mut String, paint_last: bool| {
+    let line = |cells: &[String; COLUMNS], out: &mut String, paint_last: bool| {
         let mut l = String::new();
         for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
             let pad = w - cell.chars().count();
-            let shown = if i == 7 && paint_last {
+            let shown = if i == VERDICT && paint_last {
                 paint(cell, verdict_colour(cell), colour)
             } else {
                 cell.clone()
@@ -121,7 +128,7 @@ pub(crate) fn render(results: &RunResults, colour: bool) -> String {
         let _ = writeln!(out, "{}", l.trim_end());
     };
     line(&HEADERS.map(String::from), &mut out, false);
-    let rule: [String; 8] = width.map(|w| "-".repeat(w));
+    let rule: [String; COLUMNS] = width.map(|w| "-".repeat(w));
     line(&rule, &mut out, false);
     for (_, r) in &rows {
         line(r, &mut out, true);
@@ -173,6 +180,7 @@ fn headline(results: &RunResults, colour: bool) -> String {
             .count()
     };
     let passed = count(&[TestStatus::Passed, TestStatus::Warning, TestStatus::Flaky]);
+    let inconclusive = count(&[TestStatus::Inconclusive]);
     let failed = count(&[TestStatus::Failed, TestStatus::Error]);
     let (word, code) = match results.status {
         RunStatus::Passed => ("PASSED", "32"),
@@ -185,6 +193,9 @@ fn headline(results: &RunResults, colour: bool) -> String {
         paint(word, code, colour),
         results.tests.len()
     );
+    if inconclusive > 0 {
+        let _ = write!(s, ", {inconclusive} inconclusive");
+    }
     if let Some(m) = &results.message {
         let _ = write!(s, " ({m})");
     }

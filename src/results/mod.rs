@@ -85,6 +85,9 @@ pub(crate) enum TestStatus {
     Warning,
     /// Passed on a later attempt after a retryable check failed.
     Flaky,
+    /// Nothing failed, but a check's interval straddles its threshold: the
+    /// run cannot tell, and says so.
+    Inconclusive,
     Failed,
     /// The workload could not run to the end.
     Error,
@@ -95,6 +98,15 @@ pub(crate) enum TestStatus {
 pub(crate) struct Metric {
     pub value: f64,
     pub unit: String,
+    /// How sure the value is: a two-sided interval around it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
+    /// What the value rests on (questions, prompts × trials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u64>,
+    /// The p-value of the test behind it, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<f64>,
 }
 
 impl Metric {
@@ -102,8 +114,43 @@ impl Metric {
         Self {
             value,
             unit: unit.to_string(),
+            interval: None,
+            n: None,
+            p: None,
         }
     }
+
+    /// The same value with its evidence.
+    pub(crate) fn with_evidence(
+        mut self,
+        interval: Option<Interval>,
+        n: Option<u64>,
+        p: Option<f64>,
+    ) -> Self {
+        self.interval = interval;
+        self.n = n;
+        self.p = p;
+        self
+    }
+}
+
+/// A two-sided interval at `level` (0.95 for 95 %).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Interval {
+    pub low: f64,
+    pub high: f64,
+    pub level: f64,
+}
+
+/// What a check does when its interval straddles the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum OnInconclusive {
+    /// Report it, and do not fail the run.
+    #[default]
+    Warn,
+    /// Fail the run: only a clear pass passes.
+    Fail,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +170,8 @@ pub(crate) enum Verdict {
     Warning,
     /// Passed on the last attempt, failed on an earlier one.
     Flaky,
+    /// The interval straddles the threshold: neither a pass nor a fail.
+    Inconclusive,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +195,16 @@ pub(crate) struct CheckOutcome {
     pub value: Option<f64>,
     pub verdict: Verdict,
     pub message: Option<String>,
+    /// The interval of `value`, when the metric has one; the verdict then
+    /// rests on the whole interval, not the point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<f64>,
+    #[serde(default)]
+    pub on_inconclusive: OnInconclusive,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -595,6 +595,7 @@ impl ModelRun<'_> {
                 t.status = TestStatus::Error;
                 break;
             }
+            gate::evidence::enrich(&mut t.metrics);
             let checks = gate::evaluate(&cfg.checks, &t.metrics);
             history.push(AttemptRecord {
                 attempt: history.len() as u32 + 1,

@@ -344,6 +344,42 @@ pub(crate) fn changed(baseline: &[Record], lmcache: &[Record]) -> Vec<Changed> {
         .collect()
 }
 
+/// The questions both engines were asked, paired: how many, and how many
+/// went right → wrong and wrong → right with LMCache (a failed request
+/// counts as wrong, as it scores). McNemar's test reads these.
+pub(crate) fn discordance(baseline: &[Record], lmcache: &[Record]) -> IndexMap<String, Metric> {
+    let by_key: IndexMap<(&str, usize), &Record> = baseline
+        .iter()
+        .map(|r| ((r.subject.as_str(), r.index), r))
+        .collect();
+    let (mut n, mut right_to_wrong, mut wrong_to_right) = (0u64, 0u64, 0u64);
+    for l in lmcache {
+        let Some(b) = by_key.get(&(l.subject.as_str(), l.index)) else {
+            continue;
+        };
+        n += 1;
+        match (b.prediction == Some(b.label), l.prediction == Some(l.label)) {
+            (true, false) => right_to_wrong += 1,
+            (false, true) => wrong_to_right += 1,
+            _ => {}
+        }
+    }
+    IndexMap::from([
+        (
+            "paired_questions".to_string(),
+            Metric::new(n as f64, "questions"),
+        ),
+        (
+            "right_to_wrong".to_string(),
+            Metric::new(right_to_wrong as f64, "questions"),
+        ),
+        (
+            "wrong_to_right".to_string(),
+            Metric::new(wrong_to_right as f64, "questions"),
+        ),
+    ])
+}
+
 /// Metrics of LMCache against baseline, recorded on the LMCache side so
 /// the gate bounds them like any other metric.
 pub(crate) fn comparison_metrics(
@@ -531,6 +567,7 @@ impl Workload for Mmlu {
         let changed = changed(b, l);
         if let Some(m) = out.metrics.get_mut(&Role::Lmcache) {
             m.extend(comparison_metrics(&comparison, Some(changed.len())));
+            m.extend(discordance(b, l));
         }
         for c in changed.iter().take(NOTE_LIMIT) {
             (ctx.say)(format!(

@@ -1,0 +1,113 @@
+//! Evidence for the gate: turns the paired counts a workload measured into
+//! intervals and p-values on the metrics checks bound, so a check judges an
+//! interval, not a point. Pure.
+
+use indexmap::IndexMap;
+
+use super::stats;
+use crate::results::{Metric, Role};
+
+/// Confidence of every interval the gate computes.
+pub(crate) const LEVEL: f64 = 0.95;
+/// The false-alarm rate and power the detectable-effect figures assume.
+const ALPHA: f64 = 0.05;
+const POWER: f64 = 0.8;
+
+/// Adds what the measured metrics support: for MMLU, McNemar's exact test
+/// on the paired answers and a Wald interval on the accuracy drop, the
+/// smallest drop this many questions can detect, and how many questions a
+/// 1-point drop would need.
+pub(crate) fn enrich(metrics: &mut IndexMap<Role, IndexMap<String, Metric>>) {
+    if let Some(m) = metrics.get_mut(&Role::Lmcache) {
+        paired_accuracy(m);
+    }
+}
+
+fn paired_accuracy(m: &mut IndexMap<String, Metric>) {
+    let count = |k: &str| {
+        m.get(k)
+            .map(|v| v.value)
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    let (Some(n), Some(b), Some(c)) = (
+        count("paired_questions"),
+        count("right_to_wrong"),
+        count("wrong_to_right"),
+    ) else {
+        return;
+    };
+    let (n, b, c) = (n as u64, b as u64, c as u64);
+    if n == 0 {
+        return;
+    }
+    let p = stats::mcnemar_exact_p(b, c);
+    let (_, diff) = stats::paired_accuracy_diff(n, b, c, LEVEL);
+    // A drop is baseline − LMCache: the interval of the difference, negated.
+    let drop = diff.map(|i| crate::results::Interval {
+        low: -i.high,
+        high: -i.low,
+        level: i.level,
+    });
+    if let Some(d) = m.get_mut("accuracy_drop") {
+        *d = d.clone().with_evidence(drop, Some(n), Some(p));
+    }
+    let discordant = (b + c) as f64 / n as f64;
+    m.insert(
+        "mcnemar_p".into(),
+        Metric::new(p, "").with_evidence(None, Some(n), None),
+    );
+    m.insert(
+        "min_detectable_drop".into(),
+        Metric::new(
+            stats::mcnemar_min_detectable(n, discordant, ALPHA, POWER),
+            "",
+        ),
+    );
+    m.insert(
+        "questions_for_1pt_drop".into(),
+        Metric::new(
+            stats::mcnemar_questions_needed(0.01, discordant, ALPHA, POWER) as f64,
+            "questions",
+        ),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mmlu(n: f64, b: f64, c: f64, drop: f64) -> IndexMap<Role, IndexMap<String, Metric>> {
+        let m = IndexMap::from([
+            ("paired_questions".to_string(), Metric::new(n, "questions")),
+            ("right_to_wrong".to_string(), Metric::new(b, "questions")),
+            ("wrong_to_right".to_string(), Metric::new(c, "questions")),
+            ("accuracy_drop".to_string(), Metric::new(drop, "")),
+        ]);
+        IndexMap::from([(Role::Lmcache, m)])
+    }
+
+    #[test]
+    fn the_accuracy_drop_gets_mcnemar_and_an_interval() {
+        let mut m = mmlu(264.0, 12.0, 2.0, 10.0 / 264.0);
+        enrich(&mut m);
+        let l = &m[&Role::Lmcache];
+        let d = &l["accuracy_drop"];
+        let i = d.interval.unwrap();
+        assert!(i.low < d.value && d.value < i.high && i.low > 0.0, "{i:?}");
+        assert_eq!(d.n, Some(264));
+        assert!(d.p.unwrap() < 0.02, "12 against 2 is unlikely by chance");
+        assert!(l["min_detectable_drop"].value > 0.01);
+        assert!(l["questions_for_1pt_drop"].value > 264.0);
+    }
+
+    #[test]
+    fn without_paired_counts_nothing_is_added() {
+        let mut m = IndexMap::from([(
+            Role::Lmcache,
+            IndexMap::from([("accuracy_drop".to_string(), Metric::new(0.01, ""))]),
+        )]);
+        enrich(&mut m);
+        assert_eq!(m[&Role::Lmcache].len(), 1);
+        assert!(m[&Role::Lmcache]["accuracy_drop"].interval.is_none());
+    }
+}

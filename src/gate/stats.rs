@@ -1,0 +1,277 @@
+//! The statistics behind verdicts, each a published method named where it
+//! is used: McNemar's exact test and a Wald interval for paired accuracy,
+//! a seeded paired bootstrap for latency changes, a Student t interval for
+//! per-trial ratios, and Holm's step-down adjustment for many checks.
+//! Pure functions: numbers in, numbers out.
+
+use crate::results::Interval;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, Normal, StudentsT};
+
+/// The standard normal quantile for a two-sided `level`.
+fn z(level: f64) -> f64 {
+    Normal::new(0.0, 1.0)
+        .expect("standard normal")
+        .inverse_cdf(0.5 + level / 2.0)
+}
+
+/// McNemar's exact test (two-sided, binomial on the discordant pairs): the
+/// chance of a split at least this uneven if LMCache changed nothing.
+/// `b` = right → wrong, `c` = wrong → right.
+pub(crate) fn mcnemar_exact_p(b: u64, c: u64) -> f64 {
+    let n = b + c;
+    if n == 0 {
+        return 1.0;
+    }
+    let k = b.min(c);
+    let binom = Binomial::new(0.5, n).expect("p = 0.5 is valid");
+    (2.0 * binom.cdf(k)).min(1.0)
+}
+
+/// The paired accuracy difference (LMCache − baseline) over `n` questions
+/// with `b` right → wrong and `c` wrong → right, and its Wald interval
+/// (Agresti, Categorical Data Analysis, 3rd ed., §11.1.4).
+pub(crate) fn paired_accuracy_diff(n: u64, b: u64, c: u64, level: f64) -> (f64, Option<Interval>) {
+    if n == 0 {
+        return (0.0, None);
+    }
+    let nf = n as f64;
+    let (pb, pc) = (b as f64 / nf, c as f64 / nf);
+    let d = pc - pb;
+    let var = ((pb + pc) - d * d) / nf;
+    let half = z(level) * var.max(0.0).sqrt();
+    (
+        d,
+        Some(Interval {
+            low: d - half,
+            high: d + half,
+            level,
+        }),
+    )
+}
+
+/// The smallest accuracy drop McNemar's test would detect (two-sided α,
+/// power 1 − β) with `n` questions when a fraction `discordant` of them
+/// flip (Connor 1987, normal approximation).
+pub(crate) fn mcnemar_min_detectable(n: u64, discordant: f64, alpha: f64, power: f64) -> f64 {
+    if n == 0 {
+        return f64::INFINITY;
+    }
+    // With no flips observed, plan for at least one question's worth.
+    let psi = discordant.max(1.0 / n as f64);
+    let (za, zb) = (z(1.0 - alpha), z(2.0 * power - 1.0));
+    // Solve n = (za·√ψ + zb·√(ψ − δ²))² / δ² for δ by bisection.
+    let needed = |delta: f64| {
+        let inner = (psi - delta * delta).max(0.0);
+        ((za * psi.sqrt() + zb * inner.sqrt()) / delta).powi(2)
+    };
+    let (mut lo, mut hi) = (1e-9, psi.sqrt());
+    if needed(hi) > n as f64 {
+        return hi;
+    }
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if needed(mid) > n as f64 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+/// Questions McNemar's test needs to detect a drop of `delta` with power
+/// 1 − β, when a fraction `discordant` of questions flip (Connor 1987).
+pub(crate) fn mcnemar_questions_needed(delta: f64, discordant: f64, alpha: f64, power: f64) -> u64 {
+    let psi = discordant.max(delta);
+    let (za, zb) = (z(1.0 - alpha), z(2.0 * power - 1.0));
+    let inner = (psi - delta * delta).max(0.0);
+    ((za * psi.sqrt() + zb * inner.sqrt()) / delta)
+        .powi(2)
+        .ceil() as u64
+}
+
+/// Percent change of the mean of `lmcache` against the mean of `baseline`,
+/// paired by position, with a percentile interval from a seeded paired
+/// bootstrap (Efron & Tibshirani 1993, ch. 13) that resamples trials and,
+/// within each, prompts. Each trial is a list of (baseline, LMCache) pairs.
+// Trials and Holm (issue 14) are the next step; these are ready and tested.
+#[allow(dead_code)]
+pub(crate) fn paired_bootstrap_change_pct(
+    trials: &[Vec<(f64, f64)>],
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> (f64, Option<Interval>) {
+    let change = |pairs: &mut dyn Iterator<Item = (f64, f64)>| {
+        let (mut sb, mut sl, mut n) = (0.0, 0.0, 0usize);
+        for (b, l) in pairs {
+            sb += b;
+            sl += l;
+            n += 1;
+        }
+        (n > 0 && sb != 0.0).then(|| (sl - sb) / sb * 100.0)
+    };
+    let point = change(&mut trials.iter().flatten().copied()).unwrap_or(f64::NAN);
+    let pairs: usize = trials.iter().map(Vec::len).sum();
+    if pairs < 2 || resamples == 0 {
+        return (point, None);
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut stats = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        let mut drawn = Vec::with_capacity(pairs);
+        for _ in 0..trials.len() {
+            let t = &trials[rng.gen_range(0..trials.len())];
+            for _ in 0..t.len() {
+                drawn.push(t[rng.gen_range(0..t.len())]);
+            }
+        }
+        if let Some(c) = change(&mut drawn.into_iter()) {
+            stats.push(c);
+        }
+    }
+    (point, percentile_interval(&mut stats, level))
+}
+
+// Trials and Holm (issue 14) are the next step; these are ready and tested.
+#[allow(dead_code)]
+fn percentile_interval(stats: &mut [f64], level: f64) -> Option<Interval> {
+    if stats.is_empty() {
+        return None;
+    }
+    stats.sort_by(f64::total_cmp);
+    let at = |q: f64| stats[((q * (stats.len() - 1) as f64).round() as usize).min(stats.len() - 1)];
+    let tail = (1.0 - level) / 2.0;
+    Some(Interval {
+        low: at(tail),
+        high: at(1.0 - tail),
+        level,
+    })
+}
+
+/// Mean of per-trial percent changes with a Student t interval across
+/// trials (for throughput, whose unit of evidence is a whole trial).
+// Trials and Holm (issue 14) are the next step; these are ready and tested.
+#[allow(dead_code)]
+pub(crate) fn t_interval(values: &[f64], level: f64) -> (f64, Option<Interval>) {
+    let n = values.len();
+    if n == 0 {
+        return (f64::NAN, None);
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if n < 2 {
+        return (mean, None);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
+        .expect("n ≥ 2 gives positive freedom")
+        .inverse_cdf(0.5 + level / 2.0);
+    let half = t * (var / n as f64).sqrt();
+    (
+        mean,
+        Some(Interval {
+            low: mean - half,
+            high: mean + half,
+            level,
+        }),
+    )
+}
+
+/// Holm's step-down adjustment (Holm 1979): adjusted p-values that keep
+/// the chance of any false alarm among all of them at most α.
+// Trials and Holm (issue 14) are the next step; these are ready and tested.
+#[allow(dead_code)]
+pub(crate) fn holm(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut adjusted = vec![0.0; m];
+    let mut running = 0.0f64;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mcnemar_exact_matches_the_binomial_tail() {
+        // 10 discordant, split 1:9: 2·P(X ≤ 1 | n=10, ½) = 2·11/1024.
+        assert!((mcnemar_exact_p(1, 9) - 22.0 / 1024.0).abs() < 1e-12);
+        assert!(
+            (mcnemar_exact_p(9, 1) - 22.0 / 1024.0).abs() < 1e-12,
+            "two-sided"
+        );
+        assert_eq!(mcnemar_exact_p(0, 0), 1.0);
+        assert_eq!(mcnemar_exact_p(5, 5), 1.0);
+    }
+
+    #[test]
+    fn paired_difference_interval_covers_the_point_and_narrows_with_n() {
+        let (d, ci) = paired_accuracy_diff(264, 8, 2, 0.95);
+        let ci = ci.unwrap();
+        assert!((d - (-6.0 / 264.0)).abs() < 1e-12);
+        assert!(ci.low < d && d < ci.high && ci.high < 0.0 + 0.01);
+        let (_, wide) = paired_accuracy_diff(100, 8, 2, 0.95);
+        assert!(wide.unwrap().high - wide.unwrap().low > ci.high - ci.low);
+    }
+
+    #[test]
+    fn power_figures_follow_connor() {
+        // 5 % of questions flipping, α = 0.05, power 0.8: a 1-point drop
+        // needs thousands of questions; 264 detect only several points.
+        let n = mcnemar_questions_needed(0.01, 0.05, 0.05, 0.8);
+        assert!((3000..4500).contains(&n), "{n}");
+        let mde = mcnemar_min_detectable(264, 0.05, 0.05, 0.8);
+        assert!((0.03..0.08).contains(&mde), "{mde}");
+        assert!(mcnemar_questions_needed(mde, 0.05, 0.05, 0.8) <= 270);
+    }
+
+    #[test]
+    fn bootstrap_is_seeded_and_brackets_a_clear_change() {
+        let trials: Vec<Vec<(f64, f64)>> = (0..3)
+            .map(|t| {
+                (0..20)
+                    .map(|i| (1.0 + 0.01 * ((i * 7 + t) % 5) as f64, 0.5))
+                    .collect()
+            })
+            .collect();
+        let (point, ci) = paired_bootstrap_change_pct(&trials, 500, 0.95, 7);
+        let ci = ci.unwrap();
+        assert!(ci.low <= point && point <= ci.high);
+        assert!(ci.high < -40.0, "{ci:?}");
+        assert_eq!(
+            paired_bootstrap_change_pct(&trials, 500, 0.95, 7)
+                .1
+                .unwrap(),
+            ci
+        );
+        assert!(
+            paired_bootstrap_change_pct(&[vec![(1.0, 2.0)]], 500, 0.95, 7)
+                .1
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn t_interval_needs_two_trials() {
+        assert!(t_interval(&[1.0], 0.95).1.is_none());
+        let (m, ci) = t_interval(&[-2.0, 0.0, 2.0], 0.95);
+        let ci = ci.unwrap();
+        assert_eq!(m, 0.0);
+        // t(0.975, 2) = 4.303, s = 2, n = 3.
+        assert!((ci.high - 4.303 * 2.0 / 3f64.sqrt()).abs() < 1e-2, "{ci:?}");
+    }
+
+    #[test]
+    fn holm_adjusts_step_down_and_stays_monotone() {
+        let adj = holm(&[0.01, 0.04, 0.03, 0.5]);
+        assert_eq!(adj, vec![0.04, 0.09, 0.09, 0.5]);
+    }
+}
