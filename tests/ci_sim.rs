@@ -136,6 +136,27 @@ fn lmcache_without_its_cache_fails_the_relative_gate() {
         .unwrap();
     assert_eq!(rel["verdict"], "fail", "{rel}");
     assert!(stderr.contains("failed tests: long_doc_qa"), "{stderr}");
+    // The engagement check fails too, with the counters' growth shown:
+    // LMCache was asked (queries grew) but never hit.
+    let hits = checks
+        .iter()
+        .find(|c| c["name"] == "lmcache_cache_hits")
+        .unwrap();
+    assert_eq!(hits["verdict"], "fail", "{hits}");
+    assert_eq!(hits["value"], 0.0, "{hits}");
+    let m = &r["tests"][0]["metrics"]["lmcache"];
+    assert!(
+        m["vllm:external_prefix_cache_queries_total"]["value"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{m}"
+    );
+    assert!(
+        stdout.contains("lmcache_cache_hits")
+            && stdout.contains("vllm:external_prefix_cache_hits_total"),
+        "the table shows it: {stdout}"
+    );
     assert!(std::fs::read_to_string(dir.path().join("summary.md"))
         .unwrap()
         .contains("❌"));

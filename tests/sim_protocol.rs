@@ -146,6 +146,58 @@ async fn completions_are_deterministic_and_the_cache_reports_hits() {
 }
 
 #[tokio::test]
+async fn metrics_count_cache_queries_and_hits_as_vllm_does() {
+    let http = reqwest::Client::new();
+    for (flag, hit_name, other) in [
+        (
+            None,
+            "vllm:prefix_cache_hits_total",
+            "vllm:external_prefix_cache_hits_total",
+        ),
+        (
+            Some("--external-cache"),
+            "vllm:external_prefix_cache_hits_total",
+            "vllm:prefix_cache_hits_total",
+        ),
+    ] {
+        let mut args = vec!["--cache-tokens", "10000", "--chunk-size", "4"];
+        args.extend(flag);
+        let sim = start(&args).await;
+        for _ in 0..2 {
+            let body = json!({"model": "lmcache-e2e/sim", "prompt": "7 hi hi hi hi hi hi hi hi", "max_tokens": 1});
+            http.post(format!("{}/v1/completions", sim.url))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+        }
+        let text = http
+            .get(format!("{}/metrics", sim.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name}{{")))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+        };
+        assert_eq!(value("vllm:prefix_cache_queries_total"), 18.0, "{text}");
+        assert_eq!(
+            value(hit_name),
+            9.0,
+            "the second prompt hit all 9 tokens: {text}"
+        );
+        assert_eq!(value(other), 0.0, "{text}");
+        assert!(text.contains(&format!("# TYPE {hit_name} counter")));
+    }
+}
+
+#[tokio::test]
 async fn corrupt_on_hit_changes_the_answer_only_on_a_hit() {
     let sim = start(&[
         "--cache-tokens",

@@ -7,9 +7,12 @@ mod sse;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use indexmap::IndexMap;
 use serde_json::{json, Value};
 
 pub(crate) use sse::SseParser;
+
+pub(crate) mod prometheus;
 
 use crate::config::Api;
 
@@ -133,6 +136,41 @@ impl OpenAiClient {
                 body: snippet(&body),
             })
         }
+    }
+
+    /// Scrapes a Prometheus `/metrics` URL: every metric summed over its
+    /// labels, or `None` when the server has no such endpoint (404, 405,
+    /// 501), so a missing metric is "not available", never a failure.
+    pub(crate) async fn scrape(
+        &self,
+        url: &str,
+    ) -> Result<Option<IndexMap<String, f64>>, ClientError> {
+        let resp = self
+            .http
+            .get(url)
+            .timeout(self.timeout.min(Duration::from_secs(10)))
+            .send()
+            .await
+            .map_err(|e| ClientError::Request {
+                url: url.to_string(),
+                message: describe(&e),
+            })?;
+        let status = resp.status().as_u16();
+        if matches!(status, 404 | 405 | 501) {
+            return Ok(None);
+        }
+        let body = resp.text().await.map_err(|e| ClientError::Request {
+            url: url.to_string(),
+            message: describe(&e),
+        })?;
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Status {
+                url: url.to_string(),
+                status,
+                body: snippet(&body),
+            });
+        }
+        Ok(Some(prometheus::parse(&body)))
     }
 
     pub(crate) async fn models(&self, timeout: Duration) -> Result<Vec<String>, ClientError> {

@@ -3,6 +3,7 @@
 //! signals, with every engine stopped and the results written however it
 //! ends. It prints nothing: it emits events.
 
+mod engagement;
 pub(crate) mod events;
 mod test;
 
@@ -462,7 +463,7 @@ impl ModelRun<'_> {
             .iter()
             .map(|name| {
                 let record = record_name(name, self.label);
-                let run = TestRun::new(&record, &self.loaded.params[name], self.label);
+                let run = TestRun::new(&record, &self.loaded.params[name], self.label, 1);
                 (run, Duration::ZERO, name)
             })
             .collect();
@@ -542,9 +543,25 @@ impl ModelRun<'_> {
                 engine: &spec.name,
                 progress: &progress,
             });
+            let before = engagement::read(&spec.url).await;
+            let sent = progress.requests_ever();
             let started = Instant::now();
             run.run_role(&ctx, spec.role, &roles).await;
             spent += started.elapsed();
+            // Outside the clock: the counters say whether a cache was used,
+            // for an engine this step sent requests to.
+            let after = if progress.requests_ever() > sent {
+                engagement::read(&spec.url).await
+            } else {
+                None
+            };
+            if let (Some(b), Some(a)) = (before, after) {
+                run.output
+                    .metrics
+                    .entry(spec.role)
+                    .or_default()
+                    .extend(engagement::growth(&b, &a));
+            }
             self.events.say(&Event::TestStepDone {
                 test: &name,
                 role: spec.role,
@@ -614,7 +631,8 @@ impl ModelRun<'_> {
             match (retrying, retry_phase) {
                 (true, Some(phase)) => {
                     self.events.emit(&Event::Checkpoint(results))?;
-                    *run = TestRun::new(&name, &self.loaded.params[test], self.label);
+                    let next = history.len() as u32 + 1;
+                    *run = TestRun::new(&name, &self.loaded.params[test], self.label, next);
                     *spent += self.run_phase(run, phase, targets, results).await?;
                     continue;
                 }

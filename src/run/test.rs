@@ -25,11 +25,11 @@ pub(crate) struct TestRun {
 }
 
 impl TestRun {
-    pub(crate) fn new(name: &str, params: &TestParams, subdir: Option<&str>) -> Self {
+    pub(crate) fn new(name: &str, params: &TestParams, subdir: Option<&str>, attempt: u32) -> Self {
         Self {
             name: name.to_string(),
             subdir: subdir.map(String::from),
-            workload: workload::for_test(params),
+            workload: workload::for_test(params, attempt),
             planned: false,
             output: Output::default(),
             error: None,

@@ -84,6 +84,11 @@ pub(crate) struct SimOptions {
     /// Log each generation request with the number in flight on arrival.
     #[arg(long)]
     pub log_requests: bool,
+    /// Count prefix-cache hits as vLLM counts those a KV connector (LMCache)
+    /// served: `vllm:external_prefix_cache_*` on `/metrics`, not the GPU's
+    /// `vllm:prefix_cache_*`.
+    #[arg(long)]
+    pub external_cache: bool,
 }
 
 impl Default for SimOptions {
@@ -107,6 +112,7 @@ impl Default for SimOptions {
             slow_first_requests: 0,
             slow_extra_ms: 0.0,
             log_requests: false,
+            external_cache: false,
         }
     }
 }
@@ -157,6 +163,9 @@ impl SimOptions {
         }
         if self.corrupt_on_hit {
             args.push("--corrupt-on-hit".to_string());
+        }
+        if self.external_cache {
+            args.push("--external-cache".to_string());
         }
         if self.log_requests {
             args.push("--log-requests".to_string());

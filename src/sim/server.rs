@@ -3,6 +3,7 @@
 //! streaming and not, with vLLM's wire format and error bodies.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,11 @@ struct Sim {
     in_flight: Arc<AtomicU64>,
     faults: Mutex<StdRng>,
     created: u64,
+    /// Prompt tokens looked up in the prefix cache, and those found there,
+    /// as vLLM's `/metrics` counts them.
+    queried_tokens: AtomicU64,
+    hit_tokens: AtomicU64,
+    finished_requests: AtomicU64,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -123,6 +129,9 @@ fn router(opts: SimOptions) -> Router {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        queried_tokens: AtomicU64::new(0),
+        hit_tokens: AtomicU64::new(0),
+        finished_requests: AtomicU64::new(0),
         opts,
     });
     Router::new()
@@ -131,6 +140,7 @@ fn router(opts: SimOptions) -> Router {
         .route("/tokenize", post(tokenize_route))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/metrics", get(metrics))
         .with_state(sim)
 }
 
@@ -173,6 +183,40 @@ impl Sim {
             }
         }
     }
+}
+
+/// vLLM's cache counters in Prometheus text: the GPU prefix cache's, or a
+/// KV connector's (`--external-cache`, as an LMCache engine reports them).
+async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
+    let model = &sim.opts.served_model_name;
+    let (queried, hit) = (
+        sim.queried_tokens.load(Ordering::Relaxed),
+        sim.hit_tokens.load(Ordering::Relaxed),
+    );
+    let (gpu_hit, external_hit) = if sim.opts.external_cache {
+        (0, hit)
+    } else {
+        (hit, 0)
+    };
+    let mut text = String::new();
+    for (name, help, value) in [
+        ("vllm:prompt_tokens_total", "Number of prefill tokens processed.", queried),
+        ("vllm:prefix_cache_queries_total", "Prefix cache queries, in terms of number of queried tokens.", queried),
+        ("vllm:prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens.", gpu_hit),
+        ("vllm:external_prefix_cache_queries_total", "External prefix cache queries from KV connector cross-instance cache sharing, in terms of number of queried tokens.", if sim.opts.external_cache { queried } else { 0 }),
+        ("vllm:external_prefix_cache_hits_total", "External prefix cache hits from KV connector cross-instance cache sharing, in terms of number of cached tokens.", external_hit),
+        ("vllm:request_success_total", "Count of successfully processed requests.", sim.finished_requests.load(Ordering::Relaxed)),
+    ] {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{engine=\"0\",model_name=\"{model}\"}} {value}.0");
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn health(State(sim): State<Arc<Sim>>) -> StatusCode {
@@ -363,6 +407,9 @@ async fn generate(
             .lock()
             .map(|mut c| c.lookup_and_store(&tokens))
             .unwrap_or(0);
+        sim.queried_tokens
+            .fetch_add(tokens.len() as u64, Ordering::Relaxed);
+        sim.hit_tokens.fetch_add(cached as u64, Ordering::Relaxed);
         let uncached = tokens.len() - cached;
         let cold = if n <= sim.opts.slow_first_requests {
             sim.opts.slow_extra_ms
@@ -375,6 +422,7 @@ async fn generate(
         tokio::time::sleep(Duration::from_micros(micros.max(0.0) as u64)).await;
         cached
     };
+    sim.finished_requests.fetch_add(1, Ordering::Relaxed);
     let variant = u64::from(sim.opts.corrupt_on_hit && cached_tokens > 0);
     let plan = Plan {
         id: format!("{}-{n}", if api == Api::Chat { "chatcmpl" } else { "cmpl" }),

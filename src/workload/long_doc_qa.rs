@@ -169,6 +169,7 @@ pub(crate) async fn run(
     results_dir: &Path,
     label: &str,
     progress: &Arc<Progress>,
+    first_document: usize,
 ) -> Result<LongDocQaOutput, WorkloadError> {
     let round = |name| Round { name, progress };
     let model = super::resolve_model(client, model).await?;
@@ -192,7 +193,7 @@ pub(crate) async fn run(
     .await;
 
     let docs: Vec<String> = (0..params.num_documents)
-        .map(|i| document(i, params.document_length))
+        .map(|i| document(first_document + i, params.document_length))
         .collect();
     let warmup_jobs: Vec<Job> = docs
         .iter()
@@ -400,11 +401,18 @@ fn csv_field(s: &str) -> String {
 /// TTFT per round, baseline against LMCache.
 pub(crate) struct LongDocQa {
     params: LongDocQaParams,
+    /// Each attempt asks about documents no engine has seen, so every
+    /// attempt starts from the same (cold) cache state.
+    first_document: usize,
 }
 
 impl LongDocQa {
-    pub(crate) fn new(params: LongDocQaParams) -> Self {
-        Self { params }
+    pub(crate) fn new(params: LongDocQaParams, attempt: u32) -> Self {
+        let first_document = params.num_documents * attempt.saturating_sub(1) as usize;
+        Self {
+            params,
+            first_document,
+        }
     }
 }
 
@@ -425,6 +433,7 @@ impl Workload for LongDocQa {
                 ctx.out_dir,
                 role.as_str(),
                 ctx.progress,
+                self.first_document,
             )
             .await?;
             let m = |k: &str| r.metrics.get(k).map_or(f64::NAN, |m| m.value);

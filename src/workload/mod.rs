@@ -172,12 +172,14 @@ pub(crate) trait Workload: Send {
     }
 }
 
-/// The registry: a new kind is its module and one line here.
-pub(crate) fn for_test(params: &TestParams) -> Box<dyn Workload> {
+/// The registry: a new kind is its module and one line here. `attempt`
+/// counts from 1; a workload whose engines keep state between attempts
+/// starts each from fresh inputs.
+pub(crate) fn for_test(params: &TestParams, attempt: u32) -> Box<dyn Workload> {
     match params {
-        TestParams::LongDocQa(p) => Box::new(long_doc_qa::LongDocQa::new(p.clone())),
+        TestParams::LongDocQa(p) => Box::new(long_doc_qa::LongDocQa::new(p.clone(), attempt)),
         TestParams::Mmlu(p) => Box::new(mmlu::Mmlu::new(p.clone())),
-        TestParams::Throughput(p) => Box::new(throughput::Throughput::new(p.clone())),
+        TestParams::Throughput(p) => Box::new(throughput::Throughput::new(p.clone(), attempt)),
         TestParams::Determinism(p) => Box::new(determinism::Determinism::new(p.clone())),
         TestParams::LmEval(p) => Box::new(lm_eval::LmEval::new(p.clone())),
         TestParams::RequestRate(p) => Box::new(request_rate::RequestRate::new(p.clone())),

@@ -11,6 +11,9 @@ pub(crate) struct Progress {
     total: AtomicU64,
     done: AtomicU64,
     failed: AtomicU64,
+    /// Every request finished since the counters were made, never reset:
+    /// whether a step sent anything at all.
+    ever: AtomicU64,
     /// What is being counted now, e.g. `warmup round` or `store pass`.
     stage: Mutex<String>,
     started: Mutex<Instant>,
@@ -22,6 +25,7 @@ impl Default for Progress {
             total: AtomicU64::new(0),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            ever: AtomicU64::new(0),
             stage: Mutex::new(String::new()),
             started: Mutex::new(Instant::now()),
         }
@@ -69,9 +73,15 @@ impl Progress {
     /// One request finished, successfully or not.
     pub(crate) fn finished(&self, ok: bool) {
         self.done.fetch_add(1, Ordering::Relaxed);
+        self.ever.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Requests finished since the counters were made, across stages.
+    pub(crate) fn requests_ever(&self) -> u64 {
+        self.ever.load(Ordering::Relaxed)
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {

@@ -324,7 +324,12 @@ pub(crate) struct Throughput {
 }
 
 impl Throughput {
-    pub(crate) fn new(params: ThroughputParams) -> Self {
+    /// Each attempt draws new prompts (the same for both engines within it),
+    /// so an engine that kept the last attempt's prompts gains nothing.
+    pub(crate) fn new(mut params: ThroughputParams, attempt: u32) -> Self {
+        params.seed = params
+            .seed
+            .wrapping_add(u64::from(attempt.saturating_sub(1)));
         Self { params }
     }
 }
