@@ -546,6 +546,16 @@ fn validate(
                 ));
             }
         }
+        match test.trials {
+            Some(0) => return Err(err(format!("{prefix}.trials"), "must be at least 1")),
+            Some(t) if t > 1 && !matches!(test.kind, TestKind::LongDocQa | TestKind::Throughput) => {
+                return Err(err(
+                    format!("{prefix}.trials"),
+                    "paired trials are for long_doc_qa and throughput; this kind is judged per question or per output",
+                ))
+            }
+            _ => {}
+        }
         let table = Value::Table(test.params.clone());
         let p = match test.kind {
             TestKind::LongDocQa => TestParams::LongDocQa(typed_at(table, &prefix, origins, base)?),

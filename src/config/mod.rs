@@ -362,6 +362,10 @@ pub(crate) struct TestConfig {
     /// Runs of the test while only `retryable` checks fail (default: 3 for
     /// throughput, whose gate is known to be noisy, else 1).
     pub max_attempts: Option<u32>,
+    /// Paired trials per engine (baseline and LMCache alternate which goes
+    /// first), each from fresh inputs; relative checks get an interval from
+    /// two on. Long document QA and throughput only.
+    pub trials: Option<u32>,
     #[serde(flatten)]
     pub params: toml::Table,
 }
@@ -375,6 +379,10 @@ impl TestConfig {
                 1
             })
             .max(1)
+    }
+
+    pub(crate) fn trials(&self) -> u32 {
+        self.trials.unwrap_or(1).max(1)
     }
 }
 

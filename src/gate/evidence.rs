@@ -5,7 +5,7 @@
 use indexmap::IndexMap;
 
 use super::stats;
-use crate::results::{Metric, Role};
+use crate::results::{Interval, Metric, Role};
 
 /// Confidence of every interval the gate computes.
 pub(crate) const LEVEL: f64 = 0.95;
@@ -43,7 +43,7 @@ fn paired_accuracy(m: &mut IndexMap<String, Metric>) {
     let p = stats::mcnemar_exact_p(b, c);
     let (_, diff) = stats::paired_accuracy_diff(n, b, c, LEVEL);
     // A drop is baseline − LMCache: the interval of the difference, negated.
-    let drop = diff.map(|i| crate::results::Interval {
+    let drop = diff.map(|i| Interval {
         low: -i.high,
         high: -i.low,
         level: i.level,
@@ -70,6 +70,41 @@ fn paired_accuracy(m: &mut IndexMap<String, Metric>) {
             "questions",
         ),
     );
+}
+
+/// Resamples drawn for a bootstrap interval.
+const RESAMPLES: usize = 2000;
+
+/// The interval of a relative change (LMCache against baseline, in %) from
+/// paired trials, and how many pairs it rests on; none from one trial,
+/// which cannot show run-to-run noise. One value per trial (throughput):
+/// a Student t interval of the per-trial changes. Several per trial
+/// (prompts): a paired bootstrap over trials and prompts within them,
+/// seeded from the check's name so a rerun gives the same interval.
+pub(crate) fn change_interval(check: &str, trials: &[Vec<(f64, f64)>]) -> Option<(Interval, u64)> {
+    let n = trials.iter().map(Vec::len).sum::<usize>() as u64;
+    if trials.len() < 2 {
+        return None;
+    }
+    let interval = if trials.iter().all(|t| t.len() == 1) {
+        let changes: Vec<f64> = trials
+            .iter()
+            .filter_map(|t| t.first())
+            .filter(|(b, _)| *b != 0.0)
+            .map(|(b, l)| (l - b) / b * 100.0)
+            .collect();
+        stats::t_interval(&changes, LEVEL).1
+    } else {
+        stats::paired_bootstrap_change_pct(trials, RESAMPLES, LEVEL, seed_of(check)).1
+    }?;
+    Some((interval, n))
+}
+
+/// FNV-1a of the name: a fixed seed per check.
+fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ pub(crate) mod evidence;
 pub(crate) mod stats;
 
 use crate::config::{CheckConfig, OnInconclusive, Role, Severity};
-use crate::results::{CheckKind, CheckOutcome, Interval, Metric, TestStatus, Verdict};
+use crate::results::{CheckKind, CheckOutcome, Interval, Metric, Paired, TestStatus, Verdict};
 
 pub(crate) use attempts::{conclude, retry};
 
@@ -19,14 +19,17 @@ pub(crate) fn change_pct(baseline: f64, lmcache: f64) -> Option<f64> {
     (baseline != 0.0 && pct.is_finite()).then_some(pct)
 }
 
+/// Checks against metrics; `paired` holds the paired samples that give
+/// relative checks their intervals.
 pub(crate) fn evaluate(
     checks: &IndexMap<String, CheckConfig>,
     metrics: &IndexMap<Role, IndexMap<String, Metric>>,
+    paired: &Paired,
 ) -> Vec<CheckOutcome> {
     checks
         .iter()
         .filter(|(_, c)| c.enabled)
-        .map(|(name, c)| evaluate_one(name, c, metrics))
+        .map(|(name, c)| evaluate_one(name, c, metrics, paired))
         .collect()
 }
 
@@ -34,6 +37,7 @@ fn evaluate_one(
     name: &str,
     c: &CheckConfig,
     metrics: &IndexMap<Role, IndexMap<String, Metric>>,
+    paired: &Paired,
 ) -> CheckOutcome {
     let metric = |role: Role| {
         metrics
@@ -72,13 +76,21 @@ fn evaluate_one(
             },
         ),
     };
-    // Only an absolute value carries its own evidence so far; a relative
-    // change of single runs is a point estimate.
+    // An absolute value carries its own evidence; a relative change gets
+    // its interval from the paired trials (none from a single one).
     let evidence = match kind {
         CheckKind::Absolute => metric(c.engine),
         CheckKind::Relative => None,
     };
-    let interval = evidence.and_then(|m| m.interval);
+    let relative = match kind {
+        CheckKind::Relative => paired
+            .get(&c.metric)
+            .and_then(|t| evidence::change_interval(name, t)),
+        CheckKind::Absolute => None,
+    };
+    let interval = evidence
+        .and_then(|m| m.interval)
+        .or(relative.map(|(i, _)| i));
     let verdict = match value.map(|v| judge(v, interval, op, threshold)) {
         Some(Judged::Within) => Verdict::Pass,
         Some(Judged::Straddles) => Verdict::Inconclusive,
@@ -105,7 +117,7 @@ fn evaluate_one(
         verdict,
         message: value.is_none().then_some(missing),
         interval,
-        n: evidence.and_then(|m| m.n),
+        n: evidence.and_then(|m| m.n).or(relative.map(|(_, n)| n)),
         p: evidence.and_then(|m| m.p),
         on_inconclusive: c.on_inconclusive,
     }
@@ -211,10 +223,10 @@ mod tests {
     #[test]
     fn relative_change_must_be_at_most_the_threshold() {
         let c = check(|c| c.max_change_pct = Some(-60.0));
-        let pass = evaluate(&c, &metrics(1.0, 0.2));
+        let pass = evaluate(&c, &metrics(1.0, 0.2), &Paired::new());
         assert_eq!(pass[0].verdict, Verdict::Pass);
         assert!((pass[0].change_pct.unwrap() + 80.0).abs() < 1e-9);
-        let fail = evaluate(&c, &metrics(1.0, 0.5));
+        let fail = evaluate(&c, &metrics(1.0, 0.5), &Paired::new());
         assert_eq!(fail[0].verdict, Verdict::Fail);
         assert_eq!(test_status(&fail), TestStatus::Failed);
     }
@@ -225,9 +237,15 @@ mod tests {
             c.max = Some(0.22);
             c.engine = Role::Baseline;
         });
-        assert_eq!(evaluate(&c, &metrics(0.3, 0.1))[0].verdict, Verdict::Fail);
+        assert_eq!(
+            evaluate(&c, &metrics(0.3, 0.1), &Paired::new())[0].verdict,
+            Verdict::Fail
+        );
         let c = check(|c| c.min = Some(0.5));
-        assert_eq!(evaluate(&c, &metrics(0.3, 0.6))[0].verdict, Verdict::Pass);
+        assert_eq!(
+            evaluate(&c, &metrics(0.3, 0.6), &Paired::new())[0].verdict,
+            Verdict::Pass
+        );
     }
 
     #[test]
@@ -236,7 +254,7 @@ mod tests {
             c.max = Some(0.1);
             c.severity = Severity::Warning;
         });
-        let out = evaluate(&c, &metrics(1.0, 0.5));
+        let out = evaluate(&c, &metrics(1.0, 0.5), &Paired::new());
         assert_eq!(out[0].verdict, Verdict::Warning);
         assert_eq!(test_status(&out), TestStatus::Warning);
     }
@@ -244,22 +262,22 @@ mod tests {
     #[test]
     fn missing_or_nan_values_fail_with_a_reason() {
         let c = check(|c| c.max_change_pct = Some(-60.0));
-        let out = evaluate(&c, &metrics(f64::NAN, 0.5));
+        let out = evaluate(&c, &metrics(f64::NAN, 0.5), &Paired::new());
         assert_eq!(out[0].verdict, Verdict::Fail);
         assert!(out[0].message.as_deref().unwrap().contains("baseline"));
-        let out = evaluate(&c, &metrics(0.0, 0.5));
+        let out = evaluate(&c, &metrics(0.0, 0.5), &Paired::new());
         assert_eq!(out[0].verdict, Verdict::Fail);
     }
 
     #[test]
     fn a_pass_after_a_failure_is_flaky_and_retry_needs_retryable_checks() {
         let mut c = check(|c| c.min_change_pct = Some(-5.0));
-        let first = evaluate(&c, &metrics(100.0, 90.0));
+        let first = evaluate(&c, &metrics(100.0, 90.0), &Paired::new());
         assert_eq!(first[0].verdict, Verdict::Fail);
         assert!(!wants_retry(&c, &first), "not retryable");
         c["c"].retryable = true;
         assert!(wants_retry(&c, &first));
-        let second = evaluate(&c, &metrics(100.0, 98.0));
+        let second = evaluate(&c, &metrics(100.0, 98.0), &Paired::new());
         assert!(!wants_retry(&c, &second), "nothing failed");
         let last = mark_flaky(&[first], second);
         assert_eq!(last[0].verdict, Verdict::Flaky);
@@ -276,7 +294,7 @@ mod tests {
                 high,
                 level: 0.95,
             });
-            evaluate(&c, &m).remove(0)
+            evaluate(&c, &m, &Paired::new()).remove(0)
         };
         assert_eq!(
             with(-0.01, 0.009).verdict,
@@ -300,7 +318,7 @@ mod tests {
             high: 0.019,
             level: 0.95,
         });
-        let out = evaluate(&strict, &m);
+        let out = evaluate(&strict, &m, &Paired::new());
         assert_eq!(out[0].verdict, Verdict::Inconclusive);
         assert_eq!(
             test_status(&out),
@@ -315,6 +333,6 @@ mod tests {
             c.max = Some(0.0);
             c.enabled = false;
         });
-        assert!(evaluate(&c, &metrics(1.0, 1.0)).is_empty());
+        assert!(evaluate(&c, &metrics(1.0, 1.0), &Paired::new()).is_empty());
     }
 }

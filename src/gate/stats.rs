@@ -96,8 +96,6 @@ pub(crate) fn mcnemar_questions_needed(delta: f64, discordant: f64, alpha: f64, 
 /// paired by position, with a percentile interval from a seeded paired
 /// bootstrap (Efron & Tibshirani 1993, ch. 13) that resamples trials and,
 /// within each, prompts. Each trial is a list of (baseline, LMCache) pairs.
-// Trials and Holm (issue 14) are the next step; these are ready and tested.
-#[allow(dead_code)]
 pub(crate) fn paired_bootstrap_change_pct(
     trials: &[Vec<(f64, f64)>],
     resamples: usize,
@@ -135,8 +133,6 @@ pub(crate) fn paired_bootstrap_change_pct(
     (point, percentile_interval(&mut stats, level))
 }
 
-// Trials and Holm (issue 14) are the next step; these are ready and tested.
-#[allow(dead_code)]
 fn percentile_interval(stats: &mut [f64], level: f64) -> Option<Interval> {
     if stats.is_empty() {
         return None;
@@ -153,8 +149,6 @@ fn percentile_interval(stats: &mut [f64], level: f64) -> Option<Interval> {
 
 /// Mean of per-trial percent changes with a Student t interval across
 /// trials (for throughput, whose unit of evidence is a whole trial).
-// Trials and Holm (issue 14) are the next step; these are ready and tested.
-#[allow(dead_code)]
 pub(crate) fn t_interval(values: &[f64], level: f64) -> (f64, Option<Interval>) {
     let n = values.len();
     if n == 0 {
@@ -181,7 +175,7 @@ pub(crate) fn t_interval(values: &[f64], level: f64) -> (f64, Option<Interval>) 
 
 /// Holm's step-down adjustment (Holm 1979): adjusted p-values that keep
 /// the chance of any false alarm among all of them at most α.
-// Trials and Holm (issue 14) are the next step; these are ready and tested.
+// Holm over the run's hard checks is the next step of issue 14; ready and tested.
 #[allow(dead_code)]
 pub(crate) fn holm(p: &[f64]) -> Vec<f64> {
     let m = p.len();

@@ -121,6 +121,7 @@ fn long_doc_qa(lmcache_ttft: f64) -> TestRecord {
                 (Role::Lmcache, vec![0.702, lmcache_ttft]),
             ]),
         }],
+        paired: IndexMap::new(),
     }
 }
 
@@ -187,6 +188,7 @@ fn mmlu(status: TestStatus) -> TestRecord {
             },
         ],
         charts: Vec::new(),
+        paired: IndexMap::new(),
     }
 }
 

@@ -134,6 +134,10 @@ impl Metric {
     }
 }
 
+/// Baseline and LMCache values of one metric paired for the statistics:
+/// per trial, one pair per prompt (or a single pair for a per-run value).
+pub(crate) type Paired = IndexMap<String, Vec<Vec<(f64, f64)>>>;
+
 /// A two-sided interval at `level` (0.95 for 95 %).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Interval {
@@ -234,6 +238,9 @@ pub(crate) struct TestRecord {
     /// Baseline-vs-LMCache series drawn as charts where the report can.
     #[serde(default)]
     pub charts: Vec<Chart>,
+    /// The paired samples behind relative checks' intervals, per metric.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub paired: Paired,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -200,6 +200,7 @@ fn new_results(req: &Request<'_>, run_id: &str, models: &[(String, Option<String
                 attempts: Vec::new(),
                 tables: Vec::new(),
                 charts: Vec::new(),
+                paired: IndexMap::new(),
             })
             .collect(),
     }
@@ -470,8 +471,11 @@ impl ModelRun<'_> {
         let last = phases.len().saturating_sub(1);
         for (i, phase) in phases.iter().enumerate() {
             self.start_engines(phase, results).await?;
-            for (run, spent, _) in runs.iter_mut() {
-                *spent += self.run_phase(run, phase, &targets, results).await?;
+            for (run, spent, test) in runs.iter_mut() {
+                let trials = self.loaded.suite.tests[test.as_str()].trials();
+                *spent += self
+                    .run_trials(run, phase, trials, &targets, results)
+                    .await?;
             }
             if i < last {
                 self.stop_phase(phase).await;
@@ -494,6 +498,36 @@ impl ModelRun<'_> {
         Ok(broken)
     }
 
+    /// Runs `trials` paired trials of one test on a phase's engines; which
+    /// engine goes first alternates (baseline, LMCache, LMCache, baseline,
+    /// ...) so drift over time cancels instead of favouring one side.
+    async fn run_trials(
+        &self,
+        run: &mut TestRun,
+        phase: &[&EngineSpec],
+        trials: u32,
+        targets: &[Target],
+        results: &mut RunResults,
+    ) -> Result<Duration, RunError> {
+        let mut spent = Duration::ZERO;
+        for trial in 1..=trials {
+            let mut order: Vec<&EngineSpec> = phase.to_vec();
+            if trial % 2 == 0 {
+                order.reverse();
+            }
+            if trials > 1 {
+                self.events
+                    .info(format!("[{}] trial {trial} of {trials}", run.name()));
+            }
+            spent += self
+                .run_phase(run, &order, (trial, trials), targets, results)
+                .await?;
+            run.end_trial(trial, &order.iter().map(|s| s.role).collect::<Vec<_>>());
+        }
+        Ok(spent)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn ctx<'c>(
         &'c self,
         test: &'c str,
@@ -501,8 +535,11 @@ impl ModelRun<'_> {
         out_dir: &'c Path,
         targets: &'c [Target],
         say: &'c (dyn Fn(String) + Send + Sync),
+        (trial, trials): (u32, u32),
     ) -> Ctx<'c> {
         Ctx {
+            trial,
+            trials,
             test,
             model: self.model,
             timeout: Duration::from_secs_f64(self.loaded.suite.run.request_timeout_secs),
@@ -519,6 +556,7 @@ impl ModelRun<'_> {
         &self,
         run: &mut TestRun,
         phase: &[&EngineSpec],
+        trial: (u32, u32),
         targets: &[Target],
         results: &mut RunResults,
     ) -> Result<Duration, RunError> {
@@ -527,7 +565,7 @@ impl ModelRun<'_> {
         let name = run.name().to_string();
         let progress = run.progress.clone();
         let say = self.say_for(&name);
-        let ctx = self.ctx(&name, &progress, &out_dir, targets, &say);
+        let ctx = self.ctx(&name, &progress, &out_dir, targets, &say, trial);
         let mut spent = Duration::ZERO;
         for spec in phase {
             if run.error.is_some() {
@@ -602,7 +640,7 @@ impl ModelRun<'_> {
             let progress = run.progress.clone();
             let out_dir = run.out_dir(results);
             let say = self.say_for(&name);
-            run.finish(&self.ctx(&name, &progress, &out_dir, targets, &say));
+            run.finish(&self.ctx(&name, &progress, &out_dir, targets, &say, (1, 1)));
             run.record(results);
             let t = results
                 .test_mut(&name)
@@ -613,7 +651,7 @@ impl ModelRun<'_> {
                 break;
             }
             gate::evidence::enrich(&mut t.metrics);
-            let checks = gate::evaluate(&cfg.checks, &t.metrics);
+            let checks = gate::evaluate(&cfg.checks, &t.metrics, &t.paired);
             history.push(AttemptRecord {
                 attempt: history.len() as u32 + 1,
                 status: gate::test_status(&checks),
@@ -633,7 +671,9 @@ impl ModelRun<'_> {
                     self.events.emit(&Event::Checkpoint(results))?;
                     let next = history.len() as u32 + 1;
                     *run = TestRun::new(&name, &self.loaded.params[test], self.label, next);
-                    *spent += self.run_phase(run, phase, targets, results).await?;
+                    *spent += self
+                        .run_trials(run, phase, cfg.trials(), targets, results)
+                        .await?;
                     continue;
                 }
                 (true, None) => t

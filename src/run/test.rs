@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use indexmap::IndexMap;
+
 use crate::config::TestParams;
-use crate::results::{Role, RunResults};
+use crate::results::{Metric, Role, RunResults};
 use crate::workload::{self, Ctx, Output, Progress, Workload, WorkloadError};
 
 pub(crate) struct TestRun {
@@ -19,6 +21,8 @@ pub(crate) struct TestRun {
     workload: Box<dyn Workload>,
     planned: bool,
     pub output: Output,
+    /// Each trial's metrics per role, pooled when the test finishes.
+    per_trial: Vec<IndexMap<Role, IndexMap<String, Metric>>>,
     /// Why the test could not finish; later phases skip it.
     pub error: Option<WorkloadError>,
     pub progress: Arc<Progress>,
@@ -32,6 +36,7 @@ impl TestRun {
             workload: workload::for_test(params, attempt),
             planned: false,
             output: Output::default(),
+            per_trial: Vec::new(),
             error: None,
             progress: Arc::new(Progress::default()),
         }
@@ -67,6 +72,7 @@ impl TestRun {
             t.notes = self.output.notes.clone();
             t.tables = self.output.tables.clone();
             t.charts = self.output.charts.clone();
+            t.paired = self.output.paired.clone();
             t.error = self.error.as_ref().map(|e| e.to_string());
         }
     }
@@ -89,11 +95,66 @@ impl TestRun {
         }
     }
 
+    /// Keeps what trial `trial` measured on `roles`.
+    pub(crate) fn end_trial(&mut self, trial: u32, roles: &[Role]) {
+        let i = trial.saturating_sub(1) as usize;
+        if self.per_trial.len() <= i {
+            self.per_trial.resize_with(i + 1, IndexMap::new);
+        }
+        for role in roles {
+            if let Some(m) = self.output.metrics.get(role) {
+                self.per_trial[i].insert(*role, m.clone());
+            }
+        }
+    }
+
+    /// Several trials become one value per metric (their mean) and, per
+    /// metric both engines have, one baseline/LMCache pair per trial.
+    fn pool_trials(&mut self) {
+        if self.per_trial.len() < 2 {
+            return;
+        }
+        let mut pooled: IndexMap<Role, IndexMap<String, Metric>> = IndexMap::new();
+        for (role, metrics) in &self.output.metrics {
+            let mut m = metrics.clone();
+            for (name, metric) in m.iter_mut() {
+                let values: Vec<f64> = self
+                    .per_trial
+                    .iter()
+                    .filter_map(|t| t.get(role)?.get(name).map(|v| v.value))
+                    .collect();
+                if !values.is_empty() {
+                    metric.value = values.iter().sum::<f64>() / values.len() as f64;
+                    metric.n = Some(values.len() as u64);
+                }
+            }
+            pooled.insert(*role, m);
+        }
+        let names: Vec<String> = pooled
+            .get(&Role::Baseline)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for name in names {
+            let pairs: Vec<Vec<(f64, f64)>> = self
+                .per_trial
+                .iter()
+                .filter_map(|t| {
+                    let b = t.get(&Role::Baseline)?.get(&name)?.value;
+                    let l = t.get(&Role::Lmcache)?.get(&name)?.value;
+                    (b.is_finite() && l.is_finite()).then(|| vec![(b, l)])
+                })
+                .collect();
+            self.output.paired.entry(name).or_insert(pairs);
+        }
+        self.output.metrics = pooled;
+    }
+
     /// After every engine ran: what comparing them adds.
     pub(crate) fn finish(&mut self, ctx: &Ctx<'_>) {
         if self.error.is_some() {
             return;
         }
+        self.pool_trials();
         if let Err(e) = self.workload.finish(ctx, &mut self.output) {
             self.error = Some(e);
         }

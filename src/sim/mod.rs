@@ -89,6 +89,16 @@ pub(crate) struct SimOptions {
     /// `vllm:prefix_cache_*`.
     #[arg(long)]
     pub external_cache: bool,
+    /// Noise: each request's prefill and decode times are multiplied by a
+    /// seeded log-normal factor with this spread (0.1 ≈ 10 % jitter), as
+    /// run-to-run noise on a shared GPU. Draws from `--seed`: give engines
+    /// different seeds for independent noise.
+    #[arg(long, default_value_t = 0.0)]
+    pub jitter: f64,
+    /// A true slowdown of every request by this percent (a regression to
+    /// detect).
+    #[arg(long, default_value_t = 0.0)]
+    pub slowdown_pct: f64,
 }
 
 impl Default for SimOptions {
@@ -113,6 +123,8 @@ impl Default for SimOptions {
             slow_extra_ms: 0.0,
             log_requests: false,
             external_cache: false,
+            jitter: 0.0,
+            slowdown_pct: 0.0,
         }
     }
 }
@@ -152,6 +164,8 @@ impl SimOptions {
             self.slow_first_requests.to_string(),
         );
         push("--slow-extra-ms", self.slow_extra_ms.to_string());
+        push("--jitter", self.jitter.to_string());
+        push("--slowdown-pct", self.slowdown_pct.to_string());
         if let Some(n) = self.crash_after {
             push("--crash-after", n.to_string());
         }

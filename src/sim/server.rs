@@ -176,6 +176,22 @@ impl Sim {
         n
     }
 
+    /// One request's latency factor: the true slowdown times a seeded
+    /// log-normal jitter (Box–Muller from the fault generator).
+    fn noise(&self) -> f64 {
+        let slow = 1.0 + self.opts.slowdown_pct / 100.0;
+        if self.opts.jitter <= 0.0 {
+            return slow;
+        }
+        let (u1, u2): (f64, f64) = self
+            .faults
+            .lock()
+            .map(|mut r| (r.gen(), r.gen()))
+            .unwrap_or((0.5, 0.5));
+        let z = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        slow * (self.opts.jitter * z).exp()
+    }
+
     async fn hang_if_wedged(&self) {
         if let Some(limit) = self.opts.hang_after {
             if self.requests.load(Ordering::SeqCst) >= limit {
@@ -416,9 +432,10 @@ async fn generate(
         } else {
             0.0
         };
-        let micros = uncached as f64 * sim.opts.prefill_us_per_token
+        let micros = (uncached as f64 * sim.opts.prefill_us_per_token
             + cached as f64 * sim.opts.cached_prefill_us_per_token
-            + (sim.opts.base_latency_ms + cold) * 1000.0;
+            + (sim.opts.base_latency_ms + cold) * 1000.0)
+            * sim.noise();
         tokio::time::sleep(Duration::from_micros(micros.max(0.0) as u64)).await;
         cached
     };
@@ -436,7 +453,9 @@ async fn generate(
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-        decode: Duration::from_secs_f64((sim.opts.decode_ms_per_token / 1000.0).max(0.0)),
+        decode: Duration::from_secs_f64(
+            (sim.opts.decode_ms_per_token / 1000.0 * sim.noise()).max(0.0),
+        ),
     };
     if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         stream_response(plan, guard)

@@ -42,6 +42,9 @@ pub(crate) struct LongDocQaOutput {
     pub metrics: IndexMap<String, Metric>,
     /// Files written, relative to the results directory.
     pub files: Vec<String>,
+    /// Each query-round request's TTFT in order (NaN where it failed): the
+    /// same documents in the same order on both engines, so they pair.
+    pub query_ttfts: Vec<f64>,
 }
 
 pub(crate) fn document(i: usize, length: usize) -> String {
@@ -257,11 +260,19 @@ pub(crate) async fn run(
     let mut all = rows("prewarmup", t0, &prewarm);
     let warmup_rows = rows("warmup", t0, &warmup);
     let query_rows = rows("query", t0, &query);
+    let query_ttfts = query_rows
+        .iter()
+        .map(|r| if r.successful { r.ttft } else { f64::NAN })
+        .collect();
     let metrics = compute_metrics(params, &warmup_rows, &query_rows, warmup_time, query_time);
     all.extend(warmup_rows);
     all.extend(query_rows);
     let files = write_outputs(results_dir, label, &metrics, &all, &model)?;
-    Ok(LongDocQaOutput { metrics, files })
+    Ok(LongDocQaOutput {
+        metrics,
+        files,
+        query_ttfts,
+    })
 }
 
 fn compute_metrics(
@@ -401,18 +412,26 @@ fn csv_field(s: &str) -> String {
 /// TTFT per round, baseline against LMCache.
 pub(crate) struct LongDocQa {
     params: LongDocQaParams,
-    /// Each attempt asks about documents no engine has seen, so every
-    /// attempt starts from the same (cold) cache state.
-    first_document: usize,
+    attempt: u32,
+    /// Query TTFTs per role, per trial, for the paired statistics.
+    query_ttfts: IndexMap<Role, Vec<Vec<f64>>>,
 }
 
 impl LongDocQa {
     pub(crate) fn new(params: LongDocQaParams, attempt: u32) -> Self {
-        let first_document = params.num_documents * attempt.saturating_sub(1) as usize;
         Self {
             params,
-            first_document,
+            attempt,
+            query_ttfts: IndexMap::new(),
         }
+    }
+
+    /// Each trial of each attempt asks about documents no engine has seen,
+    /// so every trial starts from the same (cold) cache state; both engines
+    /// get the same ones within a trial.
+    fn first_document(&self, ctx: &Ctx<'_>) -> usize {
+        let round = (self.attempt.max(1) - 1) * ctx.trials + (ctx.trial.max(1) - 1);
+        self.params.num_documents * round as usize
     }
 }
 
@@ -426,16 +445,25 @@ impl Workload for LongDocQa {
     ) -> BoxFuture<'a, Result<(), WorkloadError>> {
         Box::pin(async move {
             let (_, client) = ctx.engine(role)?;
+            // Every trial keeps its files: `lmcache_result.json`, then
+            // `lmcache_trial2_result.json`, ...
+            let label = match ctx.trial {
+                1 => role.as_str().to_string(),
+                t => format!("{role}_trial{t}"),
+            };
             let r = run(
                 &client,
                 ctx.model,
                 &self.params,
                 ctx.out_dir,
-                role.as_str(),
+                &label,
                 ctx.progress,
-                self.first_document,
+                self.first_document(ctx),
             )
             .await?;
+            let per_trial = self.query_ttfts.entry(role).or_default();
+            per_trial.resize(ctx.trial.max(1) as usize, Vec::new());
+            per_trial[ctx.trial.max(1) as usize - 1] = r.query_ttfts;
             let m = |k: &str| r.metrics.get(k).map_or(f64::NAN, |m| m.value);
             (ctx.say)(format!(
                 "{role}: query TTFT {:.3} s, query round {:.3} s/prompt, warmup round {:.3} s/prompt, {} failed requests",
@@ -453,6 +481,25 @@ impl Workload for LongDocQa {
     /// Mean TTFT per round, baseline against LMCache: the cache's effect at
     /// a glance (the query round should drop).
     fn finish(&mut self, _ctx: &Ctx<'_>, out: &mut Output) -> Result<(), WorkloadError> {
+        // Per prompt, per trial: the finest pairing the bootstrap can use.
+        if let (Some(b), Some(l)) = (
+            self.query_ttfts.get(&Role::Baseline),
+            self.query_ttfts.get(&Role::Lmcache),
+        ) {
+            let trials: Vec<Vec<(f64, f64)>> = b
+                .iter()
+                .zip(l)
+                .map(|(b, l)| {
+                    b.iter()
+                        .zip(l)
+                        .filter(|(b, l)| b.is_finite() && l.is_finite())
+                        .map(|(b, l)| (*b, *l))
+                        .collect()
+                })
+                .filter(|t: &Vec<(f64, f64)>| !t.is_empty())
+                .collect();
+            out.paired.insert("query_ttft_per_prompt".into(), trials);
+        }
         let rounds = [
             ("warmup", "warmup_ttft_mean"),
             ("query", "query_ttft_per_prompt"),

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{ClientError, OpenAiClient};
 use crate::config::TestParams;
-use crate::results::{Chart, DetailTable, Metric, Role};
+use crate::results::{Chart, DetailTable, Metric, Paired, Role};
 
 pub(crate) use progress::{Progress, Snapshot};
 
@@ -94,6 +94,10 @@ pub(crate) struct Target {
 
 /// Everything a workload needs to know about where it runs.
 pub(crate) struct Ctx<'a> {
+    /// Which paired trial this is (from 1), of how many: a trial's inputs
+    /// are fresh, the same for both engines.
+    pub trial: u32,
+    pub trials: u32,
     /// The name results record the test under (`mmlu`, or `mmlu@Model`).
     pub test: &'a str,
     pub model: &'a str,
@@ -141,6 +145,8 @@ pub(crate) struct Output {
     pub notes: Vec<String>,
     pub tables: Vec<DetailTable>,
     pub charts: Vec<Chart>,
+    /// Paired samples for relative checks' intervals (per metric, per trial).
+    pub paired: Paired,
 }
 
 /// One kind of test. The orchestrator plans it once, runs it against each

@@ -321,16 +321,23 @@ fn summarize(
 /// engine, natively or through `vllm bench serve`.
 pub(crate) struct Throughput {
     params: ThroughputParams,
+    attempt: u32,
 }
 
 impl Throughput {
-    /// Each attempt draws new prompts (the same for both engines within it),
-    /// so an engine that kept the last attempt's prompts gains nothing.
-    pub(crate) fn new(mut params: ThroughputParams, attempt: u32) -> Self {
-        params.seed = params
-            .seed
-            .wrapping_add(u64::from(attempt.saturating_sub(1)));
-        Self { params }
+    pub(crate) fn new(params: ThroughputParams, attempt: u32) -> Self {
+        Self { params, attempt }
+    }
+
+    /// Each trial of each attempt draws new prompts and arrivals (the same
+    /// for both engines within it), so an engine that kept earlier prompts
+    /// gains nothing.
+    fn params_for(&self, ctx: &Ctx<'_>) -> ThroughputParams {
+        let round = (self.attempt.max(1) - 1) * ctx.trials + (ctx.trial.max(1) - 1);
+        ThroughputParams {
+            seed: self.params.seed.wrapping_add(u64::from(round)),
+            ..self.params.clone()
+        }
     }
 }
 
@@ -343,7 +350,7 @@ impl Workload for Throughput {
         out: &'a mut Output,
     ) -> BoxFuture<'a, Result<(), WorkloadError>> {
         Box::pin(async move {
-            let p = &self.params;
+            let p = &self.params_for(ctx);
             let (target, client) = ctx.engine(role)?;
             (ctx.say)(format!(
                 "{} prompts of {} tokens against {role} (`{}`)",
