@@ -76,6 +76,10 @@ pub(crate) enum Command {
     /// The simulated OpenAI-compatible engine.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Measure the gates' false-alarm and detection rates on the sim's
+    /// noise model (jitter, stalls, a true slowdown): today's point
+    /// estimate, retried until a pass, and the interval gate on trials.
+    Calibrate(CalibrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +181,27 @@ pub(crate) enum ConfigCommand {
     /// Print every effective value and where it came from (file, preset,
     /// environment variable, --set or default).
     Show(SuiteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CalibrateArgs {
+    /// Seeded runs per cell.
+    #[arg(long, default_value_t = 200)]
+    pub runs: usize,
+    /// Paired trials the interval gate runs.
+    #[arg(long, default_value_t = 3)]
+    pub trials: usize,
+    /// Query prompts per trial (long document QA: documents × repeats).
+    #[arg(long, default_value_t = 60)]
+    pub prompts: usize,
+    /// The check's bound on LMCache's change, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub bound_pct: f64,
+    /// The true slowdown to detect, in percent.
+    #[arg(long, default_value_t = 10.0)]
+    pub slowdown_pct: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

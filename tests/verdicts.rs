@@ -95,3 +95,30 @@ fn one_trial_says_it_has_no_interval() {
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(summary.contains("no interval: 1 trial"), "{summary}");
 }
+
+#[test]
+fn calibration_prints_every_cell_reproducibly() {
+    let go = || {
+        let out = run(
+            bin().args(["calibrate", "--runs", "4", "--prompts", "8"]),
+            LIMIT,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+        text(&out).0
+    };
+    let first = go();
+    let rows: Vec<&str> = first
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains('%'))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        12,
+        "3 jitters × stalls or not × 2 truths:\n{first}"
+    );
+    assert!(
+        first.contains("false alarms") && first.contains("detected"),
+        "{first}"
+    );
+    assert_eq!(first, go(), "seeded: the same table twice");
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand; this one dispatches and holds what several
 //! share (loading a suite, the console, the delivery plan).
 
+mod calibrate;
 mod ci;
 mod cleanup;
 pub(crate) mod compare;
@@ -44,6 +45,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
         Command::Compare(args) => compare::command(&args),
         Command::Cleanup(args) => cleanup::run(args).await,
         Command::Sim(SimCommand::Serve(args)) => sim::run(args).await,
+        Command::Calibrate(args) => calibrate::run(&args),
     }
 }
 
