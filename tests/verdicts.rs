@@ -122,3 +122,29 @@ fn calibration_prints_every_cell_reproducibly() {
     );
     assert_eq!(first, go(), "seeded: the same table twice");
 }
+
+#[test]
+fn calibration_shows_the_interval_gate_catching_a_clear_regression_without_false_alarms() {
+    let out = run(bin().args(["calibrate", "--runs", "4"]), LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // | 5 % | none | <truth> | point | retried | interval |
+    let interval = |truth: &str| -> f64 {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with("| 5 % | none |") && l.contains(truth))
+            .unwrap_or_else(|| panic!("{truth} in\n{stdout}"));
+        let cell = row.trim_end_matches(" |").rsplit(" | ").next().unwrap();
+        cell.trim_end_matches(" %").parse().unwrap()
+    };
+    assert_eq!(
+        interval("no change"),
+        0.0,
+        "no false alarm at 5 % jitter:\n{stdout}"
+    );
+    assert_eq!(
+        interval("TTFT +10 %"),
+        100.0,
+        "a 10 % slowdown is caught:\n{stdout}"
+    );
+}

@@ -449,7 +449,10 @@ impl Sink for Console {
                     None => self.info(&format!("[{}] {}", t.name, i.status_word(t.status))),
                 }
             }
-            Event::LogTail { .. } | Event::Checkpoint(_) => {}
+            // The end of the run: whatever bars an interruption or a dead
+            // engine left are cleared before the logs go under them.
+            Event::LogTail { .. } => i.stop_bars(),
+            Event::Checkpoint(_) => {}
             Event::RunFinished(results) => self.table(results),
         }
         Ok(())

@@ -89,7 +89,10 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::ProcessGroup(g) => write!(f, "process group {g}"),
-            Target::Container(id) => write!(f, "container {}", &id[..id.len().min(12)]),
+            // Docker ids are hex, but a record read back may hold anything.
+            Target::Container(id) => {
+                write!(f, "container {}", id.chars().take(12).collect::<String>())
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Engines: turning a suite's engine entries into things that run (a child
-//! process per engine, or a server that already runs), waiting until they
-//! serve, and stopping them. Knows nothing of workloads.
+//! Engines: a suite's engine entries resolved through their kind's backend
+//! (external, process, sim, container) into things that run, waiting until
+//! they serve, and the supervisor that stops them. Knows nothing of
+//! workloads.
 
 mod backend;
 mod container;
