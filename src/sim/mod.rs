@@ -3,7 +3,9 @@
 //! for real on a machine without GPUs. Stands alone: depends on no other
 //! module of the crate.
 
+mod answers;
 mod cache;
+pub(crate) mod noise;
 mod server;
 mod text;
 
@@ -99,6 +101,29 @@ pub(crate) struct SimOptions {
     /// detect).
     #[arg(long, default_value_t = 0.0)]
     pub slowdown_pct: f64,
+    /// Noise: the chance that a request stalls (a long pause on a shared
+    /// GPU), `--stall-factor` times slower than it would be.
+    #[arg(long, default_value_t = 0.0)]
+    pub stall_rate: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub stall_factor: f64,
+    /// Noise: latency grows by this percent per minute since start (slow
+    /// drift, which alternating the engines' order cancels).
+    #[arg(long, default_value_t = 0.0)]
+    pub drift_pct_per_min: f64,
+    /// MMLU answer key: a directory of MMLU CSV files (`question,A,B,C,D,
+    /// answer`, as in `data/test/`). Questions found in it are answered
+    /// right with probability `--accuracy` (seeded per question, the same
+    /// on every engine), else with a fixed wrong letter.
+    #[arg(long)]
+    pub answer_key: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 0.6)]
+    pub accuracy: f64,
+    /// Fault: this fraction of prompts with a cache hit is answered with a
+    /// wrong letter (seeded per prompt), as a KV cache that returns
+    /// slightly wrong values would.
+    #[arg(long, default_value_t = 0.0)]
+    pub flip_on_hit_rate: f64,
 }
 
 impl Default for SimOptions {
@@ -125,6 +150,12 @@ impl Default for SimOptions {
             external_cache: false,
             jitter: 0.0,
             slowdown_pct: 0.0,
+            stall_rate: 0.0,
+            stall_factor: 10.0,
+            drift_pct_per_min: 0.0,
+            answer_key: None,
+            accuracy: 0.6,
+            flip_on_hit_rate: 0.0,
         }
     }
 }
@@ -166,6 +197,14 @@ impl SimOptions {
         push("--slow-extra-ms", self.slow_extra_ms.to_string());
         push("--jitter", self.jitter.to_string());
         push("--slowdown-pct", self.slowdown_pct.to_string());
+        push("--stall-rate", self.stall_rate.to_string());
+        push("--stall-factor", self.stall_factor.to_string());
+        push("--drift-pct-per-min", self.drift_pct_per_min.to_string());
+        push("--accuracy", self.accuracy.to_string());
+        push("--flip-on-hit-rate", self.flip_on_hit_rate.to_string());
+        if let Some(dir) = &self.answer_key {
+            push("--answer-key", dir.display().to_string());
+        }
         if let Some(n) = self.crash_after {
             push("--crash-after", n.to_string());
         }
@@ -206,6 +245,10 @@ mod tests {
             crash_after: Some(3),
             corrupt_on_hit: true,
             error_rate: 0.25,
+            stall_rate: 0.01,
+            drift_pct_per_min: 2.5,
+            answer_key: Some("/data/test".into()),
+            flip_on_hit_rate: 0.05,
             ..SimOptions::default()
         };
         let mut argv = vec!["sim".to_string()];

@@ -21,7 +21,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use super::answers::Answers;
 use super::cache::PrefixCache;
+use super::noise::Noise;
 use super::text::{output_words, token_id, tokenize};
 use super::SimOptions;
 
@@ -36,6 +38,8 @@ pub(crate) enum SimError {
     },
     #[error("failed to serve HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    AnswerKey(#[from] super::answers::KeyError),
 }
 
 struct Sim {
@@ -53,6 +57,9 @@ struct Sim {
     queried_tokens: AtomicU64,
     hit_tokens: AtomicU64,
     finished_requests: AtomicU64,
+    noise: Noise,
+    started: std::time::Instant,
+    answers: Answers,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -76,6 +83,19 @@ pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(),
     ));
     // vLLM does not listen until the model is loaded; neither does the sim.
     tokio::time::sleep(Duration::from_millis(opts.load_delay_ms)).await;
+    let answers = Answers::new(
+        opts.answer_key.as_deref(),
+        opts.accuracy,
+        opts.flip_on_hit_rate,
+    )?;
+    if let Some(dir) = &opts.answer_key {
+        super::log(format_args!(
+            "sim: answer key {} ({} questions, accuracy {})",
+            dir.display(),
+            answers.known_questions(),
+            opts.accuracy
+        ));
+    }
     let addr = format!("{host}:{port}");
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -94,7 +114,7 @@ pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(),
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(opts))
+    axum::serve(listener, router(opts, answers))
         .with_graceful_shutdown(terminated())
         .await
         .map_err(SimError::Serve)
@@ -118,8 +138,11 @@ async fn terminated() {
     super::log(format_args!("sim: shutting down"));
 }
 
-fn router(opts: SimOptions) -> Router {
+fn router(opts: SimOptions, answers: Answers) -> Router {
     let sim = Arc::new(Sim {
+        noise: Noise::of(&opts),
+        started: std::time::Instant::now(),
+        answers,
         cache: Mutex::new(PrefixCache::new(opts.cache_tokens, opts.chunk_size)),
         prefill: tokio::sync::Mutex::new(()),
         requests: AtomicU64::new(0),
@@ -176,20 +199,14 @@ impl Sim {
         n
     }
 
-    /// One request's latency factor: the true slowdown times a seeded
-    /// log-normal jitter (Box–Muller from the fault generator).
+    /// One request's latency factor, from the sim's noise model and its
+    /// fault generator.
     fn noise(&self) -> f64 {
-        let slow = 1.0 + self.opts.slowdown_pct / 100.0;
-        if self.opts.jitter <= 0.0 {
-            return slow;
-        }
-        let (u1, u2): (f64, f64) = self
-            .faults
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.faults
             .lock()
-            .map(|mut r| (r.gen(), r.gen()))
-            .unwrap_or((0.5, 0.5));
-        let z = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        slow * (self.opts.jitter * z).exp()
+            .map(|mut r| self.noise.factor(&mut *r, elapsed))
+            .unwrap_or(1.0)
     }
 
     async fn hang_if_wedged(&self) {
@@ -446,7 +463,7 @@ async fn generate(
         model: sim.opts.served_model_name.clone(),
         api,
         created: sim.created,
-        words: output_words(&prompt, max_tokens, variant),
+        words: answer(&sim, &prompt, max_tokens, variant, cached_tokens > 0),
         prompt_tokens: tokens.len(),
         cached_tokens,
         include_usage: body
@@ -466,6 +483,18 @@ async fn generate(
         drop(guard);
         response
     }
+}
+
+/// The output words, the first one the answer key's letter (or a flipped
+/// one) when the prompt asks a multiple-choice question.
+fn answer(sim: &Sim, prompt: &str, n: usize, variant: u64, hit: bool) -> Vec<&'static str> {
+    let mut words = output_words(prompt, n, variant);
+    if prompt.trim_end().ends_with("Answer:") {
+        if let Some(first) = words.first_mut() {
+            *first = sim.answers.letter(prompt, first, hit);
+        }
+    }
+    words
 }
 
 fn usage(plan: &Plan) -> Value {
