@@ -77,8 +77,9 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Sim(SimCommand),
     /// Measure the gates' false-alarm and detection rates on the sim's
-    /// noise model (jitter, stalls, a true slowdown): today's point
-    /// estimate, retried until a pass, and the interval gate on trials.
+    /// noise model (jitter, stalls, drift, a true slowdown, answer flips):
+    /// today's point estimate, retried until a pass, the interval gate on
+    /// trials, and with more trials when inconclusive.
     Calibrate(CalibrateArgs),
 }
 
@@ -191,9 +192,20 @@ pub(crate) struct CalibrateArgs {
     /// Paired trials the interval gate runs.
     #[arg(long, default_value_t = 3)]
     pub trials: usize,
-    /// Query prompts per trial (long document QA: documents × repeats).
+    /// The most trials `on_inconclusive = "more-trials"` grows to.
+    #[arg(long, default_value_t = 7)]
+    pub max_trials: usize,
+    /// Query prompts per verdict (long document QA: documents × repeats),
+    /// split over the trials so the interval gate costs what one of
+    /// today's attempts does.
     #[arg(long, default_value_t = 60)]
     pub prompts: usize,
+    /// Throughput prompts per trial.
+    #[arg(long, default_value_t = 20)]
+    pub throughput_prompts: usize,
+    /// MMLU questions per verdict.
+    #[arg(long, default_value_t = 1000)]
+    pub questions: usize,
     /// The check's bound on LMCache's change, in percent.
     #[arg(long, default_value_t = 5.0)]
     pub bound_pct: f64,

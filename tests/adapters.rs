@@ -70,6 +70,7 @@ fn vllm_bench(dir: &Path, mode: &str, extra: &[&str]) -> std::process::Output {
         "tests.throughput.num_prompts=4",
         "tests.throughput.input_len=100",
         "tests.throughput.max_attempts=1",
+        "tests.throughput.trials=1",
     ];
     sets.extend(extra);
     let mut cmd = ci_sim(&dir.join("r"), &sets);

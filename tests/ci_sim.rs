@@ -87,8 +87,8 @@ fn sim_preset_passes_and_writes_the_results_directory() {
         let csv =
             std::fs::read_to_string(dir.path().join(format!("long_doc_qa/{role}_requests.csv")))
                 .unwrap();
-        // 5 pre-warmup + 8 warmup + 16 query requests, plus the header.
-        assert_eq!(csv.lines().count(), 1 + 5 + 8 + 16, "{csv}");
+        // 5 pre-warmup + 4 warmup + 8 query requests, plus the header.
+        assert_eq!(csv.lines().count(), 1 + 5 + 4 + 8, "{csv}");
         assert!(
             csv.lines().skip(1).all(|l| l.contains(",true,")),
             "every request succeeded"
@@ -226,6 +226,7 @@ fn a_server_that_stops_answering_fails_the_gate_instead_of_hanging() {
             &[
                 "tests.long_doc_qa.num_documents=2",
                 "tests.long_doc_qa.prewarmup_prompts=0",
+                "tests.long_doc_qa.trials=1",
                 "run.request_timeout_secs=1.5",
                 "engines.lmcache.sim.hang_after=1",
             ],

@@ -556,6 +556,29 @@ fn validate(
             }
             _ => {}
         }
+        let pairs = matches!(test.kind, TestKind::LongDocQa | TestKind::Throughput);
+        if let Some(m) = test.max_trials {
+            if !pairs {
+                return Err(err(
+                    format!("{prefix}.max_trials"),
+                    "paired trials are for long_doc_qa and throughput",
+                ));
+            }
+            if m < test.trials() {
+                return Err(err(
+                    format!("{prefix}.max_trials"),
+                    &format!("must be at least trials ({})", test.trials()),
+                ));
+            }
+        }
+        for (check_name, c) in &test.checks {
+            if c.on_inconclusive.wants_more_trials() && !pairs {
+                return Err(err(
+                    format!("{prefix}.checks.{check_name}.on_inconclusive"),
+                    "more trials need a long_doc_qa or throughput test; use \"warn\" or \"fail\"",
+                ));
+            }
+        }
         let table = Value::Table(test.params.clone());
         let p = match test.kind {
             TestKind::LongDocQa => TestParams::LongDocQa(typed_at(table, &prefix, origins, base)?),

@@ -235,6 +235,10 @@ pub(crate) struct RunConfig {
     /// LMCache, each started, used by every test and stopped before the
     /// next (Dynamo's deployments share port 8000).
     pub schedule: Schedule,
+    /// The hard checks with intervals share one false-alarm budget (5 %):
+    /// Holm's step-down adjustment over their p-values. `false` judges
+    /// each check on its own.
+    pub holm: bool,
 }
 
 /// How many GPUs to wait for, and how idle they must be (the reference:
@@ -286,6 +290,7 @@ impl Default for RunConfig {
             request_timeout_secs: 600.0,
             schedule: Schedule::Concurrent,
             gpus: GpuChoice::default(),
+            holm: true,
         }
     }
 }
@@ -366,6 +371,9 @@ pub(crate) struct TestConfig {
     /// first), each from fresh inputs; relative checks get an interval from
     /// two on. Long document QA and throughput only.
     pub trials: Option<u32>,
+    /// The most trials a check with `on_inconclusive = "more-trials"` may
+    /// grow the test to (default: three times `trials`).
+    pub max_trials: Option<u32>,
     #[serde(flatten)]
     pub params: toml::Table,
 }
@@ -383,6 +391,12 @@ impl TestConfig {
 
     pub(crate) fn trials(&self) -> u32 {
         self.trials.unwrap_or(1).max(1)
+    }
+
+    pub(crate) fn max_trials(&self) -> u32 {
+        self.max_trials
+            .unwrap_or(3 * self.trials())
+            .max(self.trials())
     }
 }
 
@@ -413,7 +427,9 @@ pub(crate) struct CheckConfig {
     #[serde(default)]
     pub retryable: bool,
     /// When the metric has an interval that straddles the bound: `warn`
-    /// (report it as inconclusive) or `fail`.
+    /// (report it as inconclusive), `fail`, or `more-trials` /
+    /// `more-trials-then-fail` (run paired trials two at a time up to the
+    /// test's `max_trials`, then warn or fail).
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,
 }

@@ -93,6 +93,8 @@ mod tests {
             interval: None,
             n: None,
             p: None,
+            method: None,
+            p_adjusted: None,
             on_inconclusive: OnInconclusive::Warn,
         }
     }

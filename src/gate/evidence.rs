@@ -75,29 +75,53 @@ fn paired_accuracy(m: &mut IndexMap<String, Metric>) {
 /// Resamples drawn for a bootstrap interval.
 const RESAMPLES: usize = 2000;
 
-/// The interval of a relative change (LMCache against baseline, in %) from
-/// paired trials, and how many pairs it rests on; none from one trial,
-/// which cannot show run-to-run noise. One value per trial (throughput):
-/// a Student t interval of the per-trial changes. Several per trial
-/// (prompts): a paired bootstrap over trials and prompts within them,
-/// seeded from the check's name so a rerun gives the same interval.
-pub(crate) fn change_interval(check: &str, trials: &[Vec<(f64, f64)>]) -> Option<(Interval, u64)> {
+/// A relative change estimated from paired trials.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Estimate {
+    /// Percent change of LMCache against baseline.
+    pub point: f64,
+    pub interval: Interval,
+    /// Pairs it rests on.
+    pub n: u64,
+    pub method: &'static str,
+}
+
+pub(crate) const BOOTSTRAP: &str =
+    "paired bootstrap of prompts within trials, 10 % trimmed mean of log ratios";
+pub(crate) const T_TRIALS: &str = "Student t over per-trial changes";
+pub(crate) const MCNEMAR: &str = "McNemar exact test, Wald interval of the paired difference";
+
+/// The relative change (LMCache against baseline, in %) from paired
+/// trials, with its interval; none from one trial, which cannot show
+/// run-to-run noise. One value per trial (throughput): a Student t
+/// interval of the per-trial changes. Several per trial (prompts): a
+/// paired bootstrap of prompts within trials, seeded from the check's
+/// name so a rerun gives the same interval.
+pub(crate) fn change_interval(check: &str, trials: &[Vec<(f64, f64)>]) -> Option<Estimate> {
     let n = trials.iter().map(Vec::len).sum::<usize>() as u64;
     if trials.len() < 2 {
         return None;
     }
-    let interval = if trials.iter().all(|t| t.len() == 1) {
+    let ((point, interval), method) = if trials.iter().all(|t| t.len() == 1) {
         let changes: Vec<f64> = trials
             .iter()
             .filter_map(|t| t.first())
             .filter(|(b, _)| *b != 0.0)
             .map(|(b, l)| (l - b) / b * 100.0)
             .collect();
-        stats::t_interval(&changes, LEVEL).1
+        (stats::t_interval(&changes, LEVEL), T_TRIALS)
     } else {
-        stats::paired_bootstrap_change_pct(trials, RESAMPLES, LEVEL, seed_of(check)).1
-    }?;
-    Some((interval, n))
+        (
+            stats::paired_bootstrap_change_pct(trials, RESAMPLES, LEVEL, seed_of(check)),
+            BOOTSTRAP,
+        )
+    };
+    Some(Estimate {
+        point,
+        interval: interval?,
+        n,
+        method,
+    })
 }
 
 /// FNV-1a of the name: a fixed seed per check.

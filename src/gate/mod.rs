@@ -7,8 +7,10 @@ mod attempts;
 pub(crate) mod evidence;
 pub(crate) mod stats;
 
-use crate::config::{CheckConfig, OnInconclusive, Role, Severity};
-use crate::results::{CheckKind, CheckOutcome, Interval, Metric, Paired, TestStatus, Verdict};
+use crate::config::{CheckConfig, Role, Severity};
+use crate::results::{
+    CheckKind, CheckOutcome, Family, Interval, Metric, Paired, TestRecord, TestStatus, Verdict,
+};
 
 pub(crate) use attempts::{conclude, retry};
 
@@ -85,12 +87,26 @@ fn evaluate_one(
     let relative = match kind {
         CheckKind::Relative => paired
             .get(&c.metric)
-            .and_then(|t| evidence::change_interval(name, t)),
+            .and_then(|t| evidence::change_interval(name, t))
+            .filter(|e| e.point.is_finite()),
         CheckKind::Absolute => None,
+    };
+    // A paired estimate replaces the change of the means: the interval is
+    // its interval, and the two must agree.
+    let (value, change) = match &relative {
+        Some(e) => (Some(e.point), Some(e.point)),
+        None => (value, change),
     };
     let interval = evidence
         .and_then(|m| m.interval)
-        .or(relative.map(|(i, _)| i));
+        .or(relative.as_ref().map(|e| e.interval));
+    let method = match &relative {
+        Some(e) => Some(e.method),
+        None if evidence.is_some_and(|m| m.p.is_some() && m.interval.is_some()) => {
+            Some(evidence::MCNEMAR)
+        }
+        None => None,
+    };
     let verdict = match value.map(|v| judge(v, interval, op, threshold)) {
         Some(Judged::Within) => Verdict::Pass,
         Some(Judged::Straddles) => Verdict::Inconclusive,
@@ -117,8 +133,12 @@ fn evaluate_one(
         verdict,
         message: value.is_none().then_some(missing),
         interval,
-        n: evidence.and_then(|m| m.n).or(relative.map(|(_, n)| n)),
+        n: evidence
+            .and_then(|m| m.n)
+            .or(relative.as_ref().map(|e| e.n)),
         p: evidence.and_then(|m| m.p),
+        method: method.map(String::from),
+        p_adjusted: None,
         on_inconclusive: c.on_inconclusive,
     }
 }
@@ -184,12 +204,62 @@ pub(crate) fn mark_flaky(
         .collect()
 }
 
+/// The false-alarm budget the run's hard checks share.
+pub(crate) const ALPHA: f64 = 1.0 - evidence::LEVEL;
+
+/// The run's hard checks with intervals share one false-alarm budget:
+/// Holm's step-down adjustment (Holm 1979) of each check's p-value that it
+/// holds. A failure that stands alone but not after the adjustment becomes
+/// inconclusive and says so; passes are left alone. `enabled = false`
+/// records the family without adjusting it.
+pub(crate) fn share_alpha(tests: &mut [TestRecord], enabled: bool) -> Option<Family> {
+    let mut family: Vec<(usize, usize, f64)> = Vec::new();
+    for (ti, t) in tests.iter().enumerate() {
+        for (ci, c) in t.checks.iter().enumerate() {
+            if c.severity != Severity::Error {
+                continue;
+            }
+            if let (Some(i), Some(_)) = (c.interval, c.value) {
+                family.push((ti, ci, stats::breach_p(&i, c.threshold, c.op == "<=")));
+            }
+        }
+    }
+    if family.is_empty() {
+        return None;
+    }
+    let mut softened = Vec::new();
+    if enabled {
+        let p: Vec<f64> = family.iter().map(|f| f.2).collect();
+        let adjusted = stats::holm(&p);
+        let m = family.len();
+        for (&(ti, ci, alone), adj) in family.iter().zip(adjusted) {
+            let t = &mut tests[ti];
+            let c = &mut t.checks[ci];
+            c.p_adjusted = Some(adj);
+            if c.verdict == Verdict::Fail && adj >= ALPHA {
+                c.verdict = Verdict::Inconclusive;
+                c.message = Some(format!(
+                    "beyond the threshold on its own (p = {alone:.3}) but not after Holm over the run's {m} hard checks (p = {adj:.3})"
+                ));
+                softened.push(format!("{}: {}", t.name, c.name));
+                t.status = test_status(&t.checks);
+            }
+        }
+    }
+    Some(Family {
+        method: if enabled { "holm" } else { "none" }.into(),
+        alpha: ALPHA,
+        checks: family.len(),
+        softened,
+    })
+}
+
 /// A test's status from its check verdicts.
 pub(crate) fn test_status(outcomes: &[CheckOutcome]) -> TestStatus {
     let blocking = |o: &CheckOutcome| {
         o.verdict == Verdict::Fail
             || (o.verdict == Verdict::Inconclusive
-                && o.on_inconclusive == OnInconclusive::Fail
+                && o.on_inconclusive.fails()
                 && o.severity == Severity::Error)
     };
     if outcomes.iter().any(blocking) {
@@ -208,6 +278,7 @@ pub(crate) fn test_status(outcomes: &[CheckOutcome]) -> TestStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OnInconclusive;
 
     fn metrics(b: f64, l: f64) -> IndexMap<Role, IndexMap<String, Metric>> {
         let one = |v| IndexMap::from([("ttft".to_string(), Metric::new(v, "s"))]);
@@ -325,6 +396,68 @@ mod tests {
             TestStatus::Failed,
             "fail on inconclusive"
         );
+    }
+
+    fn record(name: &str, checks: Vec<CheckOutcome>) -> TestRecord {
+        TestRecord {
+            name: name.into(),
+            kind: "long_doc_qa".into(),
+            status: test_status(&checks),
+            metrics: IndexMap::new(),
+            checks,
+            files: Vec::new(),
+            error: None,
+            duration_secs: None,
+            notes: Vec::new(),
+            attempts: Vec::new(),
+            tables: Vec::new(),
+            charts: Vec::new(),
+            paired: Paired::new(),
+        }
+    }
+
+    #[test]
+    fn holm_softens_a_lone_marginal_failure_among_many_checks_but_not_a_clear_one() {
+        let c = check(|c| c.max = Some(0.01));
+        let with = |low: f64, high: f64| {
+            let mut m = metrics(1.0, (low + high) / 2.0);
+            m[&Role::Lmcache]["ttft"].interval = Some(Interval {
+                low,
+                high,
+                level: 0.95,
+            });
+            evaluate(&c, &m, &Paired::new()).remove(0)
+        };
+        // Just beyond (p ≈ 0.04) among four checks: not beyond after Holm.
+        let marginal = with(0.0102, 0.03);
+        assert_eq!(marginal.verdict, Verdict::Fail);
+        let passes = || with(-0.02, 0.0);
+        let mut tests = vec![
+            record("a", vec![marginal.clone()]),
+            record("b", vec![passes(), passes(), passes()]),
+        ];
+        let family = share_alpha(&mut tests, true).unwrap();
+        assert_eq!(family.checks, 4);
+        assert_eq!(family.softened, vec!["a: c".to_string()]);
+        assert_eq!(tests[0].checks[0].verdict, Verdict::Inconclusive);
+        assert_eq!(tests[0].status, TestStatus::Inconclusive);
+        assert!(tests[0].checks[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("Holm"));
+        // Switched off: judged alone.
+        let mut alone = vec![record("a", vec![marginal]), record("b", vec![passes()])];
+        assert!(share_alpha(&mut alone, false).unwrap().softened.is_empty());
+        assert_eq!(alone[0].checks[0].verdict, Verdict::Fail);
+        // A clear failure survives any reasonable family.
+        let mut clear = vec![
+            record("a", vec![with(0.05, 0.09)]),
+            record("b", vec![passes(), passes()]),
+        ];
+        share_alpha(&mut clear, true);
+        assert_eq!(clear[0].checks[0].verdict, Verdict::Fail);
+        assert!(clear[0].checks[0].p_adjusted.unwrap() < 0.001);
     }
 
     #[test]

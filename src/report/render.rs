@@ -376,13 +376,55 @@ pub(crate) fn evidence(c: &CheckOutcome) -> String {
         parts.push(format!("n = {n}"));
     }
     if let Some(p) = c.p {
-        parts.push(format!("p = {}", p_value(p)));
+        parts.push(match p_value(p) {
+            small if small.starts_with('<') => format!("p {small}"),
+            p => format!("p = {p}"),
+        });
     }
     if parts.is_empty() {
         "–".into()
     } else {
         parts.join(" · ")
     }
+}
+
+/// One line on the statistics behind the run's verdicts: the methods the
+/// intervals came from and how the hard checks shared their false-alarm
+/// budget. None when no check has an interval.
+pub(crate) fn statistics(results: &RunResults) -> Option<String> {
+    let mut methods: Vec<&str> = Vec::new();
+    for c in results.tests.iter().flat_map(|t| &t.checks) {
+        if let Some(m) = c.method.as_deref() {
+            if !methods.contains(&m) {
+                methods.push(m);
+            }
+        }
+    }
+    if methods.is_empty() && results.family.is_none() {
+        return None;
+    }
+    let mut line = format!("95 % intervals: {}.", methods.join("; "));
+    if let Some(f) = &results.family {
+        line.push_str(&match f.method.as_str() {
+            "holm" => format!(
+                " Holm over the run's {} hard check{} with intervals: one false-alarm budget of {:.0} %.",
+                f.checks,
+                if f.checks == 1 { "" } else { "s" },
+                f.alpha * 100.0
+            ),
+            _ => format!(
+                " Hard checks with intervals: {}, each judged alone (`run.holm = false`).",
+                f.checks
+            ),
+        });
+        if !f.softened.is_empty() {
+            line.push_str(&format!(
+                " Not beyond their threshold after it: {}.",
+                f.softened.join(", ")
+            ));
+        }
+    }
+    Some(line)
 }
 
 /// A p-value as people read it: three decimals, or `< 0.001`.
@@ -729,6 +771,7 @@ fn context(
     ctx.insert("show_logs", &(detail == Detail::Full));
     ctx.insert("show_tables", &(detail <= Detail::NoLogs));
     ctx.insert("meta", &meta_items(results));
+    ctx.insert("statistics", &statistics(results).map(|s| md_escape(&s)));
     ctx.insert("marker", &marker(comment_id));
     ctx.insert("tool_version", &md_escape(&results.tool_version));
     let commit_short = results

@@ -54,6 +54,8 @@ fn check(
         interval: None,
         n: None,
         p: None,
+        method: None,
+        p_adjusted: None,
         on_inconclusive: OnInconclusive::Warn,
     }
 }
@@ -239,6 +241,7 @@ fn base(status: RunStatus, tests: Vec<TestRecord>) -> RunResults {
             models: vec!["meta-llama/Llama-3.1-8B-Instruct".into()],
             gpus: vec!["GPU 0 (22 GiB)".into(), "GPU 1 (22 GiB)".into()],
         },
+        family: None,
     }
 }
 
@@ -324,7 +327,14 @@ pub(crate) fn inconclusive() -> RunResults {
     });
     c.n = Some(264);
     c.p = Some(0.289);
+    c.method = Some("McNemar exact test, Wald interval of the paired difference".into());
     r.tests[1].checks.insert(0, c);
+    r.family = Some(crate::results::Family {
+        method: "holm".into(),
+        alpha: 0.05,
+        checks: 1,
+        softened: Vec::new(),
+    });
     r.tests[1]
         .notes
         .push("McNemar: 5 right → wrong, 3 wrong → right; a drop under 0.038 cannot be told from noise with 264 questions (a 1-point drop needs 3922)".into());

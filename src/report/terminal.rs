@@ -134,6 +134,9 @@ pub(crate) fn render(results: &RunResults, colour: bool) -> String {
         line(r, &mut out, true);
     }
     findings(results, &mut out);
+    if let Some(s) = super::render::statistics(results) {
+        let _ = writeln!(out, "\n{s}");
+    }
     let _ = writeln!(out, "\n{}", headline(results, colour));
     out
 }

@@ -155,6 +155,22 @@ pub(crate) enum OnInconclusive {
     Warn,
     /// Fail the run: only a clear pass passes.
     Fail,
+    /// Run more paired trials (two at a time, up to the test's
+    /// `max_trials`), then report it as inconclusive.
+    MoreTrials,
+    /// Run more paired trials, then fail the run if still inconclusive.
+    MoreTrialsThenFail,
+}
+
+impl OnInconclusive {
+    pub(crate) fn wants_more_trials(self) -> bool {
+        matches!(self, Self::MoreTrials | Self::MoreTrialsThenFail)
+    }
+
+    /// Whether an inconclusive verdict, once final, fails the run.
+    pub(crate) fn fails(self) -> bool {
+        matches!(self, Self::Fail | Self::MoreTrialsThenFail)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,8 +223,28 @@ pub(crate) struct CheckOutcome {
     pub n: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p: Option<f64>,
+    /// The published method behind `interval` (and `p`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The p-value that the check holds, adjusted by Holm over the run's
+    /// hard checks with intervals; a failure must be below α after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_adjusted: Option<f64>,
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,
+}
+
+/// How the run's hard checks share one false-alarm budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Family {
+    /// `holm`, or `none` when switched off.
+    pub method: String,
+    /// The chance of any false failure among them, at most.
+    pub alpha: f64,
+    /// Hard checks with an interval, sharing the budget.
+    pub checks: usize,
+    /// Failures that stood alone but not after the adjustment.
+    pub softened: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -322,6 +358,9 @@ pub(crate) struct RunResults {
     pub tests: Vec<TestRecord>,
     #[serde(default)]
     pub meta: RunMeta,
+    /// How the hard checks' false-alarm budget was shared, once judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<Family>,
 }
 
 impl RunResults {

@@ -16,7 +16,7 @@ use futures_util::future::try_join_all;
 use futures_util::FutureExt;
 use indexmap::IndexMap;
 
-use crate::config::{self, Loaded, Role, Schedule};
+use crate::config::{self, Loaded, Role, Schedule, TestKind};
 use crate::engine::gpu::GpuError;
 use crate::engine::image::ImageError;
 use crate::engine::signals::{Received, Signals};
@@ -74,6 +74,14 @@ pub(crate) struct Request<'a> {
     pub build_id: String,
     /// Where the job runs (repository, commit, PR), from the CI's variables.
     pub meta: RunMeta,
+}
+
+/// What a test needs after the gate's look at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Conclude,
+    Retry,
+    MoreTrials(u32),
 }
 
 /// A test that could not run to the end, and what kind of failure it was.
@@ -203,6 +211,7 @@ fn new_results(req: &Request<'_>, run_id: &str, models: &[(String, Option<String
                 paired: IndexMap::new(),
             })
             .collect(),
+        family: None,
     }
 }
 
@@ -474,7 +483,7 @@ impl ModelRun<'_> {
             for (run, spent, test) in runs.iter_mut() {
                 let trials = self.loaded.suite.tests[test.as_str()].trials();
                 *spent += self
-                    .run_trials(run, phase, trials, &targets, results)
+                    .run_trials(run, phase, 1, trials, &targets, results)
                     .await?;
             }
             if i < last {
@@ -487,6 +496,20 @@ impl ModelRun<'_> {
         for (run, spent, test) in runs.iter_mut() {
             self.conclude(run, spent, test, retry_phase, &targets, results)
                 .await?;
+        }
+        // Every test judged: the hard checks share one false-alarm budget
+        // before anyone is told a verdict.
+        results.family = gate::share_alpha(&mut results.tests, suite.run.holm);
+        if let Some(f) = results.family.as_ref().filter(|f| !f.softened.is_empty()) {
+            self.events.info(format!(
+                "Holm over {} hard checks: {} no longer beyond its threshold ({})",
+                f.checks,
+                f.softened.len(),
+                f.softened.join(", ")
+            ));
+        }
+        for (run, _, _) in runs.iter() {
+            self.judged(run, results)?;
             if let Some(e) = &run.error {
                 broken.push(Broken {
                     test: run.name().to_string(),
@@ -498,19 +521,21 @@ impl ModelRun<'_> {
         Ok(broken)
     }
 
-    /// Runs `trials` paired trials of one test on a phase's engines; which
-    /// engine goes first alternates (baseline, LMCache, LMCache, baseline,
-    /// ...) so drift over time cancels instead of favouring one side.
+    /// Runs paired trials `first..=last` of one test on a phase's engines;
+    /// which engine goes first alternates (baseline, LMCache, LMCache,
+    /// baseline, ...) so drift over time cancels instead of favouring one
+    /// side.
     async fn run_trials(
         &self,
         run: &mut TestRun,
         phase: &[&EngineSpec],
+        first: u32,
         trials: u32,
         targets: &[Target],
         results: &mut RunResults,
     ) -> Result<Duration, RunError> {
         let mut spent = Duration::ZERO;
-        for trial in 1..=trials {
+        for trial in first..=trials {
             let mut order: Vec<&EngineSpec> = phase.to_vec();
             if trial % 2 == 0 {
                 order.reverse();
@@ -621,8 +646,11 @@ impl ModelRun<'_> {
         }
     }
 
-    /// Finishes a test, gates it, and retries it while only retryable checks
-    /// fail and its engines are still up; every attempt is kept.
+    /// Finishes a test and gates it; while only retryable checks fail it
+    /// retries, and while a check asking for more trials is inconclusive
+    /// it adds paired trials. Tests run in trials (long document QA,
+    /// throughput) pool the evidence of every trial and attempt; others
+    /// rerun from scratch. Every attempt is kept.
     async fn conclude(
         &self,
         run: &mut TestRun,
@@ -633,8 +661,10 @@ impl ModelRun<'_> {
         results: &mut RunResults,
     ) -> Result<(), RunError> {
         let cfg = &self.loaded.suite.tests[test];
+        let pooled = matches!(cfg.kind, TestKind::LongDocQa | TestKind::Throughput);
         let max = cfg.attempts();
         let mut history: Vec<AttemptRecord> = Vec::new();
+        let mut looking = false;
         loop {
             let name = run.name().to_string();
             let progress = run.progress.clone();
@@ -652,43 +682,111 @@ impl ModelRun<'_> {
             }
             gate::evidence::enrich(&mut t.metrics);
             let checks = gate::evaluate(&cfg.checks, &t.metrics, &t.paired);
+            // More trials refine the same attempt: its record is replaced.
+            if std::mem::take(&mut looking) {
+                history.pop();
+            }
             history.push(AttemptRecord {
                 attempt: history.len() as u32 + 1,
                 status: gate::test_status(&checks),
                 metrics: t.metrics.clone(),
                 checks,
             });
+            let next = self.next_step(cfg, run, &history, pooled);
             let attempt = history.len() as u32;
-            let retrying = gate::retry(&cfg.checks, &history, max);
             self.events.say(&Event::AttemptFinished {
                 test: &name,
                 attempt,
                 max,
-                retrying: retrying && retry_phase.is_some(),
+                retrying: matches!(next, Next::Retry) && retry_phase.is_some(),
             });
-            match (retrying, retry_phase) {
-                (true, Some(phase)) => {
-                    self.events.emit(&Event::Checkpoint(results))?;
-                    let next = history.len() as u32 + 1;
-                    *run = TestRun::new(&name, &self.loaded.params[test], self.label, next);
-                    *spent += self
-                        .run_trials(run, phase, cfg.trials(), targets, results)
-                        .await?;
-                    continue;
+            let Some(phase) = retry_phase else {
+                if next != Next::Conclude {
+                    t.notes.push(
+                        "not retried and no trials added: that needs run.schedule = \"concurrent\""
+                            .into(),
+                    );
                 }
-                (true, None) => t
-                    .notes
-                    .push("not retried: retries need run.schedule = \"concurrent\"".into()),
-                _ => {}
+                self.conclude_history(&name, std::mem::take(&mut history), max, results);
+                break;
+            };
+            let from = run.trials_run() + 1;
+            match next {
+                Next::Conclude => {
+                    self.conclude_history(&name, std::mem::take(&mut history), max, results);
+                    break;
+                }
+                Next::MoreTrials(k) => {
+                    looking = true;
+                    self.events.info(format!(
+                        "[{name}] inconclusive: adding trials {from} to {} (at most {})",
+                        from + k - 1,
+                        cfg.max_trials()
+                    ));
+                }
+                Next::Retry if pooled => {}
+                Next::Retry => {
+                    let attempt = history.len() as u32 + 1;
+                    *run = TestRun::new(&name, &self.loaded.params[test], self.label, attempt);
+                }
             }
-            let concluded = gate::conclude(std::mem::take(&mut history), max);
-            t.checks = concluded.checks;
-            t.status = concluded.status;
-            t.notes.extend(concluded.notes);
-            t.attempts = concluded.attempts;
-            break;
+            self.events.emit(&Event::Checkpoint(results))?;
+            let count = match next {
+                Next::MoreTrials(k) => k,
+                _ => cfg.trials(),
+            };
+            let first = if pooled { from } else { 1 };
+            *spent += self
+                .run_trials(run, phase, first, first + count - 1, targets, results)
+                .await?;
         }
-        self.judged(run, results)
+        Ok(())
+    }
+
+    /// What the gate's latest look asks for: a retry (a retryable check
+    /// failed), more trials (a check that asks for them is inconclusive and
+    /// the test may grow), or nothing more.
+    fn next_step(
+        &self,
+        cfg: &config::TestConfig,
+        run: &TestRun,
+        history: &[AttemptRecord],
+        pooled: bool,
+    ) -> Next {
+        if gate::retry(&cfg.checks, history, cfg.attempts()) {
+            return Next::Retry;
+        }
+        let Some(last) = history.last() else {
+            return Next::Conclude;
+        };
+        let undecided = last.checks.iter().any(|c| {
+            c.verdict == crate::results::Verdict::Inconclusive
+                && c.on_inconclusive.wants_more_trials()
+        });
+        let room = cfg.max_trials().saturating_sub(run.trials_run());
+        if pooled && undecided && room > 0 {
+            // Two at a time keeps the alternating order balanced.
+            Next::MoreTrials(room.min(2))
+        } else {
+            Next::Conclude
+        }
+    }
+
+    fn conclude_history(
+        &self,
+        name: &str,
+        history: Vec<AttemptRecord>,
+        max: u32,
+        results: &mut RunResults,
+    ) {
+        let Some(t) = results.test_mut(name) else {
+            return;
+        };
+        let concluded = gate::conclude(history, max);
+        t.checks = concluded.checks;
+        t.status = concluded.status;
+        t.notes.extend(concluded.notes);
+        t.attempts = concluded.attempts;
     }
 
     /// Tells what the gate decided (or why the test could not run).

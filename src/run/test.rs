@@ -20,7 +20,11 @@ pub(crate) struct TestRun {
     subdir: Option<String>,
     workload: Box<dyn Workload>,
     planned: bool,
+    /// What the trials measured so far, each engine's latest trial last.
     pub output: Output,
+    /// The pooled outputs of every trial so far, once finished: what is
+    /// recorded and gated. More trials clear it.
+    finished: Option<Output>,
     /// Each trial's metrics per role, pooled when the test finishes.
     per_trial: Vec<IndexMap<Role, IndexMap<String, Metric>>>,
     /// Why the test could not finish; later phases skip it.
@@ -36,6 +40,7 @@ impl TestRun {
             workload: workload::for_test(params, attempt),
             planned: false,
             output: Output::default(),
+            finished: None,
             per_trial: Vec::new(),
             error: None,
             progress: Arc::new(Progress::default()),
@@ -57,8 +62,8 @@ impl TestRun {
     /// Copies what the test has so far into its record (files relative to
     /// the results directory).
     pub(crate) fn record(&self, results: &mut RunResults) {
-        let files = self
-            .output
+        let out = self.finished.as_ref().unwrap_or(&self.output);
+        let files = out
             .files
             .iter()
             .map(|f| match &self.subdir {
@@ -67,12 +72,12 @@ impl TestRun {
             })
             .collect();
         if let Some(t) = results.test_mut(&self.name) {
-            t.metrics = self.output.metrics.clone();
+            t.metrics = out.metrics.clone();
             t.files = files;
-            t.notes = self.output.notes.clone();
-            t.tables = self.output.tables.clone();
-            t.charts = self.output.charts.clone();
-            t.paired = self.output.paired.clone();
+            t.notes = out.notes.clone();
+            t.tables = out.tables.clone();
+            t.charts = out.charts.clone();
+            t.paired = out.paired.clone();
             t.error = self.error.as_ref().map(|e| e.to_string());
         }
     }
@@ -83,6 +88,7 @@ impl TestRun {
         if self.error.is_some() {
             return;
         }
+        self.finished = None;
         if !self.planned {
             self.planned = true;
             if let Err(e) = self.workload.plan(ctx, role).await {
@@ -108,14 +114,19 @@ impl TestRun {
         }
     }
 
+    /// Trials run so far.
+    pub(crate) fn trials_run(&self) -> u32 {
+        self.per_trial.len() as u32
+    }
+
     /// Several trials become one value per metric (their mean) and, per
     /// metric both engines have, one baseline/LMCache pair per trial.
-    fn pool_trials(&mut self) {
+    fn pool_trials(&self, out: &mut Output) {
         if self.per_trial.len() < 2 {
             return;
         }
         let mut pooled: IndexMap<Role, IndexMap<String, Metric>> = IndexMap::new();
-        for (role, metrics) in &self.output.metrics {
+        for (role, metrics) in &out.metrics {
             let mut m = metrics.clone();
             for (name, metric) in m.iter_mut() {
                 let values: Vec<f64> = self
@@ -144,19 +155,22 @@ impl TestRun {
                     (b.is_finite() && l.is_finite()).then(|| vec![(b, l)])
                 })
                 .collect();
-            self.output.paired.entry(name).or_insert(pairs);
+            out.paired.entry(name).or_insert(pairs);
         }
-        self.output.metrics = pooled;
+        out.metrics = pooled;
     }
 
-    /// After every engine ran: what comparing them adds.
+    /// After every engine ran: every trial so far pooled, and what
+    /// comparing the engines adds. Runs again after more trials.
     pub(crate) fn finish(&mut self, ctx: &Ctx<'_>) {
         if self.error.is_some() {
             return;
         }
-        self.pool_trials();
-        if let Err(e) = self.workload.finish(ctx, &mut self.output) {
-            self.error = Some(e);
+        let mut out = self.output.clone();
+        self.pool_trials(&mut out);
+        match self.workload.finish(ctx, &mut out) {
+            Ok(()) => self.finished = Some(out),
+            Err(e) => self.error = Some(e),
         }
     }
 }

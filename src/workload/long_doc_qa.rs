@@ -447,10 +447,7 @@ impl Workload for LongDocQa {
             let (_, client) = ctx.engine(role)?;
             // Every trial keeps its files: `lmcache_result.json`, then
             // `lmcache_trial2_result.json`, ...
-            let label = match ctx.trial {
-                1 => role.as_str().to_string(),
-                t => format!("{role}_trial{t}"),
-            };
+            let label = super::trial_label(role, ctx.trial);
             let r = run(
                 &client,
                 ctx.model,

@@ -178,6 +178,15 @@ pub(crate) trait Workload: Send {
     }
 }
 
+/// The label a trial's files carry: the role for the first trial, then
+/// `lmcache_trial2`, ... so every trial keeps its own files.
+pub(crate) fn trial_label(role: Role, trial: u32) -> String {
+    match trial {
+        0 | 1 => role.as_str().to_string(),
+        t => format!("{role}_trial{t}"),
+    }
+}
+
 /// The registry: a new kind is its module and one line here. `attempt`
 /// counts from 1; a workload whose engines keep state between attempts
 /// starts each from fresh inputs.

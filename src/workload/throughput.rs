@@ -352,21 +352,14 @@ impl Workload for Throughput {
         Box::pin(async move {
             let p = &self.params_for(ctx);
             let (target, client) = ctx.engine(role)?;
+            let label = super::trial_label(role, ctx.trial);
             (ctx.say)(format!(
                 "{} prompts of {} tokens against {role} (`{}`)",
                 p.num_prompts, p.input_len, target.name
             ));
             let r = match p.driver {
                 Driver::Native => {
-                    run(
-                        &client,
-                        ctx.model,
-                        p,
-                        ctx.out_dir,
-                        role.as_str(),
-                        ctx.progress,
-                    )
-                    .await?
+                    run(&client, ctx.model, p, ctx.out_dir, &label, ctx.progress).await?
                 }
                 Driver::VllmBench => {
                     let model = super::resolve_model(&client, ctx.model).await?;
@@ -376,14 +369,14 @@ impl Workload for Throughput {
                         &target.url,
                         &model,
                         ctx.out_dir,
-                        role.as_str(),
+                        &label,
                     )
                     .await?;
                     ThroughputOutput {
                         metrics,
                         files: vec![
-                            format!("vllm_bench/{role}.json"),
-                            format!("vllm_bench/{role}.log"),
+                            format!("vllm_bench/{label}.json"),
+                            format!("vllm_bench/{label}.log"),
                         ],
                     }
                 }
