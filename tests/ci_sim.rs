@@ -356,12 +356,7 @@ fn sequential_engines_share_a_port_one_after_the_other() {
     let port_set = |e: &str| format!("engines.{e}.port={port}");
     let (b, l) = (port_set("baseline"), port_set("lmcache"));
     let mut sets = QUICK.to_vec();
-    sets.extend([
-        b.as_str(),
-        l.as_str(),
-        "run.schedule=\"sequential\"",
-        "tests.mmlu.number_of_subjects=2",
-    ]);
+    sets.extend([b.as_str(), l.as_str(), "run.schedule=\"sequential\""]);
     let out = run(&mut ci_sim(dir.path(), &sets), LIMIT);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");

@@ -185,7 +185,7 @@ fn failed_requests_are_retried_counted_and_never_scored() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let r = results(dir.path());
     let m = &r["tests"][0]["metrics"]["lmcache"];
-    assert_eq!(m["failed_requests"]["value"], 48.0);
+    assert_eq!(m["failed_requests"]["value"], 200.0);
     assert_eq!(
         m["accuracy"]["value"], 0.0,
         "a failed question is wrong, not 'A'"

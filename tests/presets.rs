@@ -165,12 +165,14 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --
         names,
         ["mmlu@Llama-3.1-8B-Instruct", "mmlu@DeepSeek-V2-Lite"]
     );
+    // A handful of questions cannot bound a 1-point drop: passed or, with
+    // the accuracy interval straddling it, inconclusive; never failed.
     assert!(
         r["tests"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|t| t["status"] == "passed"),
+            .all(|t| t["status"] == "passed" || t["status"] == "inconclusive"),
         "{r}"
     );
     for tail in ["Llama-3.1-8B-Instruct", "DeepSeek-V2-Lite"] {

@@ -42,6 +42,8 @@ fn figures_follow_the_latency_model_under_vllm_bench_names() {
             "tests.throughput.num_prompts=10",
             "tests.throughput.input_len=500",
             "tests.throughput.output_len=8",
+            "engines.baseline.sim.prefill_us_per_token=100",
+            "engines.lmcache.sim.prefill_us_per_token=100",
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);

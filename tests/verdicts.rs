@@ -164,12 +164,7 @@ fn one_trial_says_it_has_no_interval() {
 }
 
 fn calibrate(extra: &[&str]) -> String {
-    let out = run(
-        bin()
-            .args(["calibrate", "--runs", "3", "--questions", "300"])
-            .args(extra),
-        LIMIT,
-    );
+    let out = run(bin().args(["calibrate", "--runs", "3"]).args(extra), LIMIT);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     text(&out).0
 }
@@ -218,7 +213,7 @@ fn calibration_shows_the_interval_gate_catching_a_clear_regression_without_false
     // Drift against a fixed order fools today's gate; alternating trials do not.
     let drift = "| long doc QA | jitter 5 %, drift 5 %/min |";
     assert_eq!(fail_pct(&t, drift, "no change", 5), 0.0, "{t}");
-    let mmlu = "| MMLU, 300 questions | 0 % answers vary |";
+    let mmlu = "| MMLU, 1000 questions | 0 % answers vary |";
     assert_eq!(fail_pct(&t, mmlu, "no change", 5), 0.0, "{t}");
     assert_eq!(fail_pct(&t, mmlu, "MMLU -3 pt", 5), 100.0, "{t}");
 }

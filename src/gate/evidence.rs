@@ -14,7 +14,7 @@ const ALPHA: f64 = 0.05;
 const POWER: f64 = 0.8;
 
 /// Adds what the measured metrics support: for MMLU, McNemar's exact test
-/// on the paired answers and a Wald interval on the accuracy drop, the
+/// on the paired answers and an Agresti–Min interval on the accuracy drop, the
 /// smallest drop this many questions can detect, and how many questions a
 /// 1-point drop would need.
 pub(crate) fn enrich(metrics: &mut IndexMap<Role, IndexMap<String, Metric>>) {
@@ -43,9 +43,10 @@ fn paired_accuracy(m: &mut IndexMap<String, Metric>) {
     let p = stats::mcnemar_exact_p(b, c);
     let (_, diff) = stats::paired_accuracy_diff(n, b, c, LEVEL);
     // A drop is baseline − LMCache: the interval of the difference, negated.
+    // `+ 0.0` turns a negated zero into a plain one for the report.
     let drop = diff.map(|i| Interval {
-        low: -i.high,
-        high: -i.low,
+        low: -i.high + 0.0,
+        high: -i.low + 0.0,
         level: i.level,
     });
     if let Some(d) = m.get_mut("accuracy_drop") {
@@ -89,7 +90,8 @@ pub(crate) struct Estimate {
 pub(crate) const BOOTSTRAP: &str =
     "paired bootstrap of prompts within trials, 10 % trimmed mean of log ratios";
 pub(crate) const T_TRIALS: &str = "Student t over per-trial changes";
-pub(crate) const MCNEMAR: &str = "McNemar exact test, Wald interval of the paired difference";
+pub(crate) const MCNEMAR: &str =
+    "McNemar exact test, Agresti–Min interval of the paired difference";
 
 /// The relative change (LMCache against baseline, in %) from paired
 /// trials, with its interval; none from one trial, which cannot show

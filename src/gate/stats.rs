@@ -1,5 +1,5 @@
 //! The statistics behind verdicts, each a published method named where it
-//! is used: McNemar's exact test and a Wald interval for paired accuracy,
+//! is used: McNemar's exact test and an Agresti–Min interval for paired accuracy,
 //! a seeded paired bootstrap for latency changes, a Student t interval for
 //! per-trial ratios, and Holm's step-down adjustment for many checks.
 //! Pure functions: numbers in, numbers out.
@@ -30,22 +30,26 @@ pub(crate) fn mcnemar_exact_p(b: u64, c: u64) -> f64 {
 }
 
 /// The paired accuracy difference (LMCache − baseline) over `n` questions
-/// with `b` right → wrong and `c` wrong → right, and its Wald interval
-/// (Agresti, Categorical Data Analysis, 3rd ed., §11.1.4).
+/// with `b` right → wrong and `c` wrong → right, and its interval: Wald
+/// after adding ½ to each cell of the 2×2 table (Agresti & Min 2005,
+/// "Simple improved confidence intervals for comparing matched
+/// proportions"). Plain Wald collapses to a point when no answer changed,
+/// claiming certainty 48 questions cannot give; this one does not.
 pub(crate) fn paired_accuracy_diff(n: u64, b: u64, c: u64, level: f64) -> (f64, Option<Interval>) {
     if n == 0 {
         return (0.0, None);
     }
-    let nf = n as f64;
-    let (pb, pc) = (b as f64 / nf, c as f64 / nf);
-    let d = pc - pb;
-    let var = ((pb + pc) - d * d) / nf;
+    let d = (c as f64 - b as f64) / n as f64;
+    let na = n as f64 + 2.0;
+    let (pb, pc) = ((b as f64 + 0.5) / na, (c as f64 + 0.5) / na);
+    let center = pc - pb;
+    let var = ((pb + pc) - center * center) / na;
     let half = z(level) * var.max(0.0).sqrt();
     (
         d,
         Some(Interval {
-            low: d - half,
-            high: d + half,
+            low: center - half + 0.0,
+            high: center + half + 0.0,
             level,
         }),
     )
@@ -265,6 +269,17 @@ mod tests {
         assert!(ci.low < d && d < ci.high && ci.high < 0.0 + 0.01);
         let (_, wide) = paired_accuracy_diff(100, 8, 2, 0.95);
         assert!(wide.unwrap().high - wide.unwrap().low > ci.high - ci.low);
+    }
+
+    #[test]
+    fn no_changed_answer_is_not_certainty() {
+        let (d, ci) = paired_accuracy_diff(48, 0, 0, 0.95);
+        let ci = ci.unwrap();
+        assert_eq!(d, 0.0);
+        // ±1.96/(n + 2): 48 questions cannot bound a drop to 1 point.
+        assert!((ci.high - 1.96 / 50.0).abs() < 1e-3, "{ci:?}");
+        let (_, ci) = paired_accuracy_diff(200, 0, 0, 0.95);
+        assert!(ci.unwrap().high < 0.01, "200 questions can");
     }
 
     #[test]

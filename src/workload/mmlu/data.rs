@@ -364,7 +364,8 @@ const BUILTIN: &[(&str, char)] = &[
     ("integer_remainders", '%'),
 ];
 
-/// Writes the built-in dataset (4 subjects, 5 dev and 12 test questions each)
+/// Writes the built-in dataset (4 subjects, 5 dev and 50 test questions each:
+/// 200 paired questions bound a drop to 1 point when none changes)
 /// under `dir/{dev,test}`. Deterministic: the same files every time.
 pub(crate) fn write_builtin(dir: &Path) -> io::Result<()> {
     let mut state: u64 = 0x5eed;
@@ -375,7 +376,7 @@ pub(crate) fn write_builtin(dir: &Path) -> io::Result<()> {
         (state >> 33) % n
     };
     for (subject, op) in BUILTIN {
-        for (kind, count) in [("dev", 5), ("test", 12)] {
+        for (kind, count) in [("dev", 5), ("test", 50)] {
             let sub = dir.join(kind);
             fs::create_dir_all(&sub)?;
             let mut w = csv::Writer::from_path(sub.join(format!("{subject}_{kind}.csv")))?;
@@ -474,7 +475,7 @@ mod tests {
         assert_eq!(subjects.len(), 4);
         for s in &subjects {
             let test = read_questions(&dir.path().join(format!("test/{s}_test.csv"))).unwrap();
-            assert_eq!(test.len(), 12);
+            assert_eq!(test.len(), 50);
             assert_eq!(
                 read_questions(&dir.path().join(format!("dev/{s}_dev.csv")))
                     .unwrap()
