@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::render::{evidence, number};
-use crate::results::{CheckOutcome, OnInconclusive, RunResults, TestRecord, TestStatus, Verdict};
+use crate::results::{CheckOutcome, RunResults, TestRecord, TestStatus, Verdict};
 
 /// Text for an attribute or element: escaped, without the control
 /// characters XML 1.0 forbids (logs and servers may send them).
@@ -17,9 +17,16 @@ fn xml(s: &str) -> String {
 }
 
 enum Outcome {
-    Pass,
-    Failure { message: String, detail: String },
-    Error { message: String, kind: &'static str },
+    /// With the evidence behind the pass, when there is any.
+    Pass(Option<String>),
+    Failure {
+        message: String,
+        detail: String,
+    },
+    Error {
+        message: String,
+        kind: &'static str,
+    },
     Skipped(String),
 }
 
@@ -34,8 +41,9 @@ fn check_case(c: &CheckOutcome) -> Case {
         .value
         .map_or_else(|| "no value".to_string(), |v| number(v, &c.unit));
     let rule = format!("{} {} {}", c.metric, c.op, number(c.threshold, &c.unit));
+    let shown = evidence(c);
     let detail = format!(
-        "check {}: {rule}; value {value}; baseline {}; lmcache {}; change {}{}",
+        "check {}: {rule}; value {value}; evidence {shown}; baseline {}; lmcache {}; change {}{}",
         c.name,
         c.baseline.map_or("–".into(), |v| v.to_string()),
         c.lmcache.map_or("–".into(), |v| v.to_string()),
@@ -51,19 +59,19 @@ fn check_case(c: &CheckOutcome) -> Case {
         outcome: match c.verdict {
             // A warning or a flaky pass does not fail the build; the
             // detail still shows in the case's output.
-            Verdict::Pass | Verdict::Warning | Verdict::Flaky => Outcome::Pass,
+            Verdict::Pass | Verdict::Warning | Verdict::Flaky => {
+                Outcome::Pass((c.interval.is_some() || c.n.is_some()).then_some(detail))
+            }
             Verdict::Fail => Outcome::Failure {
                 message: format!("{value} does not meet {rule}"),
                 detail,
             },
             // Neither a pass nor a fail: a failure when the check says so,
             // else skipped, so the tally never counts it as a pass.
-            Verdict::Inconclusive if c.on_inconclusive == OnInconclusive::Fail => {
-                Outcome::Failure {
-                    message: format!("inconclusive: {} straddles {rule}", evidence(c)),
-                    detail,
-                }
-            }
+            Verdict::Inconclusive if c.on_inconclusive.fails() => Outcome::Failure {
+                message: format!("inconclusive: {} straddles {rule}", evidence(c)),
+                detail,
+            },
             Verdict::Inconclusive => {
                 Outcome::Skipped(format!("inconclusive: {} straddles {rule}", evidence(c)))
             }
@@ -101,7 +109,7 @@ fn subject_cases(t: &TestRecord) -> Vec<Case> {
                     message: format!("accuracy dropped by {:.4} (allowed {l})", -change),
                     detail: format!("{}: {}", table.columns.join(", "), row.join(", ")),
                 },
-                _ => Outcome::Pass,
+                _ => Outcome::Pass(None),
             };
             Some(Case {
                 name: format!("subject {subject}"),
@@ -196,8 +204,15 @@ pub(crate) fn render(results: &RunResults) -> String {
                 c.time
             );
             match &c.outcome {
-                Outcome::Pass => {
+                Outcome::Pass(None) => {
                     let _ = writeln!(out, "{open}/>");
+                }
+                Outcome::Pass(Some(evidence)) => {
+                    let _ = writeln!(
+                        out,
+                        "{open}>\n      <system-out>{}</system-out>\n    </testcase>",
+                        xml(evidence)
+                    );
                 }
                 Outcome::Failure { message, detail } => {
                     let _ = writeln!(
@@ -234,6 +249,7 @@ pub(crate) fn render(results: &RunResults) -> String {
 mod tests {
     use super::*;
     use crate::report::samples;
+    use crate::results::{Interval, OnInconclusive};
 
     #[test]
     fn a_gate_failure_is_a_failed_case_with_the_rule() {
@@ -272,11 +288,41 @@ mod tests {
             case.contains("<skipped message=\"inconclusive: 95 % CI -0.004 … 0.019 · n = 264 · p = 0.289 straddles"),
             "{case}"
         );
-        r.tests[1].checks[0].on_inconclusive = OnInconclusive::Fail;
+        r.tests[1].checks[0].on_inconclusive = OnInconclusive::MoreTrialsThenFail;
         let xml = render(&r);
         assert!(
             xml.contains("<failure message=\"inconclusive: 95 % CI"),
             "{xml}"
+        );
+    }
+
+    #[test]
+    fn a_pass_with_evidence_carries_it_in_system_out() {
+        let mut r = samples::passed();
+        let c = r.tests[0]
+            .checks
+            .iter_mut()
+            .find(|c| c.kind == crate::results::CheckKind::Relative)
+            .unwrap();
+        c.interval = Some(Interval {
+            low: -70.1,
+            high: -66.0,
+            level: 0.95,
+        });
+        c.n = Some(60);
+        let name = c.name.clone();
+        let xml = render(&r);
+        let case = xml
+            .split(&format!("name=\"{name}\""))
+            .nth(1)
+            .unwrap()
+            .split("</testcase>")
+            .next()
+            .unwrap();
+        assert!(
+            case.contains("<system-out>")
+                && case.contains("evidence 95 % CI -70.1 % … -66.0 % · n = 60"),
+            "{case}"
         );
     }
 
