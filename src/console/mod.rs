@@ -427,12 +427,18 @@ impl Sink for Console {
                     .value
                     .map_or("no value".to_string(), |v| format!("{v:.4} {}", check.unit));
                 self.line(&format!(
-                    "lmcache-e2e: [{test}] {}: {} ({value}, threshold {} {} {})",
+                    "lmcache-e2e: [{test}] {}: {} ({value}, threshold {} {} {}; {}){}",
                     check.name,
                     i.verdict_word(check.verdict),
                     check.op,
                     check.threshold,
-                    check.unit
+                    check.unit,
+                    crate::report::render::evidence(check),
+                    check
+                        .message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
                 ));
             }
             Event::CheckJudged { .. } => {}
