@@ -428,7 +428,7 @@ pub(crate) struct CheckConfig {
     pub retryable: bool,
     /// When the metric has an interval that straddles the bound: `warn`
     /// (report it as inconclusive), `fail`, or `more-trials` /
-    /// `more-trials-then-fail` (run paired trials two at a time up to the
+    /// `more-trials-then-fail` (run paired trials one at a time up to the
     /// test's `max_trials`, then warn or fail).
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,

@@ -155,7 +155,7 @@ pub(crate) enum OnInconclusive {
     Warn,
     /// Fail the run: only a clear pass passes.
     Fail,
-    /// Run more paired trials (two at a time, up to the test's
+    /// Run more paired trials (one at a time, up to the test's
     /// `max_trials`), then report it as inconclusive.
     MoreTrials,
     /// Run more paired trials, then fail the run if still inconclusive.
