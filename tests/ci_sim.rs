@@ -75,8 +75,10 @@ fn sim_preset_passes_and_writes_the_results_directory() {
 
     for role in ["baseline", "lmcache"] {
         let f = dir.path().join(format!("long_doc_qa/{role}_result.json"));
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        // LMCache's scripts read the result with `tail -n 1`.
+        let last = text.lines().last().unwrap();
+        let v: serde_json::Value = serde_json::from_str(last).unwrap();
         for key in [
             "query_ttft_per_prompt",
             "query_round_time_per_prompt",
@@ -93,6 +95,20 @@ fn sim_preset_passes_and_writes_the_results_directory() {
             csv.lines().skip(1).all(|l| l.contains(",true,")),
             "every request succeeded"
         );
+        // Per round, long_doc_qa.py's columns, one row per request.
+        for (round, rows) in [("warmup", 4), ("query", 8)] {
+            let csv = std::fs::read_to_string(
+                dir.path()
+                    .join(format!("long_doc_qa/{role}/{round}_round.csv")),
+            )
+            .unwrap();
+            let mut lines = csv.lines();
+            assert_eq!(
+                lines.next(),
+                Some("prompt_id,request_start,ttft,request_end,successful,is_miss")
+            );
+            assert_eq!(lines.count(), rows, "{csv}");
+        }
         assert!(dir.path().join(format!("logs/{role}.log")).exists());
     }
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();

@@ -2,6 +2,7 @@
 //! streamed chat completions timed to the first content token. Works against
 //! any server that follows the OpenAI API (vLLM, SGLang, llama.cpp, Dynamo).
 
+mod endpoint;
 mod sse;
 
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use futures_util::StreamExt;
 use indexmap::IndexMap;
 use serde_json::{json, Value};
 
+pub(crate) use endpoint::{BadUrl, Endpoint};
 pub(crate) use sse::SseParser;
 
 pub(crate) mod prometheus;
@@ -20,6 +22,8 @@ use crate::config::Api;
 pub(crate) enum ClientError {
     #[error("failed to build the HTTP client: {0}")]
     Build(reqwest::Error),
+    #[error(transparent)]
+    BadUrl(#[from] BadUrl),
     #[error("failed to reach {url}: {message}")]
     Request { url: String, message: String },
     #[error("{url} answered HTTP {status}: {body}")]
@@ -37,7 +41,7 @@ pub(crate) enum ClientError {
 /// One client per server, sharing a connection pool across its requests.
 #[derive(Clone)]
 pub(crate) struct OpenAiClient {
-    base: String,
+    base: Endpoint,
     http: reqwest::Client,
     timeout: Duration,
 }
@@ -54,6 +58,8 @@ pub(crate) struct StreamOutcome {
     pub text: String,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// The last `finish_reason` the stream gave.
+    pub finish_reason: Option<String>,
     pub error: Option<String>,
 }
 
@@ -76,6 +82,16 @@ fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
+/// A tokenizer answer's count: `count`, else the length of `tokens`.
+fn token_count(answer: &Value) -> Option<u64> {
+    answer.get("count").and_then(Value::as_u64).or_else(|| {
+        answer
+            .get("tokens")
+            .and_then(Value::as_array)
+            .map(|t| t.len() as u64)
+    })
+}
+
 fn snippet(body: &str) -> String {
     let body = body.trim();
     let mut s: String = body.chars().take(300).collect();
@@ -89,8 +105,7 @@ impl OpenAiClient {
     /// `base` is the server root, e.g. `http://127.0.0.1:8000`; a trailing
     /// `/v1` is accepted too.
     pub(crate) fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let base = base.trim_end_matches('/');
-        let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
+        let base = Endpoint::parse(base)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(256)
@@ -104,12 +119,17 @@ impl OpenAiClient {
         })
     }
 
-    pub(crate) fn base(&self) -> &str {
+    /// The server root (no `/v1`, no trailing slash).
+    pub(crate) fn base(&self) -> String {
+        self.base.root()
+    }
+
+    pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.base
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.base.at(path)
     }
 
     /// `GET path` answered 2xx within `timeout`.
@@ -262,31 +282,52 @@ impl OpenAiClient {
         ))
     }
 
-    /// Token count of `prompt` from vLLM's `POST /tokenize`; `None` when the
-    /// server has no such endpoint (not every OpenAI server does).
+    /// Token count of `prompt` from the server's tokenizer, in whichever
+    /// shape it serves one: vLLM's and SGLang's `POST /tokenize`
+    /// (`{model, prompt}` → `count`), llama.cpp's native server's
+    /// (`{content}` → `tokens`), llama-cpp-python's `POST /extras/tokenize`
+    /// (`{input}` → `tokens`). `None` when it serves none (404, 405, 501):
+    /// not every OpenAI server does.
     pub(crate) async fn tokenize_count(
         &self,
         model: &str,
         prompt: &str,
     ) -> Result<Option<u64>, ClientError> {
-        let url = self.url("/tokenize");
-        match self
-            .post_json(&url, &json!({"model": model, "prompt": prompt}))
-            .await
-        {
-            Ok(v) => v
-                .get("count")
-                .and_then(Value::as_u64)
-                .map(Some)
-                .ok_or_else(|| ClientError::Garbage {
-                    url,
-                    message: "no `count` in the /tokenize answer".into(),
-                }),
-            Err(ClientError::Status {
-                status: 404 | 405, ..
-            }) => Ok(None),
-            Err(e) => Err(e),
+        let shapes = [
+            ("/tokenize", json!({"model": model, "prompt": prompt})),
+            ("/tokenize", json!({"content": prompt})),
+            ("/extras/tokenize", json!({"model": model, "input": prompt})),
+        ];
+        for (path, body) in shapes {
+            let url = self.url(path);
+            let answer = match self.post_json(&url, &body).await {
+                Ok(v) => v,
+                Err(ClientError::Status {
+                    status: 404 | 405 | 501,
+                    ..
+                }) => continue,
+                // A body in a shape this server does not take.
+                Err(ClientError::Status {
+                    status: 400 | 422, ..
+                }) => continue,
+                Err(e) => return Err(e),
+            };
+            match token_count(&answer) {
+                // An empty list for a non-empty prompt: the server read
+                // another field (llama.cpp's native `/tokenize` answers
+                // vLLM's shape so); try the next shape.
+                Some(0) if !prompt.is_empty() => continue,
+                Some(n) => return Ok(Some(n)),
+                None => {
+                    return Err(ClientError::Garbage {
+                        url,
+                        message: "neither `count` nor a `tokens` list in the tokenizer's answer"
+                            .into(),
+                    })
+                }
+            }
         }
+        Ok(None)
     }
 
     /// A streamed chat completion (`stream_options.include_usage`), timed to
@@ -344,6 +385,7 @@ impl OpenAiClient {
             text: String::new(),
             prompt_tokens: None,
             completion_tokens: None,
+            finish_reason: None,
             error: None,
         };
         let result =
@@ -351,7 +393,12 @@ impl OpenAiClient {
         out.end = Instant::now();
         match result {
             Ok(Ok(())) if out.ttft.is_none() => {
-                out.error = Some(format!("{url} streamed no content"));
+                out.error = Some(match &out.finish_reason {
+                    Some(reason) => format!(
+                        "{url} streamed no content: the model finished ({reason}) before its first token; ask for `min_tokens` if it ends its answer at once"
+                    ),
+                    None => format!("{url} streamed no content"),
+                });
             }
             Ok(Ok(())) => {}
             Ok(Err(e)) => out.error = Some(e.to_string()),
@@ -424,6 +471,9 @@ impl OpenAiClient {
                     )));
                 };
                 for choice in choices {
+                    if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                        out.finish_reason = Some(reason.to_string());
+                    }
                     // Chat streams deltas (content, or a reasoning field);
                     // completions stream `text`.
                     let delta = choice.get("delta").unwrap_or(&Value::Null);

@@ -434,6 +434,20 @@ fn misplaced(e: &super::EngineConfig) -> Option<(&'static str, String)> {
         })
 }
 
+/// Why `url` cannot be a server's address, if it cannot.
+fn bad_server_url(url: &str) -> Option<String> {
+    match reqwest::Url::parse(url.trim()) {
+        Err(e) => Some(format!(
+            "{url:?} is not a URL ({e}); give it as \"http://host:port\""
+        )),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            Some(format!("{url:?} must start with http:// or https://"))
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Some(format!("{url:?} has no host")),
+        Ok(_) => None,
+    }
+}
+
 fn validate(
     suite: &Suite,
     origins: &BTreeMap<String, Source>,
@@ -486,6 +500,21 @@ fn validate(
                 ));
             }
             _ => {}
+        }
+        if let Some(path) = e
+            .health_path
+            .as_deref()
+            .filter(|p| !p.is_empty() && (!p.starts_with('/') || p.contains(['?', '#', ' '])))
+        {
+            return Err(err(
+                format!("engines.{name}.health_path"),
+                &format!("must be a path such as \"/health\" (or \"\" for /v1/models alone), not {path:?}"),
+            ));
+        }
+        if let Some(url) = e.url.as_deref() {
+            if let Some(why) = bad_server_url(url) {
+                return Err(err(format!("engines.{name}.url"), &why));
+            }
         }
         if let Some((key, why)) = misplaced(e) {
             return Err(err(format!("engines.{name}.{key}"), &why));

@@ -321,6 +321,11 @@ pub(crate) struct EngineConfig {
     pub container: Option<ContainerOptions>,
     #[serde(default)]
     pub readiness: Readiness,
+    /// The route `readiness = "http"` polls before `/v1/models`. Unset:
+    /// `/health`, falling back to `/v1/models` alone when the server has
+    /// no such route (404, 405, 501), as llama-cpp-python's does not.
+    /// `""`: `/v1/models` alone.
+    pub health_path: Option<String>,
     /// Appended to `args` when the engine's chosen GPU (`auto:N`) has more
     /// than `run.gpus.large_gpu_mib` of memory.
     #[serde(default)]

@@ -65,8 +65,13 @@ impl Default for MmluParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Variant {
+    /// `.buildkite/correctness/mmlu-test.py`, as LMCache runs it today.
     #[default]
     Lmcache,
+    /// The older HTTP scripts of the same suite (a bare `Answer:` cue,
+    /// three tokens).
+    LmcacheHttp,
+    /// Dynamo's `tests/lmcache/`.
     Dynamo,
 }
 
@@ -75,7 +80,7 @@ impl Variant {
     pub(crate) fn max_tokens(self) -> u32 {
         match self {
             Variant::Lmcache => 2,
-            Variant::Dynamo => 3,
+            Variant::LmcacheHttp | Variant::Dynamo => 3,
         }
     }
 }
@@ -241,6 +246,11 @@ pub(crate) struct LongDocQaParams {
     pub prewarmup_length: usize,
     /// Fraction of the slowest and fastest query TTFTs left out of the mean.
     pub ttft_trim_fraction: f64,
+    /// Ask the engine for at least this many tokens (vLLM's and llama.cpp's
+    /// `min_tokens`): a small model may end its answer to a page of "hi" at
+    /// once, and a stream with no content has no TTFT. Unset, as
+    /// long_doc_qa.py sends.
+    pub min_tokens: Option<u32>,
 }
 
 impl Default for LongDocQaParams {
@@ -257,6 +267,7 @@ impl Default for LongDocQaParams {
             prewarmup_prompts: 5,
             prewarmup_length: 1000,
             ttft_trim_fraction: 0.0,
+            min_tokens: None,
         }
     }
 }
@@ -308,6 +319,9 @@ impl LongDocQaParams {
                 Some("ttft_trim_fraction"),
                 "must be at least 0 and below 0.5",
             );
+        }
+        if self.min_tokens.is_some_and(|n| n > self.output_len) {
+            return invalid(Some("min_tokens"), "must not exceed output_len");
         }
         Ok(())
     }

@@ -111,6 +111,9 @@ pub(crate) struct EngineSpec {
     pub readiness_timeout: Duration,
     pub log: Option<PathBuf>,
     pub readiness: Readiness,
+    /// `engines.NAME.health_path` as given (`None`: `/health`, with the
+    /// fallback).
+    pub health_path: Option<String>,
 }
 
 /// Set on every engine process, so cleanup can tell our processes from a
@@ -197,6 +200,7 @@ pub(crate) fn resolve(
             readiness_timeout,
             log: (!external).then(|| logs_dir.join(format!("{}.log", name.replace('@', "-")))),
             readiness: e.readiness,
+            health_path: e.health_path.clone(),
         });
     }
     Ok(specs)

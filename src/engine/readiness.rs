@@ -1,11 +1,13 @@
-//! Readiness: an engine is ready when `/health` answers 2xx and then
-//! `/v1/models` does; it fails early when its process exits, and at its
-//! deadline otherwise, with the log tail either way.
+//! Readiness: an engine is ready when its health route (`/health` unless
+//! the suite names another; none when the server has none) answers 2xx and
+//! then `/v1/models` lists a model, or for `readiness = "tcp"` when its port
+//! accepts; it fails early when its process exits, and at its deadline
+//! otherwise, with what the server last answered and the log tail.
 
 use std::time::{Duration, Instant};
 
 use super::{tail_lines, EngineError, EngineSpec, Supervisor, TAIL_LINES};
-use crate::client::OpenAiClient;
+use crate::client::{ClientError, Endpoint, OpenAiClient};
 use crate::config::Readiness;
 
 const POLL: Duration = Duration::from_millis(200);
@@ -33,6 +35,7 @@ pub(crate) async fn wait_ready(
             tail: Vec::new(),
         })?;
     let mut last = "no answer yet".to_string();
+    let mut health = Health::of(spec.health_path.as_deref());
     loop {
         if let Some(status) = supervisor.exit_status(&spec.name) {
             return Err(EngineError::ExitedEarly {
@@ -55,20 +58,8 @@ pub(crate) async fn wait_ready(
         }
         let probe_timeout = remaining.min(PROBE_TIMEOUT);
         let probed = match spec.readiness {
-            Readiness::Http => async {
-                client.probe("/health", probe_timeout).await?;
-                client.models(probe_timeout).await
-            }
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|models| {
-                if models.is_empty() {
-                    Err("/v1/models lists no model yet".to_string())
-                } else {
-                    Ok(())
-                }
-            }),
-            Readiness::Tcp => tcp_accepts(&spec.url, probe_timeout).await,
+            Readiness::Http => serves(&client, &mut health, &spec.name, probe_timeout).await,
+            Readiness::Tcp => tcp_accepts(client.endpoint(), probe_timeout).await,
         };
         match probed {
             Ok(()) => return Ok(start.elapsed()),
@@ -78,17 +69,77 @@ pub(crate) async fn wait_ready(
     }
 }
 
-/// The engine's `host:port` accepts a TCP connection.
-async fn tcp_accepts(url: &str, timeout: std::time::Duration) -> Result<(), String> {
-    let addr = url
-        .split("://")
-        .nth(1)
-        .unwrap_or(url)
-        .trim_end_matches('/')
-        .to_string();
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
+/// What `readiness = "http"` polls before `/v1/models`.
+#[derive(Debug, Clone, PartialEq)]
+enum Health {
+    /// `/health`, until the server says it has no such route.
+    Default,
+    /// A route the suite named: it must answer 2xx.
+    Given(String),
+    /// `/v1/models` alone.
+    None,
+}
+
+impl Health {
+    fn of(path: Option<&str>) -> Self {
+        match path {
+            None => Health::Default,
+            Some("") => Health::None,
+            Some(p) => Health::Given(p.to_string()),
+        }
+    }
+}
+
+/// One poll: the health route (if any) answers 2xx, then `/v1/models`
+/// lists a model. A server without `/health` (404, 405, 501: llama-cpp-
+/// python's) falls back to `/v1/models` alone for the rest of the wait,
+/// as upstream's `wait-for-servers.sh` accepts either.
+async fn serves(
+    client: &OpenAiClient,
+    health: &mut Health,
+    engine: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let path = match health {
+        Health::Default => Some("/health".to_string()),
+        Health::Given(p) => Some(p.clone()),
+        Health::None => None,
+    };
+    if let Some(path) = path {
+        match client.probe(&path, timeout).await {
+            Ok(()) => {}
+            Err(ClientError::Status {
+                status: 404 | 405 | 501,
+                ..
+            }) if *health == Health::Default => *health = Health::None,
+            Err(e @ ClientError::Status { .. }) if *health != Health::Default => {
+                return Err(format!(
+                    "{e}; if this server's health route is another, set engines.{engine}.health_path (\"\" polls /v1/models alone)"
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    match client.models(timeout).await {
+        Ok(models) if models.is_empty() => Err(format!(
+            "{} lists no model yet",
+            client.endpoint().at("/v1/models")
+        )),
+        Ok(_) => Ok(()),
+        Err(e @ ClientError::Status { .. }) | Err(e @ ClientError::Garbage { .. }) => Err(format!(
+            "{e}; an OpenAI-compatible server lists its models at /v1/models"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The engine's host and port accept a TCP connection.
+async fn tcp_accepts(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
+    let addr = (endpoint.host(), endpoint.port());
+    let shown = format!("{}:{}", addr.0, addr.1);
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("failed to connect to {addr}: {e}")),
-        Err(_) => Err(format!("failed to connect to {addr}: timed out")),
+        Ok(Err(e)) => Err(format!("failed to connect to {shown}: {e}")),
+        Err(_) => Err(format!("failed to connect to {shown}: timed out")),
     }
 }

@@ -23,7 +23,7 @@ fn of_interest(name: &str) -> bool {
 /// One reading of an engine's counters; `None` when it serves none.
 pub(crate) async fn read(base_url: &str) -> Option<IndexMap<String, f64>> {
     let client = OpenAiClient::new(base_url, Duration::from_secs(10)).ok()?;
-    let url = format!("{}/metrics", base_url.trim_end_matches('/'));
+    let url = client.endpoint().at("/metrics");
     let all = client.scrape(&url).await.ok()??;
     Some(all.into_iter().filter(|(k, _)| of_interest(k)).collect())
 }

@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 
 use super::{Ctx, ErrorClass, Output, Workload, WorkloadError};
+use crate::client::{BadUrl, Endpoint};
 use crate::config::LmEvalParams;
 use crate::results::{Metric, Role};
 
@@ -44,6 +45,8 @@ pub(crate) enum LmEvalError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Url(#[from] BadUrl),
 }
 
 impl LmEvalError {
@@ -53,12 +56,13 @@ impl LmEvalError {
             LmEvalError::Failed { .. }
             | LmEvalError::NoSamples { .. }
             | LmEvalError::Read { .. } => ErrorClass::Failed,
+            LmEvalError::Url(_) => ErrorClass::BadInput,
         }
     }
 }
 
 /// The reference's command line.
-pub(crate) fn args(p: &LmEvalParams, model: &str, url: &str, out: &Path) -> Vec<String> {
+pub(crate) fn args(p: &LmEvalParams, model: &str, server: &Endpoint, out: &Path) -> Vec<String> {
     vec![
         "--model".into(),
         "local-completions".into(),
@@ -66,8 +70,8 @@ pub(crate) fn args(p: &LmEvalParams, model: &str, url: &str, out: &Path) -> Vec<
         p.task.clone(),
         "--model_args".into(),
         format!(
-            "model={model},base_url={}/v1/completions,num_concurrent={},max_retries={},tokenized_requests=False",
-            url.trim_end_matches('/'),
+            "model={model},base_url={},num_concurrent={},max_retries={},tokenized_requests=False",
+            server.at("/v1/completions"),
             p.num_concurrent,
             p.max_retries
         ),
@@ -115,6 +119,7 @@ pub(crate) async fn run_once(
     results_dir: &Path,
     run: &str,
 ) -> Result<PathBuf, LmEvalError> {
+    let server = Endpoint::parse(url)?;
     let program = which::which(&p.command).map_err(|source| LmEvalError::NotFound {
         command: p.command.clone(),
         source,
@@ -128,7 +133,7 @@ pub(crate) async fn run_once(
     let log = results_dir.join("lm_eval").join(format!("{run}.log"));
     let file = std::fs::File::create(&log).map_err(spawn)?;
     let status = tokio::process::Command::new(program)
-        .args(args(p, model, url, &out))
+        .args(args(p, model, &server, &out))
         .stdin(Stdio::null())
         .stdout(file.try_clone().map_err(spawn)?)
         .stderr(file)
@@ -291,7 +296,7 @@ mod tests {
         let a = args(
             &LmEvalParams::default(),
             "Qwen/Qwen3-14B",
-            "http://127.0.0.1:8000",
+            &Endpoint::parse("http://127.0.0.1:8000/v1").unwrap(),
             Path::new("/r/lm_eval/first_run"),
         )
         .join(" ");

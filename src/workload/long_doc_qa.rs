@@ -91,22 +91,31 @@ struct Job {
     is_miss: bool,
 }
 
+/// Sampling fields beyond long_doc_qa.py's: `min_tokens` when set.
+fn sampling(params: &LongDocQaParams) -> serde_json::Value {
+    match params.min_tokens {
+        Some(n) => json!({ "min_tokens": n }),
+        None => serde_json::Value::Null,
+    }
+}
+
 async fn run_round(
     client: &OpenAiClient,
     model: &str,
     round: Round<'_>,
     jobs: Vec<Job>,
-    max_tokens: u32,
-    inflight: usize,
+    params: &LongDocQaParams,
 ) -> Vec<(Job, StreamOutcome)> {
     round.progress.start(round.name, jobs.len() as u64);
-    super::bounded(jobs, inflight, |job| {
+    let (max_tokens, extra) = (params.output_len, sampling(params));
+    super::bounded(jobs, params.max_inflight_requests, |job| {
         let client = client.clone();
         let model = model.to_string();
         let progress = round.progress.clone();
+        let extra = extra.clone();
         async move {
             let out = client
-                .chat_stream(&model, &job.prompt, max_tokens, &serde_json::Value::Null)
+                .chat_stream(&model, &job.prompt, max_tokens, &extra)
                 .await;
             // Counted after the clock stopped: never inside a measurement.
             progress.finished(out.successful());
@@ -185,15 +194,7 @@ pub(crate) async fn run(
             is_miss: false,
         })
         .collect();
-    let prewarm = run_round(
-        client,
-        &model,
-        round("prewarmup round"),
-        prewarm,
-        params.output_len,
-        params.max_inflight_requests,
-    )
-    .await;
+    let prewarm = run_round(client, &model, round("prewarmup round"), prewarm, params).await;
 
     let docs: Vec<String> = (0..params.num_documents)
         .map(|i| document(first_document + i, params.document_length))
@@ -208,15 +209,7 @@ pub(crate) async fn run(
         })
         .collect();
     let warmup_start = Instant::now();
-    let warmup = run_round(
-        client,
-        &model,
-        round("warmup round"),
-        warmup_jobs,
-        params.output_len,
-        params.max_inflight_requests,
-    )
-    .await;
+    let warmup = run_round(client, &model, round("warmup round"), warmup_jobs, params).await;
     let warmup_time = warmup_start.elapsed();
 
     let ratio = params.hit_miss_ratio.as_deref().and_then(parse_hit_miss);
@@ -246,15 +239,7 @@ pub(crate) async fn run(
         })
         .collect();
     let query_start = Instant::now();
-    let query = run_round(
-        client,
-        &model,
-        round("query round"),
-        query_jobs,
-        params.output_len,
-        params.max_inflight_requests,
-    )
-    .await;
+    let query = run_round(client, &model, round("query round"), query_jobs, params).await;
     let query_time = query_start.elapsed();
 
     let mut all = rows("prewarmup", t0, &prewarm);
@@ -355,10 +340,27 @@ fn write_outputs(
         "model": model,
         "metrics": metrics.iter().map(|(k, m)| (k.clone(), json!({"value": value(k), "unit": m.unit}))).collect::<serde_json::Map<_, _>>(),
     });
-    let mut files = vec![write(
-        format!("{label}_result.json"),
-        serde_json::to_vec_pretty(&result).expect("json"),
-    )?];
+    // One line: LMCache's scripts read the result with `tail -n 1`.
+    let mut line = serde_json::to_vec(&result).expect("json");
+    line.push(b'\n');
+    let mut files = vec![write(format!("{label}_result.json"), line)?];
+    // Per round, the columns long_doc_qa.py writes, under the phase's
+    // directory as LMCache's k3 scripts collect them.
+    for round in ["warmup", "query"] {
+        let mut csv = String::from("prompt_id,request_start,ttft,request_end,successful,is_miss\n");
+        for r in rows.iter().filter(|r| r.round == round) {
+            let ttft = if r.successful { r.ttft } else { -1.0 };
+            let _ = writeln!(
+                csv,
+                "{},{:.6},{:.6},{:.6},{},{}",
+                r.prompt_id, r.request_start, ttft, r.request_end, r.successful, r.is_miss
+            );
+        }
+        files.push(write(
+            format!("{label}/{round}_round.csv"),
+            csv.into_bytes(),
+        )?);
+    }
 
     let mut csv = String::from("round,prompt_id,request_start,ttft,request_end,successful,is_miss,prompt_tokens,completion_tokens,error\n");
     for r in rows {

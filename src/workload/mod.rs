@@ -259,12 +259,12 @@ pub(crate) fn write_output(
     name: &str,
     bytes: &[u8],
 ) -> Result<String, WorkloadError> {
-    let dir = results_dir.join(sub);
-    std::fs::create_dir_all(&dir).map_err(|source| WorkloadError::Write {
-        path: dir.clone(),
+    let path = results_dir.join(sub).join(name);
+    let dir = path.parent().unwrap_or(results_dir);
+    std::fs::create_dir_all(dir).map_err(|source| WorkloadError::Write {
+        path: dir.to_path_buf(),
         source,
     })?;
-    let path = dir.join(name);
     crate::results::write_atomic(&path, bytes).map_err(|e| WorkloadError::Write {
         path: path.clone(),
         source: std::io::Error::other(e.to_string()),

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use crate::client::{BadUrl, Endpoint};
 use crate::config::{Api, ThroughputParams};
 use crate::results::Metric;
 
@@ -35,6 +36,8 @@ pub(crate) enum VllmBenchError {
         log: PathBuf,
         tail: String,
     },
+    #[error(transparent)]
+    Url(#[from] BadUrl),
 }
 
 impl VllmBenchError {
@@ -46,6 +49,7 @@ impl VllmBenchError {
             VllmBenchError::Failed { .. } | VllmBenchError::Result { .. } => {
                 super::ErrorClass::Failed
             }
+            VllmBenchError::Url(_) => super::ErrorClass::BadInput,
         }
     }
 }
@@ -53,7 +57,7 @@ impl VllmBenchError {
 /// The reference's command line for one engine.
 pub(crate) fn args(
     p: &ThroughputParams,
-    url: &str,
+    server: &Endpoint,
     model: &str,
     result_dir: &Path,
     label: &str,
@@ -65,20 +69,17 @@ pub(crate) fn args(
         p.seed.to_string(),
     ];
     // `--port` as the reference passes it when the engine is a plain
-    // host:port; `--base-url` for anything else.
-    match url
-        .strip_prefix("http://")
-        .and_then(|rest| rest.split_once(':'))
-    {
-        Some((host, port)) if port.parse::<u16>().is_ok() => {
-            a.extend([
-                "--host".into(),
-                host.to_string(),
-                "--port".into(),
-                port.to_string(),
-            ]);
-        }
-        _ => a.extend(["--base-url".into(), url.to_string()]),
+    // host:port; `--base-url` (the server root: vllm bench appends the
+    // endpoint, `/v1/...`, itself) for anything else.
+    if server.is_plain_host_port() {
+        a.extend([
+            "--host".into(),
+            server.host(),
+            "--port".into(),
+            server.port().to_string(),
+        ]);
+    } else {
+        a.extend(["--base-url".into(), server.root()]);
     }
     let (backend, endpoint) = match p.endpoint {
         Api::Chat => ("openai-chat", "/v1/chat/completions"),
@@ -132,6 +133,7 @@ pub(crate) async fn run(
     results_dir: &Path,
     label: &str,
 ) -> Result<IndexMap<String, Metric>, VllmBenchError> {
+    let server = Endpoint::parse(url)?;
     let program = which::which(command).map_err(|source| VllmBenchError::NotFound {
         command: command.to_string(),
         source,
@@ -148,7 +150,7 @@ pub(crate) async fn run(
     let result = dir.join(format!("{label}.json"));
     let _ = std::fs::remove_file(&result);
     let status = tokio::process::Command::new(program)
-        .args(args(p, url, model, &dir, label))
+        .args(args(p, &server, model, &dir, label))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -237,7 +239,7 @@ mod tests {
         };
         let a = args(
             &p,
-            "http://127.0.0.1:9000",
+            &Endpoint::parse("http://127.0.0.1:9000").unwrap(),
             "Qwen/Qwen3-14B",
             Path::new("/r/vllm_bench"),
             "baseline",
@@ -249,15 +251,24 @@ mod tests {
              --random-input-len 10000 --random-output-len 1 --num-prompts 50 --ignore-eos --backend openai-chat \
              --endpoint /v1/chat/completions --result-dir /r/vllm_bench --result-filename baseline.json --save-result"
         );
-        let a = args(
-            &p,
+        for url in [
             "https://gpu-box.internal/v1",
-            "m",
-            Path::new("/r"),
-            "lmcache",
-        )
-        .join(" ");
-        assert!(a.contains("--base-url https://gpu-box.internal/v1"), "{a}");
+            "http://10.0.0.5:8000/llm/v1/",
+        ] {
+            let a = args(
+                &p,
+                &Endpoint::parse(url).unwrap(),
+                "m",
+                Path::new("/r"),
+                "lmcache",
+            )
+            .join(" ");
+            let root = url.trim_end_matches('/').trim_end_matches("/v1");
+            assert!(
+                a.contains(&format!("--base-url {root} ")),
+                "vllm bench appends /v1/... itself, so --base-url is the root: {a}"
+            );
+        }
     }
 
     #[test]

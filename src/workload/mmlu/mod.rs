@@ -428,7 +428,7 @@ pub(crate) fn legacy_jsonl(scores: &IndexMap<String, SubjectScore>) -> String {
 
 pub(crate) fn legacy_name(variant: Variant, role: &str, model: &str) -> String {
     match variant {
-        Variant::Lmcache => format!("{}-{role}.jsonl", model_tail(model)),
+        Variant::Lmcache | Variant::LmcacheHttp => format!("{}-{role}.jsonl", model_tail(model)),
         Variant::Dynamo => format!("dynamo-{role}-{}.jsonl", model_tail(model)),
     }
 }

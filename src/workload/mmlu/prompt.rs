@@ -1,6 +1,6 @@
 //! MMLU prompts and answer parsing, with the exact text of LMCache's
-//! correctness suite (`lmcache` variant) and of Dynamo's `tests/lmcache/`
-//! (`dynamo` variant).
+//! correctness suite (`lmcache`: `mmlu-test.py`; `lmcache_http`: its older
+//! HTTP scripts) and of Dynamo's `tests/lmcache/` (`dynamo`).
 
 use super::data::Question;
 use crate::config::Variant;
@@ -8,7 +8,8 @@ use crate::config::Variant;
 /// The text before the model's answer, as each suite ends its prompts.
 fn answer_cue(variant: Variant) -> &'static str {
     match variant {
-        Variant::Lmcache => "\nAnswer:",
+        Variant::Lmcache => "\n You must answer with a single letter only. Either \"A\", \"B\", \"C\", or \"D\". Do not include any other text in your response. Answer:",
+        Variant::LmcacheHttp => "\nAnswer:",
         Variant::Dynamo => "\nRespond with **only the letter** (A, B, C, D).  Do **not** output any explanation, analysis, or extra words. Answer:",
     }
 }
@@ -24,7 +25,7 @@ pub(crate) fn display_subject(subject: &str) -> String {
 pub(crate) fn header(variant: Variant, subject: &str) -> String {
     let subject = display_subject(subject);
     match variant {
-        Variant::Lmcache => format!(
+        Variant::Lmcache | Variant::LmcacheHttp => format!(
             "The following are multiple choice questions (with answers) about {subject}. You must respond with a single letter only. Either \"A\", \"B\", \"C\", or \"D\". Do not include any other text in your response. \n\n"
         ),
         Variant::Dynamo => format!("The following are multiple choice questions (with answers) about {subject}. \n\n"),
