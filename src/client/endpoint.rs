@@ -67,6 +67,13 @@ impl Endpoint {
         self.root.port_or_known_default().unwrap_or(80)
     }
 
+    /// The same server root on another port (a service's HTTP side).
+    pub(crate) fn with_port(&self, port: u16) -> Self {
+        let mut root = self.root.clone();
+        let _ = root.set_port(Some(port));
+        Self { root }
+    }
+
     /// Plain `http://host:port` with nothing under it: what tools that
     /// take `--host`/`--port` can address.
     pub(crate) fn is_plain_host_port(&self) -> bool {
@@ -107,6 +114,10 @@ mod tests {
         assert!(!e.is_plain_host_port());
         let e = Endpoint::parse("http://[::1]:9000/v1").unwrap();
         assert_eq!((e.host().as_str(), e.port()), ("::1", 9000));
+        assert_eq!(
+            e.with_port(8080).at("/healthcheck"),
+            "http://[::1]:8080/healthcheck"
+        );
     }
 
     #[test]

@@ -511,6 +511,12 @@ fn validate(
                 &format!("must be a path such as \"/health\" (or \"\" for /v1/models alone), not {path:?}"),
             ));
         }
+        if e.readiness == super::Readiness::Health && e.health_path.as_deref() == Some("") {
+            return Err(err(
+                format!("engines.{name}.health_path"),
+                "readiness = \"health\" polls the health route alone: give it a path such as \"/healthcheck\"",
+            ));
+        }
         if let Some(url) = e.url.as_deref() {
             if let Some(why) = bad_server_url(url) {
                 return Err(err(format!("engines.{name}.url"), &why));

@@ -74,6 +74,9 @@ pub(crate) enum Readiness {
     Http,
     /// The port accepts connections (e.g. the LMCache server).
     Tcp,
+    /// The health route alone answers 2xx: a service that is no OpenAI
+    /// server (LMCache's MP server answers `/healthcheck` on its HTTP port).
+    Health,
 }
 
 /// How a `container` engine is run.
@@ -326,6 +329,9 @@ pub(crate) struct EngineConfig {
     /// no such route (404, 405, 501), as llama-cpp-python's does not.
     /// `""`: `/v1/models` alone.
     pub health_path: Option<String>,
+    /// The port the health route is served on when it is not `port` (the
+    /// LMCache MP server: ZMQ on 6555, HTTP on 8080).
+    pub health_port: Option<u16>,
     /// Appended to `args` when the engine's chosen GPU (`auto:N`) has more
     /// than `run.gpus.large_gpu_mib` of memory.
     #[serde(default)]

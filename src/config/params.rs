@@ -160,6 +160,9 @@ pub(crate) struct ThroughputParams {
     pub driver: Driver,
     /// The `vllm` executable for `driver = "vllm-bench"`.
     pub vllm_command: String,
+    /// One-token chat requests sent to each engine first, not measured
+    /// (k3 sends 3).
+    pub warmup_requests: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -183,6 +186,7 @@ impl Default for ThroughputParams {
             ignore_eos: true,
             driver: Driver::Native,
             vllm_command: "vllm".to_string(),
+            warmup_requests: 0,
         }
     }
 }

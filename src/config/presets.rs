@@ -18,6 +18,11 @@ pub(crate) const PRESETS: &[Preset] = &[
         toml: include_str!("../../presets/mp.toml"),
     },
     Preset {
+        name: "k3",
+        about: "LMCache's CI today (.buildkite/k3_tests/multiprocess): lmcache server, vLLM+LMCache on GPU 0 and baseline vLLM on GPU 1 as processes; vllm bench, long doc QA, lm_eval",
+        toml: include_str!("../../presets/k3.toml"),
+    },
+    Preset {
         name: "correctness",
         about: "LMCache's MMLU correctness suite: vllm serve without and with the LMCache connector, TP 2, one after the other",
         toml: include_str!("../../presets/correctness.toml"),

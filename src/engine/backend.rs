@@ -25,13 +25,17 @@ pub(crate) struct Resolve<'a> {
 }
 
 impl Resolve<'_> {
-    /// `{port}`, `{host}` and `{model}` substituted in each argument.
+    /// `{port}`, `{host}`, `{model}` and `{health_port}` (the engine's
+    /// `health_port`) substituted in each argument.
     pub(crate) fn substitute(&self, e: &EngineConfig, args: &mut [String]) {
         for a in args.iter_mut() {
             *a = a
                 .replace("{port}", &self.port.to_string())
                 .replace("{host}", &e.host)
                 .replace("{model}", self.model);
+            if let Some(port) = e.health_port {
+                *a = a.replace("{health_port}", &port.to_string());
+            }
         }
     }
 }

@@ -114,6 +114,9 @@ pub(crate) struct EngineSpec {
     /// `engines.NAME.health_path` as given (`None`: `/health`, with the
     /// fallback).
     pub health_path: Option<String>,
+    /// `engines.NAME.health_port`: where the health route is served when
+    /// not on the engine's own port.
+    pub health_port: Option<u16>,
 }
 
 /// Set on every engine process, so cleanup can tell our processes from a
@@ -201,6 +204,7 @@ pub(crate) fn resolve(
             log: (!external).then(|| logs_dir.join(format!("{}.log", name.replace('@', "-")))),
             readiness: e.readiness,
             health_path: e.health_path.clone(),
+            health_port: e.health_port,
         });
     }
     Ok(specs)

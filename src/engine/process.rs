@@ -46,6 +46,11 @@ pub(crate) fn spawn(
     cmd.args(args)
         .env_remove("GITHUB_TOKEN")
         .env_remove("GH_TOKEN")
+        // Our input (the LMCache engine's port, as the scripts name it),
+        // but vLLM reads VLLM_PORT as its own internal port: two engines
+        // inheriting it fight over it, so k3 starts vLLM under `env -u
+        // VLLM_PORT`. An engine that wants it sets it in its env.
+        .env_remove("VLLM_PORT")
         .env(RUN_ID_ENV, run_id)
         .env("PYTHONUNBUFFERED", "1")
         .envs(env.iter().map(|(k, v)| (k, v)))

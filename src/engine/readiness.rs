@@ -36,6 +36,18 @@ pub(crate) async fn wait_ready(
         })?;
     let mut last = "no answer yet".to_string();
     let mut health = Health::of(spec.health_path.as_deref());
+    let health_at = match spec.health_port {
+        Some(port) => OpenAiClient::new(&client.endpoint().with_port(port).root(), PROBE_TIMEOUT)
+            .map_err(|e| EngineError::NotReady {
+            engine: spec.name.clone(),
+            url: spec.url.clone(),
+            waited: 0.0,
+            last: e.to_string(),
+            log: spec.log.clone(),
+            tail: Vec::new(),
+        })?,
+        None => client.clone(),
+    };
     loop {
         if let Some(status) = supervisor.exit_status(&spec.name) {
             return Err(EngineError::ExitedEarly {
@@ -58,7 +70,10 @@ pub(crate) async fn wait_ready(
         }
         let probe_timeout = remaining.min(PROBE_TIMEOUT);
         let probed = match spec.readiness {
-            Readiness::Http => serves(&client, &mut health, &spec.name, probe_timeout).await,
+            Readiness::Http => {
+                serves(&client, &health_at, &mut health, &spec.name, probe_timeout).await
+            }
+            Readiness::Health => healthy(&health_at, &health, &spec.name, probe_timeout).await,
             Readiness::Tcp => tcp_accepts(client.endpoint(), probe_timeout).await,
         };
         match probed {
@@ -81,6 +96,14 @@ enum Health {
 }
 
 impl Health {
+    fn path(&self) -> Option<String> {
+        match self {
+            Health::Default => Some("/health".to_string()),
+            Health::Given(p) => Some(p.clone()),
+            Health::None => None,
+        }
+    }
+
     fn of(path: Option<&str>) -> Self {
         match path {
             None => Health::Default,
@@ -96,17 +119,13 @@ impl Health {
 /// as upstream's `wait-for-servers.sh` accepts either.
 async fn serves(
     client: &OpenAiClient,
+    health_at: &OpenAiClient,
     health: &mut Health,
     engine: &str,
     timeout: Duration,
 ) -> Result<(), String> {
-    let path = match health {
-        Health::Default => Some("/health".to_string()),
-        Health::Given(p) => Some(p.clone()),
-        Health::None => None,
-    };
-    if let Some(path) = path {
-        match client.probe(&path, timeout).await {
+    if let Some(path) = health.path() {
+        match health_at.probe(&path, timeout).await {
             Ok(()) => {}
             Err(ClientError::Status {
                 status: 404 | 405 | 501,
@@ -131,6 +150,22 @@ async fn serves(
         )),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// `readiness = "health"`: the health route alone answers 2xx.
+async fn healthy(
+    health_at: &OpenAiClient,
+    health: &Health,
+    engine: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let path = health.path().unwrap_or_else(|| "/health".to_string());
+    health_at.probe(&path, timeout).await.map_err(|e| match e {
+        ClientError::Status { .. } => format!(
+            "{e}; set engines.{engine}.health_path (and health_port) to the service's health route"
+        ),
+        e => e.to_string(),
+    })
 }
 
 /// The engine's host and port accept a TCP connection.

@@ -90,7 +90,12 @@ pub(crate) fn args(p: &LmEvalParams, model: &str, server: &Endpoint, out: &Path)
 /// `samples_<task>_*.jsonl` anywhere under `dir` (lm_eval nests it under
 /// the model's name), newest name last.
 fn find_samples(dir: &Path, task: &str) -> Vec<PathBuf> {
-    let prefix = format!("samples_{task}_");
+    find_files(dir, &format!("samples_{task}_"), ".jsonl")
+}
+
+/// Files named `prefix…suffix` anywhere under `dir`, sorted by name (lm_eval
+/// stamps them with the time, so the newest is last).
+fn find_files(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -101,7 +106,7 @@ fn find_samples(dir: &Path, task: &str) -> Vec<PathBuf> {
             } else if path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".jsonl"))
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
             {
                 found.push(path);
             }
@@ -159,6 +164,26 @@ pub(crate) async fn run_once(
             tail: tail(),
             log: log.clone(),
         })
+}
+
+/// The task's score in the newest `results_*.json` under `dir`, as k3's
+/// score mode reads it: `exact_match,strict-match`, else the first
+/// `exact_match,*` that is not a stderr. `None` when there is no such file
+/// or key (the check then has no value and says so).
+pub(crate) fn score(dir: &Path, task: &str) -> Option<f64> {
+    let file = find_files(dir, "results_", ".json").pop()?;
+    let text = std::fs::read_to_string(file).ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let scores = doc.get("results")?.get(task)?.as_object()?;
+    scores
+        .get("exact_match,strict-match")
+        .or_else(|| {
+            scores
+                .iter()
+                .find(|(k, _)| k.starts_with("exact_match,") && !k.contains("stderr"))
+                .map(|(_, v)| v)
+        })
+        .and_then(serde_json::Value::as_f64)
 }
 
 /// Lines of the two files that the other lacks, after sorting both, as
@@ -239,6 +264,8 @@ impl Workload for LmEval {
                 samples.push(file);
             }
             let diff = sorted_diff(&samples[0], &samples[1])?;
+            let dirs = ["first_run", "second_run"].map(|r| ctx.out_dir.join("lm_eval").join(r));
+            let scores = dirs.map(|d| score(&d, &p.task));
             let lines = |p: &Path| {
                 std::fs::read_to_string(p)
                     .map(|t| t.lines().count())
@@ -253,6 +280,17 @@ impl Workload for LmEval {
                 "samples".to_string(),
                 Metric::new(lines(&samples[0]) as f64, "lines"),
             );
+            // k3's score mode: both runs' scores, their drift, the lower.
+            if let [Some(first), Some(second)] = scores {
+                for (name, v) in [
+                    ("first_run_score", first),
+                    ("second_run_score", second),
+                    ("score_drift", (first - second).abs()),
+                    ("min_score", first.min(second)),
+                ] {
+                    m.insert(name.to_string(), Metric::new(v, ""));
+                }
+            }
             out.metrics.insert(role, m);
             if !diff.is_empty() {
                 let shown: Vec<String> = diff
@@ -305,6 +343,31 @@ mod tests {
             "--model local-completions --tasks gsm8k --model_args model=Qwen/Qwen3-14B,base_url=http://127.0.0.1:8000/v1/completions,num_concurrent=50,max_retries=3,tokenized_requests=False \
              --limit 300 --seed 0 -s --output_path /r/lm_eval/first_run --gen_kwargs {\"temperature\": 0.0}"
         );
+    }
+
+    #[test]
+    fn score_reads_strict_match_else_the_first_exact_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("Qwen__Qwen3-14B");
+        std::fs::create_dir_all(&nested).unwrap();
+        let write = |name: &str, body: &str| std::fs::write(nested.join(name), body).unwrap();
+        write(
+            "results_2026-01-01T00-00-00.json",
+            r#"{"results": {"gsm8k": {"exact_match,strict-match": 0.5}}}"#,
+        );
+        write(
+            "results_2026-01-02T00-00-00.json",
+            r#"{"results": {"gsm8k": {"exact_match_stderr,flexible-extract": 0.01, "exact_match,strict-match": 0.84, "exact_match,flexible-extract": 0.86}}}"#,
+        );
+        assert_eq!(score(dir.path(), "gsm8k"), Some(0.84), "the newest file");
+        write(
+            "results_2026-01-03T00-00-00.json",
+            r#"{"results": {"gsm8k": {"exact_match_stderr,flexible-extract": 0.01, "exact_match,flexible-extract": 0.86}}}"#,
+        );
+        assert_eq!(score(dir.path(), "gsm8k"), Some(0.86));
+        write("results_2026-01-04T00-00-00.json", "not json");
+        assert_eq!(score(dir.path(), "gsm8k"), None);
+        assert_eq!(score(dir.path(), "mmlu"), None);
     }
 
     #[test]

@@ -219,11 +219,10 @@ pub(crate) fn metrics(
         "incomplete_requests".into(),
         Metric::new((p.num_prompts as f64 - completed).max(0.0), "requests"),
     );
-    let expected = (p.num_prompts * p.input_len) as f64;
-    m.insert(
-        "input_token_mismatch".into(),
-        Metric::new((m["total_input_tokens"].value - expected).abs(), "tokens"),
-    );
+    let total_in = m["total_input_tokens"].value;
+    for (name, metric) in super::throughput::input_tokens(p, total_in) {
+        m.insert(name.into(), metric);
+    }
     Ok(m)
 }
 
