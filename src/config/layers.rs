@@ -154,6 +154,7 @@ impl Loaded {
                 TestParams::Determinism(p) => Value::try_from(p),
                 TestParams::LmEval(p) => Value::try_from(p),
                 TestParams::RequestRate(p) => Value::try_from(p),
+                TestParams::FaultTolerance(p) => Value::try_from(p),
             };
             if let (Ok(Value::Table(resolved)), Some(Value::Table(test))) = (
                 resolved,
@@ -628,7 +629,31 @@ fn validate(
             TestKind::RequestRate => {
                 TestParams::RequestRate(typed_at(table, &prefix, origins, base)?)
             }
+            TestKind::FaultTolerance => {
+                TestParams::FaultTolerance(typed_at(table, &prefix, origins, base)?)
+            }
         };
+        if let TestParams::FaultTolerance(ft) = &p {
+            let services: Vec<&String> = suite
+                .engines
+                .iter()
+                .filter(|(_, e)| e.role == Role::Service)
+                .map(|(n, _)| n)
+                .collect();
+            let ok = match &ft.service {
+                Some(name) => services.contains(&name),
+                None => services.len() == 1,
+            };
+            if !ok {
+                return Err(err(
+                    format!("{prefix}.service"),
+                    &format!(
+                        "fault tolerance stops a service mid-run: name one of the suite's engines with role = \"service\" (it has {})",
+                        if services.is_empty() { "none".to_string() } else { services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ") }
+                    ),
+                ));
+            }
+        }
         if let Err(bad) = p.validate() {
             let key = match bad.key {
                 Some(k) => format!("{prefix}.{k}"),

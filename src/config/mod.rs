@@ -16,8 +16,8 @@ use crate::sim::SimOptions;
 
 pub(crate) use layers::{load, LoadRequest, Loaded};
 pub(crate) use params::{
-    parse_hit_miss, Api, DeterminismParams, Driver, LmEvalParams, LongDocQaParams, MmluParams,
-    RepeatMode, RequestRateParams, ThroughputParams, Variant,
+    parse_hit_miss, Api, DeterminismParams, Driver, FaultToleranceParams, LmEvalParams,
+    LongDocQaParams, MmluParams, RepeatMode, RequestRateParams, ThroughputParams, Variant,
 };
 pub(crate) use presets::PRESETS;
 
@@ -351,6 +351,7 @@ pub(crate) enum TestKind {
     Determinism,
     LmEval,
     RequestRate,
+    FaultTolerance,
 }
 
 impl TestKind {
@@ -362,6 +363,7 @@ impl TestKind {
             TestKind::Determinism => "determinism",
             TestKind::LmEval => "lm_eval",
             TestKind::RequestRate => "request_rate",
+            TestKind::FaultTolerance => "fault_tolerance",
         }
     }
 }
@@ -477,6 +479,7 @@ pub(crate) enum TestParams {
     Determinism(DeterminismParams),
     LmEval(LmEvalParams),
     RequestRate(RequestRateParams),
+    FaultTolerance(FaultToleranceParams),
 }
 
 impl TestParams {
@@ -488,6 +491,7 @@ impl TestParams {
             TestParams::Determinism(p) => p.validate(),
             TestParams::LmEval(p) => p.validate(),
             TestParams::RequestRate(p) => p.validate(),
+            TestParams::FaultTolerance(p) => p.validate(),
         }
     }
 }

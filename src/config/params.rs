@@ -403,6 +403,79 @@ impl LmEvalParams {
     }
 }
 
+/// Parameters of the fault-tolerance workload (k3's
+/// `workloads/vllm/fault-tolerance.sh`): three benchmark runs against the
+/// LMCache engine (warm-up, one during which the LMCache server is stopped,
+/// one after), each of which must complete every request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FaultToleranceParams {
+    /// The service stopped mid-run (default: the suite's only service).
+    pub service: Option<String>,
+    pub num_prompts: usize,
+    pub input_len: usize,
+    pub output_len: u32,
+    pub seed: u64,
+    /// The stop comes this fraction of the warm-up run's duration into the
+    /// second run, and no sooner than `min_stop_after_secs` (k3: 0.4, 3 s).
+    pub stop_after_fraction: f64,
+    pub min_stop_after_secs: f64,
+    /// `native`, or `vllm-bench` to run `vllm bench serve` as k3 does.
+    pub driver: Driver,
+    pub vllm_command: String,
+    pub endpoint: Api,
+}
+
+impl Default for FaultToleranceParams {
+    fn default() -> Self {
+        Self {
+            service: None,
+            num_prompts: 50,
+            input_len: 10_000,
+            output_len: 1,
+            seed: 42,
+            stop_after_fraction: 0.4,
+            min_stop_after_secs: 3.0,
+            driver: Driver::Native,
+            vllm_command: "vllm".to_string(),
+            endpoint: Api::Chat,
+        }
+    }
+}
+
+impl FaultToleranceParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.num_prompts == 0 || self.input_len == 0 || self.output_len == 0 {
+            return invalid(
+                None,
+                "num_prompts, input_len and output_len must be at least 1",
+            );
+        }
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if !non_negative(self.stop_after_fraction) || !non_negative(self.min_stop_after_secs) {
+            return invalid(
+                None,
+                "stop_after_fraction and min_stop_after_secs must be non-negative",
+            );
+        }
+        Ok(())
+    }
+
+    /// The benchmark each of the three runs is.
+    pub(crate) fn throughput(&self) -> ThroughputParams {
+        ThroughputParams {
+            num_prompts: self.num_prompts,
+            input_len: self.input_len,
+            output_len: self.output_len,
+            seed: self.seed,
+            driver: self.driver,
+            vllm_command: self.vllm_command.clone(),
+            endpoint: self.endpoint,
+            ..ThroughputParams::default()
+        }
+    }
+}
+
 impl RequestRateParams {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         let ok = |v: f64| v.is_finite() && v > 0.0;

@@ -150,11 +150,12 @@ impl Supervisor {
 
     /// How an engine ended, once it has.
     pub(crate) fn exit_status(&self, name: &str) -> Option<String> {
-        self.lock().iter().find(|t| t.name == name)?.status()
+        // The newest of that name: a restarted service has an older, gone entry.
+        self.lock().iter().rev().find(|t| t.name == name)?.status()
     }
 
     pub(crate) fn mark_ready(&self, name: &str) {
-        if let Some(t) = self.lock().iter_mut().find(|t| t.name == name) {
+        if let Some(t) = self.lock().iter_mut().rev().find(|t| t.name == name) {
             t.ready = true;
         }
     }
@@ -260,7 +261,7 @@ impl Supervisor {
         killed
     }
 
-    async fn kill_left(&self, chosen: &dyn Fn(&Tracked) -> bool) -> Vec<String> {
+    async fn kill_left(&self, chosen: &(dyn Fn(&Tracked) -> bool + Sync)) -> Vec<String> {
         let left: Vec<(String, Handle)> = self
             .lock()
             .iter()
@@ -275,7 +276,7 @@ impl Supervisor {
 
     /// Marks engines whose process (and group) is gone; true when every
     /// chosen one is.
-    fn sweep(&self, chosen: &dyn Fn(&Tracked) -> bool) -> bool {
+    fn sweep(&self, chosen: &(dyn Fn(&Tracked) -> bool + Sync)) -> bool {
         let mut engines = self.lock();
         for t in engines.iter_mut().filter(|t| !t.gone && chosen(t)) {
             if t.status().is_some() && !backend_of(&t.handle).alive(&t.handle) {

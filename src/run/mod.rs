@@ -5,6 +5,7 @@
 
 mod engagement;
 pub(crate) mod events;
+mod services;
 mod test;
 
 use std::panic::AssertUnwindSafe;
@@ -26,9 +27,10 @@ use crate::results::{
     AttemptRecord, EngineRecord, ResultsError, RunMeta, RunResults, RunStatus, TestRecord,
     TestStatus, SCHEMA_VERSION,
 };
-use crate::workload::{Ctx, ErrorClass, Progress, Target};
+use crate::workload::{Ctx, ErrorClass, Progress, Services, Target};
 
 pub(crate) use events::{Event, Events, ResultsWriter, Sink};
+use services::{ServiceControl, NO_SERVICES};
 use test::TestRun;
 
 #[derive(Debug, thiserror::Error)]
@@ -415,6 +417,7 @@ async fn pipeline(
             label: label.as_deref(),
             supervisor,
             events,
+            services: std::sync::OnceLock::new(),
         };
         broken.extend(ctx.run(selected, &chosen, results).await?);
     }
@@ -429,6 +432,8 @@ struct ModelRun<'a> {
     label: Option<&'a str>,
     supervisor: &'a Supervisor,
     events: &'a Events,
+    /// The model's services, once resolved.
+    services: std::sync::OnceLock<ServiceControl<'a>>,
 }
 
 impl ModelRun<'_> {
@@ -449,6 +454,10 @@ impl ModelRun<'_> {
         )?;
         // Services (e.g. the LMCache server) first, and up for every phase.
         let services: Vec<&EngineSpec> = specs.iter().filter(|s| s.role == Role::Service).collect();
+        let _ = self.services.set(ServiceControl::new(
+            self.supervisor,
+            services.iter().map(|s| (*s).clone()).collect(),
+        ));
         if !services.is_empty() {
             self.start_engines(&services, results).await?;
         }
@@ -548,6 +557,7 @@ impl ModelRun<'_> {
                 .run_phase(run, &order, (trial, trials), targets, results)
                 .await?;
             run.end_trial(trial, &order.iter().map(|s| s.role).collect::<Vec<_>>());
+            self.restore_services(results).await?;
         }
         Ok(spent)
     }
@@ -573,6 +583,10 @@ impl ModelRun<'_> {
             engines: targets,
             progress,
             say,
+            services: self
+                .services
+                .get()
+                .map_or(&NO_SERVICES as &dyn Services, |c| c as &dyn Services),
         }
     }
 
@@ -824,6 +838,27 @@ impl ModelRun<'_> {
         }
     }
 
+    /// Starts again the services a workload stopped (fault tolerance), so
+    /// the next trial and test find them up.
+    async fn restore_services(&self, results: &mut RunResults) -> Result<(), RunError> {
+        let Some(control) = self.services.get() else {
+            return Ok(());
+        };
+        let stopped = control.take_stopped();
+        if stopped.is_empty() {
+            return Ok(());
+        }
+        self.events.info(format!(
+            "starting {} again",
+            stopped
+                .iter()
+                .map(|s| format!("`{}`", s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        self.start_engines(&stopped, results).await
+    }
+
     /// Starts engines together and waits until every one of them serves.
     async fn start_engines(
         &self,
@@ -833,6 +868,8 @@ impl ModelRun<'_> {
         let dir = results.results_dir.clone();
         for spec in specs {
             let pid = self.supervisor.spawn(spec).await?;
+            // A restarted service keeps one record.
+            results.engines.retain(|e| e.name != spec.name);
             results.engines.push(EngineRecord {
                 name: spec.name.clone(),
                 role: spec.role,

@@ -124,6 +124,25 @@ pub(crate) struct SimOptions {
     /// slightly wrong values would.
     #[arg(long, default_value_t = 0.0)]
     pub flip_on_hit_rate: f64,
+    /// `host:port` of the LMCache server that holds this engine's KV cache
+    /// (vLLM's `lmcache.mp.port`): while it accepts no connection, the
+    /// cache is out of reach, and requests follow `--kv-load-failure-policy`.
+    #[arg(long)]
+    pub kv_server: Option<String>,
+    /// Without the KV server: `recompute` (vLLM's `kv_load_failure_policy`
+    /// as k3 sets it: prefill everything, answer anyway) or `fail` (HTTP
+    /// 500).
+    #[arg(long, default_value = "recompute")]
+    pub kv_load_failure_policy: KvFailurePolicy,
+}
+
+/// What a sim does with a request when its KV server is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KvFailurePolicy {
+    #[default]
+    Recompute,
+    Fail,
 }
 
 impl Default for SimOptions {
@@ -156,6 +175,8 @@ impl Default for SimOptions {
             answer_key: None,
             accuracy: 0.6,
             flip_on_hit_rate: 0.0,
+            kv_server: None,
+            kv_load_failure_policy: KvFailurePolicy::Recompute,
         }
     }
 }
@@ -205,6 +226,12 @@ impl SimOptions {
         if let Some(dir) = &self.answer_key {
             push("--answer-key", dir.display().to_string());
         }
+        if let Some(addr) = &self.kv_server {
+            push("--kv-server", addr.clone());
+        }
+        if self.kv_load_failure_policy == KvFailurePolicy::Fail {
+            push("--kv-load-failure-policy", "fail".to_string());
+        }
         if let Some(n) = self.crash_after {
             push("--crash-after", n.to_string());
         }
@@ -249,6 +276,8 @@ mod tests {
             drift_pct_per_min: 2.5,
             answer_key: Some("/data/test".into()),
             flip_on_hit_rate: 0.05,
+            kv_server: Some("127.0.0.1:6555".into()),
+            kv_load_failure_policy: KvFailurePolicy::Fail,
             ..SimOptions::default()
         };
         let mut argv = vec!["sim".to_string()];

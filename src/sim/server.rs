@@ -432,14 +432,36 @@ async fn generate(
         }
     }
 
+    let kv_reachable = match &sim.opts.kv_server {
+        Some(addr) => tokio::net::TcpStream::connect(addr.as_str()).await.is_ok(),
+        None => true,
+    };
+    if !kv_reachable {
+        super::log(format_args!(
+            "request {n}: KV server {} unreachable ({:?})",
+            sim.opts.kv_server.as_deref().unwrap_or_default(),
+            sim.opts.kv_load_failure_policy
+        ));
+        if sim.opts.kv_load_failure_policy == super::KvFailurePolicy::Fail {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "failed to load KV from the LMCache server".to_string(),
+            );
+        }
+    }
+
     // Prefill: queue for the "GPU", then pay for the uncached tokens.
     let cached_tokens = {
         let _gpu = sim.prefill.lock().await;
-        let cached = sim
-            .cache
-            .lock()
-            .map(|mut c| c.lookup_and_store(&tokens))
-            .unwrap_or(0);
+        let cached = if kv_reachable {
+            sim.cache
+                .lock()
+                .map(|mut c| c.lookup_and_store(&tokens))
+                .unwrap_or(0)
+        } else {
+            0
+        };
         sim.queried_tokens
             .fetch_add(tokens.len() as u64, Ordering::Relaxed);
         sim.hit_tokens.fetch_add(cached as u64, Ordering::Relaxed);

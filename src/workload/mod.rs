@@ -3,6 +3,7 @@
 //! against servers this tool did not start.
 
 pub(crate) mod determinism;
+pub(crate) mod fault_tolerance;
 pub(crate) mod lm_eval;
 pub(crate) mod long_doc_qa;
 pub(crate) mod mmlu;
@@ -92,6 +93,14 @@ pub(crate) struct Target {
     pub url: String,
 }
 
+/// The run's services (e.g. the LMCache server) as a workload may touch
+/// them: only to stop one mid-run, as a fault. The orchestrator implements
+/// it, and starts again what was stopped once the trial is over.
+pub(crate) trait Services: Send + Sync {
+    fn names(&self) -> Vec<String>;
+    fn stop<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), String>>;
+}
+
 /// Everything a workload needs to know about where it runs.
 pub(crate) struct Ctx<'a> {
     /// Which paired trial this is (from 1), of how many: a trial's inputs
@@ -112,6 +121,7 @@ pub(crate) struct Ctx<'a> {
     pub progress: &'a Arc<Progress>,
     /// A line worth telling the person watching.
     pub say: &'a (dyn Fn(String) + Send + Sync),
+    pub services: &'a dyn Services,
 }
 
 impl Ctx<'_> {
@@ -198,6 +208,7 @@ pub(crate) fn for_test(params: &TestParams, attempt: u32) -> Box<dyn Workload> {
         TestParams::Determinism(p) => Box::new(determinism::Determinism::new(p.clone())),
         TestParams::LmEval(p) => Box::new(lm_eval::LmEval::new(p.clone())),
         TestParams::RequestRate(p) => Box::new(request_rate::RequestRate::new(p.clone())),
+        TestParams::FaultTolerance(p) => Box::new(fault_tolerance::FaultTolerance::new(p.clone())),
     }
 }
 
