@@ -327,6 +327,30 @@ fn report_renders_the_summary_again_from_disk() {
     assert!(text(&out).1.contains("results.json"));
 }
 
+// long_doc_qa.py's `--completions` and its gains: the cold round over the
+// warm one within each engine, gated as `--expected-ttft-gain` does.
+#[test]
+fn long_doc_qa_over_completions_reports_the_gains() {
+    let dir = tempdir();
+    let mut sets = QUICK.to_vec();
+    sets.extend([
+        "tests.long_doc_qa.endpoint=\"completions\"",
+        "tests.long_doc_qa.checks.ttft_gain.metric=\"ttft_gain\"",
+        "tests.long_doc_qa.checks.ttft_gain.min=2",
+    ]);
+    let out = run(&mut ldqa(dir.path(), &sets), LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let r = results(dir.path());
+    let m = &r["tests"][0]["metrics"];
+    let gain = |role: &str, k: &str| m[role][k]["value"].as_f64().unwrap();
+    assert!(gain("lmcache", "ttft_gain") > 2.0, "{m}");
+    assert!(gain("lmcache", "latency_gain") > 1.0, "{m}");
+    // Every request streamed its answer from /v1/completions.
+    let csv = std::fs::read_to_string(dir.path().join("long_doc_qa/lmcache_requests.csv")).unwrap();
+    assert!(csv.lines().skip(1).all(|l| l.contains(",true,")), "{csv}");
+}
+
 #[test]
 fn hit_miss_ratio_makes_every_other_query_a_miss() {
     let dir = tempdir();

@@ -138,6 +138,15 @@ fn long_doc_qa_sees_the_cache_of_a_real_server() {
         "cached query TTFT {cached:.3} s should be well under the baseline's {base:.3} s"
     );
     assert_eq!(check(&r, "query_ttft_vs_baseline")["verdict"], "pass");
+    // long_doc_qa.py's TTFT gain (cold round over warm, within an engine):
+    // only the cached engine has one.
+    let gain = |e: &str| metric(&r, "long_doc_qa", e, "ttft_gain");
+    assert!(
+        gain("lmcache") > 2.0 && gain("baseline") < 1.5,
+        "{} {}",
+        gain("lmcache"),
+        gain("baseline")
+    );
     for e in r["engines"].as_array().unwrap() {
         assert!(e["ready_secs"].as_f64().is_some(), "{e}");
     }

@@ -255,6 +255,11 @@ pub(crate) struct LongDocQaParams {
     /// once, and a stream with no content has no TTFT. Unset, as
     /// long_doc_qa.py sends.
     pub min_tokens: Option<u32>,
+    /// long_doc_qa.py's `--eos-token-id`: biased against (`logit_bias`
+    /// −100), so answers run to `output_len`.
+    pub eos_token_id: Option<u32>,
+    /// long_doc_qa.py's `--completions`: `"completions"` instead of chat.
+    pub endpoint: Api,
 }
 
 impl Default for LongDocQaParams {
@@ -272,6 +277,8 @@ impl Default for LongDocQaParams {
             prewarmup_length: 1000,
             ttft_trim_fraction: 0.0,
             min_tokens: None,
+            eos_token_id: None,
+            endpoint: Api::Chat,
         }
     }
 }
