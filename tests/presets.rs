@@ -243,6 +243,20 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$4" --served-model-name Qwen/Qwen3-0.6
         .exists());
     let q = std::fs::read_to_string(results.join("mmlu/baseline_questions.jsonl")).unwrap();
     assert!(q.lines().count() == 8);
+    // Dynamo flags a difference either way, and asks each question once.
+    let r = results_json(&results);
+    let checks: Vec<&str> = r["tests"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        checks.contains(&"accuracy_gain") && checks.contains(&"max_subject_change"),
+        "{checks:?}"
+    );
+    let (_, stderr) = text(&out);
+    assert!(!stderr.contains("each prompt twice"), "{stderr}");
     // The worker (sleep) and the frontend shared a process group: both gone.
     for g in recorded_groups(&results) {
         assert!(!group_alive(g), "process group {g} outlived the run");

@@ -399,6 +399,13 @@ pub(crate) fn comparison_metrics(
         "max_subject_drop".into(),
         Metric::new(c.max_subject_drop, ""),
     );
+    // Dynamo's comparison lists a subject that moved either way.
+    let moved = c
+        .rows
+        .iter()
+        .map(|r| r.difference.abs())
+        .fold(0.0, f64::max);
+    m.insert("max_subject_change".into(), Metric::new(moved, ""));
     if let Some(n) = changed {
         m.insert("changed_answers".into(), Metric::new(n as f64, "questions"));
     }
