@@ -286,12 +286,35 @@ fn request_rate_feeds_every_engine_the_same_workload_at_once() {
          [tests.qps10.checks.faster_with_lmcache]\nmetric = \"mean_ttft\"\nmax_change_pct = -20\n",
     )
     .unwrap();
+    // nvidia-smi answering with the real output of a busy H100.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/nvidia-smi/busy-query-gpu.csv");
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    executable(
+        &bin_dir.join("nvidia-smi"),
+        &format!(
+            "#!/bin/sh
+[ \"$1 $2\" = \"--query-gpu=index,name,uuid,memory.total,memory.used,memory.free,utilization.gpu --format=csv\" ] || exit 9
+cat '{}'
+",
+            fixture.display()
+        ),
+    );
     let out = run(
         bin()
             .args(["ci", "--suite"])
             .arg(&suite)
             .arg("--results-dir")
-            .arg(dir.path().join("r")),
+            .arg(dir.path().join("r"))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin_dir.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            ),
         Duration::from_secs(60),
     );
     let (_, stderr) = text(&out);
@@ -314,6 +337,8 @@ fn request_rate_feeds_every_engine_the_same_workload_at_once() {
     assert!(rows
         .iter()
         .all(|r| r[0] == "qps10" && r[6] == "1000" && r[7] == "10" && !r[4].is_empty()));
+    // GPU memory in use during the experiment, as nvidia-smi reported it.
+    assert!(rows.iter().all(|r| r[8] == "29843"), "{csv}");
     let svg = std::fs::read_to_string(dir.path().join("r/request_rate/qps10_ttft.svg")).unwrap();
     assert_eq!(svg.matches("<polyline").count(), 2);
     let r = results(&dir.path().join("r"));

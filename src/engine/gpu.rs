@@ -35,6 +35,9 @@ pub(crate) struct GpuState {
     /// Absent from the three-column query form.
     pub memory_total_mib: Option<u64>,
     pub memory_free_mib: u64,
+    /// Only in the header form that lists `memory.used` (reserved memory
+    /// makes it less than total − free).
+    pub memory_used_mib: Option<u64>,
     pub utilization_pct: u32,
 }
 
@@ -95,6 +98,9 @@ pub(crate) fn parse(text: &str) -> Result<Vec<GpuState>, GpuError> {
         Some(h) => h.iter().position(|c| c == "memory.total"),
         None => four.then_some(1),
     };
+    let cused = header
+        .as_ref()
+        .and_then(|h| h.iter().position(|c| c == "memory.used"));
     let (Some(ci), Some(cf), Some(cu)) = (ci, cf, cu) else {
         return Err(GpuError::Parse {
             line: 1,
@@ -120,6 +126,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<GpuState>, GpuError> {
                 index: get(ci, "index")? as u32,
                 memory_total_mib: ct.and_then(|c| fields.get(c)).and_then(|f| number(f)),
                 memory_free_mib: get(cf, "memory.free")?,
+                memory_used_mib: cused.and_then(|c| fields.get(c)).and_then(|f| number(f)),
                 // `[N/A]` (some boards report no utilisation) counts as busy.
                 utilization_pct: fields.get(cu).and_then(|f| number(f)).unwrap_or(100) as u32,
             })
@@ -204,6 +211,31 @@ pub(crate) async fn choose_gpus(req: &GpuRequest) -> Result<Vec<GpuState>, GpuEr
     .await
 }
 
+/// The query whose answer names its columns, `memory.used` among them.
+const MEMORY_ARGS: &[&str] = &[
+    "--query-gpu=index,name,uuid,memory.total,memory.used,memory.free,utilization.gpu",
+    "--format=csv",
+];
+
+/// GPU memory in use now, summed over the GPUs `nvidia-smi` on PATH sees
+/// (lmcache-tests' `gpu_memory` column); `None` without `nvidia-smi` or
+/// when its answer cannot be read.
+pub(crate) async fn memory_used_mib() -> Option<f64> {
+    let smi = which::which("nvidia-smi").ok()?;
+    let out = tokio::process::Command::new(smi)
+        .args(MEMORY_ARGS)
+        .output()
+        .await
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let gpus = parse(&String::from_utf8_lossy(&out.stdout)).ok()?;
+    let used: Option<Vec<u64>> = gpus.iter().map(|g| g.memory_used_mib).collect();
+    used.filter(|u| !u.is_empty())
+        .map(|u| u.iter().sum::<u64>() as f64)
+}
+
 /// The GPUs as `nvidia-smi` (at `smi`) sees them now.
 pub(crate) async fn query(smi: &std::path::Path) -> Result<Vec<GpuState>, GpuError> {
     parse(&query_text(smi).await?)
@@ -253,23 +285,29 @@ mod tests {
             index,
             memory_total_mib: total,
             memory_free_mib: free,
+            memory_used_mib: None,
             utilization_pct: util,
         }
     }
 
     #[test]
     fn every_csv_form_of_the_real_output_parses() {
+        let used = |mib, g: GpuState| GpuState {
+            memory_used_mib: Some(mib),
+            ..g
+        };
         assert_eq!(
             parse(&fixture("idle-query-gpu.csv")).unwrap(),
-            vec![gpu(0, Some(81_559), 81_079, 0)]
+            vec![used(0, gpu(0, Some(81_559), 81_079, 0))]
         );
         assert_eq!(
             parse(&fixture("idle-query-gpu-noheader.csv")).unwrap(),
             vec![gpu(0, None, 81_079, 0)]
         );
+        // memory.used as reported (29843), not total − free (30322).
         assert_eq!(
             parse(&fixture("busy-query-gpu.csv")).unwrap(),
-            vec![gpu(0, Some(81_559), 51_237, 100)]
+            vec![used(29_843, gpu(0, Some(81_559), 51_237, 100))]
         );
         assert_eq!(
             parse(&fixture("busy-query-gpu-noheader.csv")).unwrap(),

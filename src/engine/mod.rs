@@ -246,6 +246,7 @@ mod tests {
             index,
             memory_total_mib: Some(total),
             memory_free_mib: total,
+            memory_used_mib: None,
             utilization_pct: 0,
         };
         let specs = resolve(

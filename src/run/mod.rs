@@ -27,7 +27,7 @@ use crate::results::{
     AttemptRecord, EngineRecord, ResultsError, RunMeta, RunResults, RunStatus, TestRecord,
     TestStatus, SCHEMA_VERSION,
 };
-use crate::workload::{Ctx, ErrorClass, Progress, Services, Target};
+use crate::workload::{Ctx, ErrorClass, Harness, Progress, Target};
 
 pub(crate) use events::{Event, Events, ResultsWriter, Sink};
 use services::{ServiceControl, NO_SERVICES};
@@ -583,10 +583,10 @@ impl ModelRun<'_> {
             engines: targets,
             progress,
             say,
-            services: self
+            harness: self
                 .services
                 .get()
-                .map_or(&NO_SERVICES as &dyn Services, |c| c as &dyn Services),
+                .map_or(&NO_SERVICES as &dyn Harness, |c| c as &dyn Harness),
         }
     }
 

@@ -1,13 +1,14 @@
-//! The run's services as a workload may touch them: stopped mid-test as a
-//! fault (fault tolerance), then restarted by the orchestrator once the
-//! trial is over, so the tests after it find them as they were.
+//! What a workload may ask of the run beyond HTTP: its services stopped
+//! mid-test as a fault (fault tolerance), restarted by the orchestrator
+//! once the trial is over so the tests after find them as they were, and
+//! the GPU memory in use.
 
 use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 
 use crate::engine::{EngineSpec, Supervisor};
-use crate::workload::Services;
+use crate::workload::Harness;
 
 pub(super) struct ServiceControl<'a> {
     supervisor: &'a Supervisor,
@@ -35,12 +36,12 @@ impl<'a> ServiceControl<'a> {
     }
 }
 
-impl Services for ServiceControl<'_> {
-    fn names(&self) -> Vec<String> {
+impl Harness for ServiceControl<'_> {
+    fn service_names(&self) -> Vec<String> {
         self.specs.iter().map(|s| s.name.clone()).collect()
     }
 
-    fn stop<'b>(&'b self, name: &'b str) -> BoxFuture<'b, Result<(), String>> {
+    fn stop_service<'b>(&'b self, name: &'b str) -> BoxFuture<'b, Result<(), String>> {
         Box::pin(async move {
             if !self.specs.iter().any(|s| s.name == name) {
                 return Err(format!("no service named `{name}`"));
@@ -57,6 +58,10 @@ impl Services for ServiceControl<'_> {
             Ok(())
         })
     }
+
+    fn gpu_memory_used_mib(&self) -> BoxFuture<'_, Option<f64>> {
+        Box::pin(crate::engine::gpu::memory_used_mib())
+    }
 }
 
 /// Before a model's engines are resolved there are none.
@@ -64,12 +69,16 @@ pub(super) struct NoServices;
 
 pub(super) static NO_SERVICES: NoServices = NoServices;
 
-impl Services for NoServices {
-    fn names(&self) -> Vec<String> {
+impl Harness for NoServices {
+    fn service_names(&self) -> Vec<String> {
         Vec::new()
     }
 
-    fn stop<'b>(&'b self, name: &'b str) -> BoxFuture<'b, Result<(), String>> {
+    fn stop_service<'b>(&'b self, name: &'b str) -> BoxFuture<'b, Result<(), String>> {
         Box::pin(async move { Err(format!("no service named `{name}`")) })
+    }
+
+    fn gpu_memory_used_mib(&self) -> BoxFuture<'_, Option<f64>> {
+        Box::pin(crate::engine::gpu::memory_used_mib())
     }
 }

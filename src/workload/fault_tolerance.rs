@@ -29,7 +29,7 @@ impl FaultTolerance {
 
     /// The service to stop: the one named, else the suite's only one.
     fn service(&self, ctx: &Ctx<'_>) -> Result<String, WorkloadError> {
-        let names = ctx.services.names();
+        let names = ctx.harness.service_names();
         let chosen = match &self.params.service {
             Some(name) => names
                 .iter()
@@ -167,7 +167,7 @@ impl Workload for FaultTolerance {
             let stopper = async {
                 when.wait(ctx).await;
                 began.store(true, Ordering::SeqCst);
-                let stopped = ctx.services.stop(&service).await;
+                let stopped = ctx.harness.stop_service(&service).await;
                 (start.elapsed(), stopped)
             };
             let run = bench(ctx, &client, &target.url, p, RUNS[1]);

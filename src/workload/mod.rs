@@ -93,12 +93,15 @@ pub(crate) struct Target {
     pub url: String,
 }
 
-/// The run's services (e.g. the LMCache server) as a workload may touch
-/// them: only to stop one mid-run, as a fault. The orchestrator implements
-/// it, and starts again what was stopped once the trial is over.
-pub(crate) trait Services: Send + Sync {
-    fn names(&self) -> Vec<String>;
-    fn stop<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), String>>;
+/// What a workload may ask of the run beyond HTTP to its engines, which
+/// the orchestrator implements: stop one of the run's services (e.g. the
+/// LMCache server) mid-run as a fault (it is started again once the trial
+/// is over), and read the GPU memory in use.
+pub(crate) trait Harness: Send + Sync {
+    fn service_names(&self) -> Vec<String>;
+    fn stop_service<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// MiB in use over the machine's GPUs; `None` without `nvidia-smi`.
+    fn gpu_memory_used_mib(&self) -> BoxFuture<'_, Option<f64>>;
 }
 
 /// Everything a workload needs to know about where it runs.
@@ -121,7 +124,7 @@ pub(crate) struct Ctx<'a> {
     pub progress: &'a Arc<Progress>,
     /// A line worth telling the person watching.
     pub say: &'a (dyn Fn(String) + Send + Sync),
-    pub services: &'a dyn Services,
+    pub harness: &'a dyn Harness,
 }
 
 impl Ctx<'_> {

@@ -133,8 +133,15 @@ pub(crate) fn metrics(rows: &[&Row]) -> IndexMap<String, Metric> {
 }
 
 /// `lmcache-tests`' CSV: one row per request per engine, plus a last
-/// `error` column. GPU memory is left empty where it is not measured.
-pub(crate) fn csv(expr_id: &str, p: &RequestRateParams, rows: &[Row]) -> String {
+/// `error` column. `gpu_memory` is the experiment's (MiB in use on the GPUs
+/// at the last sample before it finished), empty where not measured.
+pub(crate) fn csv(
+    expr_id: &str,
+    p: &RequestRateParams,
+    rows: &[Row],
+    gpu_memory: Option<f64>,
+) -> String {
+    let gpu = gpu_memory.map(|m| format!("{m:.0}")).unwrap_or_default();
     let mut s = String::from("expr_id,timestamp,engine_id,request_id,TTFT,throughput,context_len,query_len,gpu_memory,error\n");
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
     for r in rows {
@@ -150,7 +157,7 @@ pub(crate) fn csv(expr_id: &str, p: &RequestRateParams, rows: &[Row]) -> String 
         };
         let _ = writeln!(
             s,
-            "{expr_id},{:.3},{},{},{},{},{},{},,{error}",
+            "{expr_id},{:.3},{},{},{},{},{},{},{gpu},{error}",
             r.timestamp,
             r.engine,
             r.request_id,
@@ -277,6 +284,30 @@ impl RequestRate {
     }
 }
 
+/// How often GPU memory is read during an experiment.
+const GPU_SAMPLE: Duration = Duration::from_secs(1);
+
+/// Runs `work` while reading the GPU memory in use every [`GPU_SAMPLE`];
+/// returns its result and the last reading taken before it finished (as
+/// lmcache-tests records "GPU memory used before the experiment finished").
+async fn with_gpu_memory<T>(
+    ctx: &Ctx<'_>,
+    work: impl std::future::Future<Output = T>,
+) -> (T, Option<f64>) {
+    let mut last = None;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return (out, last),
+            m = ctx.harness.gpu_memory_used_mib() => last = m.or(last),
+        }
+        tokio::select! {
+            out = &mut work => return (out, last),
+            () = tokio::time::sleep(GPU_SAMPLE) => {}
+        }
+    }
+}
+
 impl Workload for RequestRate {
     fn run<'a>(
         &'a mut self,
@@ -306,7 +337,9 @@ impl Workload for RequestRate {
                 .iter()
                 .map(|(n, c, _)| (n.clone(), c.clone()))
                 .collect();
-            let rows = run(&clients, ctx.model, p, ctx.progress).await?;
+            let (rows, gpu_memory) =
+                with_gpu_memory(ctx, run(&clients, ctx.model, p, ctx.progress)).await;
+            let rows = rows?;
             for (name, _, r) in &engines {
                 let mine: Vec<&Row> = rows.iter().filter(|row| &row.engine == name).collect();
                 let m = metrics(&mine);
@@ -319,7 +352,7 @@ impl Workload for RequestRate {
             let stem = ctx.test.replace('@', "-");
             let title = format!("{}: TTFT over time ({} req/s)", ctx.test, p.qps);
             let files = [
-                (format!("{stem}.csv"), csv(ctx.test, p, &rows)),
+                (format!("{stem}.csv"), csv(ctx.test, p, &rows, gpu_memory)),
                 (format!("{stem}_ttft.svg"), svg(&title, &rows)),
             ];
             for (name, body) in files {
@@ -380,9 +413,17 @@ mod tests {
             },
         ];
         let p = RequestRateParams::default();
-        let c = csv("t", &p, &rows);
+        let c = csv("t", &p, &rows, Some(29_843.0));
         assert_eq!(c.lines().next().unwrap(), "expr_id,timestamp,engine_id,request_id,TTFT,throughput,context_len,query_len,gpu_memory,error");
-        assert_eq!(c.lines().nth(2).unwrap(), "t,0.500,baseline,1,,,5000,50,,x");
+        assert_eq!(
+            c.lines().nth(2).unwrap(),
+            "t,0.500,baseline,1,,,5000,50,29843,x"
+        );
+        assert!(csv("t", &p, &rows, None)
+            .lines()
+            .nth(2)
+            .unwrap()
+            .ends_with(",50,,x"));
         let s = svg("TTFT", &rows);
         assert_eq!(s.matches("<polyline").count(), 2);
         assert!(s.contains("lm&lt;cache&gt;") && !s.contains("lm<cache>"));
