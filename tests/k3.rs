@@ -88,9 +88,11 @@ with open(os.path.join(a.result_dir, a.result_filename), "w") as f:
     )
 }
 
+/// Engine ports are left to the tool (0: a free one, picked just before
+/// each starts); only the server's HTTP port must be known up front.
 struct K3 {
     dir: tempfile::TempDir,
-    ports: [u16; 3],
+    http: u16,
 }
 
 impl K3 {
@@ -102,7 +104,7 @@ impl K3 {
         executable(&bin.join("vllm"), &vllm_stand_in());
         Self {
             dir,
-            ports: [free_port(), free_port(), free_port()],
+            http: free_port(),
         }
     }
 
@@ -121,7 +123,6 @@ impl K3 {
             self.dir.path().join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let [http, lmcache, baseline] = self.ports;
         let mut cmd = bin();
         cmd.args([
             "ci",
@@ -136,12 +137,12 @@ impl K3 {
         .env("FAKE_ARGV_LOG", self.log())
         .env("LMCACHE_E2E_BIN", env!("CARGO_BIN_EXE_lmcache-e2e"))
         // k3 never passes VLLM_PORT on; nor must we.
-        .env("VLLM_PORT", lmcache.to_string())
+        .env("VLLM_PORT", "8000")
         .envs(env.iter().copied());
         for set in [
-            format!("engines.lmcache-server.health_port={http}"),
-            format!("engines.vllm-lmcache.port={lmcache}"),
-            format!("engines.vllm-baseline.port={baseline}"),
+            format!("engines.lmcache-server.health_port={}", self.http),
+            "engines.vllm-lmcache.port=0".into(),
+            "engines.vllm-baseline.port=0".into(),
             "run.readiness_timeout_secs=30".into(),
             "tests.vllm_bench.num_prompts=4".into(),
             "tests.vllm_bench.input_len=50".into(),
@@ -150,6 +151,20 @@ impl K3 {
         }
         run(&mut cmd, LIMIT)
     }
+}
+
+/// The port the run gave an engine.
+fn port_of(results: &Path, engine: &str) -> u16 {
+    let r = common::results(results);
+    let url = r["engines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == engine)
+        .and_then(|e| e["url"].as_str())
+        .unwrap_or_else(|| panic!("engine {engine} in {r}"))
+        .to_string();
+    url.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 fn verdicts(results: &Path) -> Vec<(String, String)> {
@@ -188,7 +203,9 @@ fn k3_starts_the_reference_processes_and_its_bench_passes() {
             .unwrap_or_else(|| panic!("no `{kind}` line with {needle} in\n{argv}"))
             .to_string()
     };
-    let [http, lmcache, baseline] = k3.ports;
+    let http = k3.http;
+    let lmcache = port_of(&k3.results("ok"), "vllm-lmcache");
+    let baseline = port_of(&k3.results("ok"), "vllm-baseline");
     assert_eq!(
         line("lmcache:", "server"),
         format!(
@@ -269,4 +286,131 @@ fn k3_bench_rules_fail_as_its_script_does() {
     // 0.5 % off is what k3 tolerates.
     let out = k3.vllm_bench("tokens_ok", &[("FAKE_TOKEN_ERROR_PCT", "0.5")]);
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+}
+
+/// `python3 -m sglang.launch_server` becomes the sim (recording its command
+/// line, environment and LMCache config); any other `python3` is the real
+/// one.
+const SGLANG_STAND_IN: &str = r#"#!/bin/sh
+if [ "$1" = "-m" ] && [ "$2" = "sglang.launch_server" ]; then
+  echo "sglang: CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES PYTHONHASHSEED=$PYTHONHASHSEED | $*" >> "$FAKE_ARGV_LOG"
+  port=""; model=""; cfg=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --port) port="$2" ;;
+      --model-path) model="$2" ;;
+      --lmcache-config-file) cfg="$2" ;;
+    esac
+    shift
+  done
+  [ -n "$cfg" ] && cat "$cfg" >> "$FAKE_ARGV_LOG.cfg"
+  exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --cache-tokens 100000
+fi
+exec "$REAL_PYTHON3" "$@"
+"#;
+
+/// `lm_eval` as far as score mode can tell: a results file per run with
+/// the score `FAKE_SCORES` gives it (first,second), and samples.
+const LM_EVAL_STAND_IN: &str = r#"#!/usr/bin/env python3
+import argparse, datetime, json, os
+p = argparse.ArgumentParser()
+for flag in ["--model", "--tasks", "--model_args", "--limit", "--seed", "--output_path", "--gen_kwargs"]:
+    p.add_argument(flag)
+p.add_argument("-s", action="store_true")
+a = p.parse_args()
+first, second = os.environ["FAKE_SCORES"].split(",")
+score = float(first if a.output_path.endswith("first_run") else second)
+out = os.path.join(a.output_path, "model")
+os.makedirs(out, exist_ok=True)
+stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S.%f")
+with open(os.path.join(out, f"samples_{a.tasks}_{stamp}.jsonl"), "w") as f:
+    f.write(json.dumps({"doc_id": 0, "filtered_resps": ["42"]}) + "\n")
+with open(os.path.join(out, f"results_{stamp}.json"), "w") as f:
+    json.dump({"results": {a.tasks: {"exact_match_stderr,strict-match": 0.01, "exact_match,strict-match": score}}}, f)
+"#;
+
+fn sglang_lm_eval(k3: &K3, name: &str, scores: &str) -> std::process::Output {
+    let bin_dir = k3.dir.path().join("bin");
+    executable(&bin_dir.join("python3"), SGLANG_STAND_IN);
+    executable(&bin_dir.join("lm_eval"), LM_EVAL_STAND_IN);
+    let real = which::which("python3").expect("python3");
+    let mut cmd = bin();
+    cmd.args([
+        "ci",
+        "--preset",
+        "k3-sglang",
+        "--only",
+        "lm_eval",
+        "--results-dir",
+    ])
+    .arg(k3.results(name))
+    .env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    )
+    .env("REAL_PYTHON3", real)
+    .env("FAKE_ARGV_LOG", k3.log())
+    .env("FAKE_SCORES", scores)
+    .env("LMCACHE_E2E_BIN", env!("CARGO_BIN_EXE_lmcache-e2e"));
+    for set in [
+        format!("engines.lmcache-server.health_port={}", k3.http),
+        "engines.sglang-lmcache.port=0".into(),
+        "engines.sglang-baseline.port=0".into(),
+        "run.readiness_timeout_secs=30".into(),
+        "tests.lm_eval.limit=4".into(),
+    ] {
+        cmd.args(["--set", &set]);
+    }
+    run(&mut cmd, LIMIT)
+}
+
+#[test]
+fn k3_sglang_runs_sglang_with_its_lmcache_config_and_gates_lm_eval_scores() {
+    let k3 = K3::new();
+    let out = sglang_lm_eval(&k3, "ok", "0.85,0.855");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let argv = std::fs::read_to_string(k3.log()).unwrap();
+    let lmcache = port_of(&k3.results("ok"), "sglang-lmcache");
+    let baseline = port_of(&k3.results("ok"), "sglang-baseline");
+    let config = k3
+        .results("ok")
+        .join("engines/sglang-lmcache/lmcache-sglang.yaml");
+    let sglang: Vec<&str> = argv.lines().filter(|l| l.starts_with("sglang:")).collect();
+    assert!(
+        sglang.contains(&format!(
+            "sglang: CUDA_VISIBLE_DEVICES=0 PYTHONHASHSEED=0 | -m sglang.launch_server --model-path Qwen/Qwen3-14B \
+             --host 127.0.0.1 --port {lmcache} --enable-lmcache --lmcache-config-file {} \
+             --enable-deterministic-inference --attention-backend triton",
+            config.display()
+        ).as_str()),
+        "{argv}"
+    );
+    assert!(
+        sglang.contains(&format!(
+            "sglang: CUDA_VISIBLE_DEVICES=1 PYTHONHASHSEED=0 | -m sglang.launch_server --model-path Qwen/Qwen3-14B \
+             --host 127.0.0.1 --port {baseline} --enable-deterministic-inference --attention-backend triton"
+        ).as_str()),
+        "{argv}"
+    );
+    let cfg = std::fs::read_to_string(format!("{}.cfg", k3.log().display())).unwrap();
+    assert!(
+        cfg.contains("mp_host: tcp://127.0.0.1")
+            && cfg.contains("mp_port: 6555")
+            && cfg.contains("lmcache.mp.mq_timeout: 60"),
+        "{cfg}"
+    );
+    assert!(failed(&k3.results("ok")).is_empty());
+    // SGLang's score tolerance is 0.01: a 0.02 drift fails.
+    let out = sglang_lm_eval(&k3, "drift", "0.85,0.87");
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert_eq!(failed(&k3.results("drift")), ["score_drift"]);
+    // Under the 0.80 floor fails, however stable.
+    let out = sglang_lm_eval(&k3, "low", "0.75,0.75");
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert_eq!(failed(&k3.results("low")), ["min_score"]);
 }

@@ -512,6 +512,16 @@ fn validate(
                 &format!("must be a path such as \"/health\" (or \"\" for /v1/models alone), not {path:?}"),
             ));
         }
+        if let Some(bad) = e
+            .files
+            .keys()
+            .find(|f| f.is_empty() || *f == "." || *f == ".." || f.contains(['/', '\\', '\0']))
+        {
+            return Err(err(
+                format!("engines.{name}.files"),
+                &format!("{bad:?} is not a plain file name (no directories): the files go into RESULTS_DIR/engines/{name}/"),
+            ));
+        }
         if e.readiness == super::Readiness::Health && e.health_path.as_deref() == Some("") {
             return Err(err(
                 format!("engines.{name}.health_path"),

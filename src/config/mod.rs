@@ -332,6 +332,11 @@ pub(crate) struct EngineConfig {
     /// The port the health route is served on when it is not `port` (the
     /// LMCache MP server: ZMQ on 6555, HTTP on 8080).
     pub health_port: Option<u16>,
+    /// Files the engine reads, written into `RESULTS_DIR/engines/<engine>/`
+    /// before it starts: name → contents; `{file:NAME}` in `args` is the
+    /// path (SGLang takes its LMCache config as a file).
+    #[serde(default)]
+    pub files: IndexMap<String, String>,
     /// Appended to `args` when the engine's chosen GPU (`auto:N`) has more
     /// than `run.gpus.large_gpu_mib` of memory.
     #[serde(default)]

@@ -23,6 +23,11 @@ pub(crate) const PRESETS: &[Preset] = &[
         toml: include_str!("../../presets/k3.toml"),
     },
     Preset {
+        name: "k3-sglang",
+        about: "k3's multiprocess suite with SGLang: lmcache server, SGLang with LMCache on GPU 0 and without on GPU 1; long doc QA and lm_eval score mode with SGLang's overrides",
+        toml: include_str!("../../presets/k3-sglang.toml"),
+    },
+    Preset {
         name: "correctness",
         about: "LMCache's MMLU correctness suite: vllm serve without and with the LMCache connector, TP 2, one after the other",
         toml: include_str!("../../presets/correctness.toml"),

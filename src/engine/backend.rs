@@ -22,11 +22,14 @@ pub(crate) struct Resolve<'a> {
     pub run_id: &'a str,
     pub port: u16,
     pub chosen_gpus: &'a [gpu::GpuState],
+    /// Where the engine's `files` were written.
+    pub files_dir: &'a std::path::Path,
 }
 
 impl Resolve<'_> {
-    /// `{port}`, `{host}`, `{model}` and `{health_port}` (the engine's
-    /// `health_port`) substituted in each argument.
+    /// `{port}`, `{host}`, `{model}`, `{health_port}` (the engine's
+    /// `health_port`) and `{file:NAME}` (the path of its file NAME)
+    /// substituted in each argument.
     pub(crate) fn substitute(&self, e: &EngineConfig, args: &mut [String]) {
         for a in args.iter_mut() {
             *a = a
@@ -35,6 +38,10 @@ impl Resolve<'_> {
                 .replace("{model}", self.model);
             if let Some(port) = e.health_port {
                 *a = a.replace("{health_port}", &port.to_string());
+            }
+            for file in e.files.keys() {
+                let path = self.files_dir.join(file);
+                *a = a.replace(&format!("{{file:{file}}}"), &path.display().to_string());
             }
         }
     }

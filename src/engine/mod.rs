@@ -174,6 +174,7 @@ pub(crate) fn resolve(
                 source,
             })?,
         };
+        let files_dir = write_files(e, name, logs_dir)?;
         let launch = backend(e.kind).resolve(
             e,
             &Resolve {
@@ -183,6 +184,7 @@ pub(crate) fn resolve(
                 run_id,
                 port,
                 chosen_gpus,
+                files_dir: &files_dir,
             },
         )?;
         let connect_host = if e.host == "0.0.0.0" {
@@ -208,6 +210,25 @@ pub(crate) fn resolve(
         });
     }
     Ok(specs)
+}
+
+/// Writes the engine's `[engines.NAME.files]` (e.g. SGLang's LMCache
+/// config) into `RESULTS_DIR/engines/<engine>/`, where `{file:NAME}` in
+/// its arguments points, and kept with the results.
+fn write_files(
+    e: &crate::config::EngineConfig,
+    name: &str,
+    logs_dir: &Path,
+) -> Result<PathBuf, EngineError> {
+    let results = logs_dir.parent().unwrap_or(logs_dir);
+    let dir = results.join("engines").join(name.replace(['@', '/'], "-"));
+    for (file, body) in &e.files {
+        let path = dir.join(file);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, body))
+            .map_err(|source| EngineError::State { path, source })?;
+    }
+    Ok(dir)
 }
 
 fn free_port(host: &str) -> std::io::Result<u16> {
