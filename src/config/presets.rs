@@ -42,3 +42,40 @@ pub(crate) const PRESETS: &[Preset] = &[
 pub(crate) fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, LoadRequest, Role, TestKind};
+
+    // long_doc_qa.py dies on a failed request; a preset that counts them
+    // instead must gate them, or a LMCache that rejects requests passes.
+    #[test]
+    fn every_preset_with_long_doc_qa_gates_failed_requests_on_both_engines() {
+        for preset in PRESETS {
+            let lookup = |_: &str| None;
+            let loaded = load(&LoadRequest {
+                overlays: &[],
+                preset: Some(preset.name),
+                file: None,
+                sets: &[],
+                env: &lookup,
+            })
+            .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
+            for (name, test) in &loaded.suite.tests {
+                if test.kind != TestKind::LongDocQa {
+                    continue;
+                }
+                for role in [Role::Baseline, Role::Lmcache] {
+                    assert!(
+                        test.checks.values().any(|c| c.metric == "failed_requests"
+                            && c.engine == role
+                            && c.max == Some(0.0)),
+                        "preset {}: tests.{name} has no failed_requests check on {role}",
+                        preset.name
+                    );
+                }
+            }
+        }
+    }
+}
