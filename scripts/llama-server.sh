@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${LMCACHE_E2E_LLAMA_VENV:-target/llama-venv}
+case $venv in /*) ;; *) venv=$PWD/$venv ;; esac
 model_of() {
   # find_spec locates the package without importing it (its __init__
   # imports the llm CLI, which is not installed).
@@ -32,5 +33,5 @@ if ! ready; then
   fi
   echo "--- llama.cpp server installed in $(($(date +%s) - start)) s" >&2
 fi
-echo "$PWD/$venv/bin/python"
+echo "$venv/bin/python"
 model_of
