@@ -118,11 +118,7 @@ impl K3 {
 
     /// `ci --preset k3 --only vllm_bench`, small enough for the sim.
     fn vllm_bench(&self, name: &str, env: &[(&str, &str)]) -> std::process::Output {
-        let path = format!(
-            "{}:{}",
-            self.dir.path().join("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let path = path_with(&self.dir.path().join("bin"));
         let mut cmd = bin();
         cmd.args([
             "ci",
@@ -344,14 +340,7 @@ fn sglang_lm_eval(k3: &K3, name: &str, scores: &str) -> std::process::Output {
         "--results-dir",
     ])
     .arg(k3.results(name))
-    .env(
-        "PATH",
-        format!(
-            "{}:{}",
-            bin_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
-    )
+    .env("PATH", path_with(&bin_dir))
     .env("REAL_PYTHON3", real)
     .env("FAKE_ARGV_LOG", k3.log())
     .env("FAKE_SCORES", scores)

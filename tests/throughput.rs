@@ -307,14 +307,7 @@ cat '{}'
             .arg(&suite)
             .arg("--results-dir")
             .arg(dir.path().join("r"))
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin_dir.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            ),
+            .env("PATH", path_with(&bin_dir)),
         Duration::from_secs(60),
     );
     let (_, stderr) = text(&out);

@@ -25,27 +25,21 @@ pub(crate) async fn wait_ready(
             .map(|l| tail_lines(l, TAIL_LINES))
             .unwrap_or_default()
     };
-    let client =
-        OpenAiClient::new(&spec.url, PROBE_TIMEOUT).map_err(|e| EngineError::NotReady {
-            engine: spec.name.clone(),
-            url: spec.url.clone(),
-            waited: 0.0,
-            last: e.to_string(),
-            log: spec.log.clone(),
-            tail: Vec::new(),
-        })?;
+    // A URL no client can be made for is never going to be ready.
+    let unusable = |e: ClientError| EngineError::NotReady {
+        engine: spec.name.clone(),
+        url: spec.url.clone(),
+        waited: 0.0,
+        last: e.to_string(),
+        log: spec.log.clone(),
+        tail: Vec::new(),
+    };
+    let client = OpenAiClient::new(&spec.url, PROBE_TIMEOUT).map_err(unusable)?;
     let mut last = "no answer yet".to_string();
     let mut health = Health::of(spec.health_path.as_deref());
     let health_at = match spec.health_port {
         Some(port) => OpenAiClient::new(&client.endpoint().with_port(port).root(), PROBE_TIMEOUT)
-            .map_err(|e| EngineError::NotReady {
-            engine: spec.name.clone(),
-            url: spec.url.clone(),
-            waited: 0.0,
-            last: e.to_string(),
-            log: spec.log.clone(),
-            tail: Vec::new(),
-        })?,
+            .map_err(unusable)?,
         None => client.clone(),
     };
     loop {

@@ -158,6 +158,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `PATH` with `dir` (stand-ins for tools) searched first.
+pub fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// Writes an executable script (a stand-in for a tool on PATH).
 pub fn executable(path: &Path, body: &str) {
     std::fs::write(path, body).unwrap();
