@@ -30,9 +30,11 @@ fn sim_preset_passes_and_writes_the_results_directory() {
         .collect();
     assert_eq!(names, ["long_doc_qa", "mmlu", "throughput", "determinism"]);
     assert_eq!(r["tests"][1]["status"], "passed");
-    // Throughput on a shared runner may need its retry; flaky still passes.
+    // Throughput on a shared runner may need its retry (flaky still
+    // passes), or stay undecided after its extra trials: an honest warning,
+    // never a failure.
     assert!(
-        ["passed", "flaky"].contains(&r["tests"][2]["status"].as_str().unwrap()),
+        ["passed", "flaky", "inconclusive"].contains(&r["tests"][2]["status"].as_str().unwrap()),
         "{}",
         r["tests"][2]
     );
