@@ -37,6 +37,41 @@ pub(crate) struct CiEnv {
     pub token: Option<String>,
     /// `LMCACHE_E2E_GITHUB_BACKOFF_MS`: the unit of retry waits (tests).
     pub backoff_unit: Option<Duration>,
+    /// `$GITHUB_EVENT_NAME` on GitHub Actions.
+    pub event_name: Option<String>,
+    /// What a `workflow_run` event says of the run it reports on.
+    pub workflow_run: Option<WorkflowRun>,
+}
+
+/// A `workflow_run` event's own facts about the run it reports on (GitHub
+/// writes them; a fork's artifact cannot change them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkflowRun {
+    pub head_sha: String,
+    /// `owner/name` the head commit came from (a fork's, for a fork's PR).
+    pub head_repository: Option<String>,
+    /// The PRs GitHub linked (empty when the head is in a fork).
+    pub pull_requests: Vec<u64>,
+}
+
+impl WorkflowRun {
+    fn of(event: &serde_json::Value) -> Option<Self> {
+        let run = event.get("workflow_run")?;
+        Some(Self {
+            head_sha: run.get("head_sha")?.as_str()?.to_string(),
+            head_repository: run
+                .pointer("/head_repository/full_name")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            pull_requests: run
+                .get("pull_requests")
+                .and_then(|p| p.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get("number").and_then(|n| n.as_u64()))
+                .collect(),
+        })
+    }
 }
 
 impl CiEnv {
@@ -51,10 +86,19 @@ impl CiEnv {
         } else {
             Ci::None
         };
+        let event_name = set("GITHUB_EVENT_NAME").filter(|_| on_github);
+        let workflow_run = match event_name.as_deref() {
+            Some("workflow_run") => set("GITHUB_EVENT_PATH")
+                .and_then(|p| read_event(Path::new(&p)))
+                .and_then(|e| WorkflowRun::of(&e)),
+            _ => None,
+        };
         Self {
             ci,
             on_github,
             on_buildkite,
+            event_name,
+            workflow_run,
             meta: detect(env),
             step_summary: set("GITHUB_STEP_SUMMARY").map(PathBuf::from),
             step_outputs: set("GITHUB_OUTPUT").map(PathBuf::from),

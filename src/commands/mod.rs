@@ -20,7 +20,7 @@ use crate::cli::{
 use crate::config::{self, Loaded};
 use crate::console::{Console, Options, Verbosity};
 use crate::error::Error;
-use crate::report::publish::{CommentPlan, Plan};
+use crate::report::publish::{CommentPlan, Plan, RunHead, Trust};
 
 pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
@@ -64,6 +64,22 @@ fn console(verbosity: Verbosity, ci: &CiEnv) -> Console {
     Console::new(Options::detect(verbosity, ci.ci))
 }
 
+/// Whom the PR comment's destination may come from (README: "Trust").
+fn trust(ci: &CiEnv) -> Trust {
+    match (ci.event_name.as_deref(), &ci.workflow_run) {
+        (Some("workflow_run"), Some(run)) => Trust::WorkflowRun(RunHead {
+            head_sha: run.head_sha.clone(),
+            head_repository: run.head_repository.clone(),
+            pull_requests: run.pull_requests.clone(),
+        }),
+        // An event that says nothing usable about its run: trust nothing
+        // the artifact says either (the PR must then be given with --pr).
+        (Some("workflow_run"), None) => Trust::Event,
+        (Some(_), _) => Trust::Event,
+        (None, _) => Trust::Results,
+    }
+}
+
 /// What to deliver where, from the flags and the CI. `auto` (for `ci`)
 /// adds the job summary on GitHub Actions and the annotation on Buildkite.
 fn delivery_plan(flags: &ReportFlags, ci: &CiEnv, auto: bool) -> Plan {
@@ -80,6 +96,7 @@ fn delivery_plan(flags: &ReportFlags, ci: &CiEnv, auto: bool) -> Plan {
             event_pr: ci.meta.pr_number,
             token: ci.token.clone(),
             backoff_unit: ci.backoff_unit,
+            trust: trust(ci),
         }),
         buildkite_annotate: flags.buildkite_annotate || (auto && ci.on_buildkite),
         buildkite_upload: flags.buildkite_upload,

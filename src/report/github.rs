@@ -73,6 +73,91 @@ fn permission_hint(target: &PrTarget, why: &str) -> String {
     )
 }
 
+/// An API client for `api_url` with `token`; errors never carry the token.
+fn client(api_url: &str, token: &str) -> Result<Octocrab, ReportError> {
+    let scrub = |s: String| s.replace(token, "***");
+    Octocrab::builder()
+        .base_uri(api_url)
+        .map_err(|e| {
+            ReportError::Github(format!(
+                "GITHUB_API_URL `{api_url}` is not a URL: {}",
+                error_text(&e)
+            ))
+        })?
+        .personal_token(token.to_string())
+        .build()
+        .map_err(|e| ReportError::Github(scrub(error_text(&e))))
+}
+
+/// What GitHub itself says a `workflow_run` was for: the commit it ran on,
+/// the repository that commit came from, and the pull requests GitHub
+/// linked (none for a fork).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RunHead {
+    pub head_sha: String,
+    pub head_repository: Option<String>,
+    pub pull_requests: Vec<u64>,
+}
+
+/// The open pull request of `repo` whose head is `head.head_sha` (from
+/// `head.head_repository`), asked of GitHub: the PRs the event lists, else
+/// those the REST API lists for the commit. `Ok(None)` when there is none
+/// or its head has moved on.
+pub(crate) async fn pr_with_head(
+    api_url: &str,
+    (owner, repo): (&str, &str),
+    token: &str,
+    head: &RunHead,
+    backoff: &Backoff,
+    say: &(dyn Fn(String) + Send + Sync),
+) -> Result<Option<u64>, ReportError> {
+    let scrub = |s: String| s.replace(token, "***");
+    let crab = client(api_url, token)?;
+    let ours = |pr: &serde_json::Value| {
+        let str_at = |p: &str| pr.pointer(p).and_then(serde_json::Value::as_str);
+        str_at("/head/sha") == Some(head.head_sha.as_str())
+            && str_at("/state") == Some("open")
+            && head
+                .head_repository
+                .as_deref()
+                .is_none_or(|r| str_at("/head/repo/full_name") == Some(r))
+    };
+    let ask = |uri: String, what: &'static str| {
+        let crab = crab.clone();
+        async move {
+            with_retry(backoff, what, &scrub, say, || {
+                send::<serde_json::Value>(&crab, Verb::Get, &uri)
+            })
+            .await
+            .map_err(|(_, text)| ReportError::Github(scrub(format!("{owner}/{repo}: {text}"))))
+        }
+    };
+    if head.pull_requests.is_empty() {
+        let listed = ask(
+            format!("/repos/{owner}/{repo}/commits/{}/pulls", head.head_sha),
+            "listing the pull requests of the run's commit",
+        )
+        .await?;
+        return Ok(listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|pr| ours(pr))
+            .and_then(|pr| pr.get("number").and_then(serde_json::Value::as_u64)));
+    }
+    for n in &head.pull_requests {
+        let pr = ask(
+            format!("/repos/{owner}/{repo}/pulls/{n}"),
+            "reading the run's pull request",
+        )
+        .await?;
+        if ours(&pr) {
+            return Ok(Some(*n));
+        }
+    }
+    Ok(None)
+}
+
 /// Finds this suite's comment (by `marker`) on the pull request and updates
 /// it, or creates one. `fallback` is posted instead if GitHub refuses
 /// `body` (e.g. too long after all).
@@ -92,18 +177,7 @@ pub(crate) async fn upsert_comment(
     };
     // Never let the token leak through a message, whatever produced it.
     let scrub = |s: String| s.replace(token, "***");
-    let crab = Octocrab::builder()
-        .base_uri(target.api_url.as_str())
-        .map_err(|e| {
-            ReportError::Github(format!(
-                "GITHUB_API_URL `{}` is not a URL: {}",
-                target.api_url,
-                error_text(&e)
-            ))
-        })?
-        .personal_token(token.to_string())
-        .build()
-        .map_err(|e| ReportError::Github(scrub(error_text(&e))))?;
+    let crab = client(&target.api_url, token)?;
     let fail = |(failure, text): (Failure, String)| match failure {
         Failure::Forbidden(_) => Ok(CommentOutcome::Skipped(scrub(permission_hint(
             target, &text,

@@ -35,6 +35,9 @@ pub(crate) enum ReportError {
     /// Not an error of the run: why there is no comment, and what to change.
     #[error("no PR comment: {0}")]
     CommentSkipped(String),
+    /// The artifact disagrees with what GitHub says about the run.
+    #[error("failed to trust the results for a PR comment: {0}")]
+    Untrusted(String),
     #[error("failed to annotate the Buildkite build: {0}")]
     Buildkite(String),
     #[error(transparent)]

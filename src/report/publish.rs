@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) use super::github::RunHead;
 use super::github::{self, Backoff, CommentOutcome, PrTarget};
 use super::render::{marker, safe_id, Detail, Target, Templates};
 use super::{buildkite, junit, ReportError};
@@ -36,14 +37,31 @@ pub(crate) struct Plan {
 #[derive(Debug, Clone)]
 pub(crate) struct CommentPlan {
     pub api_url: String,
-    /// `--repo`; else results.json's, else `job_repository`.
+    /// `--repo`; else as `trust` allows.
     pub repo: Option<String>,
     pub job_repository: Option<String>,
-    /// `--pr`; else results.json's, else `event_pr`.
+    /// `--pr`; else as `trust` allows.
     pub pr: Option<u64>,
     pub event_pr: Option<u64>,
     pub token: Option<String>,
     pub backoff_unit: Option<Duration>,
+    pub trust: Trust,
+}
+
+/// Whom the comment's destination may come from. A `workflow_run` job holds
+/// a write token and renders an artifact a fork's pull request produced:
+/// results.json then says nothing about where to write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// No GitHub event (a developer's shell, Buildkite): results.json may
+    /// name the repository and pull request.
+    #[default]
+    Results,
+    /// A `pull_request` job: the job's repository and the event's PR.
+    Event,
+    /// A `workflow_run` job: the job's repository, and the open PR GitHub
+    /// says has the run's head commit; results.json must record that commit.
+    WorkflowRun(RunHead),
 }
 
 /// Where the reports went, for the caller to print.
@@ -139,6 +157,49 @@ pub(crate) async fn publish(
     Ok(delivered)
 }
 
+/// Under `workflow_run`: the artifact must be of the run GitHub reports on
+/// (results.json's commit is the event's `head_sha`), and the PR is the open
+/// one GitHub says has that head. `Ok(Err(why))`: no PR to comment on.
+async fn pr_of_run(
+    results: &RunResults,
+    plan: &CommentPlan,
+    repo: (&str, &str),
+    head: &RunHead,
+    backoff: &Backoff,
+    say: &(dyn Fn(String) + Send + Sync),
+) -> Result<Result<u64, String>, ReportError> {
+    if results.meta.commit.as_deref() != Some(head.head_sha.as_str()) {
+        return Err(ReportError::Untrusted(format!(
+            "results.json records commit {}, but the workflow_run event is for {}: this artifact is not that run's;              refusing to comment (pass --pr N to choose the pull request yourself)",
+            results.meta.commit.as_deref().unwrap_or("(none)"),
+            head.head_sha
+        )));
+    }
+    let Some(token) = plan.token.as_deref().filter(|t| !t.trim().is_empty()) else {
+        return Ok(Err(
+            "no GitHub token (GITHUB_TOKEN is unset), so the run's pull request cannot be looked up".into(),
+        ));
+    };
+    Ok(
+        match github::pr_with_head(&plan.api_url, repo, token, head, backoff, say).await? {
+            Some(n) => {
+                say(format!(
+                    "the workflow_run is for {}/{}#{n} (head {})",
+                    repo.0, repo.1, head.head_sha
+                ));
+                Ok(n)
+            }
+            None => Err(format!(
+                "no open pull request of {}/{} has head {} (from {}): it was closed or pushed to since",
+                repo.0,
+                repo.1,
+                head.head_sha,
+                head.head_repository.as_deref().unwrap_or("its repository")
+            )),
+        },
+    )
+}
+
 fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| ReportError::Write {
@@ -170,11 +231,14 @@ async fn comment(
     id: &str,
     say: &(dyn Fn(String) + Send + Sync),
 ) -> Result<CommentOutcome, ReportError> {
-    let repo = plan
-        .repo
-        .clone()
-        .or_else(|| results.meta.repository.clone())
-        .or_else(|| plan.job_repository.clone());
+    let repo = plan.repo.clone().or_else(|| match plan.trust {
+        Trust::Results => results
+            .meta
+            .repository
+            .clone()
+            .or_else(|| plan.job_repository.clone()),
+        Trust::Event | Trust::WorkflowRun(_) => plan.job_repository.clone(),
+    });
     let Some(repo) = repo else {
         return Ok(CommentOutcome::Skipped(
             "the repository is unknown: pass --repo OWNER/NAME (or run on GitHub Actions)".into(),
@@ -185,12 +249,33 @@ async fn comment(
             "--repo `{repo}` is not OWNER/NAME"
         )));
     };
-    let pr = plan.pr.or(results.meta.pr_number).or(plan.event_pr);
-    let Some(number) = pr else {
-        return Ok(CommentOutcome::Skipped(
-            "this run is not for a pull request (none in results.json or the event); pass --pr N"
-                .into(),
-        ));
+    let backoff = Backoff {
+        unit: plan.backoff_unit.unwrap_or(Backoff::default().unit),
+        ..Backoff::default()
+    };
+    let number = match (plan.pr, &plan.trust) {
+        (Some(n), _) => n,
+        (None, Trust::Results) => match results.meta.pr_number.or(plan.event_pr) {
+            Some(n) => n,
+            None => return Ok(CommentOutcome::Skipped(
+                "this run is not for a pull request (none in results.json or the event); pass --pr N"
+                    .into(),
+            )),
+        },
+        (None, Trust::Event) => match plan.event_pr {
+            Some(n) => n,
+            None => {
+                return Ok(CommentOutcome::Skipped(
+                    "the event is not for a pull request; pass --pr N".into(),
+                ))
+            }
+        },
+        (None, Trust::WorkflowRun(head)) => {
+            match pr_of_run(results, plan, (&owner, &name), head, &backoff, say).await? {
+                Ok(n) => n,
+                Err(why) => return Ok(CommentOutcome::Skipped(why)),
+            }
+        }
     };
     let target = PrTarget {
         api_url: plan.api_url.clone(),
@@ -208,10 +293,6 @@ async fn comment(
         id,
         Target::PrComment.limit() / 2,
     )?;
-    let backoff = Backoff {
-        unit: plan.backoff_unit.unwrap_or(Backoff::default().unit),
-        ..Backoff::default()
-    };
     github::upsert_comment(
         &target,
         plan.token.as_deref(),
