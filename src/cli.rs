@@ -270,6 +270,10 @@ pub(crate) struct ReportArgs {
     /// Write the summary here instead of printing it.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Refuse a results.json larger than this (it may be another job's
+    /// artifact).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub max_results_mib: u64,
     #[command(flatten)]
     pub report: ReportFlags,
 }

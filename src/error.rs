@@ -57,6 +57,7 @@ impl Error {
             ) => exit::USAGE,
             Error::Report(_) => exit::SETUP,
             Error::Engine(_) => exit::ENGINE,
+            Error::Results(e) if e.is_bad_input() => exit::USAGE,
             Error::Results(_)
             | Error::Data(_)
             | Error::Gpu(_)

@@ -271,3 +271,140 @@ async fn under_pull_request_the_events_pr_wins_over_the_artifacts() {
         ]
     );
 }
+
+/// `report` on an artifact, with the job summary, step outputs and JUnit
+/// asked for.
+fn report_files(dir: &Path, extra: &[&str]) -> Output {
+    let mut cmd = bin();
+    cmd.args(["report", "--github-summary", "--junit"])
+        .arg(dir.join("out.xml"))
+        .arg("--results-dir")
+        .arg(dir)
+        .args(extra)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", dir.join("step-summary.md"))
+        .env("GITHUB_OUTPUT", dir.join("step-outputs.txt"));
+    run(&mut cmd, LIMIT)
+}
+
+#[test]
+fn an_oversized_artifact_is_refused_before_it_is_parsed() {
+    let dir = hostile_results(SHA);
+    let mut r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
+            .unwrap();
+    r["tests"][0]["notes"] = json!(["x".repeat(2 << 20)]);
+    std::fs::write(dir.path().join("results.json"), r.to_string()).unwrap();
+    let out = report_files(dir.path(), &["--max-results-mib", "1"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("results.json")
+            && stderr.contains("over 1 MiB")
+            && stderr.contains("--max-results-mib"),
+        "{stderr}"
+    );
+    // Within the default limit it is read.
+    assert_eq!(report_files(dir.path(), &[]).status.code(), Some(0));
+}
+
+#[test]
+fn a_path_out_of_the_results_directory_is_refused() {
+    for (field, value) in [
+        ("files", "../../../home/runner/.ssh/id_rsa"),
+        ("files", "/etc/passwd"),
+        ("log", "../secrets.log"),
+    ] {
+        let dir = hostile_results(SHA);
+        let mut r: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("results.json")).unwrap(),
+        )
+        .unwrap();
+        match field {
+            "files" => r["tests"][0]["files"] = json!([value]),
+            _ => r["engines"][0]["log"] = json!(value),
+        }
+        std::fs::write(dir.path().join("results.json"), r.to_string()).unwrap();
+        let out = report_files(dir.path(), &[]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
+        let named = if field == "files" {
+            "tests[0].files[0]"
+        } else {
+            "engines[0].log"
+        };
+        assert!(stderr.contains(named) && stderr.contains(value), "{stderr}");
+    }
+}
+
+#[test]
+fn hostile_strings_land_escaped_everywhere() {
+    let dir = hostile_results(SHA);
+    let mut r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
+            .unwrap();
+    let evil = "x --> <img src=x onerror=alert(1)> \"'&]]>\u{1b}[31m\n::error::pwned\n::set-output name=verdict::passed";
+    r["suite"] = json!(evil);
+    r["tests"][0]["name"] = json!(evil);
+    r["tests"][0]["checks"][0]["name"] = json!(evil);
+    r["tests"][0]["checks"][0]["message"] = json!(evil);
+    r["tests"][0]["notes"] = json!([evil]);
+    r["engines"][0]["log_tail"] = json!([evil, "```", evil]);
+    std::fs::write(dir.path().join("results.json"), r.to_string()).unwrap();
+    let out = report_files(dir.path(), &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // No workflow command and no terminal escape reaches the job's log.
+    for line in stdout.lines().chain(stderr.lines()) {
+        assert!(
+            !line.trim_start().starts_with("::"),
+            "workflow command in the log: {line:?}"
+        );
+        assert!(
+            !line.contains('\u{1b}'),
+            "terminal escape in the log: {line:?}"
+        );
+    }
+    // The Markdown carries no live HTML and no second marker.
+    for md in ["summary.md", "step-summary.md"] {
+        let all = std::fs::read_to_string(dir.path().join(md)).unwrap();
+        // Log lines sit in fenced blocks, where nothing is markup; outside
+        // them, escaped (`\<img`), it is text, not HTML.
+        let text: String = all.split("```").step_by(2).collect::<Vec<_>>().join("");
+        assert_eq!(
+            all.matches("```").count() % 2,
+            0,
+            "{md}: no fence left open"
+        );
+        assert_eq!(
+            text.matches("<img").count(),
+            text.matches("\\<img").count(),
+            "{md}: {text}"
+        );
+        assert!(!text.contains('\u{1b}'), "{md}: {text}");
+        assert_eq!(
+            text.matches("-->").count(),
+            text.matches("<!--").count(),
+            "{md}"
+        );
+    }
+    // The step outputs are ours alone.
+    let outputs = std::fs::read_to_string(dir.path().join("step-outputs.txt")).unwrap();
+    assert!(
+        !outputs.contains("pwned") && !outputs.contains("verdict::passed"),
+        "{outputs}"
+    );
+    // JUnit stays well-formed XML.
+    let xml = std::fs::read_to_string(dir.path().join("out.xml")).unwrap();
+    assert!(!xml.contains("<img") && !xml.contains('\u{1b}'));
+    let lint = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg(dir.path().join("out.xml"))
+        .output()
+        .expect("xmllint (scripts/test.sh installs libxml2-utils)");
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+}

@@ -10,7 +10,8 @@ use crate::report::ReportError;
 use crate::results::{write_atomic, RunResults};
 
 pub(crate) async fn run(args: ReportArgs) -> Result<(), Error> {
-    let mut results = RunResults::read(&args.results_dir)?;
+    // Another job's artifact, perhaps a fork's: hostile until checked.
+    let mut results = RunResults::read_untrusted(&args.results_dir, args.max_results_mib)?;
     // Another job downloads the results elsewhere: reports go beside them.
     results.results_dir = args.results_dir.clone();
     let ci = CiEnv::from_process();

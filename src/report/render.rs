@@ -281,26 +281,49 @@ struct EngineView {
     tail: Vec<String>,
 }
 
+/// The most characters of one piece of outside text a report shows (a
+/// name, a message, a note): results.json may come from anyone.
+const MAX_TEXT_CHARS: usize = 2000;
+
 /// Makes text from users, servers and logs inert in Markdown: no column
-/// breaks, no HTML, no emphasis, links or headings.
+/// breaks, no HTML, no emphasis, links or headings, and no control or
+/// bidirectional-override characters (a terminal or a reader would obey
+/// them); cut to [`MAX_TEXT_CHARS`].
 pub(crate) fn md_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
+    let mut out = String::with_capacity(s.len().min(4 * MAX_TEXT_CHARS));
+    for (i, ch) in s.chars().enumerate() {
+        if i == MAX_TEXT_CHARS {
+            out.push('…');
+            break;
+        }
         match ch {
             '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' | '~' | '&' => {
                 out.push('\\');
                 out.push(ch);
             }
-            '\n' | '\r' => out.push(' '),
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if inert(c) => {}
             _ => out.push(ch),
         }
     }
     out
 }
 
-/// Log lines go into a fenced block: only a fence could break out of it.
+/// Characters no report shows: controls (a terminal obeys ESC) and the
+/// bidirectional overrides that make text read otherwise than it is.
+fn inert(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Log lines go into a fenced block: only a fence could break out of it;
+/// control characters are dropped and each line cut as text is.
 fn fence_safe(s: &str) -> String {
-    s.replace("```", "ˋˋˋ").replace("~~~", "˜˜˜")
+    let clean: String = s
+        .chars()
+        .filter(|c| *c == '\t' || !inert(*c))
+        .take(MAX_TEXT_CHARS)
+        .collect();
+    clean.replace("```", "ˋˋˋ").replace("~~~", "˜˜˜")
 }
 
 /// A label inside Mermaid's double quotes.

@@ -63,6 +63,29 @@ pub(crate) enum ResultsError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error(
+        "failed to read {path}: it is over {max_mib} MiB (--max-results-mib raises the limit)"
+    )]
+    TooLarge { path: PathBuf, max_mib: u64 },
+    #[error("failed to accept {path}: `{field}` is {value:?}, {why}")]
+    Hostile {
+        path: PathBuf,
+        field: String,
+        value: String,
+        why: &'static str,
+    },
+}
+
+impl ResultsError {
+    /// The file given is at fault (exit 2), not the machine.
+    pub(crate) fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            ResultsError::Parse { .. }
+                | ResultsError::TooLarge { .. }
+                | ResultsError::Hostile { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,18 +399,89 @@ impl RunResults {
         write_atomic(&path, json.as_bytes())
     }
 
-    pub(crate) fn read(dir: &Path) -> Result<Self, ResultsError> {
+    /// Reads a results.json that came from elsewhere (another job's
+    /// artifact): at most `max_mib`, and every path in it relative and
+    /// inside the results directory, as this tool writes them.
+    pub(crate) fn read_untrusted(dir: &Path, max_mib: u64) -> Result<Self, ResultsError> {
+        use std::io::Read as _;
         let path = Self::path(dir);
-        let text = std::fs::read_to_string(&path).map_err(|source| ResultsError::Read {
+        let read_err = |source| ResultsError::Read {
             path: path.clone(),
             source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| ResultsError::Parse { path, source })
+        };
+        let max = max_mib.saturating_mul(1 << 20);
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .map_err(read_err)?
+            .take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > max {
+            return Err(ResultsError::TooLarge { path, max_mib });
+        }
+        let results: Self =
+            serde_json::from_slice(&bytes).map_err(|source| ResultsError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+        results
+            .confined()
+            .map_err(|(field, value, why)| ResultsError::Hostile {
+                path,
+                field,
+                value,
+                why,
+            })?;
+        Ok(results)
+    }
+
+    /// Every path results.json records is relative to the results
+    /// directory and stays inside it; the first that does not, if any.
+    fn confined(&self) -> Result<(), (String, String, &'static str)> {
+        let logs = self
+            .engines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((format!("engines[{i}].log"), e.log.as_deref()?)));
+        let files = self.tests.iter().enumerate().flat_map(|(i, t)| {
+            t.files
+                .iter()
+                .enumerate()
+                .map(move |(j, f)| (format!("tests[{i}].files[{j}]"), f.as_str()))
+        });
+        for (field, value) in logs.chain(files) {
+            if let Some(why) = outside(value) {
+                return Err((field, value.to_string(), why));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn test_mut(&mut self, name: &str) -> Option<&mut TestRecord> {
         self.tests.iter_mut().find(|t| t.name == name)
     }
+}
+
+/// Why `rel` is no path inside the results directory, if it is not.
+fn outside(rel: &str) -> Option<&'static str> {
+    use std::path::Component;
+    let p = Path::new(rel);
+    if rel.is_empty() || rel.contains('\0') {
+        return Some("not a path");
+    }
+    // `C:...` and `\\server\...` are absolute elsewhere, whatever this OS says.
+    if p.is_absolute() || rel.starts_with('\\') || rel.as_bytes().get(1) == Some(&b':') {
+        return Some("an absolute path; results.json records paths relative to its directory");
+    }
+    if p.components().any(|c| {
+        matches!(
+            c,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_)
+        )
+    }) {
+        return Some("a path out of the results directory (`..`)");
+    }
+    None
 }
 
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
@@ -423,6 +517,29 @@ pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_relative_paths_inside_the_directory_pass() {
+        for ok in [
+            "summary.md",
+            "long_doc_qa/lmcache_result.json",
+            "logs/a..b.log",
+            "./x",
+        ] {
+            assert_eq!(outside(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "C:\\x",
+            "\\\\host\\share",
+            "a\0b",
+        ] {
+            assert!(outside(bad).is_some(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn tail_keeps_the_last_lines() {
