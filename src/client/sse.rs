@@ -46,6 +46,33 @@ fn find_boundary(buf: &[u8]) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
 
+    mod fuzz_stream {
+        use super::*;
+        use crate::results::fuzz::{mutated, timed};
+        use proptest::prelude::{any, proptest};
+
+        proptest! {
+            // However the network splits a stream, the events are the same.
+            #[test]
+            fn fuzz_sse_stream(
+                bytes in mutated(include_bytes!("../../tests/fixtures/fuzz/stream.sse")),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let whole = timed("an event stream", || SseParser::default().push(&bytes));
+                let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+                at.sort_unstable();
+                let mut p = SseParser::default();
+                let mut split = Vec::new();
+                let mut from = 0;
+                for to in at.into_iter().chain([bytes.len()]) {
+                    split.extend(p.push(&bytes[from..to]));
+                    from = to;
+                }
+                assert_eq!(whole, split);
+            }
+        }
+    }
+
     #[test]
     fn events_split_across_reads_are_reassembled() {
         let mut p = SseParser::default();

@@ -680,6 +680,28 @@ fn validate(
 mod tests {
     use super::*;
 
+    mod fuzz_suite {
+        use super::*;
+        use crate::results::fuzz::{mutated, timed};
+        use proptest::prelude::{proptest, Strategy};
+
+        proptest! {
+            // A suite file and `--set`s of anyone's writing: loaded, or an
+            // error naming the file or the key; never a panic.
+            #[test]
+            fn fuzz_suite_toml(
+                bytes in mutated(include_bytes!("../../presets/sim.toml")),
+                set in "[a-z_.]{1,30}=[-0-9a-z\"\\[\\]{},. ]{0,20}".prop_map(String::from),
+            ) {
+                let text = String::from_utf8_lossy(&bytes);
+                if let Err(e) = timed("a suite", || load_str(&text, &[&set], &[("MODEL", "m")])) {
+                    let e = e.to_string();
+                    assert!(e.contains("suite.toml") || e.contains("--set") || e.contains("MODEL"), "{e}");
+                }
+            }
+        }
+    }
+
     fn load_str(text: &str, sets: &[&str], env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("suite.toml");

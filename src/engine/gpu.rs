@@ -261,6 +261,22 @@ async fn query_text(smi: &std::path::Path) -> Result<String, GpuError> {
 mod tests {
     use super::*;
 
+    mod fuzz_gpu {
+        use super::*;
+        use crate::results::fuzz::{mutated, timed};
+        use proptest::prelude::proptest;
+
+        proptest! {
+            #[test]
+            fn fuzz_nvidia_smi(bytes in mutated(include_bytes!("../../tests/fixtures/fuzz/nvidia-smi.csv"))) {
+                let text = String::from_utf8_lossy(&bytes);
+                if let Err(e) = timed("nvidia-smi output", || parse(&text)) {
+                    assert!(e.to_string().contains("nvidia-smi"), "{e}");
+                }
+            }
+        }
+    }
+
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,6 +2,9 @@
 //! `RESULTS_DIR/results.json`. Reports are rendered from this alone, so a
 //! later job can re-render them from disk.
 
+#[cfg(test)]
+pub(crate) mod fuzz;
+
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -517,6 +520,25 @@ pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod fuzz_results {
+        use super::super::fuzz::{mutated, timed};
+        use super::*;
+        use proptest::prelude::proptest;
+
+        proptest! {
+            // An artifact of anyone's making: parsed, checked, or refused
+            // with the file named; never a panic or a hang.
+            #[test]
+            fn fuzz_results_json(bytes in mutated(include_bytes!("../../tests/fixtures/results/sim-failed.json"))) {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("results.json"), &bytes).unwrap();
+                if let Err(e) = timed("results.json", || RunResults::read_untrusted(dir.path(), 1)) {
+                    assert!(e.to_string().contains("results.json"), "{e}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn only_relative_paths_inside_the_directory_pass() {

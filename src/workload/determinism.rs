@@ -349,6 +349,27 @@ impl Workload for Determinism {
 mod tests {
     use super::*;
 
+    mod fuzz_prompts {
+        use super::*;
+        use crate::results::fuzz::{mutated, timed};
+        use proptest::prelude::proptest;
+
+        proptest! {
+            #[test]
+            fn fuzz_prompts_jsonl(bytes in mutated(include_bytes!("../../tests/fixtures/fuzz/prompts.jsonl"))) {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("p.jsonl"), &bytes).unwrap();
+                let params = DeterminismParams {
+                    prompts: Some("p.jsonl".into()),
+                    ..DeterminismParams::default()
+                };
+                if let Err(e) = timed("a prompt file", || load_prompts(&params, dir.path())) {
+                    assert!(e.to_string().contains("p.jsonl"), "{e}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn diff_points_at_the_first_difference() {
         assert_eq!(

@@ -329,6 +329,23 @@ fn relative(dir: &Path, file: &Path) -> String {
 mod tests {
     use super::*;
 
+    mod fuzz_results {
+        use super::*;
+        use crate::results::fuzz::{mutated, timed};
+        use proptest::prelude::proptest;
+
+        proptest! {
+            #[test]
+            fn fuzz_lm_eval_results(bytes in mutated(include_bytes!("../../tests/fixtures/fuzz/lm_eval_results.json"))) {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("results_2026-01-01T00-00-00.json"), &bytes).unwrap();
+                if let Some(s) = timed("an lm_eval results file", || score(dir.path(), "gsm8k")) {
+                    assert!(s.is_finite());
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_reference_command_line() {
         let a = args(

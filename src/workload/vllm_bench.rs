@@ -230,6 +230,30 @@ pub(crate) fn metrics(
 mod tests {
     use super::*;
 
+    mod fuzz_result {
+        use super::*;
+        use crate::results::fuzz::{mutated, timed};
+        use proptest::prelude::proptest;
+
+        proptest! {
+            // vllm bench's result file: gated metrics, or an error naming
+            // the field it lacks.
+            #[test]
+            fn fuzz_vllm_bench_result(bytes in mutated(include_bytes!("../../tests/fixtures/fuzz/vllm_bench.json"))) {
+                let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else { return Ok(()) };
+                let p = ThroughputParams::default();
+                match timed("a vllm bench result", || metrics(&p, &doc)) {
+                    // What the gate reads is a count it can compare.
+                    Ok(m) => {
+                        let incomplete = m["incomplete_requests"].value;
+                        assert!(incomplete.is_finite() && incomplete >= 0.0, "{incomplete}");
+                    }
+                    Err(e) => assert!(!e.is_empty()),
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_reference_command_line() {
         let p = ThroughputParams {

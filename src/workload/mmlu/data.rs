@@ -413,6 +413,45 @@ pub(crate) fn write_builtin(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    mod fuzz_data {
+        use super::*;
+        use crate::results::fuzz::{mutated, timed};
+        use proptest::prelude::proptest;
+
+        proptest! {
+            #[test]
+            fn fuzz_mmlu_csv(bytes in mutated(include_bytes!("../../../tests/fixtures/fuzz/mmlu_test.csv"))) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("x_test.csv");
+                std::fs::write(&path, &bytes).unwrap();
+                if let Err(e) = timed("an MMLU CSV", || read_questions(&path)) {
+                    assert!(e.to_string().contains("x_test.csv"), "{e}");
+                }
+            }
+
+            // A hostile archive: refused with its name, never written
+            // outside `into`, never a panic or a hang.
+            #[test]
+            fn fuzz_mmlu_archive(bytes in mutated(include_bytes!("../../../tests/fixtures/fuzz/mmlu.tar.xz"))) {
+                let dir = tempfile::tempdir().unwrap();
+                let archive = dir.path().join("data.tar.xz");
+                std::fs::write(&archive, &bytes).unwrap();
+                let into = dir.path().join("out");
+                match timed("an MMLU archive", || prepare(&archive, &into)) {
+                    Err(e) => assert!(e.to_string().contains("data.tar.xz"), "{e}"),
+                    Ok(p) => assert!(p.data_dir.starts_with(&into), "{:?}", p.data_dir),
+                }
+                let outside: Vec<_> = std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name())
+                    .filter(|n| n != "data.tar.xz" && n != "out")
+                    .collect();
+                assert!(outside.is_empty(), "written outside: {outside:?}");
+            }
+        }
+    }
+
     #[test]
     fn csv_handles_quotes_commas_and_newlines() {
         let dir = tempfile::tempdir().unwrap();
