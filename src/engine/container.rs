@@ -17,6 +17,7 @@ use super::backend::{redirect, Backend, CleanupRecord, Handle, Launch, Resolve, 
 use super::process::{command_line, group_alive, signal_group};
 use super::{EngineError, EngineSpec, RUN_ID_ENV};
 use crate::config::{ContainerOptions, EngineConfig};
+use crate::results::NoSecrets;
 
 pub(crate) struct Container;
 
@@ -159,6 +160,7 @@ impl Backend for Container {
                 source,
             };
             let out = tokio::process::Command::new(cli)
+                .no_secrets()
                 .args(run_args)
                 .stdin(Stdio::null())
                 .output()
@@ -172,6 +174,7 @@ impl Backend for Container {
             }
             let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
             let mut follow = tokio::process::Command::new(cli);
+            follow.no_secrets();
             follow
                 .args(["logs", "-f", &id])
                 .stdin(Stdio::null())
@@ -207,6 +210,7 @@ impl Backend for Container {
             // Not awaited to the end: the supervisor waits for the log
             // follower, which ends when the container does.
             let _ = tokio::process::Command::new(cli)
+                .no_secrets()
                 .args(["stop", "--time", &secs.to_string(), id])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -228,6 +232,7 @@ impl Backend for Container {
             // Only from Drop, when the runtime may be gone: a blocking call
             // is the last resort that still removes the container.
             let _ = std::process::Command::new(cli)
+                .no_secrets()
                 .args(["rm", "-f", id])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -243,6 +248,7 @@ impl Backend for Container {
                 return "container gone".to_string();
             };
             let out = tokio::process::Command::new(cli)
+                .no_secrets()
                 .args(["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", id])
                 .output()
                 .await;
@@ -302,6 +308,7 @@ async fn remove(cli: &Path, ids: &[String]) {
         return;
     }
     let _ = tokio::process::Command::new(cli)
+        .no_secrets()
         .arg("rm")
         .arg("-f")
         .args(ids)
@@ -331,6 +338,7 @@ pub(crate) async fn cleanup_by_label(
     };
     let format = format!("{{{{.ID}}}} {{{{.Label \"{OWNER_LABEL}\"}}}} {{{{.Names}}}}");
     let out = tokio::process::Command::new(cli)
+        .no_secrets()
         .args(["ps", "-a", "--filter", &label, "--format", &format])
         .output()
         .await
@@ -383,6 +391,7 @@ async fn stop_and_remove(cli: &Path, ids: &[String], grace: Duration) -> Vec<Str
         return Vec::new();
     }
     let exists = tokio::process::Command::new(cli)
+        .no_secrets()
         .arg("inspect")
         .arg("-f")
         .arg("{{.Id}}")
@@ -403,6 +412,7 @@ async fn stop_and_remove(cli: &Path, ids: &[String], grace: Duration) -> Vec<Str
         return present;
     }
     let _ = tokio::process::Command::new(cli)
+        .no_secrets()
         .args([
             "stop",
             "--time",

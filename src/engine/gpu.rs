@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::results::NoSecrets;
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum GpuError {
     #[error("{count} GPU(s) asked for, but `nvidia-smi` is not on PATH; run on a GPU agent, or ask for no GPUs")]
@@ -223,6 +225,7 @@ const MEMORY_ARGS: &[&str] = &[
 pub(crate) async fn memory_used_mib() -> Option<f64> {
     let smi = which::which("nvidia-smi").ok()?;
     let out = tokio::process::Command::new(smi)
+        .no_secrets()
         .args(MEMORY_ARGS)
         .output()
         .await
@@ -243,6 +246,7 @@ pub(crate) async fn query(smi: &std::path::Path) -> Result<Vec<GpuState>, GpuErr
 
 async fn query_text(smi: &std::path::Path) -> Result<String, GpuError> {
     let out = tokio::process::Command::new(smi)
+        .no_secrets()
         .args(QUERY_ARGS)
         .output()
         .await

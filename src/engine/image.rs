@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use crate::config::{EngineKind, Suite};
+use crate::results::NoSecrets;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ImageError {
@@ -102,6 +103,7 @@ pub(crate) async fn build_images(
         ));
         let started = std::time::Instant::now();
         let status = tokio::process::Command::new(cli)
+            .no_secrets()
             .args(build_args(b, &c.image, &suite_dir.join(&b.context)))
             .stdin(Stdio::null())
             .stdout(file.try_clone().map_err(spawn)?)

@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use super::backend::{redirect, Backend, CleanupRecord, Handle, Launch, Resolve, Started, Target};
 use super::{EngineError, EngineSpec, RUN_ID_ENV};
 use crate::config::EngineConfig;
+use crate::results::NoSecrets;
 
 pub(crate) struct Process;
 
@@ -43,9 +44,8 @@ pub(crate) fn spawn(
     run_id: &str,
 ) -> Result<Started, EngineError> {
     let mut cmd = tokio::process::Command::new(program);
+    cmd.no_secrets();
     cmd.args(args)
-        .env_remove("GITHUB_TOKEN")
-        .env_remove("GH_TOKEN")
         // Our input (the LMCache engine's port, as the scripts name it),
         // but vLLM reads VLLM_PORT as its own internal port: two engines
         // inheriting it fight over it, so k3 starts vLLM under `env -u

@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::ReportError;
+use crate::results::NoSecrets;
 use crate::results::{RunResults, RunStatus, TestStatus};
 
 /// `success`, `warning` or `error`, as `buildkite-agent annotate --style`
@@ -81,6 +82,7 @@ async fn run(cmd: &mut Command, stdin: Option<&str>, what: &str) -> Result<(), R
 /// stdin (it may be far longer than a command line allows).
 pub(crate) async fn annotate(context: &str, style: &str, body: &str) -> Result<(), ReportError> {
     let mut cmd = Command::new(agent()?);
+    cmd.no_secrets();
     cmd.args(["annotate", "--context", context, "--style", style]);
     run(&mut cmd, Some(body), "annotate").await
 }
@@ -97,6 +99,7 @@ pub(crate) async fn upload(dir: &Path) -> Result<(), ReportError> {
         _ => (dir.clone(), ".".to_string()),
     };
     let mut cmd = Command::new(agent()?);
+    cmd.no_secrets();
     cmd.args(["artifact", "upload", &format!("{name}/**/*")])
         .current_dir(parent);
     run(&mut cmd, None, "artifact upload").await

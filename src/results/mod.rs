@@ -4,6 +4,9 @@
 
 #[cfg(test)]
 pub(crate) mod fuzz;
+mod secrets;
+
+pub(crate) use secrets::NoSecrets;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Installer, RepoConfig, SetupConfig};
+use crate::results::NoSecrets;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SetupError {
@@ -157,11 +158,13 @@ impl Env<'_> {
         let mut cmd = match &self.uv {
             Some(uv) => {
                 let mut c = Command::new(uv);
+                c.no_secrets();
                 c.args(["pip", "install", "--python"]).arg(self.python());
                 c
             }
             None => {
                 let mut c = Command::new(self.python());
+                c.no_secrets();
                 c.args(["-m", "pip", "install", "--disable-pip-version-check"]);
                 c
             }
@@ -201,9 +204,9 @@ fn timed(
 /// The venv's interpreter is the version the suite asked for.
 fn check_version(python: &Path, wanted: Option<&str>) -> Result<(), SetupError> {
     let Some(wanted) = wanted else { return Ok(()) };
-    let got =
-        run(Command::new(python)
-            .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]))?;
+    let got = run(Command::new(python)
+        .no_secrets()
+        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]))?;
     if got == wanted || got.starts_with(&format!("{wanted}.")) {
         Ok(())
     } else {
@@ -220,12 +223,14 @@ fn check_version(python: &Path, wanted: Option<&str>) -> Result<(), SetupError> 
 fn checkout(git: &Path, repo: &RepoConfig, dir: &Path) -> Result<(String, bool), SetupError> {
     let g = |args: &[&str]| {
         let mut c = Command::new(git);
+        c.no_secrets();
         c.arg("-C").arg(dir).args(args);
         c
     };
     // The job's own checkout: `dir` already points at it; use it as it is.
     if repo.git_ref.starts_with("checkout:") {
         let mut c = Command::new(git);
+        c.no_secrets();
         c.arg("-C").arg(dir).args(["rev-parse", "HEAD"]);
         return Ok((run(&mut c)?, false));
     }
@@ -328,12 +333,16 @@ pub(crate) fn setup(
         }
         match &env.uv {
             Some(uv) => run(Command::new(uv)
+                .no_secrets()
                 .args(["venv", "--quiet", "--seed", "--python", &cfg.python])
                 .arg(&venv))?,
             None => {
                 let python = which::which(&interpreter)
                     .map_err(|_| SetupError::NoPython(interpreter.clone()))?;
-                run(Command::new(python).args(["-m", "venv"]).arg(&venv))?
+                run(Command::new(python)
+                    .no_secrets()
+                    .args(["-m", "venv"])
+                    .arg(&venv))?
             }
         };
         check_version(&env.python(), wanted.as_deref())?;

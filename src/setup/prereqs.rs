@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::config::{EngineKind, Installer, Suite};
+use crate::results::NoSecrets;
 
 pub(crate) struct Check {
     pub name: &'static str,
@@ -17,7 +18,7 @@ pub(crate) struct Check {
 
 fn version(program: &str, args: &[&str]) -> Option<String> {
     let path = which::which(program).ok()?;
-    let out = Command::new(path).args(args).output().ok()?;
+    let out = Command::new(path).no_secrets().args(args).output().ok()?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -72,7 +73,7 @@ pub(crate) fn check(suite: &Suite) -> Vec<Check> {
         },
         Check {
             name: "nvidia-smi",
-            found: which::which("nvidia-smi").ok().and_then(|p| Command::new(p).arg("-L").output().ok()).filter(|o| o.status.success()).map(|o| {
+            found: which::which("nvidia-smi").ok().and_then(|p| Command::new(p).no_secrets().arg("-L").output().ok()).filter(|o| o.status.success()).map(|o| {
                 let n = String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU ")).count();
                 format!("{n} GPU(s)")
             }),

@@ -11,6 +11,7 @@ use indexmap::IndexMap;
 use super::{Ctx, ErrorClass, Output, Workload, WorkloadError};
 use crate::client::{BadUrl, Endpoint};
 use crate::config::LmEvalParams;
+use crate::results::NoSecrets;
 use crate::results::{Metric, Role};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +139,7 @@ pub(crate) async fn run_once(
     let log = results_dir.join("lm_eval").join(format!("{run}.log"));
     let file = std::fs::File::create(&log).map_err(spawn)?;
     let status = tokio::process::Command::new(program)
+        .no_secrets()
         .args(args(p, model, &server, &out))
         .stdin(Stdio::null())
         .stdout(file.try_clone().map_err(spawn)?)

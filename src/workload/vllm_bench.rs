@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::client::{BadUrl, Endpoint};
 use crate::config::{Api, ThroughputParams};
 use crate::results::Metric;
+use crate::results::NoSecrets;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum VllmBenchError {
@@ -150,6 +151,7 @@ pub(crate) async fn run(
     let result = dir.join(format!("{label}.json"));
     let _ = std::fs::remove_file(&result);
     let status = tokio::process::Command::new(program)
+        .no_secrets()
         .args(args(p, &server, model, &dir, label))
         .stdin(Stdio::null())
         .stdout(out)
