@@ -82,6 +82,53 @@ fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
+/// Applies one server-sent event's `data` to `out`: usage, finish reason,
+/// and the first content's time. `Ok(true)` for `[DONE]`; an error says
+/// what the event lacked or held.
+fn apply_event(data: &str, out: &mut StreamOutcome) -> Result<bool, String> {
+    if data == "[DONE]" {
+        return Ok(true);
+    }
+    let v: Value =
+        serde_json::from_str(data).map_err(|e| format!("{e} in event {:?}", snippet(data)))?;
+    if let Some(err) = v.get("error") {
+        return Err(format!("error event: {}", snippet(&err.to_string())));
+    }
+    if let Some(usage) = v.get("usage").filter(|u| !u.is_null()) {
+        out.prompt_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
+        out.completion_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
+    }
+    let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+        return Err(format!("no `choices` in event {:?}", snippet(data)));
+    };
+    for choice in choices {
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            out.finish_reason = Some(reason.to_string());
+        }
+        // Chat streams deltas (content, or a reasoning field); completions
+        // stream `text`.
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        let piece = ["content", "reasoning_content", "reasoning"]
+            .iter()
+            .filter_map(|k| delta.get(*k).and_then(Value::as_str))
+            .chain(choice.get("text").and_then(Value::as_str))
+            .find(|s| !s.is_empty());
+        if let Some(piece) = piece {
+            let now = out.start.elapsed();
+            if out.ttft.is_none() {
+                out.ttft = Some(now);
+            }
+            out.chunk_times.push(now);
+            let is_answer = delta.get("content").and_then(Value::as_str) == Some(piece)
+                || choice.get("text").and_then(Value::as_str) == Some(piece);
+            if is_answer {
+                out.text.push_str(piece);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// A tokenizer answer's count: `count`, else the length of `tokens`.
 fn token_count(answer: &Value) -> Option<u64> {
     answer.get("count").and_then(Value::as_u64).or_else(|| {
@@ -448,53 +495,7 @@ impl OpenAiClient {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(request_err)?;
             for data in parser.push(&chunk) {
-                if data == "[DONE]" {
-                    done = true;
-                    continue;
-                }
-                let v: Value = serde_json::from_str(&data)
-                    .map_err(|e| garbage(format!("{e} in event {:?}", snippet(&data))))?;
-                if let Some(err) = v.get("error") {
-                    return Err(garbage(format!(
-                        "error event: {}",
-                        snippet(&err.to_string())
-                    )));
-                }
-                if let Some(usage) = v.get("usage").filter(|u| !u.is_null()) {
-                    out.prompt_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
-                    out.completion_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
-                }
-                let Some(choices) = v.get("choices").and_then(Value::as_array) else {
-                    return Err(garbage(format!(
-                        "no `choices` in event {:?}",
-                        snippet(&data)
-                    )));
-                };
-                for choice in choices {
-                    if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-                        out.finish_reason = Some(reason.to_string());
-                    }
-                    // Chat streams deltas (content, or a reasoning field);
-                    // completions stream `text`.
-                    let delta = choice.get("delta").unwrap_or(&Value::Null);
-                    let piece = ["content", "reasoning_content", "reasoning"]
-                        .iter()
-                        .filter_map(|k| delta.get(*k).and_then(Value::as_str))
-                        .chain(choice.get("text").and_then(Value::as_str))
-                        .find(|s| !s.is_empty());
-                    if let Some(piece) = piece {
-                        let now = out.start.elapsed();
-                        if out.ttft.is_none() {
-                            out.ttft = Some(now);
-                        }
-                        out.chunk_times.push(now);
-                        let is_answer = delta.get("content").and_then(Value::as_str) == Some(piece)
-                            || choice.get("text").and_then(Value::as_str) == Some(piece);
-                        if is_answer {
-                            out.text.push_str(piece);
-                        }
-                    }
-                }
+                done |= apply_event(&data, out).map_err(garbage)?;
             }
         }
         if !done {
@@ -503,5 +504,65 @@ impl OpenAiClient {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::fuzz::{mutated, timed};
+    use proptest::prelude::proptest;
+
+    fn outcome() -> StreamOutcome {
+        let start = Instant::now();
+        StreamOutcome {
+            start,
+            ttft: None,
+            chunk_times: Vec::new(),
+            end: start,
+            text: String::new(),
+            prompt_tokens: None,
+            completion_tokens: None,
+            finish_reason: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_real_stream_decodes_to_its_answer_usage_and_finish() {
+        let mut out = outcome();
+        let mut done = false;
+        for data in
+            SseParser::default().push(include_bytes!("../../tests/fixtures/fuzz/stream.sse"))
+        {
+            done |= apply_event(&data, &mut out).unwrap();
+        }
+        assert!(done && out.ttft.is_some());
+        assert_eq!(out.text, "I");
+        assert_eq!(
+            (out.prompt_tokens, out.completion_tokens),
+            (Some(12), Some(1))
+        );
+        assert_eq!(out.finish_reason.as_deref(), Some("length"));
+    }
+
+    proptest! {
+        // What any OpenAI server (or something posing as one) streams:
+        // decoded, or an error quoting the event; never a panic, and text
+        // only ever grows from content that was there.
+        #[test]
+        fn fuzz_openai_stream(bytes in mutated(include_bytes!("../../tests/fixtures/fuzz/stream.sse"))) {
+            let mut out = outcome();
+            timed("an OpenAI stream", || {
+                for data in SseParser::default().push(&bytes) {
+                    if let Err(e) = apply_event(&data, &mut out) {
+                        assert!(e.contains("event") || e.contains("error"), "{e}");
+                        break;
+                    }
+                }
+            });
+            assert!(out.text.len() <= bytes.len());
+            assert_eq!(out.ttft.is_some(), !out.chunk_times.is_empty());
+        }
     }
 }
