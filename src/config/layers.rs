@@ -686,17 +686,20 @@ mod tests {
         use proptest::prelude::{proptest, Strategy};
 
         proptest! {
-            // A suite file and `--set`s of anyone's writing: loaded, or an
-            // error naming the file or the key; never a panic.
+            // A suite file, `--set`s and the reference's environment
+            // variables of anyone's writing: loaded, or an error naming the
+            // file, the `--set` or the variable; never a panic.
             #[test]
             fn fuzz_suite_toml(
                 bytes in mutated(include_bytes!("../../presets/sim.toml")),
                 set in "[a-z_.]{1,30}=[-0-9a-z\"\\[\\]{},. ]{0,20}".prop_map(String::from),
+                var in proptest::sample::select(vec!["MODEL", "NUM_DOCUMENTS", "MAX_WAIT_SECONDS", "VLLM_PORT", "OUTPUT_LEN"]),
+                value in "[-0-9a-z.e/ ]{0,12}",
             ) {
                 let text = String::from_utf8_lossy(&bytes);
-                if let Err(e) = timed("a suite", || load_str(&text, &[&set], &[("MODEL", "m")])) {
+                if let Err(e) = timed("a suite", || load_str(&text, &[&set], &[(var, value.as_str())])) {
                     let e = e.to_string();
-                    assert!(e.contains("suite.toml") || e.contains("--set") || e.contains("MODEL"), "{e}");
+                    assert!(e.contains("suite.toml") || e.contains("--set") || e.contains(var), "{e}");
                 }
             }
         }
