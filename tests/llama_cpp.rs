@@ -139,11 +139,12 @@ fn long_doc_qa_sees_the_cache_of_a_real_server() {
     );
     assert_eq!(check(&r, "query_ttft_vs_baseline")["verdict"], "pass");
     // long_doc_qa.py's TTFT gain (cold round over warm, within an engine):
-    // only the cached engine has one.
+    // the cached engine's is many times the baseline's (whose own drifts
+    // around 1, higher when the machine is busy as its first round runs).
     let gain = |e: &str| metric(&r, "long_doc_qa", e, "ttft_gain");
     assert!(
-        gain("lmcache") > 2.0 && gain("baseline") < 1.5,
-        "{} {}",
+        gain("lmcache") > 2.0 && gain("lmcache") > 2.0 * gain("baseline"),
+        "cached {} vs baseline {}",
         gain("lmcache"),
         gain("baseline")
     );
