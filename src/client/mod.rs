@@ -64,6 +64,22 @@ pub(crate) struct StreamOutcome {
 }
 
 impl StreamOutcome {
+    /// Nothing received yet; the clock starts now.
+    fn starting_now() -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            ttft: None,
+            chunk_times: Vec::new(),
+            end: start,
+            text: String::new(),
+            prompt_tokens: None,
+            completion_tokens: None,
+            finish_reason: None,
+            error: None,
+        }
+    }
+
     pub(crate) fn successful(&self) -> bool {
         self.error.is_none() && self.ttft.is_some()
     }
@@ -423,18 +439,7 @@ impl OpenAiClient {
             }
         }
         let url = self.url(path);
-        let start = Instant::now();
-        let mut out = StreamOutcome {
-            start,
-            ttft: None,
-            chunk_times: Vec::new(),
-            end: start,
-            text: String::new(),
-            prompt_tokens: None,
-            completion_tokens: None,
-            finish_reason: None,
-            error: None,
-        };
+        let mut out = StreamOutcome::starting_now();
         let result =
             tokio::time::timeout(self.timeout, self.stream_into(&url, &body, &mut out)).await;
         out.end = Instant::now();
@@ -513,24 +518,9 @@ mod tests {
     use crate::results::fuzz::{mutated, timed};
     use proptest::prelude::proptest;
 
-    fn outcome() -> StreamOutcome {
-        let start = Instant::now();
-        StreamOutcome {
-            start,
-            ttft: None,
-            chunk_times: Vec::new(),
-            end: start,
-            text: String::new(),
-            prompt_tokens: None,
-            completion_tokens: None,
-            finish_reason: None,
-            error: None,
-        }
-    }
-
     #[test]
     fn a_real_stream_decodes_to_its_answer_usage_and_finish() {
-        let mut out = outcome();
+        let mut out = StreamOutcome::starting_now();
         let mut done = false;
         for data in
             SseParser::default().push(include_bytes!("../../tests/fixtures/fuzz/stream.sse"))
@@ -552,7 +542,7 @@ mod tests {
         // only ever grows from content that was there.
         #[test]
         fn fuzz_openai_stream(bytes in mutated(include_bytes!("../../tests/fixtures/fuzz/stream.sse"))) {
-            let mut out = outcome();
+            let mut out = StreamOutcome::starting_now();
             timed("an OpenAI stream", || {
                 for data in SseParser::default().push(&bytes) {
                     if let Err(e) = apply_event(&data, &mut out) {
