@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{bin, run, tempdir, text};
+use common::{bin, report_comment, run, run_async, tempdir, text};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_string_contains, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -96,25 +96,17 @@ fn ours(id: u64, comment_id: &str) -> Value {
 }
 
 fn report(dir: &Path, api: &str, extra: &[&str]) -> Command {
-    let mut cmd = bin();
-    cmd.args(["report", "--pr-comment", "--results-dir"])
-        .arg(dir)
-        .args(extra)
-        .env("GITHUB_API_URL", api)
-        .env("GITHUB_TOKEN", TOKEN)
-        .env("LMCACHE_E2E_GITHUB_BACKOFF_MS", "5");
-    cmd
+    report_comment(dir, api, TOKEN, extra)
 }
 
-async fn run_async(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || run(&mut cmd, LIMIT))
-        .await
-        .unwrap()
+/// The command run to its end.
+async fn finish(cmd: Command) -> Output {
+    run_async(cmd, LIMIT).await
 }
 
 /// Runs `report --pr-comment` and expects exit 0: the comment never fails the job.
 async fn report_passes(dir: &Path, api: &str, extra: &[&str]) -> (Output, String) {
-    let out = run_async(report(dir, api, extra)).await;
+    let out = finish(report(dir, api, extra)).await;
     let stderr = text(&out).1;
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     (out, stderr)
@@ -286,7 +278,7 @@ async fn two_comment_ids_keep_two_comments_on_one_pr() {
             .await;
     }
     let dir = results_dir(|_| {});
-    let out = run_async(report(
+    let out = finish(report(
         dir.path(),
         &gh.uri(),
         &["--comment-id", "correctness"],
@@ -294,7 +286,7 @@ async fn two_comment_ids_keep_two_comments_on_one_pr() {
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     // The default id is the suite's name.
-    let out = run_async(report(dir.path(), &gh.uri(), &[])).await;
+    let out = finish(report(dir.path(), &gh.uri(), &[])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     let all = gh.received_requests().await.unwrap();
     let first = requests_to(&all, "PATCH", "/repos/LMCache/LMCache/issues/comments/1");
@@ -315,7 +307,7 @@ async fn a_forks_read_only_token_skips_the_comment_and_says_what_is_needed() {
             "status": "403"
         }))).await;
     let dir = results_dir(|_| {});
-    let out = run_async(report(dir.path(), &gh.uri(), &[])).await;
+    let out = finish(report(dir.path(), &gh.uri(), &[])).await;
     let (_, stderr) = text(&out);
     assert_eq!(
         out.status.code(),
@@ -334,7 +326,7 @@ async fn a_forks_read_only_token_skips_the_comment_and_says_what_is_needed() {
     );
     assert_no_token(&out, dir.path());
     // Unless asked to.
-    let out = run_async(report(dir.path(), &gh.uri(), &["--strict-report"])).await;
+    let out = finish(report(dir.path(), &gh.uri(), &["--strict-report"])).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out).1);
     assert_no_token(&out, dir.path());
 }

@@ -123,24 +123,16 @@ async fn github(gh: &MockServer, head_of_7: &str) {
 
 /// `report --pr-comment` in a `workflow_run` job of LMCache/LMCache.
 fn report(dir: &Path, api: &str, event: &Path, extra: &[&str]) -> Command {
-    let mut cmd = bin();
-    cmd.args(["report", "--pr-comment", "--results-dir"])
-        .arg(dir)
-        .args(extra)
-        .env("GITHUB_ACTIONS", "true")
+    let mut cmd = report_comment(dir, api, TOKEN, extra);
+    cmd.env("GITHUB_ACTIONS", "true")
         .env("GITHUB_EVENT_NAME", "workflow_run")
         .env("GITHUB_EVENT_PATH", event)
-        .env("GITHUB_REPOSITORY", "LMCache/LMCache")
-        .env("GITHUB_API_URL", api)
-        .env("GITHUB_TOKEN", TOKEN)
-        .env("LMCACHE_E2E_GITHUB_BACKOFF_MS", "5");
+        .env("GITHUB_REPOSITORY", "LMCache/LMCache");
     cmd
 }
 
-async fn run_async(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || run(&mut cmd, LIMIT))
-        .await
-        .unwrap()
+async fn finish(cmd: Command) -> Output {
+    run_async(cmd, LIMIT).await
 }
 
 fn calls(all: &[Request]) -> Vec<String> {
@@ -164,7 +156,7 @@ async fn the_comment_goes_to_the_runs_pull_request_not_the_artifacts() {
     github(&gh, SHA).await;
     let dir = hostile_results(SHA);
     let ev = event(dir.path(), &[]);
-    let out = run_async(report(dir.path(), &gh.uri(), &ev, &[])).await;
+    let out = finish(report(dir.path(), &gh.uri(), &ev, &[])).await;
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let all = gh.received_requests().await.unwrap();
@@ -191,7 +183,7 @@ async fn a_linked_pull_request_must_still_have_the_runs_head() {
     github(&gh, "0000000000000000000000000000000000000000").await;
     let dir = hostile_results(SHA);
     let ev = event(dir.path(), &[7]);
-    let out = run_async(report(dir.path(), &gh.uri(), &ev, &[])).await;
+    let out = finish(report(dir.path(), &gh.uri(), &ev, &[])).await;
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let all = gh.received_requests().await.unwrap();
@@ -210,7 +202,7 @@ async fn an_artifact_of_another_commit_is_refused() {
     let dir = hostile_results("1111111111111111111111111111111111111111");
     let ev = event(dir.path(), &[]);
     // A warning by default: the job does not fail over its comment.
-    let out = run_async(report(dir.path(), &gh.uri(), &ev, &[])).await;
+    let out = finish(report(dir.path(), &gh.uri(), &ev, &[])).await;
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -219,7 +211,7 @@ async fn an_artifact_of_another_commit_is_refused() {
         "{stderr}"
     );
     // Exit 3 when the report must be delivered.
-    let out = run_async(report(dir.path(), &gh.uri(), &ev, &["--strict-report"])).await;
+    let out = finish(report(dir.path(), &gh.uri(), &ev, &["--strict-report"])).await;
     assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
     assert!(
         gh.received_requests().await.unwrap().is_empty(),
@@ -233,7 +225,7 @@ async fn pr_given_on_the_command_line_is_still_obeyed() {
     github(&gh, SHA).await;
     let dir = hostile_results(SHA);
     let ev = event(dir.path(), &[]);
-    let out = run_async(report(dir.path(), &gh.uri(), &ev, &["--pr", "9"])).await;
+    let out = finish(report(dir.path(), &gh.uri(), &ev, &["--pr", "9"])).await;
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     let all = gh.received_requests().await.unwrap();
     never_the_victim(&all);
@@ -259,7 +251,7 @@ async fn under_pull_request_the_events_pr_wins_over_the_artifacts() {
     .unwrap();
     let mut cmd = report(dir.path(), &gh.uri(), &ev, &[]);
     cmd.env("GITHUB_EVENT_NAME", "pull_request");
-    let out = run_async(cmd).await;
+    let out = finish(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     let all = gh.received_requests().await.unwrap();
     never_the_victim(&all);

@@ -224,16 +224,7 @@ const MEMORY_ARGS: &[&str] = &[
 /// when its answer cannot be read.
 pub(crate) async fn memory_used_mib() -> Option<f64> {
     let smi = which::which("nvidia-smi").ok()?;
-    let out = tokio::process::Command::new(smi)
-        .no_secrets()
-        .args(MEMORY_ARGS)
-        .output()
-        .await
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let gpus = parse(&String::from_utf8_lossy(&out.stdout)).ok()?;
+    let gpus = parse(&smi_text(&smi, MEMORY_ARGS).await.ok()?).ok()?;
     let used: Option<Vec<u64>> = gpus.iter().map(|g| g.memory_used_mib).collect();
     used.filter(|u| !u.is_empty())
         .map(|u| u.iter().sum::<u64>() as f64)
@@ -245,11 +236,28 @@ pub(crate) async fn query(smi: &std::path::Path) -> Result<Vec<GpuState>, GpuErr
 }
 
 async fn query_text(smi: &std::path::Path) -> Result<String, GpuError> {
-    let out = tokio::process::Command::new(smi)
+    smi_text(smi, QUERY_ARGS).await
+}
+
+/// A wedged driver makes `nvidia-smi` hang: it gets this long, then is
+/// killed.
+const SMI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `nvidia-smi args`'s output; killed when it hangs or its caller gives up.
+async fn smi_text(smi: &std::path::Path, args: &[&str]) -> Result<String, GpuError> {
+    let run = tokio::process::Command::new(smi)
         .no_secrets()
-        .args(QUERY_ARGS)
-        .output()
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(SMI_TIMEOUT, run)
         .await
+        .map_err(|_| {
+            GpuError::Query(format!(
+                "no answer within {} s (is the GPU driver wedged?)",
+                SMI_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|e| GpuError::Query(e.to_string()))?;
     if !out.status.success() {
         return Err(GpuError::Query(format!(

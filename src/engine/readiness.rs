@@ -86,7 +86,7 @@ enum Health {
     /// A route the suite named: it must answer 2xx.
     Given(String),
     /// `/v1/models` alone.
-    None,
+    ModelsOnly,
 }
 
 impl Health {
@@ -94,14 +94,14 @@ impl Health {
         match self {
             Health::Default => Some("/health".to_string()),
             Health::Given(p) => Some(p.clone()),
-            Health::None => None,
+            Health::ModelsOnly => None,
         }
     }
 
     fn of(path: Option<&str>) -> Self {
         match path {
             None => Health::Default,
-            Some("") => Health::None,
+            Some("") => Health::ModelsOnly,
             Some(p) => Health::Given(p.to_string()),
         }
     }
@@ -124,7 +124,7 @@ async fn serves(
             Err(ClientError::Status {
                 status: 404 | 405 | 501,
                 ..
-            }) if *health == Health::Default => *health = Health::None,
+            }) if *health == Health::Default => *health = Health::ModelsOnly,
             Err(e @ ClientError::Status { .. }) if *health != Health::Default => {
                 return Err(format!(
                     "{e}; if this server's health route is another, set engines.{engine}.health_path (\"\" polls /v1/models alone)"

@@ -355,18 +355,21 @@ mod tests {
         assert_eq!(test_status(&last), TestStatus::Flaky);
     }
 
+    /// `ttft ≤ 0.01` judged on LMCache's value with the interval given.
+    fn judged_with_interval(low: f64, high: f64) -> CheckOutcome {
+        let c = check(|c| c.max = Some(0.01));
+        let mut m = metrics(1.0, (low + high) / 2.0);
+        m[&Role::Lmcache]["ttft"].interval = Some(Interval {
+            low,
+            high,
+            level: 0.95,
+        });
+        evaluate(&c, &m, &Paired::new()).remove(0)
+    }
+
     #[test]
     fn an_interval_gives_three_verdicts() {
-        let c = check(|c| c.max = Some(0.01));
-        let with = |low: f64, high: f64| {
-            let mut m = metrics(1.0, (low + high) / 2.0);
-            m[&Role::Lmcache]["ttft"].interval = Some(Interval {
-                low,
-                high,
-                level: 0.95,
-            });
-            evaluate(&c, &m, &Paired::new()).remove(0)
-        };
+        let with = |low: f64, high: f64| judged_with_interval(low, high);
         assert_eq!(
             with(-0.01, 0.009).verdict,
             Verdict::Pass,
@@ -418,16 +421,7 @@ mod tests {
 
     #[test]
     fn holm_softens_a_lone_marginal_failure_among_many_checks_but_not_a_clear_one() {
-        let c = check(|c| c.max = Some(0.01));
-        let with = |low: f64, high: f64| {
-            let mut m = metrics(1.0, (low + high) / 2.0);
-            m[&Role::Lmcache]["ttft"].interval = Some(Interval {
-                low,
-                high,
-                level: 0.95,
-            });
-            evaluate(&c, &m, &Paired::new()).remove(0)
-        };
+        let with = |low: f64, high: f64| judged_with_interval(low, high);
         // Just beyond (p ≈ 0.04) among four checks: not beyond after Holm.
         let marginal = with(0.0102, 0.03);
         assert_eq!(marginal.verdict, Verdict::Fail);

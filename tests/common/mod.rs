@@ -187,6 +187,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `report --pr-comment` on a results directory, against the GitHub API at
+/// `api` with `token`, retry waits shortened for tests.
+pub fn report_comment(dir: &Path, api: &str, token: &str, extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.args(["report", "--pr-comment", "--results-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("GITHUB_API_URL", api)
+        .env("GITHUB_TOKEN", token)
+        .env("LMCACHE_E2E_GITHUB_BACKOFF_MS", "5");
+    cmd
+}
+
+/// [`run`] from an async test (its fake servers keep answering meanwhile).
+pub async fn run_async(mut cmd: Command, limit: Duration) -> Output {
+    tokio::task::spawn_blocking(move || run(&mut cmd, limit))
+        .await
+        .unwrap()
+}
+
 /// `PATH` with `dir` (stand-ins for tools) searched first.
 pub fn path_with(dir: &Path) -> String {
     format!(
