@@ -41,6 +41,10 @@ pub(crate) struct CiEnv {
     pub event_name: Option<String>,
     /// What a `workflow_run` event says of the run it reports on.
     pub workflow_run: Option<WorkflowRun>,
+    /// The repository's default branch, when the CI says:
+    /// `BUILDKITE_PIPELINE_DEFAULT_BRANCH`, or the GitHub event's
+    /// `repository.default_branch`.
+    pub default_branch: Option<String>,
 }
 
 /// A `workflow_run` event's own facts about the run it reports on (GitHub
@@ -87,13 +91,24 @@ impl CiEnv {
             Ci::None
         };
         let event_name = set("GITHUB_EVENT_NAME").filter(|_| on_github);
+        let event = set("GITHUB_EVENT_PATH")
+            .filter(|_| on_github)
+            .and_then(|p| read_event(Path::new(&p)));
         let workflow_run = match event_name.as_deref() {
-            Some("workflow_run") => set("GITHUB_EVENT_PATH")
-                .and_then(|p| read_event(Path::new(&p)))
-                .and_then(|e| WorkflowRun::of(&e)),
+            Some("workflow_run") => event.as_ref().and_then(WorkflowRun::of),
             _ => None,
         };
+        let default_branch = set("BUILDKITE_PIPELINE_DEFAULT_BRANCH")
+            .filter(|_| on_buildkite)
+            .or_else(|| {
+                event
+                    .as_ref()?
+                    .pointer("/repository/default_branch")?
+                    .as_str()
+                    .map(str::to_string)
+            });
         Self {
+            default_branch,
             ci,
             on_github,
             on_buildkite,

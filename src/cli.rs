@@ -81,6 +81,16 @@ pub(crate) enum Command {
     /// today's point estimate, retried until a pass, the interval gate on
     /// trials, and with more trials when inconclusive.
     Calibrate(CalibrateArgs),
+    /// Combine a sharded suite's results directories into one, every check
+    /// recomputed on the union (MMLU over all questions), then report it as
+    /// one run. Refuses (exit 2) a missing or duplicated shard and shards of
+    /// different commits, suites or engines.
+    #[command(after_help = EXIT_CODES)]
+    Merge(MergeArgs),
+    /// Write a results directory's numbers in Bencher's or
+    /// github-action-benchmark's format.
+    #[command(after_help = EXIT_CODES)]
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -128,7 +138,98 @@ pub(crate) struct CiArgs {
     #[arg(long, short)]
     pub verbose: bool,
     #[command(flatten)]
+    pub shard: ShardFlags,
+    #[command(flatten)]
+    pub history: HistoryFlags,
+    #[command(flatten)]
     pub report: ReportFlags,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Shards")]
+pub(crate) struct ShardFlags {
+    /// Run only shard K of N: the suite's tests (of every model, and an
+    /// MMLU test subject by subject) split deterministically, balanced on
+    /// their cost; `merge` combines the shards' results directories
+    /// [default: from BUILDKITE_PARALLEL_JOB and BUILDKITE_PARALLEL_JOB_COUNT].
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// Balance the shards on how long each test took in this earlier run's
+    /// results directory (a merged one works) instead of estimated tokens.
+    #[arg(long, value_name = "DIR")]
+    pub durations_from: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "History")]
+pub(crate) struct HistoryFlags {
+    /// A JSON-lines store of the default branch's runs: this run is shown
+    /// against its recent runs with the same fingerprint (and change points
+    /// in them), and appended when it ran on the default branch.
+    #[arg(long, value_name = "FILE", env = "LMCACHE_E2E_HISTORY")]
+    pub history: Option<PathBuf>,
+    /// When to append to --history: `auto` (a run of the default branch
+    /// that is no pull request), `always` or `never`.
+    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    pub history_append: HistoryAppend,
+    /// The default branch, for `--history-append auto` [default:
+    /// BUILDKITE_PIPELINE_DEFAULT_BRANCH, the GitHub event's repository, or
+    /// main].
+    #[arg(long, value_name = "BRANCH")]
+    pub default_branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum HistoryAppend {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// `lmcache-e2e merge`: one results directory from a sharded suite's.
+#[derive(Debug, Args)]
+pub(crate) struct MergeArgs {
+    /// The shards' results directories, each with its results.json.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// The merged results directory (created; must be empty or new).
+    #[arg(long, value_name = "DIR")]
+    pub into: PathBuf,
+    /// Refuse a results.json larger than this (they are other jobs'
+    /// artifacts).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub max_results_mib: u64,
+    #[command(flatten)]
+    pub history: HistoryFlags,
+    #[command(flatten)]
+    pub report: ReportFlags,
+}
+
+/// `lmcache-e2e export`: a results directory's numbers for other dashboards.
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// Results directory holding results.json.
+    #[arg(long, value_name = "DIR", env = "RESULTS_DIR")]
+    pub results_dir: PathBuf,
+    /// `bencher` (Bencher Metric Format, for `bencher run --file`),
+    /// `benchmark-smaller` or `benchmark-bigger` (github-action-benchmark's
+    /// `customSmallerIsBetter` / `customBiggerIsBetter`).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: ExportFormat,
+    /// Write here instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Refuse a results.json larger than this.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub max_results_mib: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ExportFormat {
+    Bencher,
+    BenchmarkSmaller,
+    BenchmarkBigger,
 }
 
 /// Where reports go. `ci` also writes the GitHub job summary on GitHub

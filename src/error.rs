@@ -42,6 +42,13 @@ pub(crate) enum Error {
     Recommend(#[from] crate::setup::recommend::RecommendError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Merge(#[from] crate::run::merge::MergeError),
+    #[error("failed to plan the shards: {0}")]
+    Shard(#[from] crate::workload::mmlu::MmluError),
+    /// A flag or input the user gave is wrong; the message says which.
+    #[error("{0}")]
+    Usage(String),
     /// A comparison found a regression; already reported.
     #[error("the run failed: {0}")]
     Failed(String),
@@ -65,6 +72,13 @@ impl Error {
             | Error::Setup(_)
             | Error::Recommend(_) => exit::SETUP,
             Error::Failed(_) => exit::GATE_FAILED,
+            Error::Usage(_) => exit::USAGE,
+            Error::Merge(e) if e.is_bad_input() => exit::USAGE,
+            Error::Merge(_) => exit::SETUP,
+            Error::Shard(e) => match e.class() {
+                ErrorClass::BadInput => exit::USAGE,
+                _ => exit::SETUP,
+            },
             Error::Run(e) => run_exit_code(e),
         }
     }

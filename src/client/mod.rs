@@ -273,6 +273,17 @@ impl OpenAiClient {
             .collect())
     }
 
+    /// What the server says it is, as vLLM and SGLang answer `GET /version`
+    /// (`{"version": "0.9.1"}`); `None` from a server that does not say, or
+    /// says something that is no short version string.
+    pub(crate) async fn server_version(&self) -> Option<String> {
+        let url = self.url("/version");
+        let value = self.get_json(&url, Duration::from_secs(5)).await.ok()?;
+        let v = value.get("version")?.as_str()?;
+        let plain = |c: char| c.is_ascii_alphanumeric() || "._+-".contains(c);
+        (!v.is_empty() && v.len() <= 64 && v.chars().all(plain)).then(|| v.to_string())
+    }
+
     /// `model = "auto"` means the first model the server lists, as
     /// `long_doc_qa.py --model auto` does.
     pub(crate) async fn resolve_model(&self, model: &str) -> Result<String, ClientError> {

@@ -1,15 +1,21 @@
-//! `lmcache-e2e ci`: runs a suite with the console and results writer as
-//! its event sinks, then delivers the reports whatever the outcome.
+//! `lmcache-e2e ci`: runs a suite (or one shard of it) with the console and
+//! results writer as its event sinks, then delivers the reports whatever
+//! the outcome.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use indexmap::IndexMap;
+
 use crate::ci_env::CiEnv;
-use crate::cli::CiArgs;
-use crate::config::TestParams;
+use crate::cli::{CiArgs, ShardFlags};
+use crate::config::{Loaded, TestParams};
 use crate::console::{CiGroups, Verbosity};
 use crate::error::Error;
-use crate::run::{self, Events, ResultsWriter};
+use crate::results::{PlannedUnit, RunResults, ShardMark};
+use crate::run::shard::{self, Shard, Unit};
+use crate::run::{self, Events, ResultsWriter, ShardRun};
+use crate::workload::mmlu;
 
 pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     let mut loaded = super::load_suite(&args.suite)?;
@@ -48,14 +54,20 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         .clone()
         .or_else(|| run_cfg.results_dir.clone())
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/lmcache_ci_results_{build_id}")));
+    let shard = match which_shard(&args.shard)? {
+        Some(s) => Some(shard_run(&loaded, &selected, s, &results_dir, &args.shard)?),
+        None => None,
+    };
     let request = run::Request {
         loaded: &loaded,
         selected,
         results_dir,
         build_id,
         meta: ci.meta.clone(),
+        shard,
     };
-    let (results, outcome) = run::run(request, &events).await?;
+    let (mut results, outcome) = run::run(request, &events).await?;
+    super::history::apply(&args.history, &ci, &mut results, &console)?;
     // Reports go out whatever the outcome: a failed or interrupted run is
     // the one maintainers most need to see.
     let plan = super::delivery_plan(&args.report, &ci, true);
@@ -65,4 +77,90 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         // The run's own failure says more than the report's.
         Err(e) => Err(outcome.err().map_or_else(|| e.into(), Error::Run)),
     }
+}
+
+/// `--shard`, else Buildkite's parallel job, else none.
+fn which_shard(flags: &ShardFlags) -> Result<Option<Shard>, Error> {
+    let env = |k: &str| std::env::var(k).ok();
+    let parsed = match &flags.shard {
+        Some(s) => Some(s.parse::<Shard>().map_err(|e| format!("--shard: {e}"))),
+        None => Shard::from_buildkite(&env),
+    };
+    parsed.transpose().map_err(Error::Usage)
+}
+
+/// This job's part of the suite, from a plan every shard computes alike.
+fn shard_run(
+    loaded: &Loaded,
+    selected: &[String],
+    shard: Shard,
+    results_dir: &Path,
+    flags: &ShardFlags,
+) -> Result<ShardRun, Error> {
+    let mut units = Vec::new();
+    let mut tests: IndexMap<String, &String> = IndexMap::new();
+    for (_, label) in run::models_of(&loaded.suite.run) {
+        for name in selected {
+            let record = run::record_name(name, label.as_deref());
+            let params = &loaded.params[name];
+            let subjects: Vec<(String, f64)> = match params {
+                TestParams::Mmlu(p) => {
+                    let per_question = shard::mmlu_question_tokens(p);
+                    mmlu::subject_sizes(p, results_dir, &loaded.suite_dir())?
+                        .into_iter()
+                        .map(|(s, n)| (s, n as f64 * per_question))
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            let cost = if subjects.is_empty() {
+                shard::estimated_tokens(params, loaded.suite.tests[name].trials())
+            } else {
+                subjects.iter().map(|(_, c)| c).sum()
+            };
+            tests.insert(record.clone(), name);
+            units.push(Unit {
+                record,
+                cost,
+                subjects,
+            });
+        }
+    }
+    if let Some(dir) = &flags.durations_from {
+        let previous = RunResults::read_untrusted(dir, 64)?;
+        let secs: IndexMap<String, f64> = previous
+            .tests
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.duration_secs?)))
+            .collect();
+        shard::with_durations(&mut units, &secs);
+    }
+    let plan = shard::plan(&units, shard.count);
+    let params = plan[shard.index as usize - 1]
+        .iter()
+        .filter(|u| !u.subjects.is_empty())
+        .map(|u| {
+            let mut p = loaded.params[tests[&u.record].as_str()].clone();
+            if let TestParams::Mmlu(m) = &mut p {
+                m.subjects = u.subjects.clone();
+            }
+            (u.record.clone(), p)
+        })
+        .collect();
+    Ok(ShardRun {
+        mark: ShardMark {
+            index: shard.index,
+            count: shard.count,
+            units: units
+                .into_iter()
+                .map(|u| PlannedUnit {
+                    record: u.record,
+                    subjects: u.subjects.into_iter().map(|(s, _)| s).collect(),
+                    cost: u.cost,
+                })
+                .collect(),
+            plan,
+        },
+        params,
+    })
 }

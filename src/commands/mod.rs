@@ -6,8 +6,11 @@ mod ci;
 mod cleanup;
 pub(crate) mod compare;
 mod config_show;
+mod export;
 mod gpus;
+mod history;
 mod list;
+mod merge;
 mod recommend;
 mod report;
 mod setup;
@@ -46,6 +49,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
         Command::Cleanup(args) => cleanup::run(args).await,
         Command::Sim(SimCommand::Serve(args)) => sim::run(args).await,
         Command::Calibrate(args) => calibrate::run(&args),
+        Command::Merge(args) => merge::run(args).await,
+        Command::Export(args) => export::run(&args),
     }
 }
 

@@ -502,6 +502,18 @@ impl TestParams {
 }
 
 impl Suite {
+    /// SHA-256 of the suite as resolved, without what differs between jobs
+    /// of one build (results directory, build id): equal hashes ran the
+    /// same tests, checks and engines.
+    pub(crate) fn hash(&self) -> String {
+        use sha2::Digest as _;
+        let mut same = self.clone();
+        same.run.results_dir = None;
+        same.run.build_id = None;
+        let json = serde_json::to_vec(&same).expect("suite serializes");
+        format!("{:x}", sha2::Sha256::digest(json))
+    }
+
     pub(crate) fn engine_with_role(&self, role: Role) -> Option<(&String, &EngineConfig)> {
         self.engines.iter().find(|(_, e)| e.role == role)
     }

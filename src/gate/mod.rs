@@ -4,7 +4,9 @@
 use indexmap::IndexMap;
 
 mod attempts;
+pub(crate) mod changepoint;
 pub(crate) mod evidence;
+pub(crate) mod history;
 pub(crate) mod stats;
 
 use crate::config::{CheckConfig, Role, Severity};
@@ -252,6 +254,46 @@ pub(crate) fn share_alpha(tests: &mut [TestRecord], enabled: bool) -> Option<Fam
         checks: family.len(),
         softened,
     })
+}
+
+/// Takes back what `share_alpha` did, so the checks can join a larger
+/// family (shards merged into one run): each check's own verdict again.
+pub(crate) fn unshare_alpha(tests: &mut [TestRecord]) {
+    for t in tests.iter_mut() {
+        let mut changed = false;
+        for c in t.checks.iter_mut() {
+            if c.p_adjusted.take().is_none() || c.verdict != Verdict::Inconclusive {
+                continue;
+            }
+            if let Some(v) = c.value {
+                if matches!(judge(v, c.interval, &c.op, c.threshold), Judged::Beyond) {
+                    c.verdict = Verdict::Fail;
+                    c.message = None;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            t.status = test_status(&t.checks);
+        }
+    }
+}
+
+/// The check a recorded outcome was judged by: what a merge re-judges the
+/// union with (retrying is over by then).
+pub(crate) fn check_of(o: &CheckOutcome) -> CheckConfig {
+    let mut c = CheckConfig::on(&o.metric);
+    c.engine = o.engine;
+    c.severity = o.severity;
+    c.on_inconclusive = o.on_inconclusive;
+    let t = Some(o.threshold);
+    match (o.kind, o.op.as_str()) {
+        (CheckKind::Absolute, "<=") => c.max = t,
+        (CheckKind::Absolute, _) => c.min = t,
+        (CheckKind::Relative, "<=") => c.max_change_pct = t,
+        (CheckKind::Relative, _) => c.min_change_pct = t,
+    }
+    c
 }
 
 /// A test's status from its check verdicts.

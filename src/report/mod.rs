@@ -2,12 +2,14 @@
 //! GitHub and Buildkite, JUnit XML, and their delivery.
 
 pub(crate) mod buildkite;
+pub(crate) mod export;
 pub(crate) mod github;
 mod github_api;
 pub(crate) mod junit;
 pub(crate) mod publish;
 pub(crate) mod render;
 pub(crate) mod terminal;
+mod trend;
 
 #[cfg(test)]
 pub(crate) mod samples;

@@ -796,6 +796,8 @@ fn context(
     ctx.insert("meta", &meta_items(results));
     ctx.insert("statistics", &statistics(results).map(|s| md_escape(&s)));
     ctx.insert("marker", &marker(comment_id));
+    ctx.insert("history", &super::trend::history(results));
+    ctx.insert("shards", &super::trend::shards_line(results));
     ctx.insert("tool_version", &md_escape(&results.tool_version));
     let commit_short = results
         .meta
@@ -960,6 +962,7 @@ mod tests {
                 let expected = 1 // engines
                     + r.tests.iter().filter(|t| !t.checks.is_empty()).count()
                     + r.tests.iter().map(|t| t.tables.len()).sum::<usize>()
+                    + usize::from(r.history.is_some())
                     + if target == Target::Buildkite { charts } else { 0 };
                 assert_eq!(
                     html.matches("<table>").count(),

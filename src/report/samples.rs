@@ -209,6 +209,7 @@ fn engines(tail: &[&str]) -> Vec<EngineRecord> {
         log: Some(format!("logs/{name}.log")),
         ready_secs: Some(41.3),
         log_tail: tail.iter().map(|l| l.to_string()).collect(),
+        version: None,
     })
     .collect()
 }
@@ -240,8 +241,12 @@ fn base(status: RunStatus, tests: Vec<TestRecord>) -> RunResults {
             build_url: Some("https://github.com/LMCache/LMCache/actions/runs/99".into()),
             models: vec!["meta-llama/Llama-3.1-8B-Instruct".into()],
             gpus: vec!["GPU 0 (22 GiB)".into(), "GPU 1 (22 GiB)".into()],
+            suite_hash: None,
         },
         family: None,
+        shard: None,
+        merged_from: Vec::new(),
+        history: None,
     }
 }
 
@@ -341,9 +346,50 @@ pub(crate) fn inconclusive() -> RunResults {
     r
 }
 
+/// A merged run of three shards, shown against the default branch's history
+/// with a step in it.
+pub(crate) fn merged_with_history() -> RunResults {
+    use crate::results::{ChangePoint, HistoryView, MergedShard, MetricHistory};
+    let mut r = passed();
+    r.merged_from = (1..=3)
+        .map(|index| MergedShard {
+            index,
+            dir: format!("shard-{index}"),
+            status: RunStatus::Passed,
+            duration_secs: Some(600.0 + f64::from(index) * 7.0),
+            build_url: Some(format!(
+                "https://buildkite.com/lmcache/e2e/builds/7#job-{index}"
+            )),
+        })
+        .collect();
+    let series: Vec<f64> = (0..30)
+        .map(|i| if i < 15 { -72.0 } else { -61.0 } + f64::from(i % 3))
+        .collect();
+    r.history = Some(HistoryView {
+        runs: 30,
+        fingerprint: "3f2a9c41d0be".into(),
+        method: "E-divisive means (Matteson & James 2014), 499 seeded permutations, p <= 0.01, at least 4 runs a side".into(),
+        metrics: vec![MetricHistory {
+            key: "long_doc_qa: query_ttft_vs_baseline".into(),
+            unit: "%".into(),
+            series,
+            current: Some(-60.5),
+            percentile: Some(81.7),
+            change_points: vec![ChangePoint {
+                at: 15,
+                commit: Some("89abcdef0123456789abcdef0123456789abcdef".into()),
+                change_pct: Some(15.3),
+                p: 0.002,
+            }],
+        }],
+    });
+    r
+}
+
 pub(crate) fn all() -> Vec<(&'static str, RunResults)> {
     vec![
         ("passed", passed()),
+        ("merged_with_history", merged_with_history()),
         ("inconclusive", inconclusive()),
         ("gate_failure", gate_failure()),
         ("interrupted", interrupted()),

@@ -4,6 +4,7 @@
 
 #[cfg(test)]
 pub(crate) mod fuzz;
+pub(crate) mod history;
 mod secrets;
 
 pub(crate) use secrets::NoSecrets;
@@ -351,6 +352,9 @@ pub(crate) struct EngineRecord {
     pub ready_secs: Option<f64>,
     /// Last log lines, kept when the run failed or was interrupted.
     pub log_tail: Vec<String>,
+    /// What the server says it is (`GET /version`), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Where and what ran: shown in reports, and the pull request a later
@@ -365,6 +369,11 @@ pub(crate) struct RunMeta {
     pub build_url: Option<String>,
     pub models: Vec<String>,
     pub gpus: Vec<String>,
+    /// SHA-256 of the suite as resolved (results directory and build id
+    /// left out): runs with the same hash ran the same tests, checks and
+    /// engines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -390,6 +399,89 @@ pub(crate) struct RunResults {
     /// How the hard checks' false-alarm budget was shared, once judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<Family>,
+    /// Which part of a sharded suite this run is, with the whole plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardMark>,
+    /// The shards a merged run was combined from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<MergedShard>,
+    /// Where this run falls in the default branch's recent runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryView>,
+}
+
+/// One shard of a suite: its place, and every shard's work as planned (the
+/// same in every shard, so a merge can tell what is missing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ShardMark {
+    /// 1-based.
+    pub index: u32,
+    pub count: u32,
+    /// Every unit of the whole suite in the order an unsharded run has
+    /// them, a split test with all its subjects.
+    pub units: Vec<PlannedUnit>,
+    /// The work units of shard `i + 1` at `plan[i]`.
+    pub plan: Vec<Vec<PlannedUnit>>,
+}
+
+/// A test (record name) a shard runs, whole or for some MMLU subjects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PlannedUnit {
+    pub record: String,
+    /// The MMLU subjects of this shard's part; empty when the test is whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
+    /// The cost the split was balanced on (estimated tokens, or seconds
+    /// from a previous run).
+    pub cost: f64,
+}
+
+/// A shard a merged run includes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MergedShard {
+    pub index: u32,
+    /// The shard's results directory, as given to `merge`.
+    pub dir: String,
+    pub status: RunStatus,
+    pub duration_secs: Option<f64>,
+    pub build_url: Option<String>,
+}
+
+/// Per check, this run against the default branch's recent runs with the
+/// same fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct HistoryView {
+    /// Runs of the default branch it was compared with.
+    pub runs: usize,
+    pub fingerprint: String,
+    pub method: String,
+    pub metrics: Vec<MetricHistory>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MetricHistory {
+    /// `test: check`.
+    pub key: String,
+    pub unit: String,
+    /// The default branch's values, oldest first.
+    pub series: Vec<f64>,
+    /// This run's value, when it has one.
+    pub current: Option<f64>,
+    /// Percentile rank of `current` among `series` (0–100).
+    pub percentile: Option<f64>,
+    /// Change points found in the default branch's series.
+    pub change_points: Vec<ChangePoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ChangePoint {
+    /// Index in `series` of the first value after the change.
+    pub at: usize,
+    /// The commit of that run, when known.
+    pub commit: Option<String>,
+    /// Mean after against mean before, in percent.
+    pub change_pct: Option<f64>,
+    pub p: f64,
 }
 
 impl RunResults {

@@ -5,7 +5,9 @@
 
 mod engagement;
 pub(crate) mod events;
+pub(crate) mod merge;
 mod services;
+pub(crate) mod shard;
 mod test;
 
 use std::panic::AssertUnwindSafe;
@@ -17,15 +19,15 @@ use futures_util::future::try_join_all;
 use futures_util::FutureExt;
 use indexmap::IndexMap;
 
-use crate::config::{self, Loaded, Role, Schedule, TestKind};
+use crate::config::{self, Loaded, Role, Schedule, TestKind, TestParams};
 use crate::engine::gpu::GpuError;
 use crate::engine::image::ImageError;
 use crate::engine::signals::{Received, Signals};
 use crate::engine::{self, tail_lines, EngineError, EngineSpec, Supervisor, TAIL_LINES};
 use crate::gate;
 use crate::results::{
-    AttemptRecord, EngineRecord, ResultsError, RunMeta, RunResults, RunStatus, TestRecord,
-    TestStatus, SCHEMA_VERSION,
+    AttemptRecord, EngineRecord, ResultsError, RunMeta, RunResults, RunStatus, ShardMark,
+    TestRecord, TestStatus, SCHEMA_VERSION,
 };
 use crate::workload::{Ctx, ErrorClass, Harness, Progress, Target};
 
@@ -76,6 +78,24 @@ pub(crate) struct Request<'a> {
     pub build_id: String,
     /// Where the job runs (repository, commit, PR), from the CI's variables.
     pub meta: RunMeta,
+    /// This job's part, when the suite is split over several.
+    pub shard: Option<ShardRun>,
+}
+
+/// One shard's part of a suite.
+pub(crate) struct ShardRun {
+    pub mark: ShardMark,
+    /// What a unit runs with instead of the suite's parameters (an MMLU
+    /// test's subjects), by record name.
+    pub params: IndexMap<String, TestParams>,
+}
+
+impl ShardRun {
+    fn runs(&self, record: &str) -> bool {
+        self.mark.plan[self.mark.index as usize - 1]
+            .iter()
+            .any(|u| u.record == record)
+    }
 }
 
 /// What a test needs after the gate's look at it.
@@ -136,6 +156,7 @@ pub(crate) async fn run(
             loaded,
             &req.selected,
             &models,
+            req.shard.as_ref(),
             &supervisor,
             &mut results,
             events,
@@ -192,13 +213,16 @@ fn new_results(req: &Request<'_>, run_id: &str, models: &[(String, Option<String
         engines: Vec::new(),
         meta: RunMeta {
             models: models.iter().map(|(m, _)| m.clone()).collect(),
+            suite_hash: Some(suite.hash()),
             ..req.meta.clone()
         },
         tests: models
             .iter()
             .flat_map(|(_, label)| req.selected.iter().map(move |name| (name, label)))
-            .map(|(name, label)| TestRecord {
-                name: record_name(name, label.as_deref()),
+            .map(|(name, label)| (name, record_name(name, label.as_deref())))
+            .filter(|(_, record)| req.shard.as_ref().is_none_or(|s| s.runs(record)))
+            .map(|(name, record)| TestRecord {
+                name: record,
                 kind: suite.tests[name].kind.as_str().to_string(),
                 status: TestStatus::NotRun,
                 metrics: IndexMap::new(),
@@ -214,6 +238,9 @@ fn new_results(req: &Request<'_>, run_id: &str, models: &[(String, Option<String
             })
             .collect(),
         family: None,
+        shard: req.shard.as_ref().map(|s| s.mark.clone()),
+        merged_from: Vec::new(),
+        history: None,
     }
 }
 
@@ -361,7 +388,7 @@ async fn choose_gpus(
 }
 
 /// Each model to run, with the label its names carry when there are several.
-fn models_of(run: &config::RunConfig) -> Vec<(String, Option<String>)> {
+pub(crate) fn models_of(run: &config::RunConfig) -> Vec<(String, Option<String>)> {
     if run.models.is_empty() {
         return vec![(run.model.clone(), None)];
     }
@@ -371,7 +398,7 @@ fn models_of(run: &config::RunConfig) -> Vec<(String, Option<String>)> {
     run.models.iter().map(|m| (m.clone(), label(m))).collect()
 }
 
-fn record_name(test: &str, label: Option<&str>) -> String {
+pub(crate) fn record_name(test: &str, label: Option<&str>) -> String {
     match label {
         Some(l) => format!("{test}@{l}"),
         None => test.to_string(),
@@ -382,6 +409,7 @@ async fn pipeline(
     loaded: &Loaded,
     selected: &[String],
     models: &[(String, Option<String>)],
+    shard: Option<&ShardRun>,
     supervisor: &Supervisor,
     results: &mut RunResults,
     events: &Events,
@@ -402,8 +430,17 @@ async fn pipeline(
         })
         .collect();
     let mut broken = Vec::new();
-    for (i, (model, label)) in models.iter().enumerate() {
-        if i > 0 {
+    let mut started = false;
+    for (model, label) in models {
+        let mine: Vec<String> = selected
+            .iter()
+            .filter(|t| shard.is_none_or(|s| s.runs(&record_name(t, label.as_deref()))))
+            .cloned()
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        if std::mem::replace(&mut started, true) {
             events.info("stopping the engines of the previous model".into());
             supervisor.stop_all(std::future::pending()).await;
         }
@@ -418,8 +455,9 @@ async fn pipeline(
             supervisor,
             events,
             services: std::sync::OnceLock::new(),
+            overrides: shard.map(|s| &s.params),
         };
-        broken.extend(ctx.run(selected, &chosen, results).await?);
+        broken.extend(ctx.run(&mine, &chosen, results).await?);
     }
     Ok(broken)
 }
@@ -434,9 +472,18 @@ struct ModelRun<'a> {
     events: &'a Events,
     /// The model's services, once resolved.
     services: std::sync::OnceLock<ServiceControl<'a>>,
+    /// A shard's own parameters for some of its units, by record name.
+    overrides: Option<&'a IndexMap<String, TestParams>>,
 }
 
 impl ModelRun<'_> {
+    /// A test's parameters: the shard's for its part, else the suite's.
+    fn params(&self, test: &str) -> &TestParams {
+        self.overrides
+            .and_then(|o| o.get(&record_name(test, self.label)))
+            .unwrap_or(&self.loaded.params[test])
+    }
+
     async fn run(
         &self,
         selected: &[String],
@@ -482,7 +529,7 @@ impl ModelRun<'_> {
             .iter()
             .map(|name| {
                 let record = record_name(name, self.label);
-                let run = TestRun::new(&record, &self.loaded.params[name], self.label, 1);
+                let run = TestRun::new(&record, self.params(name), self.label, 1);
                 (run, Duration::ZERO, name)
             })
             .collect();
@@ -741,7 +788,7 @@ impl ModelRun<'_> {
                 Next::Retry if pooled => {}
                 Next::Retry => {
                     let attempt = history.len() as u32 + 1;
-                    *run = TestRun::new(&name, &self.loaded.params[test], self.label, attempt);
+                    *run = TestRun::new(&name, self.params(test), self.label, attempt);
                 }
             }
             self.events.emit(&Event::Checkpoint(results))?;
@@ -879,6 +926,7 @@ impl ModelRun<'_> {
                 log: spec.log.as_deref().map(|l| relative(&dir, l)),
                 ready_secs: None,
                 log_tail: Vec::new(),
+                version: None,
             });
             self.events.say(&Event::EngineStarting {
                 name: &spec.name,
@@ -892,8 +940,14 @@ impl ModelRun<'_> {
             try_join_all(specs.iter().map(|s| engine::wait_ready(self.supervisor, s))).await?;
         for (spec, took) in specs.iter().zip(ready) {
             self.supervisor.mark_ready(&spec.name);
+            let version = match crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5))
+            {
+                Ok(c) if spec.role != Role::Service => c.server_version().await,
+                _ => None,
+            };
             if let Some(e) = results.engines.iter_mut().find(|e| e.name == spec.name) {
                 e.ready_secs = Some(took.as_secs_f64());
+                e.version = version;
             }
             self.events.say(&Event::EngineReady {
                 name: &spec.name,

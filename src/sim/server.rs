@@ -160,6 +160,7 @@ fn router(opts: SimOptions, answers: Answers) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
+        .route("/version", get(version))
         .route("/tokenize", post(tokenize_route))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
@@ -255,6 +256,11 @@ async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
 async fn health(State(sim): State<Arc<Sim>>) -> StatusCode {
     sim.hang_if_wedged().await;
     StatusCode::OK
+}
+
+/// As vLLM answers it; the sim's own version, marked as the sim's.
+async fn version() -> Json<Value> {
+    Json(json!({ "version": concat!("sim-", env!("CARGO_PKG_VERSION")) }))
 }
 
 async fn models(State(sim): State<Arc<Sim>>) -> Json<Value> {

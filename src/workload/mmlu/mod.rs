@@ -93,24 +93,7 @@ pub(crate) async fn plan(
     tokenizer: Option<(&OpenAiClient, &str)>,
 ) -> Result<Plan, WorkloadError> {
     let data_dir = locate_data(params, results_dir, suite_dir).map_err(WorkloadError::Mmlu)?;
-    let all = data::subjects(&data_dir).map_err(|e| WorkloadError::Mmlu(e.into()))?;
-    let subjects: Vec<String> = if params.subjects.is_empty() {
-        all.iter()
-            .take(params.number_of_subjects)
-            .cloned()
-            .collect()
-    } else {
-        for s in &params.subjects {
-            if !all.contains(s) {
-                return Err(WorkloadError::Mmlu(MmluError::UnknownSubject {
-                    subject: s.clone(),
-                    dir: data_dir.clone(),
-                    available: all.join(", "),
-                }));
-            }
-        }
-        params.subjects.clone()
-    };
+    let subjects = chosen_subjects(params, &data_dir).map_err(WorkloadError::Mmlu)?;
     let mut items = Vec::new();
     let mut fewshot_used = IndexMap::new();
     for subject in &subjects {
@@ -157,6 +140,42 @@ pub(crate) async fn plan(
         fewshot_used,
         data_dir,
     })
+}
+
+/// The subjects a run asks: the suite's list (each must exist), or the
+/// first `number_of_subjects` in sorted order.
+fn chosen_subjects(params: &MmluParams, data_dir: &Path) -> Result<Vec<String>, MmluError> {
+    let all = data::subjects(data_dir)?;
+    if params.subjects.is_empty() {
+        return Ok(all.into_iter().take(params.number_of_subjects).collect());
+    }
+    if let Some(s) = params.subjects.iter().find(|s| !all.contains(s)) {
+        return Err(MmluError::UnknownSubject {
+            subject: s.clone(),
+            dir: data_dir.to_path_buf(),
+            available: all.join(", "),
+        });
+    }
+    Ok(params.subjects.clone())
+}
+
+/// The subjects a run asks and how many questions each: what a sharded
+/// suite splits an MMLU test by.
+pub(crate) fn subject_sizes(
+    params: &MmluParams,
+    results_dir: &Path,
+    suite_dir: &Path,
+) -> Result<Vec<(String, usize)>, MmluError> {
+    let data_dir = locate_data(params, results_dir, suite_dir)?;
+    let limit = params.max_questions_per_subject.unwrap_or(usize::MAX);
+    chosen_subjects(params, &data_dir)?
+        .into_iter()
+        .map(|s| {
+            let path = data_dir.join("test").join(format!("{s}_test.csv"));
+            let n = data::read_questions(&path)?.len().min(limit);
+            Ok((s, n))
+        })
+        .collect()
 }
 
 fn locate_data(
@@ -570,13 +589,8 @@ impl Workload for Mmlu {
                 what: "both a baseline and an LMCache engine".into(),
             });
         };
-        let comparison = compare::compare(&scores(b), &scores(l));
-        let changed = changed(b, l);
-        if let Some(m) = out.metrics.get_mut(&Role::Lmcache) {
-            m.extend(comparison_metrics(&comparison, Some(changed.len())));
-            m.extend(discordance(b, l));
-        }
-        for c in changed.iter().take(NOTE_LIMIT) {
+        let summary = summarize(b, l);
+        for c in summary.changed.iter().take(NOTE_LIMIT) {
             (ctx.say)(format!(
                 "changed answer: {} question {} (correct {}): baseline {}, LMCache {}",
                 c.subject,
@@ -586,41 +600,74 @@ impl Workload for Mmlu {
                 answer(c.lmcache)
             ));
         }
-        if !changed.is_empty() {
-            out.notes.push(format!(
-                "changed answers: {} questions answered differently by LMCache (all in mmlu/changed_answers.jsonl)",
-                changed.len()
-            ));
+        if let Some(m) = out.metrics.get_mut(&Role::Lmcache) {
+            m.extend(summary.metrics);
         }
-        out.tables.push(subject_table(&comparison));
-        if !changed.is_empty() {
-            out.tables.push(changed_table(&changed));
-        }
-        if let Some(worst) = &comparison.worst_subject {
-            out.notes.push(format!(
-                "largest subject drop: {worst} ({:.4})",
-                comparison.max_subject_drop
-            ));
-        }
-        let changed_jsonl: String = changed
-            .iter()
-            .map(|c| serde_json::to_string(c).expect("serializes") + "\n")
-            .collect();
-        for (file, body) in [
-            (
-                "correctness-summary.txt",
-                compare::summary_text(&comparison),
-            ),
-            (
-                "comparison.json",
-                serde_json::to_string_pretty(&comparison).expect("serializes"),
-            ),
-            ("changed_answers.jsonl", changed_jsonl),
-        ] {
+        out.notes.extend(summary.notes);
+        out.tables.extend(summary.tables);
+        for (file, body) in summary.files {
             out.files
-                .push(write_file(ctx.out_dir, file, body.as_bytes())?);
+                .push(write_file(ctx.out_dir, &file, body.as_bytes())?);
         }
         Ok(())
+    }
+}
+
+/// What baseline's and LMCache's answers add up to: the comparison
+/// metrics (on LMCache's side), notes, tables and files (name, body).
+pub(crate) struct Summary {
+    pub metrics: IndexMap<String, Metric>,
+    pub changed: Vec<Changed>,
+    pub notes: Vec<String>,
+    pub tables: Vec<DetailTable>,
+    pub files: Vec<(String, String)>,
+}
+
+/// Compares both engines' answers, per subject and per question; what a
+/// test and a merge of its shards both conclude from the answers.
+pub(crate) fn summarize(b: &[Record], l: &[Record]) -> Summary {
+    let comparison = compare::compare(&scores(b), &scores(l));
+    let changed = changed(b, l);
+    let mut metrics = comparison_metrics(&comparison, Some(changed.len()));
+    metrics.extend(discordance(b, l));
+    let mut notes = Vec::new();
+    if !changed.is_empty() {
+        notes.push(format!(
+            "changed answers: {} questions answered differently by LMCache (all in mmlu/changed_answers.jsonl)",
+            changed.len()
+        ));
+    }
+    let mut tables = vec![subject_table(&comparison)];
+    if !changed.is_empty() {
+        tables.push(changed_table(&changed));
+    }
+    if let Some(worst) = &comparison.worst_subject {
+        notes.push(format!(
+            "largest subject drop: {worst} ({:.4})",
+            comparison.max_subject_drop
+        ));
+    }
+    let changed_jsonl: String = changed
+        .iter()
+        .map(|c| serde_json::to_string(c).expect("serializes") + "\n")
+        .collect();
+    let files = vec![
+        (
+            "correctness-summary.txt".to_string(),
+            compare::summary_text(&comparison),
+        ),
+        (
+            "comparison.json".to_string(),
+            serde_json::to_string_pretty(&comparison).expect("serializes"),
+        ),
+        ("changed_answers.jsonl".to_string(), changed_jsonl),
+    ];
+    Summary {
+        metrics,
+        changed,
+        notes,
+        tables,
+        files,
     }
 }
 

@@ -1,0 +1,518 @@
+//! A sharded suite's results directories made one: the shards checked to
+//! be one whole (every shard once, one commit, suite and engines), whole
+//! tests taken as they are with their files, split tests (MMLU by subject)
+//! recomputed from every shard's answers, and every check judged again on
+//! the union, Holm over the merged run's hard checks.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+
+use crate::gate;
+use crate::results::{
+    MergedShard, Metric, PlannedUnit, Role, RunResults, RunStatus, TestRecord, TestStatus,
+};
+use crate::workload::mmlu::{self, Record};
+
+/// A merge refused or failed; `is_bad_input` says whose fault.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MergeError {
+    #[error("failed to merge: {dir} is no shard (its results.json has no shard mark; run `ci --shard K/N`)")]
+    NotAShard { dir: PathBuf },
+    #[error("failed to merge: shard {index} of {count} is missing (given: {given})")]
+    Missing {
+        index: u32,
+        count: u32,
+        given: String,
+    },
+    #[error("failed to merge: shard {index} is given twice: {first} and {second}")]
+    Duplicate {
+        index: u32,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error("failed to merge: {first} and {second} differ in {what} ({a} vs {b}); shards of one run share it")]
+    Mismatch {
+        what: &'static str,
+        first: PathBuf,
+        second: PathBuf,
+        a: String,
+        b: String,
+    },
+    #[error("failed to merge: {path}: {why}")]
+    BadFile { path: PathBuf, why: String },
+    #[error("failed to merge into {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl MergeError {
+    pub(crate) fn is_bad_input(&self) -> bool {
+        !matches!(self, MergeError::Io { .. })
+    }
+}
+
+/// One shard's results and where they came from.
+pub(crate) struct ShardDir {
+    pub dir: PathBuf,
+    pub results: RunResults,
+}
+
+/// A question file this large is no shard of ours.
+const MAX_FILE: u64 = 256 << 20;
+
+/// Checks the shards are one run's, then writes their union into `into`.
+pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults, MergeError> {
+    check_whole(&mut shards)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MergeError::Io { path, source }
+    };
+    std::fs::create_dir_all(into).map_err(io(into))?;
+    let first = &shards[0].results;
+    let mark = first.shard.clone().expect("checked");
+    let mut tests = Vec::new();
+    for unit in &mark.units {
+        let parts: Vec<(u32, &ShardDir, &TestRecord)> = shards
+            .iter()
+            .filter_map(|s| {
+                let t = s.results.tests.iter().find(|t| t.name == unit.record)?;
+                Some((s.results.shard.as_ref()?.index, s, t))
+            })
+            .collect();
+        let record = if !split(&mark, unit) {
+            let Some((k, s, t)) = parts.first() else {
+                continue;
+            };
+            whole(*k, s, t, into)?
+        } else {
+            merge_mmlu(unit, &parts, into)?
+        };
+        tests.push(record);
+    }
+    gate::unshare_alpha(&mut tests);
+    let holm = shards
+        .iter()
+        .all(|s| s.results.family.as_ref().is_none_or(|f| f.method == "holm"));
+    let family = gate::share_alpha(&mut tests, holm);
+    let mut engines = Vec::new();
+    for s in &shards {
+        let k = s.results.shard.as_ref().expect("checked").index;
+        for e in &s.results.engines {
+            let mut e = e.clone();
+            e.name = format!("{} (shard {k})", e.name);
+            e.log = e.log.map(|l| copy_in(&s.dir, &l, k, into)).transpose()?;
+            engines.push(e);
+        }
+    }
+    let (status, message) = status_of(&shards, &tests);
+    let mut meta = first.meta.clone();
+    meta.gpus = shards
+        .iter()
+        .flat_map(|s| s.results.meta.gpus.iter().cloned())
+        .collect();
+    meta.build_url = first.meta.build_url.clone();
+    let results = RunResults {
+        schema_version: first.schema_version,
+        tool_version: first.tool_version.clone(),
+        suite: first.suite.clone(),
+        source: first.source.clone(),
+        build_id: first.build_id.clone(),
+        run_id: format!("{}-merged", first.build_id),
+        results_dir: into.to_path_buf(),
+        status,
+        message,
+        signal: None,
+        started_at: shards
+            .iter()
+            .map(|s| s.results.started_at)
+            .min()
+            .expect("shards"),
+        finished_at: shards.iter().filter_map(|s| s.results.finished_at).max(),
+        engines,
+        tests,
+        meta,
+        family,
+        shard: None,
+        merged_from: shards
+            .iter()
+            .map(|s| MergedShard {
+                index: s.results.shard.as_ref().expect("checked").index,
+                dir: s.dir.display().to_string(),
+                status: s.results.status,
+                duration_secs: s
+                    .results
+                    .finished_at
+                    .map(|f| (f - s.results.started_at).num_milliseconds() as f64 / 1000.0),
+                build_url: s.results.meta.build_url.clone(),
+            })
+            .collect(),
+        history: None,
+    };
+    results.write().map_err(|e| MergeError::Io {
+        path: RunResults::path(into),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(results)
+}
+
+/// Whether the plan ran `unit` in parts on several shards.
+fn split(mark: &crate::results::ShardMark, unit: &PlannedUnit) -> bool {
+    mark.plan
+        .iter()
+        .filter(|s| s.iter().any(|u| u.record == unit.record))
+        .count()
+        > 1
+}
+
+/// Every shard of one plan exactly once, all of one commit, suite, tool
+/// and engines; sorted by index.
+fn check_whole(shards: &mut [ShardDir]) -> Result<(), MergeError> {
+    for s in shards.iter() {
+        if s.results.shard.is_none() {
+            return Err(MergeError::NotAShard { dir: s.dir.clone() });
+        }
+    }
+    shards.sort_by_key(|s| s.results.shard.as_ref().map(|m| m.index));
+    let index = |s: &ShardDir| s.results.shard.as_ref().expect("checked").index;
+    for pair in shards.windows(2) {
+        if index(&pair[0]) == index(&pair[1]) {
+            return Err(MergeError::Duplicate {
+                index: index(&pair[0]),
+                first: pair[0].dir.clone(),
+                second: pair[1].dir.clone(),
+            });
+        }
+    }
+    let (head, rest) = shards.split_first().expect("at least one shard");
+    for other in rest {
+        same(head, other)?;
+    }
+    let count = head.results.shard.as_ref().expect("checked").count;
+    let given = shards
+        .iter()
+        .map(|s| format!("{} ({}/{count})", s.dir.display(), index(s)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(missing) = (1..=count).find(|k| !shards.iter().any(|s| index(s) == *k)) {
+        return Err(MergeError::Missing {
+            index: missing,
+            count,
+            given,
+        });
+    }
+    Ok(())
+}
+
+fn same(a: &ShardDir, b: &ShardDir) -> Result<(), MergeError> {
+    let (ra, rb) = (&a.results, &b.results);
+    let (ma, mb) = (
+        ra.shard.as_ref().expect("checked"),
+        rb.shard.as_ref().expect("checked"),
+    );
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+    let engines = |r: &RunResults| -> IndexMap<String, String> {
+        r.engines
+            .iter()
+            .map(|e| {
+                let v = e.version.as_deref().unwrap_or("?");
+                (e.name.clone(), format!("{} {v}", e.kind))
+            })
+            .collect()
+    };
+    let (ea, eb) = (engines(ra), engines(rb));
+    let engine_differs = ea
+        .iter()
+        .find(|(n, v)| eb.get(*n).is_some_and(|w| w != *v))
+        .map(|(n, v)| (format!("{n}: {v}"), format!("{n}: {}", eb[n])));
+    let differs: [(&'static str, Option<(String, String)>); 6] = [
+        (
+            "commit",
+            (ra.meta.commit != rb.meta.commit)
+                .then(|| (show(&ra.meta.commit), show(&rb.meta.commit))),
+        ),
+        (
+            "suite",
+            (ra.meta.suite_hash != rb.meta.suite_hash)
+                .then(|| (short(&ra.meta.suite_hash), short(&rb.meta.suite_hash))),
+        ),
+        (
+            "shard count",
+            (ma.count != mb.count).then(|| (ma.count.to_string(), mb.count.to_string())),
+        ),
+        (
+            "plan",
+            (ma.plan != mb.plan || ma.units != mb.units)
+                .then(|| ("one split".into(), "another".into())),
+        ),
+        (
+            "tool version",
+            (ra.tool_version != rb.tool_version)
+                .then(|| (ra.tool_version.clone(), rb.tool_version.clone())),
+        ),
+        ("engine", engine_differs),
+    ];
+    match differs.into_iter().find_map(|(w, d)| Some((w, d?))) {
+        Some((what, (va, vb))) => Err(MergeError::Mismatch {
+            what,
+            first: a.dir.clone(),
+            second: b.dir.clone(),
+            a: va,
+            b: vb,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn short(hash: &Option<String>) -> String {
+    hash.as_deref()
+        .map_or("none".into(), |h| h.chars().take(12).collect())
+}
+
+/// A test one shard ran whole: as it is, its files under `shard-K/`.
+fn whole(k: u32, s: &ShardDir, t: &TestRecord, into: &Path) -> Result<TestRecord, MergeError> {
+    let mut t = t.clone();
+    t.files = t
+        .files
+        .iter()
+        .map(|f| copy_in(&s.dir, f, k, into))
+        .collect::<Result<_, _>>()?;
+    Ok(t)
+}
+
+/// Copies `rel` from a shard into `into/shard-K/rel`, refusing what is not
+/// a plain file (a link could point anywhere).
+fn copy_in(dir: &Path, rel: &str, k: u32, into: &Path) -> Result<String, MergeError> {
+    let from = dir.join(rel);
+    let to_rel = format!("shard-{k}/{rel}");
+    let to = into.join(&to_rel);
+    match std::fs::symlink_metadata(&from) {
+        Ok(m) if m.file_type().is_file() => {}
+        // A file the run listed but never wrote: the record keeps the name.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(to_rel),
+        Ok(_) => {
+            return Err(MergeError::BadFile {
+                path: from,
+                why: "not a plain file (a link or a directory)".into(),
+            })
+        }
+        Err(source) => return Err(MergeError::Io { path: from, source }),
+    }
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| MergeError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::copy(&from, &to).map_err(|source| MergeError::Io { path: to, source })?;
+    Ok(to_rel)
+}
+
+/// An MMLU test split by subject: every shard's answers together, scored
+/// and compared as one run would, in the unsharded run's order.
+fn merge_mmlu(
+    unit: &PlannedUnit,
+    parts: &[(u32, &ShardDir, &TestRecord)],
+    into: &Path,
+) -> Result<TestRecord, MergeError> {
+    let (_, _, head) = parts[0];
+    let mut t = TestRecord {
+        name: unit.record.clone(),
+        kind: head.kind.clone(),
+        status: TestStatus::Passed,
+        metrics: IndexMap::new(),
+        checks: Vec::new(),
+        files: Vec::new(),
+        error: None,
+        duration_secs: Some(parts.iter().filter_map(|p| p.2.duration_secs).sum()),
+        notes: Vec::new(),
+        attempts: Vec::new(),
+        tables: Vec::new(),
+        charts: Vec::new(),
+        paired: IndexMap::new(),
+    };
+    if let Some((k, _, bad)) = parts.iter().find(|p| !finished(p.2.status)) {
+        t.status = bad.status;
+        t.error = Some(format!(
+            "shard {k}: {}",
+            bad.error.as_deref().unwrap_or("did not finish")
+        ));
+        return Ok(t);
+    }
+    let mut answers: IndexMap<Role, Vec<Record>> = IndexMap::new();
+    let mut dir_rel = String::new();
+    for (_, s, p) in parts {
+        for role in [Role::Baseline, Role::Lmcache] {
+            let suffix = format!("{role}_questions.jsonl");
+            let Some(rel) = p.files.iter().find(|f| f.ends_with(&suffix)) else {
+                return Err(MergeError::BadFile {
+                    path: s.dir.join(&p.name),
+                    why: format!("test `{}` lists no {suffix}", p.name),
+                });
+            };
+            dir_rel = rel.strip_suffix(&suffix).unwrap_or_default().to_string();
+            answers
+                .entry(role)
+                .or_default()
+                .extend(read_records(&s.dir.join(rel))?);
+        }
+    }
+    let order: IndexMap<&str, usize> = unit
+        .subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    for records in answers.values_mut() {
+        records.sort_by_key(|r| (order.get(r.subject.as_str()).copied(), r.index));
+    }
+    let (b, l) = (&answers[&Role::Baseline], &answers[&Role::Lmcache]);
+    for (role, records) in [(Role::Baseline, b), (Role::Lmcache, l)] {
+        let mut m = mmlu::role_metrics(records);
+        m.extend(summed_counters(parts, role));
+        t.metrics.insert(role, m);
+    }
+    let summary = mmlu::summarize(b, l);
+    if let Some(m) = t.metrics.get_mut(&Role::Lmcache) {
+        m.extend(summary.metrics);
+    }
+    gate::evidence::enrich(&mut t.metrics);
+    let checks: IndexMap<String, crate::config::CheckConfig> = head
+        .checks
+        .iter()
+        .map(|c| (c.name.clone(), gate::check_of(c)))
+        .collect();
+    t.checks = gate::evaluate(&checks, &t.metrics, &t.paired);
+    t.status = gate::test_status(&t.checks);
+    t.notes.push(format!(
+        "merged from shards {}: {} questions of {} subjects",
+        parts
+            .iter()
+            .map(|p| p.0.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        l.len(),
+        unit.subjects.len()
+    ));
+    for (k, _, p) in parts {
+        t.notes.extend(
+            p.notes
+                .iter()
+                .filter(|n| n.starts_with("attempt "))
+                .map(|n| format!("shard {k}: {n}")),
+        );
+    }
+    t.notes.extend(summary.notes);
+    t.tables = summary.tables;
+    let mut files: Vec<(String, String)> = vec![
+        (
+            format!("{}_questions.jsonl", Role::Baseline),
+            mmlu::records_jsonl(b),
+        ),
+        (
+            format!("{}_questions.jsonl", Role::Lmcache),
+            mmlu::records_jsonl(l),
+        ),
+    ];
+    files.extend(summary.files);
+    for (name, body) in files {
+        let rel = format!("{dir_rel}{name}");
+        let path = into.join(&rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| MergeError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        std::fs::write(&path, body).map_err(|source| MergeError::Io { path, source })?;
+        t.files.push(rel);
+    }
+    Ok(t)
+}
+
+fn finished(s: TestStatus) -> bool {
+    !matches!(
+        s,
+        TestStatus::NotRun | TestStatus::Running | TestStatus::Error | TestStatus::Interrupted
+    )
+}
+
+/// Cache counters (`*_total`) grow per shard: the union's growth is their sum.
+fn summed_counters(
+    parts: &[(u32, &ShardDir, &TestRecord)],
+    role: Role,
+) -> IndexMap<String, Metric> {
+    let mut sum: IndexMap<String, Metric> = IndexMap::new();
+    for (_, _, p) in parts {
+        let Some(m) = p.metrics.get(&role) else {
+            continue;
+        };
+        for (name, metric) in m.iter().filter(|(n, _)| n.ends_with("_total")) {
+            sum.entry(name.clone())
+                .and_modify(|s| s.value += metric.value)
+                .or_insert_with(|| Metric::new(metric.value, &metric.unit));
+        }
+    }
+    sum
+}
+
+/// One engine's answers as a shard wrote them; a line that is no answer
+/// refuses the merge, naming the file and line.
+fn read_records(path: &Path) -> Result<Vec<Record>, MergeError> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| MergeError::BadFile {
+            path: path.to_path_buf(),
+            why: format!("failed to read it: {e}"),
+        })?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(MergeError::BadFile {
+            path: path.to_path_buf(),
+            why: format!("over {} MiB", MAX_FILE >> 20),
+        });
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| MergeError::BadFile {
+                path: path.to_path_buf(),
+                why: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
+
+/// The merged run's status: a failed test fails it; otherwise a shard that
+/// did not finish makes it an error.
+fn status_of(shards: &[ShardDir], tests: &[TestRecord]) -> (RunStatus, Option<String>) {
+    let failed: Vec<&str> = tests
+        .iter()
+        .filter(|t| matches!(t.status, TestStatus::Failed | TestStatus::Error))
+        .map(|t| t.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return (
+            RunStatus::Failed,
+            Some(format!("failed tests: {}", failed.join(", "))),
+        );
+    }
+    match shards
+        .iter()
+        .find(|s| !matches!(s.results.status, RunStatus::Passed | RunStatus::Failed))
+    {
+        Some(s) => (
+            RunStatus::Error,
+            Some(format!(
+                "shard {} did not finish: {}",
+                s.results.shard.as_ref().expect("checked").index,
+                s.results.message.as_deref().unwrap_or("no message")
+            )),
+        ),
+        None => (RunStatus::Passed, None),
+    }
+}
