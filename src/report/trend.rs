@@ -78,7 +78,7 @@ fn row(m: &MetricHistory) -> TrendRow {
         current: m
             .current
             .map_or("-".into(), |v| md_escape(&number(v, &m.unit))),
-        percentile: m.percentile.map_or("-".into(), |p| format!("{p:.0}th")),
+        percentile: m.percentile.map_or("-".into(), |p| format!("{p:.0}")),
         change_points,
     }
 }
