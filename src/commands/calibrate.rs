@@ -436,7 +436,83 @@ pub(crate) fn run(args: &CalibrateArgs) -> Result<(), Error> {
             );
         }
     }
+    change_point_table(args, &mut next_seed);
     Ok(())
+}
+
+/// Runs in a history, and where its step is.
+const HISTORY_RUNS: usize = 30;
+const STEP_AT: usize = 15;
+
+/// E-divisive on histories of the default branch: each run's value is its
+/// long document QA change (LMCache vs baseline query TTFT, one verdict's
+/// prompts), and from run 16 on LMCache is `step` % slower.
+fn change_point_table(args: &CalibrateArgs, next_seed: &mut impl FnMut() -> u64) {
+    println!();
+    println!(
+        "# Change points ({}): {} histories of {HISTORY_RUNS} runs per cell; a run's value is its query TTFT check's estimate (10 % trimmed mean of log ratios) over {} prompts in {} trials. Found: a change point within 2 runs of run {}; false: change points in histories without a step.",
+        crate::gate::changepoint::METHOD,
+        args.runs,
+        args.prompts,
+        args.trials,
+        STEP_AT + 1
+    );
+    println!("| noise | truth | histories with a change point | found near the step | change points per history |");
+    println!("|---|---|---|---|---|");
+    for jitter in [0.05, 0.10, 0.20] {
+        for (stalls, drift) in [(false, false), (true, false), (false, true)] {
+            let w = Weather {
+                jitter,
+                stalls,
+                drift,
+            };
+            for step in [0.0, 15.0] {
+                let seed = next_seed();
+                let (mut any, mut near, mut total) = (0, 0, 0);
+                for h in 0..args.runs {
+                    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1000) + h as u64);
+                    let series: Vec<f64> = (0..HISTORY_RUNS)
+                        .map(|i| {
+                            let slow = if step > 0.0 && i >= STEP_AT {
+                                step
+                            } else {
+                                0.0
+                            };
+                            let engines = (w.noise(0.0), w.noise(slow));
+                            let mut clock = Clock(0.0);
+                            let per_trial = (args.prompts / args.trials).max(1);
+                            let t: Vec<Vec<(f64, f64)>> = (1..=args.trials)
+                                .map(|k| ttft_trial(&mut rng, &mut clock, engines, per_trial, k))
+                                .collect();
+                            // The check's own estimate, as the history stores it.
+                            stats::paired_bootstrap_change_pct(&t, 0, LEVEL, 0).0
+                        })
+                        .collect();
+                    let found = crate::gate::changepoint::e_divisive(&series, h as u64);
+                    any += usize::from(!found.is_empty());
+                    near += usize::from(found.iter().any(|f| f.at.abs_diff(STEP_AT) <= 2));
+                    total += found.len();
+                }
+                let truth = if step > 0.0 {
+                    format!("TTFT +{step} % from run {}", STEP_AT + 1)
+                } else {
+                    "no change".into()
+                };
+                let pct = |k: usize| 100.0 * k as f64 / args.runs as f64;
+                println!(
+                    "| {} | {truth} | {:.1} % | {} | {:.2} |",
+                    w.label(),
+                    pct(any),
+                    if step > 0.0 {
+                        format!("{:.1} %", pct(near))
+                    } else {
+                        "-".into()
+                    },
+                    total as f64 / args.runs as f64
+                );
+            }
+        }
+    }
 }
 
 fn print_row(workload: &str, noise: &str, truth: &str, t: &[Tally; 4]) {
