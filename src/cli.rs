@@ -152,11 +152,11 @@ pub(crate) struct ShardFlags {
     /// MMLU test subject by subject) split deterministically, balanced on
     /// their cost; `merge` combines the shards' results directories
     /// [default: from BUILDKITE_PARALLEL_JOB and BUILDKITE_PARALLEL_JOB_COUNT].
-    #[arg(long, value_name = "K/N")]
+    #[arg(long, value_name = "K/N", env = "LMCACHE_E2E_SHARD")]
     pub shard: Option<String>,
     /// Balance the shards on how long each test took in this earlier run's
     /// results directory (a merged one works) instead of estimated tokens.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "LMCACHE_E2E_DURATIONS_FROM")]
     pub durations_from: Option<PathBuf>,
 }
 
@@ -170,7 +170,12 @@ pub(crate) struct HistoryFlags {
     pub history: Option<PathBuf>,
     /// When to append to --history: `auto` (a run of the default branch
     /// that is no pull request), `always` or `never`.
-    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    #[arg(
+        long,
+        value_name = "WHEN",
+        default_value = "auto",
+        env = "LMCACHE_E2E_HISTORY_APPEND"
+    )]
     pub history_append: HistoryAppend,
     /// The default branch, for `--history-append auto` [default:
     /// BUILDKITE_PIPELINE_DEFAULT_BRANCH, the GitHub event's repository, or

@@ -10,8 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    bin, executable, group_alive, recorded_groups, results, run, tempdir, test_status, text,
-    wait_until,
+    bin, executable, group_alive, path_with, recorded_groups, results, run, tempdir, test_status,
+    text, wait_until,
 };
 use sha2::{Digest, Sha256};
 use wiremock::matchers::{method, path};
@@ -342,6 +342,16 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
         ("strict-report", "false".into()),
         ("junit", junit.display().to_string()),
         ("templates", templates(work.path()).display().to_string()),
+        ("shard", "1/1".into()),
+        (
+            "durations-from",
+            previous_run(work.path()).display().to_string(),
+        ),
+        (
+            "history",
+            work.path().join("history.jsonl").display().to_string(),
+        ),
+        ("history-append", "always".into()),
     ]);
     let mut cmd = Command::new("bash");
     cmd.arg(root().join("scripts/action/run.sh"))
@@ -397,6 +407,9 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
         "{outputs}"
     );
     assert!(outputs.contains("verdict<<"), "{outputs}");
+    assert_eq!(results(&results_dir)["shard"]["count"], 1);
+    let history = std::fs::read_to_string(work.path().join("history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 1, "appended: {history}");
 
     // The preset input on its own.
     let work2 = tempdir();
@@ -431,6 +444,10 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
             ),
             ("--pr", "from the event"),
             ("--repo", "from the event"),
+            (
+                "--default-branch",
+                "from the event's repository.default_branch",
+            ),
             ("--quiet", "console verbosity is for a person at a terminal"),
             (
                 "--verbose",
@@ -439,6 +456,55 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
         ],
         "action.yml",
     );
+}
+
+/// An earlier run's results directory, to balance shards on.
+fn previous_run(dir: &Path) -> PathBuf {
+    let prev = dir.join("previous");
+    std::fs::create_dir_all(&prev).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/results/sim-failed.json"),
+        prev.join("results.json"),
+    )
+    .unwrap();
+    prev
+}
+
+#[test]
+fn the_actions_merge_input_merges_the_shards_it_names() {
+    let work = tempdir();
+    for k in 1..=2 {
+        let out = run(
+            bin()
+                .args(["ci", "--preset", "sim", "--only", "determinism"])
+                .args(["--shard", &format!("{k}/2"), "--results-dir"])
+                .arg(work.path().join(format!("shards/shard-{k}"))),
+            LIMIT,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    }
+    let shim = recording_shim(work.path());
+    let merged = work.path().join("merged");
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/action/run.sh"))
+        .env("PATH", path_with(&shim))
+        .env(
+            "LMCACHE_E2E_MERGE",
+            format!("{}/shards/shard-*\n", work.path().display()),
+        )
+        .env("LMCACHE_E2E_RESULTS_DIR", &merged)
+        .env("LMCACHE_E2E_PR_COMMENT", "")
+        .env_remove("GITHUB_OUTPUT");
+    let out = run(&mut cmd, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let (argv, _) = recorded(work.path());
+    assert_eq!(argv[0], "merge");
+    assert_eq!(
+        argv.iter().filter(|a| a.contains("shard-")).count(),
+        2,
+        "{argv:?}"
+    );
+    assert_eq!(results(&merged)["merged_from"].as_array().unwrap().len(), 2);
 }
 
 /// A `buildkite-agent` that records each call.
@@ -554,6 +620,15 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
         ("STRICT_REPORT", "false".into()),
         ("TEMPLATES", templates(work.path()).display().to_string()),
         ("VERSION", "path".into()),
+        (
+            "HISTORY",
+            work.path().join("history.jsonl").display().to_string(),
+        ),
+        ("HISTORY_APPEND", "never".into()),
+        (
+            "DURATIONS_FROM",
+            previous_run(work.path()).display().to_string(),
+        ),
     ];
     // Every property has a value here, but `preset`, `results-dir` (checked
     // below) and `set` (as SET_0, SET_1).
@@ -562,7 +637,7 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
         let covered = values
             .iter()
             .any(|(k, _)| *k == var || k.starts_with(&format!("{var}_")))
-            || ["PRESET", "RESULTS_DIR"].contains(&var.as_str());
+            || ["PRESET", "RESULTS_DIR", "MERGE"].contains(&var.as_str());
         assert!(covered, "property `{p}` is not exercised");
     }
     let mut cmd = Command::new(root().join("buildkite/hooks/command"));
@@ -675,6 +750,11 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
             ("--github-summary", "GitHub only"),
             ("--buildkite-annotate", "automatic on Buildkite"),
             ("--pr", "from BUILDKITE_PULL_REQUEST"),
+            ("--default-branch", "from BUILDKITE_PIPELINE_DEFAULT_BRANCH"),
+            (
+                "--shard",
+                "from BUILDKITE_PARALLEL_JOB (the step's parallelism)",
+            ),
             ("--repo", "from BUILDKITE_REPO"),
             ("--quiet", "console verbosity is for a person at a terminal"),
             (
@@ -683,6 +763,79 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
             ),
         ],
         "the Buildkite plugin",
+    );
+}
+
+#[test]
+fn the_plugin_runs_a_parallel_steps_shards_and_merges_them() {
+    let work = tempdir();
+    let checkout = work.path().join("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let agent = fake_agent(work.path());
+    let shim = recording_shim(work.path());
+    let path = format!("{}:{}", shim.display(), path_with(&agent));
+    let hook = |props: &[(&str, &str)], parallel: Option<&str>| {
+        let mut cmd = Command::new(root().join("buildkite/hooks/command"));
+        cmd.env("PATH", &path).current_dir(&checkout);
+        buildkite_env(&mut cmd, &checkout, props);
+        if let Some(job) = parallel {
+            cmd.env("BUILDKITE_PARALLEL_JOB", job)
+                .env("BUILDKITE_PARALLEL_JOB_COUNT", "2");
+        }
+        let out = run(&mut cmd, LIMIT);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    };
+    let shard = [("PRESET", "sim"), ("TESTS", "determinism")];
+    hook(&shard, Some("0"));
+    hook(&shard, Some("1"));
+    for k in [1, 2] {
+        let r = results(&checkout.join(format!("lmcache-e2e-results-shard-{k}")));
+        assert_eq!(r["shard"]["index"], k);
+    }
+    let history = work.path().join("history.jsonl");
+    let history_s = history.display().to_string();
+    hook(
+        &[
+            ("MERGE", "true"),
+            ("HISTORY", &history_s),
+            ("HISTORY_APPEND", "always"),
+        ],
+        None,
+    );
+    let merged = results(&checkout.join("lmcache-e2e-results"));
+    assert_eq!(merged["merged_from"].as_array().unwrap().len(), 2);
+    assert_eq!(merged["tests"][0]["name"], "determinism");
+    assert_eq!(
+        std::fs::read_to_string(&history).unwrap().lines().count(),
+        1
+    );
+    let calls = agent_calls(work.path());
+    let uploads: Vec<&Vec<String>> = calls
+        .iter()
+        .filter(|c| c[0] == "artifact" && c[1] == "upload")
+        .collect();
+    assert_eq!(uploads[0][2], "lmcache-e2e-results-shard-1/**/*");
+    assert_eq!(uploads[1][2], "lmcache-e2e-results-shard-2/**/*");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c[..3] == ["artifact", "download", "lmcache-e2e-results-shard-*/**/*"]),
+        "{calls:?}"
+    );
+    // The shards annotate under their own contexts; the merge under the
+    // suite's, once for the whole.
+    let contexts: Vec<&str> = calls
+        .iter()
+        .filter(|c| c[0] == "annotate")
+        .map(|c| c[2].as_str())
+        .collect();
+    assert_eq!(
+        contexts,
+        [
+            "lmcache-e2e-sim-shard-1",
+            "lmcache-e2e-sim-shard-2",
+            "lmcache-e2e-sim"
+        ]
     );
 }
 

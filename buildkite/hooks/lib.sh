@@ -10,8 +10,14 @@ prop() {
   printf '%s' "${!var:-}"
 }
 
+# A shard of a step with `parallelism` gets its own directory, so the
+# shards' artifacts do not overwrite each other.
 results_dir() {
   local dir
   dir=$(prop RESULTS_DIR)
-  printf '%s' "${dir:-${BUILDKITE_BUILD_CHECKOUT_PATH:-$PWD}/lmcache-e2e-results}"
+  dir=${dir:-${BUILDKITE_BUILD_CHECKOUT_PATH:-$PWD}/lmcache-e2e-results}
+  if [ -n "${BUILDKITE_PARALLEL_JOB:-}" ] && [ "$(prop MERGE)" != true ]; then
+    dir="$dir-shard-$((BUILDKITE_PARALLEL_JOB + 1))"
+  fi
+  printf '%s' "$dir"
 }

@@ -32,10 +32,26 @@ fi
 
 # The binary reads these itself; empty inputs must not count as set.
 for var in MODEL LMCACHE_E2E_OVERLAY LMCACHE_E2E_PR_COMMENT LMCACHE_E2E_COMMENT_ID \
-  LMCACHE_E2E_JUNIT LMCACHE_E2E_TEMPLATES LMCACHE_E2E_STRICT_REPORT GITHUB_TOKEN; do
+  LMCACHE_E2E_JUNIT LMCACHE_E2E_TEMPLATES LMCACHE_E2E_STRICT_REPORT GITHUB_TOKEN \
+  LMCACHE_E2E_SHARD LMCACHE_E2E_DURATIONS_FROM LMCACHE_E2E_HISTORY LMCACHE_E2E_HISTORY_APPEND; do
   if [ -z "${!var:-}" ]; then
     unset "$var"
   fi
 done
+
+# Merge mode: the shards' directories (one per line, globs expanded here)
+# into one results directory, reported as one run.
+if [ -n "${LMCACHE_E2E_MERGE:-}" ]; then
+  merge=(merge)
+  while IFS= read -r line; do
+    line=${line#"${line%%[![:space:]]*}"}
+    line=${line%"${line##*[![:space:]]}"}
+    [ -z "$line" ] && continue
+    # shellcheck disable=SC2206 # the glob is meant to expand
+    matched=($line)
+    merge+=("${matched[@]}")
+  done <<<"$LMCACHE_E2E_MERGE"
+  exec lmcache-e2e "${merge[@]}" --into "$results_dir"
+fi
 
 exec lmcache-e2e "${args[@]}"

@@ -70,7 +70,20 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     super::history::apply(&args.history, &ci, &mut results, &console)?;
     // Reports go out whatever the outcome: a failed or interrupted run is
     // the one maintainers most need to see.
-    let plan = super::delivery_plan(&args.report, &ci, true);
+    let mut plan = super::delivery_plan(&args.report, &ci, true);
+    if let Some(mark) = results.shard.as_ref().filter(|m| m.count > 1) {
+        // One comment for the whole suite: `merge` writes it. A shard's
+        // annotation keeps its own context until the merge's replaces it.
+        if plan.comment.take().is_some() {
+            console.info("this is a shard: the PR comment is left to `merge`");
+        }
+        let id = args
+            .report
+            .comment_id
+            .clone()
+            .unwrap_or_else(|| results.suite.clone());
+        plan.comment_id = Some(format!("{id}-shard-{}", mark.index));
+    }
     let delivered = super::report::deliver(&results, &plan, &console).await;
     match delivered {
         Ok(_) => Ok(outcome?),
