@@ -56,6 +56,7 @@ fn yaml(rel: &str) -> serde_yaml::Value {
 const WORKFLOWS: &[&str] = &[
     "examples/github/e2e.yml",
     "examples/github/e2e-comment.yml",
+    "examples/github/e2e-sharded.yml",
     ".github/workflows/release.yml",
 ];
 
@@ -71,7 +72,42 @@ fn action_workflows_and_pipeline_match_their_published_schemas() {
     };
     schema("vendor.github-actions", &["action.yml"]);
     schema("vendor.github-workflows", WORKFLOWS);
-    schema("vendor.buildkite", &["buildkite/examples/pipeline.yml"]);
+    schema(
+        "vendor.buildkite",
+        &[
+            "buildkite/examples/pipeline.yml",
+            "buildkite/examples/pipeline-sharded.yml",
+        ],
+    );
+}
+
+#[test]
+fn exports_validate_against_bencher_and_github_action_benchmark_schemas() {
+    let work = tempdir();
+    let dir = previous_run(work.path());
+    for (format, schema) in [
+        ("bencher", "bmf.json"),
+        ("benchmark-smaller", "github-action-benchmark.json"),
+        ("benchmark-bigger", "github-action-benchmark.json"),
+    ] {
+        let file = work.path().join(format!("{format}.json"));
+        let out = run(
+            bin()
+                .args(["export", "--format", format, "--results-dir"])
+                .arg(&dir)
+                .arg("--output")
+                .arg(&file),
+            LIMIT,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+        let out = tool("check-jsonschema")
+            .arg("--schemafile")
+            .arg(root().join("tests/fixtures/schemas").join(schema))
+            .arg(&file)
+            .output()
+            .unwrap();
+        ok(out, &format!("{format} against {schema}"));
+    }
 }
 
 #[test]
