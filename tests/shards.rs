@@ -260,6 +260,16 @@ fn merge_refuses_a_missing_shard_a_duplicate_and_a_mixed_commit() {
     std::fs::write(unsharded.join("results.json"), plain.to_string()).unwrap();
     refused(&[&a, &unsharded], "m5", "is no shard");
 
+    // An artifact's file that is a link out of its directory is refused,
+    // not copied.
+    let linked = work.path().join("linked");
+    copy_dir(&a, &linked);
+    let r = results(&linked);
+    let file = r["tests"][0]["files"][0].as_str().unwrap().to_string();
+    std::fs::remove_file(linked.join(&file)).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", linked.join(&file)).unwrap();
+    refused(&[&linked, &b], "m6", "leads out of the shard's directory");
+
     let out = merge(&[&a, &b], &work.path().join("ok"), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     assert_eq!(
@@ -268,6 +278,18 @@ fn merge_refuses_a_missing_shard_a_duplicate_and_a_mixed_commit() {
     );
     // Merging into what already holds a run would mix two runs' files.
     refused(&[&a, &b], "ok", "not empty");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }
 
 #[test]

@@ -220,6 +220,29 @@ mod tests {
         }
     }
 
+    mod fuzz_history {
+        use super::super::super::fuzz::{mutated, timed};
+        use super::*;
+        use proptest::prelude::proptest;
+
+        proptest! {
+            // Another job's cache: each line parsed and checked, or skipped
+            // and counted; never a panic, a hang or a non-finite value.
+            #[test]
+            fn fuzz_history_jsonl(bytes in mutated(include_bytes!("../../tests/fixtures/fuzz/history.jsonl"))) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("history.jsonl");
+                std::fs::write(&path, &bytes).unwrap();
+                let r = timed("history.jsonl", || read(&path, 1)).unwrap();
+                let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count();
+                assert_eq!(r.entries.len() + r.skipped, lines);
+                for e in &r.entries {
+                    assert!(e.checks.values().all(|p| p.value.is_finite()));
+                }
+            }
+        }
+    }
+
     #[test]
     fn appended_runs_read_back_and_bad_lines_are_skipped() {
         let dir = tempfile::tempdir().unwrap();

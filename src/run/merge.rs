@@ -10,7 +10,8 @@ use indexmap::IndexMap;
 
 use crate::gate;
 use crate::results::{
-    MergedShard, Metric, PlannedUnit, Role, RunResults, RunStatus, TestRecord, TestStatus,
+    MergedShard, Metric, PlannedUnit, Role, RunResults, RunStatus, ShardMark, TestRecord,
+    TestStatus,
 };
 use crate::workload::mmlu::{self, Record};
 
@@ -75,18 +76,10 @@ pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults
     let mark = first.shard.clone().expect("checked");
     let mut tests = Vec::new();
     for unit in &mark.units {
-        let parts: Vec<(u32, &ShardDir, &TestRecord)> = shards
-            .iter()
-            .filter_map(|s| {
-                let t = s.results.tests.iter().find(|t| t.name == unit.record)?;
-                Some((s.results.shard.as_ref()?.index, s, t))
-            })
-            .collect();
-        let record = if !split(&mark, unit) {
-            let Some((k, s, t)) = parts.first() else {
-                continue;
-            };
-            whole(*k, s, t, into)?
+        let parts = planned_parts(&shards, &mark, unit)?;
+        let record = if parts.len() == 1 {
+            let (k, s, t) = parts[0];
+            whole(k, s, t, into)?
         } else {
             merge_mmlu(unit, &parts, into)?
         };
@@ -158,21 +151,87 @@ pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults
     Ok(results)
 }
 
-/// Whether the plan ran `unit` in parts on several shards.
-fn split(mark: &crate::results::ShardMark, unit: &PlannedUnit) -> bool {
-    mark.plan
-        .iter()
-        .filter(|s| s.iter().any(|u| u.record == unit.record))
-        .count()
-        > 1
+/// The records of `unit` from every shard the plan gave it to: one for a
+/// whole test, several for one split by subject. A shard whose results
+/// lack what its plan gave it refuses the merge.
+fn planned_parts<'a>(
+    shards: &'a [ShardDir],
+    mark: &ShardMark,
+    unit: &PlannedUnit,
+) -> Result<Vec<(u32, &'a ShardDir, &'a TestRecord)>, MergeError> {
+    let mut parts = Vec::new();
+    for (i, planned) in mark.plan.iter().enumerate() {
+        if !planned.iter().any(|u| u.record == unit.record) {
+            continue;
+        }
+        let k = i as u32 + 1;
+        let s = shards
+            .iter()
+            .find(|s| s.results.shard.as_ref().is_some_and(|m| m.index == k))
+            .expect("every shard is present");
+        let Some(t) = s.results.tests.iter().find(|t| t.name == unit.record) else {
+            return Err(MergeError::BadFile {
+                path: RunResults::path(&s.dir),
+                why: format!(
+                    "shard {k} has no record of test `{}`, which its plan gives it",
+                    unit.record
+                ),
+            });
+        };
+        parts.push((k, s, t));
+    }
+    if parts.is_empty() {
+        return Err(MergeError::BadFile {
+            path: RunResults::path(&shards[0].dir),
+            why: format!("no shard's plan runs test `{}`", unit.record),
+        });
+    }
+    Ok(parts)
+}
+
+/// `rel` inside a shard's directory, really: resolved through any links,
+/// still under the directory, and a plain file. `None` when it is absent.
+fn inside(dir: &Path, rel: &str) -> Result<Option<PathBuf>, MergeError> {
+    let from = dir.join(rel);
+    let bad = |why: &str| MergeError::BadFile {
+        path: from.clone(),
+        why: why.into(),
+    };
+    let real = match std::fs::canonicalize(&from) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(MergeError::Io { path: from, source }),
+    };
+    let root = std::fs::canonicalize(dir).map_err(|source| MergeError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !real.starts_with(&root) {
+        return Err(bad("it leads out of the shard's directory (a link)"));
+    }
+    if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+        return Err(bad("not a plain file"));
+    }
+    Ok(Some(real))
 }
 
 /// Every shard of one plan exactly once, all of one commit, suite, tool
 /// and engines; sorted by index.
 fn check_whole(shards: &mut [ShardDir]) -> Result<(), MergeError> {
     for s in shards.iter() {
-        if s.results.shard.is_none() {
+        let Some(m) = &s.results.shard else {
             return Err(MergeError::NotAShard { dir: s.dir.clone() });
+        };
+        if m.index == 0 || m.index > m.count || m.plan.len() != m.count as usize {
+            return Err(MergeError::BadFile {
+                path: RunResults::path(&s.dir),
+                why: format!(
+                    "shard {} of {} with a plan of {} parts is no shard this tool wrote",
+                    m.index,
+                    m.count,
+                    m.plan.len()
+                ),
+            });
         }
     }
     shards.sort_by_key(|s| s.results.shard.as_ref().map(|m| m.index));
@@ -285,21 +344,12 @@ fn whole(k: u32, s: &ShardDir, t: &TestRecord, into: &Path) -> Result<TestRecord
 /// Copies `rel` from a shard into `into/shard-K/rel`, refusing what is not
 /// a plain file (a link could point anywhere).
 fn copy_in(dir: &Path, rel: &str, k: u32, into: &Path) -> Result<String, MergeError> {
-    let from = dir.join(rel);
     let to_rel = format!("shard-{k}/{rel}");
     let to = into.join(&to_rel);
-    match std::fs::symlink_metadata(&from) {
-        Ok(m) if m.file_type().is_file() => {}
-        // A file the run listed but never wrote: the record keeps the name.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(to_rel),
-        Ok(_) => {
-            return Err(MergeError::BadFile {
-                path: from,
-                why: "not a plain file (a link or a directory)".into(),
-            })
-        }
-        Err(source) => return Err(MergeError::Io { path: from, source }),
-    }
+    // A file the run listed but never wrote: the record keeps the name.
+    let Some(from) = inside(dir, rel)? else {
+        return Ok(to_rel);
+    };
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(|source| MergeError::Io {
             path: parent.to_path_buf(),
@@ -353,10 +403,16 @@ fn merge_mmlu(
                 });
             };
             dir_rel = rel.strip_suffix(&suffix).unwrap_or_default().to_string();
+            let Some(path) = inside(&s.dir, rel)? else {
+                return Err(MergeError::BadFile {
+                    path: s.dir.join(rel),
+                    why: "missing: the shard's answers are what the merge recomputes".into(),
+                });
+            };
             answers
                 .entry(role)
                 .or_default()
-                .extend(read_records(&s.dir.join(rel))?);
+                .extend(read_records(&path)?);
         }
     }
     let order: IndexMap<&str, usize> = unit
