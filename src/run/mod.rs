@@ -437,7 +437,8 @@ async fn pipeline(
             .filter(|t| shard.is_none_or(|s| s.runs(&record_name(t, label.as_deref()))))
             .cloned()
             .collect();
-        if mine.is_empty() {
+        // A shard starts no engine for a model it has no work for.
+        if mine.is_empty() && shard.is_some() {
             continue;
         }
         if std::mem::replace(&mut started, true) {
