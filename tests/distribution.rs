@@ -543,6 +543,154 @@ fn the_actions_merge_input_merges_the_shards_it_names() {
     assert_eq!(results(&merged)["merged_from"].as_array().unwrap().len(), 2);
 }
 
+/// A copy of what a source build reads (and the scripts), as GitHub
+/// checks an action out: no `.git`, no `target/`.
+fn action_copy(dir: &Path) -> PathBuf {
+    let to = dir.join("action");
+    std::fs::create_dir_all(&to).unwrap();
+    for part in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src",
+        "templates",
+        "presets",
+        "scripts",
+    ] {
+        let out = Command::new("cp")
+            .arg("-R")
+            .arg(root().join(part))
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    to
+}
+
+/// A `cargo` that "builds" by copying this test's binary into
+/// `$CARGO_TARGET_DIR/release`, counting its calls in `dir/cargo-calls`.
+fn fake_cargo(dir: &Path) -> PathBuf {
+    let bin = dir.join("cargo-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    executable(
+        &bin.join("cargo"),
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> '{calls}'\nmkdir -p \"$CARGO_TARGET_DIR/release\"\ncp '{real}' \"$CARGO_TARGET_DIR/release/lmcache-e2e\"\n",
+            calls = dir.join("cargo-calls").display(),
+            real = env!("CARGO_BIN_EXE_lmcache-e2e"),
+        ),
+    );
+    bin
+}
+
+fn cargo_calls(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("cargo-calls"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_actions_install_reuses_its_cached_binary_while_the_checksum_holds() {
+    let work = tempdir();
+    let action = action_copy(work.path());
+    let cargo = fake_cargo(work.path());
+    let cache = work.path().join("cache");
+    let install = |args: &[&str]| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(action.join("scripts/action/install.sh"))
+            .args(args)
+            .env("PATH", path_with(&cargo))
+            .env("GITHUB_ACTION_PATH", &action)
+            .env("GITHUB_PATH", work.path().join("github_path"))
+            .env("GITHUB_OUTPUT", work.path().join("github_output"))
+            .env("RUNNER_TEMP", work.path().join("runner"))
+            .env("CARGO_TARGET_DIR", work.path().join("target"))
+            .env("LMCACHE_E2E_CACHE_DIR", &cache)
+            .env("LMCACHE_E2E_VERSION", "source");
+        let out = run(&mut cmd, LIMIT);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        (stdout, stderr)
+    };
+    install(&["key"]);
+    let outputs = std::fs::read_to_string(work.path().join("github_output")).unwrap();
+    let key = outputs
+        .lines()
+        .find_map(|l| l.strip_prefix("key=lmcache-e2e-"))
+        .unwrap()
+        .to_string();
+    assert!(key.starts_with("source-"), "{outputs}");
+    assert!(outputs.contains(&format!("dir={}", cache.display())));
+
+    let (cold, _) = install(&[]);
+    assert!(cold.contains("from source, built with cargo"), "{cold}");
+    assert_eq!(cargo_calls(work.path()), 1);
+    assert!(cache.join(&key).join("lmcache-e2e.sha256").is_file());
+    let (warm, _) = install(&[]);
+    assert!(warm.contains("from the cache"), "{warm}");
+    assert_eq!(cargo_calls(work.path()), 1, "a cache hit builds nothing");
+    assert!(work
+        .path()
+        .join("runner/lmcache-e2e-bin/lmcache-e2e")
+        .is_file());
+
+    // A cached binary that is no longer what was stored is rebuilt.
+    let cached = cache.join(&key).join("lmcache-e2e");
+    let mut bytes = std::fs::read(&cached).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&cached, bytes).unwrap();
+    let (rebuilt, stderr) = install(&[]);
+    assert!(
+        stderr.contains("does not match its recorded sha256"),
+        "{stderr}"
+    );
+    assert!(rebuilt.contains("from source"), "{rebuilt}");
+    assert_eq!(cargo_calls(work.path()), 2);
+
+    // Another source tree is another key.
+    std::fs::write(action.join("templates/body.md.tera"), "changed").unwrap();
+    std::fs::remove_file(work.path().join("github_output")).unwrap();
+    install(&["key"]);
+    let outputs = std::fs::read_to_string(work.path().join("github_output")).unwrap();
+    assert!(!outputs.contains(&key), "{outputs}");
+}
+
+#[test]
+fn the_plugins_second_run_reuses_the_binary_on_the_agent() {
+    let work = tempdir();
+    let checkout = work.path().join("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let agent = fake_agent(work.path());
+    let cargo = fake_cargo(work.path());
+    let cache = work.path().join("cache");
+    let hook = || {
+        let mut cmd = Command::new(root().join("buildkite/hooks/command"));
+        cmd.env("PATH", format!("{}:{}", cargo.display(), path_with(&agent)))
+            .env("CARGO_TARGET_DIR", work.path().join("target"))
+            .env("LMCACHE_E2E_CACHE_DIR", &cache)
+            .current_dir(&checkout);
+        buildkite_env(
+            &mut cmd,
+            &checkout,
+            &[
+                ("PRESET", "sim"),
+                ("TESTS", "determinism"),
+                ("VERSION", "source"),
+                ("UPLOAD_RESULTS", "false"),
+            ],
+        );
+        let out = run(&mut cmd, LIMIT);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        stdout
+    };
+    let first = hook();
+    assert!(first.contains("from source, built with cargo"), "{first}");
+    let second = hook();
+    assert!(second.contains("from the agent's cache"), "{second}");
+    assert_eq!(cargo_calls(work.path()), 1, "the second run builds nothing");
+}
+
 /// A `buildkite-agent` that records each call.
 fn fake_agent(dir: &Path) -> PathBuf {
     let bin_dir = dir.join("agent-bin");
