@@ -119,6 +119,19 @@ fn point(change: f64, bound: f64, bad_above: bool) -> Judged {
     }
 }
 
+/// Every row's noise: three jitters, each alone, with stalls, with drift.
+fn weathers() -> impl Iterator<Item = Weather> {
+    [0.05, 0.10, 0.20].into_iter().flat_map(|jitter| {
+        [(false, false), (true, false), (false, true)]
+            .into_iter()
+            .map(move |(stalls, drift)| Weather {
+                jitter,
+                stalls,
+                drift,
+            })
+    })
+}
+
 /// A clock per run: both engines start together, so drift follows it.
 struct Clock(f64);
 
@@ -386,38 +399,31 @@ pub(crate) fn run(args: &CalibrateArgs) -> Result<(), Error> {
         seed = seed.wrapping_add(1);
         seed
     };
-    for jitter in [0.05, 0.10, 0.20] {
-        for (stalls, drift) in [(false, false), (true, false), (false, true)] {
-            let w = Weather {
-                jitter,
-                stalls,
-                drift,
+    for w in weathers() {
+        for (truth, slowdown) in [("no change", 0.0), ("TTFT +10 %", args.slowdown_pct)] {
+            let truth = if slowdown == 0.0 {
+                truth.to_string()
+            } else {
+                format!("TTFT +{slowdown} %")
             };
-            for (truth, slowdown) in [("no change", 0.0), ("TTFT +10 %", args.slowdown_pct)] {
-                let truth = if slowdown == 0.0 {
-                    truth.to_string()
-                } else {
-                    format!("TTFT +{slowdown} %")
-                };
-                print_row(
-                    "long doc QA",
-                    &w.label(),
-                    &truth,
-                    &ttft_row(args, w, slowdown, next_seed()),
-                );
-            }
-            for (truth, drop) in [
-                ("no change", 0.0),
-                ("throughput -5 %", 5.0),
-                ("throughput -10 %", 10.0),
-            ] {
-                print_row(
-                    "throughput",
-                    &w.label(),
-                    truth,
-                    &throughput_row(args, w, drop, next_seed()),
-                );
-            }
+            print_row(
+                "long doc QA",
+                &w.label(),
+                &truth,
+                &ttft_row(args, w, slowdown, next_seed()),
+            );
+        }
+        for (truth, drop) in [
+            ("no change", 0.0),
+            ("throughput -5 %", 5.0),
+            ("throughput -10 %", 10.0),
+        ] {
+            print_row(
+                "throughput",
+                &w.label(),
+                truth,
+                &throughput_row(args, w, drop, next_seed()),
+            );
         }
     }
     println!();
@@ -459,58 +465,51 @@ fn change_point_table(args: &CalibrateArgs, next_seed: &mut impl FnMut() -> u64)
     );
     println!("| noise | truth | histories with a change point | found near the step | change points per history |");
     println!("|---|---|---|---|---|");
-    for jitter in [0.05, 0.10, 0.20] {
-        for (stalls, drift) in [(false, false), (true, false), (false, true)] {
-            let w = Weather {
-                jitter,
-                stalls,
-                drift,
-            };
-            for step in [0.0, 15.0] {
-                let seed = next_seed();
-                let (mut any, mut near, mut total) = (0, 0, 0);
-                for h in 0..args.runs {
-                    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1000) + h as u64);
-                    let series: Vec<f64> = (0..HISTORY_RUNS)
-                        .map(|i| {
-                            let slow = if step > 0.0 && i >= STEP_AT {
-                                step
-                            } else {
-                                0.0
-                            };
-                            let engines = (w.noise(0.0), w.noise(slow));
-                            let mut clock = Clock(0.0);
-                            let per_trial = (args.prompts / args.trials).max(1);
-                            let t: Vec<Vec<(f64, f64)>> = (1..=args.trials)
-                                .map(|k| ttft_trial(&mut rng, &mut clock, engines, per_trial, k))
-                                .collect();
-                            // The check's own estimate, as the history stores it.
-                            stats::paired_bootstrap_change_pct(&t, 0, LEVEL, 0).0
-                        })
-                        .collect();
-                    let found = crate::gate::changepoint::e_divisive(&series, h as u64);
-                    any += usize::from(!found.is_empty());
-                    near += usize::from(found.iter().any(|f| f.at.abs_diff(STEP_AT) <= 2));
-                    total += found.len();
-                }
-                let truth = if step > 0.0 {
-                    format!("TTFT +{step} % from run {}", STEP_AT + 1)
-                } else {
-                    "no change".into()
-                };
-                let pct = |k: usize| 100.0 * k as f64 / args.runs as f64;
-                println!(
-                    "| {} | {truth} | {:.1} % | {} | {:.2} |",
-                    w.label(),
-                    pct(any),
-                    if step > 0.0 {
-                        format!("{:.1} %", pct(near))
-                    } else {
-                        "-".into()
-                    },
-                    total as f64 / args.runs as f64
-                );
+    for w in weathers() {
+        for step in [0.0, 15.0] {
+            let seed = next_seed();
+            let (mut any, mut near, mut total) = (0, 0, 0);
+            for h in 0..args.runs {
+                let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1000) + h as u64);
+                let series: Vec<f64> = (0..HISTORY_RUNS)
+                    .map(|i| {
+                        let slow = if step > 0.0 && i >= STEP_AT {
+                            step
+                        } else {
+                            0.0
+                        };
+                        let engines = (w.noise(0.0), w.noise(slow));
+                        let mut clock = Clock(0.0);
+                        let per_trial = (args.prompts / args.trials).max(1);
+                        let t: Vec<Vec<(f64, f64)>> = (1..=args.trials)
+                            .map(|k| ttft_trial(&mut rng, &mut clock, engines, per_trial, k))
+                            .collect();
+                        // The check's own estimate, as the history stores it.
+                        stats::paired_bootstrap_change_pct(&t, 0, LEVEL, 0).0
+                    })
+                    .collect();
+                let found = crate::gate::changepoint::e_divisive(&series, h as u64);
+                any += usize::from(!found.is_empty());
+                near += usize::from(found.iter().any(|f| f.at.abs_diff(STEP_AT) <= 2));
+                total += found.len();
             }
+            let truth = if step > 0.0 {
+                format!("TTFT +{step} % from run {}", STEP_AT + 1)
+            } else {
+                "no change".into()
+            };
+            let pct = |k: usize| 100.0 * k as f64 / args.runs as f64;
+            println!(
+                "| {} | {truth} | {:.1} % | {} | {:.2} |",
+                w.label(),
+                pct(any),
+                if step > 0.0 {
+                    format!("{:.1} %", pct(near))
+                } else {
+                    "-".into()
+                },
+                total as f64 / args.runs as f64
+            );
         }
     }
 }
