@@ -422,3 +422,22 @@ fn exports_have_the_shapes_bencher_and_github_action_benchmark_read() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out).1);
 }
+
+#[test]
+fn bad_shard_flags_are_bad_usage_naming_the_flag() {
+    let work = tempdir();
+    for (args, says) in [
+        (vec!["--shard", "4/3"], "--shard: `4/3` is no shard"),
+        (
+            vec!["--shard", "1/2", "--durations-from", "/nonexistent"],
+            "--durations-from: failed to read /nonexistent/results.json",
+        ),
+    ] {
+        let mut cmd = ci_sim(&work.path().join("r"), &[]);
+        cmd.args(&args);
+        let out = run(&mut cmd, LIMIT);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "expected {says:?} in: {stderr}");
+    }
+}

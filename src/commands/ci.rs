@@ -140,7 +140,9 @@ fn shard_run(
         }
     }
     if let Some(dir) = &flags.durations_from {
-        let previous = RunResults::read_untrusted(dir, 64)?;
+        // The user named it: whatever is wrong with it is bad input.
+        let previous = RunResults::read_untrusted(dir, 64)
+            .map_err(|e| Error::Usage(format!("--durations-from: {e}")))?;
         let secs: IndexMap<String, f64> = previous
             .tests
             .iter()
