@@ -67,8 +67,8 @@ fn percentile_rank(series: &[f64], v: f64) -> f64 {
     100.0 * (below + equal / 2.0) / series.len() as f64
 }
 
-/// The mean after `at` against the mean before it, in percent, up to the
-/// neighbouring changes' sides as the whole series.
+/// The mean of the series from `at` on against the mean before it, in
+/// percent of the latter.
 fn shift_pct(series: &[f64], at: usize) -> Option<f64> {
     let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
     let (before, after) = (mean(&series[..at]), mean(&series[at..]));
