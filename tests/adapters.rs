@@ -71,6 +71,9 @@ fn vllm_bench(dir: &Path, mode: &str, extra: &[&str]) -> std::process::Output {
         "tests.throughput.input_len=100",
         "tests.throughput.max_attempts=1",
         "tests.throughput.trials=1",
+        // Four prompts timed once by a script on a busy machine: what this
+        // tests is the adapter, not the gate's noise.
+        "tests.throughput.checks.total_token_throughput.min_change_pct=-90",
     ];
     sets.extend(extra);
     let mut cmd = ci_sim(&dir.join("r"), &sets);
