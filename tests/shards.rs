@@ -366,6 +366,35 @@ fn history_shows_a_step_in_the_default_branch_and_appends_only_its_runs() {
         summary.contains("Against the default branch (last 30 runs"),
         "{summary}"
     );
+
+    // A shard of several is part of a run: never appended, even if asked.
+    let mut cmd = ci_sim(&work.path().join("shard"), &[]);
+    cmd.args(["--only", "determinism", "--shard", "1/2", "--history"])
+        .arg(&store)
+        .args(["--history-append", "always"]);
+    let out = run(&mut cmd, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("a shard is not appended"),
+        "{}",
+        text(&out).1
+    );
+    assert_eq!(std::fs::read_to_string(&store).unwrap().lines().count(), 32);
+
+    // A history that cannot be read fails the step, naming it, after the
+    // reports went out.
+    let mut cmd = ci_sim(&work.path().join("unreadable"), &[]);
+    cmd.args(["--only", "determinism", "--history"])
+        .arg(work.path());
+    let out = run(&mut cmd, LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&work.path().display().to_string()),
+        "{stderr}"
+    );
+    assert!(work.path().join("unreadable/summary.md").is_file());
+    assert!(work.path().join("unreadable/junit.xml").is_file());
 }
 
 #[test]

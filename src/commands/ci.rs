@@ -67,7 +67,8 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         shard,
     };
     let (mut results, outcome) = run::run(request, &events).await?;
-    super::history::apply(&args.history, &ci, &mut results, &console)?;
+    // A history that cannot be read must not cost the run its reports.
+    let history = super::history::apply(&args.history, &ci, &mut results, &console);
     // Reports go out whatever the outcome: a failed or interrupted run is
     // the one maintainers most need to see.
     let mut plan = super::delivery_plan(&args.report, &ci, true);
@@ -85,11 +86,11 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         plan.comment_id = Some(format!("{id}-shard-{}", mark.index));
     }
     let delivered = super::report::deliver(&results, &plan, &console).await;
-    match delivered {
-        Ok(_) => Ok(outcome?),
-        // The run's own failure says more than the report's.
-        Err(e) => Err(outcome.err().map_or_else(|| e.into(), Error::Run)),
-    }
+    // The run's own failure says most, then the history's, then the report's.
+    outcome?;
+    history?;
+    delivered?;
+    Ok(())
 }
 
 /// `--shard`, else Buildkite's parallel job, else none.

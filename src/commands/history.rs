@@ -43,8 +43,14 @@ pub(crate) fn apply(
         )),
     }
     if appends(flags, ci, results) {
-        history::append(path, &entry)?;
-        console.info(&format!("history: appended this run to {}", path.display()));
+        if results.shard.as_ref().is_some_and(|m| m.count > 1) {
+            // Part of a run is no run: the merge appends the whole.
+            console
+                .info("history: a shard is not appended; `merge --history` appends the merged run");
+        } else {
+            history::append(path, &entry)?;
+            console.info(&format!("history: appended this run to {}", path.display()));
+        }
     }
     results.write()?;
     Ok(())

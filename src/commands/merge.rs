@@ -35,10 +35,12 @@ pub(crate) async fn run(args: MergeArgs) -> Result<(), Error> {
         args.into.display(),
         results.tests.len()
     ));
-    super::history::apply(&args.history, &ci, &mut results, &console)?;
+    // A history that cannot be read must not cost the run its reports.
+    let history = super::history::apply(&args.history, &ci, &mut results, &console);
     console.table(&results);
     let plan = super::delivery_plan(&args.report, &ci, true);
     super::report::deliver(&results, &plan, &console).await?;
+    history?;
     match results.status {
         RunStatus::Passed => Ok(()),
         _ => Err(Error::Failed(

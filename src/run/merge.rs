@@ -42,6 +42,8 @@ pub(crate) enum MergeError {
     },
     #[error("failed to merge: {path}: {why}")]
     BadFile { path: PathBuf, why: String },
+    #[error(transparent)]
+    Results(#[from] crate::results::ResultsError),
     #[error("failed to merge into {path}: {source}")]
     Io {
         path: PathBuf,
@@ -51,7 +53,11 @@ pub(crate) enum MergeError {
 
 impl MergeError {
     pub(crate) fn is_bad_input(&self) -> bool {
-        !matches!(self, MergeError::Io { .. })
+        match self {
+            MergeError::Io { .. } => false,
+            MergeError::Results(e) => e.is_bad_input(),
+            _ => true,
+        }
     }
 }
 
@@ -144,10 +150,7 @@ pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults
             .collect(),
         history: None,
     };
-    results.write().map_err(|e| MergeError::Io {
-        path: RunResults::path(into),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    results.write()?;
     Ok(results)
 }
 
