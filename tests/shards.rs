@@ -195,6 +195,24 @@ fn three_concurrent_shards_merge_into_the_unsharded_run() {
     let summary = std::fs::read_to_string(into.join("summary.md")).unwrap();
     assert!(summary.contains("Merged from 3 shards"), "{summary}");
     assert!(into.join("junit.xml").is_file());
+
+    // A shard's answers that are no answers refuse the merge, naming the
+    // file and line, rather than being scored as something.
+    let with_mmlu = (1..=3)
+        .map(|k| dir(&format!("s{k}")))
+        .find(|d| d.join("mmlu/lmcache_questions.jsonl").is_file())
+        .unwrap();
+    let answers_file = with_mmlu.join("mmlu/lmcache_questions.jsonl");
+    let mut lines = std::fs::read_to_string(&answers_file).unwrap();
+    lines.push_str("{\"subject\": 7}\n");
+    std::fs::write(&answers_file, lines).unwrap();
+    let out = merge(&[&dir("s1"), &dir("s2"), &dir("s3")], &dir("again"), &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("lmcache_questions.jsonl") && stderr.contains("line "),
+        "{stderr}"
+    );
 }
 
 /// Two shards of the determinism test alone (shard 2 has nothing to run),

@@ -4,7 +4,7 @@
 //! requests. The file travels as a CI cache or artifact, so reading it
 //! trusts nothing: a line that does not parse is skipped and counted.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -138,26 +138,13 @@ pub(crate) struct Read {
 /// Reads the store (a missing file is an empty history), at most
 /// `max_mib`; each line is checked on its own.
 pub(crate) fn read(path: &Path, max_mib: u64) -> Result<Read, ResultsError> {
-    let read_err = |source| ResultsError::Read {
-        path: path.to_path_buf(),
-        source,
+    let bytes = match super::read_capped(path, max_mib) {
+        // No store yet: the first run of the default branch starts it.
+        Err(ResultsError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Read::default())
+        }
+        read => read?,
     };
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::default()),
-        Err(e) => return Err(read_err(e)),
-    };
-    let max = max_mib.saturating_mul(1 << 20);
-    let mut bytes = Vec::new();
-    file.take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > max {
-        return Err(ResultsError::TooLarge {
-            path: path.to_path_buf(),
-            max_mib,
-        });
-    }
     let mut out = Read::default();
     for line in bytes.split(|b| *b == b'\n') {
         if line.iter().all(u8::is_ascii_whitespace) {

@@ -501,22 +501,8 @@ impl RunResults {
     /// artifact): at most `max_mib`, and every path in it relative and
     /// inside the results directory, as this tool writes them.
     pub(crate) fn read_untrusted(dir: &Path, max_mib: u64) -> Result<Self, ResultsError> {
-        use std::io::Read as _;
         let path = Self::path(dir);
-        let read_err = |source| ResultsError::Read {
-            path: path.clone(),
-            source,
-        };
-        let max = max_mib.saturating_mul(1 << 20);
-        let mut bytes = Vec::new();
-        std::fs::File::open(&path)
-            .map_err(read_err)?
-            .take(max.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(read_err)?;
-        if bytes.len() as u64 > max {
-            return Err(ResultsError::TooLarge { path, max_mib });
-        }
+        let bytes = read_capped(&path, max_mib)?;
         let results: Self =
             serde_json::from_slice(&bytes).map_err(|source| ResultsError::Parse {
                 path: path.clone(),
@@ -558,6 +544,29 @@ impl RunResults {
     pub(crate) fn test_mut(&mut self, name: &str) -> Option<&mut TestRecord> {
         self.tests.iter_mut().find(|t| t.name == name)
     }
+}
+
+/// The bytes of a file that came from elsewhere, refused once it is over
+/// `max_mib` (never read whole to find out).
+pub(crate) fn read_capped(path: &Path, max_mib: u64) -> Result<Vec<u8>, ResultsError> {
+    let read_err = |source| ResultsError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let max = max_mib.saturating_mul(1 << 20);
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(read_err)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > max {
+        return Err(ResultsError::TooLarge {
+            path: path.to_path_buf(),
+            max_mib,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Why `rel` is no path inside the results directory, if it is not.

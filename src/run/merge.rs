@@ -68,7 +68,7 @@ pub(crate) struct ShardDir {
 }
 
 /// A question file this large is no shard of ours.
-const MAX_FILE: u64 = 256 << 20;
+const MAX_FILE_MIB: u64 = 256;
 
 /// Checks the shards are one run's, then writes their union into `into`.
 pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults, MergeError> {
@@ -520,25 +520,13 @@ fn summed_counters(
 /// One engine's answers as a shard wrote them; a line that is no answer
 /// refuses the merge, naming the file and line.
 fn read_records(path: &Path) -> Result<Vec<Record>, MergeError> {
-    use std::io::Read as _;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
-        .map_err(|e| MergeError::BadFile {
-            path: path.to_path_buf(),
-            why: format!("failed to read it: {e}"),
-        })?;
-    if text.len() as u64 > MAX_FILE {
-        return Err(MergeError::BadFile {
-            path: path.to_path_buf(),
-            why: format!("over {} MiB", MAX_FILE >> 20),
-        });
-    }
-    text.lines()
+    let bytes = crate::results::read_capped(path, MAX_FILE_MIB)?;
+    bytes
+        .split(|b| *b == b'\n')
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| MergeError::BadFile {
+            serde_json::from_slice(l).map_err(|e| MergeError::BadFile {
                 path: path.to_path_buf(),
                 why: format!("line {}: {e}", i + 1),
             })
