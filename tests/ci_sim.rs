@@ -138,7 +138,9 @@ fn sim_preset_passes_and_writes_the_results_directory() {
 fn lmcache_without_its_cache_fails_the_relative_gate() {
     let dir = tempdir();
     let mut sets = QUICK.to_vec();
-    sets.push("engines.lmcache.sim.cache_tokens=0");
+    // LMCache with a CPU store too small for one chunk: asked for every
+    // token the GPU lacks, it has none.
+    sets.push("engines.lmcache.sim.external_cache_tokens=100");
     let out = run(&mut ldqa(dir.path(), &sets), LIMIT);
     let (stdout, stderr) = text(&out);
     assert_eq!(
@@ -292,7 +294,7 @@ fn report_renders_the_summary_again_from_disk() {
         &mut ldqa(
             dir.path(),
             &[
-                "engines.lmcache.sim.cache_tokens=0",
+                "engines.lmcache.sim.external_cache_tokens=0",
                 "tests.long_doc_qa.num_documents=2",
             ],
         ),

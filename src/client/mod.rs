@@ -8,7 +8,6 @@ mod sse;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use indexmap::IndexMap;
 use serde_json::{json, Value};
 
 pub(crate) use endpoint::{BadUrl, Endpoint};
@@ -221,13 +220,10 @@ impl OpenAiClient {
         }
     }
 
-    /// Scrapes a Prometheus `/metrics` URL: every metric summed over its
-    /// labels, or `None` when the server has no such endpoint (404, 405,
-    /// 501), so a missing metric is "not available", never a failure.
-    pub(crate) async fn scrape(
-        &self,
-        url: &str,
-    ) -> Result<Option<IndexMap<String, f64>>, ClientError> {
+    /// Scrapes a Prometheus `/metrics` URL: its text, or `None` when the
+    /// server has no such endpoint (404, 405, 501), so a missing metric is
+    /// "not available", never a failure. [`prometheus::parse`] reads it.
+    pub(crate) async fn scrape(&self, url: &str) -> Result<Option<String>, ClientError> {
         let resp = self
             .http
             .get(url)
@@ -253,7 +249,7 @@ impl OpenAiClient {
                 body: snippet(&body),
             });
         }
-        Ok(Some(prometheus::parse(&body)))
+        Ok(Some(body))
     }
 
     pub(crate) async fn models(&self, timeout: Duration) -> Result<Vec<String>, ClientError> {
@@ -333,6 +329,53 @@ impl OpenAiClient {
             url: url.to_string(),
             message: format!("{e} in {:?}", snippet(&text)),
         })
+    }
+
+    /// Empties the engine's GPU prefix cache (vLLM's `POST
+    /// /reset_prefix_cache`, served with `VLLM_SERVER_DEV_MODE=1`), so the
+    /// next request's prefix must come from a KV connector such as LMCache
+    /// or be computed. vLLM refuses (`{"success": false}`) while blocks are
+    /// held, by requests or transfers still in flight: asked again every
+    /// half second for up to `patience`.
+    pub(crate) async fn reset_prefix_cache(&self, patience: Duration) -> Result<(), ClientError> {
+        let url = self.url("/reset_prefix_cache");
+        let start = Instant::now();
+        loop {
+            let answer = self.post_json(&url, &Value::Null).await;
+            let v = match answer {
+                Err(ClientError::Status { status: 404 | 405, body, .. }) => {
+                    return Err(ClientError::Status {
+                        url,
+                        status: 404,
+                        body: format!(
+                            "{body} (vLLM serves this route only with VLLM_SERVER_DEV_MODE=1 in the engine's env)"
+                        ),
+                    })
+                }
+                other => other?,
+            };
+            match v.get("success").and_then(Value::as_bool) {
+                Some(true) => return Ok(()),
+                Some(false) if start.elapsed() < patience => {
+                    tokio::time::sleep(Duration::from_millis(500)).await
+                }
+                Some(false) => {
+                    return Err(ClientError::Garbage {
+                        url,
+                        message: format!(
+                        "the prefix cache could not be reset within {:.0} s (blocks still held)",
+                        patience.as_secs_f64()
+                    ),
+                    })
+                }
+                None => {
+                    return Err(ClientError::Garbage {
+                        url,
+                        message: format!("no `success` in {:?}", snippet(&v.to_string())),
+                    })
+                }
+            }
+        }
     }
 
     /// A non-streamed `POST /v1/completions`; `body` carries the sampling

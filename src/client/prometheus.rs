@@ -1,5 +1,6 @@
 //! Prometheus text exposition, as vLLM's and LMCache's `/metrics` serve
-//! it: every sample summed per metric name (over its labels), comments and
+//! it: every sample summed per metric name (over its labels, except the
+//! labels that split a metric into parts worth keeping apart), comments and
 //! lines that are not samples skipped. Hostile input is tolerated: a bad
 //! line is passed over, never a panic, and the answer is bounded.
 
@@ -8,7 +9,14 @@ use indexmap::IndexMap;
 /// At most this many distinct names are kept from one scrape.
 const MAX_NAMES: usize = 10_000;
 
-/// `name{labels} value [timestamp]` lines, summed per name.
+/// Metrics whose parts mean different things, and the label that names
+/// the part: vLLM 0.26's prompt tokens by where they came from (computed,
+/// the GPU's prefix cache, a KV connector such as LMCache). Summed over
+/// `source` they are just the prompt tokens, and the proof is lost.
+const KEPT_APART: &[(&str, &str)] = &[("vllm:prompt_tokens_by_source_total", "source")];
+
+/// `name{labels} value [timestamp]` lines, summed per name; a metric of
+/// [`KEPT_APART`] per part, as `name{label="part"}`.
 pub(crate) fn parse(text: &str) -> IndexMap<String, f64> {
     let mut out: IndexMap<String, f64> = IndexMap::new();
     for line in text.lines() {
@@ -16,18 +24,26 @@ pub(crate) fn parse(text: &str) -> IndexMap<String, f64> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((name, value)) = sample(line) else {
+        let Some((name, labels, value)) = sample(line) else {
             continue;
         };
-        if !out.contains_key(name) && out.len() >= MAX_NAMES {
+        let key = match KEPT_APART.iter().find(|(n, _)| *n == name) {
+            Some((_, label)) => match label_value(labels, label) {
+                Some(part) => format!("{name}{{{label}=\"{part}\"}}"),
+                None => name.to_string(),
+            },
+            None => name.to_string(),
+        };
+        if !out.contains_key(&key) && out.len() >= MAX_NAMES {
             continue;
         }
-        *out.entry(name.to_string()).or_insert(0.0) += value;
+        *out.entry(key).or_insert(0.0) += value;
     }
     out
 }
 
-fn sample(line: &str) -> Option<(&str, f64)> {
+/// A sample's name, its label set's text (between the braces) and value.
+fn sample(line: &str) -> Option<(&str, &str, f64)> {
     let name_end = line
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(line.len());
@@ -36,8 +52,11 @@ fn sample(line: &str) -> Option<(&str, f64)> {
         return None;
     }
     let mut rest = &line[name_end..];
+    let mut label_text = "";
     if let Some(labels) = rest.strip_prefix('{') {
-        rest = &labels[label_end(labels)?..];
+        let end = label_end(labels)?;
+        label_text = &labels[..end - 1];
+        rest = &labels[end..];
     }
     let value = rest.split_whitespace().next()?;
     let v = match value {
@@ -45,7 +64,38 @@ fn sample(line: &str) -> Option<(&str, f64)> {
         "-Inf" => f64::NEG_INFINITY,
         v => v.parse::<f64>().ok()?,
     };
-    v.is_finite().then_some((name, v))
+    v.is_finite().then_some((name, label_text, v))
+}
+
+/// The value of `label` in a label set's text, if it is a plain one (no
+/// escapes; a part name worth keeping has none), at most 64 characters.
+fn label_value<'a>(labels: &'a str, label: &str) -> Option<&'a str> {
+    let mut rest = labels;
+    loop {
+        rest = rest.trim_start_matches([',', ' ']);
+        let (key, after) = rest.split_once('=')?;
+        let after = after.strip_prefix('"')?;
+        let mut escaped = false;
+        let mut close = None;
+        for (i, c) in after.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    close = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let close = close?;
+        let value = &after[..close];
+        if key.trim() == label {
+            let plain = !value.contains('\\') && value.len() <= 64;
+            return plain.then_some(value);
+        }
+        rest = &after[close + 1..];
+    }
 }
 
 /// Where the label set that `labels` opens ends (just past its `}`),
@@ -88,6 +138,35 @@ garbage line here
             "NaN is no value"
         );
         assert!(!m.contains_key("garbage"));
+    }
+
+    #[test]
+    fn prompt_tokens_by_source_keep_their_sources() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/vllm/metrics-lmcache-after.prom"
+        ))
+        .unwrap();
+        let m = parse(&text);
+        let part = |s: &str| m[&format!("vllm:prompt_tokens_by_source_total{{source=\"{s}\"}}")];
+        let sum = part("local_compute") + part("local_cache_hit") + part("external_kv_transfer");
+        assert_eq!(
+            sum, m["vllm:prompt_tokens_total"],
+            "the parts add up to the prompt tokens"
+        );
+        assert!(!m.contains_key("vllm:prompt_tokens_by_source_total"));
+        assert_eq!(
+            label_value(
+                r#"engine="0",model_name="/root/model",source="local_cache_hit""#,
+                "source"
+            ),
+            Some("local_cache_hit")
+        );
+        assert_eq!(
+            label_value(r#"a="x\",source=\"y",source="z""#, "source"),
+            Some("z")
+        );
+        assert_eq!(label_value(r#"a="x\"y",source="z""#, "nope"), None);
     }
 
     proptest! {

@@ -570,11 +570,14 @@ fn validate(
             return Err(err(key.into(), "must be a positive number of seconds"));
         }
     }
-    if !(run.grace_period_secs.is_finite() && run.grace_period_secs >= 0.0) {
-        return Err(err(
-            "run.grace_period_secs".into(),
-            "must be zero or more seconds",
-        ));
+    for (key, v) in [
+        ("run.grace_period_secs", run.grace_period_secs),
+        ("run.starting_report_secs", run.starting_report_secs),
+        ("run.gpu_release_timeout_secs", run.gpu_release_timeout_secs),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(err(key.into(), "must be zero or more seconds"));
+        }
     }
 
     let mut params = IndexMap::new();

@@ -230,6 +230,13 @@ pub(crate) struct RunConfig {
     pub readiness_timeout_secs: f64,
     /// Time between SIGTERM and SIGKILL when stopping engines.
     pub grace_period_secs: f64,
+    /// While an engine starts, say every this many seconds how long it has
+    /// taken and its log's last line (0: never).
+    pub starting_report_secs: f64,
+    /// After engines stop, wait up to this long for the GPU memory they
+    /// held to be free again (where `nvidia-smi` answers) before the next
+    /// engine starts.
+    pub gpu_release_timeout_secs: f64,
     /// Longest a single request may take before it counts as failed.
     pub request_timeout_secs: f64,
     /// GPU choice for containers whose `gpus` is `auto:N`.
@@ -290,6 +297,8 @@ impl Default for RunConfig {
             models: Vec::new(),
             readiness_timeout_secs: 300.0,
             grace_period_secs: 5.0,
+            starting_report_secs: 30.0,
+            gpu_release_timeout_secs: 120.0,
             request_timeout_secs: 600.0,
             schedule: Schedule::Concurrent,
             gpus: GpuChoice::default(),

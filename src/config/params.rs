@@ -36,6 +36,14 @@ pub(crate) struct MmluParams {
     /// On the LMCache engine send each prompt twice and score the second.
     pub store_then_load: bool,
     pub store_load_pause_secs: f64,
+    /// With `store_then_load`: every question is asked once (the store
+    /// pass), then again one at a time, each right after the engine's GPU
+    /// prefix cache was emptied (vLLM's `POST /reset_prefix_cache`, served
+    /// with `VLLM_SERVER_DEV_MODE=1`): the load pass, scored, whose prefixes
+    /// only LMCache can serve. With vLLM's prefix caching on, the second ask
+    /// is otherwise the GPU's hit and never reads LMCache's KV back.
+    /// `load_pass_external_pct` says how much of it LMCache served.
+    pub reset_prefix_cache: bool,
     /// Attempts after the first for a request that fails.
     pub max_retries: u32,
 }
@@ -57,6 +65,7 @@ impl Default for MmluParams {
             sequential: false,
             store_then_load: true,
             store_load_pause_secs: 0.5,
+            reset_prefix_cache: false,
             max_retries: 3,
         }
     }
@@ -126,6 +135,11 @@ pub(crate) struct DeterminismParams {
     pub compare_baseline: bool,
     pub max_inflight_requests: usize,
     pub store_load_pause_secs: f64,
+    /// The load pass one prompt at a time, each right after the LMCache
+    /// engine's GPU prefix cache was emptied (vLLM's `POST
+    /// /reset_prefix_cache`), so it reads LMCache's KV, not the GPU's;
+    /// `load_pass_external_pct` says how much of it LMCache served.
+    pub reset_prefix_cache: bool,
 }
 
 impl Default for DeterminismParams {
@@ -137,6 +151,7 @@ impl Default for DeterminismParams {
             compare_baseline: true,
             max_inflight_requests: 16,
             store_load_pause_secs: 0.5,
+            reset_prefix_cache: false,
         }
     }
 }

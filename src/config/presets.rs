@@ -13,6 +13,11 @@ pub(crate) const PRESETS: &[Preset] = &[
         toml: include_str!("../../presets/sim.toml"),
     },
     Preset {
+        name: "gpu-1",
+        about: "one GPU (H100/H200): baseline vLLM, then vLLM with LMCache's connector, on Llama-3.1-8B's architecture with dummy weights; seed 004's long doc QA, MMLU and determinism through LMCache, vllm bench serve throughput",
+        toml: include_str!("../../presets/gpu-1.toml"),
+    },
+    Preset {
         name: "mp",
         about: "LMCache's multiprocessing suite: LMCache server, vLLM+LMCache and baseline vLLM in containers, on two chosen GPUs",
         toml: include_str!("../../presets/mp.toml"),

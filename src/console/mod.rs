@@ -389,6 +389,31 @@ impl Sink for Console {
                 )),
                 None => self.info(&format!("using engine `{name}` at {url}")),
             },
+            Event::EngineStillStarting {
+                name,
+                secs,
+                last_line,
+            } => self.info(&format!(
+                "engine `{name}` still starting ({secs:.0} s){}",
+                last_line.map_or(String::new(), |l| format!(": {}", clean(l)))
+            )),
+            Event::GpuMemoryAfterStop {
+                engines,
+                used_mib,
+                before_mib,
+                secs,
+                released,
+            } => {
+                let who = engines.join("`, `");
+                let line = format!(
+                    "GPU memory {used_mib:.0} MiB in use {secs:.1} s after `{who}` stopped ({before_mib:.0} MiB before it started)"
+                );
+                if *released {
+                    self.info(&line)
+                } else {
+                    self.warn(&format!("{line}: not released; the next engine may not fit"))
+                }
+            }
             Event::EngineReady { name, secs } => {
                 self.info(&format!("engine `{name}` ready after {secs:.2} s"))
             }
@@ -463,6 +488,15 @@ impl Sink for Console {
         }
         Ok(())
     }
+}
+
+/// An engine's log line on our console: its colours and other control
+/// characters (a terminal obeys ESC) dropped.
+fn clean(line: &str) -> String {
+    crate::results::strip_ansi(line)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect()
 }
 
 #[cfg(test)]

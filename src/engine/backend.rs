@@ -203,12 +203,15 @@ pub(crate) fn open_log(
         .map_err(err)?;
     writeln!(
         file,
-        "# lmcache-e2e: starting engine `{}`: {command_line}",
+        "{LOG_HEADER} starting engine `{}`: {command_line}",
         spec.name
     )
     .map_err(err)?;
     Ok(Some(file))
 }
+
+/// What begins the lines we write into an engine's log ourselves.
+pub(crate) const LOG_HEADER: &str = "# lmcache-e2e:";
 
 /// Sends a child's stdout and stderr to the log (or nowhere).
 pub(crate) fn redirect(

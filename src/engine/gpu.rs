@@ -41,6 +41,23 @@ pub(crate) struct GpuState {
     /// makes it less than total − free).
     pub memory_used_mib: Option<u64>,
     pub utilization_pct: u32,
+    /// Only in the header form that lists `name` (`NVIDIA H200`).
+    pub name: Option<String>,
+}
+
+impl GpuState {
+    /// `GPU 0 NVIDIA H200 (140 GiB)`, as runs record the GPUs they saw.
+    pub(crate) fn label(&self) -> String {
+        let mut s = format!("GPU {}", self.index);
+        if let Some(name) = &self.name {
+            s.push(' ');
+            s.push_str(name);
+        }
+        if let Some(mib) = self.memory_total_mib {
+            s.push_str(&format!(" ({:.0} GiB)", mib as f64 / 1024.0));
+        }
+        s
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +120,9 @@ pub(crate) fn parse(text: &str) -> Result<Vec<GpuState>, GpuError> {
     let cused = header
         .as_ref()
         .and_then(|h| h.iter().position(|c| c == "memory.used"));
+    let cname = header
+        .as_ref()
+        .and_then(|h| h.iter().position(|c| c == "name"));
     let (Some(ci), Some(cf), Some(cu)) = (ci, cf, cu) else {
         return Err(GpuError::Parse {
             line: 1,
@@ -131,6 +151,10 @@ pub(crate) fn parse(text: &str) -> Result<Vec<GpuState>, GpuError> {
                 memory_used_mib: cused.and_then(|c| fields.get(c)).and_then(|f| number(f)),
                 // `[N/A]` (some boards report no utilisation) counts as busy.
                 utilization_pct: fields.get(cu).and_then(|f| number(f)).unwrap_or(100) as u32,
+                name: cname
+                    .and_then(|c| fields.get(c))
+                    .filter(|n| !n.is_empty())
+                    .map(|n| n.chars().take(64).collect()),
             })
         })
         .collect()
@@ -219,15 +243,65 @@ const MEMORY_ARGS: &[&str] = &[
     "--format=csv",
 ];
 
+/// Every GPU `nvidia-smi` on PATH sees, with its name and memory in use;
+/// `None` without `nvidia-smi` or when its answer cannot be read.
+pub(crate) async fn snapshot() -> Option<Vec<GpuState>> {
+    let smi = which::which("nvidia-smi").ok()?;
+    parse(&smi_text(&smi, MEMORY_ARGS).await.ok()?).ok()
+}
+
 /// GPU memory in use now, summed over the GPUs `nvidia-smi` on PATH sees
 /// (lmcache-tests' `gpu_memory` column); `None` without `nvidia-smi` or
 /// when its answer cannot be read.
 pub(crate) async fn memory_used_mib() -> Option<f64> {
-    let smi = which::which("nvidia-smi").ok()?;
-    let gpus = parse(&smi_text(&smi, MEMORY_ARGS).await.ok()?).ok()?;
+    used_of(&snapshot().await?)
+}
+
+fn used_of(gpus: &[GpuState]) -> Option<f64> {
     let used: Option<Vec<u64>> = gpus.iter().map(|g| g.memory_used_mib).collect();
     used.filter(|u| !u.is_empty())
         .map(|u| u.iter().sum::<u64>() as f64)
+}
+
+/// How GPU memory settled after engines stopped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Settled {
+    /// In use at the last look.
+    pub used_mib: f64,
+    /// From the first look to the one that found it back (or gave up).
+    pub waited: Duration,
+    /// Back within `slack_mib` of what was in use before they started.
+    pub back: bool,
+}
+
+/// Polls `used` (MiB in use now) until it is back within `slack_mib` of
+/// `before` or `timeout` passes: the driver frees a dead process's memory
+/// a moment after it exits, and the next engine's memory check must not
+/// see the last one's. `None` when memory cannot be read.
+pub(crate) async fn settle<F, Fut>(
+    before: f64,
+    slack_mib: f64,
+    timeout: Duration,
+    poll: Duration,
+    mut used: F,
+) -> Option<Settled>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<f64>>,
+{
+    let start = Instant::now();
+    loop {
+        let now = used().await?;
+        let back = now <= before + slack_mib;
+        if back || start.elapsed() + poll > timeout {
+            return Some(Settled {
+                used_mib: now,
+                waited: start.elapsed(),
+                back,
+            });
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 /// The GPUs as `nvidia-smi` (at `smi`) sees them now.
@@ -315,6 +389,7 @@ mod tests {
             memory_free_mib: free,
             memory_used_mib: None,
             utilization_pct: util,
+            name: None,
         }
     }
 
@@ -322,6 +397,7 @@ mod tests {
     fn every_csv_form_of_the_real_output_parses() {
         let used = |mib, g: GpuState| GpuState {
             memory_used_mib: Some(mib),
+            name: Some("NVIDIA H100 80GB HBM3".into()),
             ..g
         };
         assert_eq!(
@@ -348,6 +424,51 @@ mod tests {
         );
         let e = parse("0, lots, 3\n").unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("memory.free"), "{e}");
+    }
+
+    #[test]
+    fn a_gpu_is_labelled_with_its_name_and_size() {
+        let g = &parse(&fixture("idle-query-gpu.csv")).unwrap()[0];
+        assert_eq!(g.label(), "GPU 0 NVIDIA H100 80GB HBM3 (80 GiB)");
+        assert_eq!(gpu(1, None, 5, 0).label(), "GPU 1");
+    }
+
+    #[tokio::test]
+    async fn memory_settles_once_back_near_where_it_was_or_gives_up() {
+        // 0 MiB before the engine; the driver frees its 40 GiB in steps.
+        let seen = std::cell::RefCell::new(vec![41_000.0, 12_000.0, 300.0].into_iter());
+        let s = settle(
+            0.0,
+            512.0,
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                let next = seen.borrow_mut().next();
+                async move { next }
+            },
+        )
+        .await
+        .unwrap();
+        assert!(s.back && s.used_mib == 300.0, "{s:?}");
+        let s = settle(
+            0.0,
+            512.0,
+            Duration::from_millis(30),
+            Duration::from_millis(5),
+            || async { Some(20_000.0) },
+        )
+        .await
+        .unwrap();
+        assert!(!s.back && s.used_mib == 20_000.0, "{s:?}");
+        let none = settle(
+            0.0,
+            512.0,
+            Duration::from_secs(1),
+            Duration::from_millis(1),
+            || async { None },
+        )
+        .await;
+        assert_eq!(none, None, "no nvidia-smi, nothing to say");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod container;
 mod external;
 pub(crate) mod gpu;
 pub(crate) mod image;
+pub(crate) mod logscan;
 mod process;
 mod readiness;
 pub(crate) mod signals;
@@ -25,7 +26,7 @@ pub(crate) use crate::results::tail_lines;
 pub(crate) use backend::Launch;
 use backend::{backend, Resolve};
 pub(crate) use container::{cleanup_by_label, LabelFilter};
-pub(crate) use readiness::wait_ready;
+pub(crate) use readiness::{wait_ready, Starting};
 pub(crate) use supervisor::{cleanup_from_state, Supervisor};
 
 /// Lines of an engine's log shown when it fails.
@@ -269,6 +270,7 @@ mod tests {
             memory_free_mib: total,
             memory_used_mib: None,
             utilization_pct: 0,
+            name: None,
         };
         let specs = resolve(
             &loaded.suite,

@@ -17,8 +17,50 @@ use crate::results::NoSecrets;
 
 pub(crate) struct Process;
 
+/// Whether any process of the group can still run. A member that exited
+/// but was never reaped (a zombie) still answers `kill(0)`: vLLM's
+/// EngineCore, orphaned when its API server dies, is handed to a PID 1
+/// that may never wait for it (a container's shell, a CI pod's pause), and
+/// it would keep a stopped engine "alive" for good. It holds no memory and
+/// takes no signal, so it does not count.
 pub(crate) fn group_alive(pgid: i32) -> bool {
-    !matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
+    if matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    runnable_members(pgid).is_none_or(|n| n > 0)
+}
+
+/// Members of the group that are not zombies, from `/proc`; `None` where
+/// `/proc` cannot be read (then every member counts).
+fn runnable_members(pgid: i32) -> Option<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Gone between the listing and the read: not a member any more.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some((state, group)) = state_and_group(&stat) {
+            n += usize::from(group == pgid && !matches!(state, 'Z' | 'X'));
+        }
+    }
+    Some(n)
+}
+
+/// The state and process group of a `/proc/PID/stat` line. The command
+/// name (in parentheses) may hold spaces and parentheses, so the fields are
+/// read after its last `)`: state, parent, group.
+fn state_and_group(stat: &str) -> Option<(char, i32)> {
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _parent = fields.next()?;
+    Some((state, fields.next()?.parse().ok()?))
 }
 
 pub(crate) fn signal_group(pgid: i32, sig: Signal) {
@@ -187,5 +229,62 @@ fn belongs_to_run(pid: u32, run_id: &str) -> bool {
         // The leader is gone but its group lives on: only our children
         // could have joined a group we created.
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::proptest;
+
+    #[test]
+    fn stat_fields_are_read_after_the_command_name() {
+        let stat = "4242 (python3) S 1 4242 4242 0 -1 4194560 1 0 0 0";
+        assert_eq!(state_and_group(stat), Some(('S', 4242)));
+        // vLLM names its processes; a name may hold spaces and parentheses.
+        let stat = "77 (VLLM::EngineCore (x) y) Z 1 4242 4242 0";
+        assert_eq!(state_and_group(stat), Some(('Z', 4242)));
+        assert_eq!(state_and_group("77 (cut"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_command_name_leaves_state_and_group_readable(name in "[ -~]{0,15}", group in 1i32..1_000_000) {
+            let stat = format!("12 ({name}) R 1 {group} {group} 0 -1");
+            assert_eq!(state_and_group(&stat), Some(('R', group)));
+        }
+    }
+
+    /// vLLM's EngineCore outlives its API server as a zombie when PID 1
+    /// never reaps it (seen on the H200: `<defunct>` in the engine's
+    /// group, the stop waiting out its grace, `stopped: false` left in
+    /// state.json). This process plays that PID 1: it adopts the orphan
+    /// and never waits for it.
+    #[tokio::test]
+    async fn a_group_left_with_only_a_zombie_is_not_alive() {
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", "sleep 30 & exec sleep 30"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id().unwrap() as i32;
+        let until = Instant::now() + Duration::from_secs(5);
+        while runnable_members(pgid) != Some(2) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(runnable_members(pgid), Some(2), "leader and its child");
+        assert!(group_alive(pgid));
+        signal_group(pgid, Signal::SIGKILL);
+        child.wait().await.unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while group_alive(pgid) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            killpg(Pid::from_raw(pgid), None).is_ok(),
+            "the orphan is a zombie still in the group"
+        );
+        assert!(!group_alive(pgid), "but nothing in it can run");
     }
 }

@@ -13,12 +13,36 @@ use crate::config::Readiness;
 const POLL: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Who hears about a slow start, and how often: vLLM takes minutes on a
+/// cold compile cache, and a CI log that says nothing for 200 s looks hung.
+pub(crate) struct Starting<'a> {
+    pub every: Duration,
+    /// The engine, how long it has been starting, its log's last line.
+    pub say: &'a (dyn Fn(&str, Duration, Option<String>) + Send + Sync),
+}
+
+/// The last line of an engine's log worth showing: progress bars redraw
+/// with `\r`, so the last of those pieces; blank lines skipped.
+pub(crate) fn last_log_line(log: &std::path::Path) -> Option<String> {
+    let lines = tail_lines(log, 5);
+    lines
+        .iter()
+        .rev()
+        // Our own header says what was started, not how far it got.
+        .filter(|l| !l.starts_with(super::backend::LOG_HEADER))
+        .filter_map(|l| l.rsplit('\r').map(str::trim).find(|p| !p.is_empty()))
+        .next()
+        .map(|l| l.chars().take(200).collect())
+}
+
 /// Waits until the engine serves; returns how long that took.
 pub(crate) async fn wait_ready(
     supervisor: &Supervisor,
     spec: &EngineSpec,
+    starting: &Starting<'_>,
 ) -> Result<Duration, EngineError> {
     let start = Instant::now();
+    let mut next_word = starting.every;
     let tail = || {
         spec.log
             .as_deref()
@@ -61,6 +85,13 @@ pub(crate) async fn wait_ready(
                 log: spec.log.clone(),
                 tail: tail(),
             });
+        }
+        if !starting.every.is_zero() && start.elapsed() >= next_word {
+            let line = spec.log.as_deref().and_then(last_log_line);
+            (starting.say)(&spec.name, start.elapsed(), line);
+            while next_word <= start.elapsed() {
+                next_word += starting.every;
+            }
         }
         let probe_timeout = remaining.min(PROBE_TIMEOUT);
         let probed = match spec.readiness {

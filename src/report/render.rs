@@ -278,7 +278,51 @@ struct EngineView {
     kind: String,
     url: String,
     ready: String,
+    version: String,
+    gpu: String,
+    log: String,
+    /// The most frequent kinds of warning and error in its log.
+    findings: Vec<String>,
     tail: Vec<String>,
+}
+
+/// GPU memory an engine held once ready, and what was left in use after
+/// it stopped (with a mark when that was not back to where it started).
+fn gpu_memory_cell(g: Option<&crate::results::GpuMemory>) -> String {
+    let Some(g) = g else {
+        return "–".to_string();
+    };
+    let gib = |mib: f64| number(mib / 1024.0, "GiB");
+    let ready = match (g.at_ready_mib, g.before_start_mib) {
+        (Some(r), Some(b)) => format!("{} when ready", gib((r - b).max(0.0))),
+        _ => "–".to_string(),
+    };
+    match (g.after_stop_mib, g.released) {
+        (Some(a), Some(true)) => format!("{ready}, {} in use after stop", gib(a)),
+        (Some(a), _) => format!("{ready}, ⚠️ {} still in use after stop", gib(a)),
+        _ => ready,
+    }
+}
+
+fn log_cell(f: Option<&crate::results::LogFindings>) -> String {
+    match f {
+        None => "–".to_string(),
+        Some(f) if f.warnings + f.errors == 0 => "no warnings".to_string(),
+        Some(f) => {
+            let mark = if f.errors > 0 { "❌ " } else { "⚠️ " };
+            format!("{mark}{} warnings, {} errors", f.warnings, f.errors)
+        }
+    }
+}
+
+fn findings_lines(f: Option<&crate::results::LogFindings>) -> Vec<String> {
+    f.map(|f| {
+        f.top
+            .iter()
+            .map(|k| format!("{} × {}: {}", k.count, k.level, fence_safe(&k.example)))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The most characters of one piece of outside text a report shows (a
@@ -767,6 +811,10 @@ fn context(
             kind: md_escape(&e.kind),
             url: md_escape(&e.url),
             ready: opt_number(e.ready_secs, "s"),
+            version: e.version.as_deref().map_or("–".to_string(), md_escape),
+            gpu: gpu_memory_cell(e.gpu_memory.as_ref()),
+            log: log_cell(e.log_findings.as_ref()),
+            findings: findings_lines(e.log_findings.as_ref()),
             // Log tails matter when something went wrong.
             tail: if results.status == RunStatus::Passed {
                 Vec::new()
@@ -978,7 +1026,16 @@ mod tests {
                     logs
                 };
                 let table_folds: usize = r.tests.iter().map(|t| t.tables.len()).sum();
-                assert_eq!(folds, log_folds + table_folds, "{case} {target:?}");
+                let finding_folds = r
+                    .engines
+                    .iter()
+                    .filter(|e| e.log_findings.as_ref().is_some_and(|f| !f.top.is_empty()))
+                    .count();
+                assert_eq!(
+                    folds,
+                    log_folds + table_folds + finding_folds,
+                    "{case} {target:?}"
+                );
                 if charts > 0 && target != Target::Buildkite {
                     assert!(
                         html.contains("<pre><code class=\"language-mermaid\">xychart-beta"),

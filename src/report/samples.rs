@@ -4,8 +4,8 @@
 use indexmap::IndexMap;
 
 use crate::results::{
-    Chart, CheckKind, CheckOutcome, DetailTable, EngineRecord, Metric, RunMeta, RunResults,
-    RunStatus, TestRecord, TestStatus, Verdict,
+    Chart, CheckKind, CheckOutcome, DetailTable, EngineRecord, GpuMemory, LogFindings, LogKind,
+    Metric, RunMeta, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
 };
 use crate::results::{Interval, OnInconclusive, Role, Severity};
 
@@ -209,7 +209,34 @@ fn engines(tail: &[&str]) -> Vec<EngineRecord> {
         log: Some(format!("logs/{name}.log")),
         ready_secs: Some(41.3),
         log_tail: tail.iter().map(|l| l.to_string()).collect(),
-        version: None,
+        version: Some("0.26.0".into()),
+        // As the H200 run saw them (docs/runs/2026-12-02-h200-…).
+        gpu_memory: Some(GpuMemory {
+            before_start_mib: Some(0.0),
+            at_ready_mib: Some(35_651.0),
+            after_stop_mib: Some(0.0),
+            after_stop_secs: Some(0.03),
+            released: Some(true),
+        }),
+        log_findings: Some(match role {
+            Role::Lmcache => LogFindings {
+                warnings: 7982,
+                errors: 0,
+                top: vec![
+                    LogKind {
+                        level: "WARNING".into(),
+                        count: 4505,
+                        example: "(EngineCore pid=1892) [2026-12-02 06:38:34,230] LMCache WARNING: Failed to allocate memory block of size 33554432 because no memory is available (memory_management.py:1413:lmcache.v1.memory_management)".into(),
+                    },
+                    LogKind {
+                        level: "WARNING".into(),
+                        count: 3465,
+                        example: "(EngineCore pid=1892) [2026-12-02 06:38:24,449] LMCache WARNING: Pin count of MemoryObj 3858759680is negative: -1.Double unpin occurred somewhere.Setting pin count back to 0 as a hack but please find the bug.".into(),
+                    },
+                ],
+            },
+            _ => LogFindings::default(),
+        }),
     })
     .collect()
 }

@@ -355,6 +355,43 @@ pub(crate) struct EngineRecord {
     /// What the server says it is (`GET /version`), when it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// GPU memory in use around its life, where `nvidia-smi` answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<GpuMemory>,
+    /// The WARNING and ERROR lines of its log, counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_findings: Option<LogFindings>,
+}
+
+/// GPU memory in use (MiB, summed over the GPUs `nvidia-smi` sees) before
+/// an engine started, once it was ready, and after it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GpuMemory {
+    pub before_start_mib: Option<f64>,
+    pub at_ready_mib: Option<f64>,
+    pub after_stop_mib: Option<f64>,
+    /// How long after the stop that reading came.
+    pub after_stop_secs: Option<f64>,
+    /// Whether it came back to where it was before the engine started.
+    pub released: Option<bool>,
+}
+
+/// An engine log's warnings and errors: how many, and the most frequent
+/// kinds (numbers masked) with one line of each as it was written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LogFindings {
+    pub warnings: u64,
+    pub errors: u64,
+    pub top: Vec<LogKind>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LogKind {
+    /// `WARNING` or `ERROR`.
+    pub level: String,
+    pub count: u64,
+    /// The first line of this kind, as the engine wrote it.
+    pub example: String,
 }
 
 /// Where and what ran: shown in reports, and the pull request a later
@@ -617,8 +654,34 @@ pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..]
         .iter()
-        .map(|l| l.to_string())
+        .map(|l| strip_ansi(l))
         .collect()
+}
+
+/// A log line without its terminal colours: LMCache colours its log lines
+/// even into a file (`ESC[33;20m… LMCache WARNING:ESC[0m`), and a report
+/// would show the codes once the ESC itself is dropped.
+pub(crate) fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        // CSI: ESC [ parameters… final byte in @..~; other escapes: ESC
+        // and the one character after it.
+        if chars.next_if_eq(&'[').is_some() {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -675,6 +738,15 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let t = tail_lines(&p, 3);
         assert_eq!(t, vec!["line 97", "line 98", "line 99"]);
+        assert_eq!(
+            strip_ansi("(EngineCore pid=1892) \u{1b}[33;20m[2026-12-02 06:38:34,230] LMCache WARNING:\u{1b}[0m Failed \u{1b}[3m(x.py:1)\u{1b}[0m"),
+            "(EngineCore pid=1892) [2026-12-02 06:38:34,230] LMCache WARNING: Failed (x.py:1)"
+        );
+        assert_eq!(
+            strip_ansi("cut \u{1b}[33"),
+            "cut ",
+            "an unfinished escape is dropped"
+        );
         assert!(tail_lines(&dir.path().join("missing"), 3).is_empty());
     }
 }

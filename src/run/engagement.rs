@@ -1,31 +1,77 @@
 //! Proof that a cache was used: each engine's Prometheus `/metrics` read
 //! before and after a test runs against it, and the growth of its cache
 //! counters (vLLM's prefix cache and KV-connector counters, LMCache's own)
-//! recorded as metrics the gate can bound. A server without `/metrics`
-//! simply has none: "not available", never a failure.
+//! recorded as metrics the gate can bound, with the share of queried
+//! tokens each cache served. The texts read are kept beside the test's
+//! outputs. A server without `/metrics` simply has none: "not available",
+//! never a failure.
 
 use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use crate::client::OpenAiClient;
+use crate::client::{prometheus, OpenAiClient};
 use crate::results::Metric;
 
-/// Counters worth recording: cache lookups and hits, prompt tokens, and
-/// every LMCache counter.
+/// Counters worth recording: cache lookups and hits, prompt tokens (by
+/// source too), and every LMCache counter.
 fn of_interest(name: &str) -> bool {
-    name.ends_with("_total")
-        && (name.contains("prefix_cache")
-            || name.starts_with("vllm:prompt_tokens")
-            || name.starts_with("lmcache"))
+    let base = name.split('{').next().unwrap_or(name);
+    base.ends_with("_total")
+        && (base.contains("prefix_cache")
+            || base.starts_with("vllm:prompt_tokens")
+            || base.starts_with("lmcache"))
+}
+
+/// One reading of an engine's `/metrics`.
+pub(crate) struct Reading {
+    pub text: String,
+    pub counters: IndexMap<String, f64>,
 }
 
 /// One reading of an engine's counters; `None` when it serves none.
-pub(crate) async fn read(base_url: &str) -> Option<IndexMap<String, f64>> {
+pub(crate) async fn read(base_url: &str) -> Option<Reading> {
     let client = OpenAiClient::new(base_url, Duration::from_secs(10)).ok()?;
     let url = client.endpoint().at("/metrics");
-    let all = client.scrape(&url).await.ok()??;
-    Some(all.into_iter().filter(|(k, _)| of_interest(k)).collect())
+    let text = client.scrape(&url).await.ok()??;
+    let counters = prometheus::parse(&text)
+        .into_iter()
+        .filter(|(k, _)| of_interest(k))
+        .collect();
+    Some(Reading { text, counters })
+}
+
+/// Keeps a reading as `DIR/<role>-<when>.prom`; a file that cannot be
+/// written costs the evidence file only, never the test.
+pub(crate) fn keep(dir: &std::path::Path, role: &str, when: &str, r: &Reading) {
+    let _ = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(dir.join(format!("{role}-{when}.prom")), &r.text));
+}
+
+/// Share of the queried tokens each cache served, in %, from the growth
+/// of vLLM's counters: its GPU prefix cache (`prefix_cache_hit_pct`) and
+/// its KV connector, LMCache (`external_prefix_cache_hit_pct`, of what it
+/// was asked for: the tokens the GPU had not).
+fn hit_shares(grown: &IndexMap<String, Metric>) -> IndexMap<String, Metric> {
+    let get = |k: &str| grown.get(k).map(|m| m.value);
+    [
+        (
+            "prefix_cache_hit_pct",
+            "vllm:prefix_cache_hits_total",
+            "vllm:prefix_cache_queries_total",
+        ),
+        (
+            "external_prefix_cache_hit_pct",
+            "vllm:external_prefix_cache_hits_total",
+            "vllm:external_prefix_cache_queries_total",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, hits, queries)| {
+        let (h, q) = (get(hits)?, get(queries)?);
+        (q > 0.0).then(|| (name.to_string(), Metric::new(100.0 * h / q, "%")))
+    })
+    .collect()
 }
 
 /// How much each counter grew between two readings, as metrics named like
@@ -35,7 +81,7 @@ pub(crate) fn growth(
     before: &IndexMap<String, f64>,
     after: &IndexMap<String, f64>,
 ) -> IndexMap<String, Metric> {
-    after
+    let mut grown: IndexMap<String, Metric> = after
         .iter()
         .map(|(name, now)| {
             let then = before.get(name).copied().unwrap_or(0.0);
@@ -47,7 +93,10 @@ pub(crate) fn growth(
             };
             (name.clone(), Metric::new(grew, unit))
         })
-        .collect()
+        .collect();
+    let shares = hit_shares(&grown);
+    grown.extend(shares);
+    grown
 }
 
 #[cfg(test)]
@@ -71,6 +120,9 @@ mod tests {
         assert_eq!(g["lmcache_mp_l1_read_chunks_total"].value, 7.0, "restarted");
         assert_eq!(g["vllm:prefix_cache_queries_total"].value, 9000.0);
         assert!(of_interest("lmcache:num_hit_tokens_total"));
+        assert!(of_interest(
+            r#"vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}"#
+        ));
         assert!(!of_interest("vllm:num_requests_running"));
     }
 }

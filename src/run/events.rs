@@ -24,9 +24,24 @@ pub(crate) enum Event<'a> {
         /// `None` for an external engine, which is used, not started.
         log: Option<&'a Path>,
     },
+    /// An engine still starting, said every `run.starting_report_secs`.
+    EngineStillStarting {
+        name: &'a str,
+        secs: f64,
+        last_line: Option<&'a str>,
+    },
     EngineReady {
         name: &'a str,
         secs: f64,
+    },
+    /// GPU memory after engines stopped, against what was in use before
+    /// they started.
+    GpuMemoryAfterStop {
+        engines: &'a [String],
+        used_mib: f64,
+        before_mib: f64,
+        secs: f64,
+        released: bool,
     },
     EngineDied {
         message: &'a str,

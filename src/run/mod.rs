@@ -190,6 +190,23 @@ pub(crate) async fn run(
     if !killed.is_empty() {
         events.say(&Event::EnginesKilled(&killed));
     }
+    let still_held: Vec<String> = results
+        .engines
+        .iter()
+        .filter(|e| {
+            e.gpu_memory
+                .as_ref()
+                .is_some_and(|g| g.after_stop_mib.is_none())
+        })
+        .map(|e| e.name.clone())
+        .collect();
+    gpu_after_stop(
+        &mut results,
+        &still_held,
+        run_cfg.gpu_release_timeout_secs,
+        events,
+    )
+    .await;
     let outcome = finish(&mut results, ended, events);
     events.emit(&Event::RunFinished(&results))?;
     Ok((results, outcome))
@@ -289,6 +306,7 @@ fn finish(results: &mut RunResults, ended: Ended, events: &Events) -> Result<(),
     };
     for e in &mut results.engines {
         if let Some(log) = &e.log {
+            e.log_findings = engine::logscan::scan(&results.results_dir.join(log));
             e.log_tail = tail_lines(&results.results_dir.join(log), TAIL_LINES);
             let title = format!("last {} lines of {} ({log})", e.log_tail.len(), e.name);
             events.say(&Event::LogTail {
@@ -357,6 +375,58 @@ fn relative(dir: &Path, path: &Path) -> String {
     path.strip_prefix(dir).unwrap_or(path).display().to_string()
 }
 
+/// Memory in use on the GPUs may differ from this much and still count as
+/// given back (the driver's and other tenants' small allocations).
+const GPU_SLACK_MIB: f64 = 512.0;
+
+/// After `names` stopped: waits up to `timeout_secs` for the GPU memory
+/// they held to be free, records what was seen on each, and says it. The
+/// level to come back to is the lowest any of them saw before it started.
+async fn gpu_after_stop(
+    results: &mut RunResults,
+    names: &[String],
+    timeout_secs: f64,
+    events: &Events,
+) {
+    let before = results
+        .engines
+        .iter()
+        .filter(|e| names.contains(&e.name))
+        .filter_map(|e| e.gpu_memory.as_ref()?.before_start_mib)
+        .reduce(f64::min);
+    let Some(before) = before else {
+        return;
+    };
+    let Some(settled) = engine::gpu::settle(
+        before,
+        GPU_SLACK_MIB,
+        Duration::from_secs_f64(timeout_secs),
+        Duration::from_millis(500),
+        engine::gpu::memory_used_mib,
+    )
+    .await
+    else {
+        return;
+    };
+    for e in results
+        .engines
+        .iter_mut()
+        .filter(|e| names.contains(&e.name))
+    {
+        let g = e.gpu_memory.get_or_insert_with(Default::default);
+        g.after_stop_mib = Some(settled.used_mib);
+        g.after_stop_secs = Some(settled.waited.as_secs_f64());
+        g.released = Some(settled.back);
+    }
+    events.say(&Event::GpuMemoryAfterStop {
+        engines: names,
+        used_mib: settled.used_mib,
+        before_mib: before,
+        secs: settled.waited.as_secs_f64(),
+        released: settled.back,
+    });
+}
+
 /// Waits for the GPUs the suite's `auto:N` containers need, as the
 /// multiprocessing suite polls `nvidia-smi`.
 async fn choose_gpus(
@@ -422,13 +492,17 @@ async fn pipeline(
     )
     .await?;
     let chosen = choose_gpus(&loaded.suite, events).await?;
-    results.meta.gpus = chosen
-        .iter()
-        .map(|g| match g.memory_total_mib {
-            Some(mib) => format!("GPU {} ({:.0} GiB)", g.index, mib as f64 / 1024.0),
-            None => format!("GPU {}", g.index),
-        })
-        .collect();
+    // The GPUs chosen, else every GPU the machine has (process engines
+    // pick their own with CUDA_VISIBLE_DEVICES).
+    results.meta.gpus = match chosen.is_empty() {
+        false => chosen.iter().map(engine::gpu::GpuState::label).collect(),
+        true => engine::gpu::snapshot()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(engine::gpu::GpuState::label)
+            .collect(),
+    };
     let mut broken = Vec::new();
     let mut started = false;
     for (model, label) in models {
@@ -544,7 +618,7 @@ impl ModelRun<'_> {
                     .await?;
             }
             if i < last {
-                self.stop_phase(phase).await;
+                self.stop_phase(phase, results).await;
             }
         }
         // Retrying reruns the test on every engine, so they must all still be up.
@@ -681,11 +755,22 @@ impl ModelRun<'_> {
                 None
             };
             if let (Some(b), Some(a)) = (before, after) {
+                // The first reading of the test and its latest: the
+                // counters as the engine served them, for anyone to check.
+                let dir = results
+                    .results_dir
+                    .join("metrics")
+                    .join(name.replace(['@', '/'], "-"));
+                let role = spec.role.to_string();
+                if !dir.join(format!("{role}-before.prom")).exists() {
+                    engagement::keep(&dir, &role, "before", &b);
+                }
+                engagement::keep(&dir, &role, "after", &a);
                 run.output
                     .metrics
                     .entry(spec.role)
                     .or_default()
-                    .extend(engagement::growth(&b, &a));
+                    .extend(engagement::growth(&b.counters, &a.counters));
             }
             self.events.say(&Event::TestStepDone {
                 test: &name,
@@ -867,7 +952,7 @@ impl ModelRun<'_> {
         Ok(self.events.emit(&Event::Checkpoint(results))?)
     }
 
-    async fn stop_phase(&self, phase: &[&EngineSpec]) {
+    async fn stop_phase(&self, phase: &[&EngineSpec], results: &mut RunResults) {
         let these: Vec<String> = phase.iter().map(|s| s.name.clone()).collect();
         self.events.info(format!(
             "stopping {} before the next engine starts",
@@ -884,6 +969,8 @@ impl ModelRun<'_> {
         if !killed.is_empty() {
             self.events.say(&Event::EnginesKilled(&killed));
         }
+        let timeout = self.loaded.suite.run.gpu_release_timeout_secs;
+        gpu_after_stop(results, &these, timeout, self.events).await;
     }
 
     /// Starts again the services a workload stopped (fault tolerance), so
@@ -914,6 +1001,7 @@ impl ModelRun<'_> {
         results: &mut RunResults,
     ) -> Result<(), RunError> {
         let dir = results.results_dir.clone();
+        let gpu_before = engine::gpu::memory_used_mib().await;
         for spec in specs {
             let pid = self.supervisor.spawn(spec).await?;
             // A restarted service keeps one record.
@@ -928,6 +1016,11 @@ impl ModelRun<'_> {
                 ready_secs: None,
                 log_tail: Vec::new(),
                 version: None,
+                gpu_memory: gpu_before.map(|mib| crate::results::GpuMemory {
+                    before_start_mib: Some(mib),
+                    ..Default::default()
+                }),
+                log_findings: None,
             });
             self.events.say(&Event::EngineStarting {
                 name: &spec.name,
@@ -937,8 +1030,28 @@ impl ModelRun<'_> {
             });
         }
         self.events.emit(&Event::Checkpoint(results))?;
-        let ready =
-            try_join_all(specs.iter().map(|s| engine::wait_ready(self.supervisor, s))).await?;
+        let events = self.events.clone();
+        let say = move |name: &str, took: Duration, line: Option<String>| {
+            events.say(&Event::EngineStillStarting {
+                name,
+                secs: took.as_secs_f64(),
+                last_line: line.as_deref(),
+            })
+        };
+        let starting = engine::Starting {
+            every: Duration::from_secs_f64(self.loaded.suite.run.starting_report_secs),
+            say: &say,
+        };
+        let ready = try_join_all(
+            specs
+                .iter()
+                .map(|s| engine::wait_ready(self.supervisor, s, &starting)),
+        )
+        .await?;
+        let gpu_ready = match gpu_before {
+            Some(_) => engine::gpu::memory_used_mib().await,
+            None => None,
+        };
         for (spec, took) in specs.iter().zip(ready) {
             self.supervisor.mark_ready(&spec.name);
             let version = match crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5))
@@ -949,6 +1062,9 @@ impl ModelRun<'_> {
             if let Some(e) = results.engines.iter_mut().find(|e| e.name == spec.name) {
                 e.ready_secs = Some(took.as_secs_f64());
                 e.version = version;
+                if let Some(g) = e.gpu_memory.as_mut() {
+                    g.at_ready_mib = gpu_ready;
+                }
             }
             self.events.say(&Event::EngineReady {
                 name: &spec.name,

@@ -1,7 +1,9 @@
-//! Prefix KV cache of the sim: fixed-size chunks keyed by a hash chained over
-//! the prefix, evicted least recently used, sized in tokens like LMCache's
-//! local CPU backend. Like LMCache (`save_unfull_chunk`), the last partial
-//! chunk is stored too, so a short prompt sent again is a hit.
+//! Prefix KV caches of the sim: fixed-size chunks keyed by a hash chained
+//! over the prefix, evicted least recently used, sized in tokens. Two kinds,
+//! as vLLM with LMCache has them: the GPU's prefix cache (vLLM's 16-token
+//! blocks, full blocks only) and LMCache's CPU store (256-token chunks;
+//! like LMCache's `save_unfull_chunk`, the last partial chunk is stored
+//! too, so a short prompt sent again is a hit).
 
 use indexmap::IndexSet;
 
@@ -10,18 +12,36 @@ use super::text::fnv1a;
 pub(super) struct PrefixCache {
     chunk_size: usize,
     max_chunks: usize,
+    /// Whether the last, partial chunk of a prompt is kept (LMCache) or
+    /// only full ones (vLLM's blocks).
+    keep_partial: bool,
     /// Insertion order is recency order: the front is evicted first.
     chunks: IndexSet<u64>,
 }
 
 impl PrefixCache {
+    /// LMCache's CPU store.
     pub(super) fn new(capacity_tokens: u64, chunk_size: usize) -> Self {
         let chunk_size = chunk_size.max(1);
         Self {
             chunk_size,
             max_chunks: (capacity_tokens / chunk_size as u64) as usize,
+            keep_partial: true,
             chunks: IndexSet::new(),
         }
+    }
+
+    /// vLLM's GPU prefix cache: full blocks only.
+    pub(super) fn gpu(capacity_tokens: u64, block_size: usize) -> Self {
+        Self {
+            keep_partial: false,
+            ..Self::new(capacity_tokens, block_size)
+        }
+    }
+
+    /// Forgets everything (vLLM's `reset_prefix_cache` on the GPU's).
+    pub(super) fn clear(&mut self) {
+        self.chunks.clear();
     }
 
     /// Looks the prompt up, then stores every full chunk of it. Returns how
@@ -34,6 +54,9 @@ impl PrefixCache {
         let mut hit_tokens = 0;
         let mut still_hitting = true;
         for chunk in tokens.chunks(self.chunk_size) {
+            if chunk.len() < self.chunk_size && !self.keep_partial {
+                break;
+            }
             for word in chunk {
                 hash = fnv1a(hash, word.as_bytes());
                 hash = fnv1a(hash, b" ");
@@ -100,6 +123,18 @@ mod tests {
         assert_eq!(cache.lookup_and_store(&toks[0]), 0, "oldest evicted");
         assert_eq!(cache.lookup_and_store(&toks[0]), 512);
         assert_eq!(toks[0].len(), 512);
+    }
+
+    #[test]
+    fn the_gpu_cache_keeps_full_blocks_only_and_forgets_on_reset() {
+        let mut gpu = PrefixCache::gpu(10_000, 16);
+        let d = doc(0, 99);
+        let tokens: Vec<&str> = d.split_whitespace().collect();
+        assert_eq!(tokens.len(), 100);
+        gpu.lookup_and_store(&tokens);
+        assert_eq!(gpu.lookup_and_store(&tokens), 96, "six blocks of 16");
+        gpu.clear();
+        assert_eq!(gpu.lookup_and_store(&tokens), 0);
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub(crate) struct SimOptions {
     /// Fixed time before the first token of every request (scheduling).
     #[arg(long, default_value_t = 0.0)]
     pub base_latency_ms: f64,
-    /// Prefix cache capacity in tokens; 0 disables the cache.
+    /// The GPU's prefix cache (vLLM's, in 16-token blocks), in tokens; 0
+    /// disables it (`--no-enable-prefix-caching`).
     #[arg(long, default_value_t = 0)]
     pub cache_tokens: u64,
     /// Tokens per cache chunk (LMCache's default chunk size).
@@ -86,11 +87,13 @@ pub(crate) struct SimOptions {
     /// Log each generation request with the number in flight on arrival.
     #[arg(long)]
     pub log_requests: bool,
-    /// Count prefix-cache hits as vLLM counts those a KV connector (LMCache)
-    /// served: `vllm:external_prefix_cache_*` on `/metrics`, not the GPU's
-    /// `vllm:prefix_cache_*`.
-    #[arg(long)]
-    pub external_cache: bool,
+    /// A KV connector's store (LMCache's CPU cache) of this many tokens
+    /// behind the GPU's prefix cache (`--cache-tokens`): what the GPU lacks
+    /// is looked up there, and vLLM counts what it finds as
+    /// `vllm:external_prefix_cache_hits_total` and prompt tokens of source
+    /// `external_kv_transfer`. 0: no connector (a baseline).
+    #[arg(long, default_value_t = 0)]
+    pub external_cache_tokens: u64,
     /// Noise: each request's prefill and decode times are multiplied by a
     /// seeded log-normal factor with this spread (0.1 ≈ 10 % jitter), as
     /// run-to-run noise on a shared GPU. Draws from `--seed`: give engines
@@ -166,7 +169,7 @@ impl Default for SimOptions {
             slow_first_requests: 0,
             slow_extra_ms: 0.0,
             log_requests: false,
-            external_cache: false,
+            external_cache_tokens: 0,
             jitter: 0.0,
             slowdown_pct: 0.0,
             stall_rate: 0.0,
@@ -207,6 +210,10 @@ impl SimOptions {
         );
         push("--base-latency-ms", self.base_latency_ms.to_string());
         push("--cache-tokens", self.cache_tokens.to_string());
+        push(
+            "--external-cache-tokens",
+            self.external_cache_tokens.to_string(),
+        );
         push("--chunk-size", self.chunk_size.to_string());
         push("--max-model-len", self.max_model_len.to_string());
         push("--error-rate", self.error_rate.to_string());
@@ -244,9 +251,6 @@ impl SimOptions {
         if self.corrupt_on_hit {
             args.push("--corrupt-on-hit".to_string());
         }
-        if self.external_cache {
-            args.push("--external-cache".to_string());
-        }
         if self.log_requests {
             args.push("--log-requests".to_string());
         }
@@ -269,6 +273,7 @@ mod tests {
     fn args_round_trip_through_the_command_line() {
         let opts = SimOptions {
             cache_tokens: 4096,
+            external_cache_tokens: 200_000,
             crash_after: Some(3),
             corrupt_on_hit: true,
             error_rate: 0.25,

@@ -42,9 +42,15 @@ pub(crate) enum SimError {
     AnswerKey(#[from] super::answers::KeyError),
 }
 
+/// vLLM's KV block size: the GPU's prefix cache holds full blocks only.
+const GPU_BLOCK_TOKENS: usize = 16;
+
 struct Sim {
     opts: SimOptions,
-    cache: Mutex<PrefixCache>,
+    /// The GPU's prefix cache.
+    gpu_cache: Mutex<PrefixCache>,
+    /// The KV connector's store (LMCache's CPU cache), when there is one.
+    external: Option<Mutex<PrefixCache>>,
     /// Prefill is compute-bound on a real GPU: one prompt at a time, in
     /// arrival order (tokio's mutex is fair), while decodes overlap.
     prefill: tokio::sync::Mutex<()>,
@@ -52,10 +58,13 @@ struct Sim {
     in_flight: Arc<AtomicU64>,
     faults: Mutex<StdRng>,
     created: u64,
-    /// Prompt tokens looked up in the prefix cache, and those found there,
-    /// as vLLM's `/metrics` counts them.
+    /// Prompt tokens as vLLM's `/metrics` counts them: all of them (each
+    /// looked up in the GPU's prefix cache), those found there, those then
+    /// asked of the connector, and those it had.
     queried_tokens: AtomicU64,
-    hit_tokens: AtomicU64,
+    local_hit_tokens: AtomicU64,
+    external_queried_tokens: AtomicU64,
+    external_hit_tokens: AtomicU64,
     finished_requests: AtomicU64,
     noise: Noise,
     started: std::time::Instant,
@@ -143,7 +152,13 @@ fn router(opts: SimOptions, answers: Answers) -> Router {
         noise: Noise::of(&opts),
         started: std::time::Instant::now(),
         answers,
-        cache: Mutex::new(PrefixCache::new(opts.cache_tokens, opts.chunk_size)),
+        gpu_cache: Mutex::new(PrefixCache::gpu(opts.cache_tokens, GPU_BLOCK_TOKENS)),
+        external: (opts.external_cache_tokens > 0).then(|| {
+            Mutex::new(PrefixCache::new(
+                opts.external_cache_tokens,
+                opts.chunk_size,
+            ))
+        }),
         prefill: tokio::sync::Mutex::new(()),
         requests: AtomicU64::new(0),
         in_flight: Arc::new(AtomicU64::new(0)),
@@ -153,7 +168,9 @@ fn router(opts: SimOptions, answers: Answers) -> Router {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         queried_tokens: AtomicU64::new(0),
-        hit_tokens: AtomicU64::new(0),
+        local_hit_tokens: AtomicU64::new(0),
+        external_queried_tokens: AtomicU64::new(0),
+        external_hit_tokens: AtomicU64::new(0),
         finished_requests: AtomicU64::new(0),
         opts,
     });
@@ -165,6 +182,7 @@ fn router(opts: SimOptions, answers: Answers) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/metrics", get(metrics))
+        .route("/reset_prefix_cache", post(reset_prefix_cache))
         .with_state(sim)
 }
 
@@ -219,38 +237,88 @@ impl Sim {
     }
 }
 
-/// vLLM's cache counters in Prometheus text: the GPU prefix cache's, or a
-/// KV connector's (`--external-cache`, as an LMCache engine reports them).
+/// vLLM 0.26's cache counters in Prometheus text, named, labelled and
+/// described as its `/metrics` serves them (tests/fixtures/vllm/).
 async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
     let model = &sim.opts.served_model_name;
-    let (queried, hit) = (
-        sim.queried_tokens.load(Ordering::Relaxed),
-        sim.hit_tokens.load(Ordering::Relaxed),
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (all, local, ext_queried, ext_hit) = (
+        get(&sim.queried_tokens),
+        get(&sim.local_hit_tokens),
+        get(&sim.external_queried_tokens),
+        get(&sim.external_hit_tokens),
     );
-    let (gpu_hit, external_hit) = if sim.opts.external_cache {
-        (0, hit)
-    } else {
-        (hit, 0)
-    };
+    let labels = format!("engine=\"0\",model_name=\"{model}\"");
     let mut text = String::new();
-    for (name, help, value) in [
-        ("vllm:prompt_tokens_total", "Number of prefill tokens processed.", queried),
-        ("vllm:prefix_cache_queries_total", "Prefix cache queries, in terms of number of queried tokens.", queried),
-        ("vllm:prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens.", gpu_hit),
-        ("vllm:external_prefix_cache_queries_total", "External prefix cache queries from KV connector cross-instance cache sharing, in terms of number of queried tokens.", if sim.opts.external_cache { queried } else { 0 }),
-        ("vllm:external_prefix_cache_hits_total", "External prefix cache hits from KV connector cross-instance cache sharing, in terms of number of cached tokens.", external_hit),
-        ("vllm:request_success_total", "Count of successfully processed requests.", sim.finished_requests.load(Ordering::Relaxed)),
-    ] {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{engine=\"0\",model_name=\"{model}\"}} {value}.0");
-    }
+    let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, value) in samples {
+            let _ = writeln!(text, "{name}{{{labels}}} {value}.0");
+        }
+    };
+    let one = |v: u64| [(labels.clone(), v)];
+    counter(
+        "vllm:prefix_cache_queries_total",
+        "Prefix cache queries, in terms of number of queried tokens.",
+        &one(all),
+    );
+    counter(
+        "vllm:prefix_cache_hits_total",
+        "Prefix cache hits, in terms of number of cached tokens.",
+        &one(local),
+    );
+    counter("vllm:external_prefix_cache_queries_total", "External prefix cache queries from KV connector cross-instance cache sharing, in terms of number of queried tokens.", &one(ext_queried));
+    counter("vllm:external_prefix_cache_hits_total", "External prefix cache hits from KV connector cross-instance cache sharing, in terms of number of cached tokens.", &one(ext_hit));
+    counter(
+        "vllm:prompt_tokens_total",
+        "Number of prefill tokens processed.",
+        &one(all),
+    );
+    let by_source: Vec<(String, u64)> = [
+        ("local_compute", all - local - ext_hit),
+        ("local_cache_hit", local),
+        ("external_kv_transfer", ext_hit),
+    ]
+    .into_iter()
+    .map(|(source, v)| (format!("{labels},source=\"{source}\""), v))
+    .collect();
+    counter(
+        "vllm:prompt_tokens_by_source_total",
+        "Number of prompt tokens by source.",
+        &by_source,
+    );
+    counter(
+        "vllm:prompt_tokens_cached_total",
+        "Number of cached prompt tokens (local + external).",
+        &one(local + ext_hit),
+    );
+    let finished = get(&sim.finished_requests);
+    counter(
+        "vllm:request_success_total",
+        "Count of successfully processed requests.",
+        &[(
+            format!("engine=\"0\",finished_reason=\"length\",model_name=\"{model}\""),
+            finished,
+        )],
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
         text,
     )
         .into_response()
+}
+
+/// vLLM's `POST /reset_prefix_cache` (a dev-mode route): empties the GPU's
+/// prefix cache and leaves the connector's store (LMCache's) alone, as
+/// vLLM does without `reset_external=true`.
+async fn reset_prefix_cache(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    if let Ok(mut cache) = sim.gpu_cache.lock() {
+        cache.clear();
+    }
+    Json(json!({ "success": true }))
 }
 
 async fn health(State(sim): State<Arc<Sim>>) -> StatusCode {
@@ -275,8 +343,60 @@ async fn models(State(sim): State<Arc<Sim>>) -> Json<Value> {
             "root": sim.opts.served_model_name,
             "parent": null,
             "max_model_len": sim.opts.max_model_len,
+            "permission": [{
+                "id": "modelperm-sim",
+                "object": "model_permission",
+                "created": sim.created,
+                "allow_create_engine": false,
+                "allow_sampling": true,
+                "allow_logprobs": true,
+                "allow_search_indices": false,
+                "allow_view": true,
+                "allow_fine_tuning": false,
+                "organization": "*",
+                "group": null,
+                "is_blocking": false,
+            }],
         }],
     }))
+}
+
+/// Looks a prompt up as vLLM with a KV connector does, and stores it: the
+/// GPU's prefix cache first, then the connector for what the GPU lacked.
+/// vLLM computes at least the last prompt token, so neither counts it.
+/// Returns (tokens the GPU had, tokens the connector added).
+fn lookup(sim: &Sim, tokens: &[&str], kv_reachable: bool) -> (usize, usize) {
+    let most = tokens.len().saturating_sub(1);
+    let local = sim
+        .gpu_cache
+        .lock()
+        .map(|mut c| c.lookup_and_store(tokens))
+        .unwrap_or(0)
+        .min(most);
+    let external = match (&sim.external, kv_reachable) {
+        (Some(store), true) => {
+            let found = store
+                .lock()
+                .map(|mut c| c.lookup_and_store(tokens))
+                .unwrap_or(0);
+            sim.external_queried_tokens
+                .fetch_add((tokens.len() - local) as u64, Ordering::Relaxed);
+            found.min(most).saturating_sub(local)
+        }
+        (Some(_), false) => {
+            sim.external_queried_tokens
+                .fetch_add((tokens.len() - local) as u64, Ordering::Relaxed);
+            0
+        }
+        (None, _) => 0,
+    };
+    sim.queried_tokens
+        .fetch_add(tokens.len() as u64, Ordering::Relaxed);
+    sim.local_hit_tokens
+        .fetch_add(local as u64, Ordering::Relaxed);
+    sim.external_hit_tokens
+        .fetch_add(external as u64, Ordering::Relaxed);
+    (local, external)
 }
 
 /// The prompt text of a request: `prompt` for completions, the messages'
@@ -460,17 +580,8 @@ async fn generate(
     // Prefill: queue for the "GPU", then pay for the uncached tokens.
     let cached_tokens = {
         let _gpu = sim.prefill.lock().await;
-        let cached = if kv_reachable {
-            sim.cache
-                .lock()
-                .map(|mut c| c.lookup_and_store(&tokens))
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        sim.queried_tokens
-            .fetch_add(tokens.len() as u64, Ordering::Relaxed);
-        sim.hit_tokens.fetch_add(cached as u64, Ordering::Relaxed);
+        let (local, external) = lookup(&sim, &tokens, kv_reachable);
+        let cached = local + external;
         let uncached = tokens.len() - cached;
         let cold = if n <= sim.opts.slow_first_requests {
             sim.opts.slow_extra_ms
@@ -525,11 +636,17 @@ fn answer(sim: &Sim, prompt: &str, n: usize, variant: u64, hit: bool) -> Vec<&'s
     words
 }
 
+/// vLLM 0.26 names the build it serves here.
+const FINGERPRINT: &str = concat!("sim-", env!("CARGO_PKG_VERSION"));
+
+/// Usage as vLLM counts it; `prompt_tokens_details` (cached tokens) as it
+/// gives them with `--enable-prompt-tokens-details`, which the sim always
+/// has on (vLLM's default is `null` there).
 fn usage(plan: &Plan) -> Value {
     json!({
         "prompt_tokens": plan.prompt_tokens,
-        "completion_tokens": plan.words.len(),
         "total_tokens": plan.prompt_tokens + plan.words.len(),
+        "completion_tokens": plan.words.len(),
         "prompt_tokens_details": {"cached_tokens": plan.cached_tokens},
     })
 }
@@ -541,6 +658,8 @@ fn output_text(plan: &Plan) -> String {
         .collect::<String>()
 }
 
+/// A whole (not streamed) answer, with the fields vLLM 0.26 gives one
+/// (tests/fixtures/vllm/completion.json).
 fn whole_response(plan: &Plan) -> Value {
     let text = output_text(plan);
     let choice = match plan.api {
@@ -549,12 +668,19 @@ fn whole_response(plan: &Plan) -> Value {
             "message": {"role": "assistant", "content": text},
             "logprobs": null,
             "finish_reason": "length",
+            "stop_reason": null,
+            "token_ids": null,
         }),
         Api::Completions => json!({
             "index": 0,
             "text": text,
             "logprobs": null,
             "finish_reason": "length",
+            "stop_reason": null,
+            "token_ids": null,
+            "prompt_logprobs": null,
+            "prompt_token_ids": null,
+            "routed_experts": null,
         }),
     };
     json!({
@@ -563,12 +689,21 @@ fn whole_response(plan: &Plan) -> Value {
         "created": plan.created,
         "model": plan.model,
         "choices": [choice],
+        "service_tier": null,
+        "system_fingerprint": FINGERPRINT,
         "usage": usage(plan),
+        "kv_transfer_params": null,
+        "ec_transfer_params": null,
+        "metrics": null,
     })
 }
 
+/// One streamed chunk, with the fields vLLM 0.26 streams
+/// (tests/fixtures/vllm/*-stream.sse): the chat role chunk carries
+/// `prompt_token_ids` and `prompt_text`, a token chunk `token_ids`, the
+/// last one `stop_reason`.
 fn chunk(plan: &Plan, piece: Option<&str>, finish: Option<&str>, role: bool) -> Value {
-    let choice = match plan.api {
+    let mut choice = match plan.api {
         Api::Chat => {
             let mut delta = json!({});
             if role {
@@ -585,15 +720,28 @@ fn chunk(plan: &Plan, piece: Option<&str>, finish: Option<&str>, role: bool) -> 
             "text": piece.unwrap_or(""),
             "logprobs": null,
             "finish_reason": finish,
+            "stop_reason": null,
+            "prompt_token_ids": null,
         }),
     };
-    json!({
+    if !role {
+        choice["token_ids"] = Value::Null;
+    }
+    if plan.api == Api::Chat && finish.is_some() {
+        choice["stop_reason"] = Value::Null;
+    }
+    let mut c = json!({
         "id": plan.id,
         "object": if plan.api == Api::Chat { "chat.completion.chunk" } else { "text_completion" },
         "created": plan.created,
         "model": plan.model,
         "choices": [choice],
-    })
+    });
+    if role {
+        c["prompt_token_ids"] = Value::Null;
+        c["prompt_text"] = Value::Null;
+    }
+    c
 }
 
 /// vLLM's chunk order: role (chat only, empty content), one chunk per token
@@ -619,7 +767,13 @@ fn stream_response(plan: Plan, guard: InFlight) -> Response {
         if plan.include_usage {
             let mut u = chunk(&plan, None, None, false);
             u["choices"] = json!([]);
-            u["usage"] = usage(&plan);
+            // Streamed usage has no details in vLLM 0.26.
+            let mut usage = usage(&plan);
+            usage
+                .as_object_mut()
+                .map(|o| o.remove("prompt_tokens_details"));
+            u["usage"] = usage;
+            u["system_fingerprint"] = json!(FINGERPRINT);
             events.push((Duration::ZERO, u.to_string()));
         }
         events.push((Duration::ZERO, "[DONE]".to_string()));

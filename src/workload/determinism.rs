@@ -115,11 +115,10 @@ pub(crate) async fn ask_all(
     progress: &Arc<Progress>,
 ) -> Result<Outputs, WorkloadError> {
     let model = super::resolve_model(client, model).await?;
-    let (max_tokens, seed) = (p.max_tokens, p.seed);
     let answers = super::bounded(cases.to_vec(), p.max_inflight_requests, |case| {
         let client = client.clone();
         let progress = progress.clone();
-        let body = json!({"model": model, "prompt": case.prompt, "max_tokens": max_tokens, "temperature": 0, "seed": seed});
+        let body = request_body(&model, p, &case);
         async move {
             let answer = client.completion(&body).await.ok().map(|(t, _)| t);
             progress.finished(answer.is_some());
@@ -128,6 +127,11 @@ pub(crate) async fn ask_all(
     })
     .await;
     Ok(answers.into_iter().collect())
+}
+
+/// One prompt's request: greedy, seeded, `max_tokens` long.
+fn request_body(model: &str, p: &DeterminismParams, case: &PromptCase) -> serde_json::Value {
+    json!({"model": model, "prompt": case.prompt, "max_tokens": p.max_tokens, "temperature": 0, "seed": p.seed})
 }
 
 pub(crate) async fn pause(p: &DeterminismParams) {
@@ -229,6 +233,26 @@ impl Determinism {
         ask_all(client, ctx.model, &self.params, &self.cases, ctx.progress).await
     }
 
+    /// The load pass one prompt at a time, each after the GPU's prefix
+    /// cache was emptied, so every answer's prefix is LMCache's to serve.
+    async fn ask_after_resets(
+        &self,
+        ctx: &Ctx<'_>,
+        client: &OpenAiClient,
+    ) -> Result<Outputs, WorkloadError> {
+        ctx.progress.start("load pass", self.cases.len() as u64);
+        let model = super::resolve_model(client, ctx.model).await?;
+        let mut outputs = Outputs::new();
+        for case in &self.cases {
+            WorkloadError::reset_before_load(client).await?;
+            let body = request_body(&model, &self.params, case);
+            let answer = client.completion(&body).await.ok().map(|(t, _)| t);
+            ctx.progress.finished(answer.is_some());
+            outputs.insert(case.id.clone(), answer);
+        }
+        Ok(outputs)
+    }
+
     fn write_files(
         &self,
         ctx: &Ctx<'_>,
@@ -276,7 +300,7 @@ impl Workload for Determinism {
         ctx: &'a Ctx<'a>,
         role: Role,
         _phase: &'a [Role],
-        _out: &'a mut Output,
+        out: &'a mut Output,
     ) -> BoxFuture<'a, Result<(), WorkloadError>> {
         Box::pin(async move {
             if role == Role::Baseline && !self.params.compare_baseline {
@@ -295,7 +319,20 @@ impl Workload for Determinism {
                 ));
                 let store = self.ask(ctx, &client, "store pass").await?;
                 pause(&self.params).await;
-                let load = self.ask(ctx, &client, "load pass").await?;
+                let load = if self.params.reset_prefix_cache {
+                    let before = super::LoadShare::read(&client).await;
+                    let load = self.ask_after_resets(ctx, &client).await?;
+                    let after = super::LoadShare::read(&client).await;
+                    if let Some((k, v)) = before
+                        .zip(after)
+                        .and_then(|(b, a)| super::LoadShare::metric(&b, &a))
+                    {
+                        out.metrics.entry(role).or_default().insert(k, v);
+                    }
+                    load
+                } else {
+                    self.ask(ctx, &client, "load pass").await?
+                };
                 self.outputs.insert("store", store);
                 self.outputs.insert("load", load);
             }

@@ -54,6 +54,10 @@ pub(crate) enum WorkloadError {
     LmEval(#[from] lm_eval::LmEvalError),
     #[error("failed to run against {url}: {source}")]
     Client { url: String, source: ClientError },
+    #[error(
+        "failed to reset the prefix cache of {url} between the store and load passes: {source}"
+    )]
+    ResetPrefixCache { url: String, source: ClientError },
     #[error("failed to write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -72,9 +76,22 @@ impl WorkloadError {
             }
             WorkloadError::VllmBench(e) => e.class(),
             WorkloadError::LmEval(e) => e.class(),
-            WorkloadError::Client { .. } => ErrorClass::Engine,
+            WorkloadError::Client { .. } | WorkloadError::ResetPrefixCache { .. } => {
+                ErrorClass::Engine
+            }
             WorkloadError::Write { .. } => ErrorClass::Setup,
         }
+    }
+
+    /// Empties the engine's GPU prefix cache before a load-pass request.
+    pub(crate) async fn reset_before_load(client: &OpenAiClient) -> Result<(), Self> {
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+        client.reset_prefix_cache(PATIENCE).await.map_err(|source| {
+            WorkloadError::ResetPrefixCache {
+                url: client.base().to_string(),
+                source,
+            }
+        })
     }
 
     fn client(client: &OpenAiClient) -> impl FnOnce(ClientError) -> Self + '_ {
@@ -218,6 +235,42 @@ pub(crate) fn for_test(params: &TestParams, attempt: u32) -> Box<dyn Workload> {
 /// Runs `f` on every job with at most `limit` at once, each on the runtime's
 /// threads; results come back in job order. A job's clock should start inside
 /// `f`, after it got its slot, as the reference's semaphore does.
+/// vLLM's prompt-token counters, read around a load pass: how many of its
+/// prompt tokens the KV connector (LMCache) served. Where the engine
+/// serves no such counters there is nothing to say.
+pub(crate) struct LoadShare {
+    external: f64,
+    prompt: f64,
+}
+
+const EXTERNAL_TOKENS: &str =
+    r#"vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}"#;
+const PROMPT_TOKENS: &str = "vllm:prompt_tokens_total";
+
+impl LoadShare {
+    pub(crate) async fn read(client: &OpenAiClient) -> Option<Self> {
+        let text = client
+            .scrape(&client.endpoint().at("/metrics"))
+            .await
+            .ok()??;
+        let m = crate::client::prometheus::parse(&text);
+        Some(Self {
+            external: *m.get(EXTERNAL_TOKENS)?,
+            prompt: *m.get(PROMPT_TOKENS)?,
+        })
+    }
+
+    /// `load_pass_external_pct`: the share (in %) of the prompt tokens
+    /// between two readings that came through the KV connector.
+    pub(crate) fn metric(before: &Self, after: &Self) -> Option<(String, Metric)> {
+        let prompt = after.prompt - before.prompt;
+        (prompt > 0.0).then(|| {
+            let pct = 100.0 * (after.external - before.external).max(0.0) / prompt;
+            ("load_pass_external_pct".to_string(), Metric::new(pct, "%"))
+        })
+    }
+}
+
 pub(crate) async fn bounded<T, R, F, Fut>(jobs: Vec<T>, limit: usize, f: F) -> Vec<R>
 where
     T: Send + 'static,

@@ -136,8 +136,24 @@ pub const QUICK: &[&str] = &[
     "tests.long_doc_qa.prewarmup_prompts=1",
 ];
 
+/// Whether anything in the group can still run: a zombie (exited, not yet
+/// reaped by whoever adopted it) holds nothing and counts as gone, as the
+/// supervisor counts it.
 pub fn group_alive(pgid: i32) -> bool {
-    !matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
+    if matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    dir.flatten().any(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let f: Vec<&str> = after.split_whitespace().collect();
+        f.len() > 2 && f[2] == pgid.to_string() && !matches!(f[0], "Z" | "X")
+    })
 }
 
 /// Process groups recorded in the run's state file.

@@ -199,7 +199,17 @@ fn locate_data(
     Ok(data::prepare(&source, &into)?.data_dir)
 }
 
-/// Sends every question to one engine; `store_then_load` sends each twice.
+/// What one engine answered, and, for a load pass that emptied the GPU's
+/// prefix cache before each question, how much of it LMCache served.
+pub(crate) struct Answered {
+    pub records: Vec<Record>,
+    pub load_share: Option<(String, Metric)>,
+}
+
+/// Sends every question to one engine; `store_then_load` sends each twice:
+/// at once (the reference), or, with `reset_prefix_cache`, as a store pass
+/// over every question, then a load pass that empties the GPU's prefix
+/// cache before each question.
 pub(crate) async fn run(
     client: &OpenAiClient,
     model: &str,
@@ -208,61 +218,148 @@ pub(crate) async fn run(
     engine: &str,
     store_then_load: bool,
     progress: &Arc<Progress>,
-) -> Result<Vec<Record>, WorkloadError> {
-    progress.start("questions", plan.items.len() as u64);
+) -> Result<Answered, WorkloadError> {
     let model = super::resolve_model(client, model).await?;
-    let limit = if params.sequential {
-        1
-    } else {
-        params.max_inflight_requests
+    let ask = Asking {
+        client,
+        model: &model,
+        params,
+        engine,
     };
-    let max_tokens = params.max_tokens.unwrap_or(params.variant.max_tokens());
-    let pause = Duration::from_secs_f64(params.store_load_pause_secs.max(0.0));
-    let retries = params.max_retries;
-    let seed = params.seed;
-    let engine = engine.to_string();
-    Ok(super::bounded(plan.items.clone(), limit, |item| {
-        let client = client.clone();
-        let model = model.clone();
-        let engine = engine.clone();
-        let progress = progress.clone();
-        async move {
-            let body = json!({
-                "model": model,
-                "prompt": item.prompt,
-                "max_tokens": max_tokens,
-                "temperature": 0,
-                "seed": seed,
-                "n": 1,
-                "stream": false,
-            });
-            let mut attempts = 0;
-            let mut store_raw = None;
-            let mut outcome = ask(&client, &body, retries, &mut attempts).await;
-            if store_then_load && outcome.is_ok() {
-                store_raw = outcome.as_ref().ok().cloned();
-                tokio::time::sleep(pause).await;
-                outcome = ask(&client, &body, retries, &mut attempts).await;
-            }
-            progress.finished(outcome.is_ok());
-            let (prediction, raw, error) = match outcome {
-                Ok(text) => (Some(prompt::parse_answer(&text)), Some(text), None),
-                Err(e) => (None, None, Some(e.to_string())),
-            };
-            Record {
-                subject: item.subject,
-                index: item.index,
-                label: item.label,
-                prediction,
-                raw,
-                store_raw,
-                engine,
-                attempts,
-                error,
+    if !(store_then_load && params.reset_prefix_cache) {
+        progress.start("questions", plan.items.len() as u64);
+        let records = ask
+            .pass(
+                plan,
+                Pass::Once {
+                    twice: store_then_load,
+                },
+                progress,
+            )
+            .await?;
+        return Ok(Answered {
+            records,
+            load_share: None,
+        });
+    }
+    progress.start("store pass", plan.items.len() as u64);
+    let stored = ask
+        .pass(plan, Pass::Once { twice: false }, progress)
+        .await?;
+    progress.start("load pass", plan.items.len() as u64);
+    let before = super::LoadShare::read(client).await;
+    let mut loaded = ask.pass(plan, Pass::LoadAfterReset, progress).await?;
+    let after = super::LoadShare::read(client).await;
+    // The load pass is scored; the store pass's answer is kept beside it,
+    // and a question that failed to store is not counted as loaded.
+    for (l, s) in loaded.iter_mut().zip(stored) {
+        l.attempts += s.attempts;
+        match s.raw {
+            Some(raw) => l.store_raw = Some(raw),
+            None => {
+                l.prediction = None;
+                l.raw = None;
+                l.error = s.error.or(Some("the store pass failed".into()));
             }
         }
+    }
+    Ok(Answered {
+        records: loaded,
+        load_share: before
+            .zip(after)
+            .and_then(|(b, a)| super::LoadShare::metric(&b, &a)),
     })
-    .await)
+}
+
+/// How a pass asks each question.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// Once, or twice in a row with the second scored (`twice`).
+    Once { twice: bool },
+    /// One question at a time, each after the GPU's prefix cache was
+    /// emptied: vLLM refuses a reset while requests run, and a single reset
+    /// before the pass is not enough (on the H200 the few-shot header every
+    /// question of a subject shares was back on the GPU after its first
+    /// question, and LMCache served 13 % of what it was asked).
+    LoadAfterReset,
+}
+
+/// One engine's side of a pass over the questions.
+struct Asking<'a> {
+    client: &'a OpenAiClient,
+    model: &'a str,
+    params: &'a MmluParams,
+    engine: &'a str,
+}
+
+impl Asking<'_> {
+    /// Every question as `how` says, in plan order. A failed reset ends
+    /// the pass: without it the answers would not be LMCache's.
+    async fn pass(
+        &self,
+        plan: &Plan,
+        how: Pass,
+        progress: &Arc<Progress>,
+    ) -> Result<Vec<Record>, WorkloadError> {
+        let params = self.params;
+        let (limit, twice, reset) = match how {
+            Pass::Once { twice } if !params.sequential => {
+                (params.max_inflight_requests, twice, false)
+            }
+            Pass::Once { twice } => (1, twice, false),
+            Pass::LoadAfterReset => (1, false, true),
+        };
+        let max_tokens = params.max_tokens.unwrap_or(params.variant.max_tokens());
+        let pause = Duration::from_secs_f64(params.store_load_pause_secs.max(0.0));
+        let retries = params.max_retries;
+        let seed = params.seed;
+        let answers = super::bounded(plan.items.clone(), limit, |item| {
+            let client = self.client.clone();
+            let model = self.model.to_string();
+            let engine = self.engine.to_string();
+            let progress = progress.clone();
+            async move {
+                if reset {
+                    WorkloadError::reset_before_load(&client).await?;
+                }
+                let body = json!({
+                    "model": model,
+                    "prompt": item.prompt,
+                    "max_tokens": max_tokens,
+                    "temperature": 0,
+                    "seed": seed,
+                    "n": 1,
+                    "stream": false,
+                });
+                let mut attempts = 0;
+                let mut store_raw = None;
+                let mut outcome = ask(&client, &body, retries, &mut attempts).await;
+                if twice && outcome.is_ok() {
+                    store_raw = outcome.as_ref().ok().cloned();
+                    tokio::time::sleep(pause).await;
+                    outcome = ask(&client, &body, retries, &mut attempts).await;
+                }
+                progress.finished(outcome.is_ok());
+                let (prediction, raw, error) = match outcome {
+                    Ok(text) => (Some(prompt::parse_answer(&text)), Some(text), None),
+                    Err(e) => (None, None, Some(e.to_string())),
+                };
+                Ok::<_, WorkloadError>(Record {
+                    subject: item.subject,
+                    index: item.index,
+                    label: item.label,
+                    prediction,
+                    raw,
+                    store_raw,
+                    engine,
+                    attempts,
+                    error,
+                })
+            }
+        })
+        .await;
+        answers.into_iter().collect()
+    }
 }
 
 /// One completion, retried with backoff on failure.
@@ -554,8 +651,12 @@ impl Workload for Mmlu {
                     ""
                 }
             ));
-            let records = run(&client, model, p, plan, &target.name, twice, ctx.progress).await?;
-            let metrics = role_metrics(&records);
+            let Answered {
+                records,
+                load_share,
+            } = run(&client, model, p, plan, &target.name, twice, ctx.progress).await?;
+            let mut metrics = role_metrics(&records);
+            metrics.extend(load_share);
             (ctx.say)(format!(
                 "{role}: accuracy {:.4} over {} questions, {} failed requests",
                 metrics["accuracy"].value,
