@@ -213,3 +213,137 @@ fn recommend_follows_gpu_and_ram_memory_and_prints_a_valid_suite() {
         text(&out).1
     );
 }
+
+/// An `nvidia-smi` whose H200 holds 35,651 MiB for each running sim engine
+/// of this test (as vLLM at `--gpu-memory-utilization 0.25` did), and,
+/// like the driver, frees it `release_secs` after the engine's process is
+/// gone (`never`: not at all).
+fn h200_smi(dir: &Path, tag: &str, release: &str) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let seen = dir.join("last-alive");
+    executable(
+        &bin.join("nvidia-smi"),
+        &format!(
+            r#"#!/bin/sh
+now=$(date +%s.%N)
+n=$(pgrep -f -- "--served-model-name {tag}" | wc -l)
+if [ "$n" -gt 0 ]; then echo "$now $n" > '{seen}'; fi
+used=$(awk -v now="$now" -v n="$n" -v rel='{release}' '{{ if (n > 0) print n * 35651; else if (rel == "never" || now - $1 < rel) print $2 * 35651; else print 0 }}' '{seen}' 2>/dev/null)
+[ -n "$used" ] || used=0
+echo "index, name, uuid, memory.total [MiB], memory.used [MiB], memory.free [MiB], utilization.gpu [%]"
+echo "0, NVIDIA H200, GPU-39e29321-8872-211d-3f94-a429bb254acf, 143771 MiB, $used MiB, $((143156 - used)) MiB, 0 %"
+"#,
+            seen = seen.display()
+        ),
+    );
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Two sims one after the other, as on one GPU.
+fn sequential_suite(dir: &Path, tag: &str, extra: &str) -> std::path::PathBuf {
+    let engine = |role: &str| {
+        format!(
+            "[engines.{role}]\nrole = \"{role}\"\nkind = \"sim\"\n[engines.{role}.sim]\n\
+             served_model_name = \"{tag}\"\nload_delay_ms = 1500\ncache_tokens = 100000\n"
+        )
+    };
+    let suite = dir.join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "[run]\nname = \"one-gpu\"\nschedule = \"sequential\"\nstarting_report_secs = 0.5\n{extra}\n{}{}\
+             [tests.determinism]\nkind = \"determinism\"\nmax_tokens = 4\nstore_load_pause_secs = 0\n",
+            engine("baseline"),
+            engine("lmcache")
+        ),
+    )
+    .unwrap();
+    suite
+}
+
+#[test]
+fn one_gpu_runs_wait_for_the_memory_and_record_it_with_the_gpu() {
+    let dir = tempdir();
+    let tag = format!("h200-{}", std::process::id());
+    let path = h200_smi(dir.path(), &tag, "1.0");
+    let results_dir = dir.path().join("r");
+    let suite = sequential_suite(dir.path(), &tag, "");
+    let out = run(
+        bin()
+            .args(["ci", "--suite"])
+            .arg(&suite)
+            .arg("--results-dir")
+            .arg(&results_dir)
+            .env("PATH", &path),
+        Duration::from_secs(60),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let r = results(&results_dir);
+    assert_eq!(
+        r["meta"]["gpus"],
+        serde_json::json!(["GPU 0 NVIDIA H200 (140 GiB)"])
+    );
+    for e in r["engines"].as_array().unwrap() {
+        let g = &e["gpu_memory"];
+        assert_eq!(g["before_start_mib"], 0.0, "{e}");
+        assert_eq!(g["at_ready_mib"], 35651.0, "{e}");
+        assert_eq!(g["after_stop_mib"], 0.0, "{e}");
+        assert_eq!(g["released"], true, "{e}");
+    }
+    // The baseline's memory took the driver a second to free, and the
+    // LMCache engine started only after that.
+    let base = &r["engines"][0]["gpu_memory"];
+    assert!(base["after_stop_secs"].as_f64().unwrap() >= 0.5, "{base}");
+    assert!(
+        stderr.contains("GPU memory 0 MiB in use")
+            && stderr.contains("after `baseline` stopped (0 MiB before it started)"),
+        "{stderr}"
+    );
+    // A start that takes a while says so, with the engine's last log line.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("engine `baseline` still starting (")
+                && l.ends_with(&format!("sim: loading model {tag} (1500 ms)"))),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn memory_that_is_never_freed_is_a_warning_once_the_wait_is_over() {
+    let dir = tempdir();
+    let tag = format!("h200-stuck-{}", std::process::id());
+    let path = h200_smi(dir.path(), &tag, "never");
+    let results_dir = dir.path().join("r");
+    let suite = sequential_suite(dir.path(), &tag, "gpu_release_timeout_secs = 1");
+    let out = run(
+        bin()
+            .args(["ci", "--suite"])
+            .arg(&suite)
+            .arg("--results-dir")
+            .arg(&results_dir)
+            .env("PATH", &path),
+        Duration::from_secs(60),
+    );
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("GPU memory 35651 MiB in use")
+            && stderr.contains("not released; the next engine may not fit"),
+        "{stderr}"
+    );
+    let r = results(&results_dir);
+    let base = &r["engines"][0]["gpu_memory"];
+    assert_eq!(base["released"], false, "{base}");
+    assert_eq!(base["after_stop_mib"], 35651.0, "{base}");
+    let waited = base["after_stop_secs"].as_f64().unwrap();
+    assert!(
+        (0.5..3.0).contains(&waited),
+        "gave up after about 1 s: {waited}"
+    );
+}

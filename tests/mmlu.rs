@@ -340,3 +340,44 @@ fn sequential_sends_one_request_at_a_time() {
         "without --sequential requests overlap"
     );
 }
+
+/// The H200's finding: with vLLM's prefix cache on, the LMCache engine's
+/// second ask of a question is the GPU's hit, and LMCache serves nearly
+/// none of it (there 39,644 of 1.84 M prompt tokens). With
+/// `reset_prefix_cache` the GPU's cache is emptied before each load-pass
+/// question, and the scored answers' KV is LMCache's.
+#[test]
+fn the_load_pass_reads_lmcaches_kv_only_once_the_gpu_cache_is_emptied() {
+    let data = format!("tests.mmlu.data=\"{}\"", shared_archive());
+    let common = [
+        data.as_str(),
+        "tests.mmlu.number_of_subjects=2",
+        "tests.mmlu.max_questions_per_subject=6",
+        // The GPU holds every prompt: as vLLM's cache did MMLU's on the H200.
+        "engines.lmcache.sim.cache_tokens=1000000",
+    ];
+    let share = |sets: &[&str]| {
+        let dir = tempdir();
+        let mut all = common.to_vec();
+        all.extend(sets);
+        let out = mmlu(dir.path(), &all);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+        let r = results(dir.path());
+        r["tests"][0]["metrics"]["lmcache"].clone()
+    };
+    let m = share(&[]);
+    let prompt = m["vllm:prompt_tokens_total"]["value"].as_f64().unwrap();
+    let external = m["vllm:prompt_tokens_by_source_total{source=\"external_kv_transfer\"}"]
+        ["value"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        external < 0.05 * prompt,
+        "the GPU served the loads: {external} of {prompt}"
+    );
+    assert!(m.get("load_pass_external_pct").is_none(), "{m}");
+
+    let m = share(&["tests.mmlu.reset_prefix_cache=true"]);
+    let pct = m["load_pass_external_pct"]["value"].as_f64().unwrap();
+    assert!(pct > 90.0, "LMCache served the load pass: {pct} % ({m})");
+}

@@ -262,3 +262,125 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$4" --served-model-name Qwen/Qwen3-0.6
         assert!(!group_alive(g), "process group {g} outlived the run");
     }
 }
+
+/// `vllm` as the gpu-1 preset drives it: `serve` becomes the sim, with a
+/// GPU prefix cache the size `--gpu-memory-utilization` leaves (scaled
+/// down) and, with `--kv-transfer-config`, LMCache's CPU store behind it;
+/// `bench serve` sends the random prompts and writes vLLM's result file.
+const FAKE_GPU_VLLM: &str = r#"echo "$*" >> "$FAKE_ARGV_LOG"
+if [ "$1" = bench ]; then
+  shift 2; port=""; n=""; inp=""; dir=""; file=""; model=""
+  while [ $# -gt 0 ]; do case "$1" in
+    --port) port=$2; shift;; --num-prompts) n=$2; shift;; --random-input-len) inp=$2; shift;;
+    --result-dir) dir=$2; shift;; --result-filename) file=$2; shift;; --model) model=$2; shift;; esac; shift; done
+  start=$(date +%s.%N)
+  i=0; while [ $i -lt "$n" ]; do
+    words=$(awk -v n="$inp" -v i="$i" 'BEGIN { printf "%s", i; for (k = 1; k < n; k++) printf " hi" }')
+    curl -s -o /dev/null -H 'Content-Type: application/json' \
+      -d "{\"model\":\"$model\",\"messages\":[{\"role\":\"user\",\"content\":\"$words\"}],\"max_tokens\":1}" \
+      "http://127.0.0.1:$port/v1/chat/completions"
+    i=$((i+1)); done
+  dur=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')
+  awk -v n="$n" -v inp="$inp" -v d="$dur" 'BEGIN { printf "{\"completed\": %d, \"failed\": 0, \"num_prompts\": %d, \"duration\": %f, \"total_input_tokens\": %d, \"total_output_tokens\": %d, \"request_throughput\": %f, \"output_throughput\": %f, \"total_token_throughput\": %f, \"mean_ttft_ms\": 1.0, \"median_ttft_ms\": 1.0, \"p99_ttft_ms\": 1.0}", n, n, d, n*inp, n, n/d, n/d, n*(inp+1)/d }' > "$dir/$file"
+  exit 0
+fi
+model="$2"; port=""; external=""
+while [ $# -gt 0 ]; do
+  [ "$1" = "--port" ] && port="$2"
+  [ "$1" = "--kv-transfer-config" ] && external="--external-cache-tokens 1000000"
+  shift
+done
+exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" \
+  --cache-tokens 2000 --prefill-us-per-token 50 --cached-prefill-us-per-token 2 $external"#;
+
+#[test]
+fn gpu_1_runs_its_whole_suite_through_vllm_serve_and_bench() {
+    let dir = tempdir();
+    let fake = dir.path().join("bin");
+    std::fs::create_dir(&fake).unwrap();
+    script(&fake, "vllm", FAKE_GPU_VLLM);
+    let log = dir.path().join("argv.log");
+    let results = dir.path().join("r");
+    // The preset as shipped, its sizes shrunk: documents that still
+    // overflow the (fake) GPU's cache, a few questions, short prompts.
+    let sets: Vec<String> = [
+        "run.model=\"/models/llama-3.1-8b-dummy\"",
+        "tests.long_doc_qa.document_length=600",
+        "tests.long_doc_qa.num_documents=6",
+        "tests.long_doc_qa.output_len=4",
+        "tests.long_doc_qa.prewarmup_prompts=1",
+        "tests.throughput.num_prompts=4",
+        "tests.throughput.input_len=300",
+        "tests.determinism.max_tokens=4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = ci_preset("gpu-1", &fake, &results, &log, &sets);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let argv = std::fs::read_to_string(&log).unwrap();
+    let serves: Vec<&str> = argv.lines().filter(|l| l.starts_with("serve ")).collect();
+    assert_eq!(serves.len(), 2, "baseline, then LMCache: {argv}");
+    for line in &serves {
+        for flag in [
+            "--load-format dummy",
+            "--gpu-memory-utilization 0.25",
+            "--max-model-len 16384",
+        ] {
+            assert!(line.contains(flag), "{flag} in {line}");
+        }
+    }
+    assert!(!serves[0].contains("--kv-transfer-config"));
+    assert!(serves[1].contains(r#"{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#));
+    assert_eq!(
+        argv.lines()
+            .filter(|l| l.starts_with("bench serve"))
+            .count(),
+        6,
+        "3 trials a side"
+    );
+    let r = results_json(&results);
+    let test = |name: &str| {
+        r["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let check = |t: &serde_json::Value, name: &str| {
+        t["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {t}"))["verdict"]
+            .clone()
+    };
+    let ldqa = test("long_doc_qa");
+    assert_eq!(
+        check(&ldqa, "baseline_overflows_gpu_cache"),
+        "pass",
+        "{ldqa}"
+    );
+    assert_eq!(check(&ldqa, "lmcache_cache_hits"), "pass");
+    for name in ["mmlu", "determinism"] {
+        let t = test(name);
+        assert_eq!(check(&t, "load_pass_through_lmcache"), "pass", "{t}");
+    }
+    // No lm_eval here: skipped, saying why, and the run still passes.
+    let lm = test("lm_eval");
+    assert_eq!(lm["status"], "not_run", "{lm}");
+    assert!(
+        lm["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("skipped: `lm_eval` is not on PATH"),
+        "{lm}"
+    );
+    for g in recorded_groups(&results) {
+        assert!(!group_alive(g), "process group {g} outlived the run");
+    }
+}

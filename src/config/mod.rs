@@ -18,6 +18,7 @@ pub(crate) use layers::{load, LoadRequest, Loaded};
 pub(crate) use params::{
     parse_hit_miss, Api, DeterminismParams, Driver, FaultToleranceParams, LmEvalParams,
     LongDocQaParams, MmluParams, RepeatMode, RequestRateParams, ThroughputParams, Variant,
+    WhenUnavailable,
 };
 pub(crate) use presets::PRESETS;
 

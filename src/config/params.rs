@@ -215,6 +215,21 @@ pub(crate) struct LmEvalParams {
     pub num_concurrent: u32,
     pub max_retries: u32,
     pub seed: u64,
+    /// The Hugging Face hub data set the task reads (gsm8k: `openai/gsm8k`).
+    /// Where the hub is declared offline (`HF_HUB_OFFLINE=1` or
+    /// `HF_DATASETS_OFFLINE=1`), it must be in the local Hugging Face cache.
+    pub dataset: Option<String>,
+    /// What a missing `lm_eval` or data set does: `fail` the test (k3's
+    /// step fails), or `skip` it, saying why.
+    pub when_unavailable: WhenUnavailable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WhenUnavailable {
+    #[default]
+    Fail,
+    Skip,
 }
 
 impl Default for LmEvalParams {
@@ -226,6 +241,8 @@ impl Default for LmEvalParams {
             num_concurrent: 50,
             max_retries: 3,
             seed: 0,
+            dataset: None,
+            when_unavailable: WhenUnavailable::Fail,
         }
     }
 }

@@ -472,6 +472,10 @@ impl Sink for Console {
                     self.info(&format!("[{}] {note}", t.name));
                 }
                 match &t.error {
+                    // Skipped (what it needs is not here): its reason says so.
+                    Some(e) if t.status == TestStatus::NotRun => {
+                        self.warn(&format!("[{}] {e}", t.name))
+                    }
                     Some(e) => self.line(&format!(
                         "lmcache-e2e: [{}] {}: {e}",
                         t.name,

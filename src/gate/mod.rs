@@ -453,6 +453,7 @@ mod tests {
             files: Vec::new(),
             error: None,
             duration_secs: None,
+            started_at: None,
             notes: Vec::new(),
             attempts: Vec::new(),
             tables: Vec::new(),

@@ -110,6 +110,7 @@ fn long_doc_qa(lmcache_ttft: f64) -> TestRecord {
         files: vec!["long_doc_qa/lmcache_result.json".into()],
         error: None,
         duration_secs: Some(4.21),
+        started_at: None,
         notes: Vec::new(),
         attempts: Vec::new(),
         tables: Vec::new(),
@@ -160,6 +161,7 @@ fn mmlu(status: TestStatus) -> TestRecord {
         files: vec!["mmlu/correctness-summary.txt".into()],
         error: (status == TestStatus::Interrupted).then(|| "interrupted by SIGTERM".into()),
         duration_secs: Some(61.5),
+        started_at: None,
         notes: vec![
             "changed answers: 2 questions answered differently by LMCache (all in mmlu/changed_answers.jsonl)".into(),
             "largest subject drop: college_physics (0.0098)".into(),

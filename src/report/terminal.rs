@@ -199,6 +199,10 @@ fn headline(results: &RunResults, colour: bool) -> String {
     if inconclusive > 0 {
         let _ = write!(s, ", {inconclusive} inconclusive");
     }
+    let not_run = count(&[TestStatus::NotRun]);
+    if not_run > 0 {
+        let _ = write!(s, ", {not_run} not run");
+    }
     if let Some(m) = &results.message {
         let _ = write!(s, " ({m})");
     }

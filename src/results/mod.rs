@@ -289,6 +289,9 @@ pub(crate) struct TestRecord {
     pub files: Vec<String>,
     pub error: Option<String>,
     pub duration_secs: Option<f64>,
+    /// When it first ran against an engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Findings worth reading at a glance, e.g. the questions whose answer
     /// changed between baseline and LMCache.
     #[serde(default)]

@@ -380,6 +380,7 @@ fn merge_mmlu(
         files: Vec::new(),
         error: None,
         duration_secs: Some(parts.iter().filter_map(|p| p.2.duration_secs).sum()),
+        started_at: parts.iter().filter_map(|p| p.2.started_at).min(),
         notes: Vec::new(),
         attempts: Vec::new(),
         tables: Vec::new(),

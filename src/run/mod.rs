@@ -247,6 +247,7 @@ fn new_results(req: &Request<'_>, run_id: &str, models: &[(String, Option<String
                 files: Vec::new(),
                 error: None,
                 duration_secs: None,
+                started_at: None,
                 notes: Vec::new(),
                 attempts: Vec::new(),
                 tables: Vec::new(),
@@ -641,7 +642,7 @@ impl ModelRun<'_> {
         }
         for (run, _, _) in runs.iter() {
             self.judged(run, results)?;
-            if let Some(e) = &run.error {
+            if let Some(e) = run.error.as_ref().filter(|e| !e.skipped()) {
                 broken.push(Broken {
                     test: run.name().to_string(),
                     class: e.class(),
@@ -734,6 +735,7 @@ impl ModelRun<'_> {
             }
             if let Some(t) = results.test_mut(&name) {
                 t.status = TestStatus::Running;
+                t.started_at.get_or_insert_with(chrono::Utc::now);
             }
             self.events.emit(&Event::Checkpoint(results))?;
             self.events.say(&Event::TestStarted {
@@ -823,8 +825,12 @@ impl ModelRun<'_> {
                 .test_mut(&name)
                 .expect("selected tests are recorded");
             t.duration_secs = Some(spent.as_secs_f64());
-            if run.error.is_some() {
-                t.status = TestStatus::Error;
+            if let Some(e) = &run.error {
+                t.status = if e.skipped() {
+                    TestStatus::NotRun
+                } else {
+                    TestStatus::Error
+                };
                 break;
             }
             gate::evidence::enrich(&mut t.metrics);

@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 
 use super::{Ctx, ErrorClass, Output, Workload, WorkloadError};
 use crate::client::{BadUrl, Endpoint};
-use crate::config::LmEvalParams;
+use crate::config::{LmEvalParams, WhenUnavailable};
 use crate::results::NoSecrets;
 use crate::results::{Metric, Role};
 
@@ -226,6 +226,67 @@ pub(crate) fn sorted_diff(a: &Path, b: &Path) -> Result<Vec<String>, LmEvalError
     Ok(out)
 }
 
+/// What the process environment says, for the availability check.
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Whether the Hugging Face hub is declared out of reach, as
+/// `huggingface_hub` and `datasets` read their offline switches.
+fn hub_offline(env: Env<'_>) -> Option<String> {
+    ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"]
+        .into_iter()
+        .find_map(|k| {
+            let v = env(k)?;
+            matches!(v.to_ascii_lowercase().as_str(), "1" | "on" | "yes" | "true")
+                .then(|| format!("{k}={v}"))
+        })
+}
+
+/// Where a copy of hub data set `owner/name` would be: the hub cache
+/// (`datasets--owner--name`) and the `datasets` library's own
+/// (`owner___name`), as their environment variables place them.
+fn cached_copies(dataset: &str, env: Env<'_>) -> Vec<PathBuf> {
+    let home = env("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        env("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|h| Path::new(&h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"))
+            .join("huggingface")
+    });
+    let hub = env("HF_HUB_CACHE").map_or_else(|| home.join("hub"), PathBuf::from);
+    let datasets = env("HF_DATASETS_CACHE").map_or_else(|| home.join("datasets"), PathBuf::from);
+    vec![
+        hub.join(format!("datasets--{}", dataset.replace('/', "--"))),
+        datasets.join(dataset.replace('/', "___")),
+    ]
+}
+
+/// Why lm_eval cannot run here, if it cannot: the program missing, or
+/// the task's data set neither cached nor reachable (the hub declared
+/// offline). A hub that is merely unreachable is not known in advance.
+pub(crate) fn unavailable(p: &LmEvalParams, env: Env<'_>) -> Option<String> {
+    if which::which(&p.command).is_err() {
+        return Some(format!(
+            "`{}` is not on PATH: install it in the job's environment (pip install 'lm-eval[api]')",
+            p.command
+        ));
+    }
+    let dataset = p.dataset.as_deref()?;
+    let offline = hub_offline(env)?;
+    let copies = cached_copies(dataset, env);
+    if copies.iter().any(|c| c.is_dir()) {
+        return None;
+    }
+    Some(format!(
+        "task {} reads {dataset} from the Hugging Face hub, which is offline here ({offline}), and no copy is cached at {}: on a machine with network run `python -c \"import datasets; datasets.load_dataset('{dataset}', 'main')\"`, then copy its Hugging Face cache (HF_HOME) to the runner",
+        p.task,
+        copies
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    ))
+}
+
 /// The lm_eval test, against the LMCache engine only: the first run
 /// stores, the second loads, and their samples must be identical.
 pub(crate) struct LmEval {
@@ -239,6 +300,24 @@ impl LmEval {
 }
 
 impl Workload for LmEval {
+    /// A suite that says `when_unavailable = "skip"` does not run lm_eval
+    /// where it cannot: the test is skipped, saying why.
+    fn plan<'a>(
+        &'a mut self,
+        _ctx: &'a Ctx<'a>,
+        _first: Role,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            if self.params.when_unavailable != WhenUnavailable::Skip {
+                return Ok(());
+            }
+            match unavailable(&self.params, &|k| std::env::var(k).ok()) {
+                Some(reason) => Err(WorkloadError::Unavailable { reason }),
+                None => Ok(()),
+            }
+        })
+    }
+
     fn run<'a>(
         &'a mut self,
         ctx: &'a Ctx<'a>,
@@ -330,6 +409,59 @@ fn relative(dir: &Path, file: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unavailable_names_the_missing_program_or_data_set_and_what_to_do() {
+        let home = tempfile::tempdir().unwrap();
+        let hf = home.path().display().to_string();
+        let p = |command: &str| LmEvalParams {
+            command: command.into(),
+            dataset: Some("openai/gsm8k".into()),
+            ..LmEvalParams::default()
+        };
+        let env = |offline: bool| {
+            let hf = hf.clone();
+            move |k: &str| match k {
+                "HF_HOME" => Some(hf.clone()),
+                "HF_DATASETS_OFFLINE" if offline => Some("1".into()),
+                _ => None,
+            }
+        };
+        let why = unavailable(&p("lm-eval-not-installed"), &env(false)).unwrap();
+        assert!(
+            why.contains("`lm-eval-not-installed` is not on PATH") && why.contains("pip install"),
+            "{why}"
+        );
+        // Online, the hub may serve it: lm_eval is let try.
+        assert_eq!(unavailable(&p("sh"), &env(false)), None);
+        // Offline and not cached: skipped, saying where it looked and how to provide it.
+        let why = unavailable(&p("sh"), &env(true)).unwrap();
+        assert!(
+            why.contains("offline here (HF_DATASETS_OFFLINE=1)"),
+            "{why}"
+        );
+        assert!(
+            why.contains(&format!("{hf}/hub/datasets--openai--gsm8k")),
+            "{why}"
+        );
+        assert!(
+            why.contains(&format!("{hf}/datasets/openai___gsm8k")),
+            "{why}"
+        );
+        assert!(
+            why.contains("load_dataset('openai/gsm8k', 'main')"),
+            "{why}"
+        );
+        // A cached copy (either layout) is enough.
+        std::fs::create_dir_all(home.path().join("datasets/openai___gsm8k")).unwrap();
+        assert_eq!(unavailable(&p("sh"), &env(true)), None);
+        // A task that names no data set only needs the program.
+        let no_data = LmEvalParams {
+            command: "sh".into(),
+            ..LmEvalParams::default()
+        };
+        assert_eq!(unavailable(&no_data, &env(true)), None);
+    }
 
     mod fuzz_results {
         use super::*;

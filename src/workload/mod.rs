@@ -65,6 +65,9 @@ pub(crate) enum WorkloadError {
     },
     #[error("test `{test}` needs {what}, but the suite has none; add one under [engines]")]
     NeedsEngine { test: String, what: String },
+    /// What the test needs is not here, and the suite says to skip it then.
+    #[error("skipped: {reason}")]
+    Unavailable { reason: String },
 }
 
 impl WorkloadError {
@@ -79,8 +82,13 @@ impl WorkloadError {
             WorkloadError::Client { .. } | WorkloadError::ResetPrefixCache { .. } => {
                 ErrorClass::Engine
             }
-            WorkloadError::Write { .. } => ErrorClass::Setup,
+            WorkloadError::Write { .. } | WorkloadError::Unavailable { .. } => ErrorClass::Setup,
         }
+    }
+
+    /// The test was skipped, not broken: what it needs is not here.
+    pub(crate) fn skipped(&self) -> bool {
+        matches!(self, WorkloadError::Unavailable { .. })
     }
 
     /// Empties the engine's GPU prefix cache before a load-pass request.

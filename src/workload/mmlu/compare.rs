@@ -117,12 +117,18 @@ pub(crate) fn summary_text(c: &Comparison) -> String {
         "{:<45} {:>10.4} {:>10.4} {:>+11.4} {:>10}",
         "TOTAL (question-weighted)", c.baseline_weighted, c.lmcache_weighted, diff, total
     );
-    let _ = writeln!(
-        s,
-        "\nLMCache performs {} by {:.4}",
-        if diff >= 0.0 { "BETTER" } else { "WORSE" },
-        diff.abs()
-    );
+    // summarize-results.py's last line; a difference that rounds to
+    // nothing is no "BETTER by 0.0000" (seen on the H200).
+    if format!("{:.4}", diff.abs()) == "0.0000" {
+        let _ = writeln!(s, "\nLMCache performs THE SAME (difference below 0.00005)");
+    } else {
+        let _ = writeln!(
+            s,
+            "\nLMCache performs {} by {:.4}",
+            if diff > 0.0 { "BETTER" } else { "WORSE" },
+            diff.abs()
+        );
+    }
     s
 }
 
@@ -165,5 +171,12 @@ mod tests {
         assert_eq!(c.max_subject_drop, 0.0);
         assert_eq!(c.worst_subject, None);
         assert!(summary_text(&c).contains("BETTER by 0.2500"));
+        let same = compare(&scores(&[("a", 0.25, 4)]), &scores(&[("a", 0.25, 4)]));
+        let text = summary_text(&same);
+        assert!(text.contains("LMCache performs THE SAME"), "{text}");
+        assert!(
+            !text.contains("BETTER") && !text.contains("WORSE"),
+            "{text}"
+        );
     }
 }
