@@ -412,13 +412,15 @@ fn sequential_engines_share_a_port_one_after_the_other() {
     assert!(stopped < started, "{stderr}");
     // Every test ran its baseline part before LMCache started.
     assert!(stderr.find("[mmlu] baseline: accuracy").unwrap() < started);
+    // What is tested is the order; a sequential run adds no trials, so a
+    // loaded machine may leave a verdict undecided, never failed.
     let r = results(dir.path());
     assert!(
         r["tests"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|t| t["status"] == "passed"),
+            .all(|t| t["status"] == "passed" || t["status"] == "inconclusive"),
         "{r}"
     );
     for g in recorded_groups(dir.path()) {

@@ -377,7 +377,12 @@ fn the_load_pass_reads_lmcaches_kv_only_once_the_gpu_cache_is_emptied() {
     );
     assert!(m.get("load_pass_external_pct").is_none(), "{m}");
 
+    // LMCache serves each prompt's full 256-token chunks, the GPU computes
+    // the rest: on the H200, 11,776 of 15,362 load-pass tokens (77 %).
     let m = share(&["tests.mmlu.reset_prefix_cache=true"]);
     let pct = m["load_pass_external_pct"]["value"].as_f64().unwrap();
-    assert!(pct > 90.0, "LMCache served the load pass: {pct} % ({m})");
+    assert!(
+        (50.0..100.0).contains(&pct),
+        "LMCache served the load pass: {pct} % ({m})"
+    );
 }

@@ -105,7 +105,7 @@ async fn chat_stream_follows_vllm_chunk_order_with_usage() {
 
 #[tokio::test]
 async fn completions_are_deterministic_and_the_cache_reports_hits() {
-    // LMCache's store alone (no GPU cache): 4-token chunks, partial ones kept.
+    // LMCache's store alone (no GPU cache): 4-token chunks, full ones only.
     let sim = start(&["--external-cache-tokens", "10000", "--chunk-size", "4"]).await;
     let http = reqwest::Client::new();
     let ask = || async {
@@ -129,8 +129,8 @@ async fn completions_are_deterministic_and_the_cache_reports_hits() {
         "same prompt, same text, cache or not"
     );
     assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
-    // The same prompt again hits every chunk, the partial last one
-    // included, but for its last token, which vLLM always computes.
+    // The same prompt again hits its two full chunks; the ninth token is
+    // computed (as LMCache 0.5.2 loads full chunks only).
     assert_eq!(second["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
     assert_eq!(second["usage"]["total_tokens"], 9 + 5);
     // A longer prompt reuses only the full 4-token chunks of its prefix.
@@ -322,8 +322,8 @@ async fn the_sim_keeps_vllms_books_for_the_gpu_cache_and_the_connector() {
     let (_, real_ext) = check(&capture("metrics-baseline-after.prom"), "vLLM baseline");
     assert_eq!(real_ext, 0.0);
     // A 40-token prompt twice: the GPU holds two full 16-token blocks;
-    // LMCache (4-token chunks) has the rest, less the last token, which
-    // vLLM always computes.
+    // LMCache (4-token chunks) has the rest but the last token, which vLLM
+    // always computes.
     let sim = start(&[
         "--cache-tokens",
         "10000",

@@ -224,17 +224,20 @@ fn determinism_passes_on_identical_engines_and_names_ids_on_corruption() {
     );
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Only prompts long enough to hit a cache can be corrupted by it: a
+    // prompt under one 16-token block is always computed, as in vLLM.
     assert!(
-        stderr.contains("differs: id `short-0` (LMCache store vs load): at char"),
+        stderr.contains("differs: id `long-0` (LMCache store vs load): at char"),
         "{stderr}"
     );
+    assert!(!stderr.contains("differs: id `short-0`"), "{stderr}");
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(
         summary.contains("differs: id \\`long-0\\`"),
         "the summary names them: {summary}"
     );
     assert!(
-        stdout.contains("determinism: differs: id `short-0`"),
+        stdout.contains("determinism: differs: id `long-0`"),
         "the terminal table is followed by the failed test's findings: {stdout}"
     );
     let r = results(dir.path());
@@ -242,7 +245,7 @@ fn determinism_passes_on_identical_engines_and_names_ids_on_corruption() {
         r["tests"][0]["metrics"]["lmcache"]["mismatched_outputs"]["value"]
             .as_f64()
             .unwrap()
-            >= 9.0
+            >= 3.0
     );
 }
 

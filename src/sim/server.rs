@@ -152,7 +152,7 @@ fn router(opts: SimOptions, answers: Answers) -> Router {
         noise: Noise::of(&opts),
         started: std::time::Instant::now(),
         answers,
-        gpu_cache: Mutex::new(PrefixCache::gpu(opts.cache_tokens, GPU_BLOCK_TOKENS)),
+        gpu_cache: Mutex::new(PrefixCache::new(opts.cache_tokens, GPU_BLOCK_TOKENS)),
         external: (opts.external_cache_tokens > 0).then(|| {
             Mutex::new(PrefixCache::new(
                 opts.external_cache_tokens,
