@@ -590,6 +590,36 @@ mod tests {
         assert_eq!(out.finish_reason.as_deref(), Some("length"));
     }
 
+    /// vLLM 0.26's streams as an H200 served them: the chat stream opens
+    /// with a role chunk of empty content (no first token yet), ends with a
+    /// usage chunk of empty choices.
+    #[test]
+    fn vllm_026_streams_decode_to_their_answers_and_usage() {
+        for (bytes, text, prompt) in [
+            (
+                &include_bytes!("../../tests/fixtures/vllm/chat-stream.sse")[..],
+                " impairs encroachment impairs encroachment impairs encroachment impairs encroachment",
+                33,
+            ),
+            (
+                &include_bytes!("../../tests/fixtures/vllm/completions-stream.sse")[..],
+                " engrossed is engrossed is engrossed is engrossed is",
+                5,
+            ),
+        ] {
+            let mut out = StreamOutcome::starting_now();
+            let mut done = false;
+            for data in SseParser::default().push(bytes) {
+                done |= apply_event(&data, &mut out).unwrap();
+            }
+            assert!(done);
+            assert_eq!(out.text, text);
+            assert_eq!(out.chunk_times.len(), 8, "eight tokens, the role chunk not one");
+            assert_eq!((out.prompt_tokens, out.completion_tokens), (Some(prompt), Some(8)));
+            assert_eq!(out.finish_reason.as_deref(), Some("length"));
+        }
+    }
+
     proptest! {
         // What any OpenAI server (or something posing as one) streams:
         // decoded, or an error quoting the event; never a panic, and text

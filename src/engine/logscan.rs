@@ -145,6 +145,34 @@ mod tests {
         assert!(f.top[1].example.contains("Pin count of MemoryObj"));
     }
 
+    /// vLLM 0.26's start and stop and LMCache 0.5.2's engine lines as the
+    /// H200 wrote them (colours and all).
+    #[test]
+    fn real_vllm_and_lmcache_logs_are_counted() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vllm/");
+        let start = scan(Path::new(&format!("{dir}vllm-start.log"))).unwrap();
+        assert_eq!((start.warnings, start.errors), (3, 0), "{start:?}");
+        assert!(start
+            .top
+            .iter()
+            .any(|k| k.example.contains("No FlashInfer autotune cache entries")));
+        let stop = scan(Path::new(&format!("{dir}vllm-stop.log"))).unwrap();
+        assert_eq!(stop.warnings, 1);
+        assert!(stop.top[0]
+            .example
+            .contains("force killing remaining processes count=1"));
+        let lmcache = scan(Path::new(&format!("{dir}lmcache-engine.log"))).unwrap();
+        let unpin = lmcache
+            .top
+            .iter()
+            .find(|k| k.example.contains("Double unpin"))
+            .expect("the double unpin warnings, as one kind");
+        assert!(
+            unpin.count > 1 && !unpin.example.contains('\u{1b}'),
+            "{unpin:?}"
+        );
+    }
+
     #[test]
     fn python_logging_and_warn_spellings_count() {
         let f = scan_text(

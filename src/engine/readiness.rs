@@ -203,3 +203,46 @@ async fn tcp_accepts(endpoint: &Endpoint, timeout: Duration) -> Result<(), Strin
         Err(_) => Err(format!("failed to connect to {shown}: timed out")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// vLLM's start as the H200 logged it, cut where CUDA graphs were being
+    /// captured: tqdm redraws the bar with `\r` on one line.
+    #[test]
+    fn the_last_log_line_is_the_progress_bars_latest_state() {
+        let real = include_str!("../../tests/fixtures/vllm/vllm-start.log");
+        let upto: Vec<&str> = real
+            .lines()
+            .take_while(|l| !l.contains("Graph capturing finished"))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("baseline.log");
+        std::fs::write(
+            &log,
+            format!(
+                "{} starting engine `baseline`: vllm serve m\n{}\n",
+                super::super::backend::LOG_HEADER,
+                upto.join("\n")
+            ),
+        )
+        .unwrap();
+        let line = last_log_line(&log).unwrap();
+        assert!(
+            line.starts_with("Capturing CUDA graphs (FULL): 100%"),
+            "{line}"
+        );
+        assert!(!line.contains('\r'));
+        // Only our header so far: nothing the engine said yet.
+        std::fs::write(
+            &log,
+            format!(
+                "{} starting engine `baseline`: vllm serve m\n",
+                super::super::backend::LOG_HEADER
+            ),
+        )
+        .unwrap();
+        assert_eq!(last_log_line(&log), None);
+    }
+}
