@@ -43,8 +43,9 @@ pub(crate) enum Command {
     /// second run with nothing changed installs nothing.
     #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
     Setup(SetupArgs),
-    /// List the tests of a suite (the names `--only` matches).
-    List(SuiteArgs),
+    /// List the tests of a suite (the names `--only` matches), their checks,
+    /// or the presets.
+    List(ListArgs),
     /// Inspect the effective suite configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -118,12 +119,30 @@ pub(crate) struct SuiteArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    pub suite: SuiteArgs,
+    /// Each test's checks (metric, bound, engine, severity) and the metrics
+    /// its kind can gate on.
+    #[arg(long, conflicts_with = "presets")]
+    pub checks: bool,
+    /// The built-in suites and what each runs.
+    #[arg(long)]
+    pub presets: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct CiArgs {
     #[command(flatten)]
     pub suite: SuiteArgs,
     /// Run only the tests whose names contain PATTERN.
     #[arg(long, value_name = "PATTERN")]
     pub only: Option<String>,
+    /// Check the suite and what it needs here, print the plan (engines with
+    /// their command lines and environment, secrets masked; tests with their
+    /// checks, bounds and methods) and exit, starting nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Results directory (overrides RESULTS_DIR and run.results_dir).
     #[arg(long, value_name = "DIR")]
     pub results_dir: Option<PathBuf>,
@@ -288,6 +307,9 @@ pub(crate) enum ConfigCommand {
     /// Print every effective value and where it came from (file, preset,
     /// environment variable, --set or default).
     Show(SuiteArgs),
+    /// Print the suite format as a JSON Schema (draft 7), for editors and
+    /// linters (`schemas/suite.schema.json` is this output).
+    Schema,
 }
 
 #[derive(Debug, Args)]

@@ -155,10 +155,13 @@ fn vllm_bench_failure_modes_are_clear() {
         "ok",
         &["tests.throughput.vllm_command=\"vllm-not-installed\""],
     );
+    // Refused before any engine starts (exit 2), naming the key.
     let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("failed to find `vllm-not-installed` on PATH")
-            && stderr.contains("driver = \"native\""),
+        stderr.contains(
+            "`tests.throughput.vllm_command` in --set: `vllm-not-installed` is not on PATH"
+        ) && stderr.contains("driver = \"native\""),
         "{stderr}"
     );
 }
@@ -289,10 +292,15 @@ fn lm_eval_differences_fail_with_the_diff_and_failures_are_clear() {
         "ok",
         &["tests.lm_eval.command=\"lm_eval_missing\""],
     );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "refused before any engine starts"
+    );
     assert!(
         text(&out)
             .1
-            .contains("failed to find `lm_eval_missing` on PATH")
+            .contains("`tests.lm_eval.command` in --set: `lm_eval_missing` is not on PATH")
             && text(&out).1.contains("lm-eval[api]")
     );
 }

@@ -81,6 +81,46 @@ fn action_workflows_and_pipeline_match_their_published_schemas() {
     );
 }
 
+/// The suite schema an editor uses (taplo, Even Better TOML) takes every
+/// preset and suite file shipped, and refuses what the loader refuses.
+#[test]
+fn the_suite_schema_takes_every_shipped_suite_and_refuses_a_wrong_one() {
+    let schema = root().join("schemas/suite.schema.json");
+    let mut suites: Vec<PathBuf> = std::fs::read_dir(root().join("presets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    suites.push(root().join("scripts/gpu/k3-one-gpu.toml"));
+    suites.push(root().join("scripts/gpu/reset-check.toml"));
+    let out = tool("check-jsonschema")
+        .arg("--schemafile")
+        .arg(&schema)
+        .args(&suites)
+        .output()
+        .unwrap();
+    ok(out, "check-jsonschema on the presets");
+    let work = tempdir();
+    let bad = work.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[engines.b]\nrole = \"baseline\"\nkind = \"sim\"\n[tests.l]\nkind = \"long_doc_qa\"\nnum_documents = \"lots\"\nnum_document = 3\n",
+    )
+    .unwrap();
+    let out = tool("check-jsonschema")
+        .arg("--schemafile")
+        .arg(&schema)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("'num_document' was unexpected")
+            && said.contains("'lots' is not of type 'integer'"),
+        "{said}"
+    );
+}
+
 #[test]
 fn exports_validate_against_bencher_and_github_action_benchmark_schemas() {
     let work = tempdir();
@@ -469,6 +509,31 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
         &env,
     ));
 
+    // dry-run: the plan, nothing started, no results.
+    let work3 = tempdir();
+    let shim3 = recording_shim(work3.path());
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/action/run.sh"))
+        .env(
+            "PATH",
+            format!("{}:{}", shim3.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("LMCACHE_E2E_PRESET", "sim")
+        .env("LMCACHE_E2E_DRY_RUN", "true")
+        .env("LMCACHE_E2E_RESULTS_DIR", work3.path().join("r"))
+        .env_remove("GITHUB_OUTPUT");
+    let out = run(&mut cmd, LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("nothing was started (--dry-run)"),
+        "{stdout}"
+    );
+    assert!(!work3.path().join("r").exists(), "a dry run writes nothing");
+    let (argv, env) = recorded(work3.path());
+    assert!(argv.iter().any(|a| a == "--dry-run"), "{argv:?}");
+    hit.extend(reached(&BTreeMap::new(), &argv, &env));
+
     assert_all_reachable(
         &hit,
         &[
@@ -821,7 +886,7 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
         let covered = values
             .iter()
             .any(|(k, _)| *k == var || k.starts_with(&format!("{var}_")))
-            || ["PRESET", "RESULTS_DIR", "MERGE"].contains(&var.as_str());
+            || ["PRESET", "RESULTS_DIR", "MERGE", "DRY_RUN"].contains(&var.as_str());
         assert!(covered, "property `{p}` is not exercised");
     }
     let mut cmd = Command::new(root().join("buildkite/hooks/command"));
@@ -916,6 +981,42 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
     let out = run(&mut cmd, LIMIT);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     assert!(custom.join("results.json").is_file());
+
+    // dry-run: the plan in the step's log, no engine, no results.
+    let work3 = tempdir();
+    let shim3 = recording_shim(work3.path());
+    let agent3 = fake_agent(work3.path());
+    let mut dry = Command::new(root().join("buildkite/hooks/command"));
+    dry.env(
+        "PATH",
+        format!(
+            "{}:{}:{}",
+            shim3.display(),
+            agent3.display(),
+            std::env::var("PATH").unwrap()
+        ),
+    )
+    .current_dir(work3.path());
+    buildkite_env(
+        &mut dry,
+        work3.path(),
+        &[("PRESET", "sim"), ("DRY_RUN", "true")],
+    );
+    let out = run(&mut dry, LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("nothing was started (--dry-run)"),
+        "{stdout}"
+    );
+    let (dry_argv, dry_env) = recorded(work3.path());
+    assert!(dry_argv.iter().any(|a| a == "--dry-run"), "{dry_argv:?}");
+    assert!(!work3
+        .path()
+        .join("lmcache-e2e-results/results.json")
+        .exists());
+    hit.extend(reached(&BTreeMap::new(), &dry_argv, &dry_env));
+
     let (argv, env) = recorded(work2.path());
     hit.extend(reached(
         &BTreeMap::from([("PRESET", "sim".to_string()), ("RESULTS_DIR", custom_s)]),

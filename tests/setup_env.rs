@@ -269,8 +269,12 @@ fn the_prerequisites_table_names_what_is_missing_and_how_to_fix_it() {
     let nats = std::net::TcpListener::bind("127.0.0.1:4222");
     let etcd = std::net::TcpListener::bind("127.0.0.1:2379");
     if nats.is_ok() && etcd.is_ok() {
+        let data = format!(
+            "tests.mmlu.data=\"{}/../shared/data/mmlu/data.tar.xz\"",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let out = run(
-            bin().args(["setup", "--check", "--preset", "dynamo"]),
+            bin().args(["setup", "--check", "--preset", "dynamo", "--set", &data]),
             LIMIT,
         );
         let (stdout, _) = text(&out);
@@ -291,6 +295,30 @@ fn the_prerequisites_table_names_what_is_missing_and_how_to_fix_it() {
     let (stdout, _) = text(&out);
     assert!(stdout.contains("| nvidia-smi | MISSING |"), "{stdout}");
     assert_eq!(out.status.code(), Some(3));
+}
+
+/// What the engines run and the tests read, as `ci` will ask for them:
+/// the correctness preset without vLLM or its data is not ready.
+#[test]
+fn the_prerequisites_include_the_engines_programs_and_the_tests_files() {
+    let out = run(
+        bin()
+            .args(["setup", "--check", "--preset", "correctness"])
+            .env("PATH", "/usr/bin:/bin"),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stdout.contains(
+            "| program `vllm` (engines.baseline.command) | MISSING | `vllm` is not on PATH"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| file .buildkite/correctness/data.tar.xz (tests.mmlu.data) | MISSING |"),
+        "{stdout}"
+    );
 }
 
 #[test]

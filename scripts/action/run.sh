@@ -21,6 +21,9 @@ done <<<"${LMCACHE_E2E_SET:-}"
 if [ "${LMCACHE_E2E_SEQUENTIAL:-false}" = true ]; then
   args+=(--sequential)
 fi
+if [ "${LMCACHE_E2E_DRY_RUN:-false}" = true ]; then
+  args+=(--dry-run)
+fi
 
 results_dir=${LMCACHE_E2E_RESULTS_DIR:-${RUNNER_TEMP:-/tmp}/lmcache-e2e-results}
 args+=(--results-dir "$results_dir")

@@ -32,7 +32,18 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         .into_iter()
         .map(|(n, _)| n.clone())
         .collect();
+    // Every mistake of the suite and every program or file it lacks here,
+    // at once, before an engine spends minutes starting.
+    crate::config::preflight::check(&loaded, &selected)?;
     let ci = CiEnv::from_process();
+    if args.dry_run {
+        let results_dir = results_dir_of(&args, &loaded, &build_id_of(&loaded));
+        let mut out = super::Out::new();
+        for line in run::plan::lines(&loaded, &selected, &results_dir) {
+            out.line(line);
+        }
+        return Ok(());
+    }
     let verbosity = match (args.quiet, args.verbose) {
         (true, _) => Verbosity::Quiet,
         (_, true) => Verbosity::Verbose,
@@ -44,16 +55,8 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         Arc::new(console.clone()),
         Arc::new(CiGroups { ci: ci.ci }),
     ]);
-    let run_cfg = &loaded.suite.run;
-    let build_id = run_cfg
-        .build_id
-        .clone()
-        .unwrap_or_else(|| format!("local_{}", chrono::Utc::now().format("%Y%m%d_%H%M%S")));
-    let results_dir = args
-        .results_dir
-        .clone()
-        .or_else(|| run_cfg.results_dir.clone())
-        .unwrap_or_else(|| PathBuf::from(format!("/tmp/lmcache_ci_results_{build_id}")));
+    let build_id = build_id_of(&loaded);
+    let results_dir = results_dir_of(&args, &loaded, &build_id);
     let shard = match which_shard(&args.shard)? {
         Some(s) => Some(shard_run(&loaded, &selected, s, &results_dir, &args.shard)?),
         None => None,
@@ -91,6 +94,22 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     history?;
     delivered?;
     Ok(())
+}
+
+fn build_id_of(loaded: &Loaded) -> String {
+    loaded
+        .suite
+        .run
+        .build_id
+        .clone()
+        .unwrap_or_else(|| format!("local_{}", chrono::Utc::now().format("%Y%m%d_%H%M%S")))
+}
+
+fn results_dir_of(args: &CiArgs, loaded: &Loaded, build_id: &str) -> PathBuf {
+    args.results_dir
+        .clone()
+        .or_else(|| loaded.suite.run.results_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/lmcache_ci_results_{build_id}")))
 }
 
 /// `--shard`, else Buildkite's parallel job, else none.

@@ -11,10 +11,18 @@ pub(crate) fn run(args: &SuiteArgs) -> Result<(), Error> {
         .map(|(k, v, _)| k.len() + v.len() + 3)
         .max()
         .unwrap_or(0);
-    println!("# effective suite (base: {})", loaded.base);
+    let mut out = super::Out::new();
+    out.line(format_args!("# effective suite (base: {})", loaded.base));
+    for (var, key) in loaded.env_overridden() {
+        out.line(format_args!(
+            "# the environment overrides {key} ({var}); run.env_overrides = false refuses it"
+        ));
+    }
     for (key, value, source) in rows {
         let line = format!("{key} = {value}");
-        println!("{line:<width$}  # {source}");
+        out.line(format_args!("{line:<width$}  # {source}"));
     }
-    Ok(())
+    // The values are shown either way; what the suite lacks here fails it.
+    let all: Vec<String> = loaded.suite.tests.keys().cloned().collect();
+    Ok(crate::config::preflight::check(&loaded, &all)?)
 }

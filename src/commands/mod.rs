@@ -30,6 +30,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
         Command::Ci(args) => ci::run(args).await,
         Command::List(args) => list::run(&args),
         Command::Config(ConfigCommand::Show(args)) => config_show::run(&args),
+        Command::Config(ConfigCommand::Schema) => {
+            let schema = serde_json::to_string_pretty(&config::schema::suite())
+                .expect("a schema serializes");
+            Out::new().line(schema);
+            Ok(())
+        }
         Command::Report(args) => report::run(args).await,
         Command::Recommend(args) => recommend::run(&args).await,
         Command::Setup(SetupArgs {
@@ -51,6 +57,29 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
         Command::Calibrate(args) => calibrate::run(&args),
         Command::Merge(args) => merge::run(args).await,
         Command::Export(args) => export::run(&args),
+    }
+}
+
+/// Standard output a line at a time; a reader that went away (`| head`)
+/// ends the output quietly instead of a panic.
+pub(crate) struct Out {
+    stdout: std::io::Stdout,
+    closed: bool,
+}
+
+impl Out {
+    pub(crate) fn new() -> Self {
+        Self {
+            stdout: std::io::stdout(),
+            closed: false,
+        }
+    }
+
+    pub(crate) fn line(&mut self, text: impl std::fmt::Display) {
+        use std::io::Write as _;
+        if !self.closed && writeln!(self.stdout.lock(), "{text}").is_err() {
+            self.closed = true;
+        }
     }
 }
 

@@ -15,12 +15,19 @@ use crate::workload::mmlu::data;
 
 pub(crate) fn check(suite: &SuiteArgs) -> Result<(), Error> {
     let loaded = super::load_suite(suite)?;
-    let checks = prereqs::check(&loaded.suite);
+    let mut checks = prereqs::check(&loaded.suite);
+    // What the engines and tests run and read, as `ci` will ask for them.
+    let all: Vec<String> = loaded.suite.tests.keys().cloned().collect();
+    checks.extend(
+        crate::config::preflight::needs(&loaded, &all)
+            .into_iter()
+            .map(prereqs::Check::from),
+    );
     println!("{}", prereqs::table(&checks));
     let missing: Vec<&str> = checks
         .iter()
         .filter(|c| c.required && c.found.is_none())
-        .map(|c| c.name)
+        .map(|c| c.name.as_str())
         .collect();
     if missing.is_empty() {
         Ok(())

@@ -89,7 +89,18 @@ pub(crate) fn load(req: &LoadRequest<'_>) -> Result<Loaded, ConfigError> {
 
     // The environment overrides need the roles and kinds the file declares.
     let first: Suite = typed(&table, &origins, &base)?;
-    for (var, key, ty) in env_overrides(&first) {
+    // A suite (or a --set) can refuse them: a CI job's stray MODEL must not
+    // change what a pinned suite runs.
+    let set_off = req.sets.iter().any(|s| {
+        s.split_once('=')
+            .is_some_and(|(k, v)| k.trim() == "run.env_overrides" && v.trim() == "false")
+    });
+    let overrides = if first.run.env_overrides && !set_off {
+        env_overrides(&first)
+    } else {
+        Vec::new()
+    };
+    for (var, key, ty) in overrides {
         let Some(raw) = (req.env)(var).filter(|v| !v.is_empty()) else {
             continue;
         };
@@ -130,8 +141,9 @@ pub(crate) fn load(req: &LoadRequest<'_>) -> Result<Loaded, ConfigError> {
         mark_leaves(&table_get(&table, &key), &key, &Source::Set, &mut origins);
     }
 
+    misnamed_checks(&table, &origins, &base)?;
     let suite: Suite = typed(&table, &origins, &base)?;
-    let params = validate(&suite, &origins, &base)?;
+    let params = validate(&suite, &origins, &base, &suite_dir_of(&base))?;
     Ok(Loaded {
         suite,
         params,
@@ -178,14 +190,34 @@ impl Loaded {
     /// The directory relative paths in the suite are resolved against: the
     /// suite file's own, or the working directory for a preset.
     pub(crate) fn suite_dir(&self) -> PathBuf {
-        match &self.base {
-            Source::File(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
-            _ => PathBuf::new(),
-        }
+        suite_dir_of(&self.base)
+    }
+
+    /// The environment variables that overrode a suite value, with the key.
+    pub(crate) fn env_overridden(&self) -> Vec<(&'static str, &str)> {
+        self.origins
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Source::Env(var) => Some((*var, k.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The layer to blame for a key's value (its own, or its parent's).
+    pub(crate) fn blame(&self, key: &str) -> String {
+        blame(&self.origins, key, &self.base)
     }
 
     fn origin_of(&self, key: &str) -> Source {
         self.origins.get(key).cloned().unwrap_or(Source::Default)
+    }
+}
+
+fn suite_dir_of(base: &Source) -> PathBuf {
+    match base {
+        Source::File(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        _ => PathBuf::new(),
     }
 }
 
@@ -372,18 +404,108 @@ fn typed_at<T: DeserializeOwned>(
             (false, _) => format!("{prefix}.{inner}"),
         };
         let message = e.into_inner().to_string();
-        // An unknown field's path is its parent; name the field itself.
+        // An unknown field's path is sometimes its parent and sometimes the
+        // field itself: name the field once.
         let key = match unknown_field(&message) {
             Some(field) if key == "." || key.is_empty() => field,
+            Some(field) if key == field || key.ends_with(&format!(".{field}")) => key,
             Some(field) => format!("{key}.{field}"),
             None => key,
         };
         ConfigError::Invalid {
             origin: blame(origins, &key, base),
             key,
-            message,
+            message: in_words(&message),
         }
     })
+}
+
+/// A check without a metric is a new check; when its name is a near miss
+/// of one that has a metric, it was meant to change that one (a thresholds
+/// file with `[tests.long_doc_qa.checks.query_tfft] max = 0.3`).
+fn misnamed_checks(
+    table: &Table,
+    origins: &BTreeMap<String, Source>,
+    base: &Source,
+) -> Result<(), ConfigError> {
+    let Some(tests) = table.get("tests").and_then(Value::as_table) else {
+        return Ok(());
+    };
+    for (test, body) in tests {
+        let Some(checks) = body.get("checks").and_then(Value::as_table) else {
+            continue;
+        };
+        let named: Vec<&str> = checks
+            .iter()
+            .filter(|(_, c)| c.get("metric").is_some())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        for (name, _) in checks.iter().filter(|(_, c)| c.get("metric").is_none()) {
+            if let Some(near) = super::metrics::suggest(name, named.iter().copied()) {
+                return Err(invalid(
+                    format!("tests.{test}.checks.{name}"),
+                    origins,
+                    base,
+                    format!("the suite has no check `{name}` to change; did you mean `{near}`? (a new check needs a `metric` and one bound)"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// serde's and toml's wording made a maintainer's: the key is already
+/// named, so toml's trailing "in `key`" goes; Rust type names become what
+/// they accept; an unknown field gets the nearest known one.
+fn in_words(message: &str) -> String {
+    let first = message
+        .lines()
+        .filter(|l| !(l.starts_with("in `") && l.ends_with('`')))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let first = first.trim();
+    if let Some(field) = unknown_field(first) {
+        let known: Vec<&str> = first
+            .split("expected one of ")
+            .nth(1)
+            .or_else(|| first.split("expected ").nth(1))
+            .map(|list| {
+                list.split(", ")
+                    .map(|k| k.trim_matches(['`', ' ']))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return match super::metrics::suggest(&field, known.iter().copied()) {
+            Some(near) => format!(
+                "unknown key `{field}`; did you mean `{near}`? (known: {})",
+                known.join(", ")
+            ),
+            None => format!("unknown key `{field}` (known: {})", known.join(", ")),
+        };
+    }
+    if first == "missing field `metric`" {
+        return "a check needs a `metric` and one bound (max, min, max_change_pct or min_change_pct)".into();
+    }
+    let words = [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u16", "expected a port number, 0 to 65535"),
+        ("expected u8", "expected a whole number, 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        (
+            "expected a sequence",
+            "expected a list, e.g. [\"a\", \"b\"]",
+        ),
+    ];
+    let mut out = first.to_string();
+    for (rust, plain) in words {
+        out = out.replace(rust, plain);
+    }
+    out
 }
 
 fn unknown_field(message: &str) -> Option<String> {
@@ -449,14 +571,66 @@ fn bad_server_url(url: &str) -> Option<String> {
     }
 }
 
+/// Everything wrong with a suite, found in one pass so a maintainer fixes
+/// it all at once: each problem names its key and the layer that set it.
+struct Problems<'a> {
+    origins: &'a BTreeMap<String, Source>,
+    base: &'a Source,
+    found: Vec<ConfigError>,
+}
+
+impl Problems<'_> {
+    fn bad(&mut self, key: String, message: impl Into<String>) {
+        self.found
+            .push(invalid(key, self.origins, self.base, message));
+    }
+
+    fn into_result<T>(self, ok: T) -> Result<T, ConfigError> {
+        match self.found.len() {
+            0 => Ok(ok),
+            1 => Err(self.found.into_iter().next().expect("one")),
+            _ => Err(ConfigError::Many(self.found)),
+        }
+    }
+}
+
 fn validate(
     suite: &Suite,
     origins: &BTreeMap<String, Source>,
     base: &Source,
+    dir: &Path,
 ) -> Result<IndexMap<String, TestParams>, ConfigError> {
-    let err = |key: String, msg: &str| invalid(key, origins, base, msg);
+    let mut p = Problems {
+        origins,
+        base,
+        found: Vec::new(),
+    };
+    validate_engines(suite, &mut p);
+    validate_run(suite, &mut p);
+    let mut params = IndexMap::new();
+    for (name, test) in &suite.tests {
+        validate_checks(suite, name, test, &mut p);
+        if let Some(typed) = validate_test(suite, name, test, &mut p) {
+            params.insert(name.clone(), typed);
+        }
+    }
+    // A suite with problems gets what it lacks on this machine said with
+    // them, so one look fixes all (a suite without problems is checked for
+    // the tests a run selects, by `preflight::check`).
+    if !p.found.is_empty() {
+        let all: Vec<String> = params.keys().cloned().collect();
+        for need in super::preflight::needs_of(suite, &params, dir, &all) {
+            if need.found.is_none() {
+                p.bad(need.key, need.fix);
+            }
+        }
+    }
+    p.into_result(params)
+}
+
+fn validate_engines(suite: &Suite, p: &mut Problems<'_>) {
     if suite.engines.is_empty() {
-        return Err(err("engines".into(), "a suite needs at least one engine"));
+        p.bad("engines".into(), "a suite needs at least one engine");
     }
     // Services may be many; baseline and LMCache are one each.
     for role in [Role::Baseline, Role::Lmcache] {
@@ -467,84 +641,17 @@ fn validate(
             .map(|(n, _)| n)
             .collect();
         if names.len() > 1 {
-            return Err(err(
+            p.bad(
                 format!("engines.{}.role", names[1]),
-                &format!(
+                format!(
                     "only one engine may have role `{role}` (also `{}`)",
                     names[0]
                 ),
-            ));
+            );
         }
     }
     for (name, e) in &suite.engines {
-        match e.kind {
-            EngineKind::Process if e.command.as_deref().is_none_or(str::is_empty) => {
-                return Err(err(
-                    format!("engines.{name}.command"),
-                    "kind `process` needs a command",
-                ));
-            }
-            EngineKind::Container
-                if e.container
-                    .as_ref()
-                    .is_none_or(|c| c.image.trim().is_empty()) =>
-            {
-                return Err(err(
-                    format!("engines.{name}.container.image"),
-                    "kind `container` needs [engines.NAME.container] with an image",
-                ));
-            }
-            EngineKind::External if e.url.is_none() => {
-                return Err(err(
-                    format!("engines.{name}.url"),
-                    "kind `external` needs a url, e.g. \"http://127.0.0.1:8000\"",
-                ));
-            }
-            _ => {}
-        }
-        if let Some(path) = e
-            .health_path
-            .as_deref()
-            .filter(|p| !p.is_empty() && (!p.starts_with('/') || p.contains(['?', '#', ' '])))
-        {
-            return Err(err(
-                format!("engines.{name}.health_path"),
-                &format!("must be a path such as \"/health\" (or \"\" for /v1/models alone), not {path:?}"),
-            ));
-        }
-        if let Some(bad) = e
-            .files
-            .keys()
-            .find(|f| f.is_empty() || *f == "." || *f == ".." || f.contains(['/', '\\', '\0']))
-        {
-            return Err(err(
-                format!("engines.{name}.files"),
-                &format!("{bad:?} is not a plain file name (no directories): the files go into RESULTS_DIR/engines/{name}/"),
-            ));
-        }
-        if e.readiness == super::Readiness::Health && e.health_path.as_deref() == Some("") {
-            return Err(err(
-                format!("engines.{name}.health_path"),
-                "readiness = \"health\" polls the health route alone: give it a path such as \"/healthcheck\"",
-            ));
-        }
-        if let Some(url) = e.url.as_deref() {
-            if let Some(why) = bad_server_url(url) {
-                return Err(err(format!("engines.{name}.url"), &why));
-            }
-        }
-        if let Some((key, why)) = misplaced(e) {
-            return Err(err(format!("engines.{name}.{key}"), &why));
-        }
-        if let Some(t) = e
-            .readiness_timeout_secs
-            .filter(|t| !(t.is_finite() && *t > 0.0))
-        {
-            return Err(err(
-                format!("engines.{name}.readiness_timeout_secs"),
-                &format!("must be a positive number of seconds, not {t}"),
-            ));
-        }
+        validate_engine(name, e, p);
     }
     if suite.run.schedule == super::Schedule::Concurrent {
         let mut seen: IndexMap<(String, u16), &String> = IndexMap::new();
@@ -553,21 +660,94 @@ fn validate(
                 (e.port.filter(|p| *p != 0), e.kind == EngineKind::External)
             {
                 if let Some(other) = seen.insert((e.host.clone(), port), name) {
-                    return Err(err(
+                    p.bad(
                         format!("engines.{name}.port"),
-                        &format!("`{other}` uses port {port} too; give each engine its own port, or set run.schedule = \"sequential\""),
-                    ));
+                        format!("`{other}` uses port {port} too; give each engine its own port, or set run.schedule = \"sequential\""),
+                    );
                 }
             }
         }
     }
+}
+
+fn validate_engine(name: &str, e: &super::EngineConfig, p: &mut Problems<'_>) {
+    match e.kind {
+        EngineKind::Process if e.command.as_deref().is_none_or(str::is_empty) => p.bad(
+            format!("engines.{name}.command"),
+            "kind `process` needs a command",
+        ),
+        EngineKind::Container
+            if e.container
+                .as_ref()
+                .is_none_or(|c| c.image.trim().is_empty()) =>
+        {
+            p.bad(
+                format!("engines.{name}.container.image"),
+                "kind `container` needs [engines.NAME.container] with an image",
+            )
+        }
+        EngineKind::External if e.url.is_none() => p.bad(
+            format!("engines.{name}.url"),
+            "kind `external` needs a url, e.g. \"http://127.0.0.1:8000\"",
+        ),
+        _ => {}
+    }
+    if let Some(path) = e
+        .health_path
+        .as_deref()
+        .filter(|p| !p.is_empty() && (!p.starts_with('/') || p.contains(['?', '#', ' '])))
+    {
+        p.bad(
+            format!("engines.{name}.health_path"),
+            format!(
+                "must be a path such as \"/health\" (or \"\" for /v1/models alone), not {path:?}"
+            ),
+        );
+    }
+    if let Some(bad) = e
+        .files
+        .keys()
+        .find(|f| f.is_empty() || *f == "." || *f == ".." || f.contains(['/', '\\', '\0']))
+    {
+        p.bad(
+            format!("engines.{name}.files"),
+            format!("{bad:?} is not a plain file name (no directories): the files go into RESULTS_DIR/engines/{name}/"),
+        );
+    }
+    if e.readiness == super::Readiness::Health && e.health_path.as_deref() == Some("") {
+        p.bad(
+            format!("engines.{name}.health_path"),
+            "readiness = \"health\" polls the health route alone: give it a path such as \"/healthcheck\"",
+        );
+    }
+    if let Some(why) = e.url.as_deref().and_then(bad_server_url) {
+        p.bad(format!("engines.{name}.url"), why);
+    }
+    if let Some((key, why)) = misplaced(e) {
+        p.bad(format!("engines.{name}.{key}"), why);
+    }
+    if let Some(t) = e
+        .readiness_timeout_secs
+        .filter(|t| !(t.is_finite() && *t > 0.0))
+    {
+        p.bad(
+            format!("engines.{name}.readiness_timeout_secs"),
+            format!("must be a positive number of seconds, not {t}"),
+        );
+    }
+}
+
+fn validate_run(suite: &Suite, p: &mut Problems<'_>) {
     let run = &suite.run;
     for (key, v) in [
         ("run.readiness_timeout_secs", run.readiness_timeout_secs),
         ("run.request_timeout_secs", run.request_timeout_secs),
     ] {
         if !(v.is_finite() && v > 0.0) {
-            return Err(err(key.into(), "must be a positive number of seconds"));
+            p.bad(
+                key.into(),
+                format!("must be a positive number of seconds, not {v}"),
+            );
         }
     }
     for (key, v) in [
@@ -576,107 +756,171 @@ fn validate(
         ("run.gpu_release_timeout_secs", run.gpu_release_timeout_secs),
     ] {
         if !(v.is_finite() && v >= 0.0) {
-            return Err(err(key.into(), "must be zero or more seconds"));
+            p.bad(key.into(), format!("must be zero or more seconds, not {v}"));
         }
     }
+}
 
-    let mut params = IndexMap::new();
-    for (name, test) in &suite.tests {
-        let prefix = format!("tests.{name}");
-        for (check_name, c) in &test.checks {
-            let bounds = [c.max, c.min, c.max_change_pct, c.min_change_pct]
-                .iter()
-                .filter(|b| b.is_some())
-                .count();
-            if bounds != 1 {
-                return Err(err(
-                    format!("{prefix}.checks.{check_name}"),
-                    "set exactly one of max, min, max_change_pct, min_change_pct",
-                ));
-            }
+/// The engine roles a test of this kind cannot do without (determinism
+/// compares with a baseline when the suite has one).
+fn roles_needed(kind: TestKind) -> &'static [Role] {
+    match kind {
+        TestKind::LongDocQa | TestKind::Mmlu | TestKind::Throughput | TestKind::RequestRate => {
+            &[Role::Baseline, Role::Lmcache]
         }
-        match test.trials {
-            Some(0) => return Err(err(format!("{prefix}.trials"), "must be at least 1")),
-            Some(t) if t > 1 && !matches!(test.kind, TestKind::LongDocQa | TestKind::Throughput) => {
-                return Err(err(
-                    format!("{prefix}.trials"),
-                    "paired trials are for long_doc_qa and throughput; this kind is judged per question or per output",
-                ))
-            }
-            _ => {}
-        }
-        let pairs = matches!(test.kind, TestKind::LongDocQa | TestKind::Throughput);
-        if let Some(m) = test.max_trials {
-            if !pairs {
-                return Err(err(
-                    format!("{prefix}.max_trials"),
-                    "paired trials are for long_doc_qa and throughput",
-                ));
-            }
-            if m < test.trials() {
-                return Err(err(
-                    format!("{prefix}.max_trials"),
-                    &format!("must be at least trials ({})", test.trials()),
-                ));
-            }
-        }
-        for (check_name, c) in &test.checks {
-            if c.on_inconclusive.wants_more_trials() && !pairs {
-                return Err(err(
-                    format!("{prefix}.checks.{check_name}.on_inconclusive"),
-                    "more trials need a long_doc_qa or throughput test; use \"warn\" or \"fail\"",
-                ));
-            }
-        }
-        let table = Value::Table(test.params.clone());
-        let p = match test.kind {
-            TestKind::LongDocQa => TestParams::LongDocQa(typed_at(table, &prefix, origins, base)?),
-            TestKind::Mmlu => TestParams::Mmlu(typed_at(table, &prefix, origins, base)?),
-            TestKind::Throughput => {
-                TestParams::Throughput(typed_at(table, &prefix, origins, base)?)
-            }
-            TestKind::Determinism => {
-                TestParams::Determinism(typed_at(table, &prefix, origins, base)?)
-            }
-            TestKind::LmEval => TestParams::LmEval(typed_at(table, &prefix, origins, base)?),
-            TestKind::RequestRate => {
-                TestParams::RequestRate(typed_at(table, &prefix, origins, base)?)
-            }
-            TestKind::FaultTolerance => {
-                TestParams::FaultTolerance(typed_at(table, &prefix, origins, base)?)
-            }
-        };
-        if let TestParams::FaultTolerance(ft) = &p {
-            let services: Vec<&String> = suite
-                .engines
-                .iter()
-                .filter(|(_, e)| e.role == Role::Service)
-                .map(|(n, _)| n)
-                .collect();
-            let ok = match &ft.service {
-                Some(name) => services.contains(&name),
-                None => services.len() == 1,
-            };
-            if !ok {
-                return Err(err(
-                    format!("{prefix}.service"),
-                    &format!(
-                        "fault tolerance stops a service mid-run: name one of the suite's engines with role = \"service\" (it has {})",
-                        if services.is_empty() { "none".to_string() } else { services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ") }
-                    ),
-                ));
-            }
-        }
-        if let Err(bad) = p.validate() {
-            let key = match bad.key {
-                Some(k) => format!("{prefix}.{k}"),
-                None => prefix,
-            };
-            return Err(err(key, bad.message));
-        }
-        params.insert(name.clone(), p);
+        TestKind::Determinism | TestKind::LmEval | TestKind::FaultTolerance => &[Role::Lmcache],
     }
-    Ok(params)
+}
+
+/// Every check bounds a metric its test records, of an engine the suite has.
+fn validate_checks(suite: &Suite, name: &str, test: &super::TestConfig, p: &mut Problems<'_>) {
+    let prefix = format!("tests.{name}");
+    let has = |role: Role| suite.engine_with_role(role).is_some();
+    for role in roles_needed(test.kind) {
+        if !has(*role) {
+            p.bad(
+                prefix.clone(),
+                format!(
+                    "a {} test runs against the {role} engine, but no engine has role = \"{role}\"; add one under [engines]",
+                    test.kind.as_str()
+                ),
+            );
+        }
+    }
+    let pairs = matches!(test.kind, TestKind::LongDocQa | TestKind::Throughput);
+    for (check_name, c) in &test.checks {
+        let key = format!("{prefix}.checks.{check_name}");
+        let bounds = [c.max, c.min, c.max_change_pct, c.min_change_pct];
+        let relative = c.max_change_pct.is_some() || c.min_change_pct.is_some();
+        if bounds.iter().filter(|b| b.is_some()).count() != 1 {
+            p.bad(
+                key.clone(),
+                "set exactly one of max, min, max_change_pct, min_change_pct",
+            );
+        }
+        if !super::metrics::knows(test.kind, &c.metric) {
+            let known = super::metrics::measured(test.kind);
+            let hint = match super::metrics::suggest(&c.metric, known.iter().copied()) {
+                Some(near) => format!("did you mean `{near}`? "),
+                None => String::new(),
+            };
+            p.bad(
+                format!("{key}.metric"),
+                format!(
+                    "{} tests record no metric `{}`; {hint}they record {}, and any vLLM or LMCache counter (`vllm:…`, `lmcache…`); `lmcache-e2e list --checks` lists them",
+                    test.kind.as_str(),
+                    c.metric,
+                    known.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        let whose = if relative {
+            vec![Role::Baseline, Role::Lmcache]
+        } else {
+            vec![c.engine]
+        };
+        for role in whose
+            .into_iter()
+            .filter(|r| !has(*r) && *r != Role::Service)
+        {
+            p.bad(
+                format!("{key}.{}", if relative { "metric" } else { "engine" }),
+                format!("the check bounds the {role} engine's value, but no engine has role = \"{role}\""),
+            );
+        }
+        if c.on_inconclusive.wants_more_trials() && !pairs {
+            p.bad(
+                format!("{key}.on_inconclusive"),
+                "more trials need a long_doc_qa or throughput test; use \"warn\" or \"fail\"",
+            );
+        }
+    }
+}
+
+/// The test's own parameters, typed and checked; `None` when they are not.
+fn validate_test(
+    suite: &Suite,
+    name: &str,
+    test: &super::TestConfig,
+    p: &mut Problems<'_>,
+) -> Option<TestParams> {
+    let prefix = format!("tests.{name}");
+    let pairs = matches!(test.kind, TestKind::LongDocQa | TestKind::Throughput);
+    match test.trials {
+        Some(0) => p.bad(format!("{prefix}.trials"), "must be at least 1"),
+        Some(t) if t > 1 && !pairs => p.bad(
+            format!("{prefix}.trials"),
+            "paired trials are for long_doc_qa and throughput; this kind is judged per question or per output",
+        ),
+        _ => {}
+    }
+    if let Some(m) = test.max_trials {
+        if !pairs {
+            p.bad(
+                format!("{prefix}.max_trials"),
+                "paired trials are for long_doc_qa and throughput",
+            );
+        } else if m < test.trials() {
+            p.bad(
+                format!("{prefix}.max_trials"),
+                format!("must be at least trials ({})", test.trials()),
+            );
+        }
+    }
+    let table = Value::Table(test.params.clone());
+    let (origins, base) = (p.origins, p.base);
+    let typed = match test.kind {
+        TestKind::LongDocQa => typed_at(table, &prefix, origins, base).map(TestParams::LongDocQa),
+        TestKind::Mmlu => typed_at(table, &prefix, origins, base).map(TestParams::Mmlu),
+        TestKind::Throughput => typed_at(table, &prefix, origins, base).map(TestParams::Throughput),
+        TestKind::Determinism => {
+            typed_at(table, &prefix, origins, base).map(TestParams::Determinism)
+        }
+        TestKind::LmEval => typed_at(table, &prefix, origins, base).map(TestParams::LmEval),
+        TestKind::RequestRate => {
+            typed_at(table, &prefix, origins, base).map(TestParams::RequestRate)
+        }
+        TestKind::FaultTolerance => {
+            typed_at(table, &prefix, origins, base).map(TestParams::FaultTolerance)
+        }
+    };
+    let typed = match typed {
+        Ok(t) => t,
+        Err(e) => {
+            p.found.push(e);
+            return None;
+        }
+    };
+    if let TestParams::FaultTolerance(ft) = &typed {
+        let services: Vec<&String> = suite
+            .engines
+            .iter()
+            .filter(|(_, e)| e.role == Role::Service)
+            .map(|(n, _)| n)
+            .collect();
+        let ok = match &ft.service {
+            Some(name) => services.contains(&name),
+            None => services.len() == 1,
+        };
+        if !ok {
+            p.bad(
+                format!("{prefix}.service"),
+                format!(
+                    "fault tolerance stops a service mid-run: name one of the suite's engines with role = \"service\" (it has {})",
+                    if services.is_empty() { "none".to_string() } else { services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ") }
+                ),
+            );
+        }
+    }
+    if let Err(bad) = typed.validate() {
+        let key = match bad.key {
+            Some(k) => format!("{prefix}.{k}"),
+            None => prefix,
+        };
+        p.bad(key, bad.message);
+        return None;
+    }
+    Some(typed)
 }
 
 #[cfg(test)]

@@ -3,8 +3,11 @@
 //! `--set` override it (with the origin of every value kept for `config show`).
 
 mod layers;
+pub(crate) mod metrics;
 mod params;
+pub(crate) mod preflight;
 mod presets;
+pub(crate) mod schema;
 
 use std::path::PathBuf;
 
@@ -37,7 +40,7 @@ pub(crate) enum ConfigError {
         origin: String,
         message: String,
     },
-    #[error("unknown preset `{0}` (known presets: {known})", known = PRESETS.iter().map(|p| format!("{}: {}", p.name, p.about)).collect::<Vec<_>>().join("; "))]
+    #[error("unknown preset `{name}`; {hint}presets: {known}; `lmcache-e2e list --presets` says what each runs", name = .0, hint = did_you_mean(.0), known = PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", "))]
     UnknownPreset(String),
     #[error(
         "invalid --set `{0}`: expected KEY=VALUE, e.g. --set tests.long_doc_qa.num_documents=4"
@@ -51,9 +54,18 @@ pub(crate) enum ConfigError {
     },
     #[error("no test matches --only `{0}`; run `lmcache-e2e list` to see the suite's tests")]
     NoTestMatches(String),
+    /// Several problems at once, each on its own line.
+    #[error("the suite has {} problems:{}", .0.len(), .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    Many(Vec<ConfigError>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// "did you mean `sim`? " for a near miss of a preset's name.
+fn did_you_mean(name: &str) -> String {
+    metrics::suggest(name, PRESETS.iter().map(|p| p.name))
+        .map_or_else(String::new, |near| format!("did you mean `{near}`? "))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum EngineKind {
     /// A command we start, e.g. `vllm serve`.
@@ -67,7 +79,9 @@ pub(crate) enum EngineKind {
 }
 
 /// How an engine is known to be ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Readiness {
     /// `GET /health`, then `GET /v1/models`, answer 2xx.
@@ -81,7 +95,7 @@ pub(crate) enum Readiness {
 }
 
 /// How a `container` engine is run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ContainerOptions {
     pub image: String,
@@ -110,7 +124,7 @@ pub(crate) struct ContainerOptions {
 }
 
 /// `docker build` of an engine's image, as the multiprocessing suite does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BuildOptions {
     /// Build context, relative to the suite file (or the working directory).
@@ -135,7 +149,7 @@ fn docker_cli() -> String {
     "docker".to_string()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Suite {
     #[serde(default)]
@@ -150,7 +164,7 @@ pub(crate) struct Suite {
 
 /// The job's Python environment: a venv, repositories checked out at a ref
 /// and installed editable, extra packages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct SetupConfig {
     /// `VENV_DIR`; relative paths are relative to the working directory.
@@ -191,7 +205,9 @@ impl Default for SetupConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Installer {
     #[default]
@@ -200,7 +216,7 @@ pub(crate) enum Installer {
     Pip,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RepoConfig {
     pub url: String,
@@ -213,7 +229,7 @@ pub(crate) struct RepoConfig {
     pub editable: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RunConfig {
     /// Suite name shown in reports.
@@ -246,6 +262,10 @@ pub(crate) struct RunConfig {
     /// LMCache, each started, used by every test and stopped before the
     /// next (Dynamo's deployments share port 8000).
     pub schedule: Schedule,
+    /// Whether the reference's environment variables (`MODEL`,
+    /// `NUM_DOCUMENTS`, `MAX_WAIT_SECONDS`, …) override the suite; each one
+    /// that does is named in the run's first lines and in `config show`.
+    pub env_overrides: bool,
     /// The hard checks with intervals share one false-alarm budget (5 %):
     /// Holm's step-down adjustment over their p-values. `false` judges
     /// each check on its own.
@@ -254,7 +274,7 @@ pub(crate) struct RunConfig {
 
 /// How many GPUs to wait for, and how idle they must be (the reference:
 /// two, 70000 MiB free, at most 20 % busy, polled every 10 s for an hour).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct GpuChoice {
     pub count: usize,
@@ -280,7 +300,9 @@ impl Default for GpuChoice {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Schedule {
     #[default]
@@ -298,17 +320,18 @@ impl Default for RunConfig {
             models: Vec::new(),
             readiness_timeout_secs: 300.0,
             grace_period_secs: 5.0,
-            starting_report_secs: 30.0,
+            starting_report_secs: 10.0,
             gpu_release_timeout_secs: 120.0,
             request_timeout_secs: 600.0,
             schedule: Schedule::Concurrent,
             gpus: GpuChoice::default(),
+            env_overrides: true,
             holm: true,
         }
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EngineConfig {
     pub role: Role,
@@ -357,7 +380,7 @@ fn default_host() -> String {
     "127.0.0.1".to_string()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum TestKind {
     LongDocQa,
@@ -435,7 +458,7 @@ fn yes() -> bool {
 /// One threshold on one metric. Exactly one bound is set: `max`/`min` on the
 /// engine's own value, or `max_change_pct`/`min_change_pct` on
 /// `(lmcache - baseline) / baseline * 100`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CheckConfig {
     pub metric: String,
@@ -463,6 +486,34 @@ pub(crate) struct CheckConfig {
 }
 
 impl CheckConfig {
+    /// `query_ttft_per_prompt <= -60 % change vs baseline (error)`.
+    pub(crate) fn describe(&self) -> String {
+        let (op, v, relative) = match (self.max, self.min, self.max_change_pct, self.min_change_pct)
+        {
+            (Some(v), ..) => ("<=", v, false),
+            (_, Some(v), ..) => (">=", v, false),
+            (_, _, Some(v), _) => ("<=", v, true),
+            (_, _, _, Some(v)) => (">=", v, true),
+            _ => ("?", f64::NAN, false),
+        };
+        let what = if relative {
+            format!("{} {op} {v} % change vs baseline", self.metric)
+        } else {
+            format!("{} of {} {op} {v}", self.metric, self.engine)
+        };
+        let mut notes = vec![format!("{:?}", self.severity).to_lowercase()];
+        if !self.enabled {
+            notes.push("disabled".into());
+        }
+        if self.retryable {
+            notes.push("retryable".into());
+        }
+        if self.on_inconclusive != OnInconclusive::default() {
+            notes.push(format!("inconclusive: {:?}", self.on_inconclusive).to_lowercase());
+        }
+        format!("{what} ({})", notes.join(", "))
+    }
+
     /// A check on `metric` of the LMCache engine, failing the run, with no
     /// bound yet: the caller sets one.
     pub(crate) fn on(metric: &str) -> Self {
@@ -498,6 +549,18 @@ pub(crate) enum TestParams {
 }
 
 impl TestParams {
+    pub(crate) fn kind(&self) -> TestKind {
+        match self {
+            TestParams::LongDocQa(_) => TestKind::LongDocQa,
+            TestParams::Mmlu(_) => TestKind::Mmlu,
+            TestParams::Throughput(_) => TestKind::Throughput,
+            TestParams::Determinism(_) => TestKind::Determinism,
+            TestParams::LmEval(_) => TestKind::LmEval,
+            TestParams::RequestRate(_) => TestKind::RequestRate,
+            TestParams::FaultTolerance(_) => TestKind::FaultTolerance,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), params::Invalid> {
         match self {
             TestParams::LongDocQa(p) => p.validate(),

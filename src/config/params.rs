@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Parameters of the MMLU test.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct MmluParams {
     /// `data.tar.xz`, an extracted `data/` directory, or `builtin` (a small
@@ -71,7 +71,9 @@ impl Default for MmluParams {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Variant {
     /// `.buildkite/correctness/mmlu-test.py`, as LMCache runs it today.
@@ -94,7 +96,7 @@ impl Variant {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RequestRateParams {
     /// Requests per second, evenly spaced.
@@ -124,7 +126,7 @@ impl Default for RequestRateParams {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct DeterminismParams {
     /// JSONL of `{"id": ..., "prompt": ...}`; the built-in set when absent.
@@ -156,7 +158,7 @@ impl Default for DeterminismParams {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ThroughputParams {
     pub num_prompts: usize,
@@ -180,7 +182,9 @@ pub(crate) struct ThroughputParams {
     pub warmup_requests: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Driver {
     #[default]
@@ -206,7 +210,7 @@ impl Default for ThroughputParams {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LmEvalParams {
     pub command: String,
@@ -224,7 +228,9 @@ pub(crate) struct LmEvalParams {
     pub when_unavailable: WhenUnavailable,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum WhenUnavailable {
     #[default]
@@ -248,7 +254,7 @@ impl Default for LmEvalParams {
 }
 
 /// Which OpenAI endpoint a streamed request goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Api {
     /// `POST /v1/chat/completions` with one user message.
@@ -265,7 +271,7 @@ pub(crate) fn parse_hit_miss(ratio: &str) -> Option<(usize, usize)> {
 }
 
 /// Parameters of the long document QA workload (reference section 3).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LongDocQaParams {
     pub document_length: usize,
@@ -315,7 +321,7 @@ impl Default for LongDocQaParams {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RepeatMode {
     Tile,
@@ -335,18 +341,25 @@ fn invalid(key: Option<&'static str>, message: &'static str) -> Result<(), Inval
     Err(Invalid { key, message })
 }
 
+/// The first of these counts that is zero, named.
+fn at_least_one(counts: &[(&'static str, u64)]) -> Result<(), Invalid> {
+    match counts.iter().find(|(_, v)| *v == 0) {
+        Some((key, _)) => invalid(Some(key), "must be at least 1"),
+        None => Ok(()),
+    }
+}
+
 fn seconds_ok(v: f64) -> bool {
     v.is_finite() && v >= 0.0
 }
 
 impl LongDocQaParams {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        if self.num_documents == 0 || self.max_inflight_requests == 0 || self.repeat_count == 0 {
-            return invalid(
-                None,
-                "num_documents, repeat_count and max_inflight_requests must be at least 1",
-            );
-        }
+        at_least_one(&[
+            ("num_documents", self.num_documents as u64),
+            ("repeat_count", self.repeat_count as u64),
+            ("max_inflight_requests", self.max_inflight_requests as u64),
+        ])?;
         if self
             .hit_miss_ratio
             .as_deref()
@@ -372,14 +385,13 @@ impl LongDocQaParams {
 
 impl MmluParams {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        if self.max_inflight_requests == 0
-            || (self.number_of_subjects == 0 && self.subjects.is_empty())
-        {
+        if self.number_of_subjects == 0 && self.subjects.is_empty() {
             return invalid(
-                None,
-                "number_of_subjects (or subjects) and max_inflight_requests must be at least 1",
+                Some("number_of_subjects"),
+                "must be at least 1 (or name the subjects)",
             );
         }
+        at_least_one(&[("max_inflight_requests", self.max_inflight_requests as u64)])?;
         if !seconds_ok(self.store_load_pause_secs) {
             return invalid(
                 Some("store_load_pause_secs"),
@@ -392,16 +404,15 @@ impl MmluParams {
 
 impl ThroughputParams {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        if self.num_prompts == 0
-            || self.input_len == 0
-            || self.output_len == 0
-            || self.max_concurrency == Some(0)
-        {
-            return invalid(
-                None,
-                "num_prompts, input_len, output_len and max_concurrency must be at least 1",
-            );
-        }
+        at_least_one(&[
+            ("num_prompts", self.num_prompts as u64),
+            ("input_len", self.input_len as u64),
+            ("output_len", u64::from(self.output_len)),
+            (
+                "max_concurrency",
+                self.max_concurrency.map_or(1, |c| c as u64),
+            ),
+        ])?;
         if self
             .request_rate
             .is_some_and(|r| !(r.is_finite() && r > 0.0))
@@ -417,12 +428,10 @@ impl ThroughputParams {
 
 impl DeterminismParams {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        if self.max_inflight_requests == 0 || self.max_tokens == 0 {
-            return invalid(
-                None,
-                "max_inflight_requests and max_tokens must be at least 1",
-            );
-        }
+        at_least_one(&[
+            ("max_inflight_requests", self.max_inflight_requests as u64),
+            ("max_tokens", u64::from(self.max_tokens)),
+        ])?;
         if !seconds_ok(self.store_load_pause_secs) {
             return invalid(
                 Some("store_load_pause_secs"),
@@ -435,9 +444,10 @@ impl DeterminismParams {
 
 impl LmEvalParams {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        if self.limit == 0 || self.num_concurrent == 0 {
-            return invalid(None, "limit and num_concurrent must be at least 1");
-        }
+        at_least_one(&[
+            ("limit", u64::from(self.limit)),
+            ("num_concurrent", u64::from(self.num_concurrent)),
+        ])?;
         Ok(())
     }
 }
@@ -446,7 +456,7 @@ impl LmEvalParams {
 /// `workloads/vllm/fault-tolerance.sh`): three benchmark runs against the
 /// LMCache engine (warm-up, one during which the LMCache server is stopped,
 /// one after), each of which must complete every request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct FaultToleranceParams {
     /// The service stopped mid-run (default: the suite's only service).
@@ -484,18 +494,18 @@ impl Default for FaultToleranceParams {
 
 impl FaultToleranceParams {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        if self.num_prompts == 0 || self.input_len == 0 || self.output_len == 0 {
-            return invalid(
-                None,
-                "num_prompts, input_len and output_len must be at least 1",
-            );
-        }
-        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
-        if !non_negative(self.stop_after_fraction) || !non_negative(self.min_stop_after_secs) {
-            return invalid(
-                None,
-                "stop_after_fraction and min_stop_after_secs must be non-negative",
-            );
+        at_least_one(&[
+            ("num_prompts", self.num_prompts as u64),
+            ("input_len", self.input_len as u64),
+            ("output_len", u64::from(self.output_len)),
+        ])?;
+        for (key, v) in [
+            ("stop_after_fraction", self.stop_after_fraction),
+            ("min_stop_after_secs", self.min_stop_after_secs),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return invalid(Some(key), "must be zero or more");
+            }
         }
         Ok(())
     }
@@ -517,15 +527,18 @@ impl FaultToleranceParams {
 
 impl RequestRateParams {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        let ok = |v: f64| v.is_finite() && v > 0.0;
-        if !ok(self.qps)
-            || !ok(self.duration_secs)
-            || self.context_len == 0
-            || self.query_len < 2
-            || self.output_len == 0
-            || self.num_contexts == 0
-        {
-            return invalid(None, "qps and duration_secs must be positive; context_len, output_len and num_contexts at least 1; query_len at least 2");
+        for (key, v) in [("qps", self.qps), ("duration_secs", self.duration_secs)] {
+            if !(v.is_finite() && v > 0.0) {
+                return invalid(Some(key), "must be a positive number");
+            }
+        }
+        at_least_one(&[
+            ("context_len", self.context_len as u64),
+            ("output_len", u64::from(self.output_len)),
+            ("num_contexts", self.num_contexts as u64),
+        ])?;
+        if self.query_len < 2 {
+            return invalid(Some("query_len"), "must be at least 2");
         }
         Ok(())
     }

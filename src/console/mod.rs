@@ -84,6 +84,8 @@ struct Inner {
     opts: Options,
     multi: Option<MultiProgress>,
     running: Mutex<Vec<Running>>,
+    /// A spinner per engine still starting (terminal only).
+    starting: Mutex<Vec<(String, ProgressBar)>>,
     stopped: AtomicBool,
 }
 
@@ -102,6 +104,7 @@ impl Console {
                 opts,
                 multi,
                 running: Mutex::new(Vec::new()),
+                starting: Mutex::new(Vec::new()),
                 stopped: AtomicBool::new(false),
             }),
         };
@@ -292,6 +295,7 @@ impl Inner {
     }
 
     fn stop_bars(&self) {
+        self.engine_started(None);
         for r in self.running().drain(..) {
             if let Some(bar) = r.bar {
                 bar.finish_and_clear();
@@ -301,6 +305,49 @@ impl Inner {
         if let Some(m) = &self.multi {
             let _ = m.clear();
         }
+    }
+
+    /// On a terminal, a spinner per engine starting: its elapsed time and
+    /// latest word, replaced by the ready line.
+    fn starting_bar(&self, name: &str) {
+        let Some(multi) = &self.multi else {
+            return;
+        };
+        let bar = multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} {elapsed} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(format!("starting `{name}`"));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        self.starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_string(), bar));
+    }
+
+    /// Updates the engine's spinner; false when there is none (off a terminal).
+    fn starting_word(&self, name: &str, word: &str) -> bool {
+        let bars = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+        match bars.iter().find(|(n, _)| n == name) {
+            Some((_, bar)) => {
+                bar.set_message(word.to_string());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Clears the spinner of `name` (every one with `None`).
+    fn engine_started(&self, name: Option<&str>) {
+        let mut bars = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+        bars.retain(|(n, bar)| {
+            let done = name.is_none_or(|name| n == name);
+            if done {
+                bar.finish_and_clear();
+            }
+            !done
+        });
     }
 
     fn verdict_word(&self, v: Verdict) -> String {
@@ -382,21 +429,32 @@ impl Sink for Console {
                 role,
                 url,
                 log,
-            } => match log {
-                Some(log) => self.info(&format!(
-                    "started engine `{name}` ({role}) at {url}, log {}",
-                    log.display()
-                )),
-                None => self.info(&format!("using engine `{name}` at {url}")),
-            },
+            } => {
+                match log {
+                    Some(log) => self.info(&format!(
+                        "started engine `{name}` ({role}) at {url}, log {}",
+                        log.display()
+                    )),
+                    None => self.info(&format!("using engine `{name}` at {url}")),
+                }
+                i.starting_bar(name);
+            }
             Event::EngineStillStarting {
                 name,
                 secs,
                 last_line,
-            } => self.info(&format!(
-                "engine `{name}` still starting ({secs:.0} s){}",
-                last_line.map_or(String::new(), |l| format!(": {}", clean(l)))
-            )),
+                probe,
+            } => {
+                // The log's last line says how far it got; without one, what
+                // its address answers (or that nothing does) is the news.
+                let word = match last_line {
+                    Some(l) => clean(l),
+                    None => format!("nothing ready yet: {}", clean(probe)),
+                };
+                if !i.starting_word(name, &word) {
+                    self.info(&format!("engine `{name}` still starting ({secs:.0} s): {word}"));
+                }
+            }
             Event::GpuMemoryAfterStop {
                 engines,
                 used_mib,
@@ -415,9 +473,13 @@ impl Sink for Console {
                 }
             }
             Event::EngineReady { name, secs } => {
+                i.engine_started(Some(name));
                 self.info(&format!("engine `{name}` ready after {secs:.2} s"))
             }
-            Event::EngineDied { message } => self.warn(message),
+            Event::EngineDied { message } => {
+                i.engine_started(None);
+                self.warn(message)
+            }
             Event::EnginesKilled(names) => {
                 self.warn(&format!("killed after the grace period: {}", names.join(", ")))
             }

@@ -13,12 +13,15 @@ use crate::config::Readiness;
 const POLL: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Told of a slow start: the engine, how long it has been starting, its
+/// log's last line and what its address last answered (or that nothing did).
+pub(crate) type SayStarting = dyn Fn(&str, Duration, Option<String>, &str) + Send + Sync;
+
 /// Who hears about a slow start, and how often: vLLM takes minutes on a
 /// cold compile cache, and a CI log that says nothing for 200 s looks hung.
 pub(crate) struct Starting<'a> {
     pub every: Duration,
-    /// The engine, how long it has been starting, its log's last line.
-    pub say: &'a (dyn Fn(&str, Duration, Option<String>) + Send + Sync),
+    pub say: &'a SayStarting,
 }
 
 /// The last line of an engine's log worth showing: progress bars redraw
@@ -88,7 +91,7 @@ pub(crate) async fn wait_ready(
         }
         if !starting.every.is_zero() && start.elapsed() >= next_word {
             let line = spec.log.as_deref().and_then(last_log_line);
-            (starting.say)(&spec.name, start.elapsed(), line);
+            (starting.say)(&spec.name, start.elapsed(), line, &last);
             while next_word <= start.elapsed() {
                 next_word += starting.every;
             }

@@ -29,6 +29,8 @@ pub(crate) enum Event<'a> {
         name: &'a str,
         secs: f64,
         last_line: Option<&'a str>,
+        /// What its address last answered, or why nothing did.
+        probe: &'a str,
     },
     EngineReady {
         name: &'a str,

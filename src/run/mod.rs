@@ -6,6 +6,7 @@
 mod engagement;
 pub(crate) mod events;
 pub(crate) mod merge;
+pub(crate) mod plan;
 mod services;
 pub(crate) mod shard;
 mod test;
@@ -145,6 +146,17 @@ pub(crate) async fn run(
         source: &results.source,
         results_dir: &results_dir,
     });
+    let overridden = loaded.env_overridden();
+    if !overridden.is_empty() {
+        events.info(format!(
+            "the environment overrides the suite: {} (run.env_overrides = false refuses it)",
+            overridden
+                .iter()
+                .map(|(var, key)| format!("{var} sets {key}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
 
     let supervisor = Supervisor::new(
         &run_id,
@@ -1037,11 +1049,12 @@ impl ModelRun<'_> {
         }
         self.events.emit(&Event::Checkpoint(results))?;
         let events = self.events.clone();
-        let say = move |name: &str, took: Duration, line: Option<String>| {
+        let say = move |name: &str, took: Duration, line: Option<String>, probe: &str| {
             events.say(&Event::EngineStillStarting {
                 name,
                 secs: took.as_secs_f64(),
                 last_line: line.as_deref(),
+                probe,
             })
         };
         let starting = engine::Starting {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use crate::config::TestParams;
+use crate::config::{metrics, TestKind, TestParams};
 use crate::results::{Metric, Role, RunResults};
 use crate::workload::{self, Ctx, Output, Progress, Workload, WorkloadError};
 
@@ -16,6 +16,7 @@ pub(crate) struct TestRun {
     /// The name results record it under (`mmlu`, or `mmlu@Model` when a
     /// suite runs several models).
     name: String,
+    kind: TestKind,
     /// Outputs go to this subdirectory of the results directory, if any.
     subdir: Option<String>,
     workload: Box<dyn Workload>,
@@ -36,6 +37,7 @@ impl TestRun {
     pub(crate) fn new(name: &str, params: &TestParams, subdir: Option<&str>, attempt: u32) -> Self {
         Self {
             name: name.to_string(),
+            kind: params.kind(),
             subdir: subdir.map(String::from),
             workload: workload::for_test(params, attempt),
             planned: false,
@@ -71,6 +73,22 @@ impl TestRun {
                 None => f.clone(),
             })
             .collect();
+        // The catalog the suite's checks are validated against must list
+        // every metric a test records: the debug builds the tests run
+        // hold it to that.
+        debug_assert!(
+            out.metrics
+                .values()
+                .flat_map(|m| m.keys())
+                .all(|k| metrics::knows(self.kind, k)),
+            "{} records a metric config::metrics does not list: {:?}",
+            self.kind.as_str(),
+            out.metrics
+                .values()
+                .flat_map(|m| m.keys())
+                .filter(|k| !metrics::knows(self.kind, k))
+                .collect::<Vec<_>>()
+        );
         if let Some(t) = results.test_mut(&self.name) {
             t.metrics = out.metrics.clone();
             t.files = files;

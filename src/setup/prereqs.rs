@@ -9,11 +9,22 @@ use crate::config::{EngineKind, Installer, Suite};
 use crate::results::NoSecrets;
 
 pub(crate) struct Check {
-    pub name: &'static str,
+    pub name: String,
     /// What was found, or `None` when missing.
     pub found: Option<String>,
     pub required: bool,
-    pub fix: &'static str,
+    pub fix: String,
+}
+
+impl From<crate::config::preflight::Need> for Check {
+    fn from(n: crate::config::preflight::Need) -> Self {
+        Self {
+            name: format!("{} ({})", n.what, n.key),
+            found: n.found,
+            required: true,
+            fix: n.fix,
+        }
+    }
 }
 
 fn version(program: &str, args: &[&str]) -> Option<String> {
@@ -62,43 +73,43 @@ pub(crate) fn check(suite: &Suite) -> Vec<Check> {
                 .map(|h| std::path::Path::new(&h).join(".cache/huggingface"))
         });
     let mut checks = vec![
-        Check { name: "python", found: version(&s.python, &["--version"]), required: true, fix: "install Python 3 (Debian: apt-get install python3 python3-venv) or set setup.python" },
-        Check { name: "git", found: version("git", &["--version"]), required: !s.repos.is_empty(), fix: "install git (Debian: apt-get install git)" },
-        Check { name: "uv", found: version("uv", &["--version"]), required: s.installer == Installer::Uv, fix: "pip install uv (optional: pip is used without it)" },
+        Check { name: "python".into(), found: version(&s.python, &["--version"]), required: true, fix: "install Python 3 (Debian: apt-get install python3 python3-venv) or set setup.python".into() },
+        Check { name: "git".into(), found: version("git", &["--version"]), required: !s.repos.is_empty(), fix: "install git (Debian: apt-get install git)".into() },
+        Check { name: "uv".into(), found: version("uv", &["--version"]), required: s.installer == Installer::Uv, fix: "pip install uv (optional: pip is used without it)".into() },
         Check {
-            name: "docker engine",
+            name: "docker engine".into(),
             found: version("docker", &["info", "--format", "server {{.ServerVersion}}"]),
             required: containers,
-            fix: "install and start a Docker engine (Debian: apt-get install docker.io; dockerd &)",
+            fix: "install and start a Docker engine (Debian: apt-get install docker.io; dockerd &)".into(),
         },
         Check {
-            name: "nvidia-smi",
+            name: "nvidia-smi".into(),
             found: which::which("nvidia-smi").ok().and_then(|p| Command::new(p).no_secrets().arg("-L").output().ok()).filter(|o| o.status.success()).map(|o| {
                 let n = String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU ")).count();
                 format!("{n} GPU(s)")
             }),
             required: gpus,
-            fix: "run on a GPU agent with the NVIDIA driver (nvidia-smi on PATH)",
+            fix: "run on a GPU agent with the NVIDIA driver (nvidia-smi on PATH)".into(),
         },
         Check {
-            name: "HF cache",
+            name: "HF cache".into(),
             found: hf.as_ref().filter(|p| p.is_dir()).map(|p| p.display().to_string()),
             required: false,
-            fix: "set HF_HOME or create ~/.cache/huggingface (models are downloaded there)",
+            fix: "set HF_HOME or create ~/.cache/huggingface (models are downloaded there)".into(),
         },
     ];
     if dynamo {
         checks.push(Check {
-            name: "nats",
+            name: "nats".into(),
             found: listening(4222),
             required: true,
-            fix: "start nats-server (Dynamo needs it on 127.0.0.1:4222)",
+            fix: "start nats-server (Dynamo needs it on 127.0.0.1:4222)".into(),
         });
         checks.push(Check {
-            name: "etcd",
+            name: "etcd".into(),
             found: listening(2379),
             required: true,
-            fix: "start etcd (Dynamo needs it on 127.0.0.1:2379)",
+            fix: "start etcd (Dynamo needs it on 127.0.0.1:2379)".into(),
         });
     }
     checks
@@ -110,8 +121,8 @@ pub(crate) fn table(checks: &[Check]) -> String {
     for c in checks {
         let (status, detail) = match (&c.found, c.required) {
             (Some(found), _) => ("ok", found.clone()),
-            (None, true) => ("MISSING", c.fix.to_string()),
-            (None, false) => ("absent (optional)", c.fix.to_string()),
+            (None, true) => ("MISSING", c.fix.clone()),
+            (None, false) => ("absent (optional)", c.fix.clone()),
         };
         s.push_str(&format!("| {} | {status} | {detail} |\n", c.name));
     }

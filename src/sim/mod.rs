@@ -29,7 +29,7 @@ fn log(args: std::fmt::Arguments<'_>) {
 /// Everything that shapes a simulated engine. The same struct is the
 /// `sim serve` command line and the `[engines.X.sim]` table of a suite, so the
 /// two can never drift apart.
-#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct SimOptions {
     /// Model id served on /v1/models and accepted in requests.
@@ -140,7 +140,18 @@ pub(crate) struct SimOptions {
 }
 
 /// What a sim does with a request when its KV server is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum KvFailurePolicy {
     #[default]

@@ -1,0 +1,159 @@
+//! What `ci --dry-run` prints: the run as it would go, from the suite
+//! alone, with nothing started, no port taken and nothing written.
+
+use crate::config::{EngineConfig, EngineKind, Loaded, Readiness, Role, Schedule, TestKind};
+
+/// Environment variables whose values a plan never shows.
+fn secret(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL"]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
+/// An argument as a shell would need it.
+fn quoted(a: &str) -> String {
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+{}<>".contains(c))
+    {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', r"'\''"))
+    }
+}
+
+fn command_line(e: &EngineConfig, model: &str) -> String {
+    let port = e
+        .port
+        .map_or("<a free port>".to_string(), |p| p.to_string());
+    let args = e.args.iter().map(|a| {
+        a.replace("{port}", &port)
+            .replace("{host}", &e.host)
+            .replace("{model}", model)
+    });
+    let head = match e.kind {
+        EngineKind::Process => e.command.clone().unwrap_or_default(),
+        EngineKind::Sim => "lmcache-e2e sim serve".into(),
+        EngineKind::Container => match &e.container {
+            Some(c) => format!("{} run … {}", c.cli, c.image),
+            None => "container".into(),
+        },
+        EngineKind::External => {
+            return format!("(already running at {})", e.url.as_deref().unwrap_or("?"))
+        }
+    };
+    std::iter::once(head)
+        .chain(args.map(|a| quoted(&a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn readiness(e: &EngineConfig, timeout: f64) -> String {
+    let how = match (e.readiness, e.health_path.as_deref()) {
+        (Readiness::Tcp, _) => "its port accepts".to_string(),
+        (Readiness::Health, p) => format!("{} answers 2xx", p.unwrap_or("/health")),
+        (Readiness::Http, Some("")) => "/v1/models lists a model".to_string(),
+        (Readiness::Http, p) => format!("{} then /v1/models answer", p.unwrap_or("/health")),
+    };
+    format!("ready when {how}, at most {timeout:.0} s")
+}
+
+/// How a check's evidence is weighed, as the gate does it.
+fn method(kind: TestKind, metric: &str, relative: bool, trials: u32) -> &'static str {
+    match (kind, metric, relative) {
+        (TestKind::LongDocQa, "query_ttft_per_prompt", true) => {
+            "paired bootstrap of prompts within trials, 10 % trimmed mean of log ratios"
+        }
+        (TestKind::Mmlu, "accuracy_drop", _) => "McNemar exact test, Agresti–Min interval",
+        (_, _, true) if trials > 1 => "Student t over the per-trial changes",
+        (_, _, true) => "one value a side (no interval with 1 trial)",
+        _ => "the value itself",
+    }
+}
+
+/// The plan, a line at a time.
+pub(crate) fn lines(
+    loaded: &Loaded,
+    selected: &[String],
+    results_dir: &std::path::Path,
+) -> Vec<String> {
+    let suite = &loaded.suite;
+    let mut out = vec![format!(
+        "plan of suite `{}` ({}): engines {}, results in {}",
+        suite.run.name,
+        loaded.base,
+        match suite.run.schedule {
+            Schedule::Concurrent => "up together",
+            Schedule::Sequential => "one after the other (baseline first)",
+        },
+        results_dir.display()
+    )];
+    for (model, label) in super::models_of(&suite.run) {
+        if let Some(l) = label {
+            out.push(format!("model {model} ({l})"));
+        }
+        let mut engines: Vec<(&String, &EngineConfig)> = suite.engines.iter().collect();
+        // Services first, then baseline, then LMCache: the order they start.
+        engines.sort_by_key(|(_, e)| match e.role {
+            Role::Service => 0,
+            Role::Baseline => 1,
+            Role::Lmcache => 2,
+        });
+        for (name, e) in engines {
+            let timeout = e
+                .readiness_timeout_secs
+                .unwrap_or(suite.run.readiness_timeout_secs);
+            out.push(
+                format!(
+                    "engine {name} ({}, {:?}): {}",
+                    e.role,
+                    e.kind,
+                    readiness(e, timeout)
+                )
+                .replace("Process", "process")
+                .replace("Sim", "sim")
+                .replace("Container", "container")
+                .replace("External", "external"),
+            );
+            out.push(format!("  $ {}", command_line(e, &model)));
+            if !e.env.is_empty() {
+                let env: Vec<String> = e
+                    .env
+                    .iter()
+                    .map(|(k, v)| {
+                        let shown = if secret(k) { "***" } else { v.as_str() };
+                        format!("{k}={}", quoted(shown))
+                    })
+                    .collect();
+                out.push(format!("  env {}", env.join(" ")));
+            }
+        }
+    }
+    for name in selected {
+        let test = &suite.tests[name];
+        out.push(format!(
+            "test {name} ({}): {} trial{}{}, at most {} attempt{}",
+            test.kind.as_str(),
+            test.trials(),
+            if test.trials() == 1 { "" } else { "s" },
+            if test.trials() > 1 {
+                format!(" (up to {} when undecided)", test.max_trials())
+            } else {
+                String::new()
+            },
+            test.attempts(),
+            if test.attempts() == 1 { "" } else { "s" },
+        ));
+        for (check, c) in test.checks.iter().filter(|(_, c)| c.enabled) {
+            let relative = c.max_change_pct.is_some() || c.min_change_pct.is_some();
+            out.push(format!(
+                "  check {check}: {}; {}",
+                c.describe(),
+                method(test.kind, &c.metric, relative, test.trials())
+            ));
+        }
+    }
+    out.push("nothing was started (--dry-run)".into());
+    out
+}
