@@ -266,13 +266,17 @@ fn sequential_suite(dir: &Path, tag: &str, extra: &str) -> std::path::PathBuf {
     suite
 }
 
-#[test]
-fn one_gpu_runs_wait_for_the_memory_and_record_it_with_the_gpu() {
-    let dir = tempdir();
-    let tag = format!("h200-{}", std::process::id());
-    let path = h200_smi(dir.path(), &tag, "1.0");
-    let results_dir = dir.path().join("r");
-    let suite = sequential_suite(dir.path(), &tag, "");
+/// Runs the two sims one after the other on the fake H200 freeing memory
+/// `release` seconds late; returns the output and the results directory.
+fn on_one_gpu(
+    dir: &Path,
+    tag: &str,
+    release: &str,
+    extra: &str,
+) -> (std::process::Output, std::path::PathBuf) {
+    let path = h200_smi(dir, tag, release);
+    let results_dir = dir.join("r");
+    let suite = sequential_suite(dir, tag, extra);
     let out = run(
         bin()
             .args(["ci", "--suite"])
@@ -282,6 +286,14 @@ fn one_gpu_runs_wait_for_the_memory_and_record_it_with_the_gpu() {
             .env("PATH", &path),
         Duration::from_secs(60),
     );
+    (out, results_dir)
+}
+
+#[test]
+fn one_gpu_runs_wait_for_the_memory_and_record_it_with_the_gpu() {
+    let dir = tempdir();
+    let tag = format!("h200-{}", std::process::id());
+    let (out, results_dir) = on_one_gpu(dir.path(), &tag, "1.0", "");
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let r = results(&results_dir);
@@ -319,18 +331,7 @@ fn one_gpu_runs_wait_for_the_memory_and_record_it_with_the_gpu() {
 fn memory_that_is_never_freed_is_a_warning_once_the_wait_is_over() {
     let dir = tempdir();
     let tag = format!("h200-stuck-{}", std::process::id());
-    let path = h200_smi(dir.path(), &tag, "never");
-    let results_dir = dir.path().join("r");
-    let suite = sequential_suite(dir.path(), &tag, "gpu_release_timeout_secs = 1");
-    let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(&suite)
-            .arg("--results-dir")
-            .arg(&results_dir)
-            .env("PATH", &path),
-        Duration::from_secs(60),
-    );
+    let (out, results_dir) = on_one_gpu(dir.path(), &tag, "never", "gpu_release_timeout_secs = 1");
     let (_, stderr) = text(&out);
     assert!(
         stderr.contains("GPU memory 35651 MiB in use")

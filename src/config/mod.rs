@@ -94,6 +94,18 @@ pub(crate) enum Readiness {
     Health,
 }
 
+impl EngineKind {
+    /// As the suite writes it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Process => "process",
+            EngineKind::Sim => "sim",
+            EngineKind::External => "external",
+            EngineKind::Container => "container",
+        }
+    }
+}
+
 /// How a `container` engine is run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -509,7 +521,12 @@ impl CheckConfig {
             notes.push("retryable".into());
         }
         if self.on_inconclusive != OnInconclusive::default() {
-            notes.push(format!("inconclusive: {:?}", self.on_inconclusive).to_lowercase());
+            // Named as the suite writes it (`more-trials`).
+            let named = serde_json::to_value(self.on_inconclusive)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            notes.push(format!("when inconclusive: {named}"));
         }
         format!("{what} ({})", notes.join(", "))
     }

@@ -104,18 +104,12 @@ pub(crate) fn lines(
             let timeout = e
                 .readiness_timeout_secs
                 .unwrap_or(suite.run.readiness_timeout_secs);
-            out.push(
-                format!(
-                    "engine {name} ({}, {:?}): {}",
-                    e.role,
-                    e.kind,
-                    readiness(e, timeout)
-                )
-                .replace("Process", "process")
-                .replace("Sim", "sim")
-                .replace("Container", "container")
-                .replace("External", "external"),
-            );
+            out.push(format!(
+                "engine {name} ({}, {}): {}",
+                e.role,
+                e.kind.as_str(),
+                readiness(e, timeout)
+            ));
             out.push(format!("  $ {}", command_line(e, &model)));
             if !e.env.is_empty() {
                 let env: Vec<String> = e
