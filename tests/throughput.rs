@@ -225,11 +225,17 @@ fn determinism_passes_on_identical_engines_and_names_ids_on_corruption() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     // Only prompts long enough to hit a cache can be corrupted by it: a
-    // prompt under one 16-token block is always computed, as in vLLM.
-    assert!(
-        stderr.contains("differs: id `long-0` (LMCache store vs load): at char"),
-        "{stderr}"
-    );
+    // prompt under one 16-token block is always computed, as in vLLM. The
+    // load pass (one prompt at a time, each after a reset) hits on every
+    // long prompt, so each differs from the baseline; whether the store
+    // pass also hit depends on which of the concurrent long prompts, which
+    // share their passage, the engine took first.
+    for id in ["long-0", "long-1", "long-2"] {
+        assert!(
+            stderr.contains(&format!("differs: id `{id}` (baseline vs LMCache): at char")),
+            "{stderr}"
+        );
+    }
     assert!(!stderr.contains("differs: id `short-0`"), "{stderr}");
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(
