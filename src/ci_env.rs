@@ -37,6 +37,9 @@ pub(crate) struct CiEnv {
     pub token: Option<String>,
     /// `LMCACHE_E2E_GITHUB_BACKOFF_MS`: the unit of retry waits (tests).
     pub backoff_unit: Option<Duration>,
+    /// The build id when `BUILD_ID` is unset: GitHub's `<run id>-<attempt>`,
+    /// Buildkite's build number.
+    pub build_id: Option<String>,
     /// `$GITHUB_EVENT_NAME` on GitHub Actions.
     pub event_name: Option<String>,
     /// What a `workflow_run` event says of the run it reports on.
@@ -107,7 +110,18 @@ impl CiEnv {
                     .as_str()
                     .map(str::to_string)
             });
+        let build_id = if on_github {
+            set("GITHUB_RUN_ID").map(|run| match set("GITHUB_RUN_ATTEMPT") {
+                Some(a) => format!("{run}-{a}"),
+                None => run,
+            })
+        } else if on_buildkite {
+            set("BUILDKITE_BUILD_NUMBER")
+        } else {
+            None
+        };
         Self {
+            build_id,
             default_branch,
             ci,
             on_github,
@@ -144,17 +158,32 @@ fn detect(env: &dyn Fn(&str) -> Option<String>) -> RunMeta {
             .and_then(|e| e.pointer("/pull_request/head/sha"))
             .and_then(|v| v.as_str())
             .map(str::to_string);
+        let run_id = set("GITHUB_RUN_ID");
+        let attempt = set("GITHUB_RUN_ATTEMPT");
         let build_url = match (
             set("GITHUB_SERVER_URL"),
             set("GITHUB_REPOSITORY"),
-            set("GITHUB_RUN_ID"),
+            run_id.as_deref(),
         ) {
-            (Some(server), Some(repo), Some(run)) => {
-                Some(format!("{server}/{repo}/actions/runs/{run}"))
-            }
+            (Some(server), Some(repo), Some(run)) => Some(match attempt.as_deref() {
+                Some(a) => format!("{server}/{repo}/actions/runs/{run}/attempts/{a}"),
+                None => format!("{server}/{repo}/actions/runs/{run}"),
+            }),
             _ => None,
         };
+        let ci_build = run_id.as_deref().map(|run| match attempt.as_deref() {
+            Some(a) => format!("run {run}, attempt {a}"),
+            None => format!("run {run}"),
+        });
+        let artifact = set("LMCACHE_E2E_ARTIFACT_NAME");
         return RunMeta {
+            ci_build,
+            // The run's page lists its artifacts at the end.
+            artifact_url: artifact
+                .as_ref()
+                .and(build_url.as_ref())
+                .map(|u| format!("{u}#artifacts")),
+            artifact,
             repository: set("GITHUB_REPOSITORY"),
             // On pull_request events GITHUB_SHA is the merge commit; the
             // head commit is what the author pushed.
@@ -170,7 +199,12 @@ fn detect(env: &dyn Fn(&str) -> Option<String>) -> RunMeta {
             Some(job) => format!("{u}#{job}"),
             None => u,
         });
+        let artifact = set("LMCACHE_E2E_ARTIFACT_NAME");
         return RunMeta {
+            ci_build: set("BUILDKITE_BUILD_NUMBER").map(|n| format!("build {n}")),
+            // The job's own entry on the build page has an Artifacts tab.
+            artifact_url: artifact.as_ref().and(build_url.clone()),
+            artifact,
             repository: set("BUILDKITE_PULL_REQUEST_REPO")
                 .or_else(|| set("BUILDKITE_REPO"))
                 .and_then(|r| github_repo_of_url(&r)),
@@ -259,6 +293,29 @@ mod tests {
         assert_eq!(
             meta.build_url.as_deref(),
             Some("https://github.com/LMCache/LMCache/actions/runs/99")
+        );
+    }
+
+    #[test]
+    fn github_names_the_run_attempt_and_the_artifact() {
+        let vars = [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "LMCache/LMCache"),
+            ("GITHUB_SERVER_URL", "https://github.com"),
+            ("GITHUB_RUN_ID", "99"),
+            ("GITHUB_RUN_ATTEMPT", "2"),
+            ("LMCACHE_E2E_ARTIFACT_NAME", "lmcache-e2e-results-e2e-sim-2"),
+        ];
+        let env = CiEnv::detect(&env_of(&vars));
+        assert_eq!(env.build_id.as_deref(), Some("99-2"));
+        assert_eq!(env.meta.ci_build.as_deref(), Some("run 99, attempt 2"));
+        assert_eq!(
+            env.meta.build_url.as_deref(),
+            Some("https://github.com/LMCache/LMCache/actions/runs/99/attempts/2")
+        );
+        assert_eq!(
+            env.meta.artifact_url.as_deref(),
+            Some("https://github.com/LMCache/LMCache/actions/runs/99/attempts/2#artifacts")
         );
     }
 

@@ -146,6 +146,10 @@ pub(crate) struct CiArgs {
     /// Results directory (overrides RESULTS_DIR and run.results_dir).
     #[arg(long, value_name = "DIR")]
     pub results_dir: Option<PathBuf>,
+    /// Clear a results directory an earlier run left (one with results.json)
+    /// instead of refusing it; without it a directory with files is exit 2.
+    #[arg(long, env = "LMCACHE_E2E_OVERWRITE")]
+    pub overwrite: bool,
     /// Send MMLU requests one at a time, as the original scripts did
     /// (default: `max_inflight_requests` at once).
     #[arg(long)]

@@ -123,7 +123,7 @@ fn sim_preset_passes_and_writes_the_results_directory() {
     // no colour when stdout is not a terminal.
     let header = stdout.lines().next().unwrap_or_default();
     assert!(
-        header.starts_with("Test") && header.contains("Check") && header.contains("Verdict"),
+        header.starts_with("Verdict") && header.contains("Check") && header.contains("Bound"),
         "{stdout}"
     );
     assert!(stdout.contains("query_ttft_vs_baseline"), "{stdout}");

@@ -236,7 +236,8 @@ fn determinism_against_an_external_server_given_with_v1() {
             ),
         )
         .unwrap();
-        let out = run(&mut ci(&path, dir.path()), LIMIT);
+        // The second readiness rule reruns into the same directory.
+        let out = run(ci(&path, dir.path()).arg("--overwrite"), LIMIT);
         passed(&out);
         let r = results(&dir.path().join("r"));
         assert_eq!(check(&r, "identical")["verdict"], "pass", "{readiness}");

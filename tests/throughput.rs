@@ -232,7 +232,9 @@ fn determinism_passes_on_identical_engines_and_names_ids_on_corruption() {
     // share their passage, the engine took first.
     for id in ["long-0", "long-1", "long-2"] {
         assert!(
-            stderr.contains(&format!("differs: id `{id}` (baseline vs LMCache): at char")),
+            stderr.contains(&format!(
+                "differs: id `{id}` (baseline vs LMCache): at char"
+            )),
             "{stderr}"
         );
     }
@@ -350,5 +352,36 @@ cat '{}'
     assert!(
         m["lmcache"]["mean_ttft"]["value"].as_f64().unwrap()
             < m["baseline"]["mean_ttft"]["value"].as_f64().unwrap()
+    );
+}
+
+#[test]
+fn a_results_directory_of_another_run_is_refused_unless_overwritten() {
+    let dir = tempdir();
+    assert_eq!(only("determinism", dir.path(), &[]).status.code(), Some(0));
+    let first = results(dir.path())["run_id"].clone();
+    // A stale folder the next run would not write: it must not survive.
+    std::fs::create_dir_all(dir.path().join("long_doc_qa")).unwrap();
+    let mut r = results(dir.path());
+    r["tests"][0]["files"] = serde_json::json!(["long_doc_qa/old.csv"]);
+    std::fs::write(dir.path().join("results.json"), r.to_string()).unwrap();
+
+    let out = only("determinism", dir.path(), &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("holds another run's results") && stderr.contains("--overwrite"),
+        "{stderr}"
+    );
+    assert_eq!(results(dir.path())["run_id"], first, "nothing was touched");
+
+    let mut cmd = ci_sim(dir.path(), &[]);
+    cmd.args(["--only", "determinism", "--overwrite"]);
+    let out = run(&mut cmd, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert_ne!(results(dir.path())["run_id"], first);
+    assert!(
+        !dir.path().join("long_doc_qa").exists(),
+        "the stale folder went"
     );
 }

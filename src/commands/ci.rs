@@ -37,7 +37,7 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     crate::config::preflight::check(&loaded, &selected)?;
     let ci = CiEnv::from_process();
     if args.dry_run {
-        let results_dir = results_dir_of(&args, &loaded, &build_id_of(&loaded));
+        let results_dir = results_dir_of(&args, &loaded, &build_id_of(&loaded, &ci));
         let mut out = super::Out::new();
         for line in run::plan::lines(&loaded, &selected, &results_dir) {
             out.line(line);
@@ -55,8 +55,9 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         Arc::new(console.clone()),
         Arc::new(CiGroups { ci: ci.ci }),
     ]);
-    let build_id = build_id_of(&loaded);
+    let build_id = build_id_of(&loaded, &ci);
     let results_dir = results_dir_of(&args, &loaded, &build_id);
+    crate::results::claim_dir(&results_dir, args.overwrite)?;
     let shard = match which_shard(&args.shard)? {
         Some(s) => Some(shard_run(&loaded, &selected, s, &results_dir, &args.shard)?),
         None => None,
@@ -96,12 +97,14 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn build_id_of(loaded: &Loaded) -> String {
+/// `BUILD_ID` (or `run.build_id`), else the CI's own build, else the time.
+fn build_id_of(loaded: &Loaded, ci: &CiEnv) -> String {
     loaded
         .suite
         .run
         .build_id
         .clone()
+        .or_else(|| ci.build_id.clone())
         .unwrap_or_else(|| format!("local_{}", chrono::Utc::now().format("%Y%m%d_%H%M%S")))
 }
 

@@ -122,6 +122,7 @@ fn delivery_plan(flags: &ReportFlags, ci: &CiEnv, auto: bool) -> Plan {
         step_summary: ci.step_summary.clone().filter(|_| summary),
         step_summary_missing: summary && ci.step_summary.is_none(),
         step_outputs: ci.step_outputs.clone(),
+        github_annotations: ci.on_github,
         comment: flags.pr_comment.then(|| CommentPlan {
             api_url: ci.api_url.clone(),
             repo: flags.repo.clone(),

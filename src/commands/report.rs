@@ -41,5 +41,10 @@ pub(crate) async fn deliver(
     for w in &delivered.warnings {
         console.warn(w);
     }
+    // GitHub reads workflow commands from the step's output, a line each.
+    let mut out = super::Out::new();
+    for a in &delivered.annotations {
+        out.line(a.clone());
+    }
     Ok(delivered.summary_md)
 }

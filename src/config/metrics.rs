@@ -111,6 +111,13 @@ pub(crate) fn is_engine_metric(name: &str) -> bool {
         || CACHE_SHARES.contains(&name)
 }
 
+/// Metrics that prove a cache was engaged (hits and hit shares): a bound on
+/// one must hold in every trial, so one trial without a single hit fails
+/// even when the others bring the mean up.
+pub(crate) fn proves_engagement(name: &str) -> bool {
+    name.contains("hit") || name == "load_pass_external_pct"
+}
+
 /// Whether a test of `kind` can have a metric of this name.
 pub(crate) fn knows(kind: TestKind, name: &str) -> bool {
     measured(kind).contains(&name) || is_engine_metric(name)

@@ -520,7 +520,7 @@ impl Sink for Console {
                     check.op,
                     check.threshold,
                     check.unit,
-                    crate::report::render::evidence(check),
+                    crate::report::format::evidence(check),
                     check
                         .message
                         .as_deref()

@@ -96,6 +96,7 @@ mod tests {
             method: None,
             p_adjusted: None,
             on_inconclusive: OnInconclusive::Warn,
+            worst_trial: None,
         }
     }
 

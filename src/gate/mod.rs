@@ -9,7 +9,7 @@ pub(crate) mod evidence;
 pub(crate) mod history;
 pub(crate) mod stats;
 
-use crate::config::{CheckConfig, Role, Severity};
+use crate::config::{metrics, CheckConfig, Role, Severity};
 use crate::results::{
     CheckKind, CheckOutcome, Family, Interval, Metric, Paired, TestRecord, TestStatus, Verdict,
 };
@@ -66,9 +66,15 @@ fn evaluate_one(
         // Config validation guarantees one bound; treat none as unmeetable.
         _ => (CheckKind::Absolute, "<=", f64::NAN),
     };
+    let worst = match kind {
+        CheckKind::Absolute if metrics::proves_engagement(&c.metric) => {
+            metric(c.engine).and_then(|m| worst_trial(&m.trials, op))
+        }
+        _ => None,
+    };
     let (value, missing) = match kind {
         CheckKind::Absolute => (
-            get(c.engine),
+            worst.map(|(_, v)| v).or(get(c.engine)),
             format!("no value of `{}` from the {} engine", c.metric, c.engine),
         ),
         CheckKind::Relative => (
@@ -115,6 +121,28 @@ fn evaluate_one(
         _ if c.severity == Severity::Warning => Verdict::Warning,
         _ => Verdict::Fail,
     };
+    let message = match (value, worst, verdict) {
+        (None, ..) => Some(missing),
+        (Some(v), Some((trial, _)), Verdict::Fail | Verdict::Warning) => {
+            let trials = metric(c.engine).map_or(0, |m| m.trials.len());
+            let mean = get(c.engine).unwrap_or(f64::NAN);
+            let mean_passes = matches!(judge(mean, None, op, threshold), Judged::Within);
+            Some(if mean_passes {
+                format!(
+                    "trial {trial} of {trials} had {} (every trial must prove it; the mean {} hides that)",
+                    plain(v),
+                    plain(mean)
+                )
+            } else {
+                format!(
+                    "trial {trial} of {trials} had {}, the worst; the mean is {}",
+                    plain(v),
+                    plain(mean)
+                )
+            })
+        }
+        _ => None,
+    };
     CheckOutcome {
         name: name.to_string(),
         metric: c.metric.clone(),
@@ -133,7 +161,7 @@ fn evaluate_one(
         change_pct: change,
         value,
         verdict,
-        message: value.is_none().then_some(missing),
+        message,
         interval,
         n: evidence
             .and_then(|m| m.n)
@@ -142,6 +170,37 @@ fn evaluate_one(
         method: method.map(String::from),
         p_adjusted: None,
         on_inconclusive: c.on_inconclusive,
+        worst_trial: worst.map(|(t, _)| t),
+    }
+}
+
+/// The trial (1-based) whose value is furthest on the wrong side of a
+/// bound of `op`, when there are several trials.
+fn worst_trial(trials: &[f64], op: &str) -> Option<(u32, f64)> {
+    if trials.len() < 2 {
+        return None;
+    }
+    let worse = |a: f64, b: f64| if op == ">=" { a < b } else { a > b };
+    let mut worst: Option<(u32, f64)> = None;
+    for (i, v) in trials.iter().copied().enumerate() {
+        // A trial that measured nothing is the worst there is.
+        let replace = match worst {
+            None => true,
+            Some((_, w)) => !w.is_nan() && (v.is_nan() || worse(v, w)),
+        };
+        if replace {
+            worst = Some((i as u32 + 1, v));
+        }
+    }
+    worst
+}
+
+/// A figure in a message: whole numbers without decimals.
+fn plain(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
     }
 }
 
@@ -359,6 +418,42 @@ mod tests {
             evaluate(&c, &metrics(0.3, 0.6), &Paired::new())[0].verdict,
             Verdict::Pass
         );
+    }
+
+    #[test]
+    fn a_cache_hit_bound_holds_in_every_trial_not_on_average() {
+        let hits = "vllm:external_prefix_cache_hits_total";
+        let c = {
+            let mut c = CheckConfig::on(hits);
+            c.min = Some(1.0);
+            IndexMap::from([("lmcache_cache_hits".to_string(), c)])
+        };
+        let pooled = |trials: Vec<f64>| {
+            let mut m = Metric::new(trials.iter().sum::<f64>() / trials.len() as f64, "tokens");
+            m.n = Some(trials.len() as u64);
+            m.trials = trials;
+            IndexMap::from([(Role::Lmcache, IndexMap::from([(hits.to_string(), m)]))])
+        };
+        // The mean (80) clears the bound; trial 2 had no hit at all.
+        let out = evaluate(&c, &pooled(vec![120.0, 0.0, 120.0]), &Paired::new());
+        assert_eq!(out[0].verdict, Verdict::Fail);
+        assert_eq!(out[0].value, Some(0.0));
+        assert_eq!(out[0].worst_trial, Some(2));
+        assert_eq!(
+            out[0].message.as_deref(),
+            Some("trial 2 of 3 had 0 (every trial must prove it; the mean 80 hides that)")
+        );
+        let out = evaluate(&c, &pooled(vec![120.0, 7.0, 90.0]), &Paired::new());
+        assert_eq!(out[0].verdict, Verdict::Pass);
+        assert_eq!((out[0].value, out[0].worst_trial), (Some(7.0), Some(2)));
+        assert_eq!(out[0].message, None);
+        // Other metrics keep their mean: a latency bound is about the run.
+        let mut c = check(|c| c.max = Some(0.5));
+        c["c"].metric = "ttft".into();
+        let mut m = metrics(0.3, 0.4);
+        let ttft = m[&Role::Lmcache].get_mut("ttft").unwrap();
+        ttft.trials = vec![0.2, 0.6];
+        assert_eq!(evaluate(&c, &m, &Paired::new())[0].verdict, Verdict::Pass);
     }
 
     #[test]

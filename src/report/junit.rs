@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::render::{evidence, number};
+use super::format::{evidence, number};
 use crate::results::{CheckOutcome, RunResults, TestRecord, TestStatus, Verdict};
 
 /// Text for an attribute or element: escaped, without the control

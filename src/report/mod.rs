@@ -3,8 +3,10 @@
 
 pub(crate) mod buildkite;
 pub(crate) mod export;
+pub(crate) mod format;
 pub(crate) mod github;
 mod github_api;
+mod glance;
 pub(crate) mod junit;
 pub(crate) mod publish;
 pub(crate) mod render;

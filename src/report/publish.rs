@@ -21,6 +21,8 @@ pub(crate) struct Plan {
     pub step_summary_missing: bool,
     /// Write step outputs here (`$GITHUB_OUTPUT`).
     pub step_outputs: Option<PathBuf>,
+    /// `::error` lines for the job's page, one per failed check.
+    pub github_annotations: bool,
     pub comment: Option<CommentPlan>,
     pub buildkite_annotate: bool,
     pub buildkite_upload: bool,
@@ -69,6 +71,8 @@ pub(crate) enum Trust {
 pub(crate) struct Delivered {
     pub summary_md: PathBuf,
     pub warnings: Vec<String>,
+    /// Workflow commands for the caller to print on stdout.
+    pub annotations: Vec<String>,
 }
 
 /// Renders and delivers every report the plan asks for; `say` tells what
@@ -98,6 +102,11 @@ pub(crate) async fn publish(
     let mut delivered = Delivered {
         summary_md: summary_md.clone(),
         warnings: Vec::new(),
+        annotations: if flags.github_annotations {
+            super::glance::github_annotations(results)
+        } else {
+            Vec::new()
+        },
     };
     let mut warn = |e: ReportError| -> Result<(), ReportError> {
         if flags.strict {
@@ -131,12 +140,18 @@ pub(crate) async fn publish(
     }
     if let Some(plan) = &flags.comment {
         match comment(results, plan, &templates, &id, say).await {
-            Ok(CommentOutcome::Created(n)) => say(format!(
-                "created the PR comment (id {n}, comment id `{id}`)"
-            )),
-            Ok(CommentOutcome::Updated(n)) => say(format!(
-                "updated the PR comment (id {n}, comment id `{id}`)"
-            )),
+            Ok(CommentOutcome::Created(n)) => {
+                say(format!(
+                    "created the PR comment (id {n}, comment id `{id}`)"
+                ));
+                comment_output(flags, n, &mut warn)?;
+            }
+            Ok(CommentOutcome::Updated(n)) => {
+                say(format!(
+                    "updated the PR comment (id {n}, comment id `{id}`)"
+                ));
+                comment_output(flags, n, &mut warn)?;
+            }
             Ok(CommentOutcome::Skipped(why)) => warn(ReportError::CommentSkipped(why))?,
             Err(e) => warn(e)?,
         }
@@ -155,6 +170,22 @@ pub(crate) async fn publish(
         }
     }
     Ok(delivered)
+}
+
+/// The comment's GitHub id as the step's `comment-id` output, for a later
+/// step that links or edits it.
+fn comment_output(
+    flags: &Plan,
+    id: u64,
+    warn: &mut dyn FnMut(ReportError) -> Result<(), ReportError>,
+) -> Result<(), ReportError> {
+    match &flags.step_outputs {
+        Some(path) => match github::write_outputs(path, &[("comment-id", id.to_string())]) {
+            Ok(()) => Ok(()),
+            Err(e) => warn(e),
+        },
+        None => Ok(()),
+    }
 }
 
 /// Under `workflow_run`: the artifact must be of the run GitHub reports on

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tera::{Context, Tera};
 
+use super::format::{
+    code_safe, evidence, fence_safe, link_target, md_escape, number, opt_number, statistics,
+};
+use super::glance::op_sign;
 use super::ReportError;
 use crate::results::{
     Chart, CheckKind, CheckOutcome, DetailTable, RunResults, RunStatus, TestRecord, TestStatus,
@@ -145,8 +149,9 @@ impl Templates {
                 Detail::Minimal => "Everything but the checks was",
             };
             format!(
-                "{what} left out to fit {}; the results directory has them all.",
-                target.limit_name()
+                "{what} left out to fit {}; {} all.",
+                target.limit_name(),
+                where_in_full(results)
             )
         });
         let ctx = context(results, target, detail, omitted, comment_id);
@@ -187,8 +192,9 @@ impl Templates {
             }
         }
         let tail = format!(
-            "\n\n… cut to fit {}; summary.md in the results directory has the full report.\n",
-            target.limit_name()
+            "\n\n… cut to fit {}; {} in full.\n",
+            target.limit_name(),
+            where_in_full(results)
         );
         let mut cut = limit.saturating_sub(tail.len());
         while !last.is_char_boundary(cut) {
@@ -197,6 +203,22 @@ impl Templates {
         last.truncate(cut);
         last.push_str(&tail);
         Ok((last, Detail::Minimal))
+    }
+}
+
+/// Where a reader finds what a shrunk report left out: the job's page
+/// (GitHub shows the full job summary there) and the results artifact.
+fn where_in_full(results: &RunResults) -> String {
+    let m = &results.meta;
+    let page = m.build_url.as_deref().and_then(link_target);
+    match (page, m.artifact.as_deref()) {
+        (Some(url), Some(name)) => format!(
+            "the [job's full summary]({url}) and the artifact `{}` have them",
+            code_safe(name)
+        ),
+        (Some(url), None) => format!("the [job's full summary]({url}) has them"),
+        (None, Some(name)) => format!("the artifact `{}` has them", code_safe(name)),
+        (None, None) => "summary.md in the results directory has them".to_string(),
     }
 }
 
@@ -259,6 +281,9 @@ struct TableView {
 
 #[derive(Serialize)]
 struct TestView {
+    /// Shown unfolded: it did not simply pass.
+    open: bool,
+    checks_passed: usize,
     icon: &'static str,
     name: String,
     kind: String,
@@ -325,51 +350,6 @@ fn findings_lines(f: Option<&crate::results::LogFindings>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// The most characters of one piece of outside text a report shows (a
-/// name, a message, a note): results.json may come from anyone.
-const MAX_TEXT_CHARS: usize = 2000;
-
-/// Makes text from users, servers and logs inert in Markdown: no column
-/// breaks, no HTML, no emphasis, links or headings, and no control or
-/// bidirectional-override characters (a terminal or a reader would obey
-/// them); cut to [`MAX_TEXT_CHARS`].
-pub(crate) fn md_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(4 * MAX_TEXT_CHARS));
-    for (i, ch) in s.chars().enumerate() {
-        if i == MAX_TEXT_CHARS {
-            out.push('…');
-            break;
-        }
-        match ch {
-            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' | '~' | '&' => {
-                out.push('\\');
-                out.push(ch);
-            }
-            '\n' | '\r' | '\t' => out.push(' '),
-            c if inert(c) => {}
-            _ => out.push(ch),
-        }
-    }
-    out
-}
-
-/// Characters no report shows: controls (a terminal obeys ESC) and the
-/// bidirectional overrides that make text read otherwise than it is.
-fn inert(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// Log lines go into a fenced block: only a fence could break out of it;
-/// control characters are dropped and each line cut as text is.
-fn fence_safe(s: &str) -> String {
-    let clean: String = s
-        .chars()
-        .filter(|c| *c == '\t' || !inert(*c))
-        .take(MAX_TEXT_CHARS)
-        .collect();
-    clean.replace("```", "ˋˋˋ").replace("~~~", "˜˜˜")
-}
-
 /// A label inside Mermaid's double quotes.
 fn mermaid_label(s: &str) -> String {
     s.chars()
@@ -377,142 +357,17 @@ fn mermaid_label(s: &str) -> String {
         .collect()
 }
 
-/// A URL for a Markdown link target: only http(s), and no character that
-/// could end the link.
-fn link_target(url: &str) -> Option<String> {
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return None;
-    }
-    Some(
-        url.chars()
-            .map(|c| match c {
-                '(' => "%28".to_string(),
-                ')' => "%29".to_string(),
-                ' ' => "%20".to_string(),
-                '<' => "%3C".to_string(),
-                '>' => "%3E".to_string(),
-                '"' => "%22".to_string(),
-                c if c.is_control() => String::new(),
-                c => c.to_string(),
-            })
-            .collect(),
-    )
-}
-
-pub(crate) fn number(v: f64, unit: &str) -> String {
-    if v.is_nan() {
-        return "–".to_string();
-    }
-    // Counts (requests, tokens) read best without decimals; times with three.
-    let digits = if unit != "s" && unit != "%" && v.fract() == 0.0 {
-        0
-    } else if v.abs() >= 100.0 {
-        1
-    } else if v.abs() >= 1.0 {
-        2
-    } else {
-        3
-    };
-    match unit {
-        "" => format!("{v:.digits$}"),
-        "%" => format!("{v:+.1} %"),
-        u => format!("{v:.digits$} {u}"),
-    }
-}
-
-/// What a check's value rests on: its interval, n and p, or that it is a
-/// single comparison with no interval.
-pub(crate) fn evidence(c: &CheckOutcome) -> String {
-    let unit = if c.kind == CheckKind::Relative {
-        "%"
-    } else {
-        ""
-    };
-    let mut parts = Vec::new();
-    match c.interval {
-        Some(i) => parts.push(format!(
-            "{:.0} % CI {} … {}",
-            i.level * 100.0,
-            number(i.low, unit).trim_start_matches('+'),
-            number(i.high, unit).trim_start_matches('+')
-        )),
-        None if c.kind == CheckKind::Relative => parts.push("no interval: 1 trial".into()),
-        None => {}
-    }
-    if let Some(n) = c.n {
-        parts.push(format!("n = {n}"));
-    }
-    if let Some(p) = c.p {
-        parts.push(match p_value(p) {
-            small if small.starts_with('<') => format!("p {small}"),
-            p => format!("p = {p}"),
-        });
-    }
-    if parts.is_empty() {
-        "–".into()
-    } else {
-        parts.join(" · ")
-    }
-}
-
-/// One line on the statistics behind the run's verdicts: the methods the
-/// intervals came from and how the hard checks shared their false-alarm
-/// budget. None when no check has an interval.
-pub(crate) fn statistics(results: &RunResults) -> Option<String> {
-    let mut methods: Vec<&str> = Vec::new();
-    for c in results.tests.iter().flat_map(|t| &t.checks) {
-        if let Some(m) = c.method.as_deref() {
-            if !methods.contains(&m) {
-                methods.push(m);
-            }
-        }
-    }
-    if methods.is_empty() && results.family.is_none() {
-        return None;
-    }
-    let mut line = format!("95 % intervals: {}.", methods.join("; "));
-    if let Some(f) = &results.family {
-        line.push_str(&match f.method.as_str() {
-            "holm" => format!(
-                " Holm over the run's {} hard check{} with intervals: one false-alarm budget of {:.0} %.",
-                f.checks,
-                if f.checks == 1 { "" } else { "s" },
-                f.alpha * 100.0
-            ),
-            _ => format!(
-                " Hard checks with intervals: {}, each judged alone (`run.holm = false`).",
-                f.checks
-            ),
-        });
-        if !f.softened.is_empty() {
-            line.push_str(&format!(
-                " Not beyond their threshold after it: {}.",
-                f.softened.join(", ")
-            ));
-        }
-    }
-    Some(line)
-}
-
-/// A p-value as people read it: three decimals, or `< 0.001`.
-pub(crate) fn p_value(p: f64) -> String {
-    if p < 0.001 {
-        "< 0.001".into()
-    } else {
-        format!("{p:.3}")
-    }
-}
-
-fn opt_number(v: Option<f64>, unit: &str) -> String {
-    v.map_or_else(|| "–".to_string(), |v| number(v, unit))
-}
-
 fn check_view(c: &CheckOutcome, metric_unit: &str) -> CheckView {
     let threshold = match c.kind {
         CheckKind::Absolute => {
-            format!("{} {} {}", c.engine, c.op, number(c.threshold, metric_unit))
+            format!(
+                "{} {} {}",
+                c.engine,
+                op_sign(&c.op),
+                number(c.threshold, metric_unit)
+            )
         }
-        CheckKind::Relative => format!("change {} {}", c.op, number(c.threshold, "%")),
+        CheckKind::Relative => format!("change {} {}", op_sign(&c.op), number(c.threshold, "%")),
     };
     CheckView {
         name: md_escape(&c.name),
@@ -650,7 +505,21 @@ fn test_view(t: &TestRecord, detail: Detail) -> TestView {
             .map(|f| md_escape(&f))
             .collect()
     };
+    // One change per metric: where a relative check judged a paired
+    // estimate, every row of that metric shows it, not the means' change.
+    let judged = |metric: &str| {
+        t.checks
+            .iter()
+            .find(|c| c.kind == CheckKind::Relative && c.metric == metric && c.interval.is_some())
+            .and_then(|c| c.value)
+    };
     TestView {
+        open: !matches!(t.status, TestStatus::Passed | TestStatus::NotRun),
+        checks_passed: t
+            .checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Pass)
+            .count(),
         icon,
         name: md_escape(&t.name),
         kind: md_escape(&t.kind),
@@ -660,7 +529,13 @@ fn test_view(t: &TestRecord, detail: Detail) -> TestView {
         findings,
         checks: checks
             .into_iter()
-            .map(|c| check_view(c, &unit_of(&c.metric)))
+            .map(|c| {
+                let mut v = check_view(c, &unit_of(&c.metric));
+                if let Some(change) = judged(&c.metric) {
+                    v.change = number(change, "%");
+                }
+                v
+            })
             .collect(),
         charts: if detail == Detail::Minimal {
             Vec::new()
@@ -765,29 +640,73 @@ fn meta_items(results: &RunResults) -> Vec<String> {
     if let Some(pr) = m.pr_number {
         items.push(format!("PR #{pr}"));
     }
-    if !m.models.is_empty() {
-        let models: Vec<String> = m.models.iter().map(|x| md_escape(x)).collect();
+    let models = models_served(results);
+    if !models.is_empty() {
+        let models: Vec<String> = models.iter().map(|x| md_escape(x)).collect();
         items.push(format!("model {}", models.join(", ")));
     }
     if !m.gpus.is_empty() {
         let gpus: Vec<String> = m.gpus.iter().map(|x| md_escape(x)).collect();
         items.push(gpus.join(", "));
     }
-    items.push(format!("build {}", md_escape(&results.build_id)));
+    let build = m.ci_build.as_deref().map_or_else(
+        || format!("build {}", md_escape(&results.build_id)),
+        md_escape,
+    );
+    items.push(match m.build_url.as_deref().and_then(link_target) {
+        Some(url) => format!("[{build}]({url})"),
+        None => build,
+    });
     items.push(
         results
             .started_at
             .format("started %Y-%m-%d %H:%M:%S UTC")
             .to_string(),
     );
-    if let Some(url) = m.build_url.as_deref().and_then(link_target) {
-        items.push(format!("[build log]({url})"));
-    }
-    items.push(format!(
-        "results in {}",
-        md_escape(&results.results_dir.display().to_string())
-    ));
+    // A runner's local path means nothing to a reader; the artifact does.
+    items.push(
+        match (
+            m.artifact.as_deref(),
+            m.artifact_url.as_deref().and_then(link_target),
+        ) {
+            (Some(name), Some(url)) => format!("results: artifact [`{}`]({url})", code_safe(name)),
+            (Some(name), None) => format!("results: artifact `{}`", code_safe(name)),
+            _ => format!(
+                "results in {}",
+                md_escape(&results.results_dir.display().to_string())
+            ),
+        },
+    );
     items
+}
+
+/// The models the engines said they serve (what `auto` became), else the
+/// suite's names.
+fn models_served(results: &RunResults) -> Vec<String> {
+    let mut served: Vec<String> = Vec::new();
+    for m in results.engines.iter().flat_map(|e| e.served_models.iter()) {
+        if !served.contains(m) {
+            served.push(m.clone());
+        }
+    }
+    if served.is_empty() {
+        results.meta.models.clone()
+    } else {
+        served
+    }
+}
+
+/// The engine table stays open when an engine failed, logged errors or
+/// kept GPU memory; otherwise it folds.
+fn engines_need_a_look(results: &RunResults) -> bool {
+    results.status == RunStatus::Error
+        || results.engines.iter().any(|e| {
+            e.ready_secs.is_none()
+                || e.log_findings.as_ref().is_some_and(|f| f.errors > 0)
+                || e.gpu_memory
+                    .as_ref()
+                    .is_some_and(|g| g.released == Some(false))
+        })
 }
 
 fn context(
@@ -835,6 +754,9 @@ fn context(
     ctx.insert("suite", &md_escape(&results.suite));
     ctx.insert("verdict", &verdict);
     ctx.insert("counts", &counts(results));
+    ctx.insert("problems", &super::glance::problems(results));
+    ctx.insert("headlines", &super::glance::headlines(results));
+    ctx.insert("engines_open", &engines_need_a_look(results));
     ctx.insert("message", &results.message.as_deref().map(md_escape));
     ctx.insert("omitted", &omitted);
     ctx.insert("tests", &tests);
@@ -882,10 +804,33 @@ mod tests {
         let failed = md
             .find("long\\_doc\\_qa (long\\_doc\\_qa): failed")
             .unwrap();
-        let passed = md.find("mmlu (mmlu): passed").unwrap();
+        let passed = md.find("✅ mmlu (mmlu): passed").unwrap();
         assert!(failed < passed, "{md}");
         assert!(!md.contains("<b>"), "{md}");
         assert!(!md.contains("```injected"), "{md}");
+    }
+
+    #[test]
+    fn a_very_large_run_fits_the_comment_and_links_to_the_full_summary() {
+        let t = embedded();
+        let results = samples::large();
+        let (md, detail) = t
+            .render_fitting(Target::PrComment, &results, "sim")
+            .unwrap();
+        assert!(md.chars().count() <= 65_536, "{}", md.len());
+        assert!(detail > Detail::Full, "{detail:?}");
+        assert!(
+            md.contains("[job's full summary](https://github.com/LMCache/LMCache/actions/runs/99)"),
+            "{md}"
+        );
+        // The failure is named in the first lines, whatever was cut.
+        let top: String = md.lines().take(6).collect::<Vec<_>>().join("\n");
+        assert!(
+            top.contains("long\\_doc\\_qa@model-07 › query\\_ttft\\_vs\\_baseline"),
+            "{top}"
+        );
+        let head: String = md.lines().take(40).collect::<Vec<_>>().join("\n");
+        insta::assert_snapshot!("pr_comment__large_head", head);
     }
 
     #[test]
@@ -957,7 +902,7 @@ mod tests {
             .unwrap();
         assert_eq!(detail, Detail::Minimal);
         assert!(md.len() <= 100_000);
-        assert!(md.ends_with("the full report.\n"));
+        assert!(md.ends_with("in full.\n"), "{md}");
     }
 
     #[test]
@@ -1007,11 +952,16 @@ mod tests {
                 let md = t.render(target, &r, Detail::Full, "sim").unwrap();
                 let html = comrak::markdown_to_html(&md, &opts);
                 let charts: usize = r.tests.iter().map(|t| t.charts.len()).sum();
-                let expected = 1 // engines
+                let expected = usize::from(!r.engines.is_empty())
+                    + usize::from(!super::super::glance::headlines(&r).is_empty())
                     + r.tests.iter().filter(|t| !t.checks.is_empty()).count()
                     + r.tests.iter().map(|t| t.tables.len()).sum::<usize>()
                     + usize::from(r.history.is_some())
-                    + if target == Target::Buildkite { charts } else { 0 };
+                    + if target == Target::Buildkite {
+                        charts
+                    } else {
+                        0
+                    };
                 assert_eq!(
                     html.matches("<table>").count(),
                     expected,
@@ -1031,9 +981,17 @@ mod tests {
                     .iter()
                     .filter(|e| e.log_findings.as_ref().is_some_and(|f| !f.top.is_empty()))
                     .count();
+                // Passing tests fold, and the engine table unless an
+                // engine needs a look.
+                let passing = r
+                    .tests
+                    .iter()
+                    .filter(|t| matches!(t.status, TestStatus::Passed | TestStatus::NotRun))
+                    .count();
+                let engine_fold = usize::from(!r.engines.is_empty() && !engines_need_a_look(&r));
                 assert_eq!(
                     folds,
-                    log_folds + table_folds + finding_folds,
+                    log_folds + table_folds + finding_folds + passing + engine_fold,
                     "{case} {target:?}"
                 );
                 if charts > 0 && target != Target::Buildkite {

@@ -57,6 +57,7 @@ fn check(
         method: None,
         p_adjusted: None,
         on_inconclusive: OnInconclusive::Warn,
+        worst_trial: None,
     }
 }
 
@@ -212,6 +213,7 @@ fn engines(tail: &[&str]) -> Vec<EngineRecord> {
         ready_secs: Some(41.3),
         log_tail: tail.iter().map(|l| l.to_string()).collect(),
         version: Some("0.26.0".into()),
+        served_models: vec!["meta-llama/Llama-3.1-8B-Instruct".into()],
         // As the H200 run saw them (docs/runs/2026-12-02-h200-…).
         gpu_memory: Some(GpuMemory {
             before_start_mib: Some(0.0),
@@ -271,6 +273,11 @@ fn base(status: RunStatus, tests: Vec<TestRecord>) -> RunResults {
             models: vec!["meta-llama/Llama-3.1-8B-Instruct".into()],
             gpus: vec!["GPU 0 (22 GiB)".into(), "GPU 1 (22 GiB)".into()],
             suite_hash: None,
+            ci_build: Some("run 99, attempt 1".into()),
+            artifact: Some("lmcache-e2e-results-e2e-sim-1".into()),
+            artifact_url: Some(
+                "https://github.com/LMCache/LMCache/actions/runs/99#artifacts".into(),
+            ),
         },
         family: None,
         shard: None,
@@ -413,6 +420,37 @@ pub(crate) fn merged_with_history() -> RunResults {
         }],
     });
     r
+}
+
+/// A run far over a PR comment's limit: 60 long doc QA tests (one of them
+/// failing), each with pages of notes and a wide table.
+pub(crate) fn large() -> RunResults {
+    let tests = (0..60)
+        .map(|i| {
+            let mut t = long_doc_qa(if i == 7 { 0.214 } else { 0.009 });
+            t.name = format!("long_doc_qa@model-{i:02}");
+            t.notes = (0..10)
+                .map(|k| {
+                    format!(
+                        "note {k} of test {i}: {}",
+                        "a finding worth keeping. ".repeat(20)
+                    )
+                })
+                .collect();
+            t.tables = vec![DetailTable {
+                title: "Per prompt".into(),
+                columns: ["Prompt", "Baseline TTFT", "LMCache TTFT"]
+                    .map(String::from)
+                    .to_vec(),
+                rows: (0..50)
+                    .map(|k| vec![format!("{k}"), "0.673".into(), "0.009".into()])
+                    .collect(),
+                omitted_rows: 0,
+            }];
+            t
+        })
+        .collect();
+    base(RunStatus::Failed, tests)
 }
 
 pub(crate) fn all() -> Vec<(&'static str, RunResults)> {

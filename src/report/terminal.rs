@@ -3,22 +3,20 @@
 
 use std::fmt::Write as _;
 
-use crate::results::{CheckKind, CheckOutcome, RunResults, RunStatus, TestStatus, Verdict};
+use crate::results::{
+    CheckKind, CheckOutcome, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
+};
 
-const COLUMNS: usize = 9;
-const HEADERS: [&str; COLUMNS] = [
-    "Test",
-    "Check",
-    "Metric",
-    "Baseline",
-    "LMCache",
-    "Change",
-    "Evidence",
-    "Threshold",
-    "Verdict",
-];
-/// The verdict, painted.
-const VERDICT: usize = COLUMNS - 1;
+/// The widest a line of the table gets: a CI log or a split terminal
+/// shows 100 columns without wrapping.
+pub(crate) const WIDTH: usize = 100;
+
+const COLUMNS: usize = 6;
+const HEADERS: [&str; COLUMNS] = ["Verdict", "Check", "Baseline", "LMCache", "Change", "Bound"];
+const VERDICT: usize = 0;
+const CHECK: usize = 1;
+/// Numbers read best right-aligned.
+const NUMBERS: std::ops::RangeInclusive<usize> = 2..=4;
 
 fn number(v: Option<f64>, unit: &str) -> String {
     match v {
@@ -32,25 +30,41 @@ fn number(v: Option<f64>, unit: &str) -> String {
     .to_string()
 }
 
-fn row(test: &str, c: &CheckOutcome) -> [String; COLUMNS] {
+/// A check's row, and its second line: the metric when the check's name is
+/// not it, and the evidence.
+fn row(t: &TestRecord, c: &CheckOutcome) -> ([String; COLUMNS], String) {
     let metric_unit = if c.kind == CheckKind::Relative {
         ""
     } else {
         c.unit.as_str()
     };
-    [
-        test.to_string(),
+    // The change a relative check judged (a paired estimate) is the one
+    // every row of its metric shows.
+    let change = t
+        .checks
+        .iter()
+        .find(|o| o.kind == CheckKind::Relative && o.metric == c.metric && o.interval.is_some())
+        .and_then(|o| o.value)
+        .or(c.change_pct);
+    let cells = [
+        verdict_text(c.verdict).to_string(),
         c.name.clone(),
-        c.metric.clone(),
         number(c.baseline, metric_unit),
         number(c.lmcache, metric_unit),
-        c.change_pct.map_or("-".into(), |p| format!("{p:+.1} %")),
-        super::render::evidence(c).replace('–', "-"),
+        change.map_or("-".into(), |p| format!("{p:+.1} %")),
         format!("{} {} {}", c.op, c.threshold, c.unit)
             .trim_end()
             .to_string(),
-        verdict_text(c.verdict).to_string(),
+    ];
+    let evidence = super::format::evidence(c).replace('–', "-");
+    let detail: Vec<String> = [
+        (c.metric != c.name).then(|| c.metric.clone()),
+        (evidence != "-").then_some(evidence),
     ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (cells, detail.join(" · "))
 }
 
 fn verdict_text(v: Verdict) -> &'static str {
@@ -80,46 +94,105 @@ fn verdict_colour(word: &str) -> &'static str {
     }
 }
 
-/// Every check of every test, failures first, then a one-line verdict.
-pub(crate) fn render(results: &RunResults, colour: bool) -> String {
-    let mut rows: Vec<(bool, [String; COLUMNS])> = Vec::new();
-    for t in &results.tests {
-        for c in &t.checks {
-            rows.push((c.verdict == Verdict::Fail, row(&t.name, c)));
-        }
-        let missing = match t.status {
-            TestStatus::Error => Some("could not run"),
-            TestStatus::Interrupted => Some("interrupted"),
-            TestStatus::NotRun | TestStatus::Running if t.checks.is_empty() => Some("not run"),
-            _ => None,
-        };
-        if let Some(word) = missing.filter(|_| t.checks.is_empty()) {
-            let mut r: [String; COLUMNS] = Default::default();
-            r[0] = t.name.clone();
-            r[1] = "-".into();
-            r[VERDICT] = word.into();
-            rows.push((t.status == TestStatus::Error, r));
-        }
+/// Worst first, for tests and the checks in them.
+fn rank(v: Verdict) -> u8 {
+    match v {
+        Verdict::Fail => 0,
+        Verdict::Inconclusive => 1,
+        Verdict::Flaky => 2,
+        Verdict::Warning => 3,
+        Verdict::Pass => 4,
     }
-    rows.sort_by_key(|(failed, _)| !failed);
+}
+
+fn test_rank(t: &TestRecord) -> u8 {
+    match t.status {
+        TestStatus::Error | TestStatus::Failed => 0,
+        TestStatus::Interrupted => 1,
+        _ => t.checks.iter().map(|c| rank(c.verdict)).min().unwrap_or(5),
+    }
+}
+
+fn status_word(s: TestStatus) -> &'static str {
+    match s {
+        TestStatus::Passed => "passed",
+        TestStatus::Warning => "passed with warnings",
+        TestStatus::Flaky => "flaky",
+        TestStatus::Inconclusive => "inconclusive",
+        TestStatus::Failed => "FAILED",
+        TestStatus::Error => "could not run",
+        TestStatus::Interrupted => "interrupted",
+        TestStatus::NotRun => "not run",
+        TestStatus::Running => "running",
+    }
+}
+
+/// A test's heading in the table, and its rows.
+struct Group {
+    heading: String,
+    rows: Vec<([String; COLUMNS], String)>,
+}
+
+fn groups(results: &RunResults) -> Vec<Group> {
+    let mut tests: Vec<&TestRecord> = results.tests.iter().collect();
+    tests.sort_by_key(|t| test_rank(t));
+    tests
+        .into_iter()
+        .map(|t| {
+            let mut checks: Vec<&CheckOutcome> = t.checks.iter().collect();
+            checks.sort_by_key(|c| rank(c.verdict));
+            let mut rows: Vec<_> = checks.into_iter().map(|c| row(t, c)).collect();
+            let missing = match t.status {
+                TestStatus::Error => Some("could not run"),
+                TestStatus::Interrupted => Some("interrupted"),
+                TestStatus::NotRun | TestStatus::Running => Some("not run"),
+                _ => None,
+            };
+            if let Some(word) = missing.filter(|_| t.checks.is_empty()) {
+                let mut r: [String; COLUMNS] = Default::default();
+                r[VERDICT] = word.into();
+                r[CHECK] = "-".into();
+                rows.push((r, String::new()));
+            }
+            Group {
+                heading: format!("{} ({}): {}", t.name, t.kind, status_word(t.status)),
+                rows,
+            }
+        })
+        .collect()
+}
+
+/// Every check of every test, failing tests and checks first, within
+/// [`WIDTH`] columns: a check name too long for its column takes a line
+/// of its own, and each check's metric and evidence wrap on the lines
+/// under it. Then the findings and a one-line verdict.
+pub(crate) fn render(results: &RunResults, colour: bool) -> String {
+    let groups = groups(results);
     let mut width = HEADERS.map(|h| h.chars().count());
-    for (_, r) in &rows {
-        for (w, cell) in width.iter_mut().zip(r) {
+    for (cells, _) in groups.iter().flat_map(|g| &g.rows) {
+        for (w, cell) in width.iter_mut().zip(cells) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    // The check column gets what the others leave.
+    let others: usize = width
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != CHECK)
+        .map(|(_, w)| w + 2)
+        .sum();
+    width[CHECK] = width[CHECK].min(WIDTH.saturating_sub(others + 2).max(HEADERS[CHECK].len()));
     let mut out = String::new();
-    let line = |cells: &[String; COLUMNS], out: &mut String, paint_last: bool| {
+    let line = |cells: &[String; COLUMNS], out: &mut String, paint_verdict: bool| {
         let mut l = String::new();
         for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
-            let pad = w - cell.chars().count();
-            let shown = if i == VERDICT && paint_last {
+            let pad = w.saturating_sub(cell.chars().count());
+            let shown = if i == VERDICT && paint_verdict {
                 paint(cell, verdict_colour(cell), colour)
             } else {
                 cell.clone()
             };
-            // Numbers read best right-aligned.
-            if (3..=5).contains(&i) {
+            if NUMBERS.contains(&i) {
                 let _ = write!(l, "{}{shown}  ", " ".repeat(pad));
             } else {
                 let _ = write!(l, "{shown}{}  ", " ".repeat(pad));
@@ -128,14 +201,37 @@ pub(crate) fn render(results: &RunResults, colour: bool) -> String {
         let _ = writeln!(out, "{}", l.trim_end());
     };
     line(&HEADERS.map(String::from), &mut out, false);
-    let rule: [String; COLUMNS] = width.map(|w| "-".repeat(w));
-    line(&rule, &mut out, false);
-    for (_, r) in &rows {
-        line(r, &mut out, true);
+    line(&width.map(|w| "-".repeat(w)), &mut out, false);
+    // A check's metric and evidence sit under its name.
+    let indent = " ".repeat(width[VERDICT] + 2);
+    let hanging = format!("{indent}  ");
+    let detail_opts = textwrap::Options::new(WIDTH)
+        .initial_indent(&indent)
+        .subsequent_indent(&hanging);
+    for g in &groups {
+        let _ = writeln!(out, "{}", g.heading);
+        for (cells, detail) in &g.rows {
+            if cells[CHECK].chars().count() > width[CHECK] {
+                let _ = writeln!(out, "{}{}", " ".repeat(width[VERDICT] + 2), cells[CHECK]);
+                let mut rest = cells.clone();
+                rest[CHECK] = String::new();
+                line(&rest, &mut out, true);
+            } else {
+                line(cells, &mut out, true);
+            }
+            if !detail.is_empty() {
+                for l in textwrap::wrap(detail, &detail_opts) {
+                    let _ = writeln!(out, "{l}");
+                }
+            }
+        }
     }
     findings(results, &mut out);
-    if let Some(s) = super::render::statistics(results) {
-        let _ = writeln!(out, "\n{s}");
+    if let Some(s) = super::format::statistics(results) {
+        let _ = writeln!(out);
+        for l in textwrap::wrap(&s, WIDTH) {
+            let _ = writeln!(out, "{l}");
+        }
     }
     let _ = writeln!(out, "\n{}", headline(results, colour));
     out
@@ -159,6 +255,12 @@ fn findings(results: &RunResults, out: &mut String) {
             .error
             .iter()
             .map(|e| e.lines().next().unwrap_or_default().to_string())
+            .chain(
+                t.checks
+                    .iter()
+                    .filter(|c| c.verdict != Verdict::Pass)
+                    .filter_map(|c| Some(format!("{}: {}", c.name, c.message.as_deref()?))),
+            )
             .chain(t.notes.iter().cloned());
         for (i, line) in lines.enumerate() {
             if first {
@@ -169,7 +271,10 @@ fn findings(results: &RunResults, out: &mut String) {
                 let _ = writeln!(out, "{}: … more in summary.md", t.name);
                 break;
             }
-            let _ = writeln!(out, "{}: {line}", t.name);
+            let opts = textwrap::Options::new(WIDTH).subsequent_indent("    ");
+            for l in textwrap::wrap(&format!("{}: {line}", t.name), opts) {
+                let _ = writeln!(out, "{l}");
+            }
         }
     }
 }
@@ -225,6 +330,16 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("\x1b["), "no colour when not asked");
+        for (case, results) in samples::all() {
+            let text = render(&results, false);
+            let widest = text
+                .lines()
+                .filter(|l| !l.contains("results in "))
+                .map(|l| l.chars().count())
+                .max()
+                .unwrap_or(0);
+            assert!(widest <= WIDTH, "{case}: {widest} columns\n{text}");
+        }
         let coloured = render(&r, true);
         assert!(coloured.contains("\x1b[31mFAIL\x1b[0m"));
     }

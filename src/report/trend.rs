@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::render::{md_escape, number};
+use super::format::{md_escape, number};
 use crate::results::{HistoryView, MetricHistory, RunResults};
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];

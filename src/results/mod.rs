@@ -95,6 +95,11 @@ pub(crate) enum ResultsError {
         value: String,
         why: &'static str,
     },
+    #[error(
+        "failed to use {path} as the results directory: it holds {what}; pass --overwrite to \
+         clear it first, or give another --results-dir"
+    )]
+    Occupied { path: PathBuf, what: String },
 }
 
 impl ResultsError {
@@ -105,6 +110,7 @@ impl ResultsError {
             ResultsError::Parse { .. }
                 | ResultsError::TooLarge { .. }
                 | ResultsError::Hostile { .. }
+                | ResultsError::Occupied { .. }
         )
     }
 }
@@ -151,6 +157,9 @@ pub(crate) struct Metric {
     /// The p-value of the test behind it, where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p: Option<f64>,
+    /// Each trial's value, in order, when `value` pools several trials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trials: Vec<f64>,
 }
 
 impl Metric {
@@ -161,6 +170,7 @@ impl Metric {
             interval: None,
             n: None,
             p: None,
+            trials: Vec::new(),
         }
     }
 
@@ -278,6 +288,10 @@ pub(crate) struct CheckOutcome {
     pub p_adjusted: Option<f64>,
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,
+    /// For a bound that must hold in every trial: the 1-based trial whose
+    /// value was judged (the worst), of `n` trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_trial: Option<u32>,
 }
 
 /// How the run's hard checks share one false-alarm budget.
@@ -374,6 +388,10 @@ pub(crate) struct EngineRecord {
     /// What the server says it is (`GET /version`), when it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The models it serves (`GET /v1/models` once ready), the first few:
+    /// what `model = "auto"` turned out to be.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_models: Vec<String>,
     /// GPU memory in use around its life, where `nvidia-smi` answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory: Option<GpuMemory>,
@@ -425,6 +443,17 @@ pub(crate) struct RunMeta {
     pub build_url: Option<String>,
     pub models: Vec<String>,
     pub gpus: Vec<String>,
+    /// The CI's own name for the job's build: GitHub's run and attempt
+    /// (`run 99, attempt 2`), Buildkite's build number (`build 7`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_build: Option<String>,
+    /// The artifact the results directory is uploaded as, so reports link
+    /// to it instead of a path on a runner nobody can reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    /// Where that artifact is listed (the run's or job's page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_url: Option<String>,
     /// SHA-256 of the suite as resolved (results directory and build id
     /// left out): runs with the same hash ran the same tests, checks and
     /// engines.
@@ -604,6 +633,121 @@ impl RunResults {
 
 /// The bytes of a file that came from elsewhere, refused once it is over
 /// `max_mib` (never read whole to find out).
+/// Makes `dir` this run's alone, so no earlier run's test folders sit
+/// beside the new results.json (and get uploaded with it): a directory
+/// another run wrote (it has results.json or state.json) is refused unless
+/// `overwrite`, which empties it first. Anything else (missing, empty, or a
+/// folder that also holds the suite file) is taken as it is, and nothing
+/// that is not a run's is ever deleted.
+pub(crate) fn claim_dir(dir: &Path, overwrite: bool) -> Result<(), ResultsError> {
+    let read = |source| ResultsError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries: Vec<std::fs::DirEntry> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<Result<_, _>>().map_err(read)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(read(e)),
+    };
+    let mut names: Vec<String> = entries
+        .iter()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    let another_run = names
+        .iter()
+        .any(|n| n == "results.json" || n == "state.json");
+    if !another_run {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(ResultsError::Occupied {
+            path: dir.to_path_buf(),
+            what: describe_entries(dir, &names, true),
+        });
+    }
+    let theirs = files_of_the_run(dir);
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !theirs.contains(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        removed.map_err(|source| ResultsError::Write { path, source })?;
+    }
+    Ok(())
+}
+
+/// What a run writes at the top of its results directory: its fixed files
+/// and folders, and the first part of every path its results.json lists
+/// (its tests' folders). A suite file kept beside them is not among them.
+fn files_of_the_run(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = [
+        "results.json",
+        "state.json",
+        "summary.md",
+        "junit.xml",
+        "logs",
+        "metrics",
+        // MMLU's archive, extracted where a suite does not say.
+        "mmlu_data",
+    ]
+    .map(String::from)
+    .to_vec();
+    let old = read_capped(&dir.join("results.json"), 64)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let tests = old
+        .as_ref()
+        .and_then(|v| v["tests"].as_array().cloned())
+        .unwrap_or_default();
+    for t in &tests {
+        let listed = t["files"].as_array().cloned().unwrap_or_default();
+        let firsts = listed
+            .iter()
+            .filter_map(|f| f.as_str()?.split('/').next().map(String::from));
+        names.extend(firsts);
+        if let Some(n) = t["name"].as_str() {
+            names.push(n.to_string());
+        }
+    }
+    // Only plain names at the top: nothing that could climb out.
+    names.retain(|n| !n.is_empty() && n != "." && n != ".." && !n.contains('/'));
+    names
+}
+
+/// What an occupied directory holds, in words: the earlier run when there
+/// is one, and its first few entries.
+fn describe_entries(dir: &Path, names: &[String], ours: bool) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    let more = names.len().saturating_sub(shown.len());
+    let list = format!(
+        "{}{}",
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+    let earlier = ours
+        .then(|| read_capped(&dir.join("results.json"), 64).ok())
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .map(|v| {
+            format!(
+                "another run's results (build {}, started {}): ",
+                v["build_id"].as_str().unwrap_or("?"),
+                v["started_at"].as_str().unwrap_or("?")
+            )
+        });
+    format!("{}{list}", earlier.unwrap_or_default())
+}
+
 pub(crate) fn read_capped(path: &Path, max_mib: u64) -> Result<Vec<u8>, ResultsError> {
     let read_err = |source| ResultsError::Read {
         path: path.to_path_buf(),
@@ -706,6 +850,43 @@ pub(crate) fn strip_ansi(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_runs_directory_is_refused_or_cleared_of_its_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Empty, or only a suite beside it: taken as it is.
+        claim_dir(&d.join("new"), false).unwrap();
+        std::fs::write(d.join("suite.toml"), "[run]\n").unwrap();
+        claim_dir(d, false).unwrap();
+        std::fs::create_dir_all(d.join("mmlu")).unwrap();
+        std::fs::create_dir_all(d.join("logs")).unwrap();
+        std::fs::create_dir_all(d.join("stale_test")).unwrap();
+        std::fs::write(
+            d.join("results.json"),
+            r#"{"build_id": "7", "started_at": "2026-12-01T10:00:00Z",
+                "tests": [{"name": "stale_test", "files": ["mmlu/answers.jsonl"]}]}"#,
+        )
+        .unwrap();
+        let err = claim_dir(d, false).unwrap_err();
+        assert!(err.is_bad_input());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("another run's results (build 7, started 2026-12-01T10:00:00Z)")
+                && msg.contains("pass --overwrite"),
+            "{msg}"
+        );
+        claim_dir(d, true).unwrap();
+        let left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(
+            left,
+            vec!["suite.toml"],
+            "the run's files go, the suite stays"
+        );
+    }
 
     mod fuzz_results {
         use super::super::fuzz::{mutated, timed};

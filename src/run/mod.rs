@@ -470,6 +470,20 @@ async fn choose_gpus(
     Ok(chosen)
 }
 
+/// What a ready engine says it is and serves; reports name the model
+/// served, not `auto`. Names are cut and capped: the answer is the server's.
+async fn served_by(c: &crate::client::OpenAiClient) -> (Option<String>, Vec<String>) {
+    let models = c
+        .models(Duration::from_secs(5))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .take(4)
+        .map(|m| m.chars().take(200).collect())
+        .collect();
+    (c.server_version().await, models)
+}
+
 /// Each model to run, with the label its names carry when there are several.
 pub(crate) fn models_of(run: &config::RunConfig) -> Vec<(String, Option<String>)> {
     if run.models.is_empty() {
@@ -1034,6 +1048,7 @@ impl ModelRun<'_> {
                 ready_secs: None,
                 log_tail: Vec::new(),
                 version: None,
+                served_models: Vec::new(),
                 gpu_memory: gpu_before.map(|mib| crate::results::GpuMemory {
                     before_start_mib: Some(mib),
                     ..Default::default()
@@ -1073,14 +1088,15 @@ impl ModelRun<'_> {
         };
         for (spec, took) in specs.iter().zip(ready) {
             self.supervisor.mark_ready(&spec.name);
-            let version = match crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5))
-            {
-                Ok(c) if spec.role != Role::Service => c.server_version().await,
-                _ => None,
-            };
+            let (version, served) =
+                match crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5)) {
+                    Ok(c) if spec.role != Role::Service => served_by(&c).await,
+                    _ => (None, Vec::new()),
+                };
             if let Some(e) = results.engines.iter_mut().find(|e| e.name == spec.name) {
                 e.ready_secs = Some(took.as_secs_f64());
                 e.version = version;
+                e.served_models = served;
                 if let Some(g) = e.gpu_memory.as_mut() {
                     g.at_ready_mib = gpu_ready;
                 }

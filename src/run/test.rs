@@ -137,7 +137,8 @@ impl TestRun {
         self.per_trial.len() as u32
     }
 
-    /// Several trials become one value per metric (their mean) and, per
+    /// Several trials become one value per metric (their mean, each trial's
+    /// value kept beside it) and, per
     /// metric both engines have, one baseline/LMCache pair per trial.
     fn pool_trials(&self, out: &mut Output) {
         if self.per_trial.len() < 2 {
@@ -155,6 +156,7 @@ impl TestRun {
                 if !values.is_empty() {
                     metric.value = values.iter().sum::<f64>() / values.len() as f64;
                     metric.n = Some(values.len() as u64);
+                    metric.trials = values;
                 }
             }
             pooled.insert(*role, m);
