@@ -7,10 +7,15 @@
 # Environment:
 #   LMCACHE_E2E_VERSION    the release tag, e.g. v0.1.0 (or the first argument)
 #   LMCACHE_E2E_BASE_URL   where releases live
-#                          (default https://github.com/LMCache/lmcache-e2e/releases/download)
+#                          (default https://github.com/LMCache/e2e-action/releases/download)
 #   LMCACHE_E2E_SHA256     the expected sha256 of the asset; else the one pinned
-#                          for it in dist/checksums.txt beside this script; else
-#                          the release's own .sha256 file (with a warning)
+#                          for it in dist/checksums.txt beside this script (the
+#                          release workflow pins every asset there, in the
+#                          release's own commit); an asset pinned nowhere is
+#                          refused
+#   LMCACHE_E2E_ALLOW_UNPINNED=1  trust the release's own .sha256 file instead
+#                          (with a warning): it proves the download, not the
+#                          release
 #   LMCACHE_E2E_CHECKSUMS  a checksums file to use instead of dist/checksums.txt
 #   INSTALL_DIR            where the binary goes (default $HOME/.local/bin)
 set -eu
@@ -26,7 +31,7 @@ case $version in
   v*) ;;
   *) version="v$version" ;;
 esac
-base_url=${LMCACHE_E2E_BASE_URL:-https://github.com/LMCache/lmcache-e2e/releases/download}
+base_url=${LMCACHE_E2E_BASE_URL:-https://github.com/LMCache/e2e-action/releases/download}
 install_dir=${INSTALL_DIR:-$HOME/.local/bin}
 here=$(cd "$(dirname "$0")" && pwd)
 checksums=${LMCACHE_E2E_CHECKSUMS:-$here/../dist/checksums.txt}
@@ -60,7 +65,8 @@ if [ -z "$expected" ] && [ -f "$checksums" ]; then
 fi
 fetch "$url" "$tmp/$asset"
 if [ -z "$expected" ]; then
-  echo "install.sh: warning: no pinned sha256 for $asset; using the release's own $asset.sha256" >&2
+  [ "${LMCACHE_E2E_ALLOW_UNPINNED:-}" = 1 ] || die "no pinned sha256 for $asset in $checksums: not installing; use an action or plugin tag whose dist/checksums.txt pins it, set LMCACHE_E2E_SHA256 to the sha256 you reviewed, or LMCACHE_E2E_ALLOW_UNPINNED=1 to trust the release's own .sha256"
+  echo "install.sh: warning: no pinned sha256 for $asset; using the release's own $asset.sha256 (LMCACHE_E2E_ALLOW_UNPINNED=1)" >&2
   fetch "$url.sha256" "$tmp/$asset.sha256"
   expected=$(awk '{ print $1; exit }' "$tmp/$asset.sha256")
 fi

@@ -169,7 +169,7 @@ fn zizmor_finds_nothing_in_the_action_and_workflows() {
 #[test]
 fn shellcheck_is_clean_on_every_script_and_hook() {
     let mut files: Vec<PathBuf> = Vec::new();
-    for dir in ["scripts", "scripts/action", "buildkite/hooks", ".ci"] {
+    for dir in ["scripts", "scripts/action", "hooks", ".ci"] {
         for e in std::fs::read_dir(root().join(dir)).unwrap().flatten() {
             let p = e.path();
             let head = std::fs::read_to_string(&p).unwrap_or_default();
@@ -294,7 +294,13 @@ fn reached(
 
 /// Variables the binary reads that are not options: the reference's names
 /// and the GitHub token (documented in --help and the README).
-const READ_DIRECTLY: &[&str] = &["MODEL", "BUILD_ID", "GITHUB_TOKEN", "RESULTS_DIR"];
+const READ_DIRECTLY: &[&str] = &[
+    "MODEL",
+    "BUILD_ID",
+    "GITHUB_TOKEN",
+    "RESULTS_DIR",
+    "LMCACHE_E2E_ARTIFACT_NAME",
+];
 
 /// What a user needs from `ci`, less what a surface covers by itself.
 fn assert_all_reachable(reached: &BTreeSet<String>, not_needed: &[(&str, &str)], surface: &str) {
@@ -374,11 +380,7 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
         })
         .collect();
     // Inputs that are not for the binary, and where they go instead.
-    let elsewhere = [
-        ("version", "Install lmcache-e2e"),
-        ("upload-artifact", "Upload the results"),
-        ("artifact-name", "Upload the results"),
-    ];
+    let elsewhere = [("version", "Install lmcache-e2e")];
     for input in &inputs {
         if let Some((_, s)) = elsewhere.iter().find(|(i, _)| i == input) {
             let text = serde_yaml::to_string(step(s)).unwrap();
@@ -407,12 +409,15 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
         ),
         ("preset", "sim".into()),
         ("model", "lmcache-e2e/sim".into()),
-        ("tests", "determinism".into()),
-        ("thresholds", thresholds(work.path()).display().to_string()),
+        ("only", "determinism".into()),
+        ("overlay", thresholds(work.path()).display().to_string()),
         ("set", "run.grace_period_secs=2".into()),
         ("sequential", "true".into()),
+        ("overwrite", "true".into()),
+        ("upload-results", "true".into()),
+        ("artifact-name", "e2e-results-of-this-job".into()),
         ("results-dir", results_dir.display().to_string()),
-        ("comment", "true".into()),
+        ("pr-comment", "true".into()),
         ("comment-id", "e2e-test".into()),
         ("github-token", "ghs_notARealToken".into()),
         ("strict-report", "false".into()),
@@ -455,9 +460,13 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
     // The suite file wins over the preset, as documented; the preset is
     // checked on its own below.
     values.remove("preset");
-    // A switch: its flag, not its value, is what reaches the binary.
-    values.remove("sequential");
-    assert!(argv.iter().any(|a| a == "--sequential"), "{argv:?}");
+    // Switches: their flags, not their values, reach the binary; the
+    // upload is the action's own step, told by an output.
+    for (input, flag) in [("sequential", "--sequential"), ("overwrite", "--overwrite")] {
+        values.remove(input);
+        assert!(argv.iter().any(|a| a == flag), "{argv:?}");
+    }
+    values.remove("upload-results");
     let mut hit = reached(&values, &argv, &env);
     // What the binary did with them.
     assert_eq!(
@@ -483,6 +492,15 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
         "{outputs}"
     );
     assert!(outputs.contains("verdict<<"), "{outputs}");
+    assert!(
+        outputs.contains("upload=true\nartifact-name=e2e-results-of-this-job\n"),
+        "{outputs}"
+    );
+    for output in ["junit", "summary"] {
+        assert!(outputs.contains(&format!("{output}<<")), "{outputs}");
+    }
+    // The old input names are not used here: no deprecation warnings.
+    assert!(!stderr.contains("deprecated"), "{stderr}");
     assert_eq!(results(&results_dir)["shard"]["count"], 1);
     let history = std::fs::read_to_string(work.path().join("history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 1, "appended: {history}");
@@ -497,7 +515,7 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
             format!("{}:{}", shim2.display(), std::env::var("PATH").unwrap()),
         )
         .env("LMCACHE_E2E_PRESET", "sim")
-        .env("LMCACHE_E2E_TESTS", "determinism")
+        .env("LMCACHE_E2E_ONLY", "determinism")
         .env("LMCACHE_E2E_RESULTS_DIR", work2.path().join("r"))
         .env_remove("GITHUB_OUTPUT");
     let out = run(&mut cmd, LIMIT);
@@ -729,7 +747,7 @@ fn the_plugins_second_run_reuses_the_binary_on_the_agent() {
     let cargo = fake_cargo(work.path());
     let cache = work.path().join("cache");
     let hook = || {
-        let mut cmd = Command::new(root().join("buildkite/hooks/command"));
+        let mut cmd = Command::new(root().join("hooks/command"));
         cmd.env("PATH", format!("{}:{}", cargo.display(), path_with(&agent)))
             .env("CARGO_TARGET_DIR", work.path().join("target"))
             .env("LMCACHE_E2E_CACHE_DIR", &cache)
@@ -739,7 +757,7 @@ fn the_plugins_second_run_reuses_the_binary_on_the_agent() {
             &checkout,
             &[
                 ("PRESET", "sim"),
-                ("TESTS", "determinism"),
+                ("ONLY", "determinism"),
                 ("VERSION", "source"),
                 ("UPLOAD_RESULTS", "false"),
             ],
@@ -833,7 +851,7 @@ fn buildkite_env(cmd: &mut Command, checkout: &Path, props: &[(&str, &str)]) {
 
 #[test]
 fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
-    let plugin = yaml("buildkite/plugin.yml");
+    let plugin = yaml("plugin.yml");
     let props: Vec<String> = plugin["configuration"]["properties"]
         .as_mapping()
         .unwrap()
@@ -857,8 +875,9 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
             root().join("presets/sim.toml").display().to_string(),
         ),
         ("MODEL", "lmcache-e2e/sim".into()),
-        ("TESTS", "determinism".into()),
-        ("THRESHOLDS", thresholds(work.path()).display().to_string()),
+        ("ONLY", "determinism".into()),
+        ("OVERLAY", thresholds(work.path()).display().to_string()),
+        ("OVERWRITE", "true".into()),
         ("SET_0", "run.grace_period_secs=2".into()),
         ("SET_1", "tests.determinism.max_tokens=8".into()),
         ("SEQUENTIAL", "true".into()),
@@ -886,10 +905,12 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
         let covered = values
             .iter()
             .any(|(k, _)| *k == var || k.starts_with(&format!("{var}_")))
-            || ["PRESET", "RESULTS_DIR", "MERGE", "DRY_RUN"].contains(&var.as_str());
+            || ["PRESET", "RESULTS_DIR", "MERGE", "DRY_RUN"].contains(&var.as_str())
+            // The old names, tested in their own test.
+            || ["TESTS", "THRESHOLDS"].contains(&var.as_str());
         assert!(covered, "property `{p}` is not exercised");
     }
-    let mut cmd = Command::new(root().join("buildkite/hooks/command"));
+    let mut cmd = Command::new(root().join("hooks/command"));
     let path = format!(
         "{}:{}:{}",
         shim.display(),
@@ -913,13 +934,19 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
                 "UPLOAD_RESULTS",
                 "STRICT_REPORT",
                 "SEQUENTIAL",
+                "OVERWRITE",
             ]
             .contains(k)
         })
         .map(|(k, v)| (*k, v.clone()))
         .collect();
     let mut hit = reached(&named, &argv, &env);
-    for flag in ["--pr-comment", "--buildkite-upload", "--sequential"] {
+    for flag in [
+        "--pr-comment",
+        "--buildkite-upload",
+        "--sequential",
+        "--overwrite",
+    ] {
         assert!(
             argv.iter().any(|a| a == flag),
             "{flag} missing from {argv:?}"
@@ -955,7 +982,7 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
     let shim2 = recording_shim(work2.path());
     let agent2 = fake_agent(work2.path());
     let custom = work2.path().join("custom-results");
-    let mut cmd = Command::new(root().join("buildkite/hooks/command"));
+    let mut cmd = Command::new(root().join("hooks/command"));
     cmd.env(
         "PATH",
         format!(
@@ -972,7 +999,7 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
         work2.path(),
         &[
             ("PRESET", "sim"),
-            ("TESTS", "determinism"),
+            ("ONLY", "determinism"),
             ("RESULTS_DIR", &custom_s),
             ("UPLOAD_RESULTS", "false"),
             ("STRICT_REPORT", "true"),
@@ -986,7 +1013,7 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
     let work3 = tempdir();
     let shim3 = recording_shim(work3.path());
     let agent3 = fake_agent(work3.path());
-    let mut dry = Command::new(root().join("buildkite/hooks/command"));
+    let mut dry = Command::new(root().join("hooks/command"));
     dry.env(
         "PATH",
         format!(
@@ -1060,7 +1087,7 @@ fn the_plugin_runs_a_parallel_steps_shards_and_merges_them() {
     let shim = recording_shim(work.path());
     let path = format!("{}:{}", shim.display(), path_with(&agent));
     let hook = |props: &[(&str, &str)], parallel: Option<&str>| {
-        let mut cmd = Command::new(root().join("buildkite/hooks/command"));
+        let mut cmd = Command::new(root().join("hooks/command"));
         cmd.env("PATH", &path).current_dir(&checkout);
         buildkite_env(&mut cmd, &checkout, props);
         if let Some(job) = parallel {
@@ -1070,7 +1097,7 @@ fn the_plugin_runs_a_parallel_steps_shards_and_merges_them() {
         let out = run(&mut cmd, LIMIT);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     };
-    let shard = [("PRESET", "sim"), ("TESTS", "determinism")];
+    let shard = [("PRESET", "sim"), ("ONLY", "determinism")];
     hook(&shard, Some("0"));
     hook(&shard, Some("1"));
     for k in [1, 2] {
@@ -1140,7 +1167,7 @@ fn pre_exit_stops_the_engines_of_a_job_whose_runner_was_killed() {
         agent.display(),
         std::env::var("PATH").unwrap()
     );
-    let mut cmd = Command::new(root().join("buildkite/hooks/command"));
+    let mut cmd = Command::new(root().join("hooks/command"));
     cmd.env("PATH", &path)
         .current_dir(&checkout)
         .stdout(Stdio::null())
@@ -1150,7 +1177,7 @@ fn pre_exit_stops_the_engines_of_a_job_whose_runner_was_killed() {
         &checkout,
         &[
             ("PRESET", "sim"),
-            ("TESTS", "long_doc_qa"),
+            ("ONLY", "long_doc_qa"),
             ("SET_0", "tests.long_doc_qa.num_documents=60"),
             ("SET_1", "tests.long_doc_qa.prewarmup_prompts=0"),
         ],
@@ -1167,7 +1194,7 @@ fn pre_exit_stops_the_engines_of_a_job_whose_runner_was_killed() {
     let groups = recorded_groups(&dir);
     assert!(!groups.is_empty() && groups.iter().all(|g| group_alive(*g)));
 
-    let mut hook = Command::new(root().join("buildkite/hooks/pre-exit"));
+    let mut hook = Command::new(root().join("hooks/pre-exit"));
     hook.env("PATH", &path).current_dir(&checkout);
     buildkite_env(&mut hook, &checkout, &[("PRESET", "sim")]);
     let out = run(&mut hook, LIMIT);
@@ -1179,7 +1206,7 @@ fn pre_exit_stops_the_engines_of_a_job_whose_runner_was_killed() {
     }
     // A job that never ran leaves nothing to do, and pre-exit still passes.
     let empty = tempdir();
-    let mut hook = Command::new(root().join("buildkite/hooks/pre-exit"));
+    let mut hook = Command::new(root().join("hooks/pre-exit"));
     hook.env("PATH", &path).current_dir(empty.path());
     buildkite_env(&mut hook, empty.path(), &[]);
     assert_eq!(run(&mut hook, LIMIT).status.code(), Some(0));
@@ -1284,9 +1311,17 @@ async fn install_sh_verifies_the_release_asset_it_downloads() {
     );
     assert!(!installed.exists());
 
-    // Not pinned: the release's own .sha256, with a warning.
+    // Not pinned: refused, unless asked to trust the release's own
+    // .sha256 (then with a warning).
     std::fs::write(work.path().join("checksums.txt"), "").unwrap();
     let out = go(vec![]).await.unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no pinned sha256"), "{stderr}");
+    assert!(!installed.exists());
+    let out = go(vec![("LMCACHE_E2E_ALLOW_UNPINNED", "1".into())])
+        .await
+        .unwrap();
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("no pinned sha256"), "{stderr}");
@@ -1294,9 +1329,12 @@ async fn install_sh_verifies_the_release_asset_it_downloads() {
     std::fs::remove_file(&installed).unwrap();
 
     // A version that was never released.
-    let out = go(vec![("LMCACHE_E2E_VERSION", "v0.0.1".into())])
-        .await
-        .unwrap();
+    let out = go(vec![
+        ("LMCACHE_E2E_VERSION", "v0.0.1".into()),
+        ("LMCACHE_E2E_ALLOW_UNPINNED", "1".into()),
+    ])
+    .await
+    .unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -1336,4 +1374,341 @@ async fn install_sh_verifies_the_release_asset_it_downloads() {
         stderr.contains("unsupported platform Darwin/arm64"),
         "{stderr}"
     );
+}
+
+/// The paths of the plugin a vendored copy needs, as the plugin's README
+/// says to copy them.
+const PLUGIN_PARTS: &[&str] = &["plugin.yml", "hooks", "scripts", "dist"];
+
+fn copy_into(parts: &[&str], to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for part in parts {
+        let out = Command::new("cp")
+            .arg("-R")
+            .arg(root().join(part))
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+/// Runs a plugin's command hook from `plugin` (wherever the agent put it)
+/// on the sim, in a fresh checkout.
+fn plugin_run(plugin: &Path, work: &Path, extra_path: &[&Path], props: &[(&str, &str)]) -> Output {
+    let checkout = work.join("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let agent = fake_agent(work);
+    let mut dirs: Vec<String> = extra_path.iter().map(|p| p.display().to_string()).collect();
+    dirs.push(path_with(&agent));
+    let mut cmd = Command::new(plugin.join("hooks/command"));
+    cmd.env("PATH", dirs.join(":"))
+        .env("CARGO_TARGET_DIR", work.join("target"))
+        .env("LMCACHE_E2E_CACHE_DIR", work.join("cache"))
+        .current_dir(&checkout);
+    let mut all = vec![
+        ("PRESET", "sim"),
+        ("ONLY", "determinism"),
+        ("UPLOAD_RESULTS", "false"),
+    ];
+    all.extend_from_slice(props);
+    buildkite_env(&mut cmd, &checkout, &all);
+    run(&mut cmd, LIMIT)
+}
+
+/// As the plugin's README offers: its files copied into the pipeline's
+/// repository (`.buildkite/plugins/lmcache-e2e`), and as the agent fetches
+/// `https://github.com/LMCache/e2e-action.git#v9.9.9`: a clone of the
+/// repository at that tag, run from its root.
+#[test]
+fn the_plugin_runs_vendored_and_from_a_tag_of_its_repository() {
+    let real_bin = Path::new(env!("CARGO_BIN_EXE_lmcache-e2e"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+
+    // Vendored, the binary on the agent's PATH.
+    let work = tempdir();
+    let vendored = work.path().join("repo/.buildkite/plugins/lmcache-e2e");
+    copy_into(PLUGIN_PARTS, &vendored);
+    let out = plugin_run(&vendored, work.path(), &[&real_bin], &[("VERSION", "path")]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("from the agent's PATH"), "{stdout}");
+    let r = results(&work.path().join("checkout/lmcache-e2e-results"));
+    assert_eq!(r["status"], "passed");
+    // A vendored copy has no source to build: said, not a cargo error.
+    let work = tempdir();
+    copy_into(PLUGIN_PARTS, &work.path().join("p"));
+    let out = plugin_run(
+        &work.path().join("p"),
+        work.path(),
+        &[],
+        &[("VERSION", "source")],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("has no Cargo.toml (a vendored copy)"),
+        "{stderr}"
+    );
+
+    // From a tag: the repository's tracked files (as they are in this
+    // working tree) committed and tagged, cloned as the agent clones.
+    let work = tempdir();
+    let origin = work.path().join("origin");
+    let listed = Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    for rel in listed.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()) {
+        let rel = Path::new(std::str::from_utf8(rel).unwrap());
+        let (from, to) = (root().join(rel), origin.join(rel));
+        if !from.is_file() {
+            continue;
+        }
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&from, &to).unwrap();
+    }
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out).1);
+    };
+    git(&origin, &["init", "-q"]);
+    git(&origin, &["add", "-A"]);
+    git(&origin, &["commit", "-q", "-m", "v9.9.9"]);
+    git(&origin, &["tag", "v9.9.9"]);
+    let plugins = work.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    git(
+        &plugins,
+        &[
+            "clone",
+            "-q",
+            "--branch",
+            "v9.9.9",
+            &format!("file://{}", origin.display()),
+            "lmcache-e2e",
+        ],
+    );
+    let cloned = plugins.join("lmcache-e2e");
+    let cargo = fake_cargo(work.path());
+    let out = plugin_run(&cloned, work.path(), &[&cargo], &[("VERSION", "source")]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("from source, built with cargo"), "{stdout}");
+    assert_eq!(cargo_calls(work.path()), 1);
+    assert_eq!(
+        results(&work.path().join("checkout/lmcache-e2e-results"))["status"],
+        "passed"
+    );
+}
+
+/// The old names of inputs and properties still work, with a warning that
+/// names the new one.
+#[test]
+fn old_input_and_property_names_warn_and_still_work() {
+    let work = tempdir();
+    let shim = recording_shim(work.path());
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/action/run.sh"))
+        .env("PATH", path_with(&shim))
+        .env("LMCACHE_E2E_PRESET", "sim")
+        .env("LMCACHE_E2E_TESTS", "determinism")
+        .env("LMCACHE_E2E_COMMENT", "false")
+        .env("LMCACHE_E2E_RESULTS_DIR", work.path().join("r"))
+        .env_remove("GITHUB_OUTPUT")
+        .env_remove("GITHUB_ACTIONS");
+    let out = run(&mut cmd, LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("::warning title=lmcache-e2e::the input `tests` is deprecated; use `only`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the input `comment` is deprecated; use `pr-comment`"),
+        "{stdout}"
+    );
+    let (argv, env) = recorded(work.path());
+    assert!(
+        argv.windows(2).any(|w| w == ["--only", "determinism"]),
+        "{argv:?}"
+    );
+    assert_eq!(
+        env.get("LMCACHE_E2E_PR_COMMENT").map(String::as_str),
+        Some("false")
+    );
+
+    let work = tempdir();
+    let shim = recording_shim(work.path());
+    let out = plugin_run(
+        &root(),
+        work.path(),
+        &[&shim],
+        &[("VERSION", "path"), ("TESTS", "mmlu"), ("ONLY", "")],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the plugin property `tests` is deprecated; use `only`"),
+        "{stderr}"
+    );
+    let (argv, _) = recorded(work.path());
+    assert!(argv.windows(2).any(|w| w == ["--only", "mmlu"]), "{argv:?}");
+}
+
+/// A release pins the sha256 of the binaries it publishes in the commit it
+/// tags, and moves the major tag there.
+#[test]
+fn a_release_pins_its_binaries_in_its_own_tag_and_moves_the_major_tag() {
+    let work = tempdir();
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(repo.join("scripts")).unwrap();
+    std::fs::create_dir_all(repo.join("dist")).unwrap();
+    std::fs::copy(
+        root().join("scripts/release.sh"),
+        repo.join("scripts/release.sh"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("dist/checksums.txt"),
+        repo.join("dist/checksums.txt"),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out).1);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let release = |version: &str| -> Vec<(String, String)> {
+        let cargo = format!(
+            "[package]\nname = \"lmcache-e2e\"\nversion = \"{}\"\n",
+            &version[1..]
+        );
+        std::fs::write(repo.join("Cargo.toml"), cargo).unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", &format!("bump to {version}")]);
+        let assets = work.path().join(format!("assets-{version}"));
+        let mut pinned = Vec::new();
+        for target in ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"] {
+            let bytes = release_asset(&assets, version, target);
+            let name = format!("lmcache-e2e-{version}-{target}.tar.gz");
+            pinned.push((format!("{:x}", Sha256::digest(&bytes)), name));
+        }
+        for step in [
+            vec!["pin", version, assets.to_str().unwrap()],
+            vec!["tag", version],
+        ] {
+            let out = Command::new("bash")
+                .arg(repo.join("scripts/release.sh"))
+                .args(&step)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.com")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.com")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{step:?}: {}", text(&out).1);
+        }
+        pinned
+    };
+    git(&["init", "-q"]);
+    let first = release("v9.9.9");
+    let at_tag = git(&["show", "v9.9.9:dist/checksums.txt"]);
+    for (sha, name) in &first {
+        assert!(at_tag.contains(&format!("{sha}  {name}")), "{at_tag}");
+    }
+    assert_eq!(
+        git(&["rev-parse", "v9^{commit}"]),
+        git(&["rev-parse", "v9.9.9^{commit}"])
+    );
+    let second = release("v9.10.0");
+    assert_eq!(
+        git(&["rev-parse", "v9^{commit}"]),
+        git(&["rev-parse", "v9.10.0^{commit}"])
+    );
+    let now = git(&["show", "v9:dist/checksums.txt"]);
+    for (sha, name) in first.iter().chain(&second) {
+        assert!(
+            now.contains(&format!("{sha}  {name}")),
+            "every release stays pinned: {now}"
+        );
+    }
+    // A version Cargo.toml does not say is refused.
+    let out = Command::new("bash")
+        .arg(repo.join("scripts/release.sh"))
+        .args(["tag", "v9.11.0"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out)
+            .1
+            .contains("Cargo.toml says v9.10.0, not v9.11.0"),
+        "{}",
+        text(&out).1
+    );
+}
+
+/// One name for the project everywhere, the preset lists generated from
+/// presets/ (LMCACHE_E2E_BLESS=1 rewrites them), and the licence.
+#[test]
+fn names_preset_lists_and_licence_agree_with_the_repository() {
+    let mut presets: Vec<String> = std::fs::read_dir(root().join("presets"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            name.strip_suffix(".toml").map(String::from)
+        })
+        .collect();
+    presets.sort();
+    let sentence = format!("presets: {}", presets.join(", "));
+    for file in ["action.yml", "plugin.yml"] {
+        let path = root().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("Built-in suite (presets: "))
+            .unwrap_or_else(|| panic!("{file} lists no presets"));
+        let listed = line
+            .split("(presets: ")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap();
+        let listed = format!("presets: {listed}");
+        if listed != sentence && std::env::var("LMCACHE_E2E_BLESS").as_deref() == Ok("1") {
+            std::fs::write(&path, text.replace(&listed, &sentence)).unwrap();
+            continue;
+        }
+        assert_eq!(listed, sentence, "{file} (LMCACHE_E2E_BLESS=1 rewrites it)");
+    }
+    let home = "LMCache/e2e-action";
+    let uses = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(uses.contains(&format!("uses: {home}@v1")), "README's uses:");
+    let install = std::fs::read_to_string(root().join("scripts/install.sh")).unwrap();
+    assert!(install.contains(&format!("https://github.com/{home}/releases/download")));
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(cargo.contains(&format!("repository = \"https://github.com/{home}\"")));
+    for rel in WORKFLOWS {
+        let text = std::fs::read_to_string(root().join(rel)).unwrap();
+        for l in text.lines().filter(|l| l.contains("/e2e-action")) {
+            assert!(l.contains(home), "{rel}: {l}");
+        }
+    }
+    let licence = std::fs::read_to_string(root().join("LICENSE")).unwrap();
+    assert!(licence.contains("Apache License") && licence.contains("Version 2.0, January 2004"));
 }

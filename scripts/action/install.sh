@@ -13,8 +13,21 @@ set -euo pipefail
 action_path=${GITHUB_ACTION_PATH:?GITHUB_ACTION_PATH is set by GitHub Actions}
 # shellcheck source=scripts/binary-cache.sh
 . "$action_path/scripts/binary-cache.sh"
-version=${LMCACHE_E2E_VERSION:-source}
+version=${LMCACHE_E2E_VERSION:-auto}
 cache=${LMCACHE_E2E_CACHE_DIR:-$HOME/.cache/lmcache-e2e}
+
+# `auto`: the release this action's own commit is (its Cargo.toml version)
+# when its dist/checksums.txt pins that release's asset for this machine,
+# so `uses: LMCache/e2e-action@v1` installs the binary of that tag; else
+# the action's source, built.
+if [ "$version" = auto ]; then
+  own=v$(sed -n 's/^version = "\(.*\)"$/\1/p' "$action_path/Cargo.toml" | head -n 1)
+  if grep -q "lmcache-e2e-$own-$(uname -m)-" "$action_path/dist/checksums.txt" 2>/dev/null; then
+    version=$own
+  else
+    version=source
+  fi
+fi
 
 key() {
   if [ "$version" = source ]; then
