@@ -1376,6 +1376,18 @@ async fn install_sh_verifies_the_release_asset_it_downloads() {
     );
 }
 
+/// Runs git in `dir` as a throwaway identity; its trimmed stdout.
+fn git_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out).1);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The paths of the plugin a vendored copy needs, as the plugin's README
 /// says to copy them.
 const PLUGIN_PARTS: &[&str] = &["plugin.yml", "hooks", "scripts", "dist"];
@@ -1473,13 +1485,7 @@ fn the_plugin_runs_vendored_and_from_a_tag_of_its_repository() {
         std::fs::copy(&from, &to).unwrap();
     }
     let git = |dir: &Path, args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", text(&out).1);
+        git_in(dir, args);
     };
     git(&origin, &["init", "-q"]);
     git(&origin, &["add", "-A"]);
@@ -1583,16 +1589,7 @@ fn a_release_pins_its_binaries_in_its_own_tag_and_moves_the_major_tag() {
         repo.join("dist/checksums.txt"),
     )
     .unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(args)
-            .current_dir(&repo)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", text(&out).1);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| git_in(&repo, args);
     let release = |version: &str| -> Vec<(String, String)> {
         let cargo = format!(
             "[package]\nname = \"lmcache-e2e\"\nversion = \"{}\"\n",
