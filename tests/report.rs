@@ -175,8 +175,22 @@ async fn creates_the_comment_on_github_enterprise_when_none_has_the_marker() {
     )
     .await;
     let dir = results_dir(|_| {});
-    let (out, stderr) = report_passes(dir.path(), &format!("{}/api/v3", gh.uri()), &[]).await;
+    let outputs = dir.path().join("github_output");
+    let mut cmd = report(dir.path(), &format!("{}/api/v3", gh.uri()), &[]);
+    cmd.env("GITHUB_OUTPUT", &outputs);
+    let out = finish(cmd).await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("created the PR comment (id 11"), "{stderr}");
+    // The comment's id is a step output, for a later step to link it.
+    let written = std::fs::read_to_string(&outputs).unwrap();
+    assert!(written.contains("comment-id<<"), "{written}");
+    let after: Vec<&str> = written
+        .lines()
+        .skip_while(|l| !l.starts_with("comment-id<<"))
+        .collect();
+    assert_eq!(after.get(1), Some(&"11"), "{written}");
+    std::fs::remove_file(&outputs).unwrap();
     let all = gh.received_requests().await.unwrap();
     let posts = requests_to(&all, "POST", &ghe);
     assert_eq!(posts.len(), 1);
