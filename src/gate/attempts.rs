@@ -96,6 +96,7 @@ mod tests {
             method: None,
             p_adjusted: None,
             on_inconclusive: OnInconclusive::Warn,
+            every_trial: false,
             worst_trial: None,
         }
     }

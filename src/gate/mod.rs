@@ -66,8 +66,9 @@ fn evaluate_one(
         // Config validation guarantees one bound; treat none as unmeetable.
         _ => (CheckKind::Absolute, "<=", f64::NAN),
     };
+    let every_trial = kind == CheckKind::Absolute && metrics::proves_engagement(&c.metric);
     let worst = match kind {
-        CheckKind::Absolute if metrics::proves_engagement(&c.metric) => {
+        CheckKind::Absolute if every_trial => {
             metric(c.engine).and_then(|m| worst_trial(&m.trials, op))
         }
         _ => None,
@@ -170,6 +171,7 @@ fn evaluate_one(
         method: method.map(String::from),
         p_adjusted: None,
         on_inconclusive: c.on_inconclusive,
+        every_trial,
         worst_trial: worst.map(|(t, _)| t),
     }
 }
@@ -439,6 +441,7 @@ mod tests {
         assert_eq!(out[0].verdict, Verdict::Fail);
         assert_eq!(out[0].value, Some(0.0));
         assert_eq!(out[0].worst_trial, Some(2));
+        assert!(out[0].every_trial);
         assert_eq!(
             out[0].message.as_deref(),
             Some("trial 2 of 3 had 0 (every trial must prove it; the mean 80 hides that)")

@@ -232,13 +232,10 @@ fn accuracy_change(t: &TestRecord, b: f64, l: f64) -> String {
     }
 }
 
-/// The proof LMCache was engaged: the test's first check on a cache-hit
-/// counter, with LMCache's share of the prompt tokens and the worst trial.
+/// The proof LMCache was engaged: the test's first check the gate held to
+/// every trial (a cache-hit bound), with LMCache's share of the prompt tokens and the worst trial.
 fn cache_hits(t: &TestRecord) -> Option<Headline> {
-    let c = t
-        .checks
-        .iter()
-        .find(|c| c.kind == CheckKind::Absolute && c.metric.contains("hit"))?;
+    let c = t.checks.iter().find(|c| c.every_trial)?;
     let unit = c.unit.as_str();
     let mut notes = Vec::new();
     if let Some(share) = value_of(t, Role::Lmcache, "external_prefix_cache_hit_pct") {
@@ -334,6 +331,40 @@ mod tests {
             vec!["::error file=.github/e2e%2C gpu.toml,title=lmcache-e2e%3A long_doc_qa › query_ttft_vs_baseline::❌ long_doc_qa › query_ttft_vs_baseline: change -68.2 %25, needs ≤ -80.0 %25"]
         );
         assert!(github_annotations(&samples::passed()).is_empty());
+    }
+
+    #[test]
+    fn the_cache_hit_row_names_the_share_and_the_worst_trial() {
+        let mut r = samples::passed();
+        let t = &mut r.tests[0];
+        let mut hits = t.checks[0].clone();
+        hits.name = "lmcache_cache_hits".into();
+        hits.metric = "vllm:external_prefix_cache_hits_total".into();
+        hits.unit = "tokens".into();
+        (hits.baseline, hits.lmcache, hits.value) = (Some(0.0), Some(11264.0), Some(3584.0));
+        (hits.every_trial, hits.worst_trial) = (true, Some(1));
+        t.checks.push(hits);
+        t.metrics.get_mut(&Role::Lmcache).unwrap().insert(
+            "external_prefix_cache_hit_pct".into(),
+            crate::results::Metric::new(53.27, "%"),
+        );
+        let rows = headlines(&r);
+        let row = rows
+            .iter()
+            .find(|r| r.what.starts_with("cache hits"))
+            .unwrap();
+        assert_eq!(
+            (row.lmcache.as_str(), row.change.as_str()),
+            (
+                "11264 tokens",
+                "53.3 % of prompt tokens from LMCache; worst trial (1): 3584 tokens"
+            )
+        );
+        // A check not held to every trial is no cache-hit row.
+        r.tests[0].checks.last_mut().unwrap().every_trial = false;
+        assert!(!headlines(&r)
+            .iter()
+            .any(|r| r.what.starts_with("cache hits")));
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn check(
         method: None,
         p_adjusted: None,
         on_inconclusive: OnInconclusive::Warn,
+        every_trial: false,
         worst_trial: None,
     }
 }

@@ -288,6 +288,10 @@ pub(crate) struct CheckOutcome {
     pub p_adjusted: Option<f64>,
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,
+    /// The bound proves the cache was engaged, so it must hold in every
+    /// trial (decided by the gate; reports show these as the cache hits).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub every_trial: bool,
     /// For a bound that must hold in every trial: the 1-based trial whose
     /// value was judged (the worst), of `n` trials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
