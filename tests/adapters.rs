@@ -210,13 +210,8 @@ fn lm_eval(dir: &Path, mode: &str, sets: &[&str]) -> std::process::Output {
          [tests.lm_eval.checks.identical_samples]\nmetric = \"differing_sample_lines\"\nmax = 0\n",
     )
     .unwrap();
-    let mut cmd = bin();
-    cmd.args(["ci", "--suite"])
-        .arg(&suite)
-        .arg("--results-dir")
-        .arg(dir.join("r"))
-        .env("PATH", path)
-        .env("FAKE_LM_EVAL_MODE", mode);
+    let mut cmd = ci_suite(&suite, dir.join("r"));
+    cmd.env("PATH", path).env("FAKE_LM_EVAL_MODE", mode);
     for s in sets {
         cmd.args(["--set", s]);
     }

@@ -18,14 +18,7 @@ fn unknown_key_in_a_suite_file_names_key_and_file_and_exits_2() {
         "[engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\n[tests.ldqa]\nkind = \"long_doc_qa\"\nnum_docs = 3\n",
     )
     .unwrap();
-    let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(&suite)
-            .arg("--results-dir")
-            .arg(dir.path().join("r")),
-        LIMIT,
-    );
+    let out = run(&mut ci_suite(&suite, dir.path().join("r")), LIMIT);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

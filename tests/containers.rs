@@ -163,11 +163,7 @@ fn three_containers_launch_serve_and_are_removed() {
     let dir = tempdir();
     let results = dir.path().join("r");
     let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(suite(dir.path(), "/bin/lmcache-e2e", SERVING, 3))
-            .arg("--results-dir")
-            .arg(&results),
+        &mut ci_suite(suite(dir.path(), "/bin/lmcache-e2e", SERVING, 3), &results),
         LIMIT,
     );
     let (_, stderr) = text(&out);
@@ -204,14 +200,7 @@ fn a_container_that_exits_during_startup_fails_readiness_with_exit_4() {
     let results = dir.path().join("r");
     let crash = r#"args = ["sh", "-c", "echo loading Qwen/Qwen3-14B; echo 'torch.OutOfMemoryError: CUDA out of memory' >&2; exit 3"]"#;
     let path = suite(dir.path(), "/bin/busybox", crash, 3);
-    let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(&path)
-            .arg("--results-dir")
-            .arg(&results),
-        LIMIT,
-    );
+    let out = run(&mut ci_suite(&path, &results), LIMIT);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(
@@ -231,15 +220,14 @@ fn a_container_that_exits_during_startup_fails_readiness_with_exit_4() {
 fn sigterm_mid_run_removes_every_container_and_keeps_the_logs() {
     let dir = tempdir();
     let results = dir.path().join("r");
-    let child = bin()
-        .args(["ci", "--suite"])
-        .arg(suite(dir.path(), "/bin/lmcache-e2e", SERVING, 300))
-        .arg("--results-dir")
-        .arg(&results)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = ci_suite(
+        suite(dir.path(), "/bin/lmcache-e2e", SERVING, 300),
+        &results,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     wait_until(Duration::from_secs(60), "the test to start", || {
         test_status(&results, "long_doc_qa").as_deref() == Some("running")
     });
@@ -269,15 +257,14 @@ fn sigterm_mid_run_removes_every_container_and_keeps_the_logs() {
 fn after_sigkill_cleanup_by_run_id_removes_everything() {
     let dir = tempdir();
     let results = dir.path().join("r");
-    let mut child = bin()
-        .args(["ci", "--suite"])
-        .arg(suite(dir.path(), "/bin/lmcache-e2e", SERVING, 300))
-        .arg("--results-dir")
-        .arg(&results)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ci_suite(
+        suite(dir.path(), "/bin/lmcache-e2e", SERVING, 300),
+        &results,
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     wait_until(Duration::from_secs(60), "the test to start", || {
         test_status(&results, "long_doc_qa").as_deref() == Some("running")
     });
@@ -346,11 +333,7 @@ fn the_image_is_built_first_and_a_failed_build_exits_3_with_its_tail() {
     );
     let results = dir.path().join("r");
     let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(build_suite(dir.path(), &ok, &tag))
-            .arg("--results-dir")
-            .arg(&results),
+        &mut ci_suite(build_suite(dir.path(), &ok, &tag), &results),
         LIMIT,
     );
     let (_, stderr) = text(&out);
@@ -379,11 +362,7 @@ fn the_image_is_built_first_and_a_failed_build_exits_3_with_its_tail() {
     let bad = format!("FROM {base} AS image-build\nCOPY no-such-file.txt /x\n");
     let results = dir.path().join("r");
     let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(build_suite(dir.path(), &bad, &tag))
-            .arg("--results-dir")
-            .arg(&results),
+        &mut ci_suite(build_suite(dir.path(), &bad, &tag), &results),
         LIMIT,
     );
     let (_, stderr) = text(&out);
@@ -428,12 +407,7 @@ fn gpu_choice_feeds_docker_run_and_waits_for_busy_gpus() {
     // An idle GPU is chosen, and asked of Docker; this engine has no NVIDIA
     // runtime, which is the error that proves the flags got there.
     let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(&suite)
-            .arg("--results-dir")
-            .arg(dir.path().join("r1"))
-            .env("PATH", smi("idle-query-gpu.csv")),
+        ci_suite(&suite, dir.path().join("r1")).env("PATH", smi("idle-query-gpu.csv")),
         LIMIT,
     );
     let (_, stderr) = text(&out);
@@ -446,12 +420,7 @@ fn gpu_choice_feeds_docker_run_and_waits_for_busy_gpus() {
     );
 
     let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(&suite)
-            .arg("--results-dir")
-            .arg(dir.path().join("r2"))
-            .env("PATH", smi("busy-query-gpu.csv")),
+        ci_suite(&suite, dir.path().join("r2")).env("PATH", smi("busy-query-gpu.csv")),
         LIMIT,
     );
     let (_, stderr) = text(&out);

@@ -59,14 +59,7 @@ fn suite(dir: &Path, policy: &str) -> PathBuf {
 }
 
 fn ci(dir: &Path, policy: &str) -> (std::process::Output, Value) {
-    let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(suite(dir, policy))
-            .arg("--results-dir")
-            .arg(dir.join("r")),
-        LIMIT,
-    );
+    let out = run(&mut ci_suite(suite(dir, policy), dir.join("r")), LIMIT);
     let r = results(&dir.join("r"));
     (out, r)
 }

@@ -278,12 +278,7 @@ fn on_one_gpu(
     let results_dir = dir.join("r");
     let suite = sequential_suite(dir, tag, extra);
     let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(&suite)
-            .arg("--results-dir")
-            .arg(&results_dir)
-            .env("PATH", &path),
+        ci_suite(&suite, &results_dir).env("PATH", &path),
         Duration::from_secs(60),
     );
     (out, results_dir)

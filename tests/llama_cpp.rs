@@ -78,12 +78,7 @@ fn suite(dir: &Path, tests: &str) -> PathBuf {
 }
 
 fn ci(suite: &Path, dir: &Path) -> Command {
-    let mut cmd = bin();
-    cmd.args(["ci", "--suite"])
-        .arg(suite)
-        .arg("--results-dir")
-        .arg(dir.join("r"));
-    cmd
+    ci_suite(suite, dir.join("r"))
 }
 
 fn metric(r: &Value, test: &str, engine: &str, name: &str) -> f64 {

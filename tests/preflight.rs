@@ -73,14 +73,7 @@ fn a_suite_without_an_lmcache_engine_is_refused_at_load() {
         "[engines.b]\nrole = \"baseline\"\nkind = \"sim\"\n[tests.long_doc_qa]\nkind = \"long_doc_qa\"\n",
     )
     .unwrap();
-    let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(&suite)
-            .arg("--results-dir")
-            .arg(dir.path().join("r")),
-        LIMIT,
-    );
+    let out = run(&mut ci_suite(&suite, dir.path().join("r")), LIMIT);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

@@ -129,11 +129,7 @@ fn engines_ignoring_sigterm_are_killed_after_the_grace_period() {
     let dir = tempdir();
     let suite = stubborn_suite(dir.path(), "TERM", 1);
     let results_dir = dir.path().join("results");
-    let child = bin()
-        .args(["ci", "--suite"])
-        .arg(&suite)
-        .arg("--results-dir")
-        .arg(&results_dir)
+    let child = ci_suite(&suite, &results_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -159,11 +155,7 @@ fn engines_ignoring_sigterm_are_killed_after_the_grace_period() {
 fn a_second_signal_kills_at_once() {
     let dir = tempdir();
     let suite = stubborn_suite(dir.path(), "TERM INT", 60);
-    let child = bin()
-        .args(["ci", "--suite"])
-        .arg(&suite)
-        .arg("--results-dir")
-        .arg(dir.path())
+    let child = ci_suite(&suite, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

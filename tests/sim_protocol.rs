@@ -490,14 +490,7 @@ max = 0
     .unwrap();
     let results_dir = dir.path().join("r");
     let out = tokio::task::spawn_blocking(move || {
-        run(
-            bin()
-                .args(["ci", "--suite"])
-                .arg(&suite)
-                .arg("--results-dir")
-                .arg(&results_dir),
-            Duration::from_secs(60),
-        )
+        run(&mut ci_suite(&suite, &results_dir), Duration::from_secs(60))
     })
     .await
     .unwrap();

@@ -315,12 +315,7 @@ cat '{}'
         ),
     );
     let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(&suite)
-            .arg("--results-dir")
-            .arg(dir.path().join("r"))
-            .env("PATH", path_with(&bin_dir)),
+        ci_suite(&suite, dir.path().join("r")).env("PATH", path_with(&bin_dir)),
         Duration::from_secs(60),
     );
     let (_, stderr) = text(&out);

@@ -38,14 +38,7 @@ fn noisy_with(dir: &Path, slowdown_pct: u32, test: &str, check: &str) -> std::pr
         ),
     )
     .unwrap();
-    run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(&suite)
-            .arg("--results-dir")
-            .arg(dir.join("r")),
-        LIMIT,
-    )
+    run(&mut ci_suite(&suite, dir.join("r")), LIMIT)
 }
 
 fn the_check(dir: &Path) -> serde_json::Value {
@@ -264,14 +257,7 @@ fn mmlu_flips_on_cache_hits_fail_on_mcnemar_evidence() {
         ),
     )
     .unwrap();
-    let out = run(
-        bin()
-            .args(["ci", "--suite"])
-            .arg(&suite)
-            .arg("--results-dir")
-            .arg(dir.path().join("r")),
-        LIMIT,
-    );
+    let out = run(&mut ci_suite(&suite, dir.path().join("r")), LIMIT);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     let r = results(&dir.path().join("r"));

@@ -123,6 +123,19 @@ pub fn ci_sim(dir: &Path, sets: &[&str]) -> Command {
     cmd
 }
 
+/// `ci` on a suite file, writing to `results`.
+pub fn ci_suite(
+    suite: impl AsRef<std::ffi::OsStr>,
+    results: impl AsRef<std::ffi::OsStr>,
+) -> Command {
+    let mut cmd = bin();
+    cmd.args(["ci", "--suite"])
+        .arg(suite)
+        .arg("--results-dir")
+        .arg(results);
+    cmd
+}
+
 /// `ci` on the sim preset's long document QA test only.
 pub fn ldqa(dir: &Path, sets: &[&str]) -> Command {
     let mut cmd = ci_sim(dir, sets);
