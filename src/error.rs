@@ -1,9 +1,9 @@
 //! The one place errors become exit codes.
 
-use crate::commands::compare::CompareError;
 use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::results::ResultsError;
+use crate::run::compare::CompareError;
 use crate::run::RunError;
 use crate::workload::mmlu::data::DataError;
 use crate::workload::ErrorClass;

@@ -1,15 +1,21 @@
-//! The layers, enforced: every `crate::` path in `src/` must name a module
-//! its layer may import. The table is written once, in the README's layout
-//! section (between `<!-- layers -->` markers), and read from there.
+//! The house's shape, enforced on the source: every `crate::`, `super::`,
+//! `self::` and child-module path in `src/` is an arrow from its file to the
+//! file that defines what it names. Three rules hold on those arrows:
+//! - layers: an arrow between top modules follows the README's layers table
+//!   (between `<!-- layers -->` markers, the one copy of it), the top rows
+//!   (`error`, `cli`, `commands`, `main`) included;
+//! - no circle: the arrows between files form no cycle, inside a folder too
+//!   (a folder's `mod.rs` may use its files, so they do not use it back);
+//! - no sideways step at the top: a subcommand's module uses no other
+//!   subcommand; what two of them share lives in `commands/common.rs`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// `layer -> modules it may import`; `None` for the edges (may import all).
-fn allowed() -> BTreeMap<String, Option<BTreeSet<String>>> {
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+/// `layer -> top modules it may import`.
+fn allowed(readme: &str) -> BTreeMap<String, BTreeSet<String>> {
     let table = readme
         .split("<!-- layers -->")
         .nth(1)
@@ -24,137 +30,524 @@ fn allowed() -> BTreeMap<String, Option<BTreeSet<String>>> {
     let mut layers = BTreeMap::new();
     for row in table.lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = row.trim_matches('|').split('|').collect();
-        let may = cells[1].trim();
-        let entry = if may == "anything" {
-            None
-        } else {
-            Some(names(may))
-        };
         for layer in names(cells[0]) {
-            layers.insert(layer, entry.clone());
+            layers.insert(layer, names(cells[1]));
         }
     }
     layers
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
+fn readme_layers() -> BTreeMap<String, BTreeSet<String>> {
+    allowed(&std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap())
 }
 
-/// The top module a file belongs to: `src/gate/mod.rs` → `gate`.
-fn layer_of(src: &Path, file: &Path) -> String {
-    let rel = file.strip_prefix(src).unwrap();
-    let first = rel
+/// The module path a file defines: `gate/mod.rs` → `[gate]`, `main.rs` → `[]`.
+fn module_of(rel: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = rel
         .components()
-        .next()
-        .unwrap()
-        .as_os_str()
-        .to_string_lossy();
-    first.trim_end_matches(".rs").to_string()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect();
+    let last = parts.pop().unwrap();
+    let stem = last.trim_end_matches(".rs");
+    if stem != "mod" && !(parts.is_empty() && stem == "main") {
+        parts.push(stem.to_string());
+    }
+    parts
 }
 
-/// Every module named after `crate::` on a line, `use crate::{a, b::c}` too.
-fn imports(line: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for (i, _) in line.match_indices("crate::") {
-        let rest = &line[i + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let inner = group.split('}').next().unwrap_or_default();
-            for item in inner.split(',') {
-                let name: String = item
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    found.push(name);
+/// One source tree: each file's text and the module it defines.
+struct Tree {
+    files: BTreeMap<PathBuf, String>,
+    modules: BTreeMap<Vec<String>, PathBuf>,
+}
+
+impl Tree {
+    fn read(src: &Path) -> Self {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
                 }
             }
-        } else {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.push(name);
-            }
         }
+        let mut paths = Vec::new();
+        walk(src, &mut paths);
+        let mut files = BTreeMap::new();
+        let mut modules = BTreeMap::new();
+        for p in paths {
+            let rel = p.strip_prefix(src).unwrap().to_path_buf();
+            modules.insert(module_of(&rel), rel.clone());
+            files.insert(rel, std::fs::read_to_string(&p).unwrap());
+        }
+        Self { files, modules }
     }
-    found
+
+    /// The file defining the longest prefix of `path` that is a file module.
+    fn resolve(&self, path: &[String]) -> Option<&PathBuf> {
+        (0..=path.len())
+            .rev()
+            .find_map(|k| self.modules.get(&path[..k]))
+    }
+
+    /// The child modules that are files of the module `m`.
+    fn children(&self, m: &[String]) -> Vec<String> {
+        self.modules
+            .keys()
+            .filter(|k| k.len() == m.len() + 1 && k.starts_with(m))
+            .map(|k| k.last().unwrap().clone())
+            .collect()
+    }
 }
 
-/// Lines that break the table: `file:line: layer imports module`.
-fn violations(src: &Path, layers: &BTreeMap<String, Option<BTreeSet<String>>>) -> Vec<String> {
-    let mut files = Vec::new();
-    rust_files(src, &mut files);
-    files.sort();
-    let mut bad = Vec::new();
-    for file in files {
-        let layer = layer_of(src, &file);
-        let Some(may) = layers.get(&layer) else {
-            bad.push(format!(
-                "{}: module `{layer}` is not in the README's layers table",
-                file.display()
-            ));
-            continue;
-        };
-        let Some(may) = may else { continue };
-        let text = std::fs::read_to_string(&file).unwrap();
-        for (n, line) in text.lines().enumerate() {
-            let code = line.trim_start();
-            if code.starts_with("//") {
+/// An arrow: a line of `from` names something `to` defines.
+#[derive(Debug, Clone)]
+struct Arrow {
+    from: PathBuf,
+    line: usize,
+    to: PathBuf,
+    in_tests: bool,
+}
+
+/// The text with `//` comments blanked (offsets kept), so a path named in
+/// a comment is no arrow; `://` in URLs is not a comment.
+fn code_only(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let mut cut = l.len();
+            let b = l.as_bytes();
+            for i in 0..b.len().saturating_sub(1) {
+                if b[i] == b'/' && b[i + 1] == b'/' && (i == 0 || b[i - 1] != b':') {
+                    cut = i;
+                    break;
+                }
+            }
+            format!("{}{}", &l[..cut], " ".repeat(l.len() - cut))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ident_at(s: &[u8], mut i: usize) -> (String, usize) {
+    let start = i;
+    while i < s.len() && (s[i].is_ascii_alphanumeric() || s[i] == b'_') {
+        i += 1;
+    }
+    (String::from_utf8_lossy(&s[start..i]).to_string(), i)
+}
+
+/// The paths of a `use` tree or an inline path starting at `i` (just after
+/// a root and its `::`): `a::b`, `{a::B, c::{d, e}}`. Each comes back as
+/// its segments; `self` inside a group is dropped (it names the prefix).
+fn tree_at(s: &[u8], mut i: usize) -> Vec<Vec<String>> {
+    let mut segs = Vec::new();
+    loop {
+        while i < s.len() && s[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i < s.len() && s[i] == b'{' {
+            let mut out = Vec::new();
+            i += 1;
+            loop {
+                for mut sub in tree_at(s, i) {
+                    let mut full = segs.clone();
+                    full.append(&mut sub);
+                    out.push(full);
+                }
+                // Skip to the `,` or `}` that ends this item, nested groups included.
+                let mut depth = 0;
+                while i < s.len() {
+                    match s[i] {
+                        b'{' => depth += 1,
+                        b'}' if depth == 0 => break,
+                        b'}' => depth -= 1,
+                        b',' if depth == 0 => break,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                if i >= s.len() || s[i] == b'}' {
+                    return out;
+                }
+                i += 1;
+            }
+        }
+        let (id, next) = ident_at(s, i);
+        if id.is_empty() {
+            break;
+        }
+        if id != "self" {
+            segs.push(id);
+        }
+        i = next;
+        if s[i..].starts_with(b"::") {
+            i += 2;
+        } else {
+            break;
+        }
+    }
+    vec![segs]
+}
+
+/// Every arrow out of every file, with the line it is on.
+fn arrows(tree: &Tree) -> Vec<Arrow> {
+    let mut out = Vec::new();
+    for (rel, text) in &tree.files {
+        let me = module_of(rel);
+        let children = tree.children(&me);
+        let code = code_only(text);
+        let bytes = code.as_bytes();
+        let tests_from = test_module_start(&code);
+        let inline = Inline::scan(bytes);
+        let mut i = 0;
+        while i < bytes.len() {
+            let (id, next) = ident_at(bytes, i);
+            if id.is_empty() {
+                i += 1;
                 continue;
             }
-            for module in imports(code) {
-                if module != layer && !may.contains(&module) {
-                    bad.push(format!(
-                        "{}:{}: `{layer}` imports `{module}`, but may import only {}",
-                        file.display(),
-                        n + 1,
-                        if may.is_empty() {
-                            "nothing of ours".to_string()
-                        } else {
-                            may.iter().cloned().collect::<Vec<_>>().join(", ")
+            let after_path_sep = i >= 2 && &bytes[i - 2..i] == b"::";
+            let word_start =
+                i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+            if word_start && !after_path_sep && bytes[next..].starts_with(b"::") {
+                // Inside `mod tests { mod fuzz { .. } }`, `super` starts there.
+                let here = [me.clone(), inline.at(i)].concat();
+                let base: Option<Vec<String>> = match id.as_str() {
+                    "crate" => Some(Vec::new()),
+                    "super" => Some(here[..here.len().saturating_sub(1)].to_vec()),
+                    "self" => Some(here),
+                    child if children.iter().any(|c| c == child) => {
+                        let mut m = me.clone();
+                        m.push(child.to_string());
+                        Some(m)
+                    }
+                    _ => None,
+                };
+                if let Some(base) = base {
+                    for segs in tree_at(bytes, next + 2) {
+                        let mut path = base.clone();
+                        for s in segs {
+                            if s == "super" {
+                                path.pop();
+                            } else {
+                                path.push(s);
+                            }
                         }
-                    ));
+                        if let Some(to) = tree.resolve(&path) {
+                            if to != rel {
+                                out.push(Arrow {
+                                    from: rel.clone(),
+                                    line: code[..i].matches('\n').count() + 1,
+                                    to: to.clone(),
+                                    in_tests: i >= tests_from,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            i = next;
+        }
+    }
+    out
+}
+
+/// The inline modules (`mod tests { .. }`) of a file: where each opens and
+/// closes, so a path inside one resolves from there.
+struct Inline {
+    spans: Vec<(usize, usize, String)>,
+}
+
+impl Inline {
+    fn scan(s: &[u8]) -> Self {
+        let mut spans = Vec::new();
+        let mut open: Vec<(usize, usize, Option<String>)> = Vec::new();
+        let mut pending: Option<String> = None;
+        let mut i = 0;
+        while i < s.len() {
+            match s[i] {
+                // Braces inside string literals do not nest code.
+                b'"' => {
+                    i += 1;
+                    while i < s.len() && s[i] != b'"' {
+                        i += if s[i] == b'\\' { 2 } else { 1 };
+                    }
+                }
+                b'\'' if i + 2 < s.len() && s[i + 2] == b'\'' => i += 2,
+                b'{' => open.push((i, open.len(), pending.take())),
+                b'}' => {
+                    if let Some((start, _, Some(name))) = open.pop() {
+                        spans.push((start, i, name));
+                    }
+                }
+                b';' => pending = None,
+                _ => {
+                    let word_start =
+                        i == 0 || !(s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'_');
+                    if word_start && s[i..].starts_with(b"mod ") {
+                        let (name, next) = ident_at(s, i + 4);
+                        pending = Some(name);
+                        i = next;
+                        continue;
+                    }
+                }
+            }
+            i += 1;
+        }
+        spans.sort();
+        Self { spans }
+    }
+
+    /// The inline modules enclosing offset `i`, outermost first.
+    fn at(&self, i: usize) -> Vec<String> {
+        self.spans
+            .iter()
+            .filter(|(a, b, _)| *a < i && i < *b)
+            .map(|(_, _, n)| n.clone())
+            .collect()
+    }
+}
+
+/// Where the file's `#[cfg(test)] mod tests` starts: a test module is the
+/// file's own child, so what it uses is no arrow of the shipped graph.
+fn test_module_start(code: &str) -> usize {
+    let mut offset = 0;
+    let mut lines = code.lines().peekable();
+    while let Some(l) = lines.next() {
+        if l.trim() == "#[cfg(test)]"
+            && lines
+                .peek()
+                .is_some_and(|n| n.trim_start().starts_with("mod "))
+        {
+            return offset;
+        }
+        offset += l.len() + 1;
+    }
+    usize::MAX
+}
+
+fn top_of(rel: &Path) -> String {
+    module_of(rel)
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "main".into())
+}
+
+/// Arrows between top modules that the table does not allow.
+fn layer_violations(tree: &Tree, layers: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let mut bad = BTreeSet::new();
+    for rel in tree.files.keys() {
+        if !layers.contains_key(&top_of(rel)) {
+            bad.insert(format!(
+                "{}: module `{}` is not in the README's layers table",
+                rel.display(),
+                top_of(rel)
+            ));
+        }
+    }
+    for a in arrows(tree) {
+        let (from, to) = (top_of(&a.from), top_of(&a.to));
+        let Some(may) = layers.get(&from) else {
+            continue;
+        };
+        if from != to && !may.contains(&to) {
+            bad.insert(format!(
+                "{}:{}: `{from}` imports `{to}`, but may import only {}",
+                a.from.display(),
+                a.line,
+                if may.is_empty() {
+                    "nothing of ours".to_string()
+                } else {
+                    may.iter().cloned().collect::<Vec<_>>().join(", ")
+                }
+            ));
+        }
+    }
+    bad.into_iter().collect()
+}
+
+/// Every circle between files, each as `a.rs:3 → b.rs:9 → a.rs`, found as
+/// the shortest cycle through each strongly connected set (Tarjan).
+fn circles(tree: &Tree) -> Vec<String> {
+    let mut next: BTreeMap<&PathBuf, BTreeMap<&PathBuf, usize>> = BTreeMap::new();
+    let all = arrows(tree);
+    for a in all.iter().filter(|a| !a.in_tests) {
+        next.entry(&a.from)
+            .or_default()
+            .entry(&a.to)
+            .or_insert(a.line);
+    }
+    let nodes: Vec<&PathBuf> = tree.files.keys().collect();
+    let mut sets = Vec::new();
+    tarjan(&nodes, &next, &mut sets);
+    let mut out = Vec::new();
+    for set in sets.into_iter().filter(|s| s.len() > 1) {
+        let start = *set.iter().min().unwrap();
+        // Breadth-first from `start` back to itself, inside the set.
+        let mut came: BTreeMap<&PathBuf, &PathBuf> = BTreeMap::new();
+        let mut queue = VecDeque::from([start]);
+        let mut last = None;
+        'search: while let Some(n) = queue.pop_front() {
+            for &m in next.get(n).map(|m| m.keys()).into_iter().flatten() {
+                if !set.contains(&m) {
+                    continue;
+                }
+                if m == start {
+                    last = Some(n);
+                    break 'search;
+                }
+                if !came.contains_key(m) {
+                    came.insert(m, n);
+                    queue.push_back(m);
                 }
             }
         }
+        let mut path = vec![last.unwrap()];
+        while *path.last().unwrap() != start {
+            path.push(came[path.last().unwrap()]);
+        }
+        path.reverse();
+        path.push(start);
+        let steps: Vec<String> = path
+            .windows(2)
+            .map(|w| format!("{}:{}", w[0].display(), next[w[0]][w[1]]))
+            .collect();
+        out.push(format!("{} → {}", steps.join(" → "), start.display()));
     }
-    bad
+    out
+}
+
+fn tarjan<'a>(
+    nodes: &[&'a PathBuf],
+    next: &BTreeMap<&'a PathBuf, BTreeMap<&'a PathBuf, usize>>,
+    sets: &mut Vec<BTreeSet<&'a PathBuf>>,
+) {
+    struct State<'a> {
+        index: BTreeMap<&'a PathBuf, usize>,
+        low: BTreeMap<&'a PathBuf, usize>,
+        stack: Vec<&'a PathBuf>,
+        on: BTreeSet<&'a PathBuf>,
+    }
+    fn visit<'a>(
+        v: &'a PathBuf,
+        next: &BTreeMap<&'a PathBuf, BTreeMap<&'a PathBuf, usize>>,
+        st: &mut State<'a>,
+        sets: &mut Vec<BTreeSet<&'a PathBuf>>,
+    ) {
+        let i = st.index.len();
+        st.index.insert(v, i);
+        st.low.insert(v, i);
+        st.stack.push(v);
+        st.on.insert(v);
+        for &w in next.get(v).map(|m| m.keys()).into_iter().flatten() {
+            if !st.index.contains_key(w) {
+                visit(w, next, st, sets);
+                let l = st.low[v].min(st.low[w]);
+                st.low.insert(v, l);
+            } else if st.on.contains(w) {
+                let l = st.low[v].min(st.index[w]);
+                st.low.insert(v, l);
+            }
+        }
+        if st.low[v] == st.index[v] {
+            let mut set = BTreeSet::new();
+            while let Some(w) = st.stack.pop() {
+                st.on.remove(w);
+                set.insert(w);
+                if w == v {
+                    break;
+                }
+            }
+            sets.push(set);
+        }
+    }
+    let mut st = State {
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on: BTreeSet::new(),
+    };
+    for &n in nodes {
+        if !st.index.contains_key(n) {
+            visit(n, next, &mut st, sets);
+        }
+    }
+}
+
+/// A subcommand's module (a file of `commands/` other than `mod.rs` and
+/// `common.rs`) using another of them.
+fn sideways(tree: &Tree) -> Vec<String> {
+    let subcommand = |p: &Path| {
+        p.starts_with("commands")
+            && !matches!(
+                p.file_name().and_then(|n| n.to_str()),
+                Some("mod.rs" | "common.rs")
+            )
+    };
+    let mut bad = BTreeSet::new();
+    for a in arrows(tree) {
+        if subcommand(&a.from) && subcommand(&a.to) {
+            bad.insert(format!(
+                "{}:{}: a subcommand uses `{}`; move what they share to commands/common.rs",
+                a.from.display(),
+                a.line,
+                a.to.display()
+            ));
+        }
+    }
+    bad.into_iter().collect()
 }
 
 #[test]
 fn every_module_imports_only_the_layers_below_it() {
-    let layers = allowed();
+    let layers = readme_layers();
     assert!(
-        layers.contains_key("results") && layers.contains_key("gate"),
+        layers.contains_key("results") && layers.contains_key("main"),
         "{layers:?}"
     );
-    let bad = violations(&Path::new(ROOT).join("src"), &layers);
+    let bad = layer_violations(&Tree::read(&Path::new(ROOT).join("src")), &layers);
     assert!(bad.is_empty(), "layer violations:\n{}", bad.join("\n"));
 }
 
 #[test]
+fn no_circle_between_files() {
+    let found = circles(&Tree::read(&Path::new(ROOT).join("src")));
+    assert!(found.is_empty(), "import circles:\n{}", found.join("\n"));
+}
+
+#[test]
+fn no_subcommand_uses_another() {
+    let bad = sideways(&Tree::read(&Path::new(ROOT).join("src")));
+    assert!(bad.is_empty(), "sideways imports:\n{}", bad.join("\n"));
+}
+
+/// A tree of the given files, written to a temporary directory.
+fn toy(files: &[(&str, &str)]) -> (tempfile::TempDir, Tree) {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let tree = Tree::read(dir.path());
+    (dir, tree)
+}
+
+#[test]
 fn an_upward_import_is_caught_with_its_file_and_line() {
-    // A copy of the tree where the pure gate reaches up into the reports.
-    let copy = tempfile::tempdir().unwrap();
-    let src = copy.path().join("src");
-    std::fs::create_dir_all(src.join("gate")).unwrap();
-    std::fs::write(src.join("results.rs"), "//! model\n").unwrap();
-    std::fs::write(
-        src.join("gate/mod.rs"),
-        "//! gate\nuse crate::results::Metric;\n// crate::report in a comment is fine\nuse crate::{config::Role, report::render};\n",
-    )
-    .unwrap();
-    let bad = violations(&src, &allowed());
+    // The pure gate reaches up into the reports.
+    let (_dir, tree) = toy(&[
+        ("results.rs", "//! model\n"),
+        ("report/mod.rs", "//! reports\n"),
+        (
+            "gate/mod.rs",
+            "//! gate\nuse crate::results::Metric;\n// crate::report in a comment is fine\nuse crate::{config::Role, report::render};\n",
+        ),
+        ("config.rs", "//! config\n"),
+    ]);
+    let bad = layer_violations(&tree, &readme_layers());
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert!(
         bad[0].ends_with(
@@ -166,10 +559,118 @@ fn an_upward_import_is_caught_with_its_file_and_line() {
 }
 
 #[test]
-fn grouped_and_inline_paths_are_read() {
-    assert_eq!(imports("use crate::{a::B, c};"), ["a", "c"]);
+fn a_top_row_importing_above_itself_is_caught() {
+    // The error mapping reaching into a subcommand: the top rows are
+    // layers too, not "anything".
+    let (_dir, tree) = toy(&[
+        (
+            "error.rs",
+            "//! errors\nuse crate::commands::compare::CompareError;\n",
+        ),
+        ("commands/mod.rs", "//! commands\nmod compare;\n"),
+        ("commands/compare.rs", "//! compare\n"),
+    ]);
+    let bad = layer_violations(&tree, &readme_layers());
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0].starts_with("error.rs:2: `error` imports `commands`"),
+        "{}",
+        bad[0]
+    );
+}
+
+#[test]
+fn a_circle_inside_a_folder_is_caught_with_its_lines() {
+    // Two backends using each other, and a folder's mod.rs used back by
+    // the file it re-exports.
+    let (_dir, tree) = toy(&[
+        (
+            "engine/mod.rs",
+            "//! engines\nmod a;\nmod b;\nmod c;\npub(crate) use c::Spec;\n",
+        ),
+        ("engine/a.rs", "//! a\nuse super::b::launch;\n"),
+        (
+            "engine/b.rs",
+            "//! b\n\npub(crate) fn launch() {\n    super::a::stop();\n}\n",
+        ),
+        ("engine/c.rs", "//! c\nuse super::{a, b::launch};\n"),
+    ]);
+    let found = circles(&tree);
+    assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(
-        imports("let x = crate::report::render(&crate::results::R);"),
-        ["report", "results"]
+        found[0], "engine/a.rs:2 → engine/b.rs:4 → engine/a.rs",
+        "{found:?}"
+    );
+    // `c` uses its own mod.rs (a re-export of c): a second circle once
+    // `a`/`b` is cut.
+    let (_dir, tree) = toy(&[
+        (
+            "engine/mod.rs",
+            "//! engines\nmod c;\npub(crate) use c::Spec;\n",
+        ),
+        ("engine/c.rs", "//! c\nuse super::Spec;\n"),
+    ]);
+    assert_eq!(
+        circles(&tree),
+        ["engine/c.rs:2 → engine/mod.rs:3 → engine/c.rs"]
+    );
+}
+
+#[test]
+fn a_test_module_using_its_parent_is_no_circle() {
+    let (_dir, tree) = toy(&[
+        ("gate/mod.rs", "//! gate\nmod stats;\npub(crate) use stats::mean;\n"),
+        (
+            "gate/stats.rs",
+            "//! stats\npub(crate) fn mean() {}\n\n#[cfg(test)]\nmod tests {\n    use super::super::mean;\n}\n",
+        ),
+    ]);
+    assert!(circles(&tree).is_empty(), "{:?}", circles(&tree));
+}
+
+#[test]
+fn a_subcommand_using_another_is_caught() {
+    let (_dir, tree) = toy(&[
+        (
+            "commands/mod.rs",
+            "//! commands\nmod ci;\nmod common;\nmod report;\n",
+        ),
+        (
+            "commands/ci.rs",
+            "//! ci\nuse super::common::load;\nfn f() { super::report::deliver(); }\n",
+        ),
+        (
+            "commands/report.rs",
+            "//! report\nuse super::common::load;\n",
+        ),
+        ("commands/common.rs", "//! shared\n"),
+    ]);
+    let bad = sideways(&tree);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0].starts_with("commands/ci.rs:3: a subcommand uses `commands/report.rs`"),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn grouped_nested_and_inline_paths_are_read() {
+    let s = |t: &str| tree_at(t.as_bytes(), 0);
+    assert_eq!(s("{a::B, c}"), [vec!["a", "B"], vec!["c"]]);
+    assert_eq!(
+        s("{backend::{Launch, Resolve}, self, gpu::State};"),
+        [
+            vec!["backend", "Launch"],
+            vec!["backend", "Resolve"],
+            vec![],
+            vec!["gpu", "State"]
+        ]
+    );
+    assert_eq!(s("report::render(&x)"), [vec!["report", "render"]]);
+    assert_eq!(module_of(Path::new("gate/mod.rs")), ["gate"]);
+    assert_eq!(module_of(Path::new("main.rs")), Vec::<String>::new());
+    assert_eq!(
+        module_of(Path::new("workload/mmlu/data.rs")),
+        ["workload", "mmlu", "data"]
     );
 }

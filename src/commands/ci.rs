@@ -18,7 +18,7 @@ use crate::run::{self, Events, ResultsWriter, ShardRun};
 use crate::workload::mmlu;
 
 pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
-    let mut loaded = super::load_suite(&args.suite)?;
+    let mut loaded = super::common::load_suite(&args.suite)?;
     if args.sequential {
         for p in loaded.params.values_mut() {
             if let TestParams::Mmlu(m) = p {
@@ -38,7 +38,7 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     let ci = CiEnv::from_process();
     if args.dry_run {
         let results_dir = results_dir_of(&args, &loaded, &build_id_of(&loaded, &ci));
-        let mut out = super::Out::new();
+        let mut out = super::common::Out::new();
         for line in run::plan::lines(&loaded, &selected, &results_dir) {
             out.line(line);
         }
@@ -49,7 +49,7 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         (_, true) => Verbosity::Verbose,
         _ => Verbosity::Normal,
     };
-    let console = super::console(verbosity, &ci);
+    let console = super::common::console(verbosity, &ci);
     let events = Events::new(vec![
         Arc::new(ResultsWriter),
         Arc::new(console.clone()),
@@ -72,10 +72,10 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     };
     let (mut results, outcome) = run::run(request, &events).await?;
     // A history that cannot be read must not cost the run its reports.
-    let history = super::history::apply(&args.history, &ci, &mut results, &console);
+    let history = super::common::apply_history(&args.history, &ci, &mut results, &console);
     // Reports go out whatever the outcome: a failed or interrupted run is
     // the one maintainers most need to see.
-    let mut plan = super::delivery_plan(&args.report, &ci, true);
+    let mut plan = super::common::delivery_plan(&args.report, &ci, true);
     if let Some(mark) = results.shard.as_ref().filter(|m| m.count > 1) {
         // One comment for the whole suite: `merge` writes it. A shard's
         // annotation keeps its own context until the merge's replaces it.
@@ -89,7 +89,7 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
             .unwrap_or_else(|| results.suite.clone());
         plan.comment_id = Some(format!("{id}-shard-{}", mark.index));
     }
-    let delivered = super::report::deliver(&results, &plan, &console).await;
+    let delivered = super::common::deliver(&results, &plan, &console).await;
     // The run's own failure says most, then the history's, then the report's.
     outcome?;
     history?;

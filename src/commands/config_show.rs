@@ -4,14 +4,14 @@ use crate::cli::SuiteArgs;
 use crate::error::Error;
 
 pub(crate) fn run(args: &SuiteArgs) -> Result<(), Error> {
-    let loaded = super::load_suite(args)?;
+    let loaded = super::common::load_suite(args)?;
     let rows = loaded.show();
     let width = rows
         .iter()
         .map(|(k, v, _)| k.len() + v.len() + 3)
         .max()
         .unwrap_or(0);
-    let mut out = super::Out::new();
+    let mut out = super::common::Out::new();
     out.line(format_args!("# effective suite (base: {})", loaded.base));
     for (var, key) in loaded.env_overridden() {
         out.line(format_args!(

@@ -6,14 +6,14 @@ use crate::config::{metrics, PRESETS};
 use crate::error::Error;
 
 pub(crate) fn run(args: &ListArgs) -> Result<(), Error> {
-    let mut out = super::Out::new();
+    let mut out = super::common::Out::new();
     if args.presets {
         for p in PRESETS {
             out.line(format_args!("{:<12} {}", p.name, p.about));
         }
         return Ok(());
     }
-    let loaded = super::load_suite(&args.suite)?;
+    let loaded = super::common::load_suite(&args.suite)?;
     for (name, test) in &loaded.suite.tests {
         let state = if test.enabled { "" } else { "  (disabled)" };
         out.line(format_args!(

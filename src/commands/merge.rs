@@ -27,7 +27,7 @@ pub(crate) async fn run(args: MergeArgs) -> Result<(), Error> {
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let ci = CiEnv::from_process();
-    let console = super::console(Verbosity::Normal, &ci);
+    let console = super::common::console(Verbosity::Normal, &ci);
     let mut results = merge::merge(shards, &args.into)?;
     console.info(&format!(
         "merged {} shards into {}: {} tests",
@@ -36,10 +36,10 @@ pub(crate) async fn run(args: MergeArgs) -> Result<(), Error> {
         results.tests.len()
     ));
     // A history that cannot be read must not cost the run its reports.
-    let history = super::history::apply(&args.history, &ci, &mut results, &console);
+    let history = super::common::apply_history(&args.history, &ci, &mut results, &console);
     console.table(&results);
-    let plan = super::delivery_plan(&args.report, &ci, true);
-    super::report::deliver(&results, &plan, &console).await?;
+    let plan = super::common::delivery_plan(&args.report, &ci, true);
+    super::common::deliver(&results, &plan, &console).await?;
     history?;
     match results.status {
         RunStatus::Passed => Ok(()),

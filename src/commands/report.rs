@@ -3,9 +3,8 @@
 
 use crate::ci_env::CiEnv;
 use crate::cli::ReportArgs;
-use crate::console::{Console, Verbosity};
+use crate::console::Verbosity;
 use crate::error::Error;
-use crate::report::publish::{self, Plan};
 use crate::report::ReportError;
 use crate::results::{write_atomic, RunResults};
 
@@ -15,9 +14,9 @@ pub(crate) async fn run(args: ReportArgs) -> Result<(), Error> {
     // Another job downloads the results elsewhere: reports go beside them.
     results.results_dir = args.results_dir.clone();
     let ci = CiEnv::from_process();
-    let console = super::console(Verbosity::Normal, &ci);
-    let plan = super::delivery_plan(&args.report, &ci, false);
-    let delivered = deliver(&results, &plan, &console).await?;
+    let console = super::common::console(Verbosity::Normal, &ci);
+    let plan = super::common::delivery_plan(&args.report, &ci, false);
+    let delivered = super::common::deliver(&results, &plan, &console).await?;
     let md = std::fs::read_to_string(&delivered).map_err(|source| ReportError::Read {
         path: delivered.clone(),
         source,
@@ -27,24 +26,4 @@ pub(crate) async fn run(args: ReportArgs) -> Result<(), Error> {
         None => println!("{md}"),
     }
     Ok(())
-}
-
-/// Publishes, with what happens told on the console; returns summary.md.
-pub(crate) async fn deliver(
-    results: &RunResults,
-    plan: &Plan,
-    console: &Console,
-) -> Result<std::path::PathBuf, ReportError> {
-    let say_to = console.clone();
-    let say = move |line: String| say_to.info(&line);
-    let delivered = publish::publish(results, plan, &say).await?;
-    for w in &delivered.warnings {
-        console.warn(w);
-    }
-    // GitHub reads workflow commands from the step's output, a line each.
-    let mut out = super::Out::new();
-    for a in &delivered.annotations {
-        out.line(a.clone());
-    }
-    Ok(delivered.summary_md)
 }

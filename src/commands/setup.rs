@@ -14,7 +14,7 @@ use crate::setup::prereqs;
 use crate::workload::mmlu::data;
 
 pub(crate) fn check(suite: &SuiteArgs) -> Result<(), Error> {
-    let loaded = super::load_suite(suite)?;
+    let loaded = super::common::load_suite(suite)?;
     let mut checks = prereqs::check(&loaded.suite);
     // What the engines and tests run and read, as `ci` will ask for them.
     let all: Vec<String> = loaded.suite.tests.keys().cloned().collect();
@@ -72,9 +72,9 @@ impl StepObserver for Steps {
 }
 
 pub(crate) fn run(suite: &SuiteArgs) -> Result<(), Error> {
-    let loaded = super::load_suite(suite)?;
+    let loaded = super::common::load_suite(suite)?;
     let ci = CiEnv::from_process();
-    let console = super::console(Verbosity::Normal, &ci);
+    let console = super::common::console(Verbosity::Normal, &ci);
     let steps = Steps {
         console: console.clone(),
         terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),

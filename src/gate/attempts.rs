@@ -4,7 +4,7 @@
 
 use indexmap::IndexMap;
 
-use super::{mark_flaky, test_status, wants_retry};
+use super::check::{mark_flaky, test_status, wants_retry};
 use crate::config::CheckConfig;
 use crate::results::{AttemptRecord, CheckOutcome, TestStatus, Verdict};
 

@@ -5,7 +5,7 @@
 
 use rand::Rng;
 
-use super::SimOptions;
+use super::options::SimOptions;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Noise {

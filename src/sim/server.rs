@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 use super::answers::Answers;
 use super::cache::PrefixCache;
 use super::noise::Noise;
+use super::options::{log, KvFailurePolicy, SimOptions};
 use super::text::{output_words, token_id, tokenize};
-use super::SimOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SimError {
@@ -80,13 +80,13 @@ enum Api {
 /// Runs the sim until the process is killed.
 pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(), SimError> {
     if opts.crash_at_start {
-        super::log(format_args!(
+        log(format_args!(
             "sim: loading model {}",
             opts.served_model_name
         ));
         return Err(SimError::CrashAtStart);
     }
-    super::log(format_args!(
+    log(format_args!(
         "sim: loading model {} ({} ms)",
         opts.served_model_name, opts.load_delay_ms
     ));
@@ -98,7 +98,7 @@ pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(),
         opts.flip_on_hit_rate,
     )?;
     if let Some(dir) = &opts.answer_key {
-        super::log(format_args!(
+        log(format_args!(
             "sim: answer key {} ({} questions, accuracy {})",
             dir.display(),
             answers.known_questions(),
@@ -113,7 +113,7 @@ pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(),
             source,
         })?;
     let local: SocketAddr = listener.local_addr().map_err(SimError::Serve)?;
-    super::log(format_args!(
+    log(format_args!(
         "sim: serving {} on http://{local}",
         opts.served_model_name
     ));
@@ -144,7 +144,7 @@ async fn terminated() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    super::log(format_args!("sim: shutting down"));
+    log(format_args!("sim: shutting down"));
 }
 
 fn router(opts: SimOptions, answers: Answers) -> Router {
@@ -204,7 +204,7 @@ impl Sim {
         let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(limit) = self.opts.crash_after {
             if n > limit {
-                super::log(format_args!(
+                log(format_args!(
                     "sim: crashing on request {n} (fault: crash after {limit})"
                 ));
                 std::process::exit(1);
@@ -502,7 +502,7 @@ async fn generate(
     let now = sim.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let guard = InFlight(sim.in_flight.clone());
     if sim.opts.log_requests {
-        super::log(format_args!("sim: request {n} arrived, {now} in flight"));
+        log(format_args!("sim: request {n} arrived, {now} in flight"));
     }
     let Json(body) = match body {
         Ok(b) => b,
@@ -563,12 +563,12 @@ async fn generate(
         None => true,
     };
     if !kv_reachable {
-        super::log(format_args!(
+        log(format_args!(
             "request {n}: KV server {} unreachable ({:?})",
             sim.opts.kv_server.as_deref().unwrap_or_default(),
             sim.opts.kv_load_failure_policy
         ));
-        if sim.opts.kv_load_failure_policy == super::KvFailurePolicy::Fail {
+        if sim.opts.kv_load_failure_policy == KvFailurePolicy::Fail {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerError",

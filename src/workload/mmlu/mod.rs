@@ -5,6 +5,7 @@
 pub(crate) mod compare;
 pub(crate) mod data;
 pub(crate) mod prompt;
+pub(crate) mod scores;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
