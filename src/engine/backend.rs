@@ -1,7 +1,8 @@
-//! One interface for every kind of engine: how it is resolved into something
-//! to start, started, asked to stop, killed, described when it exits, and
-//! cleaned up from another process. The kind is branched on once, in
-//! [`backend`]; each kind lives in its own module.
+//! The interfaces every kind of engine implements: a [`Backend`] resolves an
+//! engine into something to start and starts it; an [`Owner`] acts on what
+//! was started (a process group or a container): stops, kills, describes
+//! its exit, cleans it up from another process. Each kind lives in its own
+//! module; `kinds.rs` is the one place a kind is branched on.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -10,8 +11,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::{container, external, gpu, process, simulated, EngineError, EngineSpec};
-use crate::config::{EngineConfig, EngineKind, Suite};
+use super::gpu;
+use super::spec::{EngineError, EngineSpec, Launch};
+use crate::config::{EngineConfig, Suite};
 
 /// What resolving an engine needs besides its own table.
 pub(crate) struct Resolve<'a> {
@@ -45,21 +47,6 @@ impl Resolve<'_> {
             }
         }
     }
-}
-
-/// What starting an engine takes.
-#[derive(Debug, Clone)]
-pub(crate) enum Launch {
-    /// Already running; never started or stopped.
-    External,
-    /// A program in its own process group.
-    Process {
-        program: PathBuf,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-    },
-    /// `docker run -d` (its arguments), then its log followed.
-    Container { cli: PathBuf, run_args: Vec<String> },
 }
 
 /// A started engine: what to signal or remove, as the state file records it
@@ -108,8 +95,19 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// How a dry run shows an engine it would start.
+pub(crate) enum Planned {
+    /// The program (or `docker run … IMAGE`) its arguments follow.
+    Command(String),
+    /// Nothing is started: it runs at this URL already.
+    Running(String),
+}
+
 /// One kind of engine.
 pub(crate) trait Backend: Send + Sync {
+    /// What `ci --dry-run` shows, from the suite alone.
+    fn planned(&self, e: &EngineConfig) -> Planned;
+
     /// Finds the program, builds the command line for this run.
     fn resolve(&self, e: &EngineConfig, r: &Resolve<'_>) -> Result<Launch, EngineError>;
 
@@ -121,37 +119,26 @@ pub(crate) trait Backend: Send + Sync {
         log: Option<std::fs::File>,
         run_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Started>, EngineError>>;
+}
 
-    // What follows acts on a started engine, so it belongs to the kind of
-    // thing that was started (a process group or a container): by default a
-    // backend hands it to that one, so a kind that only resolves differently
-    // (sim) or starts nothing (external) need not repeat it.
-
+/// What owns a started engine (process groups, containers): how to act on
+/// it, from this run or from `lmcache-e2e cleanup` in another process.
+pub(crate) trait Owner: Send + Sync {
     /// Asks it to stop; it has `grace` before it is killed.
-    fn stop<'a>(&'a self, h: &'a Handle, grace: Duration) -> BoxFuture<'a, ()> {
-        backend_of(h).stop(h, grace)
-    }
+    fn stop<'a>(&'a self, h: &'a Handle, grace: Duration) -> BoxFuture<'a, ()>;
 
     /// Kills what is left of it.
-    fn kill<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, ()> {
-        backend_of(h).kill(h)
-    }
+    fn kill<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, ()>;
 
     /// The same, without a runtime: for `Drop`, when nothing else is left.
-    fn kill_now(&self, h: &Handle) {
-        backend_of(h).kill_now(h)
-    }
+    fn kill_now(&self, h: &Handle);
 
     /// How it ended, given its child's exit status.
-    fn describe_exit<'a>(&'a self, h: &'a Handle, status: ExitStatus) -> BoxFuture<'a, String> {
-        backend_of(h).describe_exit(h, status)
-    }
+    fn describe_exit<'a>(&'a self, h: &'a Handle, status: ExitStatus) -> BoxFuture<'a, String>;
 
     /// Whether anything of it is still running (a process group can outlive
     /// its leader).
-    fn alive(&self, h: &Handle) -> bool {
-        backend_of(h).alive(h)
-    }
+    fn alive(&self, h: &Handle) -> bool;
 
     /// Stops what a state file recorded, from another process.
     fn cleanup<'a>(
@@ -160,27 +147,7 @@ pub(crate) trait Backend: Send + Sync {
         h: &'a Handle,
         run_id: &'a str,
         grace: Duration,
-    ) -> BoxFuture<'a, CleanupRecord> {
-        backend_of(h).cleanup(name, h, run_id, grace)
-    }
-}
-
-/// The one place the engine kind is branched on.
-pub(crate) fn backend(kind: EngineKind) -> &'static dyn Backend {
-    match kind {
-        EngineKind::External => &external::External,
-        EngineKind::Process => &process::Process,
-        EngineKind::Sim => &simulated::Simulated,
-        EngineKind::Container => &container::Container,
-    }
-}
-
-/// The backend that owns a recorded handle (for cleanup from a state file).
-pub(crate) fn backend_of(h: &Handle) -> &'static dyn Backend {
-    match h {
-        Handle::ProcessGroup { .. } => &process::Process,
-        Handle::Container { .. } => &container::Container,
-    }
+    ) -> BoxFuture<'a, CleanupRecord>;
 }
 
 /// Opens (appends to) an engine's log with a first line saying what starts.

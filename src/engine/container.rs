@@ -13,9 +13,11 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::backend::{redirect, Backend, CleanupRecord, Handle, Launch, Resolve, Started, Target};
+use super::backend::{
+    redirect, Backend, CleanupRecord, Handle, Owner, Planned, Resolve, Started, Target,
+};
 use super::process::{command_line, group_alive, signal_group};
-use super::{EngineError, EngineSpec, RUN_ID_ENV};
+use super::spec::{EngineError, EngineSpec, Launch, RUN_ID_ENV};
 use crate::config::{ContainerOptions, EngineConfig};
 use crate::results::NoSecrets;
 
@@ -98,6 +100,13 @@ fn docker_run_args(
 }
 
 impl Backend for Container {
+    fn planned(&self, e: &EngineConfig) -> Planned {
+        Planned::Command(match &e.container {
+            Some(c) => format!("{} run … {}", c.cli, c.image),
+            None => "container".into(),
+        })
+    }
+
     fn resolve(&self, e: &EngineConfig, r: &Resolve<'_>) -> Result<Launch, EngineError> {
         let Some(c) = &e.container else {
             // Config validation refuses a container engine without its table.
@@ -199,7 +208,9 @@ impl Backend for Container {
             }))
         })
     }
+}
 
+impl Owner for Container {
     /// `docker stop` sends SIGTERM, waits the grace period, then SIGKILLs.
     fn stop<'a>(&'a self, h: &'a Handle, grace: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {

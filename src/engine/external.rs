@@ -3,13 +3,17 @@
 
 use futures_util::future::BoxFuture;
 
-use super::backend::{Backend, Launch, Resolve, Started};
-use super::{EngineError, EngineSpec};
+use super::backend::{Backend, Planned, Resolve, Started};
+use super::spec::{EngineError, EngineSpec, Launch};
 use crate::config::EngineConfig;
 
 pub(crate) struct External;
 
 impl Backend for External {
+    fn planned(&self, e: &EngineConfig) -> Planned {
+        Planned::Running(e.url.clone().unwrap_or_else(|| "?".into()))
+    }
+
     fn resolve(&self, _e: &EngineConfig, _r: &Resolve<'_>) -> Result<Launch, EngineError> {
         Ok(Launch::External)
     }

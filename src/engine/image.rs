@@ -114,7 +114,7 @@ pub(crate) async fn build_images(
             .await
             .map_err(spawn)?;
         if !status.success() {
-            let tail = super::tail_lines(&log, 30).join("\n");
+            let tail = crate::results::tail_lines(&log, 30).join("\n");
             return Err(ImageError::Build {
                 image: c.image.clone(),
                 status: status.to_string(),

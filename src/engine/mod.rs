@@ -8,121 +8,34 @@ mod container;
 mod external;
 pub(crate) mod gpu;
 pub(crate) mod image;
+mod kinds;
 pub(crate) mod logscan;
 mod process;
 mod readiness;
 pub(crate) mod signals;
 mod simulated;
+mod spec;
 mod supervisor;
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(crate) use crate::config::EngineKind;
-use crate::config::{Readiness, Role, Suite};
+use crate::config::Suite;
 
 pub(crate) use crate::results::tail_lines;
-pub(crate) use backend::Launch;
-use backend::{backend, Resolve};
+pub(crate) use backend::Planned;
+use backend::Resolve;
 pub(crate) use container::{cleanup_by_label, LabelFilter};
+use kinds::backend;
 pub(crate) use readiness::{wait_ready, Starting};
+pub(crate) use spec::{EngineError, EngineSpec, TAIL_LINES};
 pub(crate) use supervisor::{cleanup_from_state, Supervisor};
 
-/// Lines of an engine's log shown when it fails.
-pub(crate) const TAIL_LINES: usize = 50;
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum EngineError {
-    #[error("failed to find `{command}` for engine `{engine}` on PATH: {source}")]
-    NotFound {
-        engine: String,
-        command: String,
-        source: which::Error,
-    },
-    #[error("failed to pick a free port for engine `{engine}` on {host}: {source}")]
-    Port {
-        engine: String,
-        host: String,
-        source: std::io::Error,
-    },
-    #[error("failed to create log file {path}: {source}")]
-    Log {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("failed to start engine `{engine}` (`{command}`): {source}")]
-    Spawn {
-        engine: String,
-        command: String,
-        source: std::io::Error,
-    },
-    #[error("engine `{engine}` exited ({status}) before it was ready{}", tail_block(.log, .tail))]
-    ExitedEarly {
-        engine: String,
-        status: String,
-        log: Option<PathBuf>,
-        tail: Vec<String>,
-    },
-    #[error("engine `{engine}` was not ready at {url} after {waited:.0} s (last: {last}); raise MAX_WAIT_SECONDS or run.readiness_timeout_secs if it is only slow{}", tail_block(.log, .tail))]
-    NotReady {
-        engine: String,
-        url: String,
-        waited: f64,
-        last: String,
-        log: Option<PathBuf>,
-        tail: Vec<String>,
-    },
-    #[error("engine `{engine}` died during the run ({status}){}", tail_block(.log, .tail))]
-    Died {
-        engine: String,
-        status: String,
-        log: Option<PathBuf>,
-        tail: Vec<String>,
-    },
-    #[error("failed to start the container of engine `{engine}`: {message}")]
-    ContainerStart { engine: String, message: String },
-    #[error("failed to write the state file {path}: {source}")]
-    State {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+/// How `ci --dry-run` shows the engine `e`.
+pub(crate) fn planned(e: &crate::config::EngineConfig) -> Planned {
+    backend(e.kind).planned(e)
 }
-
-fn tail_block(log: &Option<PathBuf>, tail: &[String]) -> String {
-    let Some(log) = log else {
-        return String::new();
-    };
-    let mut s = format!("\n--- last {} lines of {} ---\n", tail.len(), log.display());
-    for line in tail {
-        let _ = writeln!(s, "{line}");
-    }
-    s.push_str("--- end of log ---");
-    s
-}
-
-/// An engine resolved for this run: what to start and where it will serve.
-#[derive(Debug, Clone)]
-pub(crate) struct EngineSpec {
-    pub name: String,
-    pub role: Role,
-    pub kind: EngineKind,
-    pub launch: Launch,
-    pub url: String,
-    pub readiness_timeout: Duration,
-    pub log: Option<PathBuf>,
-    pub readiness: Readiness,
-    /// `engines.NAME.health_path` as given (`None`: `/health`, with the
-    /// fallback).
-    pub health_path: Option<String>,
-    /// `engines.NAME.health_port`: where the health route is served when
-    /// not on the engine's own port.
-    pub health_port: Option<u16>,
-}
-
-/// Set on every engine process, so cleanup can tell our processes from a
-/// stranger that reused a PID.
-pub(crate) const RUN_ID_ENV: &str = "LMCACHE_E2E_RUN_ID";
 
 /// How many GPUs the suite's `auto:N` containers need chosen (0: none).
 pub(crate) fn auto_gpus_needed(suite: &Suite) -> usize {
@@ -239,6 +152,7 @@ fn free_port(host: &str) -> std::io::Result<u16> {
 
 #[cfg(test)]
 mod tests {
+    use super::spec::Launch;
     use super::*;
 
     fn args_of(specs: &[EngineSpec], name: &str) -> String {

@@ -10,8 +10,10 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::backend::{redirect, Backend, CleanupRecord, Handle, Launch, Resolve, Started, Target};
-use super::{EngineError, EngineSpec, RUN_ID_ENV};
+use super::backend::{
+    redirect, Backend, CleanupRecord, Handle, Owner, Planned, Resolve, Started, Target,
+};
+use super::spec::{EngineError, EngineSpec, Launch, RUN_ID_ENV};
 use crate::config::EngineConfig;
 use crate::results::NoSecrets;
 
@@ -138,6 +140,10 @@ pub(crate) fn command_line(program: &std::path::Path, args: &[String]) -> String
 }
 
 impl Backend for Process {
+    fn planned(&self, e: &EngineConfig) -> Planned {
+        Planned::Command(e.command.clone().unwrap_or_default())
+    }
+
     fn resolve(&self, e: &EngineConfig, r: &Resolve<'_>) -> Result<Launch, EngineError> {
         let command = e.command.clone().unwrap_or_default();
         let program = which::which(&command).map_err(|source| EngineError::NotFound {
@@ -161,7 +167,9 @@ impl Backend for Process {
             spawn(spec, program, args, env, log, run_id).map(Some)
         })
     }
+}
 
+impl Owner for Process {
     fn stop<'a>(&'a self, h: &'a Handle, _grace: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move { signal_group(pgid(h), Signal::SIGTERM) })
     }

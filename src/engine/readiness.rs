@@ -6,9 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::{tail_lines, EngineError, EngineSpec, Supervisor, TAIL_LINES};
+use super::spec::{EngineError, EngineSpec, TAIL_LINES};
+use super::supervisor::Supervisor;
 use crate::client::{ClientError, Endpoint, OpenAiClient};
 use crate::config::Readiness;
+use crate::results::tail_lines;
 
 const POLL: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -4,14 +4,18 @@
 
 use futures_util::future::BoxFuture;
 
-use super::backend::{Backend, Launch, Resolve, Started};
+use super::backend::{Backend, Planned, Resolve, Started};
 use super::process::Process;
-use super::{EngineError, EngineSpec};
+use super::spec::{EngineError, EngineSpec, Launch};
 use crate::config::EngineConfig;
 
 pub(crate) struct Simulated;
 
 impl Backend for Simulated {
+    fn planned(&self, _e: &EngineConfig) -> Planned {
+        Planned::Command("lmcache-e2e sim serve".into())
+    }
+
     fn resolve(&self, e: &EngineConfig, r: &Resolve<'_>) -> Result<Launch, EngineError> {
         let program = std::env::current_exe().map_err(|source| EngineError::Spawn {
             engine: r.name.to_string(),

@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::backend::{backend, backend_of, open_log, CleanupRecord, Handle, Launch};
+use super::backend::{open_log, CleanupRecord, Handle};
 use super::container::LabelFilter;
+use super::kinds::{backend, owner};
 use super::process::command_line;
-use super::{tail_lines, EngineError, EngineSpec, TAIL_LINES};
+use super::spec::{EngineError, EngineSpec, Launch, TAIL_LINES};
 use crate::config::EngineKind;
+use crate::results::tail_lines;
 
 struct Tracked {
     name: String,
@@ -105,7 +107,7 @@ impl Supervisor {
         let exits = self.exits.clone();
         tokio::spawn(async move {
             let how = match child.wait().await {
-                Ok(status) => b.describe_exit(&handle, status).await,
+                Ok(status) => owner(&handle).describe_exit(&handle, status).await,
                 Err(e) => format!("lost track of it: {e}"),
             };
             let _ = tx.send(Some(how));
@@ -206,22 +208,22 @@ impl Supervisor {
         kill_now: impl Future<Output = ()>,
     ) -> Vec<String> {
         let chosen = |t: &Tracked| only.is_none_or(|names| names.contains(&t.name));
-        let pending: Vec<(EngineKind, Handle)> = {
+        let pending: Vec<Handle> = {
             let mut engines = self.lock();
             engines
                 .iter_mut()
                 .filter(|t| !t.gone && chosen(t))
                 .map(|t| {
                     t.stopping = true;
-                    (t.kind, t.handle.clone())
+                    t.handle.clone()
                 })
                 .collect()
         };
         if pending.is_empty() {
             return Vec::new();
         }
-        for (kind, h) in &pending {
-            backend(*kind).stop(h, self.grace).await;
+        for h in &pending {
+            owner(h).stop(h, self.grace).await;
         }
         let deadline = Instant::now() + self.grace;
         let mut exits = self.exits.subscribe();
@@ -251,11 +253,11 @@ impl Supervisor {
             }
         }
         // A stopped container is removed; its log is already on disk.
-        for (_, h) in pending
+        for h in pending
             .iter()
-            .filter(|(_, h)| matches!(h, Handle::Container { .. }))
+            .filter(|h| matches!(h, Handle::Container { .. }))
         {
-            backend_of(h).kill(h).await;
+            owner(h).kill(h).await;
         }
         let _ = self.write_state();
         killed
@@ -269,7 +271,7 @@ impl Supervisor {
             .map(|t| (t.name.clone(), t.handle.clone()))
             .collect();
         for (_, h) in &left {
-            backend_of(h).kill(h).await;
+            owner(h).kill(h).await;
         }
         left.into_iter().map(|(name, _)| name).collect()
     }
@@ -279,7 +281,7 @@ impl Supervisor {
     fn sweep(&self, chosen: &(dyn Fn(&Tracked) -> bool + Sync)) -> bool {
         let mut engines = self.lock();
         for t in engines.iter_mut().filter(|t| !t.gone && chosen(t)) {
-            if t.status().is_some() && !backend_of(&t.handle).alive(&t.handle) {
+            if t.status().is_some() && !owner(&t.handle).alive(&t.handle) {
                 t.gone = true;
             }
         }
@@ -290,7 +292,7 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         for t in self.lock().iter().filter(|t| !t.gone) {
-            backend_of(&t.handle).kill_now(&t.handle);
+            owner(&t.handle).kill_now(&t.handle);
         }
     }
 }
@@ -313,7 +315,7 @@ pub(crate) async fn cleanup_from_state(
         state
             .engines
             .iter()
-            .map(|e| backend_of(&e.handle).cleanup(&e.name, &e.handle, &state.run_id, grace)),
+            .map(|e| owner(&e.handle).cleanup(&e.name, &e.handle, &state.run_id, grace)),
     )
     .await;
     let mut clis: Vec<PathBuf> = state

@@ -1,7 +1,8 @@
 //! What `ci --dry-run` prints: the run as it would go, from the suite
 //! alone, with nothing started, no port taken and nothing written.
 
-use crate::config::{EngineConfig, EngineKind, Loaded, Readiness, Role, Schedule, TestKind};
+use crate::config::{EngineConfig, Loaded, Readiness, Role, Schedule, TestKind};
+use crate::engine::Planned;
 
 /// Environment variables whose values a plan never shows.
 fn secret(name: &str) -> bool {
@@ -32,16 +33,9 @@ fn command_line(e: &EngineConfig, model: &str) -> String {
             .replace("{host}", &e.host)
             .replace("{model}", model)
     });
-    let head = match e.kind {
-        EngineKind::Process => e.command.clone().unwrap_or_default(),
-        EngineKind::Sim => "lmcache-e2e sim serve".into(),
-        EngineKind::Container => match &e.container {
-            Some(c) => format!("{} run … {}", c.cli, c.image),
-            None => "container".into(),
-        },
-        EngineKind::External => {
-            return format!("(already running at {})", e.url.as_deref().unwrap_or("?"))
-        }
+    let head = match crate::engine::planned(e) {
+        Planned::Command(head) => head,
+        Planned::Running(url) => return format!("(already running at {url})"),
     };
     std::iter::once(head)
         .chain(args.map(|a| quoted(&a)))
