@@ -13,7 +13,8 @@ use serde_json::json;
 
 use futures_util::future::BoxFuture;
 
-use super::{Ctx, Output, Progress, Workload, WorkloadError};
+use super::api::{Ctx, ErrorClass, Output, Workload, WorkloadError};
+use super::progress::Progress;
 use crate::client::OpenAiClient;
 use crate::config::DeterminismParams;
 use crate::results::{Metric, Role};
@@ -39,6 +40,12 @@ pub(crate) enum DeterminismError {
     },
     #[error("{path} has the id `{id}` twice")]
     DuplicateId { path: PathBuf, id: String },
+}
+
+impl From<DeterminismError> for WorkloadError {
+    fn from(e: DeterminismError) -> Self {
+        WorkloadError::Kind(ErrorClass::BadInput, Box::new(e))
+    }
 }
 
 /// The built-in set: short and long prompts, the long ones past several
@@ -114,8 +121,8 @@ pub(crate) async fn ask_all(
     cases: &[PromptCase],
     progress: &Arc<Progress>,
 ) -> Result<Outputs, WorkloadError> {
-    let model = super::resolve_model(client, model).await?;
-    let answers = super::bounded(cases.to_vec(), p.max_inflight_requests, |case| {
+    let model = super::shared::resolve_model(client, model).await?;
+    let answers = super::shared::bounded(cases.to_vec(), p.max_inflight_requests, |case| {
         let client = client.clone();
         let progress = progress.clone();
         let body = request_body(&model, p, &case);
@@ -241,7 +248,7 @@ impl Determinism {
         client: &OpenAiClient,
     ) -> Result<Outputs, WorkloadError> {
         ctx.progress.start("load pass", self.cases.len() as u64);
-        let model = super::resolve_model(client, ctx.model).await?;
+        let model = super::shared::resolve_model(client, ctx.model).await?;
         let mut outputs = Outputs::new();
         for case in &self.cases {
             WorkloadError::reset_before_load(client).await?;
@@ -272,7 +279,7 @@ impl Determinism {
             .map(|m| serde_json::to_string(m).expect("serializes") + "\n")
             .collect();
         for (file, body) in [("outputs.jsonl", outputs), ("mismatches.jsonl", listed)] {
-            out.files.push(super::write_output(
+            out.files.push(super::shared::write_output(
                 ctx.out_dir,
                 "determinism",
                 file,
@@ -320,12 +327,12 @@ impl Workload for Determinism {
                 let store = self.ask(ctx, &client, "store pass").await?;
                 pause(&self.params).await;
                 let load = if self.params.reset_prefix_cache {
-                    let before = super::LoadShare::read(&client).await;
+                    let before = super::shared::LoadShare::read(&client).await;
                     let load = self.ask_after_resets(ctx, &client).await?;
-                    let after = super::LoadShare::read(&client).await;
+                    let after = super::shared::LoadShare::read(&client).await;
                     if let Some((k, v)) = before
                         .zip(after)
-                        .and_then(|(b, a)| super::LoadShare::metric(&b, &a))
+                        .and_then(|(b, a)| super::shared::LoadShare::metric(&b, &a))
                     {
                         out.metrics.entry(role).or_default().insert(k, v);
                     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 
-use super::{Ctx, Output, Workload, WorkloadError};
+use super::api::{Ctx, Output, Workload, WorkloadError};
 use crate::client::OpenAiClient;
 use crate::config::{Driver, FaultToleranceParams};
 use crate::results::{Metric, Role};
@@ -67,7 +67,7 @@ async fn bench(
             Ok((r.metrics, r.files))
         }
         Driver::VllmBench => {
-            let model = super::resolve_model(client, ctx.model).await?;
+            let model = super::shared::resolve_model(client, ctx.model).await?;
             let m = super::vllm_bench::run(&p.vllm_command, &tp, url, &model, ctx.out_dir, label)
                 .await?;
             Ok((

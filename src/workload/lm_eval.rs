@@ -8,7 +8,7 @@ use std::process::Stdio;
 use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 
-use super::{Ctx, ErrorClass, Output, Workload, WorkloadError};
+use super::api::{Ctx, ErrorClass, Output, Workload, WorkloadError};
 use crate::client::{BadUrl, Endpoint};
 use crate::config::{LmEvalParams, WhenUnavailable};
 use crate::results::NoSecrets;
@@ -48,6 +48,12 @@ pub(crate) enum LmEvalError {
     },
     #[error(transparent)]
     Url(#[from] BadUrl),
+}
+
+impl From<LmEvalError> for WorkloadError {
+    fn from(e: LmEvalError) -> Self {
+        WorkloadError::Kind(e.class(), Box::new(e))
+    }
 }
 
 impl LmEvalError {
@@ -331,7 +337,7 @@ impl Workload for LmEval {
             }
             let p = &self.params;
             let (target, client) = ctx.engine(role)?;
-            let model = super::resolve_model(&client, ctx.model).await?;
+            let model = super::shared::resolve_model(&client, ctx.model).await?;
             let mut samples = Vec::new();
             ctx.progress.start("lm_eval runs", 2);
             for run in ["first_run", "second_run"] {
@@ -389,7 +395,7 @@ impl Workload for LmEval {
                     "{} differing sample lines; the first 50 are in lm_eval/diff.txt",
                     diff.len()
                 ));
-                let written = super::write_output(
+                let written = super::shared::write_output(
                     ctx.out_dir,
                     "lm_eval",
                     "diff.txt",

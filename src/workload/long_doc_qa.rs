@@ -15,7 +15,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::{Ctx, Output, Progress, Workload, WorkloadError};
+use super::api::{Ctx, Output, Workload, WorkloadError};
+use super::progress::Progress;
 use crate::client::{OpenAiClient, StreamOutcome};
 use crate::config::{parse_hit_miss, LongDocQaParams, RepeatMode};
 use crate::results::{Chart, Metric, Role};
@@ -118,7 +119,7 @@ async fn run_round(
 ) -> Vec<(Job, StreamOutcome)> {
     round.progress.start(round.name, jobs.len() as u64);
     let (max_tokens, extra, api) = (params.output_len, sampling(params), params.endpoint);
-    super::bounded(jobs, params.max_inflight_requests, |job| {
+    super::shared::bounded(jobs, params.max_inflight_requests, |job| {
         let client = client.clone();
         let model = model.to_string();
         let progress = round.progress.clone();
@@ -194,7 +195,7 @@ pub(crate) async fn run(
     first_document: usize,
 ) -> Result<LongDocQaOutput, WorkloadError> {
     let round = |name| Round { name, progress };
-    let model = super::resolve_model(client, model).await?;
+    let model = super::shared::resolve_model(client, model).await?;
     let t0 = Instant::now();
 
     let prewarm: Vec<Job> = (0..params.prewarmup_prompts)
@@ -363,8 +364,9 @@ fn write_outputs(
     rows: &[RequestRow],
     model: &str,
 ) -> Result<Vec<String>, WorkloadError> {
-    let write =
-        |name: String, bytes: Vec<u8>| super::write_output(dir, "long_doc_qa", &name, &bytes);
+    let write = |name: String, bytes: Vec<u8>| {
+        super::shared::write_output(dir, "long_doc_qa", &name, &bytes)
+    };
     let value = |k: &str| metrics.get(k).map(|m| m.value).filter(|v| v.is_finite());
     let result = json!({
         "query_ttft_per_prompt": value("query_ttft_per_prompt"),
@@ -482,7 +484,7 @@ impl Workload for LongDocQa {
             let (_, client) = ctx.engine(role)?;
             // Every trial keeps its files: `lmcache_result.json`, then
             // `lmcache_trial2_result.json`, ...
-            let label = super::trial_label(role, ctx.trial);
+            let label = super::api::trial_label(role, ctx.trial);
             let r = run(
                 &client,
                 ctx.model,

@@ -14,7 +14,8 @@ use tokio::task::JoinSet;
 
 use futures_util::future::BoxFuture;
 
-use super::{Ctx, Output, Progress, Workload, WorkloadError};
+use super::api::{Ctx, Output, Workload, WorkloadError};
+use super::progress::Progress;
 use crate::client::OpenAiClient;
 use crate::config::RequestRateParams;
 use crate::results::{Metric, Role};
@@ -55,7 +56,7 @@ pub(crate) async fn run(
     let mut set = JoinSet::new();
     let start = Instant::now();
     for (name, client) in engines {
-        let model = super::resolve_model(client, model).await?;
+        let model = super::shared::resolve_model(client, model).await?;
         for i in 0..count {
             let at = Duration::from_secs_f64(i as f64 / p.qps);
             let (client, model, name, text, progress) = (
@@ -268,7 +269,7 @@ pub(crate) fn svg(title: &str, rows: &[Row]) -> String {
 }
 
 pub(crate) fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, WorkloadError> {
-    super::write_output(dir, "request_rate", name, bytes)
+    super::shared::write_output(dir, "request_rate", name, bytes)
 }
 
 /// The request-rate test: every engine up in a phase gets the same

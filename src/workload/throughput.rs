@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{Ctx, Output, Progress, Workload, WorkloadError};
+use super::api::{Ctx, Output, Workload, WorkloadError};
+use super::progress::Progress;
 use crate::client::{OpenAiClient, StreamOutcome};
 use crate::config::{Api, Driver, ThroughputParams};
 use crate::results::{Metric, Role};
@@ -93,29 +94,6 @@ async fn prompt(
     Ok((text, count))
 }
 
-/// Linear-interpolated percentile, as numpy computes it.
-/// How far the prompt tokens the engine counted are from the asked-for
-/// total: in tokens (the older scripts' `== 500000`) and in percent (k3's
-/// ±1 %: the random dataset decodes and re-encodes).
-pub(super) fn input_tokens(p: &ThroughputParams, total_in: f64) -> [(&'static str, Metric); 2] {
-    let expected = (p.num_prompts * p.input_len) as f64;
-    let off = (total_in - expected).abs();
-    [
-        ("input_token_mismatch", Metric::new(off, "tokens")),
-        (
-            "input_token_error_pct",
-            Metric::new(
-                if expected > 0.0 {
-                    off / expected * 100.0
-                } else {
-                    0.0
-                },
-                "%",
-            ),
-        ),
-    ]
-}
-
 /// k3's warm-up: a few one-token chat requests to each server before the
 /// measurement ("~25 s of cold-start overhead" otherwise). Returns how many
 /// failed; they are not measured.
@@ -158,7 +136,7 @@ pub(crate) async fn run(
     label: &str,
     progress: &Arc<Progress>,
 ) -> Result<ThroughputOutput, WorkloadError> {
-    let model = super::resolve_model(client, model).await?;
+    let model = super::shared::resolve_model(client, model).await?;
     let mut prompts = Vec::with_capacity(p.num_prompts);
     progress.start("prompts calibrated", p.num_prompts as u64);
     for i in 0..p.num_prompts {
@@ -223,7 +201,7 @@ pub(crate) async fn run(
     let input_lens: Vec<usize> = prompts.iter().map(|(_, n)| *n).collect();
     let (metrics, doc) = summarize(p, &model, duration, &input_lens, &outcomes);
     let json = serde_json::to_string_pretty(&doc).expect("json");
-    let file = super::write_output(
+    let file = super::shared::write_output(
         results_dir,
         "vllm_bench",
         &format!("{label}.json"),
@@ -319,7 +297,7 @@ fn summarize(
         p.num_prompts.saturating_sub(completed) as f64,
         "requests",
     );
-    for (name, metric) in input_tokens(p, total_in as f64) {
+    for (name, metric) in super::vllm_bench::input_tokens(p, total_in as f64) {
         put(name, metric.value, &metric.unit);
     }
     put("achieved_prompt_tokens", achieved_in as f64, "tokens");
@@ -387,13 +365,13 @@ impl Workload for Throughput {
         Box::pin(async move {
             let p = &self.params_for(ctx);
             let (target, client) = ctx.engine(role)?;
-            let label = super::trial_label(role, ctx.trial);
+            let label = super::api::trial_label(role, ctx.trial);
             (ctx.say)(format!(
                 "{} prompts of {} tokens against {role} (`{}`)",
                 p.num_prompts, p.input_len, target.name
             ));
             if p.warmup_requests > 0 {
-                let model = super::resolve_model(&client, ctx.model).await?;
+                let model = super::shared::resolve_model(&client, ctx.model).await?;
                 let failed = warm_up(&client, &model, p.warmup_requests).await;
                 (ctx.say)(format!(
                     "{role}: {} warm-up requests ({failed} failed), not measured",
@@ -405,7 +383,7 @@ impl Workload for Throughput {
                     run(&client, ctx.model, p, ctx.out_dir, &label, ctx.progress).await?
                 }
                 Driver::VllmBench => {
-                    let model = super::resolve_model(&client, ctx.model).await?;
+                    let model = super::shared::resolve_model(&client, ctx.model).await?;
                     let metrics = super::vllm_bench::run(
                         &p.vllm_command,
                         p,

@@ -19,7 +19,8 @@ use self::compare::{Comparison, SubjectScore};
 use futures_util::future::BoxFuture;
 
 use self::data::DataError;
-use super::{Ctx, ErrorClass, Output, Progress, Workload, WorkloadError};
+use super::api::{Ctx, ErrorClass, Output, Workload, WorkloadError};
+use super::progress::Progress;
 use crate::client::{ClientError, OpenAiClient};
 use crate::config::{MmluParams, Variant};
 use crate::results::{DetailTable, Metric, Role};
@@ -76,6 +77,12 @@ pub(crate) enum MmluError {
     },
 }
 
+impl From<MmluError> for WorkloadError {
+    fn from(e: MmluError) -> Self {
+        WorkloadError::Kind(e.class(), Box::new(e))
+    }
+}
+
 impl MmluError {
     pub(crate) fn class(&self) -> ErrorClass {
         match self {
@@ -93,16 +100,16 @@ pub(crate) async fn plan(
     suite_dir: &Path,
     tokenizer: Option<(&OpenAiClient, &str)>,
 ) -> Result<Plan, WorkloadError> {
-    let data_dir = locate_data(params, results_dir, suite_dir).map_err(WorkloadError::Mmlu)?;
-    let subjects = chosen_subjects(params, &data_dir).map_err(WorkloadError::Mmlu)?;
+    let data_dir = locate_data(params, results_dir, suite_dir).map_err(WorkloadError::from)?;
+    let subjects = chosen_subjects(params, &data_dir).map_err(WorkloadError::from)?;
     let mut items = Vec::new();
     let mut fewshot_used = IndexMap::new();
     for subject in &subjects {
         let read = |kind: &str| {
             data::read_questions(&data_dir.join(kind).join(format!("{subject}_{kind}.csv")))
         };
-        let dev = read("dev").map_err(|e| WorkloadError::Mmlu(e.into()))?;
-        let test = read("test").map_err(|e| WorkloadError::Mmlu(e.into()))?;
+        let dev = read("dev").map_err(|e| WorkloadError::from(MmluError::from(e)))?;
+        let test = read("test").map_err(|e| WorkloadError::from(MmluError::from(e)))?;
         let mut head = prompt::header(params.variant, subject);
         let mut used = 0;
         let mut spent = 0u64;
@@ -220,7 +227,7 @@ pub(crate) async fn run(
     store_then_load: bool,
     progress: &Arc<Progress>,
 ) -> Result<Answered, WorkloadError> {
-    let model = super::resolve_model(client, model).await?;
+    let model = super::shared::resolve_model(client, model).await?;
     let ask = Asking {
         client,
         model: &model,
@@ -248,9 +255,9 @@ pub(crate) async fn run(
         .pass(plan, Pass::Once { twice: false }, progress)
         .await?;
     progress.start("load pass", plan.items.len() as u64);
-    let before = super::LoadShare::read(client).await;
+    let before = super::shared::LoadShare::read(client).await;
     let mut loaded = ask.pass(plan, Pass::LoadAfterReset, progress).await?;
-    let after = super::LoadShare::read(client).await;
+    let after = super::shared::LoadShare::read(client).await;
     // The load pass is scored; the store pass's answer is kept beside it,
     // and a question that failed to store is not counted as loaded.
     for (l, s) in loaded.iter_mut().zip(stored) {
@@ -268,7 +275,7 @@ pub(crate) async fn run(
         records: loaded,
         load_share: before
             .zip(after)
-            .and_then(|(b, a)| super::LoadShare::metric(&b, &a)),
+            .and_then(|(b, a)| super::shared::LoadShare::metric(&b, &a)),
     })
 }
 
@@ -314,7 +321,7 @@ impl Asking<'_> {
         let pause = Duration::from_secs_f64(params.store_load_pause_secs.max(0.0));
         let retries = params.max_retries;
         let seed = params.seed;
-        let answers = super::bounded(plan.items.clone(), limit, |item| {
+        let answers = super::shared::bounded(plan.items.clone(), limit, |item| {
             let client = self.client.clone();
             let model = self.model.to_string();
             let engine = self.engine.to_string();
@@ -570,7 +577,7 @@ pub(crate) fn write_file(
     name: &str,
     bytes: &[u8],
 ) -> Result<String, WorkloadError> {
-    super::write_output(results_dir, "mmlu", name, bytes)
+    super::shared::write_output(results_dir, "mmlu", name, bytes)
 }
 
 /// Changed answers named as they are found; all are in the file.
@@ -604,7 +611,7 @@ impl Workload for Mmlu {
     ) -> BoxFuture<'a, Result<(), WorkloadError>> {
         Box::pin(async move {
             let (_, client) = ctx.engine(first)?;
-            let model = super::resolve_model(&client, ctx.model).await?;
+            let model = super::shared::resolve_model(&client, ctx.model).await?;
             let plan = plan(
                 &self.params,
                 ctx.out_dir,
