@@ -2,8 +2,10 @@
 //! from a file or a built-in preset, and how environment variables and
 //! `--set` override it (with the origin of every value kept for `config show`).
 
+mod kind;
 mod layers;
 pub(crate) mod metrics;
+mod origin;
 mod params;
 pub(crate) mod preflight;
 mod presets;

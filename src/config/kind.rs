@@ -1,0 +1,226 @@
+//! What a test kind tells the suite loader about itself, so the loader
+//! names no kind: how its parameters are typed, checked and shown, which
+//! metrics its checks may bound, which engines it needs, whether it runs
+//! paired trials, how often it retries by default, which of the reference
+//! scripts' environment variables set it, and what it needs on the machine.
+//! The kinds themselves live in `workload/`, one module each, and reach the
+//! loader as a table (`LoadRequest::kinds`).
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::SchemaGenerator;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::origin::{typed_at, Source};
+use super::params::Invalid;
+use super::{ConfigError, Role, Suite};
+
+/// How an environment variable's text becomes a suite value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EnvType {
+    Str,
+    /// A one-element list of strings.
+    List,
+    Int,
+    Float,
+}
+
+/// One of the reference scripts' environment variables that sets a key of
+/// a test of this kind (`DOCUMENT_LENGTH` → `tests.NAME.document_length`).
+/// A `checks.NAME.…` key applies only where the test has that check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EnvVar {
+    pub var: &'static str,
+    pub key: &'static str,
+    pub ty: EnvType,
+}
+
+/// What a test needs on this machine before any engine starts.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Wants {
+    /// A program on PATH (or a path): the key under `tests.NAME` naming it.
+    Program {
+        key: &'static str,
+        name: String,
+        fix: &'static str,
+    },
+    /// A file, relative to the suite's directory unless absolute.
+    File {
+        key: &'static str,
+        path: String,
+        fix: &'static str,
+    },
+}
+
+/// A kind of test, as the suite loader sees it. Implemented once per kind,
+/// beside its workload.
+pub(crate) trait TestKind: Sync + 'static {
+    /// `kind = "…"` in a suite.
+    fn name(&self) -> &'static str;
+
+    /// The test's parameters, typed from its table (`typed::<P>` does it,
+    /// with errors naming the key and the layer it came from).
+    fn parse(&self, table: &Typing<'_>) -> Result<Box<dyn KindParams>, ConfigError>;
+
+    /// The JSON Schema of its parameters (`g.subschema_for::<P>()`).
+    fn schema(&self, g: &mut SchemaGenerator) -> serde_json::Value;
+
+    /// The metrics its checks may bound, engine counters aside.
+    fn metrics(&self) -> &'static [&'static str];
+
+    /// The engine roles it cannot do without.
+    fn roles(&self) -> &'static [Role] {
+        &[Role::Baseline, Role::Lmcache]
+    }
+
+    /// Whether it runs paired trials (each from fresh inputs, pooled), so
+    /// `trials`, `max_trials` and `on_inconclusive = "more-trials"` apply.
+    fn pairs_trials(&self) -> bool {
+        false
+    }
+
+    /// Runs while only retryable checks fail, when the suite says none.
+    fn default_attempts(&self) -> u32 {
+        1
+    }
+
+    /// The reference scripts' environment variables that set its keys.
+    fn env(&self) -> &'static [EnvVar] {
+        &[]
+    }
+
+    /// How the gate weighs `metric`'s evidence where this kind has its own
+    /// method (a dry run names it); `None`: the gate's general rule.
+    fn method(&self, _metric: &str, _relative: bool) -> Option<&'static str> {
+        None
+    }
+}
+
+impl fmt::Debug for dyn TestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A test's parameters, typed by its kind.
+pub(crate) trait KindParams: fmt::Debug + Send + Sync + AsParams {
+    /// Values that parse but make no test (a zero count), with the key.
+    fn validate(&self) -> Result<(), Invalid>;
+
+    /// What the rest of the suite must hold for it (fault tolerance: the
+    /// service it stops exists).
+    fn validate_in(&self, _suite: &Suite) -> Result<(), Invalid> {
+        Ok(())
+    }
+
+    /// Programs and files it needs here.
+    fn wants(&self) -> Vec<Wants> {
+        Vec::new()
+    }
+
+    /// Roughly how many tokens one trial sends through one engine: the
+    /// weight shards are balanced on when no earlier run says how long.
+    fn tokens_per_trial(&self) -> f64;
+
+    /// `ci --sequential`: one request at a time, where the kind has a knob.
+    fn set_sequential(&mut self) {}
+}
+
+/// What every parameter type can do without writing it out: clone itself,
+/// show itself as TOML, and be read back as its own type by its kind.
+pub(crate) trait AsParams {
+    fn clone_box(&self) -> Box<dyn KindParams>;
+    fn to_toml(&self) -> Option<toml::Value>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: KindParams + Clone + Serialize + 'static> AsParams for T {
+    fn clone_box(&self) -> Box<dyn KindParams> {
+        Box::new(self.clone())
+    }
+
+    fn to_toml(&self) -> Option<toml::Value> {
+        toml::Value::try_from(self).ok()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// A test's kind and its typed parameters.
+pub(crate) struct TestParams {
+    kind: &'static dyn TestKind,
+    params: Box<dyn KindParams>,
+}
+
+impl TestParams {
+    pub(crate) fn new(kind: &'static dyn TestKind, params: Box<dyn KindParams>) -> Self {
+        Self { kind, params }
+    }
+
+    pub(crate) fn kind(&self) -> &'static dyn TestKind {
+        self.kind
+    }
+
+    /// The parameters as their own type; `None` for another kind's.
+    pub(crate) fn get<P: 'static>(&self) -> Option<&P> {
+        self.params.as_any().downcast_ref()
+    }
+
+    pub(crate) fn get_mut<P: 'static>(&mut self) -> Option<&mut P> {
+        self.params.as_any_mut().downcast_mut()
+    }
+
+    pub(crate) fn params(&self) -> &dyn KindParams {
+        self.params.as_ref()
+    }
+
+    pub(crate) fn params_mut(&mut self) -> &mut dyn KindParams {
+        self.params.as_mut()
+    }
+}
+
+impl Clone for TestParams {
+    fn clone(&self) -> Self {
+        Self {
+            kind: self.kind,
+            params: self.params.clone_box(),
+        }
+    }
+}
+
+impl fmt::Debug for TestParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {:?}", self.kind.name(), self.params)
+    }
+}
+
+/// A test's table on its way to typed parameters: the keys of the test
+/// other than the ones every test has, and the origins to blame a bad one.
+pub(crate) struct Typing<'a> {
+    pub(super) table: toml::Value,
+    pub(super) prefix: &'a str,
+    pub(super) origins: &'a BTreeMap<String, Source>,
+    pub(super) base: &'a Source,
+}
+
+impl Typing<'_> {
+    /// The table as `P`, each unknown key or wrong type named with the
+    /// layer it came from.
+    pub(crate) fn typed<P>(&self) -> Result<Box<dyn KindParams>, ConfigError>
+    where
+        P: KindParams + DeserializeOwned + Clone + Serialize + 'static,
+    {
+        typed_at::<P>(self.table.clone(), self.prefix, self.origins, self.base)
+            .map(|p| Box::new(p) as Box<dyn KindParams>)
+    }
+}
