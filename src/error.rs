@@ -45,7 +45,7 @@ pub(crate) enum Error {
     #[error(transparent)]
     Merge(#[from] crate::run::merge::MergeError),
     #[error("failed to plan the shards: {0}")]
-    Shard(#[from] crate::workload::mmlu::MmluError),
+    Shard(crate::workload::WorkloadError),
     /// A flag or input the user gave is wrong; the message says which.
     #[error("{0}")]
     Usage(String),

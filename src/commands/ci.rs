@@ -9,21 +9,18 @@ use indexmap::IndexMap;
 
 use crate::ci_env::CiEnv;
 use crate::cli::{CiArgs, ShardFlags};
-use crate::config::{Loaded, TestParams};
+use crate::config::Loaded;
 use crate::console::{CiGroups, Verbosity};
 use crate::error::Error;
-use crate::results::{PlannedUnit, RunResults, ShardMark};
-use crate::run::shard::{self, Shard, Unit};
+use crate::results::RunResults;
+use crate::run::shard::{self, Shard};
 use crate::run::{self, Events, ResultsWriter, ShardRun};
-use crate::workload::mmlu;
 
 pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     let mut loaded = super::common::load_suite(&args.suite)?;
     if args.sequential {
         for p in loaded.params.values_mut() {
-            if let TestParams::Mmlu(m) = p {
-                m.sequential = true;
-            }
+            p.params_mut().set_sequential();
         }
     }
     let selected: Vec<String> = loaded
@@ -125,7 +122,8 @@ fn which_shard(flags: &ShardFlags) -> Result<Option<Shard>, Error> {
     parsed.transpose().map_err(Error::Usage)
 }
 
-/// This job's part of the suite, from a plan every shard computes alike.
+/// This job's part of the suite; `--durations-from` (the user named it:
+/// whatever is wrong with it is bad input) weighs the units.
 fn shard_run(
     loaded: &Loaded,
     selected: &[String],
@@ -133,72 +131,19 @@ fn shard_run(
     results_dir: &Path,
     flags: &ShardFlags,
 ) -> Result<ShardRun, Error> {
-    let mut units = Vec::new();
-    let mut tests: IndexMap<String, &String> = IndexMap::new();
-    for (_, label) in run::models_of(&loaded.suite.run) {
-        for name in selected {
-            let record = run::record_name(name, label.as_deref());
-            let params = &loaded.params[name];
-            let subjects: Vec<(String, f64)> = match params {
-                TestParams::Mmlu(p) => {
-                    let per_question = shard::mmlu_question_tokens(p);
-                    mmlu::subject_sizes(p, results_dir, &loaded.suite_dir())?
-                        .into_iter()
-                        .map(|(s, n)| (s, n as f64 * per_question))
-                        .collect()
-                }
-                _ => Vec::new(),
-            };
-            let cost = if subjects.is_empty() {
-                shard::estimated_tokens(params, loaded.suite.tests[name].trials())
-            } else {
-                subjects.iter().map(|(_, c)| c).sum()
-            };
-            tests.insert(record.clone(), name);
-            units.push(Unit {
-                record,
-                cost,
-                subjects,
-            });
+    let previous = match &flags.durations_from {
+        Some(dir) => {
+            let previous = RunResults::read_untrusted(dir, 64)
+                .map_err(|e| Error::Usage(format!("--durations-from: {e}")))?;
+            Some(
+                previous
+                    .tests
+                    .iter()
+                    .filter_map(|t| Some((t.name.clone(), t.duration_secs?)))
+                    .collect::<IndexMap<String, f64>>(),
+            )
         }
-    }
-    if let Some(dir) = &flags.durations_from {
-        // The user named it: whatever is wrong with it is bad input.
-        let previous = RunResults::read_untrusted(dir, 64)
-            .map_err(|e| Error::Usage(format!("--durations-from: {e}")))?;
-        let secs: IndexMap<String, f64> = previous
-            .tests
-            .iter()
-            .filter_map(|t| Some((t.name.clone(), t.duration_secs?)))
-            .collect();
-        shard::with_durations(&mut units, &secs);
-    }
-    let plan = shard::plan(&units, shard.count);
-    let params = plan[shard.index as usize - 1]
-        .iter()
-        .filter(|u| !u.subjects.is_empty())
-        .map(|u| {
-            let mut p = loaded.params[tests[&u.record].as_str()].clone();
-            if let TestParams::Mmlu(m) = &mut p {
-                m.subjects = u.subjects.clone();
-            }
-            (u.record.clone(), p)
-        })
-        .collect();
-    Ok(ShardRun {
-        mark: ShardMark {
-            index: shard.index,
-            count: shard.count,
-            units: units
-                .into_iter()
-                .map(|u| PlannedUnit {
-                    record: u.record,
-                    subjects: u.subjects.into_iter().map(|(s, _)| s).collect(),
-                    cost: u.cost,
-                })
-                .collect(),
-            plan,
-        },
-        params,
-    })
+        None => None,
+    };
+    shard::assign(loaded, selected, shard, results_dir, previous.as_ref()).map_err(Error::Shard)
 }

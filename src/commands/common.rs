@@ -44,6 +44,7 @@ pub(crate) fn load_suite(args: &SuiteArgs) -> Result<Loaded, Error> {
         overlays: &args.overlays,
         sets: &args.sets,
         env: &env,
+        kinds: &crate::workload::test_kinds(),
     })?)
 }
 

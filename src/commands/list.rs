@@ -18,7 +18,7 @@ pub(crate) fn run(args: &ListArgs) -> Result<(), Error> {
         let state = if test.enabled { "" } else { "  (disabled)" };
         out.line(format_args!(
             "{name}  [{}]  {} checks{state}",
-            test.kind.as_str(),
+            test.kind,
             test.checks.len()
         ));
         if !args.checks {
@@ -29,7 +29,7 @@ pub(crate) fn run(args: &ListArgs) -> Result<(), Error> {
         }
         out.line(format_args!(
             "  can gate on: {}; any vLLM or LMCache counter of the engines' /metrics (vllm:…, lmcache…); {}",
-            metrics::measured(test.kind).join(", "),
+            loaded.params[name.as_str()].kind().metrics().join(", "),
             metrics::CACHE_SHARES.join(", ")
         ));
     }

@@ -27,8 +27,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
         Command::List(args) => list::run(&args),
         Command::Config(ConfigCommand::Show(args)) => config_show::run(&args),
         Command::Config(ConfigCommand::Schema) => {
-            let schema = serde_json::to_string_pretty(&config::schema::suite())
-                .expect("a schema serializes");
+            let schema = serde_json::to_string_pretty(&config::schema::suite(
+                &crate::workload::test_kinds(),
+            ))
+            .expect("a schema serializes");
             Out::new().line(schema);
             Ok(())
         }

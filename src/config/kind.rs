@@ -224,3 +224,138 @@ impl Typing<'_> {
             .map(|p| Box::new(p) as Box<dyn KindParams>)
     }
 }
+
+/// A kind of test for the loader's own tests: one count, two metrics, and
+/// a file it wants, so they need no real kind.
+#[cfg(test)]
+pub(crate) mod toy {
+    use serde::{Deserialize, Serialize};
+
+    use super::{KindParams, TestKind, Typing, Wants};
+    use crate::config::{at_least_one, ConfigError, Invalid};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields, default)]
+    pub(crate) struct ToyParams {
+        pub questions: u32,
+        pub data: Option<String>,
+    }
+
+    impl Default for ToyParams {
+        fn default() -> Self {
+            Self {
+                questions: 4,
+                data: None,
+            }
+        }
+    }
+
+    impl KindParams for ToyParams {
+        fn validate(&self) -> Result<(), Invalid> {
+            at_least_one(&[("questions", u64::from(self.questions))])
+        }
+
+        fn wants(&self) -> Vec<Wants> {
+            self.data
+                .iter()
+                .map(|d| Wants::File {
+                    key: "data",
+                    path: d.clone(),
+                    fix: "give the toy's data",
+                })
+                .collect()
+        }
+
+        fn tokens_per_trial(&self) -> f64 {
+            f64::from(self.questions) * 10.0
+        }
+    }
+
+    pub(crate) struct Toy;
+
+    impl TestKind for Toy {
+        fn name(&self) -> &'static str {
+            "toy"
+        }
+
+        fn parse(&self, table: &Typing<'_>) -> Result<Box<dyn KindParams>, ConfigError> {
+            table.typed::<ToyParams>()
+        }
+
+        fn schema(&self, g: &mut schemars::SchemaGenerator) -> serde_json::Value {
+            g.subschema_for::<ToyParams>().to_value()
+        }
+
+        fn metrics(&self) -> &'static [&'static str] {
+            &["answers", "wrong_answers"]
+        }
+    }
+
+    /// The table the loader's tests load with.
+    pub(crate) const KINDS: &[&dyn TestKind] = &[&Toy];
+
+    mod tests {
+        use super::*;
+        use crate::config::{load, LoadRequest, Loaded};
+
+        fn load_toy(test: &str) -> Result<Loaded, ConfigError> {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("suite.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[engines.base]\nrole = \"baseline\"\nkind = \"sim\"\n\
+                     [engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\n\
+                     [tests.t]\nkind = \"toy\"\n{test}"
+                ),
+            )
+            .unwrap();
+            load(&LoadRequest {
+                preset: None,
+                file: Some(&path),
+                overlays: &[],
+                sets: &[],
+                env: &|_| None,
+                kinds: KINDS,
+            })
+        }
+
+        /// The loader knows no kind: what it does for one, it does through
+        /// the kind's own declaration.
+        #[test]
+        fn a_kind_the_loader_never_heard_of_is_typed_checked_and_shown() {
+            let loaded = load_toy("questions = 7\n").unwrap();
+            let p = loaded.params["t"].get::<ToyParams>().unwrap();
+            assert_eq!(p.questions, 7);
+            assert!(loaded
+                .show()
+                .iter()
+                .any(|(k, v, _)| k == "tests.t.questions" && v == "7"));
+
+            let err = load_toy("questions = 0\n").unwrap_err().to_string();
+            assert!(
+                err.contains("`tests.t.questions`") && err.contains("at least 1"),
+                "{err}"
+            );
+            let err = load_toy("questoins = 3\n").unwrap_err().to_string();
+            assert!(err.contains("did you mean `questions`?"), "{err}");
+            let err = load_toy("[tests.t.checks.c]\nmetric = \"answer\"\nmin = 1\n")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("toy tests record no metric `answer`; did you mean `answers`?"),
+                "{err}"
+            );
+            let err = load_toy("trials = 2\n").unwrap_err().to_string();
+            assert!(err.contains("toy tests run no paired trials"), "{err}");
+            let missing = load_toy("data = \"/nonexistent/toy.csv\"\n").unwrap();
+            let needs = crate::config::preflight::needs(&missing, &["t".to_string()]);
+            assert!(
+                needs
+                    .iter()
+                    .any(|n| n.key == "tests.t.data" && n.found.is_none()),
+                "the toy's file is a need"
+            );
+        }
+    }
+}

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use toml::{Table, Value};
 
-use super::origin::{blame, invalid, typed, typed_at, Source};
+use super::kind::{EnvType, Typing};
+use super::origin::{blame, invalid, typed, Source};
 use super::presets;
-use super::{ConfigError, EngineKind, Role, Suite, TestKind, TestParams};
+use super::{ConfigError, EngineKind, Role, Suite, TestConfig, TestKind, TestParams};
 
 /// A loaded suite, with the typed parameters of each test and the origin
 /// of every value that did not come from a default.
@@ -32,15 +33,8 @@ pub(crate) struct LoadRequest<'a> {
     pub overlays: &'a [std::path::PathBuf],
     pub sets: &'a [String],
     pub env: &'a dyn Fn(&str) -> Option<String>,
-}
-
-#[derive(Clone, Copy)]
-enum EnvType {
-    Str,
-    /// A one-element list of strings.
-    List,
-    Int,
-    Float,
+    /// The kinds a test may be (`workload`'s registry).
+    pub kinds: &'a [&'static dyn TestKind],
 }
 
 pub(crate) fn load(req: &LoadRequest<'_>) -> Result<Loaded, ConfigError> {
@@ -74,7 +68,7 @@ pub(crate) fn load(req: &LoadRequest<'_>) -> Result<Loaded, ConfigError> {
             .is_some_and(|(k, v)| k.trim() == "run.env_overrides" && v.trim() == "false")
     });
     let overrides = if first.run.env_overrides && !set_off {
-        env_overrides(&first)
+        env_overrides(&first, req.kinds)
     } else {
         Vec::new()
     };
@@ -121,7 +115,7 @@ pub(crate) fn load(req: &LoadRequest<'_>) -> Result<Loaded, ConfigError> {
 
     misnamed_checks(&table, &origins, &base)?;
     let suite: Suite = typed(&table, &origins, &base)?;
-    let params = validate(&suite, &origins, &base, &suite_dir_of(&base))?;
+    let params = validate(&suite, &origins, &base, &suite_dir_of(&base), req.kinds)?;
     Ok(Loaded {
         suite,
         params,
@@ -137,16 +131,8 @@ impl Loaded {
         let mut value = Value::try_from(&self.suite).unwrap_or(Value::Table(Table::new()));
         // Show each test's parameters with their defaults filled in.
         for (name, params) in &self.params {
-            let resolved = match params {
-                TestParams::LongDocQa(p) => Value::try_from(p),
-                TestParams::Mmlu(p) => Value::try_from(p),
-                TestParams::Throughput(p) => Value::try_from(p),
-                TestParams::Determinism(p) => Value::try_from(p),
-                TestParams::LmEval(p) => Value::try_from(p),
-                TestParams::RequestRate(p) => Value::try_from(p),
-                TestParams::FaultTolerance(p) => Value::try_from(p),
-            };
-            if let (Ok(Value::Table(resolved)), Some(Value::Table(test))) = (
+            let resolved = params.params().to_toml();
+            if let (Some(Value::Table(resolved)), Some(Value::Table(test))) = (
                 resolved,
                 value
                     .get_mut("tests")
@@ -199,7 +185,10 @@ fn suite_dir_of(base: &Source) -> PathBuf {
     }
 }
 
-fn env_overrides(suite: &Suite) -> Vec<(&'static str, String, EnvType)> {
+fn env_overrides(
+    suite: &Suite,
+    kinds: &[&'static dyn TestKind],
+) -> Vec<(&'static str, String, EnvType)> {
     let mut out = vec![
         ("BUILD_ID", "run.build_id".to_string(), EnvType::Str),
         ("VENV_DIR", "setup.venv".to_string(), EnvType::Str),
@@ -227,27 +216,17 @@ fn env_overrides(suite: &Suite) -> Vec<(&'static str, String, EnvType)> {
         }
     }
     for (name, test) in &suite.tests {
-        if test.kind != TestKind::LongDocQa {
+        let Some(kind) = kind_named(kinds, &test.kind) else {
             continue;
-        }
-        for (var, field, ty) in [
-            ("DOCUMENT_LENGTH", "document_length", EnvType::Int),
-            ("NUM_DOCUMENTS", "num_documents", EnvType::Int),
-            ("OUTPUT_LEN", "output_len", EnvType::Int),
-            ("MAX_LMCACHE_TTFT", "checks.query_ttft.max", EnvType::Float),
-            (
-                "MAX_LMCACHE_QUERY_ROUND_TIME",
-                "checks.query_round_time.max",
-                EnvType::Float,
-            ),
-        ] {
-            if field.starts_with("checks.") {
-                let check = field.split('.').nth(1).unwrap_or_default();
+        };
+        for v in kind.env() {
+            if let Some(check) = v.key.strip_prefix("checks.") {
+                let check = check.split('.').next().unwrap_or_default();
                 if !test.checks.contains_key(check) {
                     continue;
                 }
             }
-            out.push((var, format!("tests.{name}.{field}"), ty));
+            out.push((v.var, format!("tests.{name}.{}", v.key), v.ty));
         }
     }
     out
@@ -440,11 +419,16 @@ impl Problems<'_> {
     }
 }
 
+fn kind_named(kinds: &[&'static dyn TestKind], name: &str) -> Option<&'static dyn TestKind> {
+    kinds.iter().copied().find(|k| k.name() == name)
+}
+
 fn validate(
     suite: &Suite,
     origins: &BTreeMap<String, Source>,
     base: &Source,
     dir: &Path,
+    kinds: &[&'static dyn TestKind],
 ) -> Result<IndexMap<String, TestParams>, ConfigError> {
     let mut p = Problems {
         origins,
@@ -455,8 +439,15 @@ fn validate(
     validate_run(suite, &mut p);
     let mut params = IndexMap::new();
     for (name, test) in &suite.tests {
-        validate_checks(suite, name, test, &mut p);
-        if let Some(typed) = validate_test(suite, name, test, &mut p) {
+        let Some(kind) = kind_named(kinds, &test.kind) else {
+            p.bad(
+                format!("tests.{name}.kind"),
+                unknown_kind(&test.kind, kinds),
+            );
+            continue;
+        };
+        validate_checks(suite, name, test, kind, &mut p);
+        if let Some(typed) = validate_test(suite, name, test, kind, &mut p) {
             params.insert(name.clone(), typed);
         }
     }
@@ -607,33 +598,38 @@ fn validate_run(suite: &Suite, p: &mut Problems<'_>) {
     }
 }
 
-/// The engine roles a test of this kind cannot do without (determinism
-/// compares with a baseline when the suite has one).
-fn roles_needed(kind: TestKind) -> &'static [Role] {
-    match kind {
-        TestKind::LongDocQa | TestKind::Mmlu | TestKind::Throughput | TestKind::RequestRate => {
-            &[Role::Baseline, Role::Lmcache]
-        }
-        TestKind::Determinism | TestKind::LmEval | TestKind::FaultTolerance => &[Role::Lmcache],
-    }
+/// What `kind = "…"` must be, with the nearest kind when it is a typo.
+fn unknown_kind(name: &str, kinds: &[&'static dyn TestKind]) -> String {
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    let hint = match super::metrics::suggest(name, names.iter().copied()) {
+        Some(near) => format!("did you mean `{near}`? "),
+        None => String::new(),
+    };
+    format!("unknown kind `{name}`; {hint}kinds: {}", names.join(", "))
 }
 
 /// Every check bounds a metric its test records, of an engine the suite has.
-fn validate_checks(suite: &Suite, name: &str, test: &super::TestConfig, p: &mut Problems<'_>) {
+fn validate_checks(
+    suite: &Suite,
+    name: &str,
+    test: &TestConfig,
+    kind: &dyn TestKind,
+    p: &mut Problems<'_>,
+) {
     let prefix = format!("tests.{name}");
     let has = |role: Role| suite.engine_with_role(role).is_some();
-    for role in roles_needed(test.kind) {
+    for role in kind.roles() {
         if !has(*role) {
             p.bad(
                 prefix.clone(),
                 format!(
                     "a {} test runs against the {role} engine, but no engine has role = \"{role}\"; add one under [engines]",
-                    test.kind.as_str()
+                    kind.name()
                 ),
             );
         }
     }
-    let pairs = matches!(test.kind, TestKind::LongDocQa | TestKind::Throughput);
+    let pairs = kind.pairs_trials();
     for (check_name, c) in &test.checks {
         let key = format!("{prefix}.checks.{check_name}");
         let bounds = [c.max, c.min, c.max_change_pct, c.min_change_pct];
@@ -644,8 +640,8 @@ fn validate_checks(suite: &Suite, name: &str, test: &super::TestConfig, p: &mut 
                 "set exactly one of max, min, max_change_pct, min_change_pct",
             );
         }
-        if !super::metrics::knows(test.kind, &c.metric) {
-            let known = super::metrics::measured(test.kind);
+        if !super::metrics::knows(kind, &c.metric) {
+            let known = kind.metrics();
             let hint = match super::metrics::suggest(&c.metric, known.iter().copied()) {
                 Some(near) => format!("did you mean `{near}`? "),
                 None => String::new(),
@@ -654,7 +650,7 @@ fn validate_checks(suite: &Suite, name: &str, test: &super::TestConfig, p: &mut 
                 format!("{key}.metric"),
                 format!(
                     "{} tests record no metric `{}`; {hint}they record {}, and any vLLM or LMCache counter (`vllm:…`, `lmcache…`); `lmcache-e2e list --checks` lists them",
-                    test.kind.as_str(),
+                    kind.name(),
                     c.metric,
                     known.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
                 ),
@@ -677,7 +673,7 @@ fn validate_checks(suite: &Suite, name: &str, test: &super::TestConfig, p: &mut 
         if c.on_inconclusive.wants_more_trials() && !pairs {
             p.bad(
                 format!("{key}.on_inconclusive"),
-                "more trials need a long_doc_qa or throughput test; use \"warn\" or \"fail\"",
+                format!("more trials need paired trials, which {} tests do not run; use \"warn\" or \"fail\"", kind.name()),
             );
         }
     }
@@ -687,16 +683,20 @@ fn validate_checks(suite: &Suite, name: &str, test: &super::TestConfig, p: &mut 
 fn validate_test(
     suite: &Suite,
     name: &str,
-    test: &super::TestConfig,
+    test: &TestConfig,
+    kind: &'static dyn TestKind,
     p: &mut Problems<'_>,
 ) -> Option<TestParams> {
     let prefix = format!("tests.{name}");
-    let pairs = matches!(test.kind, TestKind::LongDocQa | TestKind::Throughput);
+    let pairs = kind.pairs_trials();
     match test.trials {
         Some(0) => p.bad(format!("{prefix}.trials"), "must be at least 1"),
         Some(t) if t > 1 && !pairs => p.bad(
             format!("{prefix}.trials"),
-            "paired trials are for long_doc_qa and throughput; this kind is judged per question or per output",
+            format!(
+                "{} tests run no paired trials: they are judged per question or per output",
+                kind.name()
+            ),
         ),
         _ => {}
     }
@@ -704,7 +704,7 @@ fn validate_test(
         if !pairs {
             p.bad(
                 format!("{prefix}.max_trials"),
-                "paired trials are for long_doc_qa and throughput",
+                format!("{} tests run no paired trials", kind.name()),
             );
         } else if m < test.trials() {
             p.bad(
@@ -713,62 +713,33 @@ fn validate_test(
             );
         }
     }
-    let table = Value::Table(test.params.clone());
-    let (origins, base) = (p.origins, p.base);
-    let typed = match test.kind {
-        TestKind::LongDocQa => typed_at(table, &prefix, origins, base).map(TestParams::LongDocQa),
-        TestKind::Mmlu => typed_at(table, &prefix, origins, base).map(TestParams::Mmlu),
-        TestKind::Throughput => typed_at(table, &prefix, origins, base).map(TestParams::Throughput),
-        TestKind::Determinism => {
-            typed_at(table, &prefix, origins, base).map(TestParams::Determinism)
-        }
-        TestKind::LmEval => typed_at(table, &prefix, origins, base).map(TestParams::LmEval),
-        TestKind::RequestRate => {
-            typed_at(table, &prefix, origins, base).map(TestParams::RequestRate)
-        }
-        TestKind::FaultTolerance => {
-            typed_at(table, &prefix, origins, base).map(TestParams::FaultTolerance)
-        }
+    let typing = Typing {
+        table: Value::Table(test.params.clone()),
+        prefix: &prefix,
+        origins: p.origins,
+        base: p.base,
     };
-    let typed = match typed {
-        Ok(t) => t,
+    let typed = match kind.parse(&typing) {
+        Ok(t) => TestParams::new(kind, t),
         Err(e) => {
             p.found.push(e);
             return None;
         }
     };
-    if let TestParams::FaultTolerance(ft) = &typed {
-        let services: Vec<&String> = suite
-            .engines
-            .iter()
-            .filter(|(_, e)| e.role == Role::Service)
-            .map(|(n, _)| n)
-            .collect();
-        let ok = match &ft.service {
-            Some(name) => services.contains(&name),
-            None => services.len() == 1,
-        };
-        if !ok {
-            p.bad(
-                format!("{prefix}.service"),
-                format!(
-                    "fault tolerance stops a service mid-run: name one of the suite's engines with role = \"service\" (it has {})",
-                    if services.is_empty() { "none".to_string() } else { services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ") }
-                ),
-            );
-        }
-    }
-    if let Err(bad) = typed.validate() {
+    let mut ok = true;
+    for bad in [typed.params().validate_in(suite), typed.params().validate()]
+        .into_iter()
+        .filter_map(Result::err)
+    {
+        ok = false;
         let key = match bad.key {
             Some(k) => format!("{prefix}.{k}"),
-            None => prefix,
+            None => prefix.clone(),
         };
         p.bad(key, bad.message);
-        return None;
     }
-    Some(typed)
+    ok.then_some(typed)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -814,6 +785,7 @@ mod tests {
             file: Some(&path),
             sets: &sets,
             env: &lookup,
+            kinds: &crate::workload::test_kinds(),
         })
     }
 
@@ -847,9 +819,9 @@ max = 0.22
             ],
         )
         .unwrap();
-        let TestParams::LongDocQa(p) = &l.params["ldqa"] else {
-            panic!("ldqa is a long_doc_qa test")
-        };
+        let p = l.params["ldqa"]
+            .get::<crate::workload::long_doc_qa::LongDocQaParams>()
+            .expect("ldqa is a long_doc_qa test");
         assert_eq!(p.num_documents, 7);
         assert_eq!(p.document_length, 64);
         assert_eq!(l.suite.tests["ldqa"].checks["query_ttft"].max, Some(0.5));
@@ -962,6 +934,7 @@ max = 0.22
             file: Some(Path::new("/nonexistent/suite.toml")),
             sets: &[],
             env: &lookup,
+            kinds: &crate::workload::test_kinds(),
         })
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/suite.toml"), "{err}");
@@ -979,6 +952,7 @@ max = 0.22
             file: None,
             sets: &[],
             env: &lookup,
+            kinds: &crate::workload::test_kinds(),
         })
         .unwrap();
         let check = &loaded.suite.tests["long_doc_qa"].checks["query_ttft"];
@@ -998,6 +972,7 @@ max = 0.22
             file: None,
             sets: &[],
             env: &lookup,
+            kinds: &crate::workload::test_kinds(),
         })
         .err()
         .unwrap()
@@ -1015,6 +990,7 @@ max = 0.22
                 file: None,
                 sets: &[],
                 env: &lookup,
+                kinds: &crate::workload::test_kinds(),
             })
             .unwrap_or_else(|e| panic!("preset {}: {e}", p.name));
         }

@@ -1,105 +1,13 @@
-//! What each test kind measures, so a check on a metric its test never
-//! produces is refused when the suite loads (with the nearest known name)
-//! instead of failing after the engines ran.
+//! Which metrics a check may bound: a kind's own (each kind lists them),
+//! any engine counter, and the rules the gate applies by name, so a check
+//! on a metric its test never produces is refused when the suite loads
+//! (with the nearest known name) instead of failing after the engines ran.
 
 use super::TestKind;
-
-/// The vLLM `bench serve` style figures every throughput run reports.
-const THROUGHPUT: &[&str] = &[
-    "completed",
-    "failed",
-    "total_input_tokens",
-    "total_output_tokens",
-    "duration",
-    "request_throughput",
-    "output_throughput",
-    "total_token_throughput",
-    "mean_ttft_ms",
-    "median_ttft_ms",
-    "p99_ttft_ms",
-    "mean_tpot_ms",
-    "median_tpot_ms",
-    "p99_tpot_ms",
-    "mean_itl_ms",
-    "median_itl_ms",
-    "p99_itl_ms",
-    "mean_e2el_ms",
-    "median_e2el_ms",
-    "p99_e2el_ms",
-    "incomplete_requests",
-    "input_token_mismatch",
-    "input_token_error_pct",
-    "achieved_prompt_tokens",
-];
 
 /// Shares of the queried prompt tokens the GPU's prefix cache and the KV
 /// connector served, from the engines' counters (any kind).
 pub(crate) const CACHE_SHARES: &[&str] = &["prefix_cache_hit_pct", "external_prefix_cache_hit_pct"];
-
-/// The metrics a test of `kind` records, engine counters aside.
-pub(crate) fn measured(kind: TestKind) -> &'static [&'static str] {
-    match kind {
-        TestKind::LongDocQa => &[
-            "query_ttft_per_prompt",
-            "query_round_time_per_prompt",
-            "warmup_round_time_per_prompt",
-            "warmup_ttft_mean",
-            "query_ttft_p50",
-            "query_ttft_p99",
-            "warmup_round_time",
-            "query_round_time",
-            "ttft_gain",
-            "latency_gain",
-            "failed_requests",
-            "requests",
-        ],
-        TestKind::Mmlu => &[
-            "accuracy",
-            "accuracy_unweighted",
-            "questions",
-            "failed_requests",
-            "paired_questions",
-            "right_to_wrong",
-            "wrong_to_right",
-            "accuracy_drop",
-            "accuracy_drop_unweighted",
-            "max_subject_drop",
-            "max_subject_change",
-            "changed_answers",
-            "load_pass_external_pct",
-        ],
-        TestKind::Throughput => THROUGHPUT,
-        TestKind::Determinism => &[
-            "mismatched_outputs",
-            "missing_outputs",
-            "compared_prompts",
-            "failed_requests",
-            "load_pass_external_pct",
-        ],
-        TestKind::LmEval => &[
-            "differing_sample_lines",
-            "samples",
-            "first_run_score",
-            "second_run_score",
-            "score_drift",
-            "min_score",
-        ],
-        TestKind::RequestRate => &[
-            "mean_ttft",
-            "p50_ttft",
-            "p99_ttft",
-            "mean_throughput",
-            "failed_requests",
-            "requests",
-        ],
-        TestKind::FaultTolerance => &[
-            "stopped_mid_run",
-            "ft_warmup_incomplete",
-            "ft_midflight_incomplete",
-            "ft_without_lmcache_incomplete",
-        ],
-    }
-}
 
 /// A counter read off an engine's `/metrics` (vLLM's `vllm:…`, LMCache's
 /// `lmcache…`, a labelled part such as `…{source="…"}`), or a share of
@@ -119,8 +27,8 @@ pub(crate) fn proves_engagement(name: &str) -> bool {
 }
 
 /// Whether a test of `kind` can have a metric of this name.
-pub(crate) fn knows(kind: TestKind, name: &str) -> bool {
-    measured(kind).contains(&name) || is_engine_metric(name)
+pub(crate) fn knows(kind: &dyn TestKind, name: &str) -> bool {
+    kind.metrics().contains(&name) || is_engine_metric(name)
 }
 
 /// The known name nearest `name`, if one is near enough to be a typo.
@@ -139,21 +47,24 @@ mod tests {
 
     #[test]
     fn a_typo_gets_the_nearest_name_and_nonsense_none() {
-        let ldqa = measured(TestKind::LongDocQa).iter().copied();
+        let known = ["query_ttft_per_prompt", "query_round_time_per_prompt"];
         assert_eq!(
-            suggest("query_ttft_per_promt", ldqa.clone()),
+            suggest("query_ttft_per_promt", known),
             Some("query_ttft_per_prompt")
         );
-        assert_eq!(suggest("throughput", ldqa), None);
+        assert_eq!(suggest("throughput", known), None);
+    }
+
+    #[test]
+    fn a_kind_knows_its_own_metrics_and_every_engine_counter() {
+        let kind = &crate::config::kind::toy::Toy;
+        assert!(knows(kind, "answers"));
+        assert!(knows(kind, "vllm:external_prefix_cache_hits_total"));
         assert!(knows(
-            TestKind::Mmlu,
-            "vllm:external_prefix_cache_hits_total"
-        ));
-        assert!(knows(
-            TestKind::Determinism,
+            kind,
             r#"vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}"#
         ));
-        assert!(knows(TestKind::Throughput, "prefix_cache_hit_pct"));
-        assert!(!knows(TestKind::Throughput, "query_ttft_per_prompt"));
+        assert!(knows(kind, "prefix_cache_hit_pct"));
+        assert!(!knows(kind, "query_ttft_per_prompt"));
     }
 }

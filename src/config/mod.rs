@@ -19,12 +19,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) use crate::results::{OnInconclusive, Role, Severity};
 use crate::sim::SimOptions;
 
+pub(crate) use kind::{EnvType, EnvVar, KindParams, TestKind, TestParams, Typing, Wants};
 pub(crate) use layers::{load, LoadRequest, Loaded};
-pub(crate) use params::{
-    parse_hit_miss, Api, DeterminismParams, Driver, FaultToleranceParams, LmEvalParams,
-    LongDocQaParams, MmluParams, RepeatMode, RequestRateParams, ThroughputParams, Variant,
-    WhenUnavailable,
-};
+pub(crate) use params::{at_least_one, invalid, seconds_ok, Api, Invalid};
 pub(crate) use presets::PRESETS;
 
 #[derive(Debug, thiserror::Error)]
@@ -394,43 +391,18 @@ fn default_host() -> String {
     "127.0.0.1".to_string()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum TestKind {
-    LongDocQa,
-    Mmlu,
-    Throughput,
-    Determinism,
-    LmEval,
-    RequestRate,
-    FaultTolerance,
-}
-
-impl TestKind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            TestKind::LongDocQa => "long_doc_qa",
-            TestKind::Mmlu => "mmlu",
-            TestKind::Throughput => "throughput",
-            TestKind::Determinism => "determinism",
-            TestKind::LmEval => "lm_eval",
-            TestKind::RequestRate => "request_rate",
-            TestKind::FaultTolerance => "fault_tolerance",
-        }
-    }
-}
-
 /// A test: its kind, its parameters (checked against the kind's own schema
 /// when the suite is loaded) and the checks that gate on its metrics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TestConfig {
-    pub kind: TestKind,
+    /// One of the kinds the suite is loaded with (`workload`'s registry).
+    pub kind: String,
     #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default)]
     pub checks: IndexMap<String, CheckConfig>,
-    /// Runs of the test while only `retryable` checks fail (default: 3 for
-    /// throughput, whose gate is known to be noisy, else 1).
+    /// Runs of the test while only `retryable` checks fail (default: the
+    /// kind's; throughput's gate is known to be noisy).
     pub max_attempts: Option<u32>,
     /// Paired trials per engine (baseline and LMCache alternate which goes
     /// first), each from fresh inputs; relative checks get an interval from
@@ -444,14 +416,9 @@ pub(crate) struct TestConfig {
 }
 
 impl TestConfig {
-    pub(crate) fn attempts(&self) -> u32 {
-        self.max_attempts
-            .unwrap_or(if self.kind == TestKind::Throughput {
-                3
-            } else {
-                1
-            })
-            .max(1)
+    /// Runs while only retryable checks fail: the suite's, else `default`.
+    pub(crate) fn attempts(&self, default: u32) -> u32 {
+        self.max_attempts.unwrap_or(default).max(1)
     }
 
     pub(crate) fn trials(&self) -> u32 {
@@ -553,44 +520,6 @@ impl CheckConfig {
 
 fn lmcache_role() -> Role {
     Role::Lmcache
-}
-
-/// A test with its parameters resolved for its kind.
-#[derive(Debug, Clone)]
-pub(crate) enum TestParams {
-    LongDocQa(LongDocQaParams),
-    Mmlu(MmluParams),
-    Throughput(ThroughputParams),
-    Determinism(DeterminismParams),
-    LmEval(LmEvalParams),
-    RequestRate(RequestRateParams),
-    FaultTolerance(FaultToleranceParams),
-}
-
-impl TestParams {
-    pub(crate) fn kind(&self) -> TestKind {
-        match self {
-            TestParams::LongDocQa(_) => TestKind::LongDocQa,
-            TestParams::Mmlu(_) => TestKind::Mmlu,
-            TestParams::Throughput(_) => TestKind::Throughput,
-            TestParams::Determinism(_) => TestKind::Determinism,
-            TestParams::LmEval(_) => TestKind::LmEval,
-            TestParams::RequestRate(_) => TestKind::RequestRate,
-            TestParams::FaultTolerance(_) => TestKind::FaultTolerance,
-        }
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), params::Invalid> {
-        match self {
-            TestParams::LongDocQa(p) => p.validate(),
-            TestParams::Mmlu(p) => p.validate(),
-            TestParams::Throughput(p) => p.validate(),
-            TestParams::Determinism(p) => p.validate(),
-            TestParams::LmEval(p) => p.validate(),
-            TestParams::RequestRate(p) => p.validate(),
-            TestParams::FaultTolerance(p) => p.validate(),
-        }
-    }
 }
 
 impl Suite {

@@ -109,7 +109,9 @@ pub(super) fn in_words(message: &str) -> String {
             .nth(1)
             .or_else(|| first.split("expected ").nth(1))
             .map(|list| {
+                // serde: "one of `a`, `b`, `c`", or "`a` or `b`" for two.
                 list.split(", ")
+                    .flat_map(|k| k.split(" or "))
                     .map(|k| k.trim_matches(['`', ' ']))
                     .collect()
             })
@@ -164,4 +166,3 @@ pub(super) fn invalid(
         message: message.into(),
     }
 }
-

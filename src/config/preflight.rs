@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::{ConfigError, Driver, EngineKind, Loaded, Suite, TestParams, WhenUnavailable};
+use super::{ConfigError, EngineKind, Loaded, Suite, TestParams, Wants};
 
 /// One thing the suite needs here.
 pub(crate) struct Need {
@@ -101,40 +101,11 @@ pub(crate) fn needs_of(
             continue;
         };
         let key = |k: &str| format!("tests.{name}.{k}");
-        match params {
-            TestParams::Mmlu(p) if p.data != "builtin" => out.push(file(
-                key("data"),
-                &at(&p.data),
-                "give the MMLU data.tar.xz (or its extracted data/ directory), e.g. --set tests.NAME.data=PATH, or \"builtin\"",
-            )),
-            TestParams::Determinism(p) => {
-                if let Some(prompts) = &p.prompts {
-                    out.push(file(
-                        key("prompts"),
-                        &at(&prompts.display().to_string()),
-                        "give a JSONL file of {\"id\": …, \"prompt\": …}, or leave it out for the built-in prompts",
-                    ));
-                }
-            }
-            TestParams::Throughput(p) if p.driver == Driver::VllmBench => out.push(program(
-                key("vllm_command"),
-                &p.vllm_command,
-                "install vLLM (it runs `vllm bench serve`), or use driver = \"native\"",
-            )),
-            TestParams::FaultTolerance(p) if p.driver == Driver::VllmBench => out.push(program(
-                key("vllm_command"),
-                &p.vllm_command,
-                "install vLLM (it runs `vllm bench serve`), or use driver = \"native\"",
-            )),
-            // A suite that skips lm_eval where it is missing needs nothing.
-            TestParams::LmEval(p) if p.when_unavailable == WhenUnavailable::Fail => {
-                out.push(program(
-                    key("command"),
-                    &p.command,
-                    "pip install 'lm-eval[api]', or set when_unavailable = \"skip\"",
-                ))
-            }
-            _ => {}
+        for want in params.params().wants() {
+            out.push(match want {
+                Wants::Program { key: k, name, fix } => program(key(k), &name, fix),
+                Wants::File { key: k, path, fix } => file(key(k), &at(&path), fix),
+            });
         }
     }
     out

@@ -175,6 +175,7 @@ mod tests {
             file: None,
             sets: &[],
             env: &lookup,
+            kinds: &crate::workload::test_kinds(),
         })
         .unwrap();
         assert_eq!(auto_gpus_needed(&loaded.suite), 2);

@@ -1,7 +1,7 @@
 //! A sharded suite's results directories made one: the shards checked to
 //! be one whole (every shard once, one commit, suite and engines), whole
 //! tests taken as they are with their files, split tests (MMLU by subject)
-//! recomputed from every shard's answers, and every check judged again on
+//! recomputed by their kind from every shard's answers, and every check judged again on
 //! the union, Holm over the merged run's hard checks.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use crate::results::{
     MergedShard, Metric, PlannedUnit, Role, RunResults, RunStatus, ShardMark, TestRecord,
     TestStatus,
 };
-use crate::workload::mmlu::{self, Record};
+use crate::workload::{self, Merged, PartError, ShardPart};
 
 /// A merge refused or failed; `is_bad_input` says whose fault.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults
             let (k, s, t) = parts[0];
             whole(k, s, t, into)?
         } else {
-            merge_mmlu(unit, &parts, into)?
+            merge_split(unit, &parts, into)?
         };
         tests.push(record);
     }
@@ -363,9 +363,9 @@ fn copy_in(dir: &Path, rel: &str, k: u32, into: &Path) -> Result<String, MergeEr
     Ok(to_rel)
 }
 
-/// An MMLU test split by subject: every shard's answers together, scored
-/// and compared as one run would, in the unsharded run's order.
-fn merge_mmlu(
+/// A test split over shards: its kind merges the parts' answers; the
+/// union is gated as one run would gate it.
+fn merge_split(
     unit: &PlannedUnit,
     parts: &[(u32, &ShardDir, &TestRecord)],
     into: &Path,
@@ -395,48 +395,13 @@ fn merge_mmlu(
         ));
         return Ok(t);
     }
-    let mut answers: IndexMap<Role, Vec<Record>> = IndexMap::new();
-    let mut dir_rel = String::new();
-    for (_, s, p) in parts {
-        for role in [Role::Baseline, Role::Lmcache] {
-            let suffix = format!("{role}_questions.jsonl");
-            let Some(rel) = p.files.iter().find(|f| f.ends_with(&suffix)) else {
-                return Err(MergeError::BadFile {
-                    path: s.dir.join(&p.name),
-                    why: format!("test `{}` lists no {suffix}", p.name),
-                });
-            };
-            dir_rel = rel.strip_suffix(&suffix).unwrap_or_default().to_string();
-            let Some(path) = inside(&s.dir, rel)? else {
-                return Err(MergeError::BadFile {
-                    path: s.dir.join(rel),
-                    why: "missing: the shard's answers are what the merge recomputes".into(),
-                });
-            };
-            answers
-                .entry(role)
-                .or_default()
-                .extend(read_records(&path)?);
-        }
-    }
-    let order: IndexMap<&str, usize> = unit
-        .subjects
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.as_str(), i))
-        .collect();
-    for records in answers.values_mut() {
-        records.sort_by_key(|r| (order.get(r.subject.as_str()).copied(), r.index));
-    }
-    let (b, l) = (&answers[&Role::Baseline], &answers[&Role::Lmcache]);
-    for (role, records) in [(Role::Baseline, b), (Role::Lmcache, l)] {
-        let mut m = mmlu::role_metrics(records);
+    let merged = merged_parts(&head.kind, parts, &unit.subjects)?;
+    for (role, mut m) in merged.metrics {
         m.extend(summed_counters(parts, role));
         t.metrics.insert(role, m);
     }
-    let summary = mmlu::summarize(b, l);
     if let Some(m) = t.metrics.get_mut(&Role::Lmcache) {
-        m.extend(summary.metrics);
+        m.extend(merged.compared);
     }
     gate::evidence::enrich(&mut t.metrics);
     let checks: IndexMap<String, crate::config::CheckConfig> = head
@@ -447,14 +412,13 @@ fn merge_mmlu(
     t.checks = gate::evaluate(&checks, &t.metrics, &t.paired);
     t.status = gate::test_status(&t.checks);
     t.notes.push(format!(
-        "merged from shards {}: {} questions of {} subjects",
+        "merged from shards {}: {}",
         parts
             .iter()
             .map(|p| p.0.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        l.len(),
-        unit.subjects.len()
+        merged.summary
     ));
     for (k, _, p) in parts {
         t.notes.extend(
@@ -464,21 +428,9 @@ fn merge_mmlu(
                 .map(|n| format!("shard {k}: {n}")),
         );
     }
-    t.notes.extend(summary.notes);
-    t.tables = summary.tables;
-    let mut files: Vec<(String, String)> = vec![
-        (
-            format!("{}_questions.jsonl", Role::Baseline),
-            mmlu::records_jsonl(b),
-        ),
-        (
-            format!("{}_questions.jsonl", Role::Lmcache),
-            mmlu::records_jsonl(l),
-        ),
-    ];
-    files.extend(summary.files);
-    for (name, body) in files {
-        let rel = format!("{dir_rel}{name}");
+    t.notes.extend(merged.notes);
+    t.tables = merged.tables;
+    for (rel, body) in merged.files {
         let path = into.join(&rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| MergeError::Io {
@@ -490,6 +442,59 @@ fn merge_mmlu(
         t.files.push(rel);
     }
     Ok(t)
+}
+
+/// The parts of a split test merged by their kind, each file read from
+/// inside its shard's directory, at most [`MAX_FILE_MIB`].
+fn merged_parts(
+    kind: &str,
+    parts: &[(u32, &ShardDir, &TestRecord)],
+    subjects: &[String],
+) -> Result<Merged, MergeError> {
+    let bad = |e: PartError| MergeError::BadFile {
+        path: e.path,
+        why: e.why,
+    };
+    let readers: Vec<_> = parts
+        .iter()
+        .map(|(_, s, _)| {
+            move |rel: &str| -> Result<Vec<u8>, PartError> {
+                let Some(path) = inside(&s.dir, rel).map_err(|e| PartError {
+                    path: s.dir.join(rel),
+                    why: e.to_string(),
+                })?
+                else {
+                    return Err(PartError {
+                        path: s.dir.join(rel),
+                        why: "missing: the shard's answers are what the merge recomputes".into(),
+                    });
+                };
+                crate::results::read_capped(&path, MAX_FILE_MIB).map_err(|e| PartError {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })
+            }
+        })
+        .collect();
+    let shard_parts: Vec<ShardPart<'_>> = parts
+        .iter()
+        .zip(&readers)
+        .map(|((_, s, t), read)| ShardPart {
+            dir: &s.dir,
+            record: t,
+            read,
+        })
+        .collect();
+    let Some(merged) = workload::kind(kind).and_then(|k| k.merge(&shard_parts, subjects)) else {
+        return Err(MergeError::BadFile {
+            path: parts[0].1.dir.join("results.json"),
+            why: format!(
+                "test `{}` is split over shards, but its kind `{kind}` does not split",
+                parts[0].2.name
+            ),
+        });
+    };
+    merged.map_err(bad)
 }
 
 fn finished(s: TestStatus) -> bool {
@@ -516,23 +521,6 @@ fn summed_counters(
         }
     }
     sum
-}
-
-/// One engine's answers as a shard wrote them; a line that is no answer
-/// refuses the merge, naming the file and line.
-fn read_records(path: &Path) -> Result<Vec<Record>, MergeError> {
-    let bytes = crate::results::read_capped(path, MAX_FILE_MIB)?;
-    bytes
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
-        .map(|(i, l)| {
-            serde_json::from_slice(l).map_err(|e| MergeError::BadFile {
-                path: path.to_path_buf(),
-                why: format!("line {}: {e}", i + 1),
-            })
-        })
-        .collect()
 }
 
 /// The merged run's status: a failed test fails it; otherwise a shard that

@@ -7,6 +7,7 @@ pub(crate) mod compare;
 mod engagement;
 pub(crate) mod events;
 pub(crate) mod merge;
+mod models;
 pub(crate) mod plan;
 mod services;
 pub(crate) mod shard;
@@ -21,17 +22,20 @@ use futures_util::future::try_join_all;
 use futures_util::FutureExt;
 use indexmap::IndexMap;
 
-use crate::config::{self, Loaded, Role, Schedule, TestKind, TestParams};
+use crate::config::{self, Loaded, Role, Schedule, TestParams};
 use crate::engine::gpu::GpuError;
 use crate::engine::image::ImageError;
 use crate::engine::signals::{Received, Signals};
 use crate::engine::{self, tail_lines, EngineError, EngineSpec, Supervisor, TAIL_LINES};
 use crate::gate;
 use crate::results::{
-    AttemptRecord, EngineRecord, ResultsError, RunMeta, RunResults, RunStatus, ShardMark,
-    TestRecord, TestStatus, SCHEMA_VERSION,
+    AttemptRecord, EngineRecord, ResultsError, RunMeta, RunResults, RunStatus, TestRecord,
+    TestStatus, SCHEMA_VERSION,
 };
 use crate::workload::{Ctx, ErrorClass, Harness, Progress, Target};
+
+pub(crate) use models::{models_of, record_name};
+pub(crate) use shard::ShardRun;
 
 pub(crate) use events::{Event, Events, ResultsWriter, Sink};
 use services::{ServiceControl, NO_SERVICES};
@@ -82,22 +86,6 @@ pub(crate) struct Request<'a> {
     pub meta: RunMeta,
     /// This job's part, when the suite is split over several.
     pub shard: Option<ShardRun>,
-}
-
-/// One shard's part of a suite.
-pub(crate) struct ShardRun {
-    pub mark: ShardMark,
-    /// What a unit runs with instead of the suite's parameters (an MMLU
-    /// test's subjects), by record name.
-    pub params: IndexMap<String, TestParams>,
-}
-
-impl ShardRun {
-    fn runs(&self, record: &str) -> bool {
-        self.mark.plan[self.mark.index as usize - 1]
-            .iter()
-            .any(|u| u.record == record)
-    }
 }
 
 /// What a test needs after the gate's look at it.
@@ -485,24 +473,6 @@ async fn served_by(c: &crate::client::OpenAiClient) -> (Option<String>, Vec<Stri
     (c.server_version().await, models)
 }
 
-/// Each model to run, with the label its names carry when there are several.
-pub(crate) fn models_of(run: &config::RunConfig) -> Vec<(String, Option<String>)> {
-    if run.models.is_empty() {
-        return vec![(run.model.clone(), None)];
-    }
-    let label = |m: &String| {
-        (run.models.len() > 1).then(|| crate::workload::mmlu::model_tail(m).to_string())
-    };
-    run.models.iter().map(|m| (m.clone(), label(m))).collect()
-}
-
-pub(crate) fn record_name(test: &str, label: Option<&str>) -> String {
-    match label {
-        Some(l) => format!("{test}@{l}"),
-        None => test.to_string(),
-    }
-}
-
 async fn pipeline(
     loaded: &Loaded,
     selected: &[String],
@@ -837,8 +807,9 @@ impl ModelRun<'_> {
         results: &mut RunResults,
     ) -> Result<(), RunError> {
         let cfg = &self.loaded.suite.tests[test];
-        let pooled = matches!(cfg.kind, TestKind::LongDocQa | TestKind::Throughput);
-        let max = cfg.attempts();
+        let kind = self.params(test).kind();
+        let pooled = kind.pairs_trials();
+        let max = cfg.attempts(kind.default_attempts());
         let mut history: Vec<AttemptRecord> = Vec::new();
         let mut looking = false;
         loop {
@@ -872,7 +843,7 @@ impl ModelRun<'_> {
                 metrics: t.metrics.clone(),
                 checks,
             });
-            let next = self.next_step(cfg, run, &history, pooled);
+            let next = self.next_step(cfg, run, &history, pooled, max);
             let attempt = history.len() as u32;
             self.events.say(&Event::AttemptFinished {
                 test: &name,
@@ -932,8 +903,9 @@ impl ModelRun<'_> {
         run: &TestRun,
         history: &[AttemptRecord],
         pooled: bool,
+        max_attempts: u32,
     ) -> Next {
-        if gate::retry(&cfg.checks, history, cfg.attempts()) {
+        if gate::retry(&cfg.checks, history, max_attempts) {
             return Next::Retry;
         }
         let Some(last) = history.last() else {

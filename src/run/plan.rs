@@ -54,15 +54,14 @@ fn readiness(e: &EngineConfig, timeout: f64) -> String {
 }
 
 /// How a check's evidence is weighed, as the gate does it.
-fn method(kind: TestKind, metric: &str, relative: bool, trials: u32) -> &'static str {
-    match (kind, metric, relative) {
-        (TestKind::LongDocQa, "query_ttft_per_prompt", true) => {
-            "paired bootstrap of prompts within trials, 10 % trimmed mean of log ratios"
-        }
-        (TestKind::Mmlu, "accuracy_drop", _) => "McNemar exact test, Agresti–Min interval",
-        (_, _, true) if trials > 1 => "Student t over the per-trial changes",
-        (_, _, true) => "one value a side (no interval with 1 trial)",
-        _ => "the value itself",
+fn method(kind: &dyn TestKind, metric: &str, relative: bool, trials: u32) -> &'static str {
+    if let Some(own) = kind.method(metric, relative) {
+        return own;
+    }
+    match relative {
+        true if trials > 1 => "Student t over the per-trial changes",
+        true => "one value a side (no interval with 1 trial)",
+        false => "the value itself",
     }
 }
 
@@ -83,7 +82,7 @@ pub(crate) fn lines(
         },
         results_dir.display()
     )];
-    for (model, label) in super::models_of(&suite.run) {
+    for (model, label) in super::models::models_of(&suite.run) {
         if let Some(l) = label {
             out.push(format!("model {model} ({l})"));
         }
@@ -120,9 +119,11 @@ pub(crate) fn lines(
     }
     for name in selected {
         let test = &suite.tests[name];
+        let kind = loaded.params[name].kind();
+        let attempts = test.attempts(kind.default_attempts());
         out.push(format!(
             "test {name} ({}): {} trial{}{}, at most {} attempt{}",
-            test.kind.as_str(),
+            kind.name(),
             test.trials(),
             if test.trials() == 1 { "" } else { "s" },
             if test.trials() > 1 {
@@ -130,15 +131,15 @@ pub(crate) fn lines(
             } else {
                 String::new()
             },
-            test.attempts(),
-            if test.attempts() == 1 { "" } else { "s" },
+            attempts,
+            if attempts == 1 { "" } else { "s" },
         ));
         for (check, c) in test.checks.iter().filter(|(_, c)| c.enabled) {
             let relative = c.max_change_pct.is_some() || c.min_change_pct.is_some();
             out.push(format!(
                 "  check {check}: {}; {}",
                 c.describe(),
-                method(test.kind, &c.metric, relative, test.trials())
+                method(kind, &c.metric, relative, test.trials())
             ));
         }
     }

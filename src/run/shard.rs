@@ -9,8 +9,12 @@ use std::str::FromStr;
 
 use indexmap::IndexMap;
 
-use crate::config::TestParams;
-use crate::results::PlannedUnit;
+use std::path::Path;
+
+use super::models::{models_of, record_name};
+use crate::config::{Loaded, TestParams};
+use crate::results::{PlannedUnit, ShardMark};
+use crate::workload::{self, WorkloadError};
 
 /// Shard `index` of `count`, 1-based as people say it (`--shard 2/4`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,37 +137,86 @@ pub(crate) fn plan(units: &[Unit], count: u32) -> Vec<Vec<PlannedUnit>> {
 /// Roughly how many tokens a test sends through both engines: the weight
 /// it is balanced on when no previous run says how long it took.
 pub(crate) fn estimated_tokens(params: &TestParams, trials: u32) -> f64 {
-    let per_trial = match params {
-        TestParams::LongDocQa(p) => {
-            // Warm-up and query rounds over every document, plus prewarm-up.
-            (p.num_documents * p.document_length * 2 * p.repeat_count.max(1)
-                + p.prewarmup_prompts * p.prewarmup_length) as f64
-        }
-        TestParams::Mmlu(p) => {
-            mmlu_question_tokens(p) * (p.number_of_subjects.max(p.subjects.len()) * 100) as f64
-        }
-        TestParams::Throughput(p) => {
-            ((p.num_prompts + p.warmup_requests) * (p.input_len + p.output_len as usize)) as f64
-        }
-        TestParams::FaultTolerance(p) => {
-            let t = p.throughput();
-            (t.num_prompts * (t.input_len + t.output_len as usize)) as f64
-        }
-        TestParams::RequestRate(p) => {
-            p.qps * p.duration_secs * (p.context_len + p.query_len + p.output_len as usize) as f64
-        }
-        TestParams::Determinism(p) => (100 * (500 + p.max_tokens as usize)) as f64,
-        TestParams::LmEval(p) => (p.limit as usize * 1000) as f64,
-    };
-    // Both engines; the store-then-load pass counted in MMLU's own figure.
-    2.0 * per_trial * f64::from(trials.max(1))
+    2.0 * params.params().tokens_per_trial() * f64::from(trials.max(1))
 }
 
-/// Tokens one MMLU question costs over both engines (few-shot examples of
-/// ~100 tokens each, LMCache asked twice).
-pub(crate) fn mmlu_question_tokens(p: &crate::config::MmluParams) -> f64 {
-    let passes = if p.store_then_load { 3.0 } else { 2.0 };
-    passes * 100.0 * (p.num_fewshot + 1) as f64 / 2.0
+/// One shard's part of a suite.
+pub(crate) struct ShardRun {
+    pub mark: ShardMark,
+    /// What a unit runs with instead of the suite's parameters (an MMLU
+    /// test's subjects), by record name.
+    pub params: IndexMap<String, TestParams>,
+}
+
+impl ShardRun {
+    pub(super) fn runs(&self, record: &str) -> bool {
+        self.mark.plan[self.mark.index as usize - 1]
+            .iter()
+            .any(|u| u.record == record)
+    }
+}
+
+/// This job's part of the suite, from a plan every shard computes alike:
+/// each test of each model is a unit, a kind that splits (MMLU) is split
+/// into its parts; `previous` (record → seconds) weighs them by an
+/// earlier run's durations.
+pub(crate) fn assign(
+    loaded: &Loaded,
+    selected: &[String],
+    shard: Shard,
+    results_dir: &Path,
+    previous: Option<&IndexMap<String, f64>>,
+) -> Result<ShardRun, WorkloadError> {
+    let mut units = Vec::new();
+    let mut tests: IndexMap<String, &String> = IndexMap::new();
+    for (_, label) in models_of(&loaded.suite.run) {
+        for name in selected {
+            let record = record_name(name, label.as_deref());
+            let params = &loaded.params[name];
+            let subjects =
+                workload::kind_of(params).parts(params, results_dir, &loaded.suite_dir())?;
+            let cost = if subjects.is_empty() {
+                estimated_tokens(params, loaded.suite.tests[name].trials())
+            } else {
+                subjects.iter().map(|(_, c)| c).sum()
+            };
+            tests.insert(record.clone(), name);
+            units.push(Unit {
+                record,
+                cost,
+                subjects,
+            });
+        }
+    }
+    if let Some(secs) = previous {
+        with_durations(&mut units, secs);
+    }
+    let plan = plan(&units, shard.count);
+    let params = plan[shard.index as usize - 1]
+        .iter()
+        .filter(|u| !u.subjects.is_empty())
+        .map(|u| {
+            let whole = &loaded.params[tests[&u.record].as_str()];
+            let part = workload::kind_of(whole).only(whole, &u.subjects);
+            (u.record.clone(), part)
+        })
+        .collect();
+    Ok(ShardRun {
+        mark: ShardMark {
+            index: shard.index,
+            count: shard.count,
+            units: units
+                .into_iter()
+                .map(|u| PlannedUnit {
+                    record: u.record,
+                    subjects: u.subjects.into_iter().map(|(s, _)| s).collect(),
+                    cost: u.cost,
+                })
+                .collect(),
+            plan,
+        },
+        params,
+    })
 }
 
 /// Turns estimated tokens into seconds where a previous run recorded how

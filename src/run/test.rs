@@ -16,7 +16,7 @@ pub(crate) struct TestRun {
     /// The name results record it under (`mmlu`, or `mmlu@Model` when a
     /// suite runs several models).
     name: String,
-    kind: TestKind,
+    kind: &'static dyn TestKind,
     /// Outputs go to this subdirectory of the results directory, if any.
     subdir: Option<String>,
     workload: Box<dyn Workload>,
@@ -81,8 +81,8 @@ impl TestRun {
                 .values()
                 .flat_map(|m| m.keys())
                 .all(|k| metrics::knows(self.kind, k)),
-            "{} records a metric config::metrics does not list: {:?}",
-            self.kind.as_str(),
+            "{} records a metric its kind does not list: {:?}",
+            self.kind.name(),
             out.metrics
                 .values()
                 .flat_map(|m| m.keys())

@@ -11,7 +11,8 @@ use indexmap::IndexMap;
 
 use super::progress::Progress;
 use crate::client::{ClientError, OpenAiClient};
-use crate::results::{Chart, DetailTable, Metric, Paired, Role};
+use crate::config::{TestKind, TestParams};
+use crate::results::{Chart, DetailTable, Metric, Paired, Role, TestRecord};
 
 /// What kind of failure stopped a workload, so the run exits with the code
 /// that tells the user what to fix.
@@ -200,4 +201,76 @@ pub(crate) fn trial_label(role: Role, trial: u32) -> String {
         0 | 1 => role.as_str().to_string(),
         t => format!("{role}_trial{t}"),
     }
+}
+
+/// A kind of test, as the run sees it: what the suite loader knows of it
+/// ([`TestKind`]), how to start its workload, and, for a kind that splits
+/// over shards, its parts and how their results merge.
+pub(crate) trait WorkloadKind: TestKind {
+    /// A fresh workload for one attempt (counting from 1) of a test.
+    fn start(&self, params: &TestParams, attempt: u32) -> Box<dyn Workload>;
+
+    /// The parts the test splits into over shards, in the order it runs
+    /// them, each with its cost in the unit of `tokens_per_trial`; empty
+    /// when it runs whole.
+    fn parts(
+        &self,
+        _params: &TestParams,
+        _results_dir: &Path,
+        _suite_dir: &Path,
+    ) -> Result<Vec<(String, f64)>, WorkloadError> {
+        Ok(Vec::new())
+    }
+
+    /// The parameters that run only `parts` of the test.
+    fn only(&self, params: &TestParams, _parts: &[String]) -> TestParams {
+        params.clone()
+    }
+
+    /// One record of a test split over shards, from every shard's part of
+    /// it; `None` for a kind that never splits.
+    fn merge(
+        &self,
+        _parts: &[ShardPart<'_>],
+        _order: &[String],
+    ) -> Option<Result<Merged, PartError>> {
+        None
+    }
+}
+
+/// One shard's part of a split test: its record and directory, and how
+/// to read one of its files (by the name the record lists) safely.
+pub(crate) struct ShardPart<'a> {
+    pub dir: &'a Path,
+    pub record: &'a TestRecord,
+    pub read: &'a dyn Fn(&str) -> Result<Vec<u8>, PartError>,
+}
+
+/// A shard's part that cannot be merged: the file, and why.
+#[derive(Debug)]
+pub(crate) struct PartError {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+/// What a split test's parts give together, before the gate: each role's
+/// own metrics, LMCache's comparison with the baseline, what the union is
+/// (`450 questions of 57 subjects`), notes, tables, and the files to write
+/// (path relative to the results directory → contents).
+#[derive(Debug, Default)]
+pub(crate) struct Merged {
+    pub metrics: IndexMap<Role, IndexMap<String, Metric>>,
+    pub compared: IndexMap<String, Metric>,
+    pub summary: String,
+    pub notes: Vec<String>,
+    pub tables: Vec<DetailTable>,
+    pub files: Vec<(String, String)>,
+}
+
+/// A kind's own parameters out of a test's: the loader typed them with the
+/// same kind, so another type here is a bug in the registry.
+pub(crate) fn own<P: 'static>(params: &TestParams) -> &P {
+    params
+        .get::<P>()
+        .expect("a test's parameters are typed by its own kind")
 }

@@ -13,11 +13,122 @@ use serde_json::json;
 
 use futures_util::future::BoxFuture;
 
-use super::api::{Ctx, ErrorClass, Output, Workload, WorkloadError};
+use super::api::{own, Ctx, ErrorClass, Output, Workload, WorkloadError, WorkloadKind};
 use super::progress::Progress;
 use crate::client::OpenAiClient;
-use crate::config::DeterminismParams;
+use crate::config::{
+    at_least_one, invalid, seconds_ok, ConfigError, Invalid, KindParams, TestKind, TestParams,
+    Typing, Wants,
+};
 use crate::results::{Metric, Role};
+use schemars::SchemaGenerator;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct DeterminismParams {
+    /// JSONL of `{"id": ..., "prompt": ...}`; the built-in set when absent.
+    pub prompts: Option<PathBuf>,
+    pub max_tokens: u32,
+    pub seed: u64,
+    /// Also ask the baseline engine and compare it with LMCache.
+    pub compare_baseline: bool,
+    pub max_inflight_requests: usize,
+    pub store_load_pause_secs: f64,
+    /// The load pass one prompt at a time, each right after the LMCache
+    /// engine's GPU prefix cache was emptied (vLLM's `POST
+    /// /reset_prefix_cache`), so it reads LMCache's KV, not the GPU's;
+    /// `load_pass_external_pct` says how much of it LMCache served.
+    pub reset_prefix_cache: bool,
+}
+
+impl Default for DeterminismParams {
+    fn default() -> Self {
+        Self {
+            prompts: None,
+            max_tokens: 64,
+            seed: 42,
+            compare_baseline: true,
+            max_inflight_requests: 16,
+            store_load_pause_secs: 0.5,
+            reset_prefix_cache: false,
+        }
+    }
+}
+
+impl DeterminismParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        at_least_one(&[
+            ("max_inflight_requests", self.max_inflight_requests as u64),
+            ("max_tokens", u64::from(self.max_tokens)),
+        ])?;
+        if !seconds_ok(self.store_load_pause_secs) {
+            return invalid(
+                Some("store_load_pause_secs"),
+                "must be zero or more seconds",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl KindParams for DeterminismParams {
+    fn validate(&self) -> Result<(), Invalid> {
+        DeterminismParams::validate(self)
+    }
+
+    fn wants(&self) -> Vec<Wants> {
+        self.prompts
+            .iter()
+            .map(|p| Wants::File {
+                key: "prompts",
+                path: p.display().to_string(),
+                fix: "give a JSONL file of {\"id\": …, \"prompt\": …}, or leave it out for the built-in prompts",
+            })
+            .collect()
+    }
+
+    fn tokens_per_trial(&self) -> f64 {
+        (100 * (500 + self.max_tokens as usize)) as f64
+    }
+}
+
+/// The kind `determinism`.
+pub(crate) struct Kind;
+
+impl TestKind for Kind {
+    fn name(&self) -> &'static str {
+        "determinism"
+    }
+
+    fn parse(&self, table: &Typing<'_>) -> Result<Box<dyn KindParams>, ConfigError> {
+        table.typed::<DeterminismParams>()
+    }
+
+    fn schema(&self, g: &mut SchemaGenerator) -> serde_json::Value {
+        g.subschema_for::<DeterminismParams>().to_value()
+    }
+
+    fn metrics(&self) -> &'static [&'static str] {
+        &[
+            "mismatched_outputs",
+            "missing_outputs",
+            "compared_prompts",
+            "failed_requests",
+            "load_pass_external_pct",
+        ]
+    }
+
+    /// It compares with a baseline when the suite has one.
+    fn roles(&self) -> &'static [Role] {
+        &[Role::Lmcache]
+    }
+}
+
+impl WorkloadKind for Kind {
+    fn start(&self, params: &TestParams, _attempt: u32) -> Box<dyn Workload> {
+        Box::new(Determinism::new(own::<DeterminismParams>(params).clone()))
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct PromptCase {

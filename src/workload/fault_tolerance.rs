@@ -10,10 +10,172 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 
-use super::api::{Ctx, Output, Workload, WorkloadError};
+use super::api::{own, Ctx, Output, Workload, WorkloadError, WorkloadKind};
+use super::throughput::{vllm_bench_wanted, Driver, ThroughputParams};
 use crate::client::OpenAiClient;
-use crate::config::{Driver, FaultToleranceParams};
+use crate::config::{
+    at_least_one, invalid, Api, ConfigError, Invalid, KindParams, Suite, TestKind, TestParams,
+    Typing, Wants,
+};
 use crate::results::{Metric, Role};
+use schemars::SchemaGenerator;
+use serde::{Deserialize, Serialize};
+
+/// Parameters of the fault-tolerance workload (k3's
+/// `workloads/vllm/fault-tolerance.sh`): three benchmark runs against the
+/// LMCache engine (warm-up, one during which the LMCache server is stopped,
+/// one after), each of which must complete every request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FaultToleranceParams {
+    /// The service stopped mid-run (default: the suite's only service).
+    pub service: Option<String>,
+    pub num_prompts: usize,
+    pub input_len: usize,
+    pub output_len: u32,
+    pub seed: u64,
+    /// The stop comes this fraction of the warm-up run's duration into the
+    /// second run, and no sooner than `min_stop_after_secs` (k3: 0.4, 3 s).
+    pub stop_after_fraction: f64,
+    pub min_stop_after_secs: f64,
+    /// `native`, or `vllm-bench` to run `vllm bench serve` as k3 does.
+    pub driver: Driver,
+    pub vllm_command: String,
+    pub endpoint: Api,
+}
+
+impl Default for FaultToleranceParams {
+    fn default() -> Self {
+        Self {
+            service: None,
+            num_prompts: 50,
+            input_len: 10_000,
+            output_len: 1,
+            seed: 42,
+            stop_after_fraction: 0.4,
+            min_stop_after_secs: 3.0,
+            driver: Driver::Native,
+            vllm_command: "vllm".to_string(),
+            endpoint: Api::Chat,
+        }
+    }
+}
+
+impl FaultToleranceParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        at_least_one(&[
+            ("num_prompts", self.num_prompts as u64),
+            ("input_len", self.input_len as u64),
+            ("output_len", u64::from(self.output_len)),
+        ])?;
+        for (key, v) in [
+            ("stop_after_fraction", self.stop_after_fraction),
+            ("min_stop_after_secs", self.min_stop_after_secs),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return invalid(Some(key), "must be zero or more");
+            }
+        }
+        Ok(())
+    }
+
+    /// The benchmark each of the three runs is.
+    pub(crate) fn throughput(&self) -> ThroughputParams {
+        ThroughputParams {
+            num_prompts: self.num_prompts,
+            input_len: self.input_len,
+            output_len: self.output_len,
+            seed: self.seed,
+            driver: self.driver,
+            vllm_command: self.vllm_command.clone(),
+            endpoint: self.endpoint,
+            ..ThroughputParams::default()
+        }
+    }
+}
+
+impl KindParams for FaultToleranceParams {
+    fn validate(&self) -> Result<(), Invalid> {
+        FaultToleranceParams::validate(self)
+    }
+
+    /// It stops a service mid-run: one the suite has.
+    fn validate_in(&self, suite: &Suite) -> Result<(), Invalid> {
+        let services: Vec<&String> = suite
+            .engines
+            .iter()
+            .filter(|(_, e)| e.role == Role::Service)
+            .map(|(n, _)| n)
+            .collect();
+        let ok = match &self.service {
+            Some(name) => services.contains(&name),
+            None => services.len() == 1,
+        };
+        if ok {
+            return Ok(());
+        }
+        let have = if services.is_empty() {
+            "none".to_string()
+        } else {
+            services
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        invalid(
+            Some("service"),
+            format!("fault tolerance stops a service mid-run: name one of the suite's engines with role = \"service\" (it has {have})"),
+        )
+    }
+
+    fn wants(&self) -> Vec<Wants> {
+        vllm_bench_wanted(self.driver, &self.vllm_command)
+    }
+
+    fn tokens_per_trial(&self) -> f64 {
+        let t = self.throughput();
+        (t.num_prompts * (t.input_len + t.output_len as usize)) as f64
+    }
+}
+
+/// The kind `fault_tolerance`.
+pub(crate) struct Kind;
+
+impl TestKind for Kind {
+    fn name(&self) -> &'static str {
+        "fault_tolerance"
+    }
+
+    fn parse(&self, table: &Typing<'_>) -> Result<Box<dyn KindParams>, ConfigError> {
+        table.typed::<FaultToleranceParams>()
+    }
+
+    fn schema(&self, g: &mut SchemaGenerator) -> serde_json::Value {
+        g.subschema_for::<FaultToleranceParams>().to_value()
+    }
+
+    fn metrics(&self) -> &'static [&'static str] {
+        &[
+            "stopped_mid_run",
+            "ft_warmup_incomplete",
+            "ft_midflight_incomplete",
+            "ft_without_lmcache_incomplete",
+        ]
+    }
+
+    fn roles(&self) -> &'static [Role] {
+        &[Role::Lmcache]
+    }
+}
+
+impl WorkloadKind for Kind {
+    fn start(&self, params: &TestParams, _attempt: u32) -> Box<dyn Workload> {
+        Box::new(FaultTolerance::new(
+            own::<FaultToleranceParams>(params).clone(),
+        ))
+    }
+}
 
 /// The three runs, named as k3 names their result files.
 const RUNS: [&str; 3] = ["ft_warmup", "ft_midflight", "ft_without_lmcache"];

@@ -8,11 +8,128 @@ use std::process::Stdio;
 use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 
-use super::api::{Ctx, ErrorClass, Output, Workload, WorkloadError};
+use super::api::{own, Ctx, ErrorClass, Output, Workload, WorkloadError, WorkloadKind};
 use crate::client::{BadUrl, Endpoint};
-use crate::config::{LmEvalParams, WhenUnavailable};
+use crate::config::{
+    at_least_one, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing, Wants,
+};
 use crate::results::NoSecrets;
 use crate::results::{Metric, Role};
+use schemars::SchemaGenerator;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LmEvalParams {
+    pub command: String,
+    pub task: String,
+    pub limit: u32,
+    pub num_concurrent: u32,
+    pub max_retries: u32,
+    pub seed: u64,
+    /// The Hugging Face hub data set the task reads (gsm8k: `openai/gsm8k`).
+    /// Where the hub is declared offline (`HF_HUB_OFFLINE=1` or
+    /// `HF_DATASETS_OFFLINE=1`), it must be in the local Hugging Face cache.
+    pub dataset: Option<String>,
+    /// What a missing `lm_eval` or data set does: `fail` the test (k3's
+    /// step fails), or `skip` it, saying why.
+    pub when_unavailable: WhenUnavailable,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WhenUnavailable {
+    #[default]
+    Fail,
+    Skip,
+}
+
+impl Default for LmEvalParams {
+    fn default() -> Self {
+        Self {
+            command: "lm_eval".into(),
+            task: "gsm8k".into(),
+            limit: 300,
+            num_concurrent: 50,
+            max_retries: 3,
+            seed: 0,
+            dataset: None,
+            when_unavailable: WhenUnavailable::Fail,
+        }
+    }
+}
+
+impl LmEvalParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        at_least_one(&[
+            ("limit", u64::from(self.limit)),
+            ("num_concurrent", u64::from(self.num_concurrent)),
+        ])?;
+        Ok(())
+    }
+}
+
+impl KindParams for LmEvalParams {
+    fn validate(&self) -> Result<(), Invalid> {
+        LmEvalParams::validate(self)
+    }
+
+    /// A suite that skips lm_eval where it is missing needs nothing.
+    fn wants(&self) -> Vec<Wants> {
+        (self.when_unavailable == WhenUnavailable::Fail)
+            .then(|| Wants::Program {
+                key: "command",
+                name: self.command.clone(),
+                fix: "pip install 'lm-eval[api]', or set when_unavailable = \"skip\"",
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn tokens_per_trial(&self) -> f64 {
+        (self.limit as usize * 1000) as f64
+    }
+}
+
+/// The kind `lm_eval`.
+pub(crate) struct Kind;
+
+impl TestKind for Kind {
+    fn name(&self) -> &'static str {
+        "lm_eval"
+    }
+
+    fn parse(&self, table: &Typing<'_>) -> Result<Box<dyn KindParams>, ConfigError> {
+        table.typed::<LmEvalParams>()
+    }
+
+    fn schema(&self, g: &mut SchemaGenerator) -> serde_json::Value {
+        g.subschema_for::<LmEvalParams>().to_value()
+    }
+
+    fn metrics(&self) -> &'static [&'static str] {
+        &[
+            "differing_sample_lines",
+            "samples",
+            "first_run_score",
+            "second_run_score",
+            "score_drift",
+            "min_score",
+        ]
+    }
+
+    fn roles(&self) -> &'static [Role] {
+        &[Role::Lmcache]
+    }
+}
+
+impl WorkloadKind for Kind {
+    fn start(&self, params: &TestParams, _attempt: u32) -> Box<dyn Workload> {
+        Box::new(LmEval::new(own::<LmEvalParams>(params).clone()))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LmEvalError {

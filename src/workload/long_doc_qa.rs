@@ -15,11 +15,207 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::api::{Ctx, Output, Workload, WorkloadError};
+use super::api::{own, Ctx, Output, Workload, WorkloadError, WorkloadKind};
 use super::progress::Progress;
 use crate::client::{OpenAiClient, StreamOutcome};
-use crate::config::{parse_hit_miss, LongDocQaParams, RepeatMode};
+use crate::config::{
+    at_least_one, invalid, Api, ConfigError, EnvType, EnvVar, Invalid, KindParams, TestKind,
+    TestParams, Typing,
+};
 use crate::results::{Chart, Metric, Role};
+use schemars::SchemaGenerator;
+use serde::{Deserialize, Serialize};
+
+/// `"H:M"` into `(H, M)`, refusing `0:0`.
+pub(crate) fn parse_hit_miss(ratio: &str) -> Option<(usize, usize)> {
+    let (h, m) = ratio.split_once(':')?;
+    let (h, m) = (h.trim().parse().ok()?, m.trim().parse().ok()?);
+    (h + m > 0).then_some((h, m))
+}
+
+/// Parameters of the long document QA workload (reference section 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LongDocQaParams {
+    pub document_length: usize,
+    pub num_documents: usize,
+    pub output_len: u32,
+    pub repeat_count: usize,
+    pub repeat_mode: RepeatMode,
+    pub shuffle_seed: u64,
+    pub max_inflight_requests: usize,
+    /// `H:M`: in the query round request i misses when `i % (H+M) >= H`.
+    pub hit_miss_ratio: Option<String>,
+    /// Pre-warmup prompts sent before the measured rounds.
+    pub prewarmup_prompts: usize,
+    pub prewarmup_length: usize,
+    /// Fraction of the slowest and fastest query TTFTs left out of the mean.
+    pub ttft_trim_fraction: f64,
+    /// Ask the engine for at least this many tokens (vLLM's and llama.cpp's
+    /// `min_tokens`): a small model may end its answer to a page of "hi" at
+    /// once, and a stream with no content has no TTFT. Unset, as
+    /// long_doc_qa.py sends.
+    pub min_tokens: Option<u32>,
+    /// long_doc_qa.py's `--eos-token-id`: biased against (`logit_bias`
+    /// −100), so answers run to `output_len`.
+    pub eos_token_id: Option<u32>,
+    /// long_doc_qa.py's `--completions`: `"completions"` instead of chat.
+    pub endpoint: Api,
+}
+
+impl Default for LongDocQaParams {
+    fn default() -> Self {
+        Self {
+            document_length: 10_000,
+            num_documents: 30,
+            output_len: 200,
+            repeat_count: 2,
+            repeat_mode: RepeatMode::Tile,
+            shuffle_seed: 0,
+            max_inflight_requests: 5,
+            hit_miss_ratio: None,
+            prewarmup_prompts: 5,
+            prewarmup_length: 1000,
+            ttft_trim_fraction: 0.0,
+            min_tokens: None,
+            eos_token_id: None,
+            endpoint: Api::Chat,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RepeatMode {
+    Tile,
+    Interleave,
+    Random,
+}
+
+impl LongDocQaParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        at_least_one(&[
+            ("num_documents", self.num_documents as u64),
+            ("repeat_count", self.repeat_count as u64),
+            ("max_inflight_requests", self.max_inflight_requests as u64),
+        ])?;
+        if self
+            .hit_miss_ratio
+            .as_deref()
+            .is_some_and(|r| parse_hit_miss(r).is_none())
+        {
+            return invalid(
+                Some("hit_miss_ratio"),
+                "expected H:M with H + M > 0, e.g. \"2:2\"",
+            );
+        }
+        if !(0.0..0.5).contains(&self.ttft_trim_fraction) {
+            return invalid(
+                Some("ttft_trim_fraction"),
+                "must be at least 0 and below 0.5",
+            );
+        }
+        if self.min_tokens.is_some_and(|n| n > self.output_len) {
+            return invalid(Some("min_tokens"), "must not exceed output_len");
+        }
+        Ok(())
+    }
+}
+
+impl KindParams for LongDocQaParams {
+    fn validate(&self) -> Result<(), Invalid> {
+        LongDocQaParams::validate(self)
+    }
+
+    fn tokens_per_trial(&self) -> f64 {
+        // Warm-up and query rounds over every document, plus prewarm-up.
+        (self.num_documents * self.document_length * 2 * self.repeat_count.max(1)
+            + self.prewarmup_prompts * self.prewarmup_length) as f64
+    }
+}
+
+/// The kind `long_doc_qa`.
+pub(crate) struct Kind;
+
+impl TestKind for Kind {
+    fn name(&self) -> &'static str {
+        "long_doc_qa"
+    }
+
+    fn parse(&self, table: &Typing<'_>) -> Result<Box<dyn KindParams>, ConfigError> {
+        table.typed::<LongDocQaParams>()
+    }
+
+    fn schema(&self, g: &mut SchemaGenerator) -> serde_json::Value {
+        g.subschema_for::<LongDocQaParams>().to_value()
+    }
+
+    fn metrics(&self) -> &'static [&'static str] {
+        &[
+            "query_ttft_per_prompt",
+            "query_round_time_per_prompt",
+            "warmup_round_time_per_prompt",
+            "warmup_ttft_mean",
+            "query_ttft_p50",
+            "query_ttft_p99",
+            "warmup_round_time",
+            "query_round_time",
+            "ttft_gain",
+            "latency_gain",
+            "failed_requests",
+            "requests",
+        ]
+    }
+
+    fn pairs_trials(&self) -> bool {
+        true
+    }
+
+    fn env(&self) -> &'static [EnvVar] {
+        const ENV: &[EnvVar] = &[
+            EnvVar {
+                var: "DOCUMENT_LENGTH",
+                key: "document_length",
+                ty: EnvType::Int,
+            },
+            EnvVar {
+                var: "NUM_DOCUMENTS",
+                key: "num_documents",
+                ty: EnvType::Int,
+            },
+            EnvVar {
+                var: "OUTPUT_LEN",
+                key: "output_len",
+                ty: EnvType::Int,
+            },
+            EnvVar {
+                var: "MAX_LMCACHE_TTFT",
+                key: "checks.query_ttft.max",
+                ty: EnvType::Float,
+            },
+            EnvVar {
+                var: "MAX_LMCACHE_QUERY_ROUND_TIME",
+                key: "checks.query_round_time.max",
+                ty: EnvType::Float,
+            },
+        ];
+        ENV
+    }
+
+    fn method(&self, metric: &str, relative: bool) -> Option<&'static str> {
+        (metric == "query_ttft_per_prompt" && relative)
+            .then_some("paired bootstrap of prompts within trials, 10 % trimmed mean of log ratios")
+    }
+}
+
+impl WorkloadKind for Kind {
+    fn start(&self, params: &TestParams, attempt: u32) -> Box<dyn Workload> {
+        Box::new(LongDocQa::new(
+            own::<LongDocQaParams>(params).clone(),
+            attempt,
+        ))
+    }
+}
 
 /// One request as the per-round CSVs of `long_doc_qa.py` record it, plus
 /// what the server reported.

@@ -14,22 +14,136 @@ mod shared;
 pub(crate) mod throughput;
 pub(crate) mod vllm_bench;
 
-use crate::config::TestParams;
+use crate::config::{TestKind, TestParams};
 
-pub(crate) use api::{Ctx, ErrorClass, Harness, Output, Target, Workload, WorkloadError};
+pub(crate) use api::{
+    Ctx, ErrorClass, Harness, Merged, Output, PartError, ShardPart, Target, Workload,
+    WorkloadError, WorkloadKind,
+};
 pub(crate) use progress::{Progress, Snapshot};
 
-/// The registry: a new kind is its module and one line here. `attempt`
-/// counts from 1; a workload whose engines keep state between attempts
-/// starts each from fresh inputs.
+/// The registry: every kind of test, once. A new kind is its module (its
+/// parameters, its facts, its workload) and one line here.
+static KINDS: [&dyn WorkloadKind; 7] = [
+    &long_doc_qa::Kind,
+    &mmlu::Kind,
+    &throughput::Kind,
+    &determinism::Kind,
+    &lm_eval::Kind,
+    &request_rate::Kind,
+    &fault_tolerance::Kind,
+];
+
+/// Every kind, as the suite loader takes them.
+pub(crate) fn test_kinds() -> Vec<&'static dyn TestKind> {
+    KINDS.iter().map(|k| *k as &dyn TestKind).collect()
+}
+
+/// The kind named `name`.
+pub(crate) fn kind(name: &str) -> Option<&'static dyn WorkloadKind> {
+    KINDS.iter().copied().find(|k| k.name() == name)
+}
+
+/// The kind of a loaded test: the suite was loaded with this table.
+pub(crate) fn kind_of(params: &TestParams) -> &'static dyn WorkloadKind {
+    kind(params.kind().name()).expect("a suite is loaded with the registry's kinds")
+}
+
+/// A fresh workload for attempt `attempt` (from 1) of a test.
 pub(crate) fn for_test(params: &TestParams, attempt: u32) -> Box<dyn Workload> {
-    match params {
-        TestParams::LongDocQa(p) => Box::new(long_doc_qa::LongDocQa::new(p.clone(), attempt)),
-        TestParams::Mmlu(p) => Box::new(mmlu::Mmlu::new(p.clone())),
-        TestParams::Throughput(p) => Box::new(throughput::Throughput::new(p.clone(), attempt)),
-        TestParams::Determinism(p) => Box::new(determinism::Determinism::new(p.clone())),
-        TestParams::LmEval(p) => Box::new(lm_eval::LmEval::new(p.clone())),
-        TestParams::RequestRate(p) => Box::new(request_rate::RequestRate::new(p.clone())),
-        TestParams::FaultTolerance(p) => Box::new(fault_tolerance::FaultTolerance::new(p.clone())),
+    kind_of(params).start(params, attempt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, LoadRequest, Role};
+
+    /// A suite of two sim engines (and a service) with one test of `kind`
+    /// and nothing else: the kind's defaults.
+    fn suite_of(kind: &str) -> String {
+        format!(
+            "[engines.base]\nrole = \"baseline\"\nkind = \"sim\"\n\
+             [engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\n\
+             [engines.server]\nrole = \"service\"\nkind = \"process\"\ncommand = \"sleep\"\nargs = [\"60\"]\n\
+             [tests.t]\nkind = \"{kind}\"\n"
+        )
+    }
+
+    #[test]
+    fn every_kind_in_the_table_loads_its_defaults_and_starts() {
+        let mut names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len(), "a kind name is taken twice");
+        let dir = tempfile::tempdir().unwrap();
+        for k in KINDS {
+            let path = dir.path().join(format!("{}.toml", k.name()));
+            std::fs::write(&path, suite_of(k.name())).unwrap();
+            let loaded = load(&LoadRequest {
+                preset: None,
+                file: Some(&path),
+                overlays: &[],
+                sets: &[],
+                env: &|_| None,
+                kinds: &test_kinds(),
+            })
+            .unwrap_or_else(|e| panic!("kind {}: {e}", k.name()));
+            let params = &loaded.params["t"];
+            assert_eq!(params.kind().name(), k.name());
+            assert_eq!(kind_of(params).name(), k.name());
+            assert!(
+                !k.metrics().is_empty(),
+                "kind {} gates on nothing",
+                k.name()
+            );
+            assert!(
+                params.params().tokens_per_trial() > 0.0,
+                "kind {} costs nothing to a shard plan",
+                k.name()
+            );
+            assert!(
+                k.roles().contains(&Role::Lmcache),
+                "kind {} never runs LMCache",
+                k.name()
+            );
+            let _started = for_test(params, 1);
+        }
+    }
+
+    #[test]
+    fn a_kind_not_in_the_table_is_refused_naming_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("suite.toml");
+        std::fs::write(&path, suite_of("long_doc_q")).unwrap();
+        let err = load(&LoadRequest {
+            preset: None,
+            file: Some(&path),
+            overlays: &[],
+            sets: &[],
+            env: &|_| None,
+            kinds: &test_kinds(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tests.t.kind")
+                && err.contains("did you mean `long_doc_qa`?")
+                && err.contains("fault_tolerance"),
+            "{err}"
+        );
+    }
+
+    /// The committed schema is the one the table's kinds give: adding a kind
+    /// or editing a suite type without regenerating it fails here.
+    #[test]
+    fn the_committed_schema_is_current() {
+        let committed: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/suite.schema.json"))
+                .expect("schemas/suite.schema.json parses");
+        assert!(
+            committed == crate::config::schema::suite(&test_kinds()),
+            "schemas/suite.schema.json is stale: run `lmcache-e2e config schema > schemas/suite.schema.json`"
+        );
     }
 }

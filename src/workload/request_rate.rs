@@ -14,11 +14,110 @@ use tokio::task::JoinSet;
 
 use futures_util::future::BoxFuture;
 
-use super::api::{Ctx, Output, Workload, WorkloadError};
+use super::api::{own, Ctx, Output, Workload, WorkloadError, WorkloadKind};
 use super::progress::Progress;
 use crate::client::OpenAiClient;
-use crate::config::RequestRateParams;
+use crate::config::{
+    at_least_one, invalid, Api, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing,
+};
 use crate::results::{Metric, Role};
+use schemars::SchemaGenerator;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RequestRateParams {
+    /// Requests per second, evenly spaced.
+    pub qps: f64,
+    pub duration_secs: f64,
+    /// Tokens of the shared context at the head of each prompt.
+    pub context_len: usize,
+    /// Tokens of the question after it, unique per request.
+    pub query_len: usize,
+    pub output_len: u32,
+    /// Requests cycle through this many contexts, so later ones can reuse KV.
+    pub num_contexts: usize,
+    pub endpoint: Api,
+}
+
+impl Default for RequestRateParams {
+    fn default() -> Self {
+        Self {
+            qps: 2.0,
+            duration_secs: 30.0,
+            context_len: 5000,
+            query_len: 50,
+            output_len: 32,
+            num_contexts: 4,
+            endpoint: Api::Chat,
+        }
+    }
+}
+
+impl RequestRateParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        for (key, v) in [("qps", self.qps), ("duration_secs", self.duration_secs)] {
+            if !(v.is_finite() && v > 0.0) {
+                return invalid(Some(key), "must be a positive number");
+            }
+        }
+        at_least_one(&[
+            ("context_len", self.context_len as u64),
+            ("output_len", u64::from(self.output_len)),
+            ("num_contexts", self.num_contexts as u64),
+        ])?;
+        if self.query_len < 2 {
+            return invalid(Some("query_len"), "must be at least 2");
+        }
+        Ok(())
+    }
+}
+
+impl KindParams for RequestRateParams {
+    fn validate(&self) -> Result<(), Invalid> {
+        RequestRateParams::validate(self)
+    }
+
+    fn tokens_per_trial(&self) -> f64 {
+        self.qps
+            * self.duration_secs
+            * (self.context_len + self.query_len + self.output_len as usize) as f64
+    }
+}
+
+/// The kind `request_rate`.
+pub(crate) struct Kind;
+
+impl TestKind for Kind {
+    fn name(&self) -> &'static str {
+        "request_rate"
+    }
+
+    fn parse(&self, table: &Typing<'_>) -> Result<Box<dyn KindParams>, ConfigError> {
+        table.typed::<RequestRateParams>()
+    }
+
+    fn schema(&self, g: &mut SchemaGenerator) -> serde_json::Value {
+        g.subschema_for::<RequestRateParams>().to_value()
+    }
+
+    fn metrics(&self) -> &'static [&'static str] {
+        &[
+            "mean_ttft",
+            "p50_ttft",
+            "p99_ttft",
+            "mean_throughput",
+            "failed_requests",
+            "requests",
+        ]
+    }
+}
+
+impl WorkloadKind for Kind {
+    fn start(&self, params: &TestParams, _attempt: u32) -> Box<dyn Workload> {
+        Box::new(RequestRate::new(own::<RequestRateParams>(params).clone()))
+    }
+}
 
 /// One request to one engine: a row of the CSV.
 #[derive(Debug, Clone)]

@@ -15,11 +15,186 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::api::{Ctx, Output, Workload, WorkloadError};
+use super::api::{own, Ctx, Output, Workload, WorkloadError, WorkloadKind};
 use super::progress::Progress;
 use crate::client::{OpenAiClient, StreamOutcome};
-use crate::config::{Api, Driver, ThroughputParams};
+use crate::config::{
+    at_least_one, invalid, Api, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing,
+    Wants,
+};
 use crate::results::{Metric, Role};
+use schemars::SchemaGenerator;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ThroughputParams {
+    pub num_prompts: usize,
+    /// Prompt tokens per request, as the engine's tokenizer counts them.
+    pub input_len: usize,
+    pub output_len: u32,
+    /// The same seed gives both engines the same prompts and arrivals.
+    pub seed: u64,
+    /// Requests per second (Poisson arrivals); all at once when absent.
+    pub request_rate: Option<f64>,
+    pub max_concurrency: Option<usize>,
+    pub endpoint: Api,
+    /// Generate exactly `output_len` tokens (vLLM's `ignore_eos`).
+    pub ignore_eos: bool,
+    /// `native`, or `vllm-bench` to run `vllm bench serve` itself.
+    pub driver: Driver,
+    /// The `vllm` executable for `driver = "vllm-bench"`.
+    pub vllm_command: String,
+    /// One-token chat requests sent to each engine first, not measured
+    /// (k3 sends 3).
+    pub warmup_requests: usize,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Driver {
+    #[default]
+    Native,
+    VllmBench,
+}
+
+impl Default for ThroughputParams {
+    fn default() -> Self {
+        Self {
+            num_prompts: 50,
+            input_len: 10_000,
+            output_len: 1,
+            seed: 0,
+            request_rate: None,
+            max_concurrency: None,
+            endpoint: Api::Chat,
+            ignore_eos: true,
+            driver: Driver::Native,
+            vllm_command: "vllm".to_string(),
+            warmup_requests: 0,
+        }
+    }
+}
+
+impl ThroughputParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        at_least_one(&[
+            ("num_prompts", self.num_prompts as u64),
+            ("input_len", self.input_len as u64),
+            ("output_len", u64::from(self.output_len)),
+            (
+                "max_concurrency",
+                self.max_concurrency.map_or(1, |c| c as u64),
+            ),
+        ])?;
+        if self
+            .request_rate
+            .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            return invalid(
+                Some("request_rate"),
+                "must be a positive number of requests per second (leave it out for all at once)",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl KindParams for ThroughputParams {
+    fn validate(&self) -> Result<(), Invalid> {
+        ThroughputParams::validate(self)
+    }
+
+    fn wants(&self) -> Vec<Wants> {
+        vllm_bench_wanted(self.driver, &self.vllm_command)
+    }
+
+    fn tokens_per_trial(&self) -> f64 {
+        ((self.num_prompts + self.warmup_requests) * (self.input_len + self.output_len as usize))
+            as f64
+    }
+}
+
+/// `vllm bench serve` on PATH when the driver runs it.
+pub(crate) fn vllm_bench_wanted(driver: Driver, command: &str) -> Vec<Wants> {
+    (driver == Driver::VllmBench)
+        .then(|| Wants::Program {
+            key: "vllm_command",
+            name: command.to_string(),
+            fix: "install vLLM (it runs `vllm bench serve`), or use driver = \"native\"",
+        })
+        .into_iter()
+        .collect()
+}
+
+/// The vLLM `bench serve` style figures every throughput run reports.
+pub(crate) const METRICS: &[&str] = &[
+    "completed",
+    "failed",
+    "total_input_tokens",
+    "total_output_tokens",
+    "duration",
+    "request_throughput",
+    "output_throughput",
+    "total_token_throughput",
+    "mean_ttft_ms",
+    "median_ttft_ms",
+    "p99_ttft_ms",
+    "mean_tpot_ms",
+    "median_tpot_ms",
+    "p99_tpot_ms",
+    "mean_itl_ms",
+    "median_itl_ms",
+    "p99_itl_ms",
+    "mean_e2el_ms",
+    "median_e2el_ms",
+    "p99_e2el_ms",
+    "incomplete_requests",
+    "input_token_mismatch",
+    "input_token_error_pct",
+    "achieved_prompt_tokens",
+];
+
+/// The kind `throughput`.
+pub(crate) struct Kind;
+
+impl TestKind for Kind {
+    fn name(&self) -> &'static str {
+        "throughput"
+    }
+
+    fn parse(&self, table: &Typing<'_>) -> Result<Box<dyn KindParams>, ConfigError> {
+        table.typed::<ThroughputParams>()
+    }
+
+    fn schema(&self, g: &mut SchemaGenerator) -> serde_json::Value {
+        g.subschema_for::<ThroughputParams>().to_value()
+    }
+
+    fn metrics(&self) -> &'static [&'static str] {
+        METRICS
+    }
+
+    fn pairs_trials(&self) -> bool {
+        true
+    }
+
+    /// The gate of LMCache's throughput step is known to be noisy.
+    fn default_attempts(&self) -> u32 {
+        3
+    }
+}
+
+impl WorkloadKind for Kind {
+    fn start(&self, params: &TestParams, attempt: u32) -> Box<dyn Workload> {
+        Box::new(Throughput::new(
+            own::<ThroughputParams>(params).clone(),
+            attempt,
+        ))
+    }
+}
 
 pub(crate) struct ThroughputOutput {
     pub metrics: IndexMap<String, Metric>,

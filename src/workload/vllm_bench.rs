@@ -8,8 +8,9 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::api::{ErrorClass, WorkloadError};
+use super::throughput::ThroughputParams;
 use crate::client::{BadUrl, Endpoint};
-use crate::config::{Api, ThroughputParams};
+use crate::config::Api;
 use crate::results::Metric;
 use crate::results::NoSecrets;
 

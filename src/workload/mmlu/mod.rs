@@ -19,11 +19,313 @@ use self::compare::{Comparison, SubjectScore};
 use futures_util::future::BoxFuture;
 
 use self::data::DataError;
-use super::api::{Ctx, ErrorClass, Output, Workload, WorkloadError};
+use super::api::{
+    own, Ctx, ErrorClass, Merged, Output, PartError, ShardPart, Workload, WorkloadError,
+    WorkloadKind,
+};
 use super::progress::Progress;
 use crate::client::{ClientError, OpenAiClient};
-use crate::config::{MmluParams, Variant};
+use crate::config::{
+    at_least_one, invalid, seconds_ok, ConfigError, Invalid, KindParams, TestKind, TestParams,
+    Typing, Wants,
+};
 use crate::results::{DetailTable, Metric, Role};
+use schemars::SchemaGenerator;
+
+/// Parameters of the MMLU test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MmluParams {
+    /// `data.tar.xz`, an extracted `data/` directory, or `builtin` (a small
+    /// generated dataset, for the sim).
+    pub data: String,
+    /// Where an archive is extracted (default: `<results dir>/mmlu_data`).
+    pub extract_dir: Option<PathBuf>,
+    /// The first N subjects in sorted order (the pipeline passes 25).
+    pub number_of_subjects: usize,
+    /// Explicit subjects; overrides `number_of_subjects`.
+    pub subjects: Vec<String>,
+    /// At most this many test questions per subject (all when absent).
+    pub max_questions_per_subject: Option<usize>,
+    pub variant: Variant,
+    /// Few-shot examples from `dev`, at most.
+    pub num_fewshot: usize,
+    /// Stop adding examples once their tokens (the server's `/tokenize`,
+    /// when it has one) would exceed this.
+    pub fewshot_token_budget: Option<u64>,
+    /// Default: 2 for `lmcache`, 3 for `dynamo`.
+    pub max_tokens: Option<u32>,
+    pub seed: u64,
+    pub max_inflight_requests: usize,
+    /// One request at a time, as the original scripts did.
+    pub sequential: bool,
+    /// On the LMCache engine send each prompt twice and score the second.
+    pub store_then_load: bool,
+    pub store_load_pause_secs: f64,
+    /// With `store_then_load`: every question is asked once (the store
+    /// pass), then again one at a time, each right after the engine's GPU
+    /// prefix cache was emptied (vLLM's `POST /reset_prefix_cache`, served
+    /// with `VLLM_SERVER_DEV_MODE=1`): the load pass, scored, whose prefixes
+    /// only LMCache can serve. With vLLM's prefix caching on, the second ask
+    /// is otherwise the GPU's hit and never reads LMCache's KV back.
+    /// `load_pass_external_pct` says how much of it LMCache served.
+    pub reset_prefix_cache: bool,
+    /// Attempts after the first for a request that fails.
+    pub max_retries: u32,
+}
+
+impl Default for MmluParams {
+    fn default() -> Self {
+        Self {
+            data: "data.tar.xz".to_string(),
+            extract_dir: None,
+            number_of_subjects: 25,
+            subjects: Vec::new(),
+            max_questions_per_subject: None,
+            variant: Variant::Lmcache,
+            num_fewshot: 5,
+            fewshot_token_budget: Some(4000),
+            max_tokens: None,
+            seed: 42,
+            max_inflight_requests: 16,
+            sequential: false,
+            store_then_load: true,
+            store_load_pause_secs: 0.5,
+            reset_prefix_cache: false,
+            max_retries: 3,
+        }
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Variant {
+    /// `.buildkite/correctness/mmlu-test.py`, as LMCache runs it today.
+    #[default]
+    Lmcache,
+    /// The older HTTP scripts of the same suite (a bare `Answer:` cue,
+    /// three tokens).
+    LmcacheHttp,
+    /// Dynamo's `tests/lmcache/`.
+    Dynamo,
+}
+
+impl Variant {
+    /// `max_tokens` each suite asks for.
+    pub(crate) fn max_tokens(self) -> u32 {
+        match self {
+            Variant::Lmcache => 2,
+            Variant::LmcacheHttp | Variant::Dynamo => 3,
+        }
+    }
+}
+
+impl MmluParams {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.number_of_subjects == 0 && self.subjects.is_empty() {
+            return invalid(
+                Some("number_of_subjects"),
+                "must be at least 1 (or name the subjects)",
+            );
+        }
+        at_least_one(&[("max_inflight_requests", self.max_inflight_requests as u64)])?;
+        if !seconds_ok(self.store_load_pause_secs) {
+            return invalid(
+                Some("store_load_pause_secs"),
+                "must be zero or more seconds",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl KindParams for MmluParams {
+    fn validate(&self) -> Result<(), Invalid> {
+        MmluParams::validate(self)
+    }
+
+    fn wants(&self) -> Vec<Wants> {
+        (self.data != "builtin")
+            .then(|| Wants::File {
+                key: "data",
+                path: self.data.clone(),
+                fix: "give the MMLU data.tar.xz (or its extracted data/ directory), e.g. --set tests.NAME.data=PATH, or \"builtin\"",
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn tokens_per_trial(&self) -> f64 {
+        question_tokens(self) * (self.number_of_subjects.max(self.subjects.len()) * 100) as f64
+    }
+
+    fn set_sequential(&mut self) {
+        self.sequential = true;
+    }
+}
+
+impl WorkloadKind for Kind {
+    fn start(&self, params: &TestParams, _attempt: u32) -> Box<dyn Workload> {
+        Box::new(Mmlu::new(own::<MmluParams>(params).clone()))
+    }
+
+    /// Its subjects, each costing its questions.
+    fn parts(
+        &self,
+        params: &TestParams,
+        results_dir: &Path,
+        suite_dir: &Path,
+    ) -> Result<Vec<(String, f64)>, WorkloadError> {
+        let p = own::<MmluParams>(params);
+        let per_question = question_tokens(p);
+        Ok(subject_sizes(p, results_dir, suite_dir)?
+            .into_iter()
+            .map(|(s, n)| (s, n as f64 * per_question))
+            .collect())
+    }
+
+    fn only(&self, params: &TestParams, parts: &[String]) -> TestParams {
+        let mut part = params.clone();
+        if let Some(p) = part.get_mut::<MmluParams>() {
+            p.subjects = parts.to_vec();
+        }
+        part
+    }
+
+    fn merge(
+        &self,
+        parts: &[ShardPart<'_>],
+        order: &[String],
+    ) -> Option<Result<Merged, PartError>> {
+        Some(merge_parts(parts, order))
+    }
+}
+
+/// A test split by subject over shards: every shard's answers together,
+/// in the unsharded run's subject order, scored and compared as one run
+/// would.
+fn merge_parts(parts: &[ShardPart<'_>], order: &[String]) -> Result<Merged, PartError> {
+    let mut answers: IndexMap<Role, Vec<Record>> = IndexMap::new();
+    let mut dir_rel = String::new();
+    for part in parts {
+        for role in [Role::Baseline, Role::Lmcache] {
+            let suffix = format!("{role}_questions.jsonl");
+            let Some(rel) = part.record.files.iter().find(|f| f.ends_with(&suffix)) else {
+                return Err(PartError {
+                    path: part.dir.join(&part.record.name),
+                    why: format!("test `{}` lists no {suffix}", part.record.name),
+                });
+            };
+            dir_rel = rel.strip_suffix(&suffix).unwrap_or_default().to_string();
+            let bytes = (part.read)(rel)?;
+            answers
+                .entry(role)
+                .or_default()
+                .extend(records_of(&bytes, &part.dir.join(rel))?);
+        }
+    }
+    let rank: IndexMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    for records in answers.values_mut() {
+        records.sort_by_key(|r| (rank.get(r.subject.as_str()).copied(), r.index));
+    }
+    let (b, l) = (&answers[&Role::Baseline], &answers[&Role::Lmcache]);
+    let summary = summarize(b, l);
+    let mut files = vec![
+        (
+            format!("{dir_rel}{}_questions.jsonl", Role::Baseline),
+            records_jsonl(b),
+        ),
+        (
+            format!("{dir_rel}{}_questions.jsonl", Role::Lmcache),
+            records_jsonl(l),
+        ),
+    ];
+    files.extend(
+        summary
+            .files
+            .into_iter()
+            .map(|(name, body)| (format!("{dir_rel}{name}"), body)),
+    );
+    Ok(Merged {
+        metrics: IndexMap::from([
+            (Role::Baseline, role_metrics(b)),
+            (Role::Lmcache, role_metrics(l)),
+        ]),
+        compared: summary.metrics,
+        summary: format!("{} questions of {} subjects", l.len(), order.len()),
+        notes: summary.notes,
+        tables: summary.tables,
+        files,
+    })
+}
+
+/// One engine's answers as a shard wrote them; a line that is no answer
+/// refuses the merge, naming the file and line.
+fn records_of(bytes: &[u8], path: &Path) -> Result<Vec<Record>, PartError> {
+    bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|(i, l)| {
+            serde_json::from_slice(l).map_err(|e| PartError {
+                path: path.to_path_buf(),
+                why: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
+
+/// Tokens one MMLU question costs over both engines (few-shot examples of
+/// ~100 tokens each, LMCache asked twice).
+pub(crate) fn question_tokens(p: &MmluParams) -> f64 {
+    let passes = if p.store_then_load { 3.0 } else { 2.0 };
+    passes * 100.0 * (p.num_fewshot + 1) as f64 / 2.0
+}
+
+/// The kind `mmlu`.
+pub(crate) struct Kind;
+
+impl TestKind for Kind {
+    fn name(&self) -> &'static str {
+        "mmlu"
+    }
+
+    fn parse(&self, table: &Typing<'_>) -> Result<Box<dyn KindParams>, ConfigError> {
+        table.typed::<MmluParams>()
+    }
+
+    fn schema(&self, g: &mut SchemaGenerator) -> serde_json::Value {
+        g.subschema_for::<MmluParams>().to_value()
+    }
+
+    fn metrics(&self) -> &'static [&'static str] {
+        &[
+            "accuracy",
+            "accuracy_unweighted",
+            "questions",
+            "failed_requests",
+            "paired_questions",
+            "right_to_wrong",
+            "wrong_to_right",
+            "accuracy_drop",
+            "accuracy_drop_unweighted",
+            "max_subject_drop",
+            "max_subject_change",
+            "changed_answers",
+            "load_pass_external_pct",
+        ]
+    }
+
+    fn method(&self, metric: &str, _relative: bool) -> Option<&'static str> {
+        (metric == "accuracy_drop").then_some("McNemar exact test, Agresti–Min interval")
+    }
+}
 
 /// One question, ready to send.
 #[derive(Debug, Clone)]

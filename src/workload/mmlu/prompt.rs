@@ -3,7 +3,7 @@
 //! HTTP scripts) and of Dynamo's `tests/lmcache/` (`dynamo`).
 
 use super::data::Question;
-use crate::config::Variant;
+use super::Variant;
 
 /// The text before the model's answer, as each suite ends its prompts.
 fn answer_cue(variant: Variant) -> &'static str {
