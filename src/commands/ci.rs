@@ -31,7 +31,7 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         .collect();
     // Every mistake of the suite and every program or file it lacks here,
     // at once, before an engine spends minutes starting.
-    crate::config::preflight::check(&loaded, &selected)?;
+    loaded.preflight(&selected)?;
     let ci = CiEnv::from_process();
     if args.dry_run {
         let results_dir = results_dir_of(&args, &loaded, &build_id_of(&loaded, &ci));

@@ -24,5 +24,5 @@ pub(crate) fn run(args: &SuiteArgs) -> Result<(), Error> {
     }
     // The values are shown either way; what the suite lacks here fails it.
     let all: Vec<String> = loaded.suite.tests.keys().cloned().collect();
-    Ok(crate::config::preflight::check(&loaded, &all)?)
+    Ok(loaded.preflight(&all)?)
 }

@@ -18,11 +18,7 @@ pub(crate) fn check(suite: &SuiteArgs) -> Result<(), Error> {
     let mut checks = prereqs::check(&loaded.suite);
     // What the engines and tests run and read, as `ci` will ask for them.
     let all: Vec<String> = loaded.suite.tests.keys().cloned().collect();
-    checks.extend(
-        crate::config::preflight::needs(&loaded, &all)
-            .into_iter()
-            .map(prereqs::Check::from),
-    );
+    checks.extend(loaded.needs(&all).into_iter().map(prereqs::Check::from));
     println!("{}", prereqs::table(&checks));
     let missing: Vec<&str> = checks
         .iter()

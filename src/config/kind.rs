@@ -14,9 +14,11 @@ use schemars::SchemaGenerator;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::error::ConfigError;
 use super::origin::{typed_at, Source};
 use super::params::Invalid;
-use super::{ConfigError, Role, Suite};
+use super::suite::Suite;
+use crate::results::Role;
 
 /// How an environment variable's text becomes a suite value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,7 +351,7 @@ pub(crate) mod toy {
             let err = load_toy("trials = 2\n").unwrap_err().to_string();
             assert!(err.contains("toy tests run no paired trials"), "{err}");
             let missing = load_toy("data = \"/nonexistent/toy.csv\"\n").unwrap();
-            let needs = crate::config::preflight::needs(&missing, &["t".to_string()]);
+            let needs = missing.needs(&["t".to_string()]);
             assert!(
                 needs
                     .iter()

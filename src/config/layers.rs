@@ -9,10 +9,14 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use toml::{Table, Value};
 
+use super::error::ConfigError;
 use super::kind::{EnvType, Typing};
+use super::kind::{TestKind, TestParams};
 use super::origin::{blame, invalid, typed, Source};
+use super::preflight::{needs_of, Need};
 use super::presets;
-use super::{ConfigError, EngineKind, Role, Suite, TestConfig, TestKind, TestParams};
+use super::suite::{EngineKind, Suite, TestConfig};
+use crate::results::Role;
 
 /// A loaded suite, with the typed parameters of each test and the origin
 /// of every value that did not come from a default.
@@ -166,6 +170,32 @@ impl Loaded {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Everything the engines and the tests `selected` need here, in suite
+    /// order.
+    pub(crate) fn needs(&self, selected: &[String]) -> Vec<Need> {
+        needs_of(&self.suite, &self.params, &self.suite_dir(), selected)
+    }
+
+    /// The needs this machine does not meet, as the suite's problems, at
+    /// once, before an engine spends minutes starting.
+    pub(crate) fn preflight(&self, selected: &[String]) -> Result<(), ConfigError> {
+        let missing: Vec<ConfigError> = self
+            .needs(selected)
+            .into_iter()
+            .filter(|n| n.found.is_none())
+            .map(|n| ConfigError::Invalid {
+                origin: self.blame(&n.key),
+                key: n.key,
+                message: n.fix,
+            })
+            .collect();
+        match missing.len() {
+            0 => Ok(()),
+            1 => Err(missing.into_iter().next().expect("one")),
+            _ => Err(ConfigError::Many(missing)),
+        }
     }
 
     /// The layer to blame for a key's value (its own, or its parent's).
@@ -338,7 +368,7 @@ fn misnamed_checks(
             .map(|(n, _)| n.as_str())
             .collect();
         for (name, _) in checks.iter().filter(|(_, c)| c.get("metric").is_none()) {
-            if let Some(near) = super::metrics::suggest(name, named.iter().copied()) {
+            if let Some(near) = super::near::suggest(name, named.iter().copied()) {
                 return Err(invalid(
                     format!("tests.{test}.checks.{name}"),
                     origins,
@@ -354,7 +384,7 @@ fn misnamed_checks(
 /// A key that means nothing for the engine's kind (a `[container]` table on
 /// a process, a `url` on a sim): refused, since it was surely meant to do
 /// something.
-fn misplaced(e: &super::EngineConfig) -> Option<(&'static str, String)> {
+fn misplaced(e: &super::suite::EngineConfig) -> Option<(&'static str, String)> {
     let set = [
         ("command", e.command.is_some()),
         ("url", e.url.is_some()),
@@ -453,10 +483,10 @@ fn validate(
     }
     // A suite with problems gets what it lacks on this machine said with
     // them, so one look fixes all (a suite without problems is checked for
-    // the tests a run selects, by `preflight::check`).
+    // the tests a run selects, by `Loaded::preflight`).
     if !p.found.is_empty() {
         let all: Vec<String> = params.keys().cloned().collect();
-        for need in super::preflight::needs_of(suite, &params, dir, &all) {
+        for need in needs_of(suite, &params, dir, &all) {
             if need.found.is_none() {
                 p.bad(need.key, need.fix);
             }
@@ -490,7 +520,7 @@ fn validate_engines(suite: &Suite, p: &mut Problems<'_>) {
     for (name, e) in &suite.engines {
         validate_engine(name, e, p);
     }
-    if suite.run.schedule == super::Schedule::Concurrent {
+    if suite.run.schedule == super::suite::Schedule::Concurrent {
         let mut seen: IndexMap<(String, u16), &String> = IndexMap::new();
         for (name, e) in &suite.engines {
             if let (Some(port), false) =
@@ -507,7 +537,7 @@ fn validate_engines(suite: &Suite, p: &mut Problems<'_>) {
     }
 }
 
-fn validate_engine(name: &str, e: &super::EngineConfig, p: &mut Problems<'_>) {
+fn validate_engine(name: &str, e: &super::suite::EngineConfig, p: &mut Problems<'_>) {
     match e.kind {
         EngineKind::Process if e.command.as_deref().is_none_or(str::is_empty) => p.bad(
             format!("engines.{name}.command"),
@@ -551,7 +581,7 @@ fn validate_engine(name: &str, e: &super::EngineConfig, p: &mut Problems<'_>) {
             format!("{bad:?} is not a plain file name (no directories): the files go into RESULTS_DIR/engines/{name}/"),
         );
     }
-    if e.readiness == super::Readiness::Health && e.health_path.as_deref() == Some("") {
+    if e.readiness == super::suite::Readiness::Health && e.health_path.as_deref() == Some("") {
         p.bad(
             format!("engines.{name}.health_path"),
             "readiness = \"health\" polls the health route alone: give it a path such as \"/healthcheck\"",
@@ -601,7 +631,7 @@ fn validate_run(suite: &Suite, p: &mut Problems<'_>) {
 /// What `kind = "…"` must be, with the nearest kind when it is a typo.
 fn unknown_kind(name: &str, kinds: &[&'static dyn TestKind]) -> String {
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-    let hint = match super::metrics::suggest(name, names.iter().copied()) {
+    let hint = match super::near::suggest(name, names.iter().copied()) {
         Some(near) => format!("did you mean `{near}`? "),
         None => String::new(),
     };
@@ -642,7 +672,7 @@ fn validate_checks(
         }
         if !super::metrics::knows(kind, &c.metric) {
             let known = kind.metrics();
-            let hint = match super::metrics::suggest(&c.metric, known.iter().copied()) {
+            let hint = match super::near::suggest(&c.metric, known.iter().copied()) {
                 Some(near) => format!("did you mean `{near}`? "),
                 None => String::new(),
             };

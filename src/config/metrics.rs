@@ -3,7 +3,7 @@
 //! on a metric its test never produces is refused when the suite loads
 //! (with the nearest known name) instead of failing after the engines ran.
 
-use super::TestKind;
+use super::kind::TestKind;
 
 /// Shares of the queried prompt tokens the GPU's prefix cache and the KV
 /// connector served, from the engines' counters (any kind).
@@ -31,22 +31,13 @@ pub(crate) fn knows(kind: &dyn TestKind, name: &str) -> bool {
     kind.metrics().contains(&name) || is_engine_metric(name)
 }
 
-/// The known name nearest `name`, if one is near enough to be a typo.
-pub(crate) fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .into_iter()
-        .map(|k| (strsim::jaro_winkler(name, k), k))
-        .filter(|(score, _)| *score >= 0.85)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, k)| k)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_typo_gets_the_nearest_name_and_nonsense_none() {
+        use crate::config::near::suggest;
         let known = ["query_ttft_per_prompt", "query_round_time_per_prompt"];
         assert_eq!(
             suggest("query_ttft_per_promt", known),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// The layer a value came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +116,7 @@ pub(super) fn in_words(message: &str) -> String {
                     .collect()
             })
             .unwrap_or_default();
-        return match super::metrics::suggest(&field, known.iter().copied()) {
+        return match super::near::suggest(&field, known.iter().copied()) {
             Some(near) => format!(
                 "unknown key `{field}`; did you mean `{near}`? (known: {})",
                 known.join(", ")

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::{ConfigError, EngineKind, Loaded, Suite, TestParams, Wants};
+use super::kind::{TestParams, Wants};
+use super::suite::{EngineKind, Suite};
 
 /// One thing the suite needs here.
 pub(crate) struct Need {
@@ -43,13 +44,9 @@ fn file(key: String, path: &Path, fix: &str) -> Need {
     }
 }
 
-/// Everything the engines and the tests `selected` need, in suite order.
-pub(crate) fn needs(loaded: &Loaded, selected: &[String]) -> Vec<Need> {
-    needs_of(&loaded.suite, &loaded.params, &loaded.suite_dir(), selected)
-}
-
-/// The same, from a suite whose tests' parameters may be only partly
-/// typed (a suite with other problems reports these with them).
+/// Everything the engines and the tests `selected` need, in suite order,
+/// from a suite whose tests' parameters may be only partly typed (a suite
+/// with other problems reports these with them).
 pub(crate) fn needs_of(
     suite: &Suite,
     params: &IndexMap<String, TestParams>,
@@ -109,22 +106,4 @@ pub(crate) fn needs_of(
         }
     }
     out
-}
-
-/// The needs this machine does not meet, as the suite's problems.
-pub(crate) fn check(loaded: &Loaded, selected: &[String]) -> Result<(), ConfigError> {
-    let missing: Vec<ConfigError> = needs(loaded, selected)
-        .into_iter()
-        .filter(|n| n.found.is_none())
-        .map(|n| ConfigError::Invalid {
-            origin: loaded.blame(&n.key),
-            key: n.key,
-            message: n.fix,
-        })
-        .collect();
-    match missing.len() {
-        0 => Ok(()),
-        1 => Err(missing.into_iter().next().expect("one")),
-        _ => Err(ConfigError::Many(missing)),
-    }
 }

@@ -9,7 +9,8 @@ use std::borrow::Cow;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use super::{CheckConfig, Suite, TestConfig, TestKind};
+use super::kind::TestKind;
+use super::suite::{CheckConfig, Suite, TestConfig};
 
 /// The schema of a suite file, every subschema inline (draft 7, which TOML
 /// editors read).

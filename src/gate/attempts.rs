@@ -71,7 +71,8 @@ pub(crate) fn conclude(history: Vec<AttemptRecord>, max: u32) -> Concluded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{OnInconclusive, Severity};
+    use crate::config::Severity;
+    use crate::results::OnInconclusive;
     use crate::results::{CheckKind, Metric, Role};
 
     fn outcome(verdict: Verdict, value: f64) -> CheckOutcome {

@@ -375,7 +375,7 @@ pub(crate) fn test_status(outcomes: &[CheckOutcome]) -> TestStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::OnInconclusive;
+    use crate::results::OnInconclusive;
 
     fn metrics(b: f64, l: f64) -> IndexMap<Role, IndexMap<String, Metric>> {
         let one = |v| IndexMap::from([("ttft".to_string(), Metric::new(v, "s"))]);

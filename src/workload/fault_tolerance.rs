@@ -230,8 +230,15 @@ async fn bench(
         }
         Driver::VllmBench => {
             let model = super::shared::resolve_model(client, ctx.model).await?;
-            let m = super::vllm_bench::run(&p.vllm_command, &tp, url, &model, ctx.out_dir, label)
-                .await?;
+            let m = super::vllm_bench::run(
+                &p.vllm_command,
+                &tp.bench(),
+                url,
+                &model,
+                ctx.out_dir,
+                label,
+            )
+            .await?;
             Ok((
                 m,
                 vec![

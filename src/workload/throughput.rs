@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::api::{own, Ctx, Output, Workload, WorkloadError, WorkloadKind};
 use super::progress::Progress;
+use super::vllm_bench::Bench;
 use crate::client::{OpenAiClient, StreamOutcome};
 use crate::config::{
     at_least_one, invalid, Api, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing,
@@ -79,6 +80,20 @@ impl Default for ThroughputParams {
 }
 
 impl ThroughputParams {
+    /// The `vllm bench serve` run these parameters ask for.
+    pub(crate) fn bench(&self) -> Bench {
+        Bench {
+            num_prompts: self.num_prompts,
+            input_len: self.input_len,
+            output_len: self.output_len,
+            seed: self.seed,
+            request_rate: self.request_rate,
+            max_concurrency: self.max_concurrency,
+            endpoint: self.endpoint,
+            ignore_eos: self.ignore_eos,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         at_least_one(&[
             ("num_prompts", self.num_prompts as u64),
@@ -472,7 +487,7 @@ fn summarize(
         p.num_prompts.saturating_sub(completed) as f64,
         "requests",
     );
-    for (name, metric) in super::vllm_bench::input_tokens(p, total_in as f64) {
+    for (name, metric) in super::vllm_bench::input_tokens(&p.bench(), total_in as f64) {
         put(name, metric.value, &metric.unit);
     }
     put("achieved_prompt_tokens", achieved_in as f64, "tokens");
@@ -561,7 +576,7 @@ impl Workload for Throughput {
                     let model = super::shared::resolve_model(&client, ctx.model).await?;
                     let metrics = super::vllm_bench::run(
                         &p.vllm_command,
-                        p,
+                        &p.bench(),
                         &target.url,
                         &model,
                         ctx.out_dir,

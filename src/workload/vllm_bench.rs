@@ -8,16 +8,29 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::api::{ErrorClass, WorkloadError};
-use super::throughput::ThroughputParams;
 use crate::client::{BadUrl, Endpoint};
 use crate::config::Api;
 use crate::results::Metric;
 use crate::results::NoSecrets;
 
+/// One `vllm bench serve` run: the random data set and the load, as the
+/// kinds that drive it (throughput, fault tolerance) ask for it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Bench {
+    pub num_prompts: usize,
+    pub input_len: usize,
+    pub output_len: u32,
+    pub seed: u64,
+    pub request_rate: Option<f64>,
+    pub max_concurrency: Option<usize>,
+    pub endpoint: Api,
+    pub ignore_eos: bool,
+}
+
 /// How far the prompt tokens the engine counted are from the asked-for
 /// total: in tokens (the older scripts' `== 500000`) and in percent (k3's
 /// ±1 %: the random dataset decodes and re-encodes).
-pub(super) fn input_tokens(p: &ThroughputParams, total_in: f64) -> [(&'static str, Metric); 2] {
+pub(super) fn input_tokens(p: &Bench, total_in: f64) -> [(&'static str, Metric); 2] {
     let expected = (p.num_prompts * p.input_len) as f64;
     let off = (total_in - expected).abs();
     [
@@ -83,7 +96,7 @@ impl VllmBenchError {
 
 /// The reference's command line for one engine.
 pub(crate) fn args(
-    p: &ThroughputParams,
+    p: &Bench,
     server: &Endpoint,
     model: &str,
     result_dir: &Path,
@@ -154,7 +167,7 @@ fn tail(path: &Path) -> String {
 /// and reads `vllm_bench/<label>.json`.
 pub(crate) async fn run(
     command: &str,
-    p: &ThroughputParams,
+    p: &Bench,
     url: &str,
     model: &str,
     results_dir: &Path,
@@ -206,10 +219,7 @@ pub(crate) async fn run(
 }
 
 /// The gate's metrics from a `vllm bench serve` result.
-pub(crate) fn metrics(
-    p: &ThroughputParams,
-    doc: &Value,
-) -> Result<IndexMap<String, Metric>, String> {
+pub(crate) fn metrics(p: &Bench, doc: &Value) -> Result<IndexMap<String, Metric>, String> {
     let mut m = IndexMap::new();
     let required = [
         ("completed", "requests"),
@@ -257,6 +267,7 @@ pub(crate) fn metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workload::throughput::ThroughputParams;
 
     mod fuzz_result {
         use super::*;
@@ -270,7 +281,7 @@ mod tests {
             fn fuzz_vllm_bench_result(bytes in mutated(include_bytes!("../../tests/fixtures/fuzz/vllm_bench.json"))) {
                 let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else { return Ok(()) };
                 let p = ThroughputParams::default();
-                match timed("a vllm bench result", || metrics(&p, &doc)) {
+                match timed("a vllm bench result", || metrics(&p.bench(), &doc)) {
                     // What the gate reads is a count it can compare.
                     Ok(m) => {
                         let incomplete = m["incomplete_requests"].value;
@@ -289,7 +300,7 @@ mod tests {
             ..ThroughputParams::default()
         };
         let a = args(
-            &p,
+            &p.bench(),
             &Endpoint::parse("http://127.0.0.1:9000").unwrap(),
             "Qwen/Qwen3-14B",
             Path::new("/r/vllm_bench"),
@@ -307,7 +318,7 @@ mod tests {
             "http://10.0.0.5:8000/llm/v1/",
         ] {
             let a = args(
-                &p,
+                &p.bench(),
                 &Endpoint::parse(url).unwrap(),
                 "m",
                 Path::new("/r"),
@@ -330,10 +341,10 @@ mod tests {
             ..ThroughputParams::default()
         };
         let doc = serde_json::json!({"completed": 1, "total_input_tokens": 10, "total_output_tokens": 2, "duration": 1.0, "total_token_throughput": 12.0});
-        let m = metrics(&p, &doc).unwrap();
+        let m = metrics(&p.bench(), &doc).unwrap();
         assert_eq!(m["incomplete_requests"].value, 1.0);
         assert_eq!(m["input_token_mismatch"].value, 10.0);
-        assert!(metrics(&p, &serde_json::json!({"completed": 1}))
+        assert!(metrics(&p.bench(), &serde_json::json!({"completed": 1}))
             .unwrap_err()
             .contains("total_input_tokens"));
     }

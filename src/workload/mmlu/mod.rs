@@ -19,6 +19,7 @@ use self::compare::{Comparison, SubjectScore};
 use futures_util::future::BoxFuture;
 
 use self::data::DataError;
+pub(crate) use self::prompt::Variant;
 use super::api::{
     own, Ctx, ErrorClass, Merged, Output, PartError, ShardPart, Workload, WorkloadError,
     WorkloadKind,
@@ -93,31 +94,6 @@ impl Default for MmluParams {
             store_load_pause_secs: 0.5,
             reset_prefix_cache: false,
             max_retries: 3,
-        }
-    }
-}
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Variant {
-    /// `.buildkite/correctness/mmlu-test.py`, as LMCache runs it today.
-    #[default]
-    Lmcache,
-    /// The older HTTP scripts of the same suite (a bare `Answer:` cue,
-    /// three tokens).
-    LmcacheHttp,
-    /// Dynamo's `tests/lmcache/`.
-    Dynamo,
-}
-
-impl Variant {
-    /// `max_tokens` each suite asks for.
-    pub(crate) fn max_tokens(self) -> u32 {
-        match self {
-            Variant::Lmcache => 2,
-            Variant::LmcacheHttp | Variant::Dynamo => 3,
         }
     }
 }

@@ -3,7 +3,33 @@
 //! HTTP scripts) and of Dynamo's `tests/lmcache/` (`dynamo`).
 
 use super::data::Question;
-use super::Variant;
+use serde::{Deserialize, Serialize};
+
+/// Which suite's prompts and answer budget a test reproduces.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Variant {
+    /// `.buildkite/correctness/mmlu-test.py`, as LMCache runs it today.
+    #[default]
+    Lmcache,
+    /// The older HTTP scripts of the same suite (a bare `Answer:` cue,
+    /// three tokens).
+    LmcacheHttp,
+    /// Dynamo's `tests/lmcache/`.
+    Dynamo,
+}
+
+impl Variant {
+    /// `max_tokens` each suite asks for.
+    pub(crate) fn max_tokens(self) -> u32 {
+        match self {
+            Variant::Lmcache => 2,
+            Variant::LmcacheHttp | Variant::Dynamo => 3,
+        }
+    }
+}
 
 /// The text before the model's answer, as each suite ends its prompts.
 fn answer_cue(variant: Variant) -> &'static str {

@@ -1,0 +1,503 @@
+//! The typed schema of a suite TOML: its run, setup, engines and tests with
+//! their checks. A test's own parameters are typed by its kind.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use super::error::ConfigError;
+use crate::results::{OnInconclusive, Role, Severity};
+use crate::sim::SimOptions;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum EngineKind {
+    /// A command we start, e.g. `vllm serve`.
+    Process,
+    /// This binary's simulated engine, started as a child process.
+    Sim,
+    /// A server that is already running at `url`; never started or stopped.
+    External,
+    /// A container run with the `docker` (or `podman`) CLI.
+    Container,
+}
+
+/// How an engine is known to be ready.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Readiness {
+    /// `GET /health`, then `GET /v1/models`, answer 2xx.
+    #[default]
+    Http,
+    /// The port accepts connections (e.g. the LMCache server).
+    Tcp,
+    /// The health route alone answers 2xx: a service that is no OpenAI
+    /// server (LMCache's MP server answers `/healthcheck` on its HTTP port).
+    Health,
+}
+
+impl EngineKind {
+    /// As the suite writes it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Process => "process",
+            EngineKind::Sim => "sim",
+            EngineKind::External => "external",
+            EngineKind::Container => "container",
+        }
+    }
+}
+
+/// How a `container` engine is run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContainerOptions {
+    pub image: String,
+    /// Container name; default `lmcache-e2e-<engine>-<run>`.
+    pub name: Option<String>,
+    pub entrypoint: Option<String>,
+    /// `host:container[:options]`; `~` is the home directory.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// `docker run --network`; `host` by default, as the reference runs.
+    #[serde(default = "host_network")]
+    pub network: String,
+    /// `-p` mappings, for networks other than `host`.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    #[serde(default)]
+    pub ipc_host: bool,
+    /// GPU devices, e.g. "0" or "0,1", or `auto:N` for the N-th GPU chosen
+    /// under `run.gpus`: `--gpus device=...` and `--runtime nvidia`.
+    pub gpus: Option<String>,
+    /// `docker` or `podman` (or a path).
+    #[serde(default = "docker_cli")]
+    pub cli: String,
+    /// Build the image first (else it must exist, or be pullable).
+    pub build: Option<BuildOptions>,
+}
+
+/// `docker build` of an engine's image, as the multiprocessing suite does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BuildOptions {
+    /// Build context, relative to the suite file (or the working directory).
+    #[serde(default = "dot")]
+    pub context: String,
+    /// Dockerfile, relative to the context.
+    pub file: Option<String>,
+    pub target: Option<String>,
+    #[serde(default)]
+    pub args: IndexMap<String, String>,
+}
+
+fn dot() -> String {
+    ".".to_string()
+}
+
+fn host_network() -> String {
+    "host".to_string()
+}
+
+fn docker_cli() -> String {
+    "docker".to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Suite {
+    #[serde(default)]
+    pub run: RunConfig,
+    pub engines: IndexMap<String, EngineConfig>,
+    #[serde(default)]
+    pub tests: IndexMap<String, TestConfig>,
+    /// What `lmcache-e2e setup` prepares.
+    #[serde(default)]
+    pub setup: SetupConfig,
+}
+
+/// The job's Python environment: a venv, repositories checked out at a ref
+/// and installed editable, extra packages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SetupConfig {
+    /// `VENV_DIR`; relative paths are relative to the working directory.
+    pub venv: PathBuf,
+    /// The interpreter to create the venv with.
+    pub python: String,
+    /// `auto` (uv when on PATH, else pip), `uv` or `pip`.
+    pub installer: Installer,
+    /// Where repositories are cloned.
+    pub repos_dir: PathBuf,
+    pub repos: IndexMap<String, RepoConfig>,
+    /// Extra packages, e.g. `pandas`, `lm-eval[api]`.
+    pub packages: Vec<String>,
+    /// Passed to every install, e.g. `VLLM_USE_PRECOMPILED = "1"`.
+    pub env: IndexMap<String, String>,
+    /// Extra arguments to every install (e.g. `--no-build-isolation`).
+    pub install_args: Vec<String>,
+    /// MMLU data to extract as a setup step (`data.tar.xz` or a `data/` dir).
+    pub mmlu_archive: Option<PathBuf>,
+    /// Where it is extracted (the data lands in `<dir>/data`).
+    pub mmlu_into: PathBuf,
+}
+
+impl Default for SetupConfig {
+    fn default() -> Self {
+        Self {
+            venv: PathBuf::from(".venv"),
+            python: "python3".into(),
+            installer: Installer::Auto,
+            repos_dir: PathBuf::from("repositories"),
+            repos: IndexMap::new(),
+            packages: Vec::new(),
+            env: IndexMap::new(),
+            install_args: Vec::new(),
+            mmlu_archive: None,
+            mmlu_into: PathBuf::from("mmlu"),
+        }
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Installer {
+    #[default]
+    Auto,
+    Uv,
+    Pip,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RepoConfig {
+    pub url: String,
+    /// Branch, tag or commit; or `checkout:PATH` for a checkout that is
+    /// already there (the PR this job runs in).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// Install it editable into the venv.
+    #[serde(default = "yes")]
+    pub editable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RunConfig {
+    /// Suite name shown in reports.
+    pub name: String,
+    /// `BUILD_ID`; default `local_<timestamp>`.
+    pub build_id: Option<String>,
+    /// `RESULTS_DIR`; default `/tmp/lmcache_ci_results_<build id>`.
+    pub results_dir: Option<PathBuf>,
+    /// `MODEL`; `auto` takes the first id of the server's `/v1/models`.
+    pub model: String,
+    /// Run the whole suite once per model, in turn (engines restarted with
+    /// each); overrides `model`. Names, logs and outputs carry the model.
+    pub models: Vec<String>,
+    /// `MAX_WAIT_SECONDS`: how long an engine may take to become ready.
+    pub readiness_timeout_secs: f64,
+    /// Time between SIGTERM and SIGKILL when stopping engines.
+    pub grace_period_secs: f64,
+    /// While an engine starts, say every this many seconds how long it has
+    /// taken and its log's last line (0: never).
+    pub starting_report_secs: f64,
+    /// After engines stop, wait up to this long for the GPU memory they
+    /// held to be free again (where `nvidia-smi` answers) before the next
+    /// engine starts.
+    pub gpu_release_timeout_secs: f64,
+    /// Longest a single request may take before it counts as failed.
+    pub request_timeout_secs: f64,
+    /// GPU choice for containers whose `gpus` is `auto:N`.
+    pub gpus: GpuChoice,
+    /// `concurrent`: all engines up at once. `sequential`: baseline, then
+    /// LMCache, each started, used by every test and stopped before the
+    /// next (Dynamo's deployments share port 8000).
+    pub schedule: Schedule,
+    /// Whether the reference's environment variables (`MODEL`,
+    /// `NUM_DOCUMENTS`, `MAX_WAIT_SECONDS`, …) override the suite; each one
+    /// that does is named in the run's first lines and in `config show`.
+    pub env_overrides: bool,
+    /// The hard checks with intervals share one false-alarm budget (5 %):
+    /// Holm's step-down adjustment over their p-values. `false` judges
+    /// each check on its own.
+    pub holm: bool,
+}
+
+/// How many GPUs to wait for, and how idle they must be (the reference:
+/// two, 70000 MiB free, at most 20 % busy, polled every 10 s for an hour).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct GpuChoice {
+    pub count: usize,
+    pub min_free_mib: u64,
+    pub max_util_pct: u32,
+    pub timeout_secs: f64,
+    pub poll_secs: f64,
+    /// A chosen GPU with more memory than this gets its engine's
+    /// `large_gpu_args` (the reference halves vLLM's memory share there).
+    pub large_gpu_mib: u64,
+}
+
+impl Default for GpuChoice {
+    fn default() -> Self {
+        Self {
+            count: 2,
+            min_free_mib: 70_000,
+            max_util_pct: 20,
+            timeout_secs: 3600.0,
+            poll_secs: 10.0,
+            large_gpu_mib: 90_000,
+        }
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Schedule {
+    #[default]
+    Concurrent,
+    Sequential,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: "suite".to_string(),
+            build_id: None,
+            results_dir: None,
+            model: "auto".to_string(),
+            models: Vec::new(),
+            readiness_timeout_secs: 300.0,
+            grace_period_secs: 5.0,
+            starting_report_secs: 10.0,
+            gpu_release_timeout_secs: 120.0,
+            request_timeout_secs: 600.0,
+            schedule: Schedule::Concurrent,
+            gpus: GpuChoice::default(),
+            env_overrides: true,
+            holm: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EngineConfig {
+    pub role: Role,
+    pub kind: EngineKind,
+    /// Program to run (kind `process`); found on PATH.
+    pub command: Option<String>,
+    /// Arguments; `{port}`, `{host}` and `{model}` are substituted.
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port to serve on; a free one is picked when absent.
+    pub port: Option<u16>,
+    /// Base URL of an already running server (kind `external`).
+    pub url: Option<String>,
+    /// Overrides `run.readiness_timeout_secs` for this engine.
+    pub readiness_timeout_secs: Option<f64>,
+    /// Simulated engine options (kind `sim`).
+    pub sim: Option<SimOptions>,
+    /// Container options (kind `container`).
+    pub container: Option<ContainerOptions>,
+    #[serde(default)]
+    pub readiness: Readiness,
+    /// The route `readiness = "http"` polls before `/v1/models`. Unset:
+    /// `/health`, falling back to `/v1/models` alone when the server has
+    /// no such route (404, 405, 501), as llama-cpp-python's does not.
+    /// `""`: `/v1/models` alone.
+    pub health_path: Option<String>,
+    /// The port the health route is served on when it is not `port` (the
+    /// LMCache MP server: ZMQ on 6555, HTTP on 8080).
+    pub health_port: Option<u16>,
+    /// Files the engine reads, written into `RESULTS_DIR/engines/<engine>/`
+    /// before it starts: name → contents; `{file:NAME}` in `args` is the
+    /// path (SGLang takes its LMCache config as a file).
+    #[serde(default)]
+    pub files: IndexMap<String, String>,
+    /// Appended to `args` when the engine's chosen GPU (`auto:N`) has more
+    /// than `run.gpus.large_gpu_mib` of memory.
+    #[serde(default)]
+    pub large_gpu_args: Vec<String>,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".to_string()
+}
+
+/// A test: its kind, its parameters (checked against the kind's own schema
+/// when the suite is loaded) and the checks that gate on its metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TestConfig {
+    /// One of the kinds the suite is loaded with (`workload`'s registry).
+    pub kind: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub checks: IndexMap<String, CheckConfig>,
+    /// Runs of the test while only `retryable` checks fail (default: the
+    /// kind's; throughput's gate is known to be noisy).
+    pub max_attempts: Option<u32>,
+    /// Paired trials per engine (baseline and LMCache alternate which goes
+    /// first), each from fresh inputs; relative checks get an interval from
+    /// two on. Long document QA and throughput only.
+    pub trials: Option<u32>,
+    /// The most trials a check with `on_inconclusive = "more-trials"` may
+    /// grow the test to (default: three times `trials`).
+    pub max_trials: Option<u32>,
+    #[serde(flatten)]
+    pub params: toml::Table,
+}
+
+impl TestConfig {
+    /// Runs while only retryable checks fail: the suite's, else `default`.
+    pub(crate) fn attempts(&self, default: u32) -> u32 {
+        self.max_attempts.unwrap_or(default).max(1)
+    }
+
+    pub(crate) fn trials(&self) -> u32 {
+        self.trials.unwrap_or(1).max(1)
+    }
+
+    pub(crate) fn max_trials(&self) -> u32 {
+        self.max_trials
+            .unwrap_or(3 * self.trials())
+            .max(self.trials())
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One threshold on one metric. Exactly one bound is set: `max`/`min` on the
+/// engine's own value, or `max_change_pct`/`min_change_pct` on
+/// `(lmcache - baseline) / baseline * 100`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckConfig {
+    pub metric: String,
+    /// Whose value an absolute bound applies to.
+    #[serde(default = "lmcache_role")]
+    pub engine: Role,
+    pub max: Option<f64>,
+    pub min: Option<f64>,
+    pub max_change_pct: Option<f64>,
+    pub min_change_pct: Option<f64>,
+    #[serde(default)]
+    pub severity: Severity,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A failure reruns the test (up to its `max_attempts`); a pass after a
+    /// failure is reported as flaky.
+    #[serde(default)]
+    pub retryable: bool,
+    /// When the metric has an interval that straddles the bound: `warn`
+    /// (report it as inconclusive), `fail`, or `more-trials` /
+    /// `more-trials-then-fail` (run paired trials one at a time up to the
+    /// test's `max_trials`, then warn or fail).
+    #[serde(default)]
+    pub on_inconclusive: OnInconclusive,
+}
+
+impl CheckConfig {
+    /// `query_ttft_per_prompt <= -60 % change vs baseline (error)`.
+    pub(crate) fn describe(&self) -> String {
+        let (op, v, relative) = match (self.max, self.min, self.max_change_pct, self.min_change_pct)
+        {
+            (Some(v), ..) => ("<=", v, false),
+            (_, Some(v), ..) => (">=", v, false),
+            (_, _, Some(v), _) => ("<=", v, true),
+            (_, _, _, Some(v)) => (">=", v, true),
+            _ => ("?", f64::NAN, false),
+        };
+        let what = if relative {
+            format!("{} {op} {v} % change vs baseline", self.metric)
+        } else {
+            format!("{} of {} {op} {v}", self.metric, self.engine)
+        };
+        let mut notes = vec![format!("{:?}", self.severity).to_lowercase()];
+        if !self.enabled {
+            notes.push("disabled".into());
+        }
+        if self.retryable {
+            notes.push("retryable".into());
+        }
+        if self.on_inconclusive != OnInconclusive::default() {
+            // Named as the suite writes it (`more-trials`).
+            let named = serde_json::to_value(self.on_inconclusive)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            notes.push(format!("when inconclusive: {named}"));
+        }
+        format!("{what} ({})", notes.join(", "))
+    }
+
+    /// A check on `metric` of the LMCache engine, failing the run, with no
+    /// bound yet: the caller sets one.
+    pub(crate) fn on(metric: &str) -> Self {
+        Self {
+            metric: metric.to_string(),
+            engine: Role::Lmcache,
+            max: None,
+            min: None,
+            max_change_pct: None,
+            min_change_pct: None,
+            severity: Severity::Error,
+            enabled: true,
+            retryable: false,
+            on_inconclusive: OnInconclusive::Warn,
+        }
+    }
+}
+
+fn lmcache_role() -> Role {
+    Role::Lmcache
+}
+
+impl Suite {
+    /// SHA-256 of the suite as resolved, without what differs between jobs
+    /// of one build (results directory, build id): equal hashes ran the
+    /// same tests, checks and engines.
+    pub(crate) fn hash(&self) -> String {
+        use sha2::Digest as _;
+        let mut same = self.clone();
+        same.run.results_dir = None;
+        same.run.build_id = None;
+        let json = serde_json::to_vec(&same).expect("suite serializes");
+        format!("{:x}", sha2::Sha256::digest(json))
+    }
+
+    pub(crate) fn engine_with_role(&self, role: Role) -> Option<(&String, &EngineConfig)> {
+        self.engines.iter().find(|(_, e)| e.role == role)
+    }
+
+    /// The enabled tests whose names contain `pattern` (all when `None`).
+    pub(crate) fn selected_tests(
+        &self,
+        pattern: Option<&str>,
+    ) -> Result<Vec<(&String, &TestConfig)>, ConfigError> {
+        let tests: Vec<_> = self
+            .tests
+            .iter()
+            .filter(|(name, t)| t.enabled && pattern.is_none_or(|p| name.contains(p)))
+            .collect();
+        match pattern {
+            Some(p) if tests.is_empty() => Err(ConfigError::NoTestMatches(p.to_string())),
+            _ => Ok(tests),
+        }
+    }
+}
