@@ -24,7 +24,7 @@ pub(crate) use progress::{Progress, Snapshot};
 
 /// The registry: every kind of test, once. A new kind is its module (its
 /// parameters, its facts, its workload) and one line here.
-static KINDS: [&dyn WorkloadKind; 7] = [
+static KINDS: &[&dyn WorkloadKind] = &[
     &long_doc_qa::Kind,
     &mmlu::Kind,
     &throughput::Kind,
