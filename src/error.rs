@@ -2,11 +2,11 @@
 
 use crate::config::ConfigError;
 use crate::engine::EngineError;
+use crate::results::ErrorClass;
 use crate::results::ResultsError;
 use crate::run::compare::CompareError;
 use crate::run::RunError;
 use crate::workload::mmlu::data::DataError;
-use crate::workload::ErrorClass;
 
 /// Exit codes, as documented in `--help` and the README.
 pub(crate) mod exit {
@@ -16,6 +16,19 @@ pub(crate) mod exit {
     pub(crate) const SETUP: i32 = 3;
     pub(crate) const ENGINE: i32 = 4;
     pub(crate) const INTERNAL: i32 = 101;
+
+    /// The one place a class becomes an exit code.
+    pub(crate) fn of(class: super::ErrorClass) -> i32 {
+        use super::ErrorClass;
+        match class {
+            ErrorClass::Failed => GATE_FAILED,
+            ErrorClass::BadInput => USAGE,
+            ErrorClass::Setup => SETUP,
+            ErrorClass::Engine => ENGINE,
+            ErrorClass::Interrupted(number) => 128 + number,
+            ErrorClass::Internal => INTERNAL,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,50 +68,33 @@ pub(crate) enum Error {
 }
 
 impl Error {
-    pub(crate) fn exit_code(&self) -> i32 {
+    /// Whose fault it is, as the area that failed says.
+    pub(crate) fn class(&self) -> ErrorClass {
         match self {
-            Error::Config(_) | Error::Compare(_) => exit::USAGE,
-            Error::Report(
-                crate::report::ReportError::Template { .. }
-                | crate::report::ReportError::Render { .. },
-            ) => exit::USAGE,
-            Error::Report(_) => exit::SETUP,
-            Error::Engine(_) => exit::ENGINE,
-            Error::Results(e) if e.is_bad_input() => exit::USAGE,
-            Error::Results(_)
-            | Error::Data(_)
-            | Error::Gpu(_)
-            | Error::Image(_)
-            | Error::Setup(_)
-            | Error::Recommend(_) => exit::SETUP,
-            Error::Failed(_) => exit::GATE_FAILED,
-            Error::Usage(_) => exit::USAGE,
-            Error::Merge(e) if e.is_bad_input() => exit::USAGE,
-            Error::Merge(_) => exit::SETUP,
+            Error::Config(e) => e.class(),
+            Error::Engine(e) => e.class(),
+            Error::Results(e) => e.class(),
+            Error::Data(e) => e.class(),
+            Error::Compare(e) => e.class(),
+            Error::Gpu(e) => e.class(),
+            Error::Image(e) => e.class(),
+            Error::Setup(e) => e.class(),
+            Error::Report(e) => e.class(),
+            Error::Recommend(e) => e.class(),
+            Error::Run(e) => e.class(),
+            Error::Merge(e) => e.class(),
+            // Data a shard plan cannot read is the suite's or the machine's;
+            // no shard plan fails a test.
             Error::Shard(e) => match e.class() {
-                ErrorClass::BadInput => exit::USAGE,
-                _ => exit::SETUP,
+                ErrorClass::BadInput => ErrorClass::BadInput,
+                _ => ErrorClass::Setup,
             },
-            Error::Run(e) => run_exit_code(e),
+            Error::Usage(_) => ErrorClass::BadInput,
+            Error::Failed(_) => ErrorClass::Failed,
         }
     }
-}
 
-fn run_exit_code(e: &RunError) -> i32 {
-    match e {
-        RunError::Engine(_) => exit::ENGINE,
-        RunError::Gpu(_)
-        | RunError::Image(_)
-        | RunError::Results(_)
-        | RunError::ResultsDir { .. } => exit::SETUP,
-        RunError::Workload { class, .. } => match class {
-            ErrorClass::BadInput => exit::USAGE,
-            ErrorClass::Setup => exit::SETUP,
-            ErrorClass::Engine => exit::ENGINE,
-            ErrorClass::Failed => exit::GATE_FAILED,
-        },
-        RunError::Failed(_) => exit::GATE_FAILED,
-        RunError::Interrupted { number, .. } => 128 + number,
-        RunError::Signals(_) | RunError::Internal(_) => exit::INTERNAL,
+    pub(crate) fn exit_code(&self) -> i32 {
+        exit::of(self.class())
     }
 }

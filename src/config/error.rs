@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::near::suggest;
 use super::presets::PRESETS;
+use crate::results::ErrorClass;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigError {
@@ -38,6 +39,13 @@ pub(crate) enum ConfigError {
     /// Several problems at once, each on its own line.
     #[error("the suite has {} problems:{}", .0.len(), .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
     Many(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// Always the suite's, or the flags': what the user gave.
+    pub(crate) fn class(&self) -> ErrorClass {
+        ErrorClass::BadInput
+    }
 }
 
 /// "did you mean `sim`? " for a near miss of a preset's name.

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::results::ErrorClass;
 use crate::results::NoSecrets;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,13 @@ pub(crate) enum GpuError {
         waited: f64,
         last: String,
     },
+}
+
+impl GpuError {
+    /// The machine's GPUs or their driver.
+    pub(crate) fn class(&self) -> ErrorClass {
+        ErrorClass::Setup
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use crate::config::{EngineKind, Suite};
+use crate::results::ErrorClass;
 use crate::results::NoSecrets;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,13 @@ pub(crate) enum ImageError {
         log: PathBuf,
         tail: String,
     },
+}
+
+impl ImageError {
+    /// The container CLI or the image build on this machine.
+    pub(crate) fn class(&self) -> ErrorClass {
+        ErrorClass::Setup
+    }
 }
 
 /// The `build` arguments for one image.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{EngineKind, Readiness, Role};
+use crate::results::ErrorClass;
 
 /// Lines of an engine's log shown when it fails.
 pub(crate) const TAIL_LINES: usize = 50;
@@ -65,6 +66,13 @@ pub(crate) enum EngineError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl EngineError {
+    /// An engine that cannot be started, served or stopped.
+    pub(crate) fn class(&self) -> ErrorClass {
+        ErrorClass::Engine
+    }
 }
 
 fn tail_block(log: &Option<PathBuf>, tail: &[String]) -> String {

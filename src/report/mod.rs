@@ -16,6 +16,7 @@ mod trend;
 #[cfg(test)]
 pub(crate) mod samples;
 
+use crate::results::ErrorClass;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,4 +47,21 @@ pub(crate) enum ReportError {
     Buildkite(String),
     #[error(transparent)]
     Results(#[from] crate::results::ResultsError),
+}
+
+impl ReportError {
+    /// A template the user gave that does not render is theirs; the rest
+    /// is delivery on this machine or to GitHub and Buildkite.
+    pub(crate) fn class(&self) -> ErrorClass {
+        match self {
+            ReportError::Template { .. } | ReportError::Render { .. } => ErrorClass::BadInput,
+            ReportError::Read { .. }
+            | ReportError::Write { .. }
+            | ReportError::Github { .. }
+            | ReportError::CommentSkipped { .. }
+            | ReportError::Untrusted { .. }
+            | ReportError::Buildkite { .. }
+            | ReportError::Results(_) => ErrorClass::Setup,
+        }
+    }
 }

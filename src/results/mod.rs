@@ -2,11 +2,13 @@
 //! `RESULTS_DIR/results.json`. Reports are rendered from this alone, so a
 //! later job can re-render them from disk.
 
+mod class;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub(crate) mod history;
 mod secrets;
 
+pub(crate) use class::ErrorClass;
 pub(crate) use secrets::NoSecrets;
 
 use std::io::{Read, Seek, SeekFrom};
@@ -103,15 +105,15 @@ pub(crate) enum ResultsError {
 }
 
 impl ResultsError {
-    /// The file given is at fault (exit 2), not the machine.
-    pub(crate) fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
+    /// The file given is at fault, or the machine.
+    pub(crate) fn class(&self) -> ErrorClass {
+        match self {
             ResultsError::Parse { .. }
-                | ResultsError::TooLarge { .. }
-                | ResultsError::Hostile { .. }
-                | ResultsError::Occupied { .. }
-        )
+            | ResultsError::TooLarge { .. }
+            | ResultsError::Hostile { .. }
+            | ResultsError::Occupied { .. } => ErrorClass::BadInput,
+            ResultsError::Write { .. } | ResultsError::Read { .. } => ErrorClass::Setup,
+        }
     }
 }
 
@@ -873,7 +875,7 @@ mod tests {
         )
         .unwrap();
         let err = claim_dir(d, false).unwrap_err();
-        assert!(err.is_bad_input());
+        assert_eq!(err.class(), ErrorClass::BadInput);
         let msg = err.to_string();
         assert!(
             msg.contains("another run's results (build 7, started 2026-12-01T10:00:00Z)")

@@ -8,6 +8,7 @@ use indexmap::IndexMap;
 
 use crate::config::{CheckConfig, Role};
 use crate::gate;
+use crate::results::ErrorClass;
 use crate::results::{Metric, Verdict};
 use crate::workload::mmlu::compare::{compare, summary_text};
 use crate::workload::mmlu::comparison_metrics;
@@ -23,6 +24,13 @@ pub(crate) enum CompareError {
         missing: &'static str,
         have: PathBuf,
     },
+}
+
+impl CompareError {
+    /// The files given.
+    pub(crate) fn class(&self) -> ErrorClass {
+        ErrorClass::BadInput
+    }
 }
 
 /// The result of comparing one pair of files.

@@ -10,12 +10,12 @@ use indexmap::IndexMap;
 
 use crate::gate;
 use crate::results::{
-    MergedShard, Metric, PlannedUnit, Role, RunResults, RunStatus, ShardMark, TestRecord,
-    TestStatus,
+    ErrorClass, MergedShard, Metric, PlannedUnit, Role, RunResults, RunStatus, ShardMark,
+    TestRecord, TestStatus,
 };
 use crate::workload::{self, Merged, PartError, ShardPart};
 
-/// A merge refused or failed; `is_bad_input` says whose fault.
+/// A merge refused or failed; `class` says whose fault.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MergeError {
     #[error("failed to merge: {dir} is no shard (its results.json has no shard mark; run `ci --shard K/N`)")]
@@ -52,11 +52,15 @@ pub(crate) enum MergeError {
 }
 
 impl MergeError {
-    pub(crate) fn is_bad_input(&self) -> bool {
+    pub(crate) fn class(&self) -> ErrorClass {
         match self {
-            MergeError::Io { .. } => false,
-            MergeError::Results(e) => e.is_bad_input(),
-            _ => true,
+            MergeError::Io { .. } => ErrorClass::Setup,
+            MergeError::Results(e) => e.class(),
+            MergeError::NotAShard { .. }
+            | MergeError::Missing { .. }
+            | MergeError::Duplicate { .. }
+            | MergeError::Mismatch { .. }
+            | MergeError::BadFile { .. } => ErrorClass::BadInput,
         }
     }
 }

@@ -75,6 +75,21 @@ pub(crate) enum RunError {
     Internal(String),
 }
 
+impl RunError {
+    pub(crate) fn class(&self) -> ErrorClass {
+        match self {
+            RunError::Engine(e) => e.class(),
+            RunError::Gpu(e) => e.class(),
+            RunError::Image(e) => e.class(),
+            RunError::Results(_) | RunError::ResultsDir { .. } => ErrorClass::Setup,
+            RunError::Workload { class, .. } => *class,
+            RunError::Failed(_) => ErrorClass::Failed,
+            RunError::Interrupted { number, .. } => ErrorClass::Interrupted(*number),
+            RunError::Signals(_) | RunError::Internal(_) => ErrorClass::Internal,
+        }
+    }
+}
+
 /// What to run.
 pub(crate) struct Request<'a> {
     pub loaded: &'a Loaded,

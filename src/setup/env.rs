@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Installer, RepoConfig, SetupConfig};
+use crate::results::ErrorClass;
 use crate::results::NoSecrets;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,13 @@ pub(crate) enum SetupError {
         got: String,
         venv: String,
     },
+}
+
+impl SetupError {
+    /// The job's environment.
+    pub(crate) fn class(&self) -> ErrorClass {
+        ErrorClass::Setup
+    }
 }
 
 /// One step's outcome, as printed and returned.

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::results::ErrorClass;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,13 @@ pub(crate) enum RecommendError {
     },
     #[error("no GPUs found; run on a GPU machine or pass --gpus N --gpu-mib M")]
     NoGpus,
+}
+
+impl RecommendError {
+    /// The machine or the model's files it reads.
+    pub(crate) fn class(&self) -> ErrorClass {
+        ErrorClass::Setup
+    }
 }
 
 /// The fields of a Hugging Face `config.json` that size a decoder.

@@ -12,21 +12,8 @@ use indexmap::IndexMap;
 use super::progress::Progress;
 use crate::client::{ClientError, OpenAiClient};
 use crate::config::{TestKind, TestParams};
+pub(crate) use crate::results::ErrorClass;
 use crate::results::{Chart, DetailTable, Metric, Paired, Role, TestRecord};
-
-/// What kind of failure stopped a workload, so the run exits with the code
-/// that tells the user what to fix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum ErrorClass {
-    /// A file or value the user gave is wrong (exit 2).
-    BadInput,
-    /// The job's environment: a missing program, an unwritable directory (exit 3).
-    Setup,
-    /// An engine did not answer as an OpenAI server should (exit 4).
-    Engine,
-    /// The test ran but could not produce its measurement (exit 1).
-    Failed,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WorkloadError {

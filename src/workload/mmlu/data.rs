@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
+use crate::results::ErrorClass;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,13 @@ pub(crate) enum DataError {
         line: u64,
         message: String,
     },
+}
+
+impl DataError {
+    /// Preparing the data set on this machine.
+    pub(crate) fn class(&self) -> ErrorClass {
+        ErrorClass::Setup
+    }
 }
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> DataError + '_ {
