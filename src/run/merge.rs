@@ -74,19 +74,26 @@ pub(crate) struct ShardDir {
 /// A question file this large is no shard of ours.
 const MAX_FILE_MIB: u64 = 256;
 
+/// A shard checked to carry its mark (which shard of how many, and the
+/// plan): what every step after the check reads it from.
+struct Marked {
+    dir: PathBuf,
+    results: RunResults,
+    mark: ShardMark,
+}
+
 /// Checks the shards are one run's, then writes their union into `into`.
-pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults, MergeError> {
-    check_whole(&mut shards)?;
+pub(crate) fn merge(shards: Vec<ShardDir>, into: &Path) -> Result<RunResults, MergeError> {
+    let shards = check_whole(shards)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| MergeError::Io { path, source }
     };
     std::fs::create_dir_all(into).map_err(io(into))?;
-    let first = &shards[0].results;
-    let mark = first.shard.clone().expect("checked");
+    let (first, mark) = (&shards[0].results, &shards[0].mark);
     let mut tests = Vec::new();
     for unit in &mark.units {
-        let parts = planned_parts(&shards, &mark, unit)?;
+        let parts = planned_parts(&shards, mark, unit)?;
         let record = if parts.len() == 1 {
             let (k, s, t) = parts[0];
             whole(k, s, t, into)?
@@ -102,7 +109,7 @@ pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults
     let family = gate::share_alpha(&mut tests, holm);
     let mut engines = Vec::new();
     for s in &shards {
-        let k = s.results.shard.as_ref().expect("checked").index;
+        let k = s.mark.index;
         for e in &s.results.engines {
             let mut e = e.clone();
             e.name = format!("{} (shard {k})", e.name);
@@ -131,8 +138,7 @@ pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults
         started_at: shards
             .iter()
             .map(|s| s.results.started_at)
-            .min()
-            .expect("shards"),
+            .fold(first.started_at, std::cmp::min),
         finished_at: shards.iter().filter_map(|s| s.results.finished_at).max(),
         engines,
         tests,
@@ -142,7 +148,7 @@ pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults
         merged_from: shards
             .iter()
             .map(|s| MergedShard {
-                index: s.results.shard.as_ref().expect("checked").index,
+                index: s.mark.index,
                 dir: s.dir.display().to_string(),
                 status: s.results.status,
                 duration_secs: s
@@ -162,20 +168,18 @@ pub(crate) fn merge(mut shards: Vec<ShardDir>, into: &Path) -> Result<RunResults
 /// whole test, several for one split by subject. A shard whose results
 /// lack what its plan gave it refuses the merge.
 fn planned_parts<'a>(
-    shards: &'a [ShardDir],
+    shards: &'a [Marked],
     mark: &ShardMark,
     unit: &PlannedUnit,
-) -> Result<Vec<(u32, &'a ShardDir, &'a TestRecord)>, MergeError> {
+) -> Result<Vec<(u32, &'a Marked, &'a TestRecord)>, MergeError> {
     let mut parts = Vec::new();
     for (i, planned) in mark.plan.iter().enumerate() {
         if !planned.iter().any(|u| u.record == unit.record) {
             continue;
         }
         let k = i as u32 + 1;
-        let s = shards
-            .iter()
-            .find(|s| s.results.shard.as_ref().is_some_and(|m| m.index == k))
-            .expect("every shard is present");
+        // `check_whole` gave every shard of the plan once, in order.
+        let s = &shards[i];
         let Some(t) = s.results.tests.iter().find(|t| t.name == unit.record) else {
             return Err(MergeError::BadFile {
                 path: RunResults::path(&s.dir),
@@ -224,10 +228,11 @@ fn inside(dir: &Path, rel: &str) -> Result<Option<PathBuf>, MergeError> {
 
 /// Every shard of one plan exactly once, all of one commit, suite, tool
 /// and engines; sorted by index.
-fn check_whole(shards: &mut [ShardDir]) -> Result<(), MergeError> {
-    for s in shards.iter() {
-        let Some(m) = &s.results.shard else {
-            return Err(MergeError::NotAShard { dir: s.dir.clone() });
+fn check_whole(given: Vec<ShardDir>) -> Result<Vec<Marked>, MergeError> {
+    let mut shards = Vec::new();
+    for s in given {
+        let Some(m) = s.results.shard.clone() else {
+            return Err(MergeError::NotAShard { dir: s.dir });
         };
         if m.index == 0 || m.index > m.count || m.plan.len() != m.count as usize {
             return Err(MergeError::BadFile {
@@ -240,9 +245,14 @@ fn check_whole(shards: &mut [ShardDir]) -> Result<(), MergeError> {
                 ),
             });
         }
+        shards.push(Marked {
+            dir: s.dir,
+            results: s.results,
+            mark: m,
+        });
     }
-    shards.sort_by_key(|s| s.results.shard.as_ref().map(|m| m.index));
-    let index = |s: &ShardDir| s.results.shard.as_ref().expect("checked").index;
+    shards.sort_by_key(|s| s.mark.index);
+    let index = |s: &Marked| s.mark.index;
     for pair in shards.windows(2) {
         if index(&pair[0]) == index(&pair[1]) {
             return Err(MergeError::Duplicate {
@@ -252,11 +262,17 @@ fn check_whole(shards: &mut [ShardDir]) -> Result<(), MergeError> {
             });
         }
     }
-    let (head, rest) = shards.split_first().expect("at least one shard");
+    let Some((head, rest)) = shards.split_first() else {
+        return Err(MergeError::Missing {
+            index: 1,
+            count: 1,
+            given: "nothing".into(),
+        });
+    };
     for other in rest {
         same(head, other)?;
     }
-    let count = head.results.shard.as_ref().expect("checked").count;
+    let count = head.mark.count;
     let given = shards
         .iter()
         .map(|s| format!("{} ({}/{count})", s.dir.display(), index(s)))
@@ -269,15 +285,12 @@ fn check_whole(shards: &mut [ShardDir]) -> Result<(), MergeError> {
             given,
         });
     }
-    Ok(())
+    Ok(shards)
 }
 
-fn same(a: &ShardDir, b: &ShardDir) -> Result<(), MergeError> {
+fn same(a: &Marked, b: &Marked) -> Result<(), MergeError> {
     let (ra, rb) = (&a.results, &b.results);
-    let (ma, mb) = (
-        ra.shard.as_ref().expect("checked"),
-        rb.shard.as_ref().expect("checked"),
-    );
+    let (ma, mb) = (&a.mark, &b.mark);
     let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
     let engines = |r: &RunResults| -> IndexMap<String, String> {
         r.engines
@@ -338,7 +351,7 @@ fn short(hash: &Option<String>) -> String {
 }
 
 /// A test one shard ran whole: as it is, its files under `shard-K/`.
-fn whole(k: u32, s: &ShardDir, t: &TestRecord, into: &Path) -> Result<TestRecord, MergeError> {
+fn whole(k: u32, s: &Marked, t: &TestRecord, into: &Path) -> Result<TestRecord, MergeError> {
     let mut t = t.clone();
     t.files = t
         .files
@@ -371,7 +384,7 @@ fn copy_in(dir: &Path, rel: &str, k: u32, into: &Path) -> Result<String, MergeEr
 /// union is gated as one run would gate it.
 fn merge_split(
     unit: &PlannedUnit,
-    parts: &[(u32, &ShardDir, &TestRecord)],
+    parts: &[(u32, &Marked, &TestRecord)],
     into: &Path,
 ) -> Result<TestRecord, MergeError> {
     let (_, _, head) = parts[0];
@@ -452,7 +465,7 @@ fn merge_split(
 /// inside its shard's directory, at most [`MAX_FILE_MIB`].
 fn merged_parts(
     kind: &str,
-    parts: &[(u32, &ShardDir, &TestRecord)],
+    parts: &[(u32, &Marked, &TestRecord)],
     subjects: &[String],
 ) -> Result<Merged, MergeError> {
     let bad = |e: PartError| MergeError::BadFile {
@@ -509,10 +522,7 @@ fn finished(s: TestStatus) -> bool {
 }
 
 /// Cache counters (`*_total`) grow per shard: the union's growth is their sum.
-fn summed_counters(
-    parts: &[(u32, &ShardDir, &TestRecord)],
-    role: Role,
-) -> IndexMap<String, Metric> {
+fn summed_counters(parts: &[(u32, &Marked, &TestRecord)], role: Role) -> IndexMap<String, Metric> {
     let mut sum: IndexMap<String, Metric> = IndexMap::new();
     for (_, _, p) in parts {
         let Some(m) = p.metrics.get(&role) else {
@@ -529,7 +539,7 @@ fn summed_counters(
 
 /// The merged run's status: a failed test fails it; otherwise a shard that
 /// did not finish makes it an error.
-fn status_of(shards: &[ShardDir], tests: &[TestRecord]) -> (RunStatus, Option<String>) {
+fn status_of(shards: &[Marked], tests: &[TestRecord]) -> (RunStatus, Option<String>) {
     let failed: Vec<&str> = tests
         .iter()
         .filter(|t| matches!(t.status, TestStatus::Failed | TestStatus::Error))
@@ -549,7 +559,7 @@ fn status_of(shards: &[ShardDir], tests: &[TestRecord]) -> (RunStatus, Option<St
             RunStatus::Error,
             Some(format!(
                 "shard {} did not finish: {}",
-                s.results.shard.as_ref().expect("checked").index,
+                s.mark.index,
                 s.results.message.as_deref().unwrap_or("no message")
             )),
         ),
