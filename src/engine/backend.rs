@@ -72,23 +72,23 @@ pub(crate) struct Started {
 pub(crate) struct CleanupRecord {
     /// The engine name, or the container's name when found by label.
     pub name: String,
-    pub what: Target,
+    pub what: Cleaned,
     pub action: &'static str,
 }
 
 /// What a cleanup acted on.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Target {
+pub(crate) enum Cleaned {
     ProcessGroup(i32),
     Container(String),
 }
 
-impl std::fmt::Display for Target {
+impl std::fmt::Display for Cleaned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::ProcessGroup(g) => write!(f, "process group {g}"),
+            Cleaned::ProcessGroup(g) => write!(f, "process group {g}"),
             // Docker ids are hex, but a record read back may hold anything.
-            Target::Container(id) => {
+            Cleaned::Container(id) => {
                 write!(f, "container {}", id.chars().take(12).collect::<String>())
             }
         }
@@ -217,9 +217,9 @@ mod tests {
         assert!(json.contains("\"type\":\"container\""), "{json}");
         assert_eq!(serde_json::from_str::<Handle>(&json).unwrap(), h);
         assert_eq!(
-            Target::Container("0123456789abcdef".into()).to_string(),
+            Cleaned::Container("0123456789abcdef".into()).to_string(),
             "container 0123456789ab"
         );
-        assert_eq!(Target::ProcessGroup(7).to_string(), "process group 7");
+        assert_eq!(Cleaned::ProcessGroup(7).to_string(), "process group 7");
     }
 }

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::backend::{
-    redirect, Backend, CleanupRecord, Handle, Owner, Planned, Resolve, Started, Target,
+    redirect, Backend, Cleaned, CleanupRecord, Handle, Owner, Planned, Resolve, Started,
 };
 use super::process::{command_line, group_alive, signal_group};
 use super::spec::{EngineError, EngineSpec, Launch, RUN_ID_ENV};
@@ -294,7 +294,7 @@ impl Owner for Container {
             let Handle::Container { cli, id, pgid } = h else {
                 return CleanupRecord {
                     name: name.to_string(),
-                    what: Target::ProcessGroup(0),
+                    what: Cleaned::ProcessGroup(0),
                     action: "left alone (not a container)",
                 };
             };
@@ -302,7 +302,7 @@ impl Owner for Container {
             signal_group(*pgid, Signal::SIGKILL);
             CleanupRecord {
                 name: name.to_string(),
-                what: Target::Container(id.clone()),
+                what: Cleaned::Container(id.clone()),
                 action: if removed.is_empty() {
                     "already removed"
                 } else {
@@ -389,7 +389,7 @@ pub(crate) async fn cleanup_by_label(
         .filter(|(id, _)| removed.contains(id))
         .map(|(id, name)| CleanupRecord {
             name,
-            what: Target::Container(id.clone()),
+            what: Cleaned::Container(id.clone()),
             action: "removed (found by label)",
         })
         .collect())

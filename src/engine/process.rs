@@ -11,7 +11,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use super::backend::{
-    redirect, Backend, CleanupRecord, Handle, Owner, Planned, Resolve, Started, Target,
+    redirect, Backend, Cleaned, CleanupRecord, Handle, Owner, Planned, Resolve, Started,
 };
 use super::spec::{EngineError, EngineSpec, Launch, RUN_ID_ENV};
 use crate::config::EngineConfig;
@@ -207,7 +207,7 @@ impl Owner for Process {
             };
             let record = |action| CleanupRecord {
                 name: name.to_string(),
-                what: Target::ProcessGroup(group),
+                what: Cleaned::ProcessGroup(group),
                 action,
             };
             if !group_alive(group) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 pub(crate) use super::github::RunHead;
 use super::github::{self, Backoff, CommentOutcome, PrTarget};
-use super::render::{marker, safe_id, Detail, Target, Templates};
+use super::render::{marker, safe_id, Destination, Detail, Templates};
 use super::{buildkite, junit, ReportError};
 use crate::results::{write_atomic, RunResults};
 
@@ -90,7 +90,7 @@ pub(crate) async fn publish(
         .comment_id
         .clone()
         .unwrap_or_else(|| results.suite.clone());
-    let summary = templates.render(Target::Summary, results, Detail::Full, &id)?;
+    let summary = templates.render(Destination::Summary, results, Detail::Full, &id)?;
     let summary_md = dir.join("summary.md");
     write_atomic(&summary_md, summary.as_bytes())?;
     let junit_xml = junit::render(results);
@@ -117,7 +117,7 @@ pub(crate) async fn publish(
     };
 
     if let Some(path) = &flags.step_summary {
-        let (body, _) = templates.render_fitting(Target::Summary, results, &id)?;
+        let (body, _) = templates.render_fitting(Destination::Summary, results, &id)?;
         if let Err(e) = github::append_step_summary(path, &body) {
             warn(e)?;
         }
@@ -158,7 +158,7 @@ pub(crate) async fn publish(
     }
 
     if flags.buildkite_annotate {
-        let (body, _) = templates.render_fitting(Target::Buildkite, results, &id)?;
+        let (body, _) = templates.render_fitting(Destination::Buildkite, results, &id)?;
         let context = format!("lmcache-e2e-{}", safe_id(&id));
         if let Err(e) = buildkite::annotate(&context, buildkite::style(results), &body).await {
             warn(e)?;
@@ -314,15 +314,15 @@ async fn comment(
         repo: name,
         number,
     };
-    let (body, detail) = templates.render_fitting(Target::PrComment, results, id)?;
+    let (body, detail) = templates.render_fitting(Destination::PrComment, results, id)?;
     if detail != Detail::Full {
         say("the PR comment leaves out details to fit GitHub's limit".into());
     }
     let (fallback, _) = templates.render_within(
-        Target::PrComment,
+        Destination::PrComment,
         results,
         id,
-        Target::PrComment.limit() / 2,
+        Destination::PrComment.limit() / 2,
     )?;
     github::upsert_comment(
         &target,

@@ -37,19 +37,19 @@ const EMBEDDED: [(&str, &str); 4] = [
 /// Where a report goes, which decides its template, its size limit and
 /// whether Mermaid renders there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Target {
+pub(crate) enum Destination {
     /// `$GITHUB_STEP_SUMMARY` and `RESULTS_DIR/summary.md`.
     Summary,
     PrComment,
     Buildkite,
 }
 
-impl Target {
+impl Destination {
     fn template(self) -> &'static str {
         match self {
-            Target::Summary => "summary.md.tera",
-            Target::PrComment => "pr_comment.md.tera",
-            Target::Buildkite => "buildkite.md.tera",
+            Destination::Summary => "summary.md.tera",
+            Destination::PrComment => "pr_comment.md.tera",
+            Destination::Buildkite => "buildkite.md.tera",
         }
     }
 
@@ -57,17 +57,17 @@ impl Target {
     /// comments; bytes are never fewer, so this is safe).
     pub(crate) fn limit(self) -> usize {
         match self {
-            Target::Summary => 1024 * 1024,
-            Target::PrComment => 65_536,
-            Target::Buildkite => 1024 * 1024,
+            Destination::Summary => 1024 * 1024,
+            Destination::PrComment => 65_536,
+            Destination::Buildkite => 1024 * 1024,
         }
     }
 
     fn limit_name(self) -> &'static str {
         match self {
-            Target::Summary => "GitHub's 1 MiB job-summary limit",
-            Target::PrComment => "GitHub's 65,536-character comment limit",
-            Target::Buildkite => "Buildkite's 1 MiB annotation limit",
+            Destination::Summary => "GitHub's 1 MiB job-summary limit",
+            Destination::PrComment => "GitHub's 65,536-character comment limit",
+            Destination::Buildkite => "Buildkite's 1 MiB annotation limit",
         }
     }
 }
@@ -136,7 +136,7 @@ impl Templates {
 
     pub(crate) fn render(
         &self,
-        target: Target,
+        target: Destination,
         results: &RunResults,
         detail: Detail,
         comment_id: &str,
@@ -170,7 +170,7 @@ impl Templates {
     /// resort cuts the text, saying so.
     pub(crate) fn render_fitting(
         &self,
-        target: Target,
+        target: Destination,
         results: &RunResults,
         comment_id: &str,
     ) -> Result<(String, Detail), ReportError> {
@@ -179,7 +179,7 @@ impl Templates {
 
     pub(crate) fn render_within(
         &self,
-        target: Target,
+        target: Destination,
         results: &RunResults,
         comment_id: &str,
         limit: usize,
@@ -711,7 +711,7 @@ fn engines_need_a_look(results: &RunResults) -> bool {
 
 fn context(
     results: &RunResults,
-    target: Target,
+    target: Destination,
     detail: Detail,
     omitted: Option<String>,
     comment_id: &str,
@@ -746,8 +746,8 @@ fn context(
     ctx.insert(
         "target",
         match target {
-            Target::Buildkite => "buildkite",
-            Target::Summary | Target::PrComment => "github",
+            Destination::Buildkite => "buildkite",
+            Destination::Summary | Destination::PrComment => "github",
         },
     );
     ctx.insert("icon", icon);
@@ -795,7 +795,7 @@ mod tests {
     fn failures_come_first_and_user_text_is_escaped() {
         let md = embedded()
             .render(
-                Target::Summary,
+                Destination::Summary,
                 &samples::gate_failure(),
                 Detail::Full,
                 "sim",
@@ -815,7 +815,7 @@ mod tests {
         let t = embedded();
         let results = samples::large();
         let (md, detail) = t
-            .render_fitting(Target::PrComment, &results, "sim")
+            .render_fitting(Destination::PrComment, &results, "sim")
             .unwrap();
         assert!(md.chars().count() <= 65_536, "{}", md.len());
         assert!(detail > Detail::Full, "{detail:?}");
@@ -838,9 +838,9 @@ mod tests {
         let t = embedded();
         for (case, results) in samples::all() {
             for (name, target) in [
-                ("summary", Target::Summary),
-                ("pr_comment", Target::PrComment),
-                ("buildkite", Target::Buildkite),
+                ("summary", Destination::Summary),
+                ("pr_comment", Destination::PrComment),
+                ("buildkite", Destination::Buildkite),
             ] {
                 let md = t.render(target, &results, Detail::Full, "sim").unwrap();
                 insta::assert_snapshot!(format!("{name}__{case}"), md);
@@ -857,7 +857,7 @@ mod tests {
         r.engines[0].log_tail = (0..700)
             .map(|i| format!("{i:>5} {}", "x".repeat(95)))
             .collect();
-        let (md, detail) = t.render_fitting(Target::PrComment, &r, "sim").unwrap();
+        let (md, detail) = t.render_fitting(Destination::PrComment, &r, "sim").unwrap();
         assert_eq!(detail, Detail::NoLogs);
         assert!(md.len() <= 65_536);
         assert!(md.contains("MMLU accuracy per subject"), "tables stay");
@@ -876,7 +876,7 @@ mod tests {
                 ]
             })
             .collect();
-        let (md, detail) = t.render_fitting(Target::PrComment, &r, "sim").unwrap();
+        let (md, detail) = t.render_fitting(Destination::PrComment, &r, "sim").unwrap();
         assert_eq!(detail, Detail::NoTables);
         assert!(!md.contains("subject_1999"));
         assert!(
@@ -898,7 +898,7 @@ mod tests {
             })
             .collect();
         let (md, detail) = t
-            .render_within(Target::Buildkite, &r, "sim", 100_000)
+            .render_within(Destination::Buildkite, &r, "sim", 100_000)
             .unwrap();
         assert_eq!(detail, Detail::Minimal);
         assert!(md.len() <= 100_000);
@@ -916,13 +916,15 @@ mod tests {
         let t = Templates::load(Some(dir.path())).unwrap();
         let r = samples::passed();
         let pr = t
-            .render(Target::PrComment, &r, Detail::Full, "gpu")
+            .render(Destination::PrComment, &r, Detail::Full, "gpu")
             .unwrap();
         assert_eq!(
             pr,
             "<!-- lmcache-e2e:comment-id=gpu -->\nCustom: sim passed\n"
         );
-        let summary = t.render(Target::Summary, &r, Detail::Full, "gpu").unwrap();
+        let summary = t
+            .render(Destination::Summary, &r, Detail::Full, "gpu")
+            .unwrap();
         assert!(summary.starts_with("## ✅ LMCache e2e · sim: passed"));
     }
 
@@ -948,7 +950,11 @@ mod tests {
         // GitHub passes <details> and comments through; so must we here.
         opts.render.unsafe_ = true;
         for (case, r) in samples::all() {
-            for target in [Target::Summary, Target::PrComment, Target::Buildkite] {
+            for target in [
+                Destination::Summary,
+                Destination::PrComment,
+                Destination::Buildkite,
+            ] {
                 let md = t.render(target, &r, Detail::Full, "sim").unwrap();
                 let html = comrak::markdown_to_html(&md, &opts);
                 let charts: usize = r.tests.iter().map(|t| t.charts.len()).sum();
@@ -957,7 +963,7 @@ mod tests {
                     + r.tests.iter().filter(|t| !t.checks.is_empty()).count()
                     + r.tests.iter().map(|t| t.tables.len()).sum::<usize>()
                     + usize::from(r.history.is_some())
-                    + if target == Target::Buildkite {
+                    + if target == Destination::Buildkite {
                         charts
                     } else {
                         0
@@ -994,7 +1000,7 @@ mod tests {
                     log_folds + table_folds + finding_folds + passing + engine_fold,
                     "{case} {target:?}"
                 );
-                if charts > 0 && target != Target::Buildkite {
+                if charts > 0 && target != Destination::Buildkite {
                     assert!(
                         html.contains("<pre><code class=\"language-mermaid\">xychart-beta"),
                         "{case}"
@@ -1008,7 +1014,7 @@ mod tests {
                 }
                 assert_eq!(
                     html.starts_with("<!-- lmcache-e2e:comment-id=sim -->"),
-                    target == Target::PrComment
+                    target == Destination::PrComment
                 );
             }
         }
