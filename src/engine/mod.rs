@@ -12,7 +12,6 @@ mod kinds;
 pub(crate) mod logscan;
 mod process;
 mod readiness;
-pub(crate) mod signals;
 mod simulated;
 mod spec;
 mod supervisor;

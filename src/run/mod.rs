@@ -10,6 +10,7 @@ pub(crate) mod merge;
 mod models;
 pub(crate) mod plan;
 mod services;
+mod signals;
 pub(crate) mod shard;
 mod test;
 
@@ -25,7 +26,7 @@ use indexmap::IndexMap;
 use crate::config::{self, Loaded, Role, Schedule, TestParams};
 use crate::engine::gpu::GpuError;
 use crate::engine::image::ImageError;
-use crate::engine::signals::{Received, Signals};
+use signals::{Received, Signals};
 use crate::engine::{self, tail_lines, EngineError, EngineSpec, Supervisor, TAIL_LINES};
 use crate::gate;
 use crate::results::{
