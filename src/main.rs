@@ -5,6 +5,7 @@
 // size matters less than keeping the tail next to the failure.
 #![allow(clippy::result_large_err)]
 
+mod child;
 mod ci_env;
 mod cli;
 mod client;

@@ -18,8 +18,8 @@ use super::backend::{
 };
 use super::process::{command_line, group_alive, signal_group};
 use super::spec::{EngineError, EngineSpec, Launch, RUN_ID_ENV};
+use crate::child::NoSecrets;
 use crate::config::{ContainerOptions, EngineConfig};
-use crate::results::NoSecrets;
 
 pub(crate) struct Container;
 

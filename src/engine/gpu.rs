@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::child::NoSecrets;
 use crate::results::ErrorClass;
-use crate::results::NoSecrets;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum GpuError {

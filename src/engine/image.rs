@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use crate::child::NoSecrets;
 use crate::config::{EngineKind, Suite};
 use crate::results::ErrorClass;
-use crate::results::NoSecrets;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ImageError {

@@ -14,8 +14,8 @@ use super::backend::{
     redirect, Backend, Cleaned, CleanupRecord, Handle, Owner, Planned, Resolve, Started,
 };
 use super::spec::{EngineError, EngineSpec, Launch, RUN_ID_ENV};
+use crate::child::NoSecrets;
 use crate::config::EngineConfig;
-use crate::results::NoSecrets;
 
 pub(crate) struct Process;
 

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::ReportError;
-use crate::results::NoSecrets;
+use crate::child::NoSecrets;
 use crate::results::{RunResults, RunStatus, TestStatus};
 
 /// `success`, `warning` or `error`, as `buildkite-agent annotate --style`

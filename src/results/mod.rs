@@ -6,10 +6,8 @@ mod class;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub(crate) mod history;
-mod secrets;
 
 pub(crate) use class::ErrorClass;
-pub(crate) use secrets::NoSecrets;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};

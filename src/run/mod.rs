@@ -10,8 +10,8 @@ pub(crate) mod merge;
 mod models;
 pub(crate) mod plan;
 mod services;
-mod signals;
 pub(crate) mod shard;
+mod signals;
 mod test;
 
 use std::panic::AssertUnwindSafe;
@@ -26,7 +26,6 @@ use indexmap::IndexMap;
 use crate::config::{self, Loaded, Role, Schedule, TestParams};
 use crate::engine::gpu::GpuError;
 use crate::engine::image::ImageError;
-use signals::{Received, Signals};
 use crate::engine::{self, tail_lines, EngineError, EngineSpec, Supervisor, TAIL_LINES};
 use crate::gate;
 use crate::results::{
@@ -34,6 +33,7 @@ use crate::results::{
     TestStatus, SCHEMA_VERSION,
 };
 use crate::workload::{Ctx, ErrorClass, Harness, Progress, Target};
+use signals::{Received, Signals};
 
 pub(crate) use models::{models_of, record_name};
 pub(crate) use shard::ShardRun;

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::child::NoSecrets;
 use crate::config::{Installer, RepoConfig, SetupConfig};
 use crate::results::ErrorClass;
-use crate::results::NoSecrets;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SetupError {

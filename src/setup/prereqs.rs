@@ -5,8 +5,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::child::NoSecrets;
 use crate::config::{EngineKind, Installer, Suite};
-use crate::results::NoSecrets;
 
 pub(crate) struct Check {
     pub name: String,

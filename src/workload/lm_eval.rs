@@ -9,11 +9,11 @@ use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 
 use super::api::{own, Ctx, ErrorClass, Output, Workload, WorkloadError, WorkloadKind};
+use crate::child::NoSecrets;
 use crate::client::{BadUrl, Endpoint};
 use crate::config::{
     at_least_one, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing, Wants,
 };
-use crate::results::NoSecrets;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};

@@ -8,10 +8,10 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::api::{ErrorClass, WorkloadError};
+use crate::child::NoSecrets;
 use crate::client::{BadUrl, Endpoint};
 use crate::config::Api;
 use crate::results::Metric;
-use crate::results::NoSecrets;
 
 /// One `vllm bench serve` run: the random data set and the load, as the
 /// kinds that drive it (throughput, fault tolerance) ask for it.

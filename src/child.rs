@@ -1,8 +1,8 @@
-//! Credentials never reach a child process: every program this tool starts
-//! (engines, `vllm bench`, `lm_eval`, setup's git/uv/pip, the container
-//! CLI, `buildkite-agent`, `nvidia-smi`) runs without them, so a pull
-//! request's code or a third-party tool cannot read or log them. Lives
-//! here, in the layer every other may import.
+//! How this tool starts a child program: without credentials. Every program
+//! it starts (engines, `vllm bench`, `lm_eval`, setup's git/uv/pip, the
+//! container CLI, `buildkite-agent`, `nvidia-smi`) runs without them, so a
+//! pull request's code or a third-party tool cannot read or log them. A
+//! layer of its own at the bottom, so every layer that starts one may use it.
 
 /// The variables that carry credentials in the CIs this tool runs in.
 const SECRET_ENV: &[&str] = &[
