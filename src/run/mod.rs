@@ -3,6 +3,7 @@
 //! signals, with every engine stopped and the results written however it
 //! ends. It prints nothing: it emits events.
 
+pub(crate) mod calibrate;
 pub(crate) mod compare;
 mod engagement;
 pub(crate) mod events;
