@@ -15,7 +15,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::ci_env::Ci;
 use crate::report::terminal;
-use crate::results::{ResultsError, Role, RunResults, TestStatus, Verdict};
+use crate::results::{
+    CheckOutcome, ResultsError, Role, RunResults, TestRecord, TestStatus, Verdict,
+};
 use crate::run::{Event, Sink};
 use crate::workload::{Progress, Snapshot};
 
@@ -410,6 +412,63 @@ fn plain_progress(s: &Snapshot) -> String {
     )
 }
 
+impl Console {
+    /// An engine not ready yet: the log's last line says how far it got;
+    /// without one, what its address answers (or that nothing does).
+    fn still_starting(&self, name: &str, secs: f64, last_line: Option<&str>, probe: &str) {
+        let word = match last_line {
+            Some(l) => clean(l),
+            None => format!("nothing ready yet: {}", clean(probe)),
+        };
+        if !self.inner.starting_word(name, &word) {
+            self.info(&format!(
+                "engine `{name}` still starting ({secs:.0} s): {word}"
+            ));
+        }
+    }
+
+    /// One check's verdict, shown as it is judged (`--verbose`).
+    fn judged(&self, test: &str, check: &CheckOutcome) {
+        let value = check
+            .value
+            .map_or("no value".to_string(), |v| format!("{v:.4} {}", check.unit));
+        self.line(&format!(
+            "lmcache-e2e: [{test}] {}: {} ({value}, threshold {} {} {}; {}){}",
+            check.name,
+            self.inner.verdict_word(check.verdict),
+            check.op,
+            check.threshold,
+            check.unit,
+            crate::report::format::evidence(check),
+            check
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ));
+    }
+
+    fn test_finished(&self, t: &TestRecord) {
+        for note in &t.notes {
+            self.info(&format!("[{}] {note}", t.name));
+        }
+        match &t.error {
+            // Skipped (what it needs is not here): its reason says so.
+            Some(e) if t.status == TestStatus::NotRun => self.warn(&format!("[{}] {e}", t.name)),
+            Some(e) => self.line(&format!(
+                "lmcache-e2e: [{}] {}: {e}",
+                t.name,
+                self.inner.paint("error", Colour::Red)
+            )),
+            None => self.info(&format!(
+                "[{}] {}",
+                t.name,
+                self.inner.status_word(t.status)
+            )),
+        }
+    }
+}
+
 impl Sink for Console {
     fn event(&self, event: &Event<'_>) -> Result<(), ResultsError> {
         let i = &self.inner;
@@ -444,17 +503,7 @@ impl Sink for Console {
                 secs,
                 last_line,
                 probe,
-            } => {
-                // The log's last line says how far it got; without one, what
-                // its address answers (or that nothing does) is the news.
-                let word = match last_line {
-                    Some(l) => clean(l),
-                    None => format!("nothing ready yet: {}", clean(probe)),
-                };
-                if !i.starting_word(name, &word) {
-                    self.info(&format!("engine `{name}` still starting ({secs:.0} s): {word}"));
-                }
-            }
+            } => self.still_starting(name, *secs, last_line.as_deref(), probe),
             Event::GpuMemoryAfterStop {
                 engines,
                 used_mib,
@@ -466,10 +515,9 @@ impl Sink for Console {
                 let line = format!(
                     "GPU memory {used_mib:.0} MiB in use {secs:.1} s after `{who}` stopped ({before_mib:.0} MiB before it started)"
                 );
-                if *released {
-                    self.info(&line)
-                } else {
-                    self.warn(&format!("{line}: not released; the next engine may not fit"))
+                match released {
+                    true => self.info(&line),
+                    false => self.warn(&format!("{line}: not released; the next engine may not fit")),
                 }
             }
             Event::EngineReady { name, secs } => {
@@ -509,43 +557,9 @@ impl Sink for Console {
                 "[{test}] a retryable check failed on attempt {attempt} of {max}: running the test again"
             )),
             Event::AttemptFinished { .. } => {}
-            Event::CheckJudged { test, check } if verbose => {
-                let value = check
-                    .value
-                    .map_or("no value".to_string(), |v| format!("{v:.4} {}", check.unit));
-                self.line(&format!(
-                    "lmcache-e2e: [{test}] {}: {} ({value}, threshold {} {} {}; {}){}",
-                    check.name,
-                    i.verdict_word(check.verdict),
-                    check.op,
-                    check.threshold,
-                    check.unit,
-                    crate::report::format::evidence(check),
-                    check
-                        .message
-                        .as_deref()
-                        .map(|m| format!(": {m}"))
-                        .unwrap_or_default()
-                ));
-            }
+            Event::CheckJudged { test, check } if verbose => self.judged(test, check),
             Event::CheckJudged { .. } => {}
-            Event::TestFinished(t) => {
-                for note in &t.notes {
-                    self.info(&format!("[{}] {note}", t.name));
-                }
-                match &t.error {
-                    // Skipped (what it needs is not here): its reason says so.
-                    Some(e) if t.status == TestStatus::NotRun => {
-                        self.warn(&format!("[{}] {e}", t.name))
-                    }
-                    Some(e) => self.line(&format!(
-                        "lmcache-e2e: [{}] {}: {e}",
-                        t.name,
-                        i.paint("error", Colour::Red)
-                    )),
-                    None => self.info(&format!("[{}] {}", t.name, i.status_word(t.status))),
-                }
-            }
+            Event::TestFinished(t) => self.test_finished(t),
             // The end of the run: whatever bars an interruption or a dead
             // engine left are cleared before the logs go under them.
             Event::LogTail { .. } => i.stop_bars(),
