@@ -311,7 +311,6 @@ pub(crate) fn setup(
     base: &Path,
     obs: &dyn StepObserver,
 ) -> Result<Vec<Step>, SetupError> {
-    let venv = base.join(&cfg.venv);
     let uv = match cfg.installer {
         Installer::Pip => None,
         Installer::Uv => Some(which::which("uv").map_err(|_| SetupError::NoUv)?),
@@ -319,11 +318,31 @@ pub(crate) fn setup(
     };
     let env = Env {
         cfg,
-        venv: venv.clone(),
+        venv: base.join(&cfg.venv),
         uv,
     };
-    let mut steps = Vec::new();
-    // `python = "3.11"` asks for a version: `python3.11`, checked below.
+    let mut steps = vec![venv_step(&env, obs)?];
+    // Extra packages first: build dependencies of the editable installs
+    // (e.g. `wheel`) are among them.
+    if !cfg.packages.is_empty() {
+        steps.push(packages_step(&env, obs)?);
+    }
+    if !cfg.repos.is_empty() {
+        let git = which::which("git").map_err(|_| SetupError::NoGit)?;
+        for (name, repo) in &cfg.repos {
+            steps.extend(repo_steps(&env, obs, &git, base, name, repo)?);
+        }
+    }
+    if let Some(archive) = &cfg.mmlu_archive {
+        steps.push(mmlu_step(cfg, obs, base, archive)?);
+    }
+    Ok(steps)
+}
+
+/// The venv, created with uv or `python -m venv` unless it exists; a
+/// `python = "3.11"` asks for a version (`python3.11`), checked after.
+fn venv_step(env: &Env<'_>, obs: &dyn StepObserver) -> Result<Step, SetupError> {
+    let cfg = env.cfg;
     let wanted = cfg
         .python
         .chars()
@@ -334,7 +353,7 @@ pub(crate) fn setup(
         Some(v) => format!("python{v}"),
         None => cfg.python.clone(),
     };
-    steps.push(timed(obs, format!("venv {}", cfg.venv.display()), || {
+    timed(obs, format!("venv {}", cfg.venv.display()), || {
         if env.python().exists() {
             check_version(&env.python(), wanted.as_deref())?;
             return Ok(("up to date".into(), false));
@@ -343,108 +362,103 @@ pub(crate) fn setup(
             Some(uv) => run(Command::new(uv)
                 .no_secrets()
                 .args(["venv", "--quiet", "--seed", "--python", &cfg.python])
-                .arg(&venv))?,
+                .arg(&env.venv))?,
             None => {
                 let python = which::which(&interpreter)
                     .map_err(|_| SetupError::NoPython(interpreter.clone()))?;
                 run(Command::new(python)
                     .no_secrets()
                     .args(["-m", "venv"])
-                    .arg(&venv))?
+                    .arg(&env.venv))?
             }
         };
         check_version(&env.python(), wanted.as_deref())?;
-        Ok((
-            format!(
-                "created with {}",
-                if env.uv.is_some() {
-                    "uv"
-                } else {
-                    "python -m venv"
-                }
-            ),
-            true,
-        ))
-    })?);
-    // Extra packages first: build dependencies of the editable installs
-    // (e.g. `wheel`) are among them.
-    if !cfg.packages.is_empty() {
-        let mut sorted = cfg.packages.clone();
-        sorted.sort();
-        let stamp = env.stamp(sorted.join(" "));
-        steps.push(timed(
-            obs,
-            format!("packages {}", sorted.join(" ")),
-            || {
-                if env.up_to_date("packages", &stamp) {
-                    return Ok(("up to date".into(), false));
-                }
-                env.install(&cfg.packages)?;
-                env.save("packages", &stamp)?;
-                Ok(("installed".into(), true))
-            },
-        )?);
-    }
-    let git = if cfg.repos.is_empty() {
-        None
-    } else {
-        Some(which::which("git").map_err(|_| SetupError::NoGit)?)
-    };
-    for (name, repo) in &cfg.repos {
-        let dir = match repo.git_ref.strip_prefix("checkout:") {
-            Some(path) => base.join(path),
-            None => base.join(&cfg.repos_dir).join(name),
+        let with = if env.uv.is_some() {
+            "uv"
+        } else {
+            "python -m venv"
         };
-        let git = git.as_deref().expect("git found for repos");
-        let mut commit = String::new();
-        steps.push(timed(obs, format!("{name} at {}", repo.git_ref), || {
-            let (c, changed) = checkout(git, repo, &dir)?;
-            commit = c;
+        Ok((format!("created with {with}"), true))
+    })
+}
+
+/// The suite's extra packages, installed once per set of them.
+fn packages_step(env: &Env<'_>, obs: &dyn StepObserver) -> Result<Step, SetupError> {
+    let mut sorted = env.cfg.packages.clone();
+    sorted.sort();
+    let stamp = env.stamp(sorted.join(" "));
+    timed(obs, format!("packages {}", sorted.join(" ")), || {
+        if env.up_to_date("packages", &stamp) {
+            return Ok(("up to date".into(), false));
+        }
+        env.install(&env.cfg.packages)?;
+        env.save("packages", &stamp)?;
+        Ok(("installed".into(), true))
+    })
+}
+
+/// A repository at its ref, then (if editable) installed at that commit.
+fn repo_steps(
+    env: &Env<'_>,
+    obs: &dyn StepObserver,
+    git: &Path,
+    base: &Path,
+    name: &str,
+    repo: &RepoConfig,
+) -> Result<Vec<Step>, SetupError> {
+    let dir = match repo.git_ref.strip_prefix("checkout:") {
+        Some(path) => base.join(path),
+        None => base.join(&env.cfg.repos_dir).join(name),
+    };
+    let mut commit = String::new();
+    let mut steps = vec![timed(obs, format!("{name} at {}", repo.git_ref), || {
+        let (c, changed) = checkout(git, repo, &dir)?;
+        commit = c;
+        Ok((
+            format!("commit {}", &commit[..commit.len().min(12)]),
+            changed,
+        ))
+    })?];
+    if repo.editable {
+        let stamp = env.stamp(format!("{} @ {commit}", dir.display()));
+        steps.push(timed(obs, format!("install {name} (editable)"), || {
+            if env.up_to_date(name, &stamp) {
+                return Ok(("up to date".into(), false));
+            }
+            env.install(&["-e".to_string(), dir.display().to_string()])?;
+            env.save(name, &stamp)?;
             Ok((
-                format!("commit {}", &commit[..commit.len().min(12)]),
-                changed,
+                format!("installed commit {}", &commit[..commit.len().min(12)]),
+                true,
             ))
         })?);
-        if repo.editable {
-            let stamp = env.stamp(format!("{} @ {commit}", dir.display()));
-            steps.push(timed(obs, format!("install {name} (editable)"), || {
-                if env.up_to_date(name, &stamp) {
-                    return Ok(("up to date".into(), false));
-                }
-                env.install(&["-e".to_string(), dir.display().to_string()])?;
-                env.save(name, &stamp)?;
-                Ok((
-                    format!("installed commit {}", &commit[..commit.len().min(12)]),
-                    true,
-                ))
-            })?);
-        }
-    }
-    if let Some(archive) = &cfg.mmlu_archive {
-        steps.push(timed(
-            obs,
-            format!("MMLU data {}", archive.display()),
-            || {
-                let p = crate::workload::mmlu::data::prepare(
-                    &base.join(archive),
-                    &base.join(&cfg.mmlu_into),
-                )
-                .map_err(|e| SetupError::Data(e.to_string()))?;
-                let what = if p.extracted {
-                    "extracted"
-                } else {
-                    "up to date"
-                };
-                Ok((
-                    format!(
-                        "{what}: {} subjects in {}",
-                        p.subjects,
-                        p.data_dir.display()
-                    ),
-                    p.extracted,
-                ))
-            },
-        )?);
     }
     Ok(steps)
+}
+
+/// MMLU's archive extracted where the suite's tests read it.
+fn mmlu_step(
+    cfg: &SetupConfig,
+    obs: &dyn StepObserver,
+    base: &Path,
+    archive: &Path,
+) -> Result<Step, SetupError> {
+    timed(obs, format!("MMLU data {}", archive.display()), || {
+        let p =
+            crate::workload::mmlu::data::prepare(&base.join(archive), &base.join(&cfg.mmlu_into))
+                .map_err(|e| SetupError::Data(e.to_string()))?;
+        let what = if p.extracted {
+            "extracted"
+        } else {
+            "up to date"
+        };
+        Ok((
+            format!(
+                "{what}: {} subjects in {}",
+                p.subjects,
+                p.data_dir.display()
+            ),
+            p.extracted,
+        ))
+    })
 }
