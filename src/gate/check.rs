@@ -44,22 +44,10 @@ fn evaluate_one(
             .filter(|m| m.value.is_finite())
     };
     let get = |role: Role| metric(role).map(|m| m.value);
-    let unit = [Role::Lmcache, Role::Baseline]
-        .iter()
-        .find_map(|r| metrics.get(r).and_then(|m| m.get(&c.metric)))
-        .map(|m| m.unit.clone())
-        .unwrap_or_default();
     let (baseline, lmcache) = (get(Role::Baseline), get(Role::Lmcache));
     let change = baseline.zip(lmcache).and_then(|(b, l)| change_pct(b, l));
 
-    let (kind, op, threshold) = match (c.max, c.min, c.max_change_pct, c.min_change_pct) {
-        (Some(t), ..) => (CheckKind::Absolute, "<=", t),
-        (_, Some(t), ..) => (CheckKind::Absolute, ">=", t),
-        (_, _, Some(t), _) => (CheckKind::Relative, "<=", t),
-        (_, _, _, Some(t)) => (CheckKind::Relative, ">=", t),
-        // Config validation guarantees one bound; treat none as unmeetable.
-        _ => (CheckKind::Absolute, "<=", f64::NAN),
-    };
+    let (kind, op, threshold) = bound(c);
     let every_trial = kind == CheckKind::Absolute && metrics::proves_engagement(&c.metric);
     let worst = match kind {
         CheckKind::Absolute if every_trial => {
@@ -67,19 +55,9 @@ fn evaluate_one(
         }
         _ => None,
     };
-    let (value, missing) = match kind {
-        CheckKind::Absolute => (
-            worst.map(|(_, v)| v).or(get(c.engine)),
-            format!("no value of `{}` from the {} engine", c.metric, c.engine),
-        ),
-        CheckKind::Relative => (
-            change,
-            match (baseline, lmcache) {
-                (None, _) => format!("no baseline value of `{}`", c.metric),
-                (_, None) => format!("no LMCache value of `{}`", c.metric),
-                _ => format!("baseline `{}` is 0: no percent change", c.metric),
-            },
-        ),
+    let value = match kind {
+        CheckKind::Absolute => worst.map(|(_, v)| v).or(get(c.engine)),
+        CheckKind::Relative => change,
     };
     // An absolute value carries its own evidence; a relative change gets
     // its interval from the paired trials (none from a single one).
@@ -87,13 +65,11 @@ fn evaluate_one(
         CheckKind::Absolute => metric(c.engine),
         CheckKind::Relative => None,
     };
-    let relative = match kind {
-        CheckKind::Relative => paired
-            .get(&c.metric)
-            .and_then(|t| evidence::change_interval(name, t))
-            .filter(|e| e.point.is_finite()),
-        CheckKind::Absolute => None,
-    };
+    let relative = (kind == CheckKind::Relative)
+        .then(|| paired.get(&c.metric))
+        .flatten()
+        .and_then(|t| evidence::change_interval(name, t))
+        .filter(|e| e.point.is_finite());
     // A paired estimate replaces the change of the means: the interval is
     // its interval, and the two must agree.
     let (value, change) = match &relative {
@@ -105,10 +81,10 @@ fn evaluate_one(
         .or(relative.as_ref().map(|e| e.interval));
     let method = match &relative {
         Some(e) => Some(e.method),
-        None if evidence.is_some_and(|m| m.p.is_some() && m.interval.is_some()) => {
-            Some(evidence::MCNEMAR)
-        }
-        None => None,
+        // An absolute value with a p-value and an interval is MMLU's drop.
+        None => evidence
+            .filter(|m| m.p.is_some() && m.interval.is_some())
+            .map(|_| evidence::MCNEMAR),
     };
     let verdict = match value.map(|v| judge(v, interval, op, threshold)) {
         Some(Judged::Within) => Verdict::Pass,
@@ -117,24 +93,9 @@ fn evaluate_one(
         _ => Verdict::Fail,
     };
     let message = match (value, worst, verdict) {
-        (None, ..) => Some(missing),
+        (None, ..) => Some(missing_said(c, kind, baseline, lmcache)),
         (Some(v), Some((trial, _)), Verdict::Fail | Verdict::Warning) => {
-            let trials = metric(c.engine).map_or(0, |m| m.trials.len());
-            let mean = get(c.engine).unwrap_or(f64::NAN);
-            let mean_passes = matches!(judge(mean, None, op, threshold), Judged::Within);
-            Some(if mean_passes {
-                format!(
-                    "trial {trial} of {trials} had {} (every trial must prove it; the mean {} hides that)",
-                    plain(v),
-                    plain(mean)
-                )
-            } else {
-                format!(
-                    "trial {trial} of {trials} had {}, the worst; the mean is {}",
-                    plain(v),
-                    plain(mean)
-                )
-            })
+            Some(worst_said(trial, v, metric(c.engine), op, threshold))
         }
         _ => None,
     };
@@ -145,11 +106,7 @@ fn evaluate_one(
         engine: c.engine,
         op: op.to_string(),
         threshold,
-        unit: if kind == CheckKind::Relative {
-            "%".to_string()
-        } else {
-            unit
-        },
+        unit: unit_of(c, kind, metrics),
         severity: c.severity,
         baseline,
         lmcache,
@@ -167,6 +124,72 @@ fn evaluate_one(
         on_inconclusive: c.on_inconclusive,
         every_trial,
         worst_trial: worst.map(|(t, _)| t),
+    }
+}
+
+/// What the judged value is in: percent for a change, else the metric's
+/// unit (from whichever engine has it).
+fn unit_of(
+    c: &CheckConfig,
+    kind: CheckKind,
+    metrics: &IndexMap<Role, IndexMap<String, Metric>>,
+) -> String {
+    match kind {
+        CheckKind::Relative => "%".to_string(),
+        CheckKind::Absolute => [Role::Lmcache, Role::Baseline]
+            .iter()
+            .find_map(|r| metrics.get(r).and_then(|m| m.get(&c.metric)))
+            .map(|m| m.unit.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// The check's kind, comparison and bound.
+fn bound(c: &CheckConfig) -> (CheckKind, &'static str, f64) {
+    match (c.max, c.min, c.max_change_pct, c.min_change_pct) {
+        (Some(t), ..) => (CheckKind::Absolute, "<=", t),
+        (_, Some(t), ..) => (CheckKind::Absolute, ">=", t),
+        (_, _, Some(t), _) => (CheckKind::Relative, "<=", t),
+        (_, _, _, Some(t)) => (CheckKind::Relative, ">=", t),
+        // Config validation guarantees one bound; treat none as unmeetable.
+        _ => (CheckKind::Absolute, "<=", f64::NAN),
+    }
+}
+
+/// Why a check has no value to judge.
+fn missing_said(
+    c: &CheckConfig,
+    kind: CheckKind,
+    baseline: Option<f64>,
+    lmcache: Option<f64>,
+) -> String {
+    match (kind, baseline, lmcache) {
+        (CheckKind::Absolute, ..) => {
+            format!("no value of `{}` from the {} engine", c.metric, c.engine)
+        }
+        (CheckKind::Relative, None, _) => format!("no baseline value of `{}`", c.metric),
+        (CheckKind::Relative, _, None) => format!("no LMCache value of `{}`", c.metric),
+        (CheckKind::Relative, ..) => format!("baseline `{}` is 0: no percent change", c.metric),
+    }
+}
+
+/// Why a bound held to every trial failed: the worst trial's value, and
+/// whether the mean would have hidden it.
+fn worst_said(trial: u32, v: f64, m: Option<&Metric>, op: &str, threshold: f64) -> String {
+    let trials = m.map_or(0, |m| m.trials.len());
+    let mean = m.map_or(f64::NAN, |m| m.value);
+    if matches!(judge(mean, None, op, threshold), Judged::Within) {
+        format!(
+            "trial {trial} of {trials} had {} (every trial must prove it; the mean {} hides that)",
+            plain(v),
+            plain(mean)
+        )
+    } else {
+        format!(
+            "trial {trial} of {trials} had {}, the worst; the mean is {}",
+            plain(v),
+            plain(mean)
+        )
     }
 }
 
