@@ -508,93 +508,16 @@ async fn generate(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequestError", e.body_text()),
     };
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if model != sim.opts.served_model_name {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NotFoundError",
-            format!("The model `{model}` does not exist."),
-        );
-    }
-    let prompt = match prompt_of(&body, api) {
-        Ok(p) => p,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, "BadRequestError", msg),
+    let (prompt, max_tokens) = match admitted(&sim, &body, api, n) {
+        Ok(asked) => asked,
+        Err(refused) => return refused,
     };
-    let max_tokens = body
-        .get(
-            if api == Api::Chat && body.get("max_completion_tokens").is_some() {
-                "max_completion_tokens"
-            } else {
-                "max_tokens"
-            },
-        )
-        .and_then(Value::as_u64)
-        .unwrap_or(16) as usize;
+    let kv_reachable = match kv_server(&sim, n).await {
+        Ok(reachable) => reachable,
+        Err(refused) => return refused,
+    };
     let tokens = tokenize(&prompt);
-    if (tokens.len() + max_tokens) as u64 > sim.opts.max_model_len {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "BadRequestError",
-            format!(
-                "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the messages, {} in the completion).",
-                sim.opts.max_model_len,
-                tokens.len() + max_tokens,
-                tokens.len(),
-                max_tokens
-            ),
-        );
-    }
-    if sim.opts.error_rate > 0.0 {
-        let roll: f64 = sim.faults.lock().map(|mut r| r.gen()).unwrap_or(0.0);
-        if roll < sim.opts.error_rate {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                format!("injected fault on request {n}"),
-            );
-        }
-    }
-
-    let kv_reachable = match &sim.opts.kv_server {
-        Some(addr) => tokio::net::TcpStream::connect(addr.as_str()).await.is_ok(),
-        None => true,
-    };
-    if !kv_reachable {
-        log(format_args!(
-            "request {n}: KV server {} unreachable ({:?})",
-            sim.opts.kv_server.as_deref().unwrap_or_default(),
-            sim.opts.kv_load_failure_policy
-        ));
-        if sim.opts.kv_load_failure_policy == KvFailurePolicy::Fail {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "failed to load KV from the LMCache server".to_string(),
-            );
-        }
-    }
-
-    // Prefill: queue for the "GPU", then pay for the uncached tokens.
-    let cached_tokens = {
-        let _gpu = sim.prefill.lock().await;
-        let (local, external) = lookup(&sim, &tokens, kv_reachable);
-        let cached = local + external;
-        let uncached = tokens.len() - cached;
-        let cold = if n <= sim.opts.slow_first_requests {
-            sim.opts.slow_extra_ms
-        } else {
-            0.0
-        };
-        let micros = (uncached as f64 * sim.opts.prefill_us_per_token
-            + cached as f64 * sim.opts.cached_prefill_us_per_token
-            + (sim.opts.base_latency_ms + cold) * 1000.0)
-            * sim.noise();
-        tokio::time::sleep(Duration::from_micros(micros.max(0.0) as u64)).await;
-        cached
-    };
+    let cached_tokens = prefill(&sim, &tokens, kv_reachable, n).await;
     sim.finished_requests.fetch_add(1, Ordering::Relaxed);
     let variant = u64::from(sim.opts.corrupt_on_hit && cached_tokens > 0);
     let plan = Plan {
@@ -622,6 +545,102 @@ async fn generate(
         drop(guard);
         response
     }
+}
+
+/// The request's prompt and `max_tokens`, or vLLM's refusal: another
+/// model, no prompt, more than the context holds, or an injected fault.
+fn admitted(sim: &Sim, body: &Value, api: Api, n: u64) -> Result<(String, usize), Response> {
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if model != sim.opts.served_model_name {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "NotFoundError",
+            format!("The model `{model}` does not exist."),
+        ));
+    }
+    let prompt = prompt_of(body, api)
+        .map_err(|msg| error(StatusCode::BAD_REQUEST, "BadRequestError", msg))?;
+    let max_tokens = body
+        .get(
+            if api == Api::Chat && body.get("max_completion_tokens").is_some() {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            },
+        )
+        .and_then(Value::as_u64)
+        .unwrap_or(16) as usize;
+    let asked = tokenize(&prompt).len() + max_tokens;
+    if asked as u64 > sim.opts.max_model_len {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            format!(
+                "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the messages, {} in the completion).",
+                sim.opts.max_model_len,
+                asked,
+                asked - max_tokens,
+                max_tokens
+            ),
+        ));
+    }
+    if sim.opts.error_rate > 0.0 {
+        let roll: f64 = sim.faults.lock().map(|mut r| r.gen()).unwrap_or(0.0);
+        if roll < sim.opts.error_rate {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                format!("injected fault on request {n}"),
+            ));
+        }
+    }
+    Ok((prompt, max_tokens))
+}
+
+/// Whether the LMCache server answers; an unreachable one fails the
+/// request under the `fail` policy, as LMCache's connector does.
+async fn kv_server(sim: &Sim, n: u64) -> Result<bool, Response> {
+    let Some(addr) = &sim.opts.kv_server else {
+        return Ok(true);
+    };
+    if tokio::net::TcpStream::connect(addr.as_str()).await.is_ok() {
+        return Ok(true);
+    }
+    log(format_args!(
+        "request {n}: KV server {addr} unreachable ({:?})",
+        sim.opts.kv_load_failure_policy
+    ));
+    match sim.opts.kv_load_failure_policy {
+        KvFailurePolicy::Fail => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "failed to load KV from the LMCache server".to_string(),
+        )),
+        KvFailurePolicy::Recompute => Ok(false),
+    }
+}
+
+/// Prefill: queue for the "GPU", then pay for the uncached tokens; returns
+/// how many were cached.
+async fn prefill(sim: &Sim, tokens: &[&str], kv_reachable: bool, n: u64) -> usize {
+    let _gpu = sim.prefill.lock().await;
+    let (local, external) = lookup(sim, tokens, kv_reachable);
+    let cached = local + external;
+    let uncached = tokens.len() - cached;
+    let cold = if n <= sim.opts.slow_first_requests {
+        sim.opts.slow_extra_ms
+    } else {
+        0.0
+    };
+    let micros = (uncached as f64 * sim.opts.prefill_us_per_token
+        + cached as f64 * sim.opts.cached_prefill_us_per_token
+        + (sim.opts.base_latency_ms + cold) * 1000.0)
+        * sim.noise();
+    tokio::time::sleep(Duration::from_micros(micros.max(0.0) as u64)).await;
+    cached
 }
 
 /// The output words, the first one the answer key's letter (or a flipped
