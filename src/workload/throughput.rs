@@ -403,6 +403,74 @@ pub(crate) async fn run(
     })
 }
 
+/// What the requests of one run added up to, as `vllm bench serve` counts
+/// them (latencies in ms for the summary, in s for the per-request lists).
+#[derive(Default)]
+struct Tally {
+    ttfts: Vec<f64>,
+    tpots: Vec<f64>,
+    itls: Vec<f64>,
+    e2els: Vec<f64>,
+    completed: usize,
+    total_in: usize,
+    total_out: u64,
+    achieved_in: u64,
+    output_lens: Vec<u64>,
+    errors: Vec<String>,
+    ttft_list: Vec<f64>,
+    itl_lists: Vec<Vec<f64>>,
+}
+
+impl Tally {
+    fn of(input_lens: &[usize], outcomes: &[Option<StreamOutcome>]) -> Self {
+        let mut t = Tally::default();
+        for (o, &input_len) in outcomes.iter().zip(input_lens) {
+            match o.as_ref().filter(|o| o.successful()) {
+                Some(o) => t.completed_one(o, input_len),
+                None => t.failed_one(
+                    o.as_ref()
+                        .and_then(|o| o.error.clone())
+                        .unwrap_or_else(|| "request lost".into()),
+                ),
+            }
+        }
+        t
+    }
+
+    fn failed_one(&mut self, error: String) {
+        self.errors.push(error);
+        self.output_lens.push(0);
+        self.ttft_list.push(0.0);
+        self.itl_lists.push(Vec::new());
+    }
+
+    fn completed_one(&mut self, o: &StreamOutcome, input_len: usize) {
+        self.errors.push(String::new());
+        self.completed += 1;
+        self.total_in += input_len;
+        self.achieved_in += o.prompt_tokens.unwrap_or(0);
+        let out_tokens = o.completion_tokens.unwrap_or(o.chunk_times.len() as u64);
+        self.total_out += out_tokens;
+        self.output_lens.push(out_tokens);
+        let ttft = o.ttft.map_or(0.0, |t| t.as_secs_f64());
+        let e2el = o.end.duration_since(o.start).as_secs_f64();
+        self.ttfts.push(ttft * 1000.0);
+        self.ttft_list.push(ttft);
+        self.e2els.push(e2el * 1000.0);
+        if out_tokens > 1 {
+            self.tpots
+                .push((e2el - ttft) / (out_tokens - 1) as f64 * 1000.0);
+        }
+        let gaps: Vec<f64> = o
+            .chunk_times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect();
+        self.itls.extend(gaps.iter().map(|g| g * 1000.0));
+        self.itl_lists.push(gaps);
+    }
+}
+
 fn summarize(
     p: &ThroughputParams,
     model: &str,
@@ -410,88 +478,68 @@ fn summarize(
     input_lens: &[usize],
     outcomes: &[Option<StreamOutcome>],
 ) -> (IndexMap<String, Metric>, Value) {
-    let (mut ttfts, mut tpots, mut itls, mut e2els) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut completed, mut total_in, mut total_out, mut achieved_in) =
-        (0usize, 0usize, 0u64, 0u64);
-    let mut output_lens = Vec::new();
-    let mut errors = Vec::new();
-    let mut ttft_list = Vec::new();
-    let mut itl_lists = Vec::new();
-    for (o, &input_len) in outcomes.iter().zip(input_lens) {
-        let Some(o) = o.as_ref().filter(|o| o.successful()) else {
-            errors.push(
-                o.as_ref()
-                    .and_then(|o| o.error.clone())
-                    .unwrap_or_else(|| "request lost".into()),
-            );
-            output_lens.push(0);
-            ttft_list.push(0.0);
-            itl_lists.push(Vec::new());
-            continue;
-        };
-        errors.push(String::new());
-        completed += 1;
-        total_in += input_len;
-        achieved_in += o.prompt_tokens.unwrap_or(0);
-        let out_tokens = o.completion_tokens.unwrap_or(o.chunk_times.len() as u64);
-        total_out += out_tokens;
-        output_lens.push(out_tokens);
-        let ttft = o.ttft.map_or(0.0, |t| t.as_secs_f64());
-        let e2el = o.end.duration_since(o.start).as_secs_f64();
-        ttfts.push(ttft * 1000.0);
-        ttft_list.push(ttft);
-        e2els.push(e2el * 1000.0);
-        if out_tokens > 1 {
-            tpots.push((e2el - ttft) / (out_tokens - 1) as f64 * 1000.0);
-        }
-        let gaps: Vec<f64> = o
-            .chunk_times
-            .windows(2)
-            .map(|w| (w[1] - w[0]).as_secs_f64())
-            .collect();
-        itls.extend(gaps.iter().map(|g| g * 1000.0));
-        itl_lists.push(gaps);
-    }
-    let failed = outcomes.len() - completed;
+    let t = Tally::of(input_lens, outcomes);
+    let m = bench_metrics(p, duration, outcomes.len(), &t);
+    let doc = bench_json(p, model, input_lens, &t, &m);
+    (m, doc)
+}
+
+/// The figures `vllm bench serve` reports, and what the gate adds: every
+/// request came back, at the asked length.
+fn bench_metrics(
+    p: &ThroughputParams,
+    duration: f64,
+    sent: usize,
+    t: &Tally,
+) -> IndexMap<String, Metric> {
+    let failed = sent - t.completed;
     let d = duration.max(f64::MIN_POSITIVE);
     let mut m = IndexMap::new();
     let mut put = |k: &str, v: f64, unit: &str| {
         m.insert(k.to_string(), Metric::new(v, unit));
     };
-    put("completed", completed as f64, "requests");
+    put("completed", t.completed as f64, "requests");
     put("failed", failed as f64, "requests");
-    put("total_input_tokens", total_in as f64, "tokens");
-    put("total_output_tokens", total_out as f64, "tokens");
+    put("total_input_tokens", t.total_in as f64, "tokens");
+    put("total_output_tokens", t.total_out as f64, "tokens");
     put("duration", duration, "s");
-    put("request_throughput", completed as f64 / d, "req/s");
-    put("output_throughput", total_out as f64 / d, "tok/s");
+    put("request_throughput", t.completed as f64 / d, "req/s");
+    put("output_throughput", t.total_out as f64 / d, "tok/s");
     put(
         "total_token_throughput",
-        (total_in as f64 + total_out as f64) / d,
+        (t.total_in as f64 + t.total_out as f64) / d,
         "tok/s",
     );
     for (name, v) in [
-        ("ttft", &ttfts),
-        ("tpot", &tpots),
-        ("itl", &itls),
-        ("e2el", &e2els),
+        ("ttft", &t.ttfts),
+        ("tpot", &t.tpots),
+        ("itl", &t.itls),
+        ("e2el", &t.e2els),
     ] {
         put(&format!("mean_{name}_ms"), mean(v), "ms");
         put(&format!("median_{name}_ms"), percentile(v, 50.0), "ms");
         put(&format!("p99_{name}_ms"), percentile(v, 99.0), "ms");
     }
-    // What the gate needs: everything sent came back, at the asked length.
     put(
         "incomplete_requests",
-        p.num_prompts.saturating_sub(completed) as f64,
+        p.num_prompts.saturating_sub(t.completed) as f64,
         "requests",
     );
-    for (name, metric) in super::vllm_bench::input_tokens(&p.bench(), total_in as f64) {
+    for (name, metric) in super::vllm_bench::input_tokens(&p.bench(), t.total_in as f64) {
         put(name, metric.value, &metric.unit);
     }
-    put("achieved_prompt_tokens", achieved_in as f64, "tokens");
+    put("achieved_prompt_tokens", t.achieved_in as f64, "tokens");
+    m
+}
 
+/// The result file `vllm bench serve --save-result` writes, field for field.
+fn bench_json(
+    p: &ThroughputParams,
+    model: &str,
+    input_lens: &[usize],
+    t: &Tally,
+    m: &IndexMap<String, Metric>,
+) -> Value {
     let mut doc = json!({
         "date": chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string(),
         "backend": match p.endpoint { Api::Chat => "openai-chat", Api::Completions => "openai" },
@@ -502,12 +550,12 @@ fn summarize(
         "burstiness": 1.0,
         "max_concurrency": p.max_concurrency,
         "input_lens": input_lens,
-        "output_lens": output_lens,
-        "ttfts": ttft_list,
-        "itls": itl_lists,
-        "errors": errors,
+        "output_lens": t.output_lens,
+        "ttfts": t.ttft_list,
+        "itls": t.itl_lists,
+        "errors": t.errors,
     });
-    for (k, v) in &m {
+    for (k, v) in m {
         doc[k.as_str()] = if matches!(
             k.as_str(),
             "completed" | "failed" | "total_input_tokens" | "total_output_tokens"
@@ -517,7 +565,7 @@ fn summarize(
             json!(v.value)
         };
     }
-    (m, doc)
+    doc
 }
 
 /// The throughput test: the same seeded prompts and arrivals to each
