@@ -406,8 +406,8 @@ pub(crate) fn table(args: &Calibration) -> Vec<String> {
         args.max_trials,
         args.throughput_prompts
     ));
-    out.push(format!("| workload | noise | truth | today: point | today: retried until pass | interval gate | interval gate + more trials |"));
-    out.push(format!("|---|---|---|---|---|---|---|"));
+    out.push("| workload | noise | truth | today: point | today: retried until pass | interval gate | interval gate + more trials |".to_string());
+    out.push("|---|---|---|---|---|---|---|".to_string());
     let mut seed = args.seed;
     let mut next_seed = || {
         seed = seed.wrapping_add(1);
@@ -443,10 +443,8 @@ pub(crate) fn table(args: &Calibration) -> Vec<String> {
         }
     }
     out.push(String::new());
-    out.push(format!(
-        "| workload | noise | truth | today: drop ≤ 1 pt | today: retried until pass | McNemar interval: drop ≤ 0 | changed answers = 0 |"
-    ));
-    out.push(format!("|---|---|---|---|---|---|---|"));
+    out.push("| workload | noise | truth | today: drop ≤ 1 pt | today: retried until pass | McNemar interval: drop ≤ 0 | changed answers = 0 |".to_string());
+    out.push("|---|---|---|---|---|---|---|".to_string());
     for background in [0.0, 0.02, 0.05] {
         for (truth, drop) in [("no change", 0.0), ("MMLU -1 pt", 1.0), ("MMLU -3 pt", 3.0)] {
             let noise = format!("{:.0} % answers vary", background * 100.0);
@@ -484,8 +482,8 @@ fn change_point_table(
         args.trials,
         STEP_AT + 1
     ));
-    out.push(format!("| noise | truth | histories with a change point | found near the step | change points per history |"));
-    out.push(format!("|---|---|---|---|---|"));
+    out.push("| noise | truth | histories with a change point | found near the step | change points per history |".to_string());
+    out.push("|---|---|---|---|---|".to_string());
     for w in weathers() {
         for step in [0.0, 15.0] {
             let seed = next_seed();

@@ -171,6 +171,19 @@ fn resolve_inside(dir: &Path, target: &Path) -> Option<PathBuf> {
     Some(parts.iter().collect())
 }
 
+/// The first directory of `rel`'s path under `dest` that is a symlink
+/// (relative to `dest`), if any.
+fn symlink_on_the_way(dest: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut prefix = dest.to_path_buf();
+    for c in rel.parent().into_iter().flat_map(Path::components) {
+        prefix.push(c);
+        if fs::symlink_metadata(&prefix).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Some(prefix.strip_prefix(dest).unwrap_or(&prefix).to_path_buf());
+        }
+    }
+    None
+}
+
 fn unpack(archive: &Path, dest: &Path) -> Result<(), DataError> {
     let file = File::open(archive).map_err(io_err(archive))?;
     let mut tar = tar::Archive::new(xz2::read::XzDecoder::new(BufReader::new(file)));
@@ -191,18 +204,11 @@ fn unpack(archive: &Path, dest: &Path) -> Result<(), DataError> {
             continue;
         }
         // A link extracted earlier must not carry a later entry elsewhere.
-        let mut prefix = dest.to_path_buf();
-        for c in rel.parent().into_iter().flat_map(Path::components) {
-            prefix.push(c);
-            if fs::symlink_metadata(&prefix).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Err(hostile(
-                    &raw,
-                    format!(
-                        "goes through the symlink `{}`",
-                        prefix.strip_prefix(dest).unwrap_or(&prefix).display()
-                    ),
-                ));
-            }
+        if let Some(link) = symlink_on_the_way(dest, &rel) {
+            return Err(hostile(
+                &raw,
+                format!("goes through the symlink `{}`", link.display()),
+            ));
         }
         let out = dest.join(&rel);
         let parent_of = |p: &Path| {
