@@ -267,6 +267,15 @@ pub(crate) enum Schedule {
     Sequential,
 }
 
+impl RunConfig {
+    /// A model's name without its organisation or directory
+    /// (`meta-llama/Llama-3.1-8B` → `Llama-3.1-8B`): what labels a model's
+    /// tests and files when a suite runs several.
+    pub(crate) fn model_tail(model: &str) -> &str {
+        model.rsplit('/').next().unwrap_or(model)
+    }
+}
+
 impl Default for RunConfig {
     fn default() -> Self {
         Self {

@@ -8,9 +8,8 @@ pub(crate) fn models_of(run: &config::RunConfig) -> Vec<(String, Option<String>)
     if run.models.is_empty() {
         return vec![(run.model.clone(), None)];
     }
-    let label = |m: &String| {
-        (run.models.len() > 1).then(|| crate::workload::mmlu::model_tail(m).to_string())
-    };
+    let label =
+        |m: &String| (run.models.len() > 1).then(|| config::RunConfig::model_tail(m).to_string());
     run.models.iter().map(|m| (m.clone(), label(m))).collect()
 }
 

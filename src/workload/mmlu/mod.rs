@@ -27,8 +27,8 @@ use super::api::{
 use super::progress::Progress;
 use crate::client::{ClientError, OpenAiClient};
 use crate::config::{
-    at_least_one, invalid, seconds_ok, ConfigError, Invalid, KindParams, TestKind, TestParams,
-    Typing, Wants,
+    at_least_one, invalid, seconds_ok, ConfigError, Invalid, KindParams, RunConfig, TestKind,
+    TestParams, Typing, Wants,
 };
 use crate::results::{DetailTable, Metric, Role};
 use schemars::SchemaGenerator;
@@ -814,10 +814,6 @@ pub(crate) fn comparison_metrics(
     m
 }
 
-pub(crate) fn model_tail(model: &str) -> &str {
-    model.rsplit('/').next().unwrap_or(model)
-}
-
 /// The jsonl file of today's scripts: one `{"<subject>": {...}}` per line,
 /// then `{"total": {...}}` with the unweighted mean, as they wrote it.
 pub(crate) fn legacy_jsonl(scores: &IndexMap<String, SubjectScore>) -> String {
@@ -837,8 +833,10 @@ pub(crate) fn legacy_jsonl(scores: &IndexMap<String, SubjectScore>) -> String {
 
 pub(crate) fn legacy_name(variant: Variant, role: &str, model: &str) -> String {
     match variant {
-        Variant::Lmcache | Variant::LmcacheHttp => format!("{}-{role}.jsonl", model_tail(model)),
-        Variant::Dynamo => format!("dynamo-{role}-{}.jsonl", model_tail(model)),
+        Variant::Lmcache | Variant::LmcacheHttp => {
+            format!("{}-{role}.jsonl", RunConfig::model_tail(model))
+        }
+        Variant::Dynamo => format!("dynamo-{role}-{}.jsonl", RunConfig::model_tail(model)),
     }
 }
 
