@@ -412,6 +412,32 @@ fn misplaced(e: &super::suite::EngineConfig) -> Option<(&'static str, String)> {
         })
 }
 
+/// What the engine's kind cannot run without, if the suite left it out:
+/// the key and what to give. Every kind says, so a new one must.
+fn lacks(e: &super::suite::EngineConfig) -> Option<(&'static str, &'static str)> {
+    match e.kind {
+        EngineKind::Process => e
+            .command
+            .as_deref()
+            .is_none_or(str::is_empty)
+            .then_some(("command", "kind `process` needs a command")),
+        EngineKind::Container => e
+            .container
+            .as_ref()
+            .is_none_or(|c| c.image.trim().is_empty())
+            .then_some((
+                "container.image",
+                "kind `container` needs [engines.NAME.container] with an image",
+            )),
+        EngineKind::External => e.url.is_none().then_some((
+            "url",
+            "kind `external` needs a url, e.g. \"http://127.0.0.1:8000\"",
+        )),
+        // Every option of the sim has a default.
+        EngineKind::Sim => None,
+    }
+}
+
 /// Why `url` cannot be a server's address, if it cannot.
 fn bad_server_url(url: &str) -> Option<String> {
     match reqwest::Url::parse(url.trim()) {
@@ -538,26 +564,8 @@ fn validate_engines(suite: &Suite, p: &mut Problems<'_>) {
 }
 
 fn validate_engine(name: &str, e: &super::suite::EngineConfig, p: &mut Problems<'_>) {
-    match e.kind {
-        EngineKind::Process if e.command.as_deref().is_none_or(str::is_empty) => p.bad(
-            format!("engines.{name}.command"),
-            "kind `process` needs a command",
-        ),
-        EngineKind::Container
-            if e.container
-                .as_ref()
-                .is_none_or(|c| c.image.trim().is_empty()) =>
-        {
-            p.bad(
-                format!("engines.{name}.container.image"),
-                "kind `container` needs [engines.NAME.container] with an image",
-            )
-        }
-        EngineKind::External if e.url.is_none() => p.bad(
-            format!("engines.{name}.url"),
-            "kind `external` needs a url, e.g. \"http://127.0.0.1:8000\"",
-        ),
-        _ => {}
+    if let Some((key, why)) = lacks(e) {
+        p.bad(format!("engines.{name}.{key}"), why);
     }
     if let Some(path) = e
         .health_path
