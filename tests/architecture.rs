@@ -583,6 +583,85 @@ fn a_long_function_is_caught_unless_its_comment_says_why() {
     );
 }
 
+/// The workload modules that implement a kind (`impl WorkloadKind for`)
+/// but are not a row of the registry's table in `workload/mod.rs`, and
+/// rows naming no such module.
+fn unregistered_kinds(tree: &Tree) -> Vec<String> {
+    let table = tree
+        .files
+        .get(Path::new("workload/mod.rs"))
+        .map(String::as_str)
+        .unwrap_or_default();
+    let rows: BTreeSet<String> = table
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('&')?.strip_suffix("::Kind,"))
+        .map(String::from)
+        .collect();
+    let mut kinds = BTreeSet::new();
+    for (rel, text) in &tree.files {
+        if rel.starts_with("workload") && text.contains("impl WorkloadKind for Kind") {
+            let m = module_of(rel);
+            kinds.insert(m[1..].join("::"));
+        }
+    }
+    let mut bad: Vec<String> = kinds
+        .difference(&rows)
+        .map(|k| format!("workload/{k}: a kind the registry's table does not list"))
+        .collect();
+    bad.extend(
+        rows.difference(&kinds)
+            .map(|k| format!("workload/mod.rs: the table lists `{k}::Kind`, which is no kind")),
+    );
+    bad
+}
+
+#[test]
+fn every_kind_is_in_the_registry_and_every_row_is_a_kind() {
+    let tree = Tree::read(&Path::new(ROOT).join("src"));
+    let bad = unregistered_kinds(&tree);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    // The table is read for real: it has every kind this tool ships.
+    assert!(
+        unregistered_kinds(&Tree {
+            files: tree
+                .files
+                .iter()
+                .map(|(p, t)| (
+                    p.clone(),
+                    if p == Path::new("workload/mod.rs") {
+                        String::new()
+                    } else {
+                        t.clone()
+                    }
+                ))
+                .collect(),
+            modules: tree.modules.clone(),
+        })
+        .len()
+            >= 7
+    );
+}
+
+#[test]
+fn a_kind_left_out_of_the_table_is_caught() {
+    let kind = "//! a kind\nimpl WorkloadKind for Kind {}\n";
+    let (_dir, tree) = toy(&[
+        (
+            "workload/mod.rs",
+            "//! registry\nmod echo;\nmod mmlu;\nstatic KINDS: &[&dyn WorkloadKind] = &[\n    &mmlu::Kind,\n    &gone::Kind,\n];\n",
+        ),
+        ("workload/echo.rs", kind),
+        ("workload/mmlu/mod.rs", kind),
+    ]);
+    assert_eq!(
+        unregistered_kinds(&tree),
+        [
+            "workload/echo: a kind the registry's table does not list",
+            "workload/mod.rs: the table lists `gone::Kind`, which is no kind"
+        ]
+    );
+}
+
 #[test]
 fn every_module_imports_only_the_layers_below_it() {
     let layers = readme_layers();
