@@ -559,21 +559,10 @@ mod tests {
     }
 
     fn record(name: &str, checks: Vec<CheckOutcome>) -> TestRecord {
+        let status = test_status(&checks);
         TestRecord {
-            name: name.into(),
-            kind: "long_doc_qa".into(),
-            status: test_status(&checks),
-            metrics: IndexMap::new(),
             checks,
-            files: Vec::new(),
-            error: None,
-            duration_secs: None,
-            started_at: None,
-            notes: Vec::new(),
-            attempts: Vec::new(),
-            tables: Vec::new(),
-            charts: Vec::new(),
-            paired: Paired::new(),
+            ..TestRecord::new(name, "long_doc_qa", status)
         }
     }
 

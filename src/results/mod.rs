@@ -346,6 +346,28 @@ pub(crate) struct TestRecord {
     pub paired: Paired,
 }
 
+impl TestRecord {
+    /// A test of `kind` recorded as `name`, with nothing measured yet.
+    pub(crate) fn new(name: &str, kind: &str, status: TestStatus) -> Self {
+        Self {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            status,
+            metrics: IndexMap::new(),
+            checks: Vec::new(),
+            files: Vec::new(),
+            error: None,
+            duration_secs: None,
+            started_at: None,
+            notes: Vec::new(),
+            attempts: Vec::new(),
+            tables: Vec::new(),
+            charts: Vec::new(),
+            paired: Paired::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct DetailTable {
     pub title: String,

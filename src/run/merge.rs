@@ -389,20 +389,9 @@ fn merge_split(
 ) -> Result<TestRecord, MergeError> {
     let (_, _, head) = parts[0];
     let mut t = TestRecord {
-        name: unit.record.clone(),
-        kind: head.kind.clone(),
-        status: TestStatus::Passed,
-        metrics: IndexMap::new(),
-        checks: Vec::new(),
-        files: Vec::new(),
-        error: None,
         duration_secs: Some(parts.iter().filter_map(|p| p.2.duration_secs).sum()),
         started_at: parts.iter().filter_map(|p| p.2.started_at).min(),
-        notes: Vec::new(),
-        attempts: Vec::new(),
-        tables: Vec::new(),
-        charts: Vec::new(),
-        paired: IndexMap::new(),
+        ..TestRecord::new(&unit.record, &head.kind, TestStatus::Passed)
     };
     if let Some((k, _, bad)) = parts.iter().find(|p| !finished(p.2.status)) {
         t.status = bad.status;

@@ -256,21 +256,8 @@ fn new_results(req: &Request<'_>, run_id: &str, models: &[(String, Option<String
             .flat_map(|(_, label)| req.selected.iter().map(move |name| (name, label)))
             .map(|(name, label)| (name, record_name(name, label.as_deref())))
             .filter(|(_, record)| req.shard.as_ref().is_none_or(|s| s.runs(record)))
-            .map(|(name, record)| TestRecord {
-                name: record,
-                kind: suite.tests[name].kind.as_str().to_string(),
-                status: TestStatus::NotRun,
-                metrics: IndexMap::new(),
-                checks: Vec::new(),
-                files: Vec::new(),
-                error: None,
-                duration_secs: None,
-                started_at: None,
-                notes: Vec::new(),
-                attempts: Vec::new(),
-                tables: Vec::new(),
-                charts: Vec::new(),
-                paired: IndexMap::new(),
+            .map(|(name, record)| {
+                TestRecord::new(&record, &suite.tests[name].kind, TestStatus::NotRun)
             })
             .collect(),
         family: None,

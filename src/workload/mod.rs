@@ -59,6 +59,19 @@ mod tests {
     use super::*;
     use crate::config::{load, LoadRequest, Role};
 
+    fn load_file(
+        path: &std::path::Path,
+    ) -> Result<crate::config::Loaded, crate::config::ConfigError> {
+        load(&LoadRequest {
+            preset: None,
+            file: Some(path),
+            overlays: &[],
+            sets: &[],
+            env: &|_| None,
+            kinds: &test_kinds(),
+        })
+    }
+
     /// A suite of two sim engines (and a service) with one test of `kind`
     /// and nothing else: the kind's defaults.
     fn suite_of(kind: &str) -> String {
@@ -80,15 +93,7 @@ mod tests {
         for k in KINDS {
             let path = dir.path().join(format!("{}.toml", k.name()));
             std::fs::write(&path, suite_of(k.name())).unwrap();
-            let loaded = load(&LoadRequest {
-                preset: None,
-                file: Some(&path),
-                overlays: &[],
-                sets: &[],
-                env: &|_| None,
-                kinds: &test_kinds(),
-            })
-            .unwrap_or_else(|e| panic!("kind {}: {e}", k.name()));
+            let loaded = load_file(&path).unwrap_or_else(|e| panic!("kind {}: {e}", k.name()));
             let params = &loaded.params["t"];
             assert_eq!(params.kind().name(), k.name());
             assert_eq!(kind_of(params).name(), k.name());
@@ -116,16 +121,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("suite.toml");
         std::fs::write(&path, suite_of("long_doc_q")).unwrap();
-        let err = load(&LoadRequest {
-            preset: None,
-            file: Some(&path),
-            overlays: &[],
-            sets: &[],
-            env: &|_| None,
-            kinds: &test_kinds(),
-        })
-        .unwrap_err()
-        .to_string();
+        let err = load_file(&path).unwrap_err().to_string();
         assert!(
             err.contains("tests.t.kind")
                 && err.contains("did you mean `long_doc_qa`?")
