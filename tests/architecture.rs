@@ -1,19 +1,20 @@
 //! The house's shape, enforced on the source: every `crate::`, `super::`,
 //! `self::` and child-module path in `src/` is an arrow from its file to the
-//! file that defines what it names. Three rules hold on those arrows:
+//! file that defines what it names. These rules hold on those arrows:
 //! - layers: an arrow between top modules follows the README's layers table
 //!   (between `<!-- layers -->` markers, the one copy of it), the top rows
 //!   (`error`, `cli`, `commands`, `main`) included;
-//!
-//! Arrows out of a file's `#[cfg(test)]` module are not the program's and
-//! count for none of the rules.
-//!
 //! - no circle: the arrows between files form no cycle, inside a folder too
 //!   (a folder's `mod.rs` may use its files, so they do not use it back);
 //! - no sideways step at the top: a subcommand's module uses no other
 //!   subcommand; what two of them share lives in `commands/common.rs`;
 //! - short functions: none runs over 100 lines unless a comment just above
-//!   it says why (`// Long because …`).
+//!   it says why (`// Long because …`);
+//! - the registry: every workload module that implements a kind is a row of
+//!   the table in `workload/mod.rs`, and every row is such a module.
+//!
+//! Arrows out of a file's `#[cfg(test)]` module are not the program's and
+//! count for none of the rules.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -205,7 +206,6 @@ fn arrows(tree: &Tree) -> Vec<Arrow> {
         let children = tree.children(&me);
         let code = code_only(text);
         let bytes = code.as_bytes();
-        let tests_from = test_module_start(&code);
         let inline = Inline::scan(bytes);
         let mut i = 0;
         while i < bytes.len() {
@@ -247,7 +247,7 @@ fn arrows(tree: &Tree) -> Vec<Arrow> {
                                     from: rel.clone(),
                                     line: code[..i].matches('\n').count() + 1,
                                     to: to.clone(),
-                                    in_tests: i >= tests_from,
+                                    in_tests: inline.in_tests(i),
                                 });
                             }
                         }
@@ -261,16 +261,19 @@ fn arrows(tree: &Tree) -> Vec<Arrow> {
 }
 
 /// The inline modules (`mod tests { .. }`) of a file: where each opens and
-/// closes, so a path inside one resolves from there.
+/// closes, and whether `#[cfg(test)]` marks it, so a path inside one
+/// resolves from there and a test module's paths are told apart. What a
+/// test module uses is no arrow of the program: it may build its fixtures
+/// from above (a suite loaded with the real kinds), as a dev-dependency may.
 struct Inline {
-    spans: Vec<(usize, usize, String)>,
+    spans: Vec<(usize, usize, String, bool)>,
 }
 
 impl Inline {
     fn scan(s: &[u8]) -> Self {
         let mut spans = Vec::new();
-        let mut open: Vec<(usize, usize, Option<String>)> = Vec::new();
-        let mut pending: Option<String> = None;
+        let mut open: Vec<(usize, Option<(String, bool)>)> = Vec::new();
+        let mut pending: Option<(String, bool)> = None;
         let mut i = 0;
         while i < s.len() {
             match s[i] {
@@ -282,10 +285,10 @@ impl Inline {
                     }
                 }
                 b'\'' if i + 2 < s.len() && s[i + 2] == b'\'' => i += 2,
-                b'{' => open.push((i, open.len(), pending.take())),
+                b'{' => open.push((i, pending.take())),
                 b'}' => {
-                    if let Some((start, _, Some(name))) = open.pop() {
-                        spans.push((start, i, name));
+                    if let Some((start, Some((name, test)))) = open.pop() {
+                        spans.push((start, i, name, test));
                     }
                 }
                 b';' => pending = None,
@@ -294,7 +297,7 @@ impl Inline {
                         i == 0 || !(s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'_');
                     if word_start && s[i..].starts_with(b"mod ") {
                         let (name, next) = ident_at(s, i + 4);
-                        pending = Some(name);
+                        pending = Some((name, cfg_test_before(&s[..i])));
                         i = next;
                         continue;
                     }
@@ -310,30 +313,27 @@ impl Inline {
     fn at(&self, i: usize) -> Vec<String> {
         self.spans
             .iter()
-            .filter(|(a, b, _)| *a < i && i < *b)
-            .map(|(_, _, n)| n.clone())
+            .filter(|(a, b, ..)| *a < i && i < *b)
+            .map(|(_, _, n, _)| n.clone())
             .collect()
+    }
+
+    /// Whether offset `i` is inside a `#[cfg(test)]` module.
+    fn in_tests(&self, i: usize) -> bool {
+        self.spans.iter().any(|(a, b, _, t)| *t && *a < i && i < *b)
     }
 }
 
-/// Where the file's `#[cfg(test)] mod tests` starts. What a test module
-/// uses is no arrow of the program: it is the file's own child, and it may
-/// build its fixtures from above (a suite loaded with the real kinds), as a
-/// dev-dependency may.
-fn test_module_start(code: &str) -> usize {
-    let mut offset = 0;
-    let mut lines = code.lines().peekable();
-    while let Some(l) = lines.next() {
-        let opens_module = |n: &&str| {
-            let n = n.trim_start();
-            n.starts_with("mod ") || n.starts_with("pub(crate) mod ")
-        };
-        if l.trim() == "#[cfg(test)]" && lines.peek().is_some_and(opens_module) {
-            return offset;
-        }
-        offset += l.len() + 1;
-    }
-    usize::MAX
+/// Whether the code before a `mod` keyword ends in `#[cfg(test)]` (with a
+/// visibility between; comments are blanked already).
+fn cfg_test_before(before: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(before);
+    let text = text.trim_end();
+    let text = ["pub(crate)", "pub(super)", "pub"]
+        .iter()
+        .find_map(|v| text.strip_suffix(v))
+        .unwrap_or(text);
+    text.trim_end().ends_with("#[cfg(test)]")
 }
 
 fn top_of(rel: &Path) -> String {
@@ -583,27 +583,35 @@ fn a_long_function_is_caught_unless_its_comment_says_why() {
     );
 }
 
-/// The workload modules that implement a kind (`impl WorkloadKind for`)
-/// but are not a row of the registry's table in `workload/mod.rs`, and
-/// rows naming no such module.
-fn unregistered_kinds(tree: &Tree) -> Vec<String> {
+/// The rows of the registry's table in `workload/mod.rs` (`&mmlu::Kind,`),
+/// by module.
+fn registry_rows(tree: &Tree) -> BTreeSet<String> {
     let table = tree
         .files
         .get(Path::new("workload/mod.rs"))
         .map(String::as_str)
         .unwrap_or_default();
-    let rows: BTreeSet<String> = table
+    table
         .lines()
         .filter_map(|l| l.trim().strip_prefix('&')?.strip_suffix("::Kind,"))
         .map(String::from)
-        .collect();
-    let mut kinds = BTreeSet::new();
-    for (rel, text) in &tree.files {
-        if rel.starts_with("workload") && text.contains("impl WorkloadKind for Kind") {
-            let m = module_of(rel);
-            kinds.insert(m[1..].join("::"));
-        }
-    }
+        .collect()
+}
+
+/// The workload modules that implement a kind (`impl WorkloadKind for Kind`).
+fn kind_modules(tree: &Tree) -> BTreeSet<String> {
+    tree.files
+        .iter()
+        .filter(|(rel, text)| {
+            rel.starts_with("workload") && text.contains("impl WorkloadKind for Kind")
+        })
+        .map(|(rel, _)| module_of(rel)[1..].join("::"))
+        .collect()
+}
+
+/// A kind the table lacks, and a row that names no kind.
+fn unregistered_kinds(tree: &Tree) -> Vec<String> {
+    let (rows, kinds) = (registry_rows(tree), kind_modules(tree));
     let mut bad: Vec<String> = kinds
         .difference(&rows)
         .map(|k| format!("workload/{k}: a kind the registry's table does not list"))
@@ -620,25 +628,11 @@ fn every_kind_is_in_the_registry_and_every_row_is_a_kind() {
     let tree = Tree::read(&Path::new(ROOT).join("src"));
     let bad = unregistered_kinds(&tree);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
-    // The table is read for real: it has every kind this tool ships.
+    // Both sides are read for real: the seven kinds this tool ships.
     assert!(
-        unregistered_kinds(&Tree {
-            files: tree
-                .files
-                .iter()
-                .map(|(p, t)| (
-                    p.clone(),
-                    if p == Path::new("workload/mod.rs") {
-                        String::new()
-                    } else {
-                        t.clone()
-                    }
-                ))
-                .collect(),
-            modules: tree.modules.clone(),
-        })
-        .len()
-            >= 7
+        registry_rows(&tree).len() >= 7,
+        "{:?}",
+        registry_rows(&tree)
     );
 }
 
@@ -788,6 +782,18 @@ fn a_test_module_using_its_parent_is_no_circle() {
         ),
     ]);
     assert!(circles(&tree).is_empty(), "{:?}", circles(&tree));
+    // Code after a test module is the program's again.
+    let (_dir, tree) = toy(&[
+        ("gate/mod.rs", "//! gate\nmod stats;\npub(crate) use stats::mean;\n"),
+        (
+            "gate/stats.rs",
+            "//! stats\n#[cfg(test)]\npub(crate) mod toy {\n    use super::super::mean;\n}\n\npub(crate) fn mean() {\n    super::mean();\n}\n",
+        ),
+    ]);
+    assert_eq!(
+        circles(&tree),
+        ["gate/mod.rs:3 → gate/stats.rs:8 → gate/mod.rs"]
+    );
 }
 
 #[test]

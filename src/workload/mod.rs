@@ -112,6 +112,8 @@ mod tests {
                 "kind {} never runs LMCache",
                 k.name()
             );
+            // Starting reads the parameters as the kind's own type: a row
+            // whose `start` expects another kind's parameters panics here.
             let _started = for_test(params, 1);
         }
     }
