@@ -156,7 +156,10 @@ fn one_trial_says_it_has_no_interval() {
         &mut ldqa(dir.path(), &["tests.long_doc_qa.trials=1"]),
         LIMIT,
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    // One point estimate a side: on a loaded runner it may land on either
+    // side of the bound (exit 0 or 1); what this test holds is that the
+    // report says there is no interval, never an engine or setup failure.
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out).1);
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(summary.contains("no interval: 1 trial"), "{summary}");
 }
