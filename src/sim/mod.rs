@@ -12,4 +12,4 @@ mod text;
 
 pub(crate) use server::serve;
 
-pub(crate) use options::SimOptions;
+pub(crate) use options::{KvFault, SimOptions};

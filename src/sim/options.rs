@@ -117,6 +117,20 @@ pub(crate) struct SimOptions {
     /// slightly wrong values would.
     #[arg(long, default_value_t = 0.0)]
     pub flip_on_hit_rate: f64,
+    /// Fault in the KV the connector restores (LMCache's store, never the
+    /// GPU's own prefix cache): `corrupt-kv` answers differently from a
+    /// token chosen per prompt on (a damaged V plane may only show after
+    /// the first tokens, as LMCache issue #4463's does), `drop-first-chunk`
+    /// loses every prefix's first chunk so nothing after it is found,
+    /// `slow-retrieve` restores slower than recomputing would be. The same
+    /// names as `engines.X.fault`, which sets it.
+    #[arg(long)]
+    pub kv_fault: Option<KvFault>,
+    /// Dummy weights (vLLM's `--load-format dummy`): every continuation is
+    /// the same token run, whatever the prompt and whatever the KV, so no
+    /// correctness check can see a fault.
+    #[arg(long)]
+    pub dummy_weights: bool,
     /// `host:port` of the LMCache server that holds this engine's KV cache
     /// (vLLM's `lmcache.mp.port`): while it accepts no connection, the
     /// cache is out of reach, and requests follow `--kv-load-failure-policy`.
@@ -127,6 +141,41 @@ pub(crate) struct SimOptions {
     /// 500).
     #[arg(long, default_value = "recompute")]
     pub kv_load_failure_policy: KvFailurePolicy,
+}
+
+/// A fault in the KV a connector restores; the sim models it, and for a
+/// process engine `lmcache-e2e` injects it into LMCache with a start-up hook.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    clap::ValueEnum,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum KvFault {
+    /// Restored KV is wrong: outputs change (correctness checks must fail).
+    CorruptKv,
+    /// The first chunk of every stored prefix is lost: nothing is restored,
+    /// all is recomputed (outputs right, the TTFT win gone).
+    DropFirstChunk,
+    /// Restoring is slower than recomputing (outputs right, TTFT worse).
+    SlowRetrieve,
+}
+
+impl KvFault {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            KvFault::CorruptKv => "corrupt-kv",
+            KvFault::DropFirstChunk => "drop-first-chunk",
+            KvFault::SlowRetrieve => "slow-retrieve",
+        }
+    }
 }
 
 /// What a sim does with a request when its KV server is gone.
@@ -179,6 +228,8 @@ impl Default for SimOptions {
             answer_key: None,
             accuracy: 0.6,
             flip_on_hit_rate: 0.0,
+            kv_fault: None,
+            dummy_weights: false,
             kv_server: None,
             kv_load_failure_policy: KvFailurePolicy::Recompute,
         }
@@ -234,6 +285,9 @@ impl SimOptions {
         if let Some(dir) = &self.answer_key {
             push("--answer-key", dir.display().to_string());
         }
+        if let Some(fault) = self.kv_fault {
+            push("--kv-fault", fault.as_str().to_string());
+        }
         if let Some(addr) = &self.kv_server {
             push("--kv-server", addr.clone());
         }
@@ -254,6 +308,9 @@ impl SimOptions {
         }
         if self.log_requests {
             args.push("--log-requests".to_string());
+        }
+        if self.dummy_weights {
+            args.push("--dummy-weights".to_string());
         }
         args
     }
@@ -282,6 +339,8 @@ mod tests {
             drift_pct_per_min: 2.5,
             answer_key: Some("/data/test".into()),
             flip_on_hit_rate: 0.05,
+            kv_fault: Some(KvFault::DropFirstChunk),
+            dummy_weights: true,
             kv_server: Some("127.0.0.1:6555".into()),
             kv_load_failure_policy: KvFailurePolicy::Fail,
             ..SimOptions::default()

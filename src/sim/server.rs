@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 use super::answers::Answers;
 use super::cache::PrefixCache;
 use super::noise::Noise;
-use super::options::{log, KvFailurePolicy, SimOptions};
-use super::text::{output_words, token_id, tokenize};
+use super::options::{log, KvFailurePolicy, KvFault, SimOptions};
+use super::text::{fnv1a, output_words, token_id, tokenize};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SimError {
@@ -69,6 +69,8 @@ struct Sim {
     noise: Noise,
     started: std::time::Instant,
     answers: Answers,
+    /// Times the injected KV fault changed a request.
+    fault_fired: AtomicU64,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -103,6 +105,12 @@ pub(crate) async fn serve(host: &str, port: u16, opts: SimOptions) -> Result<(),
             dir.display(),
             answers.known_questions(),
             opts.accuracy
+        ));
+    }
+    if let Some(f) = opts.kv_fault {
+        log(format_args!(
+            "lmcache-e2e fault: {} armed on the sim's KV connector",
+            f.as_str()
         ));
     }
     let addr = format!("{host}:{port}");
@@ -152,6 +160,7 @@ fn router(opts: SimOptions, answers: Answers) -> Router {
         noise: Noise::of(&opts),
         started: std::time::Instant::now(),
         answers,
+        fault_fired: AtomicU64::new(0),
         gpu_cache: Mutex::new(PrefixCache::new(opts.cache_tokens, GPU_BLOCK_TOKENS)),
         external: (opts.external_cache_tokens > 0).then(|| {
             Mutex::new(PrefixCache::new(
@@ -226,6 +235,17 @@ impl Sim {
             .lock()
             .map(|mut r| self.noise.factor(&mut *r, elapsed))
             .unwrap_or(1.0)
+    }
+
+    /// Notes that the KV fault changed a request; the first time in the
+    /// log, in the line the fault hook of a real engine prints, so a
+    /// control can tell a fault that fired from one that never did.
+    fn fired(&self) {
+        if self.fault_fired.fetch_add(1, Ordering::Relaxed) == 0 {
+            if let Some(f) = self.opts.kv_fault {
+                log(format_args!("lmcache-e2e fault: {} fired", f.as_str()));
+            }
+        }
     }
 
     async fn hang_if_wedged(&self) {
@@ -375,10 +395,15 @@ fn lookup(sim: &Sim, tokens: &[&str], kv_reachable: bool) -> (usize, usize) {
         .min(most);
     let external = match (&sim.external, kv_reachable) {
         (Some(store), true) => {
-            let found = store
+            let mut found = store
                 .lock()
                 .map(|mut c| c.lookup_and_store(tokens))
                 .unwrap_or(0);
+            if sim.opts.kv_fault == Some(KvFault::DropFirstChunk) && found > local {
+                // The chunk every key after it chains from is gone.
+                sim.fired();
+                found = 0;
+            }
             sim.external_queried_tokens
                 .fetch_add((tokens.len() - local) as u64, Ordering::Relaxed);
             found.min(most).saturating_sub(local)
@@ -517,7 +542,8 @@ async fn generate(
         Err(refused) => return refused,
     };
     let tokens = tokenize(&prompt);
-    let cached_tokens = prefill(&sim, &tokens, kv_reachable, n).await;
+    let (local, restored) = prefill(&sim, &tokens, kv_reachable, n).await;
+    let cached_tokens = local + restored;
     sim.finished_requests.fetch_add(1, Ordering::Relaxed);
     let variant = u64::from(sim.opts.corrupt_on_hit && cached_tokens > 0);
     let plan = Plan {
@@ -525,7 +551,14 @@ async fn generate(
         model: sim.opts.served_model_name.clone(),
         api,
         created: sim.created,
-        words: answer(&sim, &prompt, max_tokens, variant, cached_tokens > 0),
+        words: answer(
+            &sim,
+            &prompt,
+            max_tokens,
+            variant,
+            cached_tokens > 0,
+            restored > 0,
+        ),
         prompt_tokens: tokens.len(),
         cached_tokens,
         include_usage: body
@@ -624,8 +657,8 @@ async fn kv_server(sim: &Sim, n: u64) -> Result<bool, Response> {
 }
 
 /// Prefill: queue for the "GPU", then pay for the uncached tokens; returns
-/// how many were cached.
-async fn prefill(sim: &Sim, tokens: &[&str], kv_reachable: bool, n: u64) -> usize {
+/// how many the GPU had and how many the connector restored.
+async fn prefill(sim: &Sim, tokens: &[&str], kv_reachable: bool, n: u64) -> (usize, usize) {
     let _gpu = sim.prefill.lock().await;
     let (local, external) = lookup(sim, tokens, kv_reachable);
     let cached = local + external;
@@ -635,24 +668,77 @@ async fn prefill(sim: &Sim, tokens: &[&str], kv_reachable: bool, n: u64) -> usiz
     } else {
         0.0
     };
+    // A slow retrieval costs more per restored token than recomputing it.
+    let restore_us = if sim.opts.kv_fault == Some(KvFault::SlowRetrieve) && external > 0 {
+        sim.fired();
+        1.5 * sim.opts.prefill_us_per_token
+    } else {
+        sim.opts.cached_prefill_us_per_token
+    };
     let micros = (uncached as f64 * sim.opts.prefill_us_per_token
-        + cached as f64 * sim.opts.cached_prefill_us_per_token
+        + local as f64 * sim.opts.cached_prefill_us_per_token
+        + external as f64 * restore_us
         + (sim.opts.base_latency_ms + cold) * 1000.0)
         * sim.noise();
     tokio::time::sleep(Duration::from_micros(micros.max(0.0) as u64)).await;
-    cached
+    (local, external)
 }
 
 /// The output words, the first one the answer key's letter (or a flipped
 /// one) when the prompt asks a multiple-choice question.
-fn answer(sim: &Sim, prompt: &str, n: usize, variant: u64, hit: bool) -> Vec<&'static str> {
+fn answer(
+    sim: &Sim,
+    prompt: &str,
+    n: usize,
+    variant: u64,
+    hit: bool,
+    restored: bool,
+) -> Vec<&'static str> {
+    if sim.opts.dummy_weights {
+        if restored && sim.opts.kv_fault == Some(KvFault::CorruptKv) {
+            sim.fired();
+        }
+        // Random weights collapse to one token whatever came before it,
+        // right KV or wrong.
+        return vec!["the"; n];
+    }
     let mut words = output_words(prompt, n, variant);
     if prompt.trim_end().ends_with("Answer:") {
         if let Some(first) = words.first_mut() {
             *first = sim.answers.letter(prompt, first, hit);
         }
     }
+    if restored && sim.opts.kv_fault == Some(KvFault::CorruptKv) {
+        sim.fired();
+        corrupt(prompt, &mut words);
+    }
     words
+}
+
+/// Restored KV gone wrong: the output leaves the right one at a token
+/// chosen per prompt among the first eight (at the first for one prompt in
+/// eight, so a two-token MMLU answer sees only some of it).
+fn corrupt(prompt: &str, words: &mut [&'static str]) {
+    let from = (fnv1a(0xbad, prompt.as_bytes()) % 8) as usize;
+    let wrong = output_words(prompt, words.len(), 0xbad_c0de);
+    for (i, w) in words.iter_mut().enumerate().skip(from) {
+        *w = if *w == wrong[i] {
+            if *w == "the" {
+                "cache"
+            } else {
+                "the"
+            }
+        } else {
+            wrong[i]
+        };
+    }
+    if from == 0 && prompt.trim_end().ends_with("Answer:") {
+        if let Some(first) = words.first_mut() {
+            let letters = ["A", "B", "C", "D"];
+            let at = letters.iter().position(|l| l == first).unwrap_or(0);
+            *first = letters[(at + 1) % 4];
+        }
+    }
 }
 
 /// vLLM 0.26 names the build it serves here.
