@@ -6,6 +6,7 @@
 mod backend;
 mod container;
 mod external;
+pub(crate) mod fault;
 pub(crate) mod gpu;
 pub(crate) mod image;
 mod kinds;
@@ -88,6 +89,7 @@ pub(crate) fn resolve(
             })?,
         };
         let files_dir = write_files(e, name, logs_dir)?;
+        let e = &*fault::inject(e, &files_dir)?;
         let launch = backend(e.kind).resolve(
             e,
             &Resolve {
