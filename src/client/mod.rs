@@ -410,6 +410,32 @@ impl OpenAiClient {
         model: &str,
         prompt: &str,
     ) -> Result<Option<u64>, ClientError> {
+        let Some(answer) = self.tokenized(model, prompt).await? else {
+            return Ok(None);
+        };
+        Ok(token_count(&answer))
+    }
+
+    /// The token ids of `text` from the server's tokenizer (as
+    /// `tokenize_count` finds one); `None` when it serves none or gives
+    /// only a count.
+    pub(crate) async fn tokenize_ids(
+        &self,
+        model: &str,
+        text: &str,
+    ) -> Result<Option<Vec<u64>>, ClientError> {
+        let Some(answer) = self.tokenized(model, text).await? else {
+            return Ok(None);
+        };
+        Ok(answer
+            .get("tokens")
+            .and_then(Value::as_array)
+            .map(|t| t.iter().filter_map(Value::as_u64).collect()))
+    }
+
+    /// The tokenizer's answer for `prompt`, in the first shape the server
+    /// takes; `None` when it serves no tokenizer.
+    async fn tokenized(&self, model: &str, prompt: &str) -> Result<Option<Value>, ClientError> {
         let shapes = [
             ("/tokenize", json!({"model": model, "prompt": prompt})),
             ("/tokenize", json!({"content": prompt})),
@@ -434,7 +460,7 @@ impl OpenAiClient {
                 // another field (llama.cpp's native `/tokenize` answers
                 // vLLM's shape so); try the next shape.
                 Some(0) if !prompt.is_empty() => continue,
-                Some(n) => return Ok(Some(n)),
+                Some(_) => return Ok(Some(answer)),
                 None => {
                     return Err(ClientError::Garbage {
                         url,

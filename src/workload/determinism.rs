@@ -39,6 +39,16 @@ pub(crate) struct DeterminismParams {
     /// /reset_prefix_cache`), so it reads LMCache's KV, not the GPU's;
     /// `load_pass_external_pct` says how much of it LMCache served.
     pub reset_prefix_cache: bool,
+    /// Long prompts of real text added to the set: each several thousand
+    /// words of one MMLU subject's questions with their answers (from
+    /// `data`), then a request for a study guide, so a real model's
+    /// continuation depends on the whole restored context.
+    pub long_prompts: u32,
+    /// Words of each long prompt (a word is about 1.3 tokens).
+    pub long_prompt_words: u32,
+    /// MMLU data for the long prompts: the suite's `data.tar.xz` or an
+    /// extracted directory.
+    pub data: Option<PathBuf>,
 }
 
 impl Default for DeterminismParams {
@@ -51,6 +61,9 @@ impl Default for DeterminismParams {
             max_inflight_requests: 16,
             store_load_pause_secs: 0.5,
             reset_prefix_cache: false,
+            long_prompts: 0,
+            long_prompt_words: 3000,
+            data: None,
         }
     }
 }
@@ -61,6 +74,15 @@ impl DeterminismParams {
             ("max_inflight_requests", self.max_inflight_requests as u64),
             ("max_tokens", u64::from(self.max_tokens)),
         ])?;
+        if self.long_prompts > 0 && self.data.is_none() {
+            return invalid(
+                Some("data"),
+                "long_prompts are made of MMLU's questions: give data = \"PATH/data.tar.xz\" (or an extracted directory)",
+            );
+        }
+        if self.long_prompts > 0 && self.long_prompt_words < 100 {
+            return invalid(Some("long_prompt_words"), "must be at least 100 words");
+        }
         if !seconds_ok(self.store_load_pause_secs) {
             return invalid(
                 Some("store_load_pause_secs"),
@@ -77,18 +99,26 @@ impl KindParams for DeterminismParams {
     }
 
     fn wants(&self) -> Vec<Wants> {
-        self.prompts
+        let prompts = self.prompts.iter().map(|p| Wants::File {
+            key: "prompts",
+            path: p.display().to_string(),
+            fix: "give a JSONL file of {\"id\": …, \"prompt\": …}, or leave it out for the built-in prompts",
+        });
+        let data = self
+            .data
             .iter()
+            .filter(|_| self.long_prompts > 0)
             .map(|p| Wants::File {
-                key: "prompts",
+                key: "data",
                 path: p.display().to_string(),
-                fix: "give a JSONL file of {\"id\": …, \"prompt\": …}, or leave it out for the built-in prompts",
-            })
-            .collect()
+                fix: "give MMLU's data.tar.xz (LMCache's .buildkite/correctness/) or an extracted data/ directory",
+            });
+        prompts.chain(data).collect()
     }
 
     fn tokens_per_trial(&self) -> f64 {
-        (100 * (500 + self.max_tokens as usize)) as f64
+        let long = f64::from(self.long_prompts) * 1.3 * f64::from(self.long_prompt_words);
+        (100 * (500 + self.max_tokens as usize)) as f64 + long
     }
 }
 
@@ -122,6 +152,10 @@ impl TestKind for Kind {
     fn roles(&self) -> &'static [Role] {
         &[Role::Lmcache]
     }
+
+    fn judges_outputs(&self) -> bool {
+        true
+    }
 }
 
 impl WorkloadKind for Kind {
@@ -151,12 +185,66 @@ pub(crate) enum DeterminismError {
     },
     #[error("{path} has the id `{id}` twice")]
     DuplicateId { path: PathBuf, id: String },
+    #[error("failed to make the long prompts from MMLU's data: {0}")]
+    Data(#[from] super::mmlu::data::DataError),
 }
 
 impl From<DeterminismError> for WorkloadError {
     fn from(e: DeterminismError) -> Self {
-        WorkloadError::Kind(ErrorClass::BadInput, Box::new(e))
+        let class = match &e {
+            DeterminismError::Data(d) => d.class(),
+            _ => ErrorClass::BadInput,
+        };
+        WorkloadError::Kind(class, Box::new(e))
     }
+}
+
+/// Long prompts of real text: subject by subject (in MMLU's order, again
+/// from the first when there are more prompts than subjects), that
+/// subject's test questions with their answers until `long_prompt_words`,
+/// then a request that needs all of it.
+pub(crate) fn long_cases(
+    params: &DeterminismParams,
+    suite_dir: &Path,
+    extract_into: &Path,
+) -> Result<Vec<PromptCase>, DeterminismError> {
+    use super::mmlu::data;
+    let Some(source) = params.data.as_ref().filter(|_| params.long_prompts > 0) else {
+        return Ok(Vec::new());
+    };
+    let dir = data::prepare(&suite_dir.join(source), extract_into)?.data_dir;
+    let subjects = data::subjects(&dir)?;
+    let mut cases = Vec::new();
+    for i in 0..params.long_prompts as usize {
+        let subject = &subjects[i % subjects.len()];
+        let questions =
+            data::read_questions(&dir.join("test").join(format!("{subject}_test.csv")))?;
+        let mut prompt = format!(
+            "The following are questions about {}, each with its answer.\n\n",
+            subject.replace('_', " ")
+        );
+        let mut words = 0;
+        // Past the subject's first pass, later questions first, so a
+        // second prompt of one subject differs from its first.
+        let start = (i / subjects.len()) * 7;
+        for q in questions.iter().cycle().skip(start).take(questions.len()) {
+            if words >= params.long_prompt_words as usize {
+                break;
+            }
+            let block = format!(
+                "{}\nA. {}\nB. {}\nC. {}\nD. {}\nAnswer: {}\n\n",
+                q.question, q.choices[0], q.choices[1], q.choices[2], q.choices[3], q.answer
+            );
+            words += block.split_whitespace().count();
+            prompt.push_str(&block);
+        }
+        prompt.push_str("Write a short study guide to the questions above, one paragraph per topic, naming the questions it draws on:\n");
+        cases.push(PromptCase {
+            id: format!("long-{subject}-{i}"),
+            prompt,
+        });
+    }
+    Ok(cases)
 }
 
 /// The built-in set: short and long prompts, the long ones past several
@@ -273,6 +361,79 @@ pub(crate) struct Mismatch {
     pub id: String,
     pub between: String,
     pub detail: String,
+    /// The first token (of the engine's tokenizer) where they differ, when
+    /// the engine serves a tokenizer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_token: Option<usize>,
+    /// Both outputs from a little before the difference, each cut to a line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub texts: Option<(String, String)>,
+}
+
+impl Mismatch {
+    /// The report's line: prompt, passes, where, and both texts.
+    pub(crate) fn line(&self) -> String {
+        let at = match self.first_token {
+            Some(t) => format!("from token {t}"),
+            None => self
+                .detail
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        match &self.texts {
+            Some((a, b)) => format!("`{}` ({}) {at}: {a:?} vs {b:?}", self.id, self.between),
+            None => format!("`{}` ({}): {}", self.id, self.between, self.detail),
+        }
+    }
+}
+
+/// Where two texts first differ, in characters.
+fn first_char(a: &str, b: &str) -> usize {
+    a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
+}
+
+/// A text from a little before `at` (a char index), on one line and cut.
+pub(crate) fn one_line(s: &str, at: usize) -> String {
+    const BEFORE: usize = 16;
+    const WIDTH: usize = 72;
+    let from = at.saturating_sub(BEFORE);
+    let body: String = s
+        .chars()
+        .skip(from)
+        .take(WIDTH)
+        .map(|c| if c == '\n' { '⏎' } else { c })
+        .collect();
+    let more = s.chars().count() > from + WIDTH;
+    format!(
+        "{}{body}{}",
+        if from > 0 { "…" } else { "" },
+        if more { "…" } else { "" }
+    )
+}
+
+/// The first differing token of each mismatch, from the engine's own
+/// tokenizer (left unknown when it serves none), and both texts cut.
+pub(crate) async fn locate(
+    client: &OpenAiClient,
+    model: &str,
+    mismatches: &mut [Mismatch],
+    texts: Vec<Option<(String, String)>>,
+) {
+    for (m, texts) in mismatches.iter_mut().zip(texts) {
+        let Some((a, b)) = texts else {
+            continue;
+        };
+        let at = first_char(&a, &b);
+        m.texts = Some((one_line(&a, at), one_line(&b, at)));
+        if let (Ok(Some(x)), Ok(Some(y))) = (
+            client.tokenize_ids(model, &a).await,
+            client.tokenize_ids(model, &b).await,
+        ) {
+            m.first_token = Some(x.iter().zip(&y).take_while(|(p, q)| p == q).count());
+        }
+    }
 }
 
 /// Compares passes per id: each pair is (name, reference, other).
@@ -293,6 +454,8 @@ pub(crate) fn compare(cases: &[PromptCase], pairs: &[(&str, &Outputs, &Outputs)]
                 id: case.id.clone(),
                 between: between.to_string(),
                 detail,
+                first_token: None,
+                texts: None,
             });
         }
     }
@@ -330,6 +493,9 @@ pub(crate) struct Determinism {
     cases: Vec<PromptCase>,
     /// Outputs per pass: `baseline`, `store`, `load`.
     outputs: IndexMap<&'static str, Outputs>,
+    /// The disagreements, located with the LMCache engine's tokenizer once
+    /// its passes are done.
+    mismatches: Option<Vec<Mismatch>>,
 }
 
 impl Determinism {
@@ -338,7 +504,31 @@ impl Determinism {
             params,
             cases: Vec::new(),
             outputs: IndexMap::new(),
+            mismatches: None,
         }
+    }
+
+    /// Every pair of passes compared per id (LMCache's store against its
+    /// load, and the baseline against the load when it was asked).
+    fn compared(&self) -> Option<Vec<Mismatch>> {
+        let (store, load) = (self.outputs.get("store")?, self.outputs.get("load")?);
+        let mut pairs: Vec<(&str, &Outputs, &Outputs)> =
+            vec![("LMCache store vs load", store, load)];
+        if let Some(b) = self.outputs.get("baseline") {
+            pairs.push(("baseline vs LMCache", b, load));
+        }
+        Some(compare(&self.cases, &pairs))
+    }
+
+    /// Both outputs a mismatch compares.
+    fn texts_of(&self, m: &Mismatch) -> Option<(String, String)> {
+        let get = |pass: &str| self.outputs.get(pass)?.get(&m.id).cloned().flatten();
+        let first = if m.between.starts_with("baseline") {
+            "baseline"
+        } else {
+            "store"
+        };
+        Some((get(first)?, get("load")?))
     }
 
     async fn ask(
@@ -409,6 +599,9 @@ impl Workload for Determinism {
     ) -> BoxFuture<'a, Result<(), WorkloadError>> {
         Box::pin(async move {
             self.cases = load_prompts(&self.params, ctx.suite_dir)?;
+            let into = ctx.out_dir.join("mmlu_data");
+            self.cases
+                .extend(long_cases(&self.params, ctx.suite_dir, &into)?);
             Ok(())
         })
     }
@@ -453,25 +646,24 @@ impl Workload for Determinism {
                 };
                 self.outputs.insert("store", store);
                 self.outputs.insert("load", load);
+                if let Some(mut found) = self.compared() {
+                    let model = super::shared::resolve_model(&client, ctx.model).await?;
+                    let texts = found.iter().map(|m| self.texts_of(m)).collect();
+                    locate(&client, &model, &mut found, texts).await;
+                    self.mismatches = Some(found);
+                }
             }
             Ok(())
         })
     }
 
     fn finish(&mut self, ctx: &Ctx<'_>, out: &mut Output) -> Result<(), WorkloadError> {
-        let (Some(store), Some(load)) = (self.outputs.get("store"), self.outputs.get("load"))
-        else {
+        let Some(mismatches) = self.mismatches.take().or_else(|| self.compared()) else {
             return Err(WorkloadError::NeedsEngine {
                 test: ctx.test.to_string(),
                 what: "an LMCache engine".into(),
             });
         };
-        let mut pairs: Vec<(&str, &Outputs, &Outputs)> =
-            vec![("LMCache store vs load", store, load)];
-        if let Some(b) = self.outputs.get("baseline") {
-            pairs.push(("baseline vs LMCache", b, load));
-        }
-        let mismatches = compare(&self.cases, &pairs);
         let mut m = metrics(&self.cases, &mismatches);
         let failed = self
             .outputs
@@ -485,10 +677,7 @@ impl Workload for Determinism {
         );
         out.metrics.entry(Role::Lmcache).or_default().extend(m);
         for m in mismatches.iter().take(NOTE_LIMIT) {
-            out.notes.push(format!(
-                "differs: id `{}` ({}): {}",
-                m.id, m.between, m.detail
-            ));
+            out.notes.push(format!("differs: {}", m.line()));
         }
         if mismatches.len() > NOTE_LIMIT {
             out.notes.push(format!(
