@@ -94,6 +94,13 @@ pub(crate) trait TestKind: Sync + 'static {
         &[]
     }
 
+    /// Whether it judges what the engines answer (a correctness test): a
+    /// dummy-weights engine or one that is not batch invariant then makes
+    /// it blind or noisy, and its failure taints the run's speed figures.
+    fn judges_outputs(&self) -> bool {
+        false
+    }
+
     /// How the gate weighs `metric`'s evidence where this kind has its own
     /// method (a dry run names it); `None`: the gate's general rule.
     fn method(&self, _metric: &str, _relative: bool) -> Option<&'static str> {

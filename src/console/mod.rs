@@ -449,6 +449,9 @@ impl Console {
     }
 
     fn test_finished(&self, t: &TestRecord) {
+        for caveat in &t.caveats {
+            self.warn(&format!("[{}] {caveat}", t.name));
+        }
         for note in &t.notes {
             self.info(&format!("[{}] {note}", t.name));
         }

@@ -498,9 +498,14 @@ fn test_view(t: &TestRecord, detail: Detail) -> TestView {
     let findings = if detail == Detail::Minimal {
         Vec::new()
     } else {
-        checks
+        t.caveats
             .iter()
-            .filter_map(|c| Some(format!("{}: {}", c.name, c.message.as_deref()?)))
+            .map(|c| format!("⚠️ {c}"))
+            .chain(
+                checks
+                    .iter()
+                    .filter_map(|c| Some(format!("{}: {}", c.name, c.message.as_deref()?))),
+            )
             .chain(t.notes.iter().cloned())
             .map(|f| md_escape(&f))
             .collect()
@@ -585,6 +590,28 @@ pub(crate) fn run_verdict(results: &RunResults) -> (&'static str, String) {
         RunStatus::Error => ("💥", "error".to_string()),
         RunStatus::Running => ("⏳", "running".to_string()),
     }
+}
+
+/// The controls table: each control's expected and reached verdicts.
+fn controls(results: &RunResults) -> Vec<serde_json::Value> {
+    results
+        .controls
+        .iter()
+        .map(|c| {
+            let about = if c.about.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", c.about)
+            };
+            serde_json::json!({
+                "icon": if c.held { "✅" } else { "❌" },
+                "name": md_escape(&c.name),
+                "expected": c.expected.to_uppercase(),
+                "got": if c.held { c.got.to_uppercase() } else { format!("**{}**", c.got.to_uppercase()) },
+                "evidence": md_escape(&format!("{about}{}", c.evidence)),
+            })
+        })
+        .collect()
 }
 
 fn duration_of(results: &RunResults) -> Option<f64> {
@@ -760,6 +787,7 @@ fn context(
     ctx.insert("message", &results.message.as_deref().map(md_escape));
     ctx.insert("omitted", &omitted);
     ctx.insert("tests", &tests);
+    ctx.insert("controls", &controls(results));
     ctx.insert("engines", &engines);
     ctx.insert("show_logs", &(detail == Detail::Full));
     ctx.insert("show_tables", &(detail <= Detail::NoLogs));

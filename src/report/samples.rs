@@ -114,6 +114,7 @@ fn long_doc_qa(lmcache_ttft: f64) -> TestRecord {
         duration_secs: Some(4.21),
         started_at: None,
         notes: Vec::new(),
+        caveats: Vec::new(),
         attempts: Vec::new(),
         tables: Vec::new(),
         charts: vec![Chart {
@@ -168,6 +169,7 @@ fn mmlu(status: TestStatus) -> TestRecord {
             "changed answers: 2 questions answered differently by LMCache (all in mmlu/changed_answers.jsonl)".into(),
             "largest subject drop: college_physics (0.0098)".into(),
         ],
+        caveats: Vec::new(),
         attempts: Vec::new(),
         tables: vec![
             DetailTable {
@@ -284,6 +286,7 @@ fn base(status: RunStatus, tests: Vec<TestRecord>) -> RunResults {
         shard: None,
         merged_from: Vec::new(),
         history: None,
+        controls: Vec::new(),
     }
 }
 

@@ -227,6 +227,7 @@ pub(crate) fn render(results: &RunResults, colour: bool) -> String {
         }
     }
     findings(results, &mut out);
+    controls(results, &mut out);
     if let Some(s) = super::format::statistics(results) {
         let _ = writeln!(out);
         for l in textwrap::wrap(&s, WIDTH) {
@@ -237,6 +238,29 @@ pub(crate) fn render(results: &RunResults, colour: bool) -> String {
     out
 }
 
+/// The controls: each one's expected and reached verdicts, and why.
+fn controls(results: &RunResults, out: &mut String) {
+    if results.controls.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nControl            Expected  Got    Evidence");
+    for c in &results.controls {
+        let line = format!(
+            "{:<18} {:<9} {:<6} {}{}",
+            c.name,
+            c.expected.to_uppercase(),
+            c.got.to_uppercase(),
+            if c.held { "" } else { "MISSED: " },
+            c.evidence
+        );
+        let opts =
+            textwrap::Options::new(WIDTH).subsequent_indent("                                    ");
+        for l in textwrap::wrap(&line, opts) {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+}
+
 /// Findings shown under the table for tests that did not pass.
 const FINDINGS_PER_TEST: usize = 5;
 
@@ -244,10 +268,11 @@ const FINDINGS_PER_TEST: usize = 5;
 /// reason is on screen next to the verdict.
 fn findings(results: &RunResults, out: &mut String) {
     let failing = results.tests.iter().filter(|t| {
-        matches!(
-            t.status,
-            TestStatus::Failed | TestStatus::Error | TestStatus::Flaky
-        )
+        !t.caveats.is_empty()
+            || matches!(
+                t.status,
+                TestStatus::Failed | TestStatus::Error | TestStatus::Flaky
+            )
     });
     let mut first = true;
     for t in failing {
@@ -255,6 +280,7 @@ fn findings(results: &RunResults, out: &mut String) {
             .error
             .iter()
             .map(|e| e.lines().next().unwrap_or_default().to_string())
+            .chain(t.caveats.iter().cloned())
             .chain(
                 t.checks
                     .iter()
@@ -307,6 +333,10 @@ fn headline(results: &RunResults, colour: bool) -> String {
     let not_run = count(&[TestStatus::NotRun]);
     if not_run > 0 {
         let _ = write!(s, ", {not_run} not run");
+    }
+    if !results.controls.is_empty() {
+        let held = results.controls.iter().filter(|c| c.held).count();
+        let _ = write!(s, "; controls: {held} of {} held", results.controls.len());
     }
     if let Some(m) = &results.message {
         let _ = write!(s, " ({m})");

@@ -330,6 +330,12 @@ pub(crate) struct TestRecord {
     /// changed between baseline and LMCache.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Why the verdict means less than it says: a correctness test on
+    /// engines that cannot show a fault (dummy weights) or that differ
+    /// without one (not batch invariant), a speed figure measured on an
+    /// engine whose outputs were wrong. Shown first, as warnings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caveats: Vec<String>,
     /// Every run of a retried test, the last one included; empty when the
     /// test ran once.
     #[serde(default)]
@@ -360,6 +366,7 @@ impl TestRecord {
             duration_secs: None,
             started_at: None,
             notes: Vec::new(),
+            caveats: Vec::new(),
             attempts: Vec::new(),
             tables: Vec::new(),
             charts: Vec::new(),
@@ -519,6 +526,28 @@ pub(crate) struct RunResults {
     /// Where this run falls in the default branch's recent runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<HistoryView>,
+    /// The suite's control runs and what each concluded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<ControlRecord>,
+}
+
+/// One control run: the verdict it had to reach and the one it reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ControlRecord {
+    pub name: String,
+    #[serde(default)]
+    pub about: String,
+    /// `pass` or `fail`.
+    pub expected: String,
+    /// `pass`, `fail`, or `error` (the control could not run to its end).
+    pub got: String,
+    /// Whether it reached the verdict it had to.
+    pub held: bool,
+    /// What decided it: the checks that failed, or how many held, and
+    /// whether an injected fault fired.
+    pub evidence: String,
+    /// Its own results directory, relative to this run's.
+    pub results_dir: String,
 }
 
 /// One shard of a suite: its place, and every shard's work as planned (the

@@ -123,6 +123,10 @@ impl TestKind for Kind {
     fn roles(&self) -> &'static [Role] {
         &[Role::Lmcache]
     }
+
+    fn judges_outputs(&self) -> bool {
+        true
+    }
 }
 
 impl WorkloadKind for Kind {

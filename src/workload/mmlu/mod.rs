@@ -301,6 +301,10 @@ impl TestKind for Kind {
     fn method(&self, metric: &str, _relative: bool) -> Option<&'static str> {
         (metric == "accuracy_drop").then_some("McNemar exact test, Agresti–Min interval")
     }
+
+    fn judges_outputs(&self) -> bool {
+        true
+    }
 }
 
 /// One question, ready to send.
