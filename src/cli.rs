@@ -150,6 +150,11 @@ pub(crate) struct CiArgs {
     /// instead of refusing it; without it a directory with files is exit 2.
     #[arg(long, env = "LMCACHE_E2E_OVERWRITE")]
     pub overwrite: bool,
+    /// Skip the suite's `[controls]` (each runs the suite again after it,
+    /// with a fault injected or an engine swapped, and must reach the
+    /// verdict it names).
+    #[arg(long)]
+    pub no_controls: bool,
     /// Send MMLU requests one at a time, as the original scripts did
     /// (default: `max_inflight_requests` at once).
     #[arg(long)]

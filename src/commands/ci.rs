@@ -32,11 +32,18 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     // Every mistake of the suite and every program or file it lacks here,
     // at once, before an engine spends minutes starting.
     loaded.preflight(&selected)?;
+    let controls = controls_of(&args, &loaded)?;
     let ci = CiEnv::from_process();
     if args.dry_run {
         let results_dir = results_dir_of(&args, &loaded, &build_id_of(&loaded, &ci));
         let mut out = super::common::Out::new();
-        for line in run::plan::lines(&loaded, &selected, &results_dir) {
+        let mut lines = run::plan::lines(&loaded, &selected, &results_dir);
+        let last = lines.pop();
+        lines.extend(run::plan::control_lines(
+            &loaded,
+            controls.iter().map(|c| &c.name),
+        ));
+        for line in lines.into_iter().chain(last) {
             out.line(line);
         }
         return Ok(());
@@ -59,15 +66,34 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         Some(s) => Some(shard_run(&loaded, &selected, s, &results_dir, &args.shard)?),
         None => None,
     };
+    let sharded = shard.is_some();
     let request = run::Request {
         loaded: &loaded,
         selected,
         results_dir,
-        build_id,
+        build_id: build_id.clone(),
         meta: ci.meta.clone(),
         shard,
     };
-    let (mut results, outcome) = run::run(request, &events).await?;
+    let (mut results, mut outcome) = run::run(request, &events).await?;
+    // Controls say whether the verdict could have been otherwise; they need
+    // a run that went to its end (a gate's failure included).
+    let finished = matches!(outcome, Ok(()) | Err(run::RunError::Failed(_)));
+    if !controls.is_empty() && sharded {
+        console.info("this is a shard: the suite's controls are left to an unsharded run");
+    } else if !controls.is_empty() && finished {
+        if let Err(e) =
+            run::controls::run_all(controls, &mut results, &build_id, &ci.meta, &events).await
+        {
+            outcome = Err(e);
+        }
+        if let Some(missed) = run::controls::verdict(&mut results) {
+            if outcome.is_ok() {
+                outcome = Err(run::RunError::Failed(missed));
+            }
+        }
+        events.emit(&run::Event::RunFinished(&results))?;
+    }
     // A history that cannot be read must not cost the run its reports.
     let history = super::common::apply_history(&args.history, &ci, &mut results, &console);
     // Reports go out whatever the outcome: a failed or interrupted run is
@@ -92,6 +118,36 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     history?;
     delivered?;
     Ok(())
+}
+
+/// The suite's controls, each loaded as the suite it makes (a mistake in
+/// one is the suite's: exit 2 before any engine starts); none with
+/// `--no-controls` or `--only`.
+fn controls_of(args: &CiArgs, loaded: &Loaded) -> Result<Vec<run::controls::Control>, Error> {
+    if args.no_controls || args.only.is_some() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for name in loaded.suite.controls.keys() {
+        let mut control = super::common::load_control(&args.suite, name)?;
+        if args.sequential {
+            for p in control.params.values_mut() {
+                p.params_mut().set_sequential();
+            }
+        }
+        let selected: Vec<String> = control
+            .suite
+            .selected_tests(None)?
+            .into_iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        control.preflight(&selected)?;
+        out.push(run::controls::Control {
+            name: name.clone(),
+            loaded: control,
+        });
+    }
+    Ok(out)
 }
 
 /// `BUILD_ID` (or `run.build_id`), else the CI's own build, else the time.

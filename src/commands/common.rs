@@ -48,6 +48,22 @@ pub(crate) fn load_suite(args: &SuiteArgs) -> Result<Loaded, Error> {
     })?)
 }
 
+/// The suite as its control `name` changes it.
+pub(crate) fn load_control(args: &SuiteArgs, name: &str) -> Result<Loaded, Error> {
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(config::load_control(
+        &config::LoadRequest {
+            preset: args.preset.as_deref(),
+            file: args.suite.as_deref(),
+            overlays: &args.overlays,
+            sets: &args.sets,
+            env: &env,
+            kinds: &crate::workload::test_kinds(),
+        },
+        name,
+    )?)
+}
+
 pub(crate) fn console(verbosity: Verbosity, ci: &CiEnv) -> Console {
     Console::new(Options::detect(verbosity, ci.ci))
 }

@@ -16,6 +16,7 @@ use super::origin::{blame, invalid, typed, Source};
 use super::preflight::{needs_of, Need};
 use super::presets;
 use super::suite::{EngineKind, Suite, TestConfig};
+use super::table::{set_path, set_value};
 use crate::results::Role;
 
 /// A loaded suite, with the typed parameters of each test and the origin
@@ -42,6 +43,15 @@ pub(crate) struct LoadRequest<'a> {
 }
 
 pub(crate) fn load(req: &LoadRequest<'_>) -> Result<Loaded, ConfigError> {
+    load_as(req, None)
+}
+
+/// The suite as its control `name` changes it, over every layer of `req`.
+pub(crate) fn load_control(req: &LoadRequest<'_>, name: &str) -> Result<Loaded, ConfigError> {
+    load_as(req, Some(name))
+}
+
+fn load_as(req: &LoadRequest<'_>, control: Option<&str>) -> Result<Loaded, ConfigError> {
     let (text, base) = match (req.file, req.preset) {
         (Some(path), _) => (
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -117,6 +127,9 @@ pub(crate) fn load(req: &LoadRequest<'_>) -> Result<Loaded, ConfigError> {
         mark_leaves(&table_get(&table, &key), &key, &Source::Set, &mut origins);
     }
 
+    if let Some(name) = control {
+        super::control::apply(&mut table, name, &mut origins)?;
+    }
     misnamed_checks(&table, &origins, &base)?;
     let suite: Suite = typed(&table, &origins, &base)?;
     let params = validate(&suite, &origins, &base, &suite_dir_of(&base), req.kinds)?;
@@ -274,31 +287,6 @@ fn env_value(var: &str, raw: &str, ty: EnvType) -> Result<Value, ConfigError> {
         EnvType::Int => Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
         EnvType::Float => Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
     })
-}
-
-/// A `--set` value is read as a TOML value (`4`, `0.5`, `true`, `["a"]`,
-/// `"quoted"`), and as a plain string when it is not one.
-fn set_value(raw: &str) -> Value {
-    toml::from_str::<Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| Value::String(raw.to_string()))
-}
-
-fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
-    let parts: Vec<&str> = key.split('.').collect();
-    let (last, parents) = parts.split_last().ok_or("empty key")?;
-    let mut cur = table;
-    for (i, part) in parents.iter().enumerate() {
-        let entry = cur
-            .entry(part.to_string())
-            .or_insert_with(|| Value::Table(Table::new()));
-        cur = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{}` is a value, not a table", parts[..=i].join(".")))?;
-    }
-    cur.insert(last.to_string(), value);
-    Ok(())
 }
 
 fn table_get(table: &Table, key: &str) -> Value {
@@ -493,6 +481,9 @@ fn validate(
     };
     validate_engines(suite, &mut p);
     validate_run(suite, &mut p);
+    for (key, why) in super::control::problems(suite) {
+        p.bad(key, why);
+    }
     let mut params = IndexMap::new();
     for (name, test) in &suite.tests {
         let Some(kind) = kind_named(kinds, &test.kind) else {

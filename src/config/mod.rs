@@ -2,6 +2,7 @@
 //! from a file or a built-in preset, and how environment variables and
 //! `--set` override it (with the origin of every value kept for `config show`).
 
+mod control;
 mod error;
 mod kind;
 mod layers;
@@ -13,15 +14,16 @@ pub(crate) mod preflight;
 mod presets;
 pub(crate) mod schema;
 mod suite;
+mod table;
 
 pub(crate) use crate::results::{Role, Severity};
 
 pub(crate) use error::ConfigError;
 pub(crate) use kind::{EnvType, EnvVar, KindParams, TestKind, TestParams, Typing, Wants};
-pub(crate) use layers::{load, LoadRequest, Loaded};
+pub(crate) use layers::{load, load_control, LoadRequest, Loaded};
 pub(crate) use params::{at_least_one, invalid, seconds_ok, Api, Invalid};
 pub(crate) use presets::PRESETS;
 pub(crate) use suite::{
-    BuildOptions, CheckConfig, ContainerOptions, EngineConfig, EngineKind, Installer, Readiness,
-    RepoConfig, RunConfig, Schedule, SetupConfig, Suite, TestConfig,
+    BuildOptions, CheckConfig, ContainerOptions, EngineConfig, EngineKind, Expect, Installer,
+    Readiness, RepoConfig, RunConfig, Schedule, SetupConfig, Suite, TestConfig,
 };

@@ -18,6 +18,8 @@ pub(crate) enum Source {
     File(PathBuf),
     Env(&'static str),
     Set,
+    /// A control run's change (`[controls.NAME]`).
+    Control(String),
     Default,
 }
 
@@ -28,6 +30,7 @@ impl fmt::Display for Source {
             Source::File(path) => write!(f, "{}", path.display()),
             Source::Env(var) => write!(f, "env {var}"),
             Source::Set => f.write_str("--set"),
+            Source::Control(name) => write!(f, "control `{name}`"),
             Source::Default => f.write_str("default"),
         }
     }

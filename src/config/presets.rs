@@ -13,9 +13,19 @@ pub(crate) const PRESETS: &[Preset] = &[
         toml: include_str!("../../presets/sim.toml"),
     },
     Preset {
+        name: "sim-controls",
+        about: "the simulated engines with controls: correctness and TTFT checks, then an A/A run that must pass and injected KV faults (corrupt, dropped, slow) that must fail them",
+        toml: include_str!("../../presets/sim-controls.toml"),
+    },
+    Preset {
         name: "gpu-1",
         about: "one GPU (H100/H200): baseline vLLM, then vLLM with LMCache's connector, on Llama-3.1-8B's architecture with dummy weights; seed 004's long doc QA, MMLU and determinism through LMCache, vllm bench serve throughput",
         toml: include_str!("../../presets/gpu-1.toml"),
+    },
+    Preset {
+        name: "gpu-1-real",
+        about: "one GPU, real weights (SmolLM2-135M): batch-invariant vLLM without and with LMCache's MP connector; MMLU, determinism on long real prompts, long doc QA; controls: A/A, the in-process connector known to corrupt (#4463), injected corrupt and slow KV",
+        toml: include_str!("../../presets/gpu-1-real.toml"),
     },
     Preset {
         name: "mp",

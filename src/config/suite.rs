@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
 use crate::results::{OnInconclusive, Role, Severity};
-use crate::sim::SimOptions;
+use crate::sim::{KvFault, SimOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -117,6 +117,60 @@ pub(crate) struct Suite {
     /// What `lmcache-e2e setup` prepares.
     #[serde(default)]
     pub setup: SetupConfig,
+    /// Control runs: the suite again with something changed (a fault, an
+    /// engine swapped), each with the verdict it must reach; a control
+    /// that reaches another proves the suite cannot see what it checks.
+    #[serde(default)]
+    pub controls: IndexMap<String, ControlConfig>,
+}
+
+/// What a control run must conclude.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Expect {
+    /// A negative control: nothing is wrong, so the tests must pass.
+    Pass,
+    /// A positive control: something is wrong, so a check must fail.
+    Fail,
+}
+
+impl Expect {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Expect::Pass => "pass",
+            Expect::Fail => "fail",
+        }
+    }
+}
+
+/// One control run: the suite with `set` applied (as `--set` would), the
+/// LMCache engines replaced by the baseline's configuration
+/// (`lmcache_as_baseline`, an A/A run) and/or a `fault` injected into them;
+/// `tests` names which of the suite's tests it runs (all when empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ControlConfig {
+    pub expect: Expect,
+    /// One line on what the control shows, for the report.
+    #[serde(default)]
+    pub about: String,
+    #[serde(default)]
+    pub tests: Vec<String>,
+    /// `KEY=VALUE` overrides, applied after the suite's own `--set`s.
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// Launch each LMCache engine as the baseline engine is launched (its
+    /// name, role and port kept): two plain engines, which must agree.
+    #[serde(default)]
+    pub lmcache_as_baseline: bool,
+    /// The fault injected into every LMCache engine, and every service
+    /// of kind `process` (LMCache's MP server restores KV itself).
+    pub fault: Option<KvFault>,
+    /// For `expect = "fail"`: the checks, by `test.check`, of which one
+    /// must fail (any failing check counts when empty), so a control fails
+    /// for the reason it was written for.
+    #[serde(default)]
+    pub fails: Vec<String>,
 }
 
 /// The job's Python environment: a venv, repositories checked out at a ref
@@ -340,6 +394,12 @@ pub(crate) struct EngineConfig {
     /// than `run.gpus.large_gpu_mib` of memory.
     #[serde(default)]
     pub large_gpu_args: Vec<String>,
+    /// A fault injected into the KV this engine's connector restores, to
+    /// prove that a check can fail (a positive control): `corrupt-kv`,
+    /// `drop-first-chunk` or `slow-retrieve`. A sim models it; a process
+    /// engine gets a Python start-up hook on its `PYTHONPATH` that patches
+    /// LMCache as it is imported (LMCache's files stay untouched).
+    pub fault: Option<KvFault>,
 }
 
 fn default_host() -> String {

@@ -159,6 +159,7 @@ pub(crate) fn merge(shards: Vec<ShardDir>, into: &Path) -> Result<RunResults, Me
             })
             .collect(),
         history: None,
+        controls: Vec::new(),
     };
     results.write()?;
     Ok(results)

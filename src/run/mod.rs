@@ -4,7 +4,9 @@
 //! ends. It prints nothing: it emits events.
 
 pub(crate) mod calibrate;
+pub(crate) mod caveats;
 pub(crate) mod compare;
+pub(crate) mod controls;
 mod engagement;
 pub(crate) mod events;
 pub(crate) mod merge;
@@ -264,6 +266,7 @@ fn new_results(req: &Request<'_>, run_id: &str, models: &[(String, Option<String
         shard: req.shard.as_ref().map(|s| s.mark.clone()),
         merged_from: Vec::new(),
         history: None,
+        controls: Vec::new(),
     }
 }
 
@@ -641,6 +644,7 @@ impl ModelRun<'_> {
                 f.softened.join(", ")
             ));
         }
+        caveats::apply(suite, &mut results.tests);
         for (run, _, _) in runs.iter() {
             self.judged(run, results)?;
             if let Some(e) = run.error.as_ref().filter(|e| !e.skipped()) {

@@ -134,6 +134,11 @@ pub(crate) fn lines(
             attempts,
             if attempts == 1 { "" } else { "s" },
         ));
+        if kind.judges_outputs() {
+            for caveat in super::caveats::of_suite(suite) {
+                out.push(format!("  warning: {caveat}"));
+            }
+        }
         for (check, c) in test.checks.iter().filter(|(_, c)| c.enabled) {
             let relative = c.max_change_pct.is_some() || c.min_change_pct.is_some();
             out.push(format!(
@@ -144,5 +149,51 @@ pub(crate) fn lines(
         }
     }
     out.push("nothing was started (--dry-run)".into());
+    out
+}
+
+/// The controls that would run after the suite, each with what it changes
+/// and the verdict it must reach.
+pub(crate) fn control_lines<'a>(
+    loaded: &Loaded,
+    names: impl Iterator<Item = &'a String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in names {
+        let c = &loaded.suite.controls[name];
+        let mut changes: Vec<String> = Vec::new();
+        if c.lmcache_as_baseline {
+            changes.push("the LMCache engine launched as the baseline".into());
+        }
+        if let Some(f) = c.fault {
+            changes.push(format!(
+                "fault `{}` injected into the LMCache engine",
+                f.as_str()
+            ));
+        }
+        changes.extend(c.set.iter().map(|s| format!("--set {s}")));
+        out.push(format!(
+            "control {name} (expect {}): {}{}",
+            c.expect.as_str().to_uppercase(),
+            if changes.is_empty() {
+                "the suite as it is".to_string()
+            } else {
+                changes.join(", ")
+            },
+            match (c.tests.is_empty(), c.fails.is_empty()) {
+                (true, true) => String::new(),
+                (false, true) => format!("; tests {}", c.tests.join(", ")),
+                (true, false) => format!("; must fail {}", c.fails.join(" or ")),
+                (false, false) => format!(
+                    "; tests {}; must fail {}",
+                    c.tests.join(", "),
+                    c.fails.join(" or ")
+                ),
+            }
+        ));
+        if !c.about.is_empty() {
+            out.push(format!("  {}", c.about));
+        }
+    }
     out
 }
