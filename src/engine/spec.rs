@@ -25,6 +25,12 @@ pub(crate) enum EngineError {
         host: String,
         source: std::io::Error,
     },
+    #[error("failed to start engine `{engine}`: {address} is taken by {answering}; stop it (a server left over from an earlier job?) or give the engine another port")]
+    PortTaken {
+        engine: String,
+        address: String,
+        answering: String,
+    },
     #[error("failed to create log file {path}: {source}")]
     Log {
         path: PathBuf,

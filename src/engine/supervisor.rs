@@ -96,6 +96,7 @@ impl Supervisor {
             Launch::Process { program, args, .. } => command_line(program, args),
             Launch::Container { cli, run_args, .. } => command_line(cli, run_args),
         };
+        port_free(spec).await?;
         let log = open_log(spec, &shown)?;
         let b = backend(spec.kind);
         let Some(started) = b.start(spec, log, &self.run_id).await? else {
@@ -335,4 +336,47 @@ pub(crate) async fn cleanup_from_state(
         );
     }
     Ok(records)
+}
+
+/// An engine's ports must be free before it starts: a server already there
+/// (a vLLM left over from a killed job) would answer its readiness probe
+/// and every request, and the run would measure a stranger.
+async fn port_free(spec: &EngineSpec) -> Result<(), EngineError> {
+    let Ok(url) = reqwest::Url::parse(&spec.url) else {
+        return Ok(());
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Ok(());
+    };
+    for port in std::iter::once(port).chain(spec.health_port) {
+        let connect = tokio::net::TcpStream::connect((host, port));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
+            return Err(EngineError::PortTaken {
+                engine: spec.name.clone(),
+                address: format!("{host}:{port}"),
+                answering: what_answers(host, port).await,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What a server found on a port says it is, in a few words.
+async fn what_answers(host: &str, port: u16) -> String {
+    let Ok(client) =
+        crate::client::OpenAiClient::new(&format!("http://{host}:{port}"), Duration::from_secs(3))
+    else {
+        return "something".into();
+    };
+    let version = client.server_version().await;
+    let models = client
+        .models(Duration::from_secs(3))
+        .await
+        .unwrap_or_default();
+    match (version, models.first()) {
+        (Some(v), Some(m)) => format!("a server of version {v} serving `{m}`"),
+        (None, Some(m)) => format!("an OpenAI server serving `{m}`"),
+        (Some(v), None) => format!("a server of version {v}"),
+        (None, None) => "something that accepts connections".into(),
+    }
 }
