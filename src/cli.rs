@@ -135,9 +135,10 @@ pub(crate) struct ListArgs {
 pub(crate) struct CiArgs {
     #[command(flatten)]
     pub suite: SuiteArgs,
-    /// Run only the tests whose names contain PATTERN.
-    #[arg(long, value_name = "PATTERN")]
-    pub only: Option<String>,
+    /// Run only the tests whose names contain one of these patterns
+    /// (comma-separated, or the flag repeated).
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Check the suite and what it needs here, print the plan (engines with
     /// their command lines and environment, secrets masked; tests with their
     /// checks, bounds and methods) and exit, starting nothing.

@@ -126,6 +126,45 @@ fn list_and_only_select_tests_by_name() {
 }
 
 #[test]
+fn only_takes_a_list_comma_separated_or_repeated() {
+    for args in [
+        vec!["--only", "mmlu,determinism"],
+        vec!["--only", "mmlu", "--only", "determinism"],
+    ] {
+        let dir = tempdir();
+        let out = run(
+            bin()
+                .args(["ci", "--quiet"])
+                .args(&args)
+                .arg("--results-dir")
+                .arg(dir.path()),
+            Duration::from_secs(120),
+        );
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stdout}{stderr}");
+        let r = results(dir.path());
+        let ran: Vec<&str> = r["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(ran, ["mmlu", "determinism"], "{args:?}");
+    }
+    let dir = tempdir();
+    let out = run(
+        bin()
+            .args(["ci", "--only", "mmlu,nothing-like-this", "--results-dir"])
+            .arg(dir.path()),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out)
+        .1
+        .contains("no test matches --only `nothing-like-this`"));
+}
+
+#[test]
 fn unknown_preset_and_bad_usage_exit_2() {
     let out = run(bin().args(["ci", "--preset", "gpu-please"]), LIMIT);
     assert_eq!(out.status.code(), Some(2));

@@ -25,7 +25,7 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     }
     let selected: Vec<String> = loaded
         .suite
-        .selected_tests(args.only.as_deref())?
+        .selected_tests(&args.only)?
         .into_iter()
         .map(|(n, _)| n.clone())
         .collect();
@@ -124,7 +124,7 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
 /// one is the suite's: exit 2 before any engine starts); none with
 /// `--no-controls` or `--only`.
 fn controls_of(args: &CiArgs, loaded: &Loaded) -> Result<Vec<run::controls::Control>, Error> {
-    if args.no_controls || args.only.is_some() {
+    if args.no_controls || !args.only.is_empty() {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
@@ -137,7 +137,7 @@ fn controls_of(args: &CiArgs, loaded: &Loaded) -> Result<Vec<run::controls::Cont
         }
         let selected: Vec<String> = control
             .suite
-            .selected_tests(None)?
+            .selected_tests(&[])?
             .into_iter()
             .map(|(n, _)| n.clone())
             .collect();

@@ -554,19 +554,23 @@ impl Suite {
         self.engines.iter().find(|(_, e)| e.role == role)
     }
 
-    /// The enabled tests whose names contain `pattern` (all when `None`).
+    /// The enabled tests whose names contain one of `patterns` (all when
+    /// there are none); a pattern that matches no test is a mistake.
     pub(crate) fn selected_tests(
         &self,
-        pattern: Option<&str>,
+        patterns: &[String],
     ) -> Result<Vec<(&String, &TestConfig)>, ConfigError> {
-        let tests: Vec<_> = self
-            .tests
+        let enabled = || self.tests.iter().filter(|(_, t)| t.enabled);
+        if let Some(p) = patterns
             .iter()
-            .filter(|(name, t)| t.enabled && pattern.is_none_or(|p| name.contains(p)))
-            .collect();
-        match pattern {
-            Some(p) if tests.is_empty() => Err(ConfigError::NoTestMatches(p.to_string())),
-            _ => Ok(tests),
+            .find(|p| !enabled().any(|(name, _)| name.contains(p.as_str())))
+        {
+            return Err(ConfigError::NoTestMatches(p.to_string()));
         }
+        Ok(enabled()
+            .filter(|(name, _)| {
+                patterns.is_empty() || patterns.iter().any(|p| name.contains(p.as_str()))
+            })
+            .collect())
     }
 }

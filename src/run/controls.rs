@@ -34,7 +34,7 @@ pub(crate) async fn run_all(
         let selected: Vec<String> = c
             .loaded
             .suite
-            .selected_tests(None)
+            .selected_tests(&[])
             .map_err(|e| RunError::Internal(format!("control `{}`: {e}", c.name)))?
             .into_iter()
             .map(|(n, _)| n.clone())
