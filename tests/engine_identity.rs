@@ -44,3 +44,67 @@ fn a_stale_server_on_an_engines_port_is_refused_with_exit_4() {
     let r = common::results(dir.path());
     assert_eq!(r["status"], "error", "{r}");
 }
+
+/// A suite of long document QA without checks, the LMCache engine failing
+/// every request unless `fail` is false.
+fn unchecked_suite(dir: &std::path::Path, allow: bool) -> std::path::PathBuf {
+    let path = dir.join("suite.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[engines.baseline]
+role = "baseline"
+kind = "sim"
+[engines.lmcache]
+role = "lmcache"
+kind = "sim"
+sim = {{ external_cache_tokens = 100000, error_rate = 1.0 }}
+[tests.long_doc_qa]
+kind = "long_doc_qa"
+document_length = 200
+num_documents = 2
+output_len = 4
+prewarmup_prompts = 1
+allow_failed_requests = {allow}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_test_whose_requests_all_fail_is_failed_even_without_checks() {
+    let dir = tempdir();
+    let res = dir.path().join("r");
+    let out = run(
+        &mut common::ci_suite(unchecked_suite(dir.path(), false), &res),
+        Duration::from_secs(120),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let r = common::results(&res);
+    let t = &r["tests"][0];
+    assert_eq!(t["status"], "failed", "{t}");
+    let check = t["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "lmcache_failed_requests")
+        .unwrap_or_else(|| panic!("an implicit check: {t}"));
+    assert_eq!(check["verdict"], "fail", "{check}");
+    // The baseline's requests all succeeded: its implicit check holds.
+    assert!(
+        t["checks"].to_string().contains("baseline_failed_requests"),
+        "{t}"
+    );
+
+    // A suite that says failures are expected gets its way.
+    let res = dir.path().join("allowed");
+    let out = run(
+        &mut common::ci_suite(unchecked_suite(dir.path(), true), &res),
+        Duration::from_secs(120),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+}

@@ -82,6 +82,10 @@ fn test(g: &mut SchemaGenerator, kinds: &[&dyn TestKind]) -> Value {
         "max_trials".into(),
         count("the most trials more-trials may grow the test to"),
     );
+    common.insert(
+        "allow_failed_requests".into(),
+        json!({ "type": "boolean", "default": false, "description": "let requests fail without failing the test (by default each engine's failed_requests, incomplete_requests, that no check bounds must be 0)" }),
+    );
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     let each: Vec<Value> = kinds.iter().map(|k| kind(g, *k, &common)).collect();
     json!({

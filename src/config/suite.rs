@@ -426,6 +426,11 @@ pub(crate) struct TestConfig {
     /// The most trials a check with `on_inconclusive = "more-trials"` may
     /// grow the test to (default: three times `trials`).
     pub max_trials: Option<u32>,
+    /// Let requests fail (or not complete) without failing the test. By
+    /// default every engine's `failed_requests` (`incomplete_requests`)
+    /// that no check bounds must be 0.
+    #[serde(default)]
+    pub allow_failed_requests: bool,
     #[serde(flatten)]
     pub params: toml::Table,
 }

@@ -31,6 +31,50 @@ pub(crate) fn evaluate(
         .collect()
 }
 
+/// Metrics that count requests that did not complete.
+const FAILURES: [&str; 2] = ["failed_requests", "incomplete_requests"];
+
+/// The suite's checks, and one more for every engine that recorded a
+/// failure count no check bounds: a request that failed fails the test
+/// (unless the test allows it), so a suite whose requests all fail is
+/// never a green.
+pub(crate) fn with_failures_gated(
+    checks: &IndexMap<String, CheckConfig>,
+    metrics: &IndexMap<Role, IndexMap<String, Metric>>,
+    allow_failed: bool,
+) -> IndexMap<String, CheckConfig> {
+    let mut out = checks.clone();
+    if allow_failed {
+        return out;
+    }
+    for (role, recorded) in metrics {
+        for metric in FAILURES.iter().filter(|m| recorded.contains_key(**m)) {
+            let bounded = checks
+                .values()
+                .any(|c| c.enabled && c.metric == *metric && c.engine == *role);
+            if bounded {
+                continue;
+            }
+            out.insert(
+                format!("{role}_{metric}"),
+                CheckConfig {
+                    metric: metric.to_string(),
+                    engine: *role,
+                    max: Some(0.0),
+                    min: None,
+                    max_change_pct: None,
+                    min_change_pct: None,
+                    severity: Severity::Error,
+                    enabled: true,
+                    retryable: false,
+                    on_inconclusive: Default::default(),
+                },
+            );
+        }
+    }
+    out
+}
+
 fn evaluate_one(
     name: &str,
     c: &CheckConfig,

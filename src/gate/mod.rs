@@ -9,4 +9,6 @@ pub(crate) mod history;
 pub(crate) mod stats;
 
 pub(crate) use attempts::{conclude, retry};
-pub(crate) use check::{check_of, evaluate, share_alpha, test_status, unshare_alpha};
+pub(crate) use check::{
+    check_of, evaluate, share_alpha, test_status, unshare_alpha, with_failures_gated,
+};

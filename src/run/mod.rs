@@ -840,7 +840,9 @@ impl ModelRun<'_> {
                 break;
             }
             gate::evidence::enrich(&mut t.metrics);
-            let checks = gate::evaluate(&cfg.checks, &t.metrics, &t.paired);
+            let gated =
+                gate::with_failures_gated(&cfg.checks, &t.metrics, cfg.allow_failed_requests);
+            let checks = gate::evaluate(&gated, &t.metrics, &t.paired);
             // More trials refine the same attempt: its record is replaced.
             if std::mem::take(&mut looking) {
                 history.pop();

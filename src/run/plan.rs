@@ -139,6 +139,13 @@ pub(crate) fn lines(
                 out.push(format!("  warning: {caveat}"));
             }
         }
+        let counts_failures = kind
+            .metrics()
+            .iter()
+            .any(|m| matches!(*m, "failed_requests" | "incomplete_requests"));
+        if counts_failures && !test.allow_failed_requests {
+            out.push("  every engine's failed (incomplete) requests that no check bounds: must be 0 (allow_failed_requests = true lets them fail)".into());
+        }
         for (check, c) in test.checks.iter().filter(|(_, c)| c.enabled) {
             let relative = c.max_change_pct.is_some() || c.min_change_pct.is_some();
             out.push(format!(
