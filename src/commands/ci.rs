@@ -29,25 +29,14 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         .into_iter()
         .map(|(n, _)| n.clone())
         .collect();
+    let ci = CiEnv::from_process();
+    if args.dry_run {
+        return dry_run(&args, &loaded, &selected, &ci);
+    }
     // Every mistake of the suite and every program or file it lacks here,
     // at once, before an engine spends minutes starting.
     loaded.preflight(&selected)?;
     let controls = controls_of(&args, &loaded)?;
-    let ci = CiEnv::from_process();
-    if args.dry_run {
-        let results_dir = results_dir_of(&args, &loaded, &build_id_of(&loaded, &ci));
-        let mut out = super::common::Out::new();
-        let mut lines = run::plan::lines(&loaded, &selected, &results_dir);
-        let last = lines.pop();
-        lines.extend(run::plan::control_lines(
-            &loaded,
-            controls.iter().map(|c| &c.name),
-        ));
-        for line in lines.into_iter().chain(last) {
-            out.line(line);
-        }
-        return Ok(());
-    }
     let verbosity = match (args.quiet, args.verbose) {
         (true, _) => Verbosity::Quiet,
         (_, true) => Verbosity::Verbose,
@@ -118,6 +107,24 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     history?;
     delivered?;
     Ok(())
+}
+
+/// `--dry-run`: the plan, printed even where this machine lacks what the
+/// suite needs (a maintainer reviews a GPU suite on a laptop), then what
+/// is missing here (exit 2) and the controls' mistakes, if any.
+fn dry_run(args: &CiArgs, loaded: &Loaded, selected: &[String], ci: &CiEnv) -> Result<(), Error> {
+    let results_dir = results_dir_of(args, loaded, &build_id_of(loaded, ci));
+    let mut out = super::common::Out::new();
+    let mut lines = run::plan::lines(loaded, selected, &results_dir);
+    let last = lines.pop();
+    let skip = args.no_controls || !args.only.is_empty();
+    let names = loaded.suite.controls.keys().filter(|_| !skip);
+    lines.extend(run::plan::control_lines(loaded, names));
+    for line in lines.into_iter().chain(last) {
+        out.line(line);
+    }
+    loaded.preflight(selected)?;
+    controls_of(args, loaded).map(|_| ())
 }
 
 /// The suite's controls, each loaded as the suite it makes (a mistake in

@@ -111,26 +111,35 @@ fn load_as(req: &LoadRequest<'_>, control: Option<&str>) -> Result<Loaded, Confi
         merge(&mut table, overlay.clone());
         mark_leaves(&Value::Table(overlay), "", &source, &mut origins);
     }
+    let before = table.clone();
+    let mut bad_sets = Vec::new();
     for set in req.sets {
-        let (key, raw) = set
-            .split_once('=')
-            .filter(|(k, _)| !k.trim().is_empty())
-            .ok_or_else(|| ConfigError::BadSet(set.clone()))?;
+        let Some((key, raw)) = set.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            bad_sets.push(ConfigError::BadSet(set.clone()));
+            continue;
+        };
         let key = key.trim().to_string();
-        set_path(&mut table, &key, set_value(raw.trim())).map_err(|message| {
-            ConfigError::Invalid {
+        match set_path(&mut table, &key, set_value(raw.trim())) {
+            Ok(()) => mark_leaves(&table_get(&table, &key), &key, &Source::Set, &mut origins),
+            Err(message) => bad_sets.push(ConfigError::Invalid {
                 key: key.clone(),
                 origin: Source::Set.to_string(),
                 message,
-            }
-        })?;
-        mark_leaves(&table_get(&table, &key), &key, &Source::Set, &mut origins);
+            }),
+        }
+    }
+    bad_sets.extend(new_without_kind(&before, &table));
+    match bad_sets.len() {
+        0 => {}
+        1 => return Err(bad_sets.remove(0)),
+        _ => return Err(ConfigError::Many(bad_sets)),
     }
 
     if let Some(name) = control {
         super::control::apply(&mut table, name, &mut origins)?;
     }
     misnamed_checks(&table, &origins, &base)?;
+    every_mistake(&table, &origins, &base, req.kinds)?;
     let suite: Suite = typed(&table, &origins, &base)?;
     let params = validate(&suite, &origins, &base, &suite_dir_of(&base), req.kinds)?;
     Ok(Loaded {
@@ -287,6 +296,65 @@ fn env_value(var: &str, raw: &str, ty: EnvType) -> Result<Value, ConfigError> {
         EnvType::Int => Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
         EnvType::Float => Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
     })
+}
+
+/// Every unknown key, wrong type and unknown choice at once, each blamed
+/// on the layer that set it (serde would stop at the first).
+fn every_mistake(
+    table: &Table,
+    origins: &BTreeMap<String, Source>,
+    base: &Source,
+    kinds: &[&'static dyn TestKind],
+) -> Result<(), ConfigError> {
+    let kinds: Vec<&dyn TestKind> = kinds.iter().map(|k| *k as &dyn TestKind).collect();
+    let mut found: Vec<ConfigError> = super::lint::problems(table, &super::schema::suite(&kinds))
+        .into_iter()
+        .map(|(key, message)| ConfigError::Invalid {
+            origin: blame(origins, &key, base),
+            key,
+            message,
+        })
+        .collect();
+    match found.len() {
+        0 => Ok(()),
+        1 => Err(found.remove(0)),
+        _ => Err(ConfigError::Many(found)),
+    }
+}
+
+/// A test or engine that only `--set` made, without the `kind` every one
+/// needs: a misspelt name, most likely, so the nearest known one is named.
+fn new_without_kind(before: &Table, after: &Table) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    for section in ["tests", "engines"] {
+        let names = |t: &Table| -> Vec<String> {
+            t.get(section)
+                .and_then(Value::as_table)
+                .map(|s| s.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let known = names(before);
+        for name in names(after).into_iter().filter(|n| !known.contains(n)) {
+            let made = after.get(section).and_then(|s| s.get(&name));
+            if made.and_then(|m| m.get("kind")).is_some() {
+                continue;
+            }
+            let hint = match super::near::suggest(&name, known.iter().map(String::as_str)) {
+                Some(near) => format!("did you mean `{near}`? "),
+                None => String::new(),
+            };
+            out.push(ConfigError::Invalid {
+                key: format!("{section}.{name}"),
+                origin: Source::Set.to_string(),
+                message: format!(
+                    "the suite has no {} `{name}`; {hint}its {section}: {} (a new one needs its kind)",
+                    if section == "tests" { "test" } else { "engine" },
+                    known.join(", ")
+                ),
+            });
+        }
+    }
+    out
 }
 
 fn table_get(table: &Table, key: &str) -> Value {

@@ -6,6 +6,7 @@ mod control;
 mod error;
 mod kind;
 mod layers;
+mod lint;
 pub(crate) mod metrics;
 mod near;
 mod origin;
