@@ -62,6 +62,10 @@ pub(crate) enum Error {
     /// A flag or input the user gave is wrong; the message says which.
     #[error("{0}")]
     Usage(String),
+    /// A program this command needs is not on this machine; the message
+    /// says which and how to get it.
+    #[error("{0}")]
+    Missing(String),
     /// A comparison found a regression; already reported.
     #[error("the run failed: {0}")]
     Failed(String),
@@ -90,6 +94,7 @@ impl Error {
                 _ => ErrorClass::Setup,
             },
             Error::Usage(_) => ErrorClass::BadInput,
+            Error::Missing(_) => ErrorClass::Setup,
             Error::Failed(_) => ErrorClass::Failed,
         }
     }

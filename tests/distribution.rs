@@ -413,6 +413,7 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
         ("overlay", thresholds(work.path()).display().to_string()),
         ("set", "run.grace_period_secs=2".into()),
         ("sequential", "true".into()),
+        ("no-controls", "true".into()),
         ("overwrite", "true".into()),
         ("upload-results", "true".into()),
         ("artifact-name", "e2e-results-of-this-job".into()),
@@ -462,7 +463,11 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
     values.remove("preset");
     // Switches: their flags, not their values, reach the binary; the
     // upload is the action's own step, told by an output.
-    for (input, flag) in [("sequential", "--sequential"), ("overwrite", "--overwrite")] {
+    for (input, flag) in [
+        ("sequential", "--sequential"),
+        ("no-controls", "--no-controls"),
+        ("overwrite", "--overwrite"),
+    ] {
         values.remove(input);
         assert!(argv.iter().any(|a| a == flag), "{argv:?}");
     }
@@ -881,6 +886,7 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
         ("SET_0", "run.grace_period_secs=2".into()),
         ("SET_1", "tests.determinism.max_tokens=8".into()),
         ("SEQUENTIAL", "true".into()),
+        ("NO_CONTROLS", "true".into()),
         ("COMMENT_ID", "bk-sim".into()),
         ("PR_COMMENT", "true".into()),
         ("UPLOAD_RESULTS", "true".into()),
@@ -934,6 +940,7 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
                 "UPLOAD_RESULTS",
                 "STRICT_REPORT",
                 "SEQUENTIAL",
+                "NO_CONTROLS",
                 "OVERWRITE",
             ]
             .contains(k)
@@ -945,6 +952,7 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
         "--pr-comment",
         "--buildkite-upload",
         "--sequential",
+        "--no-controls",
         "--overwrite",
     ] {
         assert!(
@@ -1210,6 +1218,66 @@ fn pre_exit_stops_the_engines_of_a_job_whose_runner_was_killed() {
     hook.env("PATH", &path).current_dir(empty.path());
     buildkite_env(&mut hook, empty.path(), &[]);
     assert_eq!(run(&mut hook, LIMIT).status.code(), Some(0));
+}
+
+#[test]
+fn pre_exit_finds_a_cached_release_binary_of_a_killed_job() {
+    let work = tempdir();
+    let checkout = work.path().join("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let agent = fake_agent(work.path());
+    // The agent's cache holds release v0.1.0 (as an earlier job stored it);
+    // lmcache-e2e is nowhere on PATH.
+    let cache = work.path().join("cache");
+    let store = format!(
+        ". scripts/binary-cache.sh && store_binary {} \"$(release_key v0.1.0)\" {}",
+        cache.display(),
+        env!("CARGO_BIN_EXE_lmcache-e2e")
+    );
+    let stored = Command::new("bash")
+        .args(["-c", &store])
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(stored.success());
+    let path = format!("{}:{}", agent.display(), std::env::var("PATH").unwrap());
+    let props = [
+        ("VERSION", "v0.1.0"),
+        ("PRESET", "sim"),
+        ("ONLY", "long_doc_qa"),
+        ("SET_0", "tests.long_doc_qa.num_documents=60"),
+        ("SET_1", "tests.long_doc_qa.prewarmup_prompts=0"),
+    ];
+    let mut cmd = Command::new(root().join("hooks/command"));
+    cmd.env("PATH", &path)
+        .env("LMCACHE_E2E_CACHE_DIR", &cache)
+        .current_dir(&checkout)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    buildkite_env(&mut cmd, &checkout, &props);
+    let mut child = cmd.spawn().unwrap();
+    let dir = checkout.join("lmcache-e2e-results");
+    wait_until(Duration::from_secs(30), "the test to start", || {
+        test_status(&dir, "long_doc_qa").as_deref() == Some("running")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let groups = recorded_groups(&dir);
+    assert!(!groups.is_empty() && groups.iter().all(|g| group_alive(*g)));
+
+    let mut hook = Command::new(root().join("hooks/pre-exit"));
+    hook.env("PATH", &path)
+        .env("LMCACHE_E2E_CACHE_DIR", &cache)
+        .current_dir(&checkout);
+    buildkite_env(&mut hook, &checkout, &props);
+    let out = run(&mut hook, LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains("not installed"), "{stdout}");
+    assert!(stdout.contains("stopped"), "{stdout}");
+    for g in groups {
+        assert!(!group_alive(g), "process group {g} survived pre-exit");
+    }
 }
 
 /// A release asset as the release workflow builds it.

@@ -262,3 +262,34 @@ fn truncated_corrupt_and_empty_archives_get_a_clear_error() {
         );
     }
 }
+
+#[test]
+fn a_tar_bomb_is_refused_before_it_fills_the_disk() {
+    let dir = tempdir();
+    let archive = dir.path().join("data.tar.xz");
+    let file = std::fs::File::create(&archive).unwrap();
+    let mut tar = tar::Builder::new(xz2::write::XzEncoder::new(file, 6));
+    for i in 0..6_000 {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(
+            &mut header,
+            format!("data/test/s{i}_test.csv"),
+            std::io::empty(),
+        )
+        .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+    let into = dir.path().join("into");
+    let out = setup_data(&archive, &into);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("past 5000 entries"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&into).map(|d| d.count()).unwrap_or(0),
+        0,
+        "nothing left behind"
+    );
+}

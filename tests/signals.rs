@@ -218,10 +218,66 @@ fn cleanup_stops_engines_left_by_a_killed_runner() {
     for g in &groups {
         assert!(!group_alive(*g), "process group {g} survived cleanup");
     }
+    // The run it swept reads as interrupted, not as running forever, and
+    // its state file says its engines were stopped.
+    let r = results(dir.path());
+    assert_eq!(r["status"], "interrupted", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("`lmcache-e2e cleanup` stopped its engines"),
+        "{r}"
+    );
+    assert_eq!(
+        test_status(dir.path(), "long_doc_qa").as_deref(),
+        Some("interrupted")
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap())
+            .unwrap();
+    assert!(
+        state["engines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["stopped"] == true),
+        "{state}"
+    );
+    let report = run(
+        bin().args(["report", "--results-dir"]).arg(dir.path()),
+        Duration::from_secs(30),
+    );
+    assert!(!text(&report).0.contains("running"), "{}", text(&report).0);
     // A second cleanup finds nothing left to do.
     let out = run(
         bin().args(["cleanup", "--results-dir"]).arg(dir.path()),
         Duration::from_secs(30),
     );
     assert!(text(&out).0.contains("already stopped"));
+}
+
+#[test]
+fn cleanup_says_what_it_lacks_with_its_own_exit_codes() {
+    let empty = tempdir();
+    let out = run(
+        bin().args(["cleanup", "--results-dir"]).arg(empty.path()),
+        Duration::from_secs(30),
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("it has no state.json"), "{stderr}");
+    assert!(!stderr.contains("failed to write"), "{stderr}");
+    let out = run(
+        bin()
+            .args(["cleanup", "--stale"])
+            .env("PATH", "/nonexistent"),
+        Duration::from_secs(30),
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("failed to find `docker` on PATH"),
+        "{stderr}"
+    );
 }

@@ -233,19 +233,19 @@ fn determinism_passes_on_identical_engines_and_names_ids_on_corruption() {
     for id in ["long-0", "long-1", "long-2"] {
         assert!(
             stderr.contains(&format!(
-                "differs: id `{id}` (baseline vs LMCache): at char"
+                "differs: `{id}` (baseline vs LMCache) from token "
             )),
             "{stderr}"
         );
     }
-    assert!(!stderr.contains("differs: id `short-0`"), "{stderr}");
+    assert!(!stderr.contains("differs: `short-0`"), "{stderr}");
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(
-        summary.contains("differs: id \\`long-0\\`"),
+        summary.contains("differs: \\`long-0\\`"),
         "the summary names them: {summary}"
     );
     assert!(
-        stdout.contains("determinism: differs: id `long-0`"),
+        stdout.contains("determinism: differs: `long-0`"),
         "the terminal table is followed by the failed test's findings: {stdout}"
     );
     let r = results(dir.path());

@@ -37,6 +37,9 @@ done <<<"${LMCACHE_E2E_SET:-}"
 if [ "${LMCACHE_E2E_SEQUENTIAL:-false}" = true ]; then
   args+=(--sequential)
 fi
+if [ "${LMCACHE_E2E_NO_CONTROLS:-false}" = true ]; then
+  args+=(--no-controls)
+fi
 if [ "${LMCACHE_E2E_DRY_RUN:-false}" = true ]; then
   args+=(--dry-run)
 fi

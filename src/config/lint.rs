@@ -126,20 +126,23 @@ fn wrong_type(v: &Value, schema: &Json) -> Option<String> {
     if fits {
         return None;
     }
-    let wanted: Vec<&str> = types
+    let wanted: Vec<String> = types
         .iter()
         .filter(|t| **t != "null")
         .map(|t| match *t {
-            "integer" => "a whole number",
-            "number" => "a number",
-            "boolean" => "true or false",
-            "array" => "a list",
-            "object" => "a table",
-            _ => "a string",
+            "integer" => match schema.get("minimum").and_then(Json::as_i64) {
+                Some(m) => format!("a whole number, {m} or more"),
+                None => "a whole number".to_string(),
+            },
+            "number" => "a number".into(),
+            "boolean" => "true or false".into(),
+            "array" => "a list".into(),
+            "object" => "a table".into(),
+            _ => "a string".into(),
         })
         .collect();
     Some(format!(
-        "must be {}, not {} ({v})",
+        "expected {}, not {} ({v})",
         wanted.join(" or "),
         toml_type(v)
     ))
@@ -216,7 +219,7 @@ severty = "warning"
         assert!(
             found[2]
                 .1
-                .contains("must be a whole number, not a number (1.5)"),
+                .contains("expected a whole number, 1 or more, not a number (1.5)"),
             "{found:?}"
         );
     }

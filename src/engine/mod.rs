@@ -30,7 +30,7 @@ pub(crate) use container::{cleanup_by_label, LabelFilter};
 use kinds::backend;
 pub(crate) use readiness::{wait_ready, Starting};
 pub(crate) use spec::{EngineError, EngineSpec, TAIL_LINES};
-pub(crate) use supervisor::{cleanup_from_state, Supervisor};
+pub(crate) use supervisor::{cleanup_from_state, mark_stopped, Supervisor};
 
 /// How `ci --dry-run` shows the engine `e`.
 pub(crate) fn planned(e: &crate::config::EngineConfig) -> Planned {

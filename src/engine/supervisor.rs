@@ -338,6 +338,24 @@ pub(crate) async fn cleanup_from_state(
     Ok(records)
 }
 
+/// Records in the state file that every engine of it was stopped (by
+/// `cleanup`), so a later look does not take them for running.
+pub(crate) fn mark_stopped(path: &Path) -> Result<(), EngineError> {
+    let state_err = |source| EngineError::State {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(state_err)?;
+    let mut state: StateFile = serde_json::from_str(&text)
+        .map_err(|e| state_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    for e in &mut state.engines {
+        e.stopped = true;
+    }
+    let json = serde_json::to_string_pretty(&state).expect("state serializes");
+    crate::results::write_atomic(path, json.as_bytes())
+        .map_err(|e| state_err(std::io::Error::other(e.to_string())))
+}
+
 /// An engine's ports must be free before it starts: a server already there
 /// (a vLLM left over from a killed job) would answer its readiness probe
 /// and every request, and the run would measure a stranger.

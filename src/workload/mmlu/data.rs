@@ -184,6 +184,11 @@ fn symlink_on_the_way(dest: &Path, rel: &Path) -> Option<PathBuf> {
     None
 }
 
+/// The most an MMLU archive may hold: far above the real data set (57
+/// subjects, ~120 files, ~170 MiB), far below what a tar bomb unpacks to.
+const MAX_ENTRIES: usize = 5_000;
+const MAX_BYTES: u64 = 1 << 30;
+
 fn unpack(archive: &Path, dest: &Path) -> Result<(), DataError> {
     let file = File::open(archive).map_err(io_err(archive))?;
     let mut tar = tar::Archive::new(xz2::read::XzDecoder::new(BufReader::new(file)));
@@ -196,9 +201,21 @@ fn unpack(archive: &Path, dest: &Path) -> Result<(), DataError> {
         entry: entry.display().to_string(),
         why,
     };
+    let (mut entries, mut bytes) = (0usize, 0u64);
     for entry in tar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         let raw = entry.path().map_err(corrupt)?.into_owned();
+        entries += 1;
+        bytes = bytes.saturating_add(entry.header().size().unwrap_or(0));
+        if entries > MAX_ENTRIES || bytes > MAX_BYTES {
+            return Err(hostile(
+                &raw,
+                format!(
+                    "takes the archive past {MAX_ENTRIES} entries or {} MiB: MMLU's data is about 120 files and 170 MiB, so this is not it",
+                    MAX_BYTES >> 20
+                ),
+            ));
+        }
         let rel = confined(&raw).map_err(|why| hostile(&raw, why))?;
         if rel.as_os_str().is_empty() {
             continue;
