@@ -33,6 +33,29 @@ pub(crate) fn md_escape(s: &str) -> String {
     out
 }
 
+/// Text for raw HTML such as `<summary>`, where GitHub applies no
+/// Markdown (a backslash escape would show as a backslash): entities for
+/// what HTML reads, nothing else, cut and cleaned as [`md_escape`].
+pub(crate) fn html_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(4 * MAX_TEXT_CHARS));
+    for (i, ch) in s.chars().enumerate() {
+        if i == MAX_TEXT_CHARS {
+            out.push('…');
+            break;
+        }
+        match ch {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '|' => out.push_str("&#124;"),
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if inert(c) => {}
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
 /// Characters no report shows: controls (a terminal obeys ESC) and the
 /// bidirectional overrides that make text read otherwise than it is.
 pub(crate) fn inert(c: char) -> bool {

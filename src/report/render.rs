@@ -258,6 +258,8 @@ struct CheckView {
     baseline: String,
     lmcache: String,
     change: String,
+    /// The paired estimate that judged it, where it is not `change`.
+    paired: Option<String>,
     evidence: String,
     threshold: String,
     verdict: &'static str,
@@ -283,10 +285,14 @@ struct TableView {
 struct TestView {
     /// Shown unfolded: it did not simply pass.
     open: bool,
+    /// Nothing to show beyond its line (it did not run): no fold.
+    empty: bool,
     checks_passed: usize,
     icon: &'static str,
     name: String,
     kind: String,
+    /// The name and kind as `<summary>` shows them (no Markdown there).
+    summary: String,
     status: &'static str,
     duration: Option<String>,
     error: Option<String>,
@@ -299,6 +305,8 @@ struct TestView {
 #[derive(Serialize)]
 struct EngineView {
     name: String,
+    /// The name as `<summary>` shows it.
+    plain_name: String,
     role: String,
     kind: String,
     url: String,
@@ -375,6 +383,7 @@ fn check_view(c: &CheckOutcome, metric_unit: &str) -> CheckView {
         baseline: opt_number(c.baseline, metric_unit),
         lmcache: opt_number(c.lmcache, metric_unit),
         change: opt_number(c.change_pct, "%"),
+        paired: None,
         evidence: md_escape(&evidence(c)),
         threshold: md_escape(&threshold),
         verdict: verdict_label(c.verdict),
@@ -426,8 +435,18 @@ fn chart_view(c: &Chart) -> ChartView {
         .enumerate()
         .map(|(i, r)| format!("{r} {}", if i == 0 { "bars" } else { "line" }))
         .collect();
+    // From zero: a y-axis cut at the data makes 0.113 → 0.105 s look like
+    // a large change.
+    let top = c
+        .series
+        .values()
+        .flatten()
+        .copied()
+        .filter(|x| x.is_finite())
+        .fold(0.0_f64, f64::max);
+    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
     let mut mermaid = format!(
-        "xychart-beta\n    title \"{}: {}\"\n    x-axis [{}]\n    y-axis \"{}\"",
+        "xychart-beta\n    title \"{}: {}\"\n    x-axis [{}]\n    y-axis \"{}\" 0 --> {top:.4}",
         mermaid_label(&c.title),
         mermaid_label(&marks.join(", ")),
         c.x.iter()
@@ -518,8 +537,23 @@ fn test_view(t: &TestRecord, detail: Detail) -> TestView {
             .find(|c| c.kind == CheckKind::Relative && c.metric == metric && c.interval.is_some())
             .and_then(|c| c.value)
     };
+    let charts: Vec<ChartView> = if detail == Detail::Minimal {
+        Vec::new()
+    } else {
+        t.charts.iter().map(chart_view).collect()
+    };
     TestView {
         open: !matches!(t.status, TestStatus::Passed | TestStatus::NotRun),
+        empty: t.error.is_none()
+            && t.checks.is_empty()
+            && findings.is_empty()
+            && charts.is_empty()
+            && t.tables.is_empty(),
+        summary: format!(
+            "{} ({})",
+            super::format::html_text(&t.name),
+            super::format::html_text(&t.kind)
+        ),
         checks_passed: t
             .checks
             .iter()
@@ -536,17 +570,19 @@ fn test_view(t: &TestRecord, detail: Detail) -> TestView {
             .into_iter()
             .map(|c| {
                 let mut v = check_view(c, &unit_of(&c.metric));
-                if let Some(change) = judged(&c.metric) {
-                    v.change = number(change, "%");
+                // The change beside the two figures is theirs; a paired
+                // estimate that judged the check is its own, labelled line.
+                if let Some(paired) = judged(&c.metric)
+                    .filter(|_| c.kind == CheckKind::Relative || c.interval.is_some())
+                {
+                    if c.change_pct.is_none_or(|m| (m - paired).abs() >= 0.05) {
+                        v.paired = Some(number(paired, "%"));
+                    }
                 }
                 v
             })
             .collect(),
-        charts: if detail == Detail::Minimal {
-            Vec::new()
-        } else {
-            t.charts.iter().map(chart_view).collect()
-        },
+        charts,
         tables: t.tables.iter().map(table_view).collect(),
     }
 }
@@ -753,6 +789,7 @@ fn context(
         .iter()
         .map(|e| EngineView {
             name: md_escape(&e.name),
+            plain_name: super::format::html_text(&e.name),
             role: e.role.to_string(),
             kind: md_escape(&e.kind),
             url: md_escape(&e.url),
@@ -908,7 +945,7 @@ mod tests {
         assert_eq!(detail, Detail::NoTables);
         assert!(!md.contains("subject_1999"));
         assert!(
-            md.contains("| query\\_ttft\\_vs\\_baseline |"),
+            md.contains("| query\\_ttft\\_vs\\_baseline<br>"),
             "checks stay"
         );
         assert!(md.starts_with(&marker("sim")));
@@ -963,6 +1000,59 @@ mod tests {
         let err = Templates::load(Some(dir.path())).err().unwrap().to_string();
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
         assert!(err.contains("summary.md.tera"), "{err}");
+    }
+
+    /// The comment as GitHub shows it (cmark-gfm's rules, which comrak
+    /// follows): no Markdown escapes left as backslashes in `<summary>`, no
+    /// table wider than six columns, the verdict first in every check
+    /// table, no fold with nothing in it, charts that start at zero.
+    #[test]
+    fn the_comment_reads_as_github_shows_it() {
+        let t = embedded();
+        let mut opts = comrak::Options::default();
+        opts.extension.table = true;
+        opts.extension.tagfilter = true;
+        opts.render.unsafe_ = true;
+        for (case, mut r) in samples::all() {
+            // A test whose name Markdown would escape, and one not run.
+            r.tests[0].name = "long_doc_qa_v2".into();
+            r.tests
+                .push(TestRecord::new("lm_eval", "lm_eval", TestStatus::NotRun));
+            let md = t
+                .render(Destination::PrComment, &r, Detail::Full, "sim")
+                .unwrap();
+            let html = comrak::markdown_to_html(&md, &opts);
+            for summary in html.split("<summary>").skip(1) {
+                let text = summary.split("</summary>").next().unwrap();
+                assert!(!text.contains('\\'), "{case}: a backslash in {text:?}");
+            }
+            for table in html.split("<table>").skip(1) {
+                let head = table.split("</tr>").next().unwrap();
+                let columns = head.matches("<th>").count() + head.matches("<th ").count();
+                assert!(columns <= 6, "{case}: {columns} columns: {head}");
+                if head.contains("Check (metric)") {
+                    assert!(
+                        head.trim_start().starts_with("<thead>\n<tr>\n<th>Verdict"),
+                        "{case}: {head}"
+                    );
+                }
+            }
+            let mut rest = html.as_str();
+            while let Some(i) = rest.find("</summary>") {
+                rest = &rest[i + "</summary>".len()..];
+                assert!(
+                    !rest.trim_start().starts_with("</details>"),
+                    "{case}: an empty fold"
+                );
+            }
+            for chart in md.split("xychart-beta").skip(1) {
+                let axis = chart
+                    .lines()
+                    .find(|l| l.trim_start().starts_with("y-axis"))
+                    .unwrap();
+                assert!(axis.contains("\" 0 --> "), "{case}: {axis}");
+            }
+        }
     }
 
     /// What GitHub and Buildkite will show: rendered with a GFM renderer,
