@@ -9,8 +9,9 @@ use crate::sim::SimOptions;
 const EXIT_CODES: &str = "\
 Exit codes:
   0    passed
-  1    a gate failed (a hard check failed, or a test could not produce
-       its measurement)
+  1    a gate failed (a hard check failed, a request failed where the
+       test does not allow it, a test could not produce its measurement,
+       or a control did not reach the verdict it names)
   2    bad usage or configuration, a test's own input file included (a
        prompts file, MMLU data)
   3    setup failed (results directory, files, a program a test needs;

@@ -1,7 +1,7 @@
 //! The house's shape, enforced on the source: every `crate::`, `super::`,
 //! `self::` and child-module path in `src/` is an arrow from its file to the
 //! file that defines what it names. These rules hold on those arrows:
-//! - layers: an arrow between top modules follows the README's layers table
+//! - layers: an arrow between top modules follows the layers table of docs/layout.md
 //!   (between `<!-- layers -->` markers, the one copy of it), the top rows
 //!   (`error`, `cli`, `commands`, `main`) included;
 //! - no circle: the arrows between files form no cycle, inside a folder too
@@ -27,7 +27,7 @@ fn allowed(readme: &str) -> BTreeMap<String, BTreeSet<String>> {
         .split("<!-- layers -->")
         .nth(1)
         .and_then(|t| t.split("<!-- /layers -->").next())
-        .expect("README.md has the layers table between <!-- layers --> markers");
+        .expect("docs/layout.md has the layers table between <!-- layers --> markers");
     let names = |cell: &str| -> BTreeSet<String> {
         cell.split(',')
             .map(|c| c.trim().trim_matches('`').to_string())
@@ -45,7 +45,7 @@ fn allowed(readme: &str) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 fn readme_layers() -> BTreeMap<String, BTreeSet<String>> {
-    allowed(&std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap())
+    allowed(&std::fs::read_to_string(Path::new(ROOT).join("docs/layout.md")).unwrap())
 }
 
 /// The module path a file defines: `gate/mod.rs` → `[gate]`, `main.rs` → `[]`.
@@ -349,7 +349,7 @@ fn layer_violations(tree: &Tree, layers: &BTreeMap<String, BTreeSet<String>>) ->
     for rel in tree.files.keys() {
         if !layers.contains_key(&top_of(rel)) {
             bad.insert(format!(
-                "{}: module `{}` is not in the README's layers table",
+                "{}: module `{}` is not in the layers table of docs/layout.md",
                 rel.display(),
                 top_of(rel)
             ));

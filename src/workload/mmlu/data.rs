@@ -189,6 +189,29 @@ fn symlink_on_the_way(dest: &Path, rel: &Path) -> Option<PathBuf> {
 const MAX_ENTRIES: usize = 5_000;
 const MAX_BYTES: u64 = 1 << 30;
 
+/// What an archive has unpacked so far, against the bounds.
+#[derive(Default)]
+struct Budget {
+    entries: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    fn take(&mut self, size: u64) -> Result<(), String> {
+        self.entries += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        if self.entries > MAX_ENTRIES || self.bytes > MAX_BYTES {
+            return Err(format!(
+                "takes the archive past {MAX_ENTRIES} entries or {} MiB: MMLU's data is about 120 files and 170 MiB, so this is not it",
+                MAX_BYTES >> 20
+            ));
+        }
+        Ok(())
+    }
+}
+
+// Long because every check an entry of a hostile archive must pass (its
+// path, the links on its way, its kind, the budget) sits in one loop.
 fn unpack(archive: &Path, dest: &Path) -> Result<(), DataError> {
     let file = File::open(archive).map_err(io_err(archive))?;
     let mut tar = tar::Archive::new(xz2::read::XzDecoder::new(BufReader::new(file)));
@@ -201,21 +224,13 @@ fn unpack(archive: &Path, dest: &Path) -> Result<(), DataError> {
         entry: entry.display().to_string(),
         why,
     };
-    let (mut entries, mut bytes) = (0usize, 0u64);
+    let mut budget = Budget::default();
     for entry in tar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         let raw = entry.path().map_err(corrupt)?.into_owned();
-        entries += 1;
-        bytes = bytes.saturating_add(entry.header().size().unwrap_or(0));
-        if entries > MAX_ENTRIES || bytes > MAX_BYTES {
-            return Err(hostile(
-                &raw,
-                format!(
-                    "takes the archive past {MAX_ENTRIES} entries or {} MiB: MMLU's data is about 120 files and 170 MiB, so this is not it",
-                    MAX_BYTES >> 20
-                ),
-            ));
-        }
+        budget
+            .take(entry.header().size().unwrap_or(0))
+            .map_err(|why| hostile(&raw, why))?;
         let rel = confined(&raw).map_err(|why| hostile(&raw, why))?;
         if rel.as_os_str().is_empty() {
             continue;
