@@ -21,6 +21,25 @@ Exit codes:
   101  internal error (a bug: please report it)
   130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM; 129 by SIGHUP";
 
+/// The codes of a command that only reads, writes or asks the machine.
+const EXIT_CODES_TOOL: &str = "\
+Exit codes:
+  0    done
+  2    bad usage, or an input file (results.json, config.json) that is
+       missing, too large or not what it should be
+  3    the machine lacks what it needs (nvidia-smi, no GPU ready in time,
+       a file that cannot be written)
+  101  internal error (a bug: please report it)";
+
+/// `cleanup`'s codes.
+const EXIT_CODES_CLEANUP: &str = "\
+Exit codes:
+  0    stopped what was left, or nothing was
+  2    bad usage, or a results directory without a run's state.json
+  3    the Docker CLI is needed and missing
+  4    an engine could not be stopped, or the state file is unreadable
+  101  internal error (a bug: please report it)";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lmcache-e2e",
@@ -59,12 +78,12 @@ pub(crate) enum Command {
     /// the free memory and low utilisation asked for, print the indices of
     /// those with the most free memory (comma-separated, for
     /// CUDA_VISIBLE_DEVICES or `docker run --gpus device=...`).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES_TOOL)]
     Gpus(GpusArgs),
     /// Recommend tensor parallelism, the LMCache CPU cache size and the long
     /// document QA workload for a model on this machine (GPUs from
     /// nvidia-smi, RAM from /proc/meminfo, the model's config.json).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES_TOOL)]
     Recommend(RecommendArgs),
     /// Render and deliver the reports again from a results directory alone
     /// (e.g. in a trusted `workflow_run` job that comments on a fork's PR):
@@ -73,7 +92,9 @@ pub(crate) enum Command {
     #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),
     /// Stop the engines a run left behind (e.g. after `kill -9`), from its
-    /// state file.
+    /// state file, and mark that run as interrupted; or the containers of
+    /// a run id, or of runners that are gone (`--stale`).
+    #[command(after_help = EXIT_CODES_CLEANUP)]
     Cleanup(CleanupArgs),
     /// The simulated OpenAI-compatible engine.
     #[command(subcommand)]
@@ -91,7 +112,7 @@ pub(crate) enum Command {
     Merge(MergeArgs),
     /// Write a results directory's numbers in Bencher's or
     /// github-action-benchmark's format.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES_TOOL)]
     Export(ExportArgs),
 }
 
@@ -148,8 +169,10 @@ pub(crate) struct CiArgs {
     /// Results directory (overrides RESULTS_DIR and run.results_dir).
     #[arg(long, value_name = "DIR")]
     pub results_dir: Option<PathBuf>,
-    /// Clear a results directory an earlier run left (one with results.json)
-    /// instead of refusing it; without it a directory with files is exit 2.
+    /// Clear what an earlier run left in the results directory (its
+    /// results.json, state.json, logs and outputs; other files stay)
+    /// instead of refusing it: without it, a directory holding an earlier
+    /// run is exit 2. A directory of other files is written into.
     #[arg(long, env = "LMCACHE_E2E_OVERWRITE")]
     pub overwrite: bool,
     /// Skip the suite's `[controls]` (each runs the suite again after it,

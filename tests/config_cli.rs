@@ -192,3 +192,25 @@ fn help_documents_exit_codes_on_every_subcommand() {
         assert_eq!(out.status.code(), Some(0), "{sub:?} --help");
     }
 }
+
+#[test]
+fn each_command_lists_the_exit_codes_it_can_give() {
+    let help = |cmd: &str| text(&run(bin().args([cmd, "--help"]), LIMIT)).0;
+    let ci = help("ci");
+    assert!(
+        ci.contains("a control did not reach the verdict it names"),
+        "{ci}"
+    );
+    for tool in ["gpus", "recommend", "export"] {
+        let h = help(tool);
+        assert!(
+            h.contains("Exit codes:") && !h.contains("an engine failed to start"),
+            "{tool}: {h}"
+        );
+    }
+    let cleanup = help("cleanup");
+    assert!(
+        cleanup.contains("without a run's state.json") && cleanup.contains("Docker CLI"),
+        "{cleanup}"
+    );
+}
