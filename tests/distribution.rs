@@ -1159,37 +1159,31 @@ fn the_plugin_runs_a_parallel_steps_shards_and_merges_them() {
     );
 }
 
-#[test]
-fn pre_exit_stops_the_engines_of_a_job_whose_runner_was_killed() {
-    let work = tempdir();
-    let checkout = work.path().join("checkout");
+/// The plugin's command hook on the sim, SIGKILLed mid-test as an agent
+/// that lost the job would: its engines are left running. The checkout and
+/// the engines' process groups.
+fn killed_job(
+    work: &Path,
+    path: &str,
+    env: &[(&str, &Path)],
+    props: &[(&str, &str)],
+) -> (PathBuf, Vec<i32>) {
+    let checkout = work.join("checkout");
     std::fs::create_dir_all(&checkout).unwrap();
-    let agent = fake_agent(work.path());
-    let real = Path::new(env!("CARGO_BIN_EXE_lmcache-e2e"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = format!(
-        "{}:{}:{}",
-        real.display(),
-        agent.display(),
-        std::env::var("PATH").unwrap()
-    );
     let mut cmd = Command::new(root().join("hooks/command"));
-    cmd.env("PATH", &path)
+    cmd.env("PATH", path)
+        .envs(env.iter().copied())
         .current_dir(&checkout)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    buildkite_env(
-        &mut cmd,
-        &checkout,
-        &[
-            ("PRESET", "sim"),
-            ("ONLY", "long_doc_qa"),
-            ("SET_0", "tests.long_doc_qa.num_documents=60"),
-            ("SET_1", "tests.long_doc_qa.prewarmup_prompts=0"),
-        ],
-    );
+    let mut all = vec![
+        ("PRESET", "sim"),
+        ("ONLY", "long_doc_qa"),
+        ("SET_0", "tests.long_doc_qa.num_documents=60"),
+        ("SET_1", "tests.long_doc_qa.prewarmup_prompts=0"),
+    ];
+    all.extend_from_slice(props);
+    buildkite_env(&mut cmd, &checkout, &all);
     let mut child = cmd.spawn().unwrap();
     let dir = checkout.join("lmcache-e2e-results");
     wait_until(Duration::from_secs(30), "the test to start", || {
@@ -1201,17 +1195,49 @@ fn pre_exit_stops_the_engines_of_a_job_whose_runner_was_killed() {
     child.wait().unwrap();
     let groups = recorded_groups(&dir);
     assert!(!groups.is_empty() && groups.iter().all(|g| group_alive(*g)));
+    (checkout, groups)
+}
 
+/// Runs pre-exit as the agent would after the killed job; every engine
+/// must be gone after it.
+fn pre_exit_stops_them(
+    checkout: &Path,
+    path: &str,
+    env: &[(&str, &Path)],
+    props: &[(&str, &str)],
+    groups: &[i32],
+) {
     let mut hook = Command::new(root().join("hooks/pre-exit"));
-    hook.env("PATH", &path).current_dir(&checkout);
-    buildkite_env(&mut hook, &checkout, &[("PRESET", "sim")]);
+    hook.env("PATH", path)
+        .envs(env.iter().copied())
+        .current_dir(checkout);
+    buildkite_env(&mut hook, checkout, props);
     let out = run(&mut hook, LIMIT);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains("not installed"), "{stdout}");
     assert!(stdout.contains("stopped"), "{stdout}");
     for g in groups {
-        assert!(!group_alive(g), "process group {g} survived pre-exit");
+        assert!(!group_alive(*g), "process group {g} survived pre-exit");
     }
+}
+
+#[test]
+fn pre_exit_stops_the_engines_of_a_job_whose_runner_was_killed() {
+    let work = tempdir();
+    let agent = fake_agent(work.path());
+    let real = Path::new(env!("CARGO_BIN_EXE_lmcache-e2e"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}:{}",
+        real.display(),
+        agent.display(),
+        std::env::var("PATH").unwrap()
+    );
+    let (checkout, groups) = killed_job(work.path(), &path, &[], &[]);
+    pre_exit_stops_them(&checkout, &path, &[], &[("PRESET", "sim")], &groups);
     // A job that never ran leaves nothing to do, and pre-exit still passes.
     let empty = tempdir();
     let mut hook = Command::new(root().join("hooks/pre-exit"));
@@ -1223,8 +1249,6 @@ fn pre_exit_stops_the_engines_of_a_job_whose_runner_was_killed() {
 #[test]
 fn pre_exit_finds_a_cached_release_binary_of_a_killed_job() {
     let work = tempdir();
-    let checkout = work.path().join("checkout");
-    std::fs::create_dir_all(&checkout).unwrap();
     let agent = fake_agent(work.path());
     // The agent's cache holds release v0.1.0 (as an earlier job stored it);
     // lmcache-e2e is nowhere on PATH.
@@ -1241,43 +1265,10 @@ fn pre_exit_finds_a_cached_release_binary_of_a_killed_job() {
         .unwrap();
     assert!(stored.success());
     let path = format!("{}:{}", agent.display(), std::env::var("PATH").unwrap());
-    let props = [
-        ("VERSION", "v0.1.0"),
-        ("PRESET", "sim"),
-        ("ONLY", "long_doc_qa"),
-        ("SET_0", "tests.long_doc_qa.num_documents=60"),
-        ("SET_1", "tests.long_doc_qa.prewarmup_prompts=0"),
-    ];
-    let mut cmd = Command::new(root().join("hooks/command"));
-    cmd.env("PATH", &path)
-        .env("LMCACHE_E2E_CACHE_DIR", &cache)
-        .current_dir(&checkout)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    buildkite_env(&mut cmd, &checkout, &props);
-    let mut child = cmd.spawn().unwrap();
-    let dir = checkout.join("lmcache-e2e-results");
-    wait_until(Duration::from_secs(30), "the test to start", || {
-        test_status(&dir, "long_doc_qa").as_deref() == Some("running")
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let groups = recorded_groups(&dir);
-    assert!(!groups.is_empty() && groups.iter().all(|g| group_alive(*g)));
-
-    let mut hook = Command::new(root().join("hooks/pre-exit"));
-    hook.env("PATH", &path)
-        .env("LMCACHE_E2E_CACHE_DIR", &cache)
-        .current_dir(&checkout);
-    buildkite_env(&mut hook, &checkout, &props);
-    let out = run(&mut hook, LIMIT);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(!stdout.contains("not installed"), "{stdout}");
-    assert!(stdout.contains("stopped"), "{stdout}");
-    for g in groups {
-        assert!(!group_alive(g), "process group {g} survived pre-exit");
-    }
+    let env = [("LMCACHE_E2E_CACHE_DIR", cache.as_path())];
+    let version = [("VERSION", "v0.1.0")];
+    let (checkout, groups) = killed_job(work.path(), &path, &env, &version);
+    pre_exit_stops_them(&checkout, &path, &env, &version, &groups);
 }
 
 /// A release asset as the release workflow builds it.

@@ -199,7 +199,7 @@ async fn creates_the_comment_on_github_enterprise_when_none_has_the_marker() {
         body.starts_with("<!-- lmcache-e2e:comment-id=sim -->\n\n## ❌ LMCache e2e · sim: failed"),
         "{body}"
     );
-    assert!(body.contains("| changed\\_answers |"), "{body}");
+    assert!(body.contains("| changed\\_answers<br>"), "{body}");
     assert!(body.contains("commit [`4f2c1e0d9b`]"), "{body}");
     assert_eq!(
         posts[0]

@@ -37,31 +37,29 @@ impl Out {
 }
 
 pub(crate) fn load_suite(args: &SuiteArgs) -> Result<Loaded, Error> {
+    load(args, None)
+}
+
+/// The suite as its control `name` changes it.
+pub(crate) fn load_control(args: &SuiteArgs, name: &str) -> Result<Loaded, Error> {
+    load(args, Some(name))
+}
+
+fn load(args: &SuiteArgs, control: Option<&str>) -> Result<Loaded, Error> {
     let env = |k: &str| std::env::var(k).ok();
-    Ok(config::load(&config::LoadRequest {
+    let kinds = crate::workload::test_kinds();
+    let req = config::LoadRequest {
         preset: args.preset.as_deref(),
         file: args.suite.as_deref(),
         overlays: &args.overlays,
         sets: &args.sets,
         env: &env,
-        kinds: &crate::workload::test_kinds(),
-    })?)
-}
-
-/// The suite as its control `name` changes it.
-pub(crate) fn load_control(args: &SuiteArgs, name: &str) -> Result<Loaded, Error> {
-    let env = |k: &str| std::env::var(k).ok();
-    Ok(config::load_control(
-        &config::LoadRequest {
-            preset: args.preset.as_deref(),
-            file: args.suite.as_deref(),
-            overlays: &args.overlays,
-            sets: &args.sets,
-            env: &env,
-            kinds: &crate::workload::test_kinds(),
-        },
-        name,
-    )?)
+        kinds: &kinds,
+    };
+    Ok(match control {
+        Some(name) => config::load_control(&req, name)?,
+        None => config::load(&req)?,
+    })
 }
 
 pub(crate) fn console(verbosity: Verbosity, ci: &CiEnv) -> Console {

@@ -14,6 +14,19 @@ pub(crate) const MAX_TEXT_CHARS: usize = 2000;
 /// bidirectional-override characters (a terminal or a reader would obey
 /// them); cut to [`MAX_TEXT_CHARS`].
 pub(crate) fn md_escape(s: &str) -> String {
+    cleaned(s, |ch, out| match ch {
+        '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' | '~' | '&' => {
+            out.push('\\');
+            out.push(ch);
+        }
+        _ => out.push(ch),
+    })
+}
+
+/// `s` cut to [`MAX_TEXT_CHARS`], without controls and bidirectional
+/// overrides, white space made one line, every other character as `put`
+/// writes it.
+fn cleaned(s: &str, put: impl Fn(char, &mut String)) -> String {
     let mut out = String::with_capacity(s.len().min(4 * MAX_TEXT_CHARS));
     for (i, ch) in s.chars().enumerate() {
         if i == MAX_TEXT_CHARS {
@@ -21,13 +34,9 @@ pub(crate) fn md_escape(s: &str) -> String {
             break;
         }
         match ch {
-            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' | '~' | '&' => {
-                out.push('\\');
-                out.push(ch);
-            }
             '\n' | '\r' | '\t' => out.push(' '),
             c if inert(c) => {}
-            _ => out.push(ch),
+            c => put(c, &mut out),
         }
     }
     out
@@ -37,23 +46,13 @@ pub(crate) fn md_escape(s: &str) -> String {
 /// Markdown (a backslash escape would show as a backslash): entities for
 /// what HTML reads, nothing else, cut and cleaned as [`md_escape`].
 pub(crate) fn html_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(4 * MAX_TEXT_CHARS));
-    for (i, ch) in s.chars().enumerate() {
-        if i == MAX_TEXT_CHARS {
-            out.push('…');
-            break;
-        }
-        match ch {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '|' => out.push_str("&#124;"),
-            '\n' | '\r' | '\t' => out.push(' '),
-            c if inert(c) => {}
-            _ => out.push(ch),
-        }
-    }
-    out
+    cleaned(s, |ch, out| match ch {
+        '<' => out.push_str("&lt;"),
+        '>' => out.push_str("&gt;"),
+        '&' => out.push_str("&amp;"),
+        '|' => out.push_str("&#124;"),
+        _ => out.push(ch),
+    })
 }
 
 /// Characters no report shows: controls (a terminal obeys ESC) and the

@@ -53,12 +53,15 @@ pub(crate) fn of_suite(suite: &Suite) -> Vec<String> {
         .iter()
         .filter(|(_, e)| matches!(e.role, Role::Baseline | Role::Lmcache))
         .collect();
+    let named = |pick: &dyn Fn(&EngineConfig) -> bool| -> Vec<String> {
+        compared
+            .iter()
+            .filter(|(_, e)| pick(e))
+            .map(|(n, _)| format!("`{n}`"))
+            .collect()
+    };
     let mut out = Vec::new();
-    let dummy: Vec<String> = compared
-        .iter()
-        .filter(|(_, e)| dummy_weights(e))
-        .map(|(n, _)| format!("`{n}`"))
-        .collect();
+    let dummy = named(&dummy_weights);
     if !dummy.is_empty() {
         out.push(format!(
             "cannot fail: {} run{} dummy weights (`--load-format dummy`), so every continuation is the same token run and no answer can change, corrupted KV or not; run real weights for a correctness verdict",
@@ -66,11 +69,7 @@ pub(crate) fn of_suite(suite: &Suite) -> Vec<String> {
             if dummy.len() == 1 { "s" } else { "" }
         ));
     }
-    let variant: Vec<String> = compared
-        .iter()
-        .filter(|(_, e)| is_vllm(e) && !batch_invariant(e))
-        .map(|(n, _)| format!("`{n}`"))
-        .collect();
+    let variant = named(&|e| is_vllm(e) && !batch_invariant(e));
     if !variant.is_empty() {
         out.push(format!(
             "may differ without a fault: {} {} not batch invariant (set VLLM_BATCH_INVARIANT=1, with --enforce-eager and --attention-backend FLASH_ATTN), so batching alone can change a greedy output",
