@@ -154,6 +154,34 @@ fn token_count(answer: &Value) -> Option<u64> {
     })
 }
 
+/// The most of one answer this client reads: vLLM's `/metrics` is about
+/// 100 KB and its JSON answers less; a server that sends more is not
+/// served whole (and never kept whole in the results).
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// An answer's body as text, refused past [`MAX_ANSWER_BYTES`].
+async fn capped_text(url: &str, mut resp: reqwest::Response) -> Result<String, ClientError> {
+    let mut body: Vec<u8> = Vec::new();
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| ClientError::Request {
+            url: url.to_string(),
+            message: describe(&e),
+        })?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(ClientError::Garbage {
+                url: url.to_string(),
+                message: format!(
+                    "the answer runs past {} MiB, far more than an OpenAI server or /metrics sends; refused",
+                    MAX_ANSWER_BYTES >> 20
+                ),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 fn snippet(body: &str) -> String {
     let body = body.trim();
     let mut s: String = body.chars().take(300).collect();
@@ -238,10 +266,7 @@ impl OpenAiClient {
         if matches!(status, 404 | 405 | 501) {
             return Ok(None);
         }
-        let body = resp.text().await.map_err(|e| ClientError::Request {
-            url: url.to_string(),
-            message: describe(&e),
-        })?;
+        let body = capped_text(url, resp).await?;
         if !(200..300).contains(&status) {
             return Err(ClientError::Status {
                 url: url.to_string(),
@@ -317,7 +342,7 @@ impl OpenAiClient {
         };
         let resp = req.send().await.map_err(request_err)?;
         let status = resp.status();
-        let text = resp.text().await.map_err(request_err)?;
+        let text = capped_text(url, resp).await?;
         if !status.is_success() {
             return Err(ClientError::Status {
                 url: url.to_string(),
@@ -597,6 +622,38 @@ mod tests {
     use super::*;
     use crate::results::fuzz::{mutated, timed};
     use proptest::prelude::proptest;
+
+    /// A server whose `/metrics` never ends: the scrape stops past the cap
+    /// and says so, instead of holding (and keeping) gigabytes.
+    #[tokio::test]
+    async fn an_endless_metrics_page_is_refused_past_the_cap() {
+        let endless = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(|| async {
+                let line = bytes_line();
+                let chunks = futures_util::stream::repeat_with(move || {
+                    Ok::<_, std::io::Error>(line.clone())
+                });
+                axum::body::Body::from_stream(chunks)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, endless).await });
+        let client = OpenAiClient::new(&format!("http://{addr}"), Duration::from_secs(30)).unwrap();
+        let err = client
+            .scrape(&format!("http://{addr}/metrics"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runs past 16 MiB"), "{err}");
+    }
+
+    fn bytes_line() -> Vec<u8> {
+        "vllm:prefix_cache_queries_total{engine=\"0\"} 1.0\n"
+            .repeat(1000)
+            .into_bytes()
+    }
 
     #[test]
     fn a_real_stream_decodes_to_its_answer_usage_and_finish() {
