@@ -292,4 +292,17 @@ fn a_tar_bomb_is_refused_before_it_fills_the_disk() {
         0,
         "nothing left behind"
     );
+    // Through `ci`: refused before any engine starts.
+    let results_dir = dir.path().join("r");
+    let data = format!("tests.mmlu.data={}", archive.display());
+    let out = run(
+        &mut ci_sim(&results_dir, &[&data]).args(["--only", "mmlu"]),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    // A test's own input file: exit 2, as a bad prompts file is.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("past 5000 entries"), "{stderr}");
+    assert!(!stderr.contains("started engine"), "{stderr}");
+    assert_eq!(results(&results_dir)["engines"], serde_json::json!([]));
 }

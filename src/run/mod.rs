@@ -489,6 +489,17 @@ async fn pipeline(
     results: &mut RunResults,
     events: &Events,
 ) -> Result<Vec<Broken>, RunError> {
+    // Input files first: a bad archive must cost no engine start.
+    for name in selected {
+        let params = &loaded.params[name];
+        crate::workload::kind_of(params)
+            .prepare(params, &results.results_dir, &loaded.suite_dir())
+            .map_err(|e| RunError::Workload {
+                test: name.clone(),
+                class: e.class(),
+                message: e.to_string(),
+            })?;
+    }
     engine::image::build_images(
         &loaded.suite,
         &loaded.suite_dir(),

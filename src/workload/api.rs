@@ -209,6 +209,18 @@ pub(crate) trait WorkloadKind: TestKind {
         Ok(Vec::new())
     }
 
+    /// Makes the test's input files ready (an archive checked and
+    /// unpacked) before any engine starts, so a bad one costs no engine
+    /// start; the test's own plan then finds them ready.
+    fn prepare(
+        &self,
+        _params: &TestParams,
+        _results_dir: &Path,
+        _suite_dir: &Path,
+    ) -> Result<(), WorkloadError> {
+        Ok(())
+    }
+
     /// The parameters that run only `parts` of the test.
     fn only(&self, params: &TestParams, _parts: &[String]) -> TestParams {
         params.clone()

@@ -162,6 +162,20 @@ impl WorkloadKind for Kind {
     fn start(&self, params: &TestParams, _attempt: u32) -> Box<dyn Workload> {
         Box::new(Determinism::new(own::<DeterminismParams>(params).clone()))
     }
+
+    fn prepare(
+        &self,
+        params: &TestParams,
+        results_dir: &Path,
+        suite_dir: &Path,
+    ) -> Result<(), WorkloadError> {
+        let p = own::<DeterminismParams>(params);
+        if let Some(data) = p.data.as_ref().filter(|_| p.long_prompts > 0) {
+            super::mmlu::data::prepare(&suite_dir.join(data), &results_dir.join("mmlu_data"))
+                .map_err(DeterminismError::from)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

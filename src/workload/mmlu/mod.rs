@@ -143,6 +143,16 @@ impl KindParams for MmluParams {
 }
 
 impl WorkloadKind for Kind {
+    fn prepare(
+        &self,
+        params: &TestParams,
+        results_dir: &Path,
+        suite_dir: &Path,
+    ) -> Result<(), WorkloadError> {
+        locate_data(own::<MmluParams>(params), results_dir, suite_dir)?;
+        Ok(())
+    }
+
     fn start(&self, params: &TestParams, _attempt: u32) -> Box<dyn Workload> {
         Box::new(Mmlu::new(own::<MmluParams>(params).clone()))
     }
