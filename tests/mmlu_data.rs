@@ -296,7 +296,7 @@ fn a_tar_bomb_is_refused_before_it_fills_the_disk() {
     let results_dir = dir.path().join("r");
     let data = format!("tests.mmlu.data={}", archive.display());
     let out = run(
-        &mut ci_sim(&results_dir, &[&data]).args(["--only", "mmlu"]),
+        ci_sim(&results_dir, &[&data]).args(["--only", "mmlu"]),
         LIMIT,
     );
     let (_, stderr) = text(&out);
