@@ -108,3 +108,90 @@ fn a_test_whose_requests_all_fail_is_failed_even_without_checks() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
 }
+
+fn sim_on(port: u16, model: &str) -> std::process::Child {
+    let child = bin()
+        .args([
+            "sim",
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--served-model-name",
+            model,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the sim listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    child
+}
+
+#[test]
+fn an_external_server_replaced_under_the_run_stops_it_with_exit_4() {
+    let (base_port, lm_port) = (free_port(), free_port());
+    let mut base = sim_on(base_port, "m");
+    let mut lm = sim_on(lm_port, "m");
+    let dir = tempdir();
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"[engines.baseline]
+role = "baseline"
+kind = "external"
+url = "http://127.0.0.1:{base_port}"
+[engines.lmcache]
+role = "lmcache"
+kind = "external"
+url = "http://127.0.0.1:{lm_port}"
+[tests.first]
+kind = "long_doc_qa"
+document_length = 100
+num_documents = 2
+output_len = 2
+prewarmup_prompts = 0
+[tests.second]
+kind = "long_doc_qa"
+document_length = 2000
+num_documents = 12
+output_len = 16
+prewarmup_prompts = 0
+max_inflight_requests = 1
+"#
+        ),
+    )
+    .unwrap();
+    let res = dir.path().join("r");
+    let child = common::ci_suite(&suite, &res)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "the second test to start", || {
+        common::test_status(&res, "second").as_deref() == Some("running")
+    });
+    // Another server takes the LMCache engine's place mid-run.
+    let _ = lm.kill();
+    let _ = lm.wait();
+    let mut other = sim_on(lm_port, "another/model");
+    let out = common::wait_output(child, Duration::from_secs(120));
+    for c in [&mut base, &mut other] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "engine `lmcache` is no longer the server the run found ready: it was version"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("another/model") || stderr.contains("nothing that answers"),
+        "{stderr}"
+    );
+}

@@ -31,6 +31,12 @@ pub(crate) enum EngineError {
         address: String,
         answering: String,
     },
+    #[error("engine `{engine}` is no longer the server the run found ready: it was {was}, now it is {now}; the run stops rather than measure another server")]
+    Changed {
+        engine: String,
+        was: String,
+        now: String,
+    },
     #[error("failed to create log file {path}: {source}")]
     Log {
         path: PathBuf,

@@ -29,7 +29,9 @@ use indexmap::IndexMap;
 use crate::config::{self, Loaded, Role, Schedule, TestParams};
 use crate::engine::gpu::GpuError;
 use crate::engine::image::ImageError;
-use crate::engine::{self, tail_lines, EngineError, EngineSpec, Supervisor, TAIL_LINES};
+use crate::engine::{
+    self, tail_lines, EngineError, EngineKind, EngineSpec, Supervisor, TAIL_LINES,
+};
 use crate::gate;
 use crate::results::{
     AttemptRecord, EngineRecord, ResultsError, RunMeta, RunResults, RunStatus, TestRecord,
@@ -466,6 +468,22 @@ async fn choose_gpus(
     Ok(chosen)
 }
 
+/// An engine as it introduced itself: its version and the models it serves.
+fn identity(version: Option<&str>, served: &[String]) -> String {
+    match (version, served.is_empty()) {
+        (None, true) => "nothing that answers".into(),
+        (v, _) => format!(
+            "version {} serving {}",
+            v.unwrap_or("unknown"),
+            if served.is_empty() {
+                "no model".to_string()
+            } else {
+                served.join(", ")
+            }
+        ),
+    }
+}
+
 /// What a ready engine says it is and serves; reports name the model
 /// served, not `auto`. Names are cut and capped: the answer is the server's.
 async fn served_by(c: &crate::client::OpenAiClient) -> (Option<String>, Vec<String>) {
@@ -632,6 +650,7 @@ impl ModelRun<'_> {
                 *spent += self
                     .run_trials(run, phase, 1, trials, &targets, results)
                     .await?;
+                self.same_servers(phase, results).await?;
             }
             if i < last {
                 self.stop_phase(phase, results).await;
@@ -976,6 +995,39 @@ impl ModelRun<'_> {
         }
         self.events.say(&Event::TestFinished(t));
         Ok(self.events.emit(&Event::Checkpoint(results))?)
+    }
+
+    /// An engine the run did not start must still be the server it found
+    /// ready: one restarted or replaced under the run would be measured in
+    /// its place.
+    async fn same_servers(
+        &self,
+        phase: &[&EngineSpec],
+        results: &RunResults,
+    ) -> Result<(), RunError> {
+        for spec in phase.iter().filter(|s| s.kind == EngineKind::External) {
+            let Some(rec) = results.engines.iter().find(|e| e.name == spec.name) else {
+                continue;
+            };
+            let Ok(c) = crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5)) else {
+                continue;
+            };
+            let mut seen = served_by(&c).await;
+            if seen.0.is_none() && seen.1.is_empty() {
+                // A busy server may miss one probe; a gone one misses two.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                seen = served_by(&c).await;
+            }
+            let (version, served) = seen;
+            if version != rec.version || served != rec.served_models {
+                return Err(RunError::Engine(EngineError::Changed {
+                    engine: spec.name.clone(),
+                    was: identity(rec.version.as_deref(), &rec.served_models),
+                    now: identity(version.as_deref(), &served),
+                }));
+            }
+        }
+        Ok(())
     }
 
     async fn stop_phase(&self, phase: &[&EngineSpec], results: &mut RunResults) {
