@@ -214,3 +214,29 @@ fn each_command_lists_the_exit_codes_it_can_give() {
         "{cleanup}"
     );
 }
+
+#[test]
+fn report_into_a_reader_that_goes_away_ends_quietly() {
+    let dir = tempdir();
+    let out = run(
+        bin()
+            .args(["ci", "--quiet", "--only", "determinism", "--results-dir"])
+            .arg(dir.path()),
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    // A reader that is already gone (`| head -1` after its line): every
+    // write meets a closed pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin()
+        .args(["report", "--results-dir"])
+        .arg(dir.path())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -34,6 +34,14 @@ impl Out {
             self.closed = true;
         }
     }
+
+    /// Text as it is, without a line end of its own.
+    pub(crate) fn text(&mut self, text: impl std::fmt::Display) {
+        use std::io::Write as _;
+        if !self.closed && write!(self.stdout.lock(), "{text}").is_err() {
+            self.closed = true;
+        }
+    }
 }
 
 pub(crate) fn load_suite(args: &SuiteArgs) -> Result<Loaded, Error> {

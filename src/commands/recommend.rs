@@ -32,13 +32,13 @@ pub(crate) async fn run(args: &RecommendArgs) -> Result<(), Error> {
         .or_else(recommend::host_ram_gb)
         .unwrap_or(0.0);
     let r = recommend::recommend(&args.model, &cfg, gpus, gpu_mib, ram)?;
-    println!(
+    super::common::Out::new().line(format!(
         "# {} from {}: {:.1} B parameters, {} KiB of KV per token; {gpus} GPU(s) of {gpu_mib} MiB, {ram:.0} GB RAM available\n",
         args.model,
         path.display(),
         cfg.params() as f64 / 1e9,
         cfg.kv_bytes_per_token() / 1024
-    );
-    println!("{}", recommend::render(&args.model, &r));
+    ));
+    super::common::Out::new().line(format!("{}", recommend::render(&args.model, &r)));
     Ok(())
 }

@@ -19,7 +19,7 @@ pub(crate) fn check(suite: &SuiteArgs) -> Result<(), Error> {
     // What the engines and tests run and read, as `ci` will ask for them.
     let all: Vec<String> = loaded.suite.tests.keys().cloned().collect();
     checks.extend(loaded.needs(&all).into_iter().map(prereqs::Check::from));
-    println!("{}", prereqs::table(&checks));
+    super::common::Out::new().line(format!("{}", prereqs::table(&checks)));
     let missing: Vec<&str> = checks
         .iter()
         .filter(|c| c.required && c.found.is_none())
@@ -82,11 +82,11 @@ pub(crate) fn run(suite: &SuiteArgs) -> Result<(), Error> {
     });
     let steps = result?;
     let changed = steps.iter().filter(|s| s.changed).count();
-    println!(
+    super::common::Out::new().line(format!(
         "setup: {} steps, {changed} changed, {:.2} s",
         steps.len(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(())
 }
 
@@ -98,7 +98,7 @@ pub(crate) fn data(args: &SetupDataArgs) -> Result<(), Error> {
     } else {
         "already up to date"
     };
-    println!(
+    super::common::Out::new().line(format!(
         "MMLU data {what}: {} ({} subjects{}) in {:.2} s",
         p.data_dir.display(),
         p.subjects,
@@ -106,6 +106,6 @@ pub(crate) fn data(args: &SetupDataArgs) -> Result<(), Error> {
             .map(|s| format!(", sha256 {s}"))
             .unwrap_or_default(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(())
 }
