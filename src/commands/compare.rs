@@ -7,7 +7,7 @@ pub(crate) fn command(args: &crate::cli::CompareArgs) -> Result<(), crate::error
     let reports =
         crate::run::compare::run(&args.files, args.max_accuracy_drop, args.max_subject_drop)?;
     for r in &reports {
-        super::common::Out::new().line(format!("{}", r.text));
+        super::common::Out::new().line(&r.text);
     }
     let failed: Vec<&str> = reports
         .iter()

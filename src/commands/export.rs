@@ -16,7 +16,7 @@ pub(crate) fn run(args: &ExportArgs) -> Result<(), Error> {
     let json = serde_json::to_string_pretty(&value).expect("json serializes") + "\n";
     match &args.output {
         Some(path) => write_atomic(path, json.as_bytes())?,
-        None => super::common::Out::new().text(format!("{json}")),
+        None => super::common::Out::new().text(&json),
     }
     Ok(())
 }

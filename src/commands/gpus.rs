@@ -16,6 +16,6 @@ pub(crate) async fn run(args: &GpusArgs) -> Result<(), Error> {
     };
     let chosen = gpu::choose_gpus(&req).await?;
     let indices: Vec<String> = chosen.iter().map(|g| g.index.to_string()).collect();
-    super::common::Out::new().line(format!("{}", indices.join(",")));
+    super::common::Out::new().line(indices.join(","));
     Ok(())
 }

@@ -39,6 +39,6 @@ pub(crate) async fn run(args: &RecommendArgs) -> Result<(), Error> {
         cfg.params() as f64 / 1e9,
         cfg.kv_bytes_per_token() / 1024
     ));
-    super::common::Out::new().line(format!("{}", recommend::render(&args.model, &r)));
+    super::common::Out::new().line(recommend::render(&args.model, &r));
     Ok(())
 }

@@ -23,7 +23,7 @@ pub(crate) async fn run(args: ReportArgs) -> Result<(), Error> {
     })?;
     match args.output {
         Some(path) => write_atomic(&path, md.as_bytes())?,
-        None => super::common::Out::new().line(format!("{md}")),
+        None => super::common::Out::new().line(&md),
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ pub(crate) fn check(suite: &SuiteArgs) -> Result<(), Error> {
     // What the engines and tests run and read, as `ci` will ask for them.
     let all: Vec<String> = loaded.suite.tests.keys().cloned().collect();
     checks.extend(loaded.needs(&all).into_iter().map(prereqs::Check::from));
-    super::common::Out::new().line(format!("{}", prereqs::table(&checks)));
+    super::common::Out::new().line(prereqs::table(&checks));
     let missing: Vec<&str> = checks
         .iter()
         .filter(|c| c.required && c.found.is_none())
