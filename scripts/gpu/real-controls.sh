@@ -39,9 +39,11 @@ stamp "stage real"
 python3 "$B/capture.py" "$R/real" "$R/caps-real" "$R/real.done" &
 cap=$!
 t0=$(date +%s)
+# EXTRA: more lmcache-e2e arguments, e.g. a smaller scale when device time is short.
+read -r -a extra <<<"${EXTRA:-}"
 ./lmcache-e2e ci --results-dir "$R/real" --preset gpu-1-real --set run.model="$B/real-model" \
   --set tests.mmlu.data="$B/data.tar.xz" --set tests.determinism.data="$B/data.tar.xz" \
-  > "$R/console-real.txt" 2>&1
+  "${extra[@]}" > "$R/console-real.txt" 2>&1
 echo "rc=$? wall=$(( $(date +%s) - t0 ))s" | tee "$R/real.rc"
 ps -eo pid,pgid,stat,etimes,args --sort=pgid | grep -v -e ' ps ' -e grep > "$R/ps-after-real.txt"
 nvidia-smi > "$R/nvidia-smi-after-real.txt" 2>&1
