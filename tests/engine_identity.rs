@@ -11,22 +11,7 @@ use common::{bin, ci_sim, free_port, run, tempdir, text, wait_until};
 #[test]
 fn a_stale_server_on_an_engines_port_is_refused_with_exit_4() {
     let port = free_port();
-    let mut stale = bin()
-        .args([
-            "sim",
-            "serve",
-            "--port",
-            &port.to_string(),
-            "--served-model-name",
-            "stale/model",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(20), "the stale sim listens", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let mut stale = sim_on(port, "stale/model");
     let dir = tempdir();
     let out = run(
         &mut ci_sim(dir.path(), &[&format!("engines.baseline.port={port}")]),

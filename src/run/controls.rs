@@ -101,23 +101,14 @@ pub(crate) fn verdict(results: &mut RunResults) -> Option<String> {
 /// What a control's run concluded, against what it had to.
 fn judge(c: &Control, run: &RunResults, dir: &Path) -> ControlRecord {
     let config = &c.loaded.suite.controls[&c.name];
-    let failed: Vec<&CheckOutcome> = run
+    // Every failed check, as `test.check`, with its outcome.
+    let (failed_names, failed): (Vec<String>, Vec<&CheckOutcome>) = run
         .tests
         .iter()
         .flat_map(|t| t.checks.iter().map(move |k| (t, k)))
         .filter(|(_, k)| k.verdict == Verdict::Fail)
-        .map(|(_, k)| k)
-        .collect();
-    let failed_names: Vec<String> = run
-        .tests
-        .iter()
-        .flat_map(|t| {
-            t.checks
-                .iter()
-                .filter(|k| k.verdict == Verdict::Fail)
-                .map(move |k| format!("{}.{}", t.name, k.name))
-        })
-        .collect();
+        .map(|(t, k)| (format!("{}.{}", t.name, k.name), k))
+        .unzip();
     let broke = run
         .tests
         .iter()
