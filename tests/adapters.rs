@@ -145,7 +145,7 @@ fn vllm_bench_failure_modes_are_clear() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == "baseline_completed")
+        .find(|c| c["name"] == "baseline_incomplete_requests")
         .unwrap();
     assert_eq!(c["verdict"], "fail");
 

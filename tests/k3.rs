@@ -277,7 +277,7 @@ fn k3_bench_rules_fail_as_its_script_does() {
     assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
     assert_eq!(
         failed(&k3.results("tokens")),
-        ["baseline_input_tokens", "lmcache_input_tokens"]
+        ["baseline_input_token_error", "lmcache_input_token_error"]
     );
     // 0.5 % off is what k3 tolerates.
     let out = k3.vllm_bench("tokens_ok", &[("FAKE_TOKEN_ERROR_PCT", "0.5")]);

@@ -147,8 +147,8 @@ fn errors_show_as_failed_and_fail_completeness() {
         .iter()
         .any(|e| e.as_str().unwrap().contains("HTTP 500")));
     let r = results(dir.path());
-    assert_eq!(check(&r, "lmcache_completed")["verdict"], "fail");
-    assert_eq!(check(&r, "baseline_completed")["verdict"], "pass");
+    assert_eq!(check(&r, "lmcache_incomplete_requests")["verdict"], "fail");
+    assert_eq!(check(&r, "baseline_incomplete_requests")["verdict"], "pass");
 }
 
 /// A retry of a test run in trials adds trials and judges them all: the
