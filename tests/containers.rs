@@ -126,6 +126,7 @@ num_documents = {documents}
 document_length = 600
 output_len = 4
 prewarmup_prompts = 0
+record_only = true
 "#
         ),
     )

@@ -43,7 +43,8 @@ fn suite(dir: &Path, policy: &str) -> PathBuf {
              [tests.fault_tolerance.checks.warmup]\nmetric = \"ft_warmup_incomplete\"\nmax = 0\n\
              [tests.fault_tolerance.checks.midflight]\nmetric = \"ft_midflight_incomplete\"\nmax = 0\n\
              [tests.fault_tolerance.checks.without_lmcache]\nmetric = \"ft_without_lmcache_incomplete\"\nmax = 0\n\
-             [tests.after]\nkind = \"determinism\"\nmax_tokens = 4\nstore_load_pause_secs = 0\n",
+             [tests.after]\nkind = \"determinism\"\nmax_tokens = 4\nstore_load_pause_secs = 0\n\
+             [tests.after.checks.identical]\nmetric = \"mismatched_outputs\"\nmax = 0\n",
             sim("baseline", ""),
             sim(
                 "lmcache",

@@ -158,14 +158,25 @@ fn recommend_follows_gpu_and_ram_memory_and_prints_a_valid_suite() {
         stdout.contains("--num-documents 51 \\\n    --document-length 10000"),
         "{stdout}"
     );
-    // The suite snippet loads as a suite.
+    // The suite snippet loads as a suite (a test without checks would be
+    // refused), gating TTFT against the baseline and failed requests.
     let suite = dir.path().join("rec.toml");
     std::fs::write(&suite, &stdout[stdout.find("[run]").unwrap()..]).unwrap();
     let out = run(
-        bin().args(["list", "--suite"]).arg(&suite),
+        bin().args(["list", "--checks", "--suite"]).arg(&suite),
         Duration::from_secs(20),
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let (listed, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        listed.contains("long_doc_qa  [long_doc_qa]  3 checks"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("query_ttft_vs_baseline: query_ttft_per_prompt"),
+        "{listed}"
+    );
+    assert!(listed.contains("lmcache_failed_requests"), "{listed}");
 
     let c70 = config_json(dir.path(), "llama70b", 8192, 80, 64, 28_672);
     let out = run(
@@ -257,7 +268,8 @@ fn sequential_suite(dir: &Path, tag: &str, extra: &str) -> std::path::PathBuf {
         &suite,
         format!(
             "[run]\nname = \"one-gpu\"\nschedule = \"sequential\"\nstarting_report_secs = 0.5\n{extra}\n{}{}\
-             [tests.determinism]\nkind = \"determinism\"\nmax_tokens = 4\nstore_load_pause_secs = 0\n",
+             [tests.determinism]\nkind = \"determinism\"\nmax_tokens = 4\nstore_load_pause_secs = 0\n\
+             [tests.determinism.checks.identical]\nmetric = \"mismatched_outputs\"\nmax = 0\n",
             engine("baseline"),
             engine("lmcache")
         ),

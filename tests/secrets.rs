@@ -65,8 +65,8 @@ fn suite(dir: &Path) -> std::path::PathBuf {
         &path,
         format!(
             "[run]\nname = \"secrets\"\nmodel = \"m\"\n{}{}\
-             [tests.throughput]\nkind = \"throughput\"\ndriver = \"vllm-bench\"\nnum_prompts = 4\ninput_len = 100\n\
-             [tests.lm_eval]\nkind = \"lm_eval\"\nlimit = 2\nnum_concurrent = 1\n",
+             [tests.throughput]\nkind = \"throughput\"\ndriver = \"vllm-bench\"\nnum_prompts = 4\ninput_len = 100\nrecord_only = true\n\
+             [tests.lm_eval]\nkind = \"lm_eval\"\nlimit = 2\nnum_concurrent = 1\nrecord_only = true\n",
             engine("baseline", "baseline"),
             engine("lmcache", "lmcache"),
         ),

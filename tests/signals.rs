@@ -116,6 +116,7 @@ kind = "long_doc_qa"
 num_documents = 200
 document_length = 500
 prewarmup_prompts = 0
+record_only = true
 "#,
             script.display()
         ),

@@ -73,6 +73,11 @@ pub(crate) trait TestKind: Sync + 'static {
     /// The metrics its checks may bound, engine counters aside.
     fn metrics(&self) -> &'static [&'static str];
 
+    /// The checks a suite starts from (name, then the check's TOML body):
+    /// what a test without checks is told to add, and what `recommend`
+    /// writes.
+    fn starter_checks(&self) -> &'static [(&'static str, &'static str)];
+
     /// The engine roles it cannot do without.
     fn roles(&self) -> &'static [Role] {
         &[Role::Baseline, Role::Lmcache]
@@ -298,6 +303,10 @@ pub(crate) mod toy {
         fn metrics(&self) -> &'static [&'static str] {
             &["answers", "wrong_answers"]
         }
+
+        fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {
+            &[("wrong_answers", "metric = \"wrong_answers\"\nmax = 0")]
+        }
     }
 
     /// The table the loader's tests load with.
@@ -315,7 +324,7 @@ pub(crate) mod toy {
                 format!(
                     "[engines.base]\nrole = \"baseline\"\nkind = \"sim\"\n\
                      [engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\n\
-                     [tests.t]\nkind = \"toy\"\n{test}"
+                     [tests.t]\nkind = \"toy\"\nrecord_only = true\n{test}"
                 ),
             )
             .unwrap();
@@ -331,6 +340,40 @@ pub(crate) mod toy {
 
         /// The loader knows no kind: what it does for one, it does through
         /// the kind's own declaration.
+        #[test]
+        fn a_test_without_checks_is_refused_with_its_kinds_starters() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("suite.toml");
+            std::fs::write(
+                &path,
+                "[engines.base]\nrole = \"baseline\"\nkind = \"sim\"\n\
+                 [engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\n\
+                 [tests.t]\nkind = \"toy\"\n[tests.off]\nkind = \"toy\"\nenabled = false\n",
+            )
+            .unwrap();
+            let err = load(&LoadRequest {
+                preset: None,
+                file: Some(&path),
+                overlays: &[],
+                sets: &[],
+                env: &|_| None,
+                kinds: KINDS,
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("`tests.t.checks`"), "{err}");
+            assert!(err.contains("nothing it measures could fail it"), "{err}");
+            assert!(
+                err.contains("[tests.t.checks.wrong_answers]\n      metric = \"wrong_answers\"\n      max = 0"),
+                "{err}"
+            );
+            assert!(err.contains("record_only = true"), "{err}");
+            assert!(
+                !err.contains("tests.off"),
+                "a disabled test is not judged: {err}"
+            );
+        }
+
         #[test]
         fn a_kind_the_loader_never_heard_of_is_typed_checked_and_shown() {
             let loaded = load_toy("questions = 7\n").unwrap();

@@ -705,6 +705,22 @@ fn unknown_kind(name: &str, kinds: &[&'static dyn TestKind]) -> String {
     format!("unknown kind `{name}`; {hint}kinds: {}", names.join(", "))
 }
 
+/// What a test without checks is told: nothing could fail it, the checks
+/// to start from, and the way to measure without a verdict.
+fn no_checks(name: &str, kind: &dyn TestKind) -> String {
+    let starters: Vec<String> = kind
+        .starter_checks()
+        .iter()
+        .map(|(check, body)| {
+            format!("[tests.{name}.checks.{check}]\n{body}").replace('\n', "\n      ")
+        })
+        .collect();
+    format!(
+        "the test has no checks, so nothing it measures could fail it; add checks, for a start:\n\n      {}\n\n    (`lmcache-e2e list --checks` lists what it can gate on), or set record_only = true to measure without a verdict",
+        starters.join("\n\n      ")
+    )
+}
+
 /// Every check bounds a metric its test records, of an engine the suite has.
 fn validate_checks(
     suite: &Suite,
@@ -725,6 +741,9 @@ fn validate_checks(
                 ),
             );
         }
+    }
+    if test.enabled && test.checks.is_empty() && !test.record_only {
+        p.bad(format!("{prefix}.checks"), no_checks(name, kind));
     }
     let pairs = kind.pairs_trials();
     for (check_name, c) in &test.checks {

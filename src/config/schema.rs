@@ -86,6 +86,10 @@ fn test(g: &mut SchemaGenerator, kinds: &[&dyn TestKind]) -> Value {
         "allow_failed_requests".into(),
         json!({ "type": "boolean", "default": false, "description": "let requests fail without failing the test (by default each engine's failed_requests, incomplete_requests, that no check bounds must be 0)" }),
     );
+    common.insert(
+        "record_only".into(),
+        json!({ "type": "boolean", "default": false, "description": "measure without checks (the test is then a warning); without it a test with no checks is refused" }),
+    );
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     let each: Vec<Value> = kinds.iter().map(|k| kind(g, *k, &common)).collect();
     json!({

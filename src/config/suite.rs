@@ -431,6 +431,10 @@ pub(crate) struct TestConfig {
     /// that no check bounds must be 0.
     #[serde(default)]
     pub allow_failed_requests: bool,
+    /// Measure without checks: the test is then a warning, never a plain
+    /// pass. Without it a test with no checks is refused at load.
+    #[serde(default)]
+    pub record_only: bool,
     #[serde(flatten)]
     pub params: toml::Table,
 }

@@ -80,6 +80,16 @@ pub(crate) fn of_suite(suite: &Suite) -> Vec<String> {
     out
 }
 
+/// Whether the test behind a record (`test` or `test@model`) measures
+/// without checks.
+fn records_only(suite: &Suite, record: &str) -> bool {
+    let name = record.split_once('@').map_or(record, |(test, _)| test);
+    suite
+        .tests
+        .get(name)
+        .is_some_and(|t| t.record_only && t.checks.is_empty())
+}
+
 /// Adds the suite's caveats to its correctness tests (a passed one is then
 /// a warning), and to every other test when a correctness test failed.
 pub(crate) fn apply(suite: &Suite, tests: &mut [TestRecord]) {
@@ -90,7 +100,7 @@ pub(crate) fn apply(suite: &Suite, tests: &mut [TestRecord]) {
         .map(|t| format!("`{}`", t.name))
         .collect();
     for t in tests.iter_mut() {
-        let caveats: Vec<String> = if judges_outputs(&t.kind) {
+        let mut caveats: Vec<String> = if judges_outputs(&t.kind) {
             said.clone()
         } else if !wrong.is_empty() {
             vec![format!(
@@ -100,6 +110,11 @@ pub(crate) fn apply(suite: &Suite, tests: &mut [TestRecord]) {
         } else {
             Vec::new()
         };
+        if records_only(suite, &t.name) {
+            caveats.push(
+                "records only: the test has no checks (record_only = true), so nothing it measured was judged".into(),
+            );
+        }
         if caveats.is_empty() || t.status == TestStatus::NotRun {
             continue;
         }
@@ -162,5 +177,26 @@ mod tests {
             tests[1].caveats
         );
         assert!(tests[0].caveats.is_empty());
+    }
+
+    #[test]
+    fn a_test_without_checks_is_never_a_plain_pass() {
+        let mut s = suite("env = { VLLM_BATCH_INVARIANT = '1' }");
+        s.tests.insert(
+            "rate".into(),
+            toml::from_str("kind = 'request_rate'\nrecord_only = true").unwrap(),
+        );
+        let mut tests = vec![TestRecord::new(
+            "rate@m",
+            "request_rate",
+            TestStatus::Passed,
+        )];
+        apply(&s, &mut tests);
+        assert_eq!(tests[0].status, TestStatus::Warning);
+        assert!(
+            tests[0].caveats[0].starts_with("records only"),
+            "{:?}",
+            tests[0].caveats
+        );
     }
 }

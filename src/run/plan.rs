@@ -139,6 +139,9 @@ pub(crate) fn lines(
                 out.push(format!("  warning: {caveat}"));
             }
         }
+        if test.record_only && test.checks.is_empty() {
+            out.push("  warning: records only (record_only = true): no check judges it".into());
+        }
         let counts_failures = kind
             .metrics()
             .iter()

@@ -196,12 +196,30 @@ pub(crate) fn render(model: &str, r: &Recommendation) -> String {
     );
     let _ = writeln!(
         s,
-        "4. As a suite (lmcache-e2e ci --suite FILE):\n\n[run]\nmodel = \"{model}\"\n\n[engines.baseline]\nrole = \"baseline\"\nkind = \"process\"\ncommand = \"vllm\"\nargs = [\"serve\", \"{{model}}\", \"--tensor-parallel-size\", \"{tp}\", \"--load-format\", \"dummy\", \"--port\", \"{{port}}\"]\nenv = {{ PYTHONHASHSEED = \"0\" }}\n\n[engines.lmcache]\nrole = \"lmcache\"\nkind = \"process\"\ncommand = \"vllm\"\nargs = [\"serve\", \"{{model}}\", \"--tensor-parallel-size\", \"{tp}\", \"--load-format\", \"dummy\", \"--port\", \"{{port}}\", \"--kv-transfer-config\", '{{\"kv_connector\": \"LMCacheConnectorV1\", \"kv_role\": \"kv_both\"}}']\nenv = {{ PYTHONHASHSEED = \"0\", LMCACHE_MAX_LOCAL_CPU_SIZE = \"{cpu}\" }}\n\n[tests.long_doc_qa]\nkind = \"long_doc_qa\"\nnum_documents = {docs}\ndocument_length = {len}\noutput_len = 100\nrepeat_count = 1\nrepeat_mode = \"tile\"\nmax_inflight_requests = 4",
+        "4. As a suite (lmcache-e2e ci --suite FILE):\n\n[run]\nmodel = \"{model}\"\n\n[engines.baseline]\nrole = \"baseline\"\nkind = \"process\"\ncommand = \"vllm\"\nargs = [\"serve\", \"{{model}}\", \"--tensor-parallel-size\", \"{tp}\", \"--load-format\", \"dummy\", \"--port\", \"{{port}}\"]\nenv = {{ PYTHONHASHSEED = \"0\" }}\n\n[engines.lmcache]\nrole = \"lmcache\"\nkind = \"process\"\ncommand = \"vllm\"\nargs = [\"serve\", \"{{model}}\", \"--tensor-parallel-size\", \"{tp}\", \"--load-format\", \"dummy\", \"--port\", \"{{port}}\", \"--kv-transfer-config\", '{{\"kv_connector\": \"LMCacheConnectorV1\", \"kv_role\": \"kv_both\"}}']\nenv = {{ PYTHONHASHSEED = \"0\", LMCACHE_MAX_LOCAL_CPU_SIZE = \"{cpu}\" }}\n\n[tests.long_doc_qa]\nkind = \"long_doc_qa\"\nnum_documents = {docs}\ndocument_length = {len}\noutput_len = 100\nrepeat_count = 1\nrepeat_mode = \"tile\"\nmax_inflight_requests = 4\ntrials = 3{checks}",
+        checks = long_doc_qa_checks(),
         tp = r.tp,
         cpu = r.cpu_cache_gb,
         docs = r.num_documents,
         len = r.document_length
     );
+    s
+}
+
+/// The suite's checks: long document QA's starters and both engines'
+/// failed requests, as TOML tables.
+fn long_doc_qa_checks() -> String {
+    let kind = crate::workload::kind("long_doc_qa").expect("long_doc_qa is a kind");
+    let mut s = String::new();
+    for (name, body) in kind.starter_checks() {
+        let _ = write!(s, "\n\n[tests.long_doc_qa.checks.{name}]\n{body}");
+    }
+    for role in ["baseline", "lmcache"] {
+        let _ = write!(
+            s,
+            "\n\n[tests.long_doc_qa.checks.{role}_failed_requests]\nmetric = \"failed_requests\"\nengine = \"{role}\"\nmax = 0"
+        );
+    }
     s
 }
 

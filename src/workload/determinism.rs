@@ -148,6 +148,19 @@ impl TestKind for Kind {
         ]
     }
 
+    fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            (
+                "identical_outputs",
+                "metric = \"mismatched_outputs\"\nmax = 0",
+            ),
+            (
+                "no_missing_outputs",
+                "metric = \"missing_outputs\"\nmax = 0",
+            ),
+        ]
+    }
+
     /// It compares with a baseline when the suite has one.
     fn roles(&self) -> &'static [Role] {
         &[Role::Lmcache]

@@ -164,6 +164,16 @@ impl TestKind for Kind {
         ]
     }
 
+    fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("stopped_mid_run", "metric = \"stopped_mid_run\"\nmin = 1"),
+            (
+                "midflight_incomplete",
+                "metric = \"ft_midflight_incomplete\"\nmax = 0",
+            ),
+        ]
+    }
+
     fn roles(&self) -> &'static [Role] {
         &[Role::Lmcache]
     }

@@ -120,6 +120,10 @@ impl TestKind for Kind {
         ]
     }
 
+    fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {
+        &[("score_drift", "metric = \"score_drift\"\nmax = 0.01")]
+    }
+
     fn roles(&self) -> &'static [Role] {
         &[Role::Lmcache]
     }

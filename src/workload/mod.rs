@@ -73,13 +73,20 @@ mod tests {
     }
 
     /// A suite of two sim engines (and a service) with one test of `kind`
-    /// and nothing else: the kind's defaults.
+    /// and nothing else: the kind's defaults, and its starter checks (so a
+    /// starter that names no metric of its kind fails to load).
     fn suite_of(kind: &str) -> String {
+        let checks: String = super::kind(kind)
+            .map(|k| k.starter_checks())
+            .unwrap_or(&[("any", "metric = \"requests\"\nmax = 0")])
+            .iter()
+            .map(|(name, body)| format!("[tests.t.checks.{name}]\n{body}\n"))
+            .collect();
         format!(
             "[engines.base]\nrole = \"baseline\"\nkind = \"sim\"\n\
              [engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\n\
              [engines.server]\nrole = \"service\"\nkind = \"process\"\ncommand = \"sleep\"\nargs = [\"60\"]\n\
-             [tests.t]\nkind = \"{kind}\"\n"
+             [tests.t]\nkind = \"{kind}\"\n{checks}"
         )
     }
 
@@ -98,9 +105,13 @@ mod tests {
             assert_eq!(params.kind().name(), k.name());
             assert_eq!(kind_of(params).name(), k.name());
             assert!(
-                !k.metrics().is_empty(),
+                !k.metrics().is_empty() && !k.starter_checks().is_empty(),
                 "kind {} gates on nothing",
                 k.name()
+            );
+            assert_eq!(
+                loaded.suite.tests["t"].checks.len(),
+                k.starter_checks().len()
             );
             assert!(
                 params.params().tokens_per_trial() > 0.0,

@@ -111,6 +111,13 @@ impl TestKind for Kind {
             "requests",
         ]
     }
+
+    fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {
+        &[(
+            "mean_ttft_vs_baseline",
+            "metric = \"mean_ttft\"\nmax_change_pct = 10",
+        )]
+    }
 }
 
 impl WorkloadKind for Kind {

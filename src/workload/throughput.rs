@@ -192,6 +192,13 @@ impl TestKind for Kind {
         METRICS
     }
 
+    fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {
+        &[(
+            "total_token_throughput",
+            "metric = \"total_token_throughput\"\nmin_change_pct = -5",
+        )]
+    }
+
     fn pairs_trials(&self) -> bool {
         true
     }

@@ -308,6 +308,13 @@ impl TestKind for Kind {
         ]
     }
 
+    fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("accuracy_drop", "metric = \"accuracy_drop\"\nmax = 0.01"),
+            ("changed_answers", "metric = \"changed_answers\"\nmax = 0"),
+        ]
+    }
+
     fn method(&self, metric: &str, _relative: bool) -> Option<&'static str> {
         (metric == "accuracy_drop").then_some("McNemar exact test, Agresti–Min interval")
     }
