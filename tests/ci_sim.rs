@@ -239,7 +239,7 @@ fn an_engine_that_dies_mid_run_exits_4() {
 }
 
 #[test]
-fn a_server_that_stops_answering_fails_the_gate_instead_of_hanging() {
+fn a_server_that_stops_answering_ends_the_run_as_an_engine_failure_instead_of_hanging() {
     let dir = tempdir();
     let out = run(
         &mut ldqa(
@@ -255,17 +255,22 @@ fn a_server_that_stops_answering_fails_the_gate_instead_of_hanging() {
         LIMIT,
     );
     let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("engine `lmcache` stopped answering"),
+        "{stderr}"
+    );
     let r = results(dir.path());
     let failed = r["tests"][0]["metrics"]["lmcache"]["failed_requests"]["value"]
         .as_f64()
         .unwrap();
     assert_eq!(
         failed, 5.0,
-        "1 answered, 1 warmup + 4 query requests timed out"
+        "1 answered, 1 warmup request timed out, then the engine was taken for dead"
     );
     let csv = std::fs::read_to_string(dir.path().join("long_doc_qa/lmcache_requests.csv")).unwrap();
     assert!(csv.contains("did not finish within 2 s"), "{csv}");
+    assert!(csv.contains("the server is taken for dead"), "{csv}");
 }
 
 #[test]

@@ -51,6 +51,7 @@ num_documents = 2
 output_len = 4
 prewarmup_prompts = 1
 allow_failed_requests = {allow}
+record_only = true
 "#
         ),
     )
@@ -119,8 +120,9 @@ fn sim_on(port: u16, model: &str) -> std::process::Child {
     child
 }
 
-#[test]
-fn an_external_server_replaced_under_the_run_stops_it_with_exit_4() {
+/// `ci` against two external sims, the LMCache one replaced mid-run by a
+/// sim serving `model`: its output.
+fn replaced_mid_run(model: &str) -> std::process::Output {
     let (base_port, lm_port) = (free_port(), free_port());
     let mut base = sim_on(base_port, "m");
     let mut lm = sim_on(lm_port, "m");
@@ -143,6 +145,7 @@ document_length = 100
 num_documents = 2
 output_len = 2
 prewarmup_prompts = 0
+record_only = true
 [tests.second]
 kind = "long_doc_qa"
 document_length = 2000
@@ -150,6 +153,7 @@ num_documents = 12
 output_len = 16
 prewarmup_prompts = 0
 max_inflight_requests = 1
+record_only = true
 "#
         ),
     )
@@ -166,12 +170,20 @@ max_inflight_requests = 1
     // Another server takes the LMCache engine's place mid-run.
     let _ = lm.kill();
     let _ = lm.wait();
-    let mut other = sim_on(lm_port, "another/model");
+    // A second apart: a start time is told in seconds.
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut other = sim_on(lm_port, model);
     let out = common::wait_output(child, Duration::from_secs(120));
     for c in [&mut base, &mut other] {
         let _ = c.kill();
         let _ = c.wait();
     }
+    out
+}
+
+#[test]
+fn an_external_server_replaced_under_the_run_stops_it_with_exit_4() {
+    let out = replaced_mid_run("another/model");
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
     assert!(
@@ -182,6 +194,168 @@ max_inflight_requests = 1
     );
     assert!(
         stderr.contains("another/model") || stderr.contains("nothing that answers"),
+        "{stderr}"
+    );
+}
+
+/// The same server restarted (same version, same model): only its start
+/// time tells, and it does.
+#[test]
+fn an_external_server_restarted_under_the_run_stops_it_with_exit_4() {
+    let out = replaced_mid_run("m");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("engine `lmcache` is no longer the server the run found ready"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("its process started"), "{stderr}");
+}
+
+/// A server that stops answering mid-test (SIGSTOP: the kernel still
+/// accepts its connections and nothing answers, as with a wedged engine)
+/// costs one timeout and a probe, not one timeout per remaining request:
+/// the rest fail at once, saying why, and the run ends as an engine
+/// failure.
+#[test]
+fn the_requests_after_an_engine_is_seen_dead_fail_at_once() {
+    let (base_port, lm_port) = (free_port(), free_port());
+    let mut base = sim_on(base_port, "m");
+    let mut lm = sim_on(lm_port, "m");
+    let dir = tempdir();
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"[run]
+request_timeout_secs = 3
+[engines.baseline]
+role = "baseline"
+kind = "external"
+url = "http://127.0.0.1:{base_port}"
+[engines.lmcache]
+role = "lmcache"
+kind = "external"
+url = "http://127.0.0.1:{lm_port}"
+[tests.long_doc_qa]
+kind = "long_doc_qa"
+document_length = 2000
+num_documents = 12
+output_len = 16
+prewarmup_prompts = 0
+max_inflight_requests = 1
+record_only = true
+"#
+        ),
+    )
+    .unwrap();
+    let res = dir.path().join("r");
+    let child = common::ci_suite(&suite, &res)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "the test to start", || {
+        common::test_status(&res, "long_doc_qa").as_deref() == Some("running")
+    });
+    // The baseline goes first: stopped while its first round is under way.
+    std::thread::sleep(Duration::from_millis(500));
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &base.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    // 24 requests at 3 s each would take 72 s; seen dead after one timeout
+    // and a probe (5 s), the rest take none.
+    let out = common::wait_output(child, Duration::from_secs(30));
+    for c in [&mut base, &mut lm] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("engine `baseline` stopped answering"),
+        "{stderr}"
+    );
+    let csv = walkdir(&res)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("baseline_requests.csv"))
+        .unwrap_or_else(|| panic!("the baseline's requests are kept: {stdout}{stderr}"));
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    let refused = rows
+        .lines()
+        .filter(|l| l.contains("taken for dead"))
+        .count();
+    assert!(refused >= 10, "{rows}");
+    assert!(rows.contains("reached nothing either"), "{rows}");
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A launcher that puts the server in the background and returns (`vllm
+/// serve … &`): the engine the run launched is gone, so it is not ready,
+/// whatever answers on its port; the error says what answers there.
+#[test]
+fn a_launcher_that_backgrounds_its_server_is_an_engine_failure() {
+    let port = free_port();
+    let dir = tempdir();
+    let sim = std::path::Path::new(env!("CARGO_BIN_EXE_lmcache-e2e"));
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"[engines.baseline]
+role = "baseline"
+kind = "process"
+command = "bash"
+port = {port}
+# Never ready by its own answer (no such route), so the launcher's exit
+# decides: it returns once the detached server listens.
+health_path = "/never"
+args = ["-c", "setsid {sim} sim serve --port {port} >/dev/null 2>&1 & for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && exit 0; sleep 0.1; done"]
+[engines.lmcache]
+role = "lmcache"
+kind = "sim"
+[tests.long_doc_qa]
+kind = "long_doc_qa"
+num_documents = 2
+record_only = true
+"#,
+            sim = sim.display()
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &mut common::ci_suite(&suite, dir.path().join("r")),
+        Duration::from_secs(60),
+    );
+    // The detached server is nobody's child: stop it by its port's owner.
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", &format!("sim serve --port {port}")])
+        .status();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("engine `baseline` exited (exit status: 0) before it was ready"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "yet 127.0.0.1:{port} answers, from a process the run did not launch"
+        )),
         "{stderr}"
     );
 }

@@ -3,14 +3,17 @@
 //! any server that follows the OpenAI API (vLLM, SGLang, llama.cpp, Dynamo).
 
 mod endpoint;
+mod liveness;
 mod sse;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 pub(crate) use endpoint::{BadUrl, Endpoint};
+pub(crate) use liveness::Liveness;
 pub(crate) use sse::SseParser;
 
 pub(crate) mod prometheus;
@@ -33,9 +36,14 @@ pub(crate) enum ClientError {
     },
     #[error("{url} answered something that is not an OpenAI response: {message}")]
     Garbage { url: String, message: String },
+    #[error("not sent to {url}: the server is taken for dead ({why})")]
+    Dead { url: String, why: String },
     #[error("{url} served no models; pass the model name explicitly (MODEL or run.model)")]
     NoModels { url: String },
 }
+
+/// How long the probe after a failed request waits for any answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One client per server, sharing a connection pool across its requests.
 #[derive(Clone)]
@@ -43,6 +51,10 @@ pub(crate) struct OpenAiClient {
     base: Endpoint,
     http: reqwest::Client,
     timeout: Duration,
+    /// Shared by the clones: one request that finds the server dead spares
+    /// the others their timeouts. `None` for a client that waits for a
+    /// server to come up, where reaching nothing is expected.
+    live: Option<Arc<liveness::Liveness>>,
 }
 
 /// What one streamed request did, timed on the client's monotonic clock.
@@ -206,7 +218,22 @@ impl OpenAiClient {
             base,
             http,
             timeout,
+            live: Some(Arc::default()),
         })
+    }
+
+    /// Shares `live` with every client of the same engine: one that finds
+    /// it dead tells them all, and the run.
+    pub(crate) fn watched_by(mut self, live: Arc<Liveness>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// A client for polling a server that is not up yet: what it reaches
+    /// nothing with never marks the server dead.
+    pub(crate) fn probing(mut self) -> Self {
+        self.live = None;
+        self
     }
 
     /// The server root (no `/v1`, no trailing slash).
@@ -336,13 +363,17 @@ impl OpenAiClient {
         url: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<Value, ClientError> {
+        self.alive(url)?;
         let request_err = |e: reqwest::Error| ClientError::Request {
             url: url.to_string(),
             message: describe(&e),
         };
-        let resp = req.send().await.map_err(request_err)?;
-        let status = resp.status();
-        let text = capped_text(url, resp).await?;
+        let sent = async {
+            let resp = req.send().await.map_err(request_err)?;
+            let status = resp.status();
+            Ok((status, capped_text(url, resp).await?))
+        };
+        let (status, text) = self.watched(sent.await).await?;
         if !status.is_success() {
             return Err(ClientError::Status {
                 url: url.to_string(),
@@ -354,6 +385,41 @@ impl OpenAiClient {
             url: url.to_string(),
             message: format!("{e} in {:?}", snippet(&text)),
         })
+    }
+
+    /// Refuses at once when the server is taken for dead.
+    fn alive(&self, url: &str) -> Result<(), ClientError> {
+        match self.live.as_ref().and_then(|l| l.dead()) {
+            Some(why) => Err(ClientError::Dead {
+                url: url.to_string(),
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Passes a request's result on, first probing the server when the
+    /// request reached nothing.
+    async fn watched<T>(&self, result: Result<T, ClientError>) -> Result<T, ClientError> {
+        if let Err(e @ ClientError::Request { .. }) = &result {
+            self.confirm_dead(e.to_string()).await;
+        }
+        result
+    }
+
+    /// After a request that reached nothing: one short probe of
+    /// `/v1/models`; any HTTP answer means the server lives (the request
+    /// alone failed), none means it is taken for dead.
+    async fn confirm_dead(&self, why: String) {
+        let Some(live) = &self.live else { return };
+        let url = self.url("/v1/models");
+        let probe = self.http.get(&url).timeout(PROBE_TIMEOUT).send().await;
+        if let Err(e) = probe {
+            live.mark_dead(format!(
+                "{why}; then {url} reached nothing either: {}",
+                describe(&e)
+            ));
+        }
     }
 
     /// Empties the engine's GPU prefix cache (vLLM's `POST
@@ -545,9 +611,24 @@ impl OpenAiClient {
         }
         let url = self.url(path);
         let mut out = StreamOutcome::starting_now();
+        if let Err(e) = self.alive(&url) {
+            out.error = Some(e.to_string());
+            return out;
+        }
         let result =
             tokio::time::timeout(self.timeout, self.stream_into(&url, &body, &mut out)).await;
         out.end = Instant::now();
+        let reached = match &result {
+            Ok(Err(e @ ClientError::Request { .. })) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "{url} did not finish within {:.0} s",
+                self.timeout.as_secs_f64()
+            )),
+            _ => Ok(()),
+        };
+        if let Err(why) = reached {
+            self.confirm_dead(why).await;
+        }
         match result {
             Ok(Ok(())) if out.ttft.is_none() => {
                 out.error = Some(match &out.finish_reason {

@@ -63,22 +63,27 @@ pub(crate) async fn wait_ready(
         log: spec.log.clone(),
         tail: Vec::new(),
     };
-    let client = OpenAiClient::new(&spec.url, PROBE_TIMEOUT).map_err(unusable)?;
+    let client = OpenAiClient::new(&spec.url, PROBE_TIMEOUT)
+        .map_err(unusable)?
+        .probing();
     let mut last = "no answer yet".to_string();
     let mut health = Health::of(spec.health_path.as_deref());
     let health_at = match spec.health_port {
         Some(port) => OpenAiClient::new(&client.endpoint().with_port(port).root(), PROBE_TIMEOUT)
-            .map_err(unusable)?,
+            .map_err(unusable)?
+            .probing(),
         None => client.clone(),
+    };
+    let exited = |status: String, orphan: String| EngineError::ExitedEarly {
+        engine: spec.name.clone(),
+        status,
+        orphan,
+        log: spec.log.clone(),
+        tail: tail(),
     };
     loop {
         if let Some(status) = supervisor.exit_status(&spec.name) {
-            return Err(EngineError::ExitedEarly {
-                engine: spec.name.clone(),
-                status,
-                log: spec.log.clone(),
-                tail: tail(),
-            });
+            return Err(exited(status, orphaned(client.endpoint()).await));
         }
         let remaining = spec.readiness_timeout.saturating_sub(start.elapsed());
         if remaining.is_zero() {
@@ -107,7 +112,12 @@ pub(crate) async fn wait_ready(
             Readiness::Tcp => tcp_accepts(client.endpoint(), probe_timeout).await,
         };
         match probed {
-            Ok(()) => return Ok(start.elapsed()),
+            // An answer counts only while the launched process lives: one
+            // that answered as its process ended came from something else.
+            Ok(()) => match supervisor.exit_status(&spec.name) {
+                Some(status) => return Err(exited(status, orphaned(client.endpoint()).await)),
+                None => return Ok(start.elapsed()),
+            },
             Err(e) => last = e,
         }
         tokio::time::sleep(POLL.min(spec.readiness_timeout.saturating_sub(start.elapsed()))).await;
@@ -199,6 +209,19 @@ async fn healthy(
 }
 
 /// The engine's host and port accept a TCP connection.
+/// What to add when an engine's process is gone but its port answers: a
+/// launcher that put the server in the background, or a stale server.
+async fn orphaned(endpoint: &Endpoint) -> String {
+    match tcp_accepts(endpoint, Duration::from_secs(1)).await {
+        Ok(()) => format!(
+            "; yet {}:{} answers, from a process the run did not launch: a command that starts the server in the background and returns is not supported (run it in the foreground, e.g. with `exec`), and that server is still running",
+            endpoint.host(),
+            endpoint.port()
+        ),
+        Err(_) => String::new(),
+    }
+}
+
 async fn tcp_accepts(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
     let addr = (endpoint.host(), endpoint.port());
     let shown = format!("{}:{}", addr.0, addr.1);

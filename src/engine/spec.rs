@@ -31,6 +31,8 @@ pub(crate) enum EngineError {
         address: String,
         answering: String,
     },
+    #[error("engine `{engine}` stopped answering: {why}; the run stops, as the requests left would fail at once")]
+    Unresponsive { engine: String, why: String },
     #[error("engine `{engine}` is no longer the server the run found ready: it was {was}, now it is {now}; the run stops rather than measure another server")]
     Changed {
         engine: String,
@@ -48,10 +50,13 @@ pub(crate) enum EngineError {
         command: String,
         source: std::io::Error,
     },
-    #[error("engine `{engine}` exited ({status}) before it was ready{}", tail_block(.log, .tail))]
+    #[error("engine `{engine}` exited ({status}) before it was ready{orphan}{}", tail_block(.log, .tail))]
     ExitedEarly {
         engine: String,
         status: String,
+        /// Said when its port answers all the same: the command left a
+        /// server behind that the run does not own.
+        orphan: String,
         log: Option<PathBuf>,
         tail: Vec<String>,
     },

@@ -217,6 +217,7 @@ fn engines(tail: &[&str]) -> Vec<EngineRecord> {
         log_tail: tail.iter().map(|l| l.to_string()).collect(),
         version: Some("0.26.0".into()),
         served_models: vec!["meta-llama/Llama-3.1-8B-Instruct".into()],
+        process_started_unix: Some(1_796_178_176.31),
         // As the H200 run saw them (docs/runs/2026-12-02-h200-…).
         gpu_memory: Some(GpuMemory {
             before_start_mib: Some(0.0),

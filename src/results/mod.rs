@@ -110,6 +110,11 @@ impl ResultsError {
             | ResultsError::TooLarge { .. }
             | ResultsError::Hostile { .. }
             | ResultsError::Occupied { .. } => ErrorClass::BadInput,
+            // A results directory given that holds no results.json is the
+            // user's input gone wrong; one that cannot be read, the machine's.
+            ResultsError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorClass::BadInput
+            }
             ResultsError::Write { .. } | ResultsError::Read { .. } => ErrorClass::Setup,
         }
     }
@@ -425,6 +430,10 @@ pub(crate) struct EngineRecord {
     /// what `model = "auto"` turned out to be.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub served_models: Vec<String>,
+    /// When its process started (unix seconds), where its `/metrics` says
+    /// (`process_start_time_seconds`): a restart under the run changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_started_unix: Option<f64>,
     /// GPU memory in use around its life, where `nvidia-smi` answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory: Option<GpuMemory>,

@@ -9,6 +9,7 @@ pub(crate) mod compare;
 pub(crate) mod controls;
 mod engagement;
 pub(crate) mod events;
+mod identity;
 pub(crate) mod merge;
 mod models;
 pub(crate) mod plan;
@@ -38,6 +39,7 @@ use crate::results::{
     TestStatus, SCHEMA_VERSION,
 };
 use crate::workload::{Ctx, ErrorClass, Harness, Progress, Target};
+use identity::Identity;
 use signals::{Received, Signals};
 
 pub(crate) use models::{models_of, record_name};
@@ -468,34 +470,16 @@ async fn choose_gpus(
     Ok(chosen)
 }
 
-/// An engine as it introduced itself: its version and the models it serves.
-fn identity(version: Option<&str>, served: &[String]) -> String {
-    match (version, served.is_empty()) {
-        (None, true) => "nothing that answers".into(),
-        (v, _) => format!(
-            "version {} serving {}",
-            v.unwrap_or("unknown"),
-            if served.is_empty() {
-                "no model".to_string()
-            } else {
-                served.join(", ")
-            }
-        ),
+/// Every engine still answers: one a test found dead ends the run as an
+/// engine failure, wherever it runs.
+fn answering(targets: &[Target]) -> Result<(), RunError> {
+    match targets.iter().find_map(|t| Some((t, t.live.dead()?))) {
+        Some((t, why)) => Err(RunError::Engine(EngineError::Unresponsive {
+            engine: t.name.clone(),
+            why,
+        })),
+        None => Ok(()),
     }
-}
-
-/// What a ready engine says it is and serves; reports name the model
-/// served, not `auto`. Names are cut and capped: the answer is the server's.
-async fn served_by(c: &crate::client::OpenAiClient) -> (Option<String>, Vec<String>) {
-    let models = c
-        .models(Duration::from_secs(5))
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .take(4)
-        .map(|m| m.chars().take(200).collect())
-        .collect();
-    (c.server_version().await, models)
 }
 
 async fn pipeline(
@@ -632,6 +616,7 @@ impl ModelRun<'_> {
                 name: s.name.clone(),
                 role: s.role,
                 url: s.url.clone(),
+                live: Arc::default(),
             })
             .collect();
         let mut runs: Vec<(TestRun, Duration, &String)> = selected
@@ -786,7 +771,10 @@ impl ModelRun<'_> {
             spent += started.elapsed();
             // Outside the clock: the counters say whether a cache was used,
             // for an engine this step sent requests to.
-            let after = if progress.requests_ever() > sent {
+            let dead = targets
+                .iter()
+                .any(|t| t.name == spec.name && t.live.dead().is_some());
+            let after = if progress.requests_ever() > sent && !dead {
                 engagement::read(&spec.url).await
             } else {
                 None
@@ -815,6 +803,7 @@ impl ModelRun<'_> {
             });
             run.record(results);
             self.events.emit(&Event::Checkpoint(results))?;
+            answering(targets)?;
         }
         Ok(spent)
     }
@@ -1012,18 +1001,18 @@ impl ModelRun<'_> {
             let Ok(c) = crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5)) else {
                 continue;
             };
-            let mut seen = served_by(&c).await;
-            if seen.0.is_none() && seen.1.is_empty() {
+            let mut seen = Identity::of(&c).await;
+            if seen.is_silent() {
                 // A busy server may miss one probe; a gone one misses two.
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                seen = served_by(&c).await;
+                seen = Identity::of(&c).await;
             }
-            let (version, served) = seen;
-            if version != rec.version || served != rec.served_models {
+            let was = Identity::recorded(rec);
+            if was.changed_to(&seen) {
                 return Err(RunError::Engine(EngineError::Changed {
                     engine: spec.name.clone(),
-                    was: identity(rec.version.as_deref(), &rec.served_models),
-                    now: identity(version.as_deref(), &served),
+                    was: was.describe(),
+                    now: seen.describe(),
                 }));
             }
         }
@@ -1095,6 +1084,7 @@ impl ModelRun<'_> {
                 log_tail: Vec::new(),
                 version: None,
                 served_models: Vec::new(),
+                process_started_unix: None,
                 gpu_memory: gpu_before.map(|mib| crate::results::GpuMemory {
                     before_start_mib: Some(mib),
                     ..Default::default()
@@ -1134,15 +1124,17 @@ impl ModelRun<'_> {
         };
         for (spec, took) in specs.iter().zip(ready) {
             self.supervisor.mark_ready(&spec.name);
-            let (version, served) =
-                match crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5)) {
-                    Ok(c) if spec.role != Role::Service => served_by(&c).await,
-                    _ => (None, Vec::new()),
-                };
+            let said = match crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5)) {
+                Ok(c) if spec.role != Role::Service => Some(Identity::of(&c).await),
+                _ => None,
+            };
             if let Some(e) = results.engines.iter_mut().find(|e| e.name == spec.name) {
                 e.ready_secs = Some(took.as_secs_f64());
-                e.version = version;
-                e.served_models = served;
+                if let Some(said) = said {
+                    e.version = said.version;
+                    e.served_models = said.served;
+                    e.process_started_unix = said.started;
+                }
                 if let Some(g) = e.gpu_memory.as_mut() {
                     g.at_ready_mib = gpu_ready;
                 }

@@ -321,6 +321,12 @@ async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
             finished,
         )],
     );
+    // prometheus_client's process collector, as vLLM's and SGLang's serve it.
+    let _ = writeln!(
+        text,
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {:e}",
+        sim.created as f64
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 
 use super::progress::Progress;
-use crate::client::{ClientError, OpenAiClient};
+use crate::client::{ClientError, Liveness, OpenAiClient};
 use crate::config::{TestKind, TestParams};
 pub(crate) use crate::results::ErrorClass;
 use crate::results::{Chart, DetailTable, Metric, Paired, Role, TestRecord};
@@ -81,6 +81,8 @@ pub(crate) struct Target {
     pub name: String,
     pub role: Role,
     pub url: String,
+    /// Whether the engine still answers, as every client of it found.
+    pub live: Arc<Liveness>,
 }
 
 /// What a workload may ask of the run beyond HTTP to its engines, which
@@ -128,12 +130,12 @@ impl Ctx<'_> {
                 test: self.test.to_string(),
                 what: format!("an engine with role `{role}`"),
             })?;
-        let client = OpenAiClient::new(&target.url, self.timeout).map_err(|source| {
-            WorkloadError::Client {
+        let client = OpenAiClient::new(&target.url, self.timeout)
+            .map_err(|source| WorkloadError::Client {
                 url: target.url.clone(),
                 source,
-            }
-        })?;
+            })?
+            .watched_by(target.live.clone());
         Ok((target, client))
     }
 }

@@ -167,6 +167,12 @@ impl TestKind for Kind {
         ]
     }
 
+    fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("query_ttft_vs_baseline", "metric = \"query_ttft_per_prompt\"\nmax_change_pct = 0\non_inconclusive = \"more-trials\""),
+        ]
+    }
+
     fn pairs_trials(&self) -> bool {
         true
     }
@@ -694,13 +700,17 @@ impl Workload for LongDocQa {
             let per_trial = self.query_ttfts.entry(role).or_default();
             per_trial.resize(ctx.trial.max(1) as usize, Vec::new());
             per_trial[ctx.trial.max(1) as usize - 1] = r.query_ttfts;
-            let m = |k: &str| r.metrics.get(k).map_or(f64::NAN, |m| m.value);
+            // A figure no request could give (all failed) reads as such.
+            let m = |k: &str, unit: &str| match r.metrics.get(k).map(|m| m.value) {
+                Some(v) if v.is_finite() => format!("{v:.3} {unit}"),
+                _ => "none (no request succeeded)".to_string(),
+            };
+            let failed = r.metrics.get("failed_requests").map_or(0.0, |m| m.value);
             (ctx.say)(format!(
-                "{role}: query TTFT {:.3} s, query round {:.3} s/prompt, warmup round {:.3} s/prompt, {} failed requests",
-                m("query_ttft_per_prompt"),
-                m("query_round_time_per_prompt"),
-                m("warmup_round_time_per_prompt"),
-                m("failed_requests")
+                "{role}: query TTFT {}, query round {}, warmup round {}, {failed} failed requests",
+                m("query_ttft_per_prompt", "s"),
+                m("query_round_time_per_prompt", "s/prompt"),
+                m("warmup_round_time_per_prompt", "s/prompt"),
             ));
             out.metrics.insert(role, r.metrics);
             out.files.extend(r.files);
