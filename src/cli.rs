@@ -40,6 +40,44 @@ Exit codes:
   4    an engine could not be stopped, or the state file is unreadable
   101  internal error (a bug: please report it)";
 
+const EXIT_CODES_REPORT: &str = "\
+Exit codes (whatever verdict the run had):
+  0    the reports were rendered, and delivered where asked
+  2    bad usage, or a results directory without a readable results.json
+       (missing, too large or not a run's)
+  3    a report could not be written, or with --strict-report delivered
+  101  internal error (a bug: please report it)";
+
+const EXIT_CODES_MERGE: &str = "\
+Exit codes:
+  0    the merged run passed
+  1    the merged run failed a gate
+  2    bad usage, or a shard that is missing, duplicated, too large or of
+       another commit, suite or engines
+  3    the merged results or a report could not be written
+  101  internal error (a bug: please report it)";
+
+const EXIT_CODES_COMPARE: &str = "\
+Exit codes:
+  0    no model's MMLU accuracy changed beyond the thresholds
+  1    a model's did
+  2    bad usage, or a jsonl file that is missing, misnamed or malformed
+  101  internal error (a bug: please report it)";
+
+const EXIT_CODES_SETUP: &str = "\
+Exit codes:
+  0    the environment is ready (`setup check`: nothing required is missing)
+  2    bad usage or configuration
+  3    setup failed (a venv, a checkout, an install, the MMLU data), or
+       something required is missing
+  101  internal error (a bug: please report it)";
+
+const EXIT_CODES_READ: &str = "\
+Exit codes:
+  0    done
+  2    bad usage, or a suite with problems (all of them are listed)
+  101  internal error (a bug: please report it)";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lmcache-e2e",
@@ -61,18 +99,19 @@ pub(crate) enum Command {
     /// Prepare the job's environment from the suite's [setup]: a venv,
     /// repositories at their ref, editable installs, extra packages. A
     /// second run with nothing changed installs nothing.
-    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+    #[command(after_help = EXIT_CODES_SETUP, args_conflicts_with_subcommands = true)]
     Setup(SetupArgs),
     /// List the tests of a suite (the names `--only` matches), their checks,
     /// or the presets.
+    #[command(after_help = EXIT_CODES_READ)]
     List(ListArgs),
     /// Inspect the effective suite configuration.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = EXIT_CODES_READ)]
     Config(ConfigCommand),
     /// Compare MMLU jsonl files written by today's scripts (`<model>-baseline.jsonl`
     /// and `<model>-lmcache.jsonl`, or `dynamo-{baseline,lmcache}-<model>.jsonl`),
     /// pairing them by model, and gate on the accuracy drop.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES_COMPARE)]
     Compare(CompareArgs),
     /// Choose GPUs as the multiprocessing suite does: wait until enough have
     /// the free memory and low utilisation asked for, print the indices of
@@ -89,7 +128,7 @@ pub(crate) enum Command {
     /// (e.g. in a trusted `workflow_run` job that comments on a fork's PR):
     /// summary.md and junit.xml, and on request the GitHub job summary, the
     /// sticky PR comment, the Buildkite annotation and artifact upload.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES_REPORT)]
     Report(ReportArgs),
     /// Stop the engines a run left behind (e.g. after `kill -9`), from its
     /// state file, and mark that run as interrupted; or the containers of
@@ -103,12 +142,13 @@ pub(crate) enum Command {
     /// noise model (jitter, stalls, drift, a true slowdown, answer flips):
     /// today's point estimate, retried until a pass, the interval gate on
     /// trials, and with more trials when inconclusive.
+    #[command(after_help = EXIT_CODES_READ)]
     Calibrate(CalibrateArgs),
     /// Combine a sharded suite's results directories into one, every check
     /// recomputed on the union (MMLU over all questions), then report it as
     /// one run. Refuses (exit 2) a missing or duplicated shard and shards of
     /// different commits, suites or engines.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES_MERGE)]
     Merge(MergeArgs),
     /// Write a results directory's numbers in Bencher's or
     /// github-action-benchmark's format.

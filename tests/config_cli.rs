@@ -201,12 +201,36 @@ fn each_command_lists_the_exit_codes_it_can_give() {
         ci.contains("a control did not reach the verdict it names"),
         "{ci}"
     );
-    for tool in ["gpus", "recommend", "export"] {
+    // Only `ci` starts engines; every other command lists its own codes.
+    for tool in [
+        "gpus",
+        "recommend",
+        "export",
+        "report",
+        "merge",
+        "compare",
+        "setup",
+        "list",
+        "calibrate",
+        "config",
+    ] {
         let h = help(tool);
         assert!(
-            h.contains("Exit codes:") && !h.contains("an engine failed to start"),
+            h.contains("Exit codes") && !h.contains("an engine failed to start"),
             "{tool}: {h}"
         );
+    }
+    assert!(help("report").contains("whatever verdict the run had"));
+    // A results directory given without its results.json is the user's
+    // input (2), as the tables say, not a setup failure (3).
+    let missing = tempdir();
+    let gone = missing.path().join("nothing-here");
+    for args in [
+        vec!["report", "--results-dir"],
+        vec!["export", "--format", "bencher", "--results-dir"],
+    ] {
+        let out = run(bin().args(&args).arg(&gone), LIMIT);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out).1);
     }
     let cleanup = help("cleanup");
     assert!(
