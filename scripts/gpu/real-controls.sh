@@ -41,7 +41,10 @@ cap=$!
 t0=$(date +%s)
 # EXTRA: more lmcache-e2e arguments, e.g. a smaller scale when device time is short.
 read -r -a extra <<<"${EXTRA:-}"
-./lmcache-e2e ci --results-dir "$R/real" --preset gpu-1-real --set run.model="$B/real-model" \
+# A suite file in EXTRA (`--suite F`) replaces the preset.
+suite=(--preset gpu-1-real)
+[[ " ${EXTRA:-} " == *" --suite "* ]] && suite=()
+./lmcache-e2e ci --results-dir "$R/real" "${suite[@]}" --set run.model="$B/real-model" \
   --set tests.mmlu.data="$B/data.tar.xz" --set tests.determinism.data="$B/data.tar.xz" \
   "${extra[@]}" > "$R/console-real.txt" 2>&1
 echo "rc=$? wall=$(( $(date +%s) - t0 ))s" | tee "$R/real.rc"
