@@ -416,6 +416,11 @@ pub(crate) struct CalibrateArgs {
     pub slowdown_pct: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Only the latency rows whose noise names this (e.g. `bursts`, `in
+    /// flight`); MMLU and change points are left out. Each row keeps the
+    /// seed it has in the whole table.
+    #[arg(long)]
+    pub noise: Option<String>,
 }
 
 #[derive(Debug, Args)]

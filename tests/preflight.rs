@@ -230,7 +230,7 @@ fn the_plan_shows_command_lines_and_hides_secrets() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("check query_ttft_vs_baseline: query_ttft_per_prompt <= -60 % change vs baseline (error); paired bootstrap"),
+        stdout.contains("check query_ttft_vs_baseline: query_ttft_per_prompt <= -60 % change vs baseline (error); per-prompt pairs within each trial, trials pooled by random effects"),
         "{stdout}"
     );
     assert!(

@@ -17,6 +17,7 @@ pub(crate) fn run(args: &CalibrateArgs) -> Result<(), Error> {
         bound_pct: args.bound_pct,
         slowdown_pct: args.slowdown_pct,
         seed: args.seed,
+        noise: args.noise.clone(),
     }) {
         out.line(line);
     }

@@ -67,7 +67,10 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     let (mut results, mut outcome) = run::run(request, &events).await?;
     // Controls say whether the verdict could have been otherwise; they need
     // a run that went to its end (a gate's failure included).
-    let finished = matches!(outcome, Ok(()) | Err(run::RunError::Failed(_)));
+    let finished = matches!(
+        outcome,
+        Ok(()) | Err(run::RunError::Failed(_) | run::RunError::Undecided(_))
+    );
     if !controls.is_empty() && sharded {
         console.info("this is a shard: the suite's controls are left to an unsharded run");
     } else if !controls.is_empty() && finished {

@@ -190,7 +190,10 @@ pub(crate) fn apply_history(
 /// Only a run that went to its end adds to the history; `auto` adds runs of
 /// the default branch that are no pull request.
 fn appends(flags: &HistoryFlags, ci: &CiEnv, results: &RunResults) -> bool {
-    let whole = matches!(results.status, RunStatus::Passed | RunStatus::Failed);
+    let whole = matches!(
+        results.status,
+        RunStatus::Passed | RunStatus::Inconclusive | RunStatus::Failed
+    );
     let default = flags
         .default_branch
         .as_deref()

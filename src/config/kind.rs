@@ -89,6 +89,12 @@ pub(crate) trait TestKind: Sync + 'static {
         false
     }
 
+    /// Whether a trial can serve both engines at once (`run.pairing =
+    /// "together"`); kinds that cannot run them one after the other.
+    fn serves_together(&self) -> bool {
+        false
+    }
+
     /// Runs while only retryable checks fail, when the suite says none.
     fn default_attempts(&self) -> u32 {
         1

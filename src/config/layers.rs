@@ -693,6 +693,12 @@ fn validate_run(suite: &Suite, p: &mut Problems<'_>) {
             p.bad(key.into(), format!("must be zero or more seconds, not {v}"));
         }
     }
+    if !matches!(run.inconclusive_exit, 0 | 1) {
+        p.bad(
+            "run.inconclusive_exit".into(),
+            format!("must be 0 or 1, not {}", run.inconclusive_exit),
+        );
+    }
 }
 
 /// What `kind = "…"` must be, with the nearest kind when it is a typo.

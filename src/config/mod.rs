@@ -26,5 +26,5 @@ pub(crate) use params::{at_least_one, invalid, seconds_ok, Api, Invalid};
 pub(crate) use presets::PRESETS;
 pub(crate) use suite::{
     BuildOptions, CheckConfig, ContainerOptions, EngineConfig, EngineKind, Expect, Installer,
-    Readiness, RepoConfig, RunConfig, Schedule, SetupConfig, Suite, TestConfig,
+    Pairing, Readiness, RepoConfig, RunConfig, Schedule, SetupConfig, Suite, TestConfig,
 };

@@ -281,6 +281,28 @@ pub(crate) struct RunConfig {
     /// Holm's step-down adjustment over their p-values. `false` judges
     /// each check on its own.
     pub holm: bool,
+    /// How a trial's two engines are measured: `alternate` (one after the
+    /// other, the order alternating by trial) or `together` (both at once,
+    /// so what slows the host in a trial slows both; concurrent engines
+    /// only, for kinds that can: long document QA).
+    pub pairing: Pairing,
+    /// The exit code of a run whose worst outcome is a check that asked
+    /// for more trials (`on_inconclusive = "more-trials"`) and still could
+    /// not tell after every trial it was allowed: 1 (the default; could
+    /// not tell is not a pass) or 0. A check that only warns leaves 0, one
+    /// that says "fail" fails; the headline says "could not tell" either
+    /// way.
+    pub inconclusive_exit: i32,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Pairing {
+    #[default]
+    Alternate,
+    Together,
 }
 
 /// How many GPUs to wait for, and how idle they must be (the reference:
@@ -347,6 +369,8 @@ impl Default for RunConfig {
             gpus: GpuChoice::default(),
             env_overrides: true,
             holm: true,
+            pairing: Pairing::Alternate,
+            inconclusive_exit: 1,
         }
     }
 }

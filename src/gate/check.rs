@@ -112,7 +112,7 @@ fn evaluate_one(
     let relative = (kind == CheckKind::Relative)
         .then(|| paired.get(&c.metric))
         .flatten()
-        .and_then(|t| evidence::change_interval(name, t))
+        .and_then(|t| evidence::change_interval(t))
         .filter(|e| e.point.is_finite());
     // A paired estimate replaces the change of the means: the interval is
     // its interval, and the two must agree.
@@ -141,6 +141,9 @@ fn evaluate_one(
         (Some(v), Some((trial, _)), Verdict::Fail | Verdict::Warning) => {
             Some(worst_said(trial, v, metric(c.engine), op, threshold))
         }
+        (Some(_), _, Verdict::Inconclusive) => relative
+            .as_ref()
+            .map(|e| undecided_said(&e.interval, threshold, e.trials)),
         _ => None,
     };
     CheckOutcome {
@@ -169,6 +172,16 @@ fn evaluate_one(
         every_trial,
         worst_trial: worst.map(|(t, _)| t),
     }
+}
+
+/// What an inconclusive relative check tells: how long it looked, and
+/// how many more trials would likely decide it.
+fn undecided_said(interval: &Interval, threshold: f64, trials: usize) -> String {
+    let more = match evidence::trials_to_decide(interval, threshold, trials) {
+        Some(k) => format!("about {} more would likely decide it", k - trials),
+        None => "the change sits on the bound: more trials would not likely decide it".into(),
+    };
+    format!("could not tell after {trials} trials; {more}")
 }
 
 /// What the judged value is in: percent for a change, else the metric's

@@ -73,9 +73,6 @@ fn paired_accuracy(m: &mut IndexMap<String, Metric>) {
     );
 }
 
-/// Resamples drawn for a bootstrap interval.
-const RESAMPLES: usize = 2000;
-
 /// A relative change estimated from paired trials.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Estimate {
@@ -84,11 +81,13 @@ pub(crate) struct Estimate {
     pub interval: Interval,
     /// Pairs it rests on.
     pub n: u64,
+    /// Trials it pools.
+    pub trials: usize,
     pub method: &'static str,
 }
 
-pub(crate) const BOOTSTRAP: &str =
-    "paired bootstrap of prompts within trials, 10 % trimmed mean of log ratios";
+pub(crate) const RANDOM_EFFECTS: &str =
+    "per-prompt pairs within each trial (10 % trimmed mean of log ratios), trials pooled by random effects (DerSimonian–Laird τ², Hartung–Knapp t interval), so noise a trial shares counts";
 pub(crate) const T_TRIALS: &str = "Student t over per-trial changes";
 pub(crate) const MCNEMAR: &str =
     "McNemar exact test, Agresti–Min interval of the paired difference";
@@ -96,10 +95,11 @@ pub(crate) const MCNEMAR: &str =
 /// The relative change (LMCache against baseline, in %) from paired
 /// trials, with its interval; none from one trial, which cannot show
 /// run-to-run noise. One value per trial (throughput): a Student t
-/// interval of the per-trial changes. Several per trial (prompts): a
-/// paired bootstrap of prompts within trials, seeded from the check's
-/// name so a rerun gives the same interval.
-pub(crate) fn change_interval(check: &str, trials: &[Vec<(f64, f64)>]) -> Option<Estimate> {
+/// interval of the per-trial changes. Several per trial (prompts): each
+/// trial's estimate from its paired prompts, pooled by random effects, so
+/// noise that moves a whole trial (bursts, requests in flight queued
+/// together) widens the interval instead of faking a change.
+pub(crate) fn change_interval(trials: &[Vec<(f64, f64)>]) -> Option<Estimate> {
     let n = trials.iter().map(Vec::len).sum::<usize>() as u64;
     if trials.len() < 2 {
         return None;
@@ -114,23 +114,47 @@ pub(crate) fn change_interval(check: &str, trials: &[Vec<(f64, f64)>]) -> Option
         (stats::t_interval(&changes, LEVEL), T_TRIALS)
     } else {
         (
-            stats::paired_bootstrap_change_pct(trials, RESAMPLES, LEVEL, seed_of(check)),
-            BOOTSTRAP,
+            stats::random_effects_change_pct(trials, LEVEL),
+            RANDOM_EFFECTS,
         )
     };
     Some(Estimate {
         point,
         interval: interval?,
         n,
+        trials: trials.len(),
         method,
     })
 }
 
-/// FNV-1a of the name: a fixed seed per check.
-fn seed_of(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// The trials in all after which an interval like `interval` (from
+/// `trials` trials) would likely clear `threshold`: its half-width shrinks
+/// as t(k − 1)/√k while its centre stays. `None` when the centre sits on
+/// the bound (no number of trials would likely decide it) or past 100.
+pub(crate) fn trials_to_decide(
+    interval: &Interval,
+    threshold: f64,
+    trials: usize,
+) -> Option<usize> {
+    if trials < 2 {
+        return None;
+    }
+    let centre = (interval.low + interval.high) / 2.0;
+    let half = (interval.high - interval.low) / 2.0;
+    let gap = (centre - threshold).abs();
+    if gap < half * 0.05 {
+        return None;
+    }
+    let t = |k: usize| {
+        statrs::distribution::StudentsT::new(0.0, 1.0, (k - 1) as f64)
+            .map(|d| {
+                use statrs::distribution::ContinuousCDF;
+                d.inverse_cdf(0.5 + interval.level / 2.0)
+            })
+            .unwrap_or(f64::INFINITY)
+    };
+    let now = t(trials) / (trials as f64).sqrt();
+    (trials + 1..=100).find(|&k| half * (t(k) / (k as f64).sqrt()) / now < gap)
 }
 
 #[cfg(test)]

@@ -24,14 +24,7 @@ pub(crate) fn style(results: &RunResults) -> &'static str {
             "warning"
         }
         // Its own style: nothing failed, but the evidence could not tell.
-        RunStatus::Passed
-            if results
-                .tests
-                .iter()
-                .any(|t| t.status == TestStatus::Inconclusive) =>
-        {
-            "info"
-        }
+        RunStatus::Inconclusive => "warning",
         RunStatus::Passed => "success",
         RunStatus::Interrupted | RunStatus::Running => "warning",
         RunStatus::Failed | RunStatus::Error => "error",
@@ -116,7 +109,11 @@ mod tests {
         assert_eq!(style(&samples::gate_failure()), "error");
         assert_eq!(style(&samples::interrupted()), "warning");
         assert_eq!(style(&samples::engine_failed()), "error");
-        assert_eq!(style(&samples::inconclusive()), "info", "its own style");
+        assert_eq!(
+            style(&samples::inconclusive()),
+            "warning",
+            "could not tell is no success"
+        );
         let mut flaky = samples::passed();
         flaky.tests[0].status = TestStatus::Flaky;
         assert_eq!(style(&flaky), "warning");

@@ -244,11 +244,13 @@ fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
     })
 }
 
-/// `passed`, `failed`, `interrupted` or `error`: the action's `verdict`.
+/// `passed`, `inconclusive`, `failed`, `interrupted` or `error`: the
+/// action's `verdict`.
 pub(crate) fn verdict_word(results: &RunResults) -> &'static str {
     use crate::results::RunStatus;
     match results.status {
         RunStatus::Passed => "passed",
+        RunStatus::Inconclusive => "inconclusive",
         RunStatus::Failed => "failed",
         RunStatus::Interrupted => "interrupted",
         RunStatus::Error | RunStatus::Running => "error",

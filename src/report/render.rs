@@ -604,15 +604,17 @@ fn severity(s: TestStatus) -> u8 {
 
 /// The one-line verdict's icon and words.
 pub(crate) fn run_verdict(results: &RunResults) -> (&'static str, String) {
-    let inconclusive = results
-        .tests
-        .iter()
-        .filter(|t| t.status == TestStatus::Inconclusive)
-        .count();
     match results.status {
-        RunStatus::Passed if inconclusive > 0 => (
+        RunStatus::Inconclusive => (
             "❔",
-            format!("passed, {inconclusive} inconclusive (see the evidence)"),
+            format!(
+                "could not tell ({})",
+                results
+                    .message
+                    .as_deref()
+                    .and_then(|m| m.strip_prefix("could not tell: "))
+                    .unwrap_or("see the evidence")
+            ),
         ),
         RunStatus::Passed => ("✅", "passed".to_string()),
         RunStatus::Failed => ("❌", "failed".to_string()),
@@ -799,7 +801,7 @@ fn context(
             log: log_cell(e.log_findings.as_ref()),
             findings: findings_lines(e.log_findings.as_ref()),
             // Log tails matter when something went wrong.
-            tail: if results.status == RunStatus::Passed {
+            tail: if matches!(results.status, RunStatus::Passed | RunStatus::Inconclusive) {
                 Vec::new()
             } else {
                 e.log_tail.iter().map(|l| fence_safe(l)).collect()
@@ -821,7 +823,12 @@ fn context(
     ctx.insert("problems", &super::glance::problems(results));
     ctx.insert("headlines", &super::glance::headlines(results));
     ctx.insert("engines_open", &engines_need_a_look(results));
-    ctx.insert("message", &results.message.as_deref().map(md_escape));
+    // An undecided run's message is its headline already.
+    let message = results
+        .message
+        .as_deref()
+        .filter(|_| results.status != RunStatus::Inconclusive);
+    ctx.insert("message", &message.map(md_escape));
     ctx.insert("omitted", &omitted);
     ctx.insert("tests", &tests);
     ctx.insert("controls", &controls(results));
@@ -1094,7 +1101,7 @@ mod tests {
                 let folds = html.matches("<details>").count();
                 assert_eq!(folds, html.matches("</details>").count(), "{case}");
                 let logs = r.engines.iter().filter(|e| !e.log_tail.is_empty()).count();
-                let log_folds = if r.status == RunStatus::Passed {
+                let log_folds = if matches!(r.status, RunStatus::Passed | RunStatus::Inconclusive) {
                     0
                 } else {
                     logs

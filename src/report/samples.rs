@@ -351,9 +351,11 @@ pub(crate) fn engine_failed() -> RunResults {
 /// evidence shown, neither a pass nor a fail.
 pub(crate) fn inconclusive() -> RunResults {
     let mut r = base(
-        RunStatus::Passed,
+        RunStatus::Inconclusive,
         vec![long_doc_qa(0.009), mmlu(TestStatus::Inconclusive)],
     );
+    r.message =
+        Some("could not tell: mmlu.accuracy_drop (-0.004 … +0.019 straddles <= 0.01)".into());
     let mut c = check(
         "accuracy_drop",
         "accuracy_drop",

@@ -318,6 +318,7 @@ fn headline(results: &RunResults, colour: bool) -> String {
     let failed = count(&[TestStatus::Failed, TestStatus::Error]);
     let (word, code) = match results.status {
         RunStatus::Passed => ("PASSED", "32"),
+        RunStatus::Inconclusive => ("COULD NOT TELL", "33"),
         RunStatus::Failed => ("FAILED", "31"),
         RunStatus::Interrupted => ("INTERRUPTED", "33"),
         RunStatus::Error | RunStatus::Running => ("ERROR", "31"),

@@ -125,6 +125,9 @@ impl ResultsError {
 pub(crate) enum RunStatus {
     Running,
     Passed,
+    /// Nothing failed, but a check's evidence could not tell pass from
+    /// fail after every trial it was allowed: never a pass.
+    Inconclusive,
     Failed,
     Interrupted,
     Error,

@@ -88,7 +88,7 @@ pub(crate) fn verdict(results: &mut RunResults) -> Option<String> {
         "{}: the suite cannot be trusted to see what it checks",
         missed.join("; ")
     );
-    if matches!(results.status, RunStatus::Passed) {
+    if matches!(results.status, RunStatus::Passed | RunStatus::Inconclusive) {
         results.status = RunStatus::Failed;
     }
     results.message = Some(match results.message.take() {

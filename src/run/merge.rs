@@ -528,7 +528,8 @@ fn summed_counters(parts: &[(u32, &Marked, &TestRecord)], role: Role) -> IndexMa
 }
 
 /// The merged run's status: a failed test fails it; otherwise a shard that
-/// did not finish makes it an error.
+/// did not finish makes it an error, and an inconclusive test leaves it
+/// undecided.
 fn status_of(shards: &[Marked], tests: &[TestRecord]) -> (RunStatus, Option<String>) {
     let failed: Vec<&str> = tests
         .iter()
@@ -541,10 +542,12 @@ fn status_of(shards: &[Marked], tests: &[TestRecord]) -> (RunStatus, Option<Stri
             Some(format!("failed tests: {}", failed.join(", "))),
         );
     }
-    match shards
-        .iter()
-        .find(|s| !matches!(s.results.status, RunStatus::Passed | RunStatus::Failed))
-    {
+    match shards.iter().find(|s| {
+        !matches!(
+            s.results.status,
+            RunStatus::Passed | RunStatus::Inconclusive | RunStatus::Failed
+        )
+    }) {
         Some(s) => (
             RunStatus::Error,
             Some(format!(
@@ -553,6 +556,19 @@ fn status_of(shards: &[Marked], tests: &[TestRecord]) -> (RunStatus, Option<Stri
                 s.results.message.as_deref().unwrap_or("no message")
             )),
         ),
-        None => (RunStatus::Passed, None),
+        None => {
+            let undecided: Vec<&str> = tests
+                .iter()
+                .filter(|t| t.status == TestStatus::Inconclusive)
+                .map(|t| t.name.as_str())
+                .collect();
+            match undecided.is_empty() {
+                true => (RunStatus::Passed, None),
+                false => (
+                    RunStatus::Inconclusive,
+                    Some(format!("could not tell: {}", undecided.join(", "))),
+                ),
+            }
+        }
     }
 }

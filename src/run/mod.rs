@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use futures_util::FutureExt;
 use indexmap::IndexMap;
 
@@ -76,6 +76,10 @@ pub(crate) enum RunError {
     /// The run finished and a hard check failed; already reported.
     #[error("the run failed: {0}")]
     Failed(String),
+    /// The run finished, nothing failed, and a check could not tell
+    /// (`run.inconclusive_exit = 1`); already reported.
+    #[error("{0}")]
+    Undecided(String),
     /// A signal stopped the run; already reported.
     #[error("interrupted by {name}")]
     Interrupted { name: &'static str, number: i32 },
@@ -91,7 +95,7 @@ impl RunError {
             RunError::Image(e) => e.class(),
             RunError::Results(_) | RunError::ResultsDir { .. } => ErrorClass::Setup,
             RunError::Workload { class, .. } => *class,
-            RunError::Failed(_) => ErrorClass::Failed,
+            RunError::Failed(_) | RunError::Undecided(_) => ErrorClass::Failed,
             RunError::Interrupted { number, .. } => ErrorClass::Interrupted(*number),
             RunError::Signals(_) | RunError::Internal(_) => ErrorClass::Internal,
         }
@@ -231,7 +235,13 @@ pub(crate) async fn run(
         events,
     )
     .await;
-    let outcome = finish(&mut results, ended, events);
+    // Engines one after the other cannot add trials after the fact: a
+    // check that asked for them never had its budget, so it only warns.
+    let inconclusive_exit = match run_cfg.schedule {
+        Schedule::Sequential => 0,
+        Schedule::Concurrent => run_cfg.inconclusive_exit,
+    };
+    let outcome = finish(&mut results, ended, events, inconclusive_exit);
     events.emit(&Event::RunFinished(&results))?;
     Ok((results, outcome))
 }
@@ -276,9 +286,14 @@ fn new_results(req: &Request<'_>, run_id: &str, models: &[(String, Option<String
 
 /// Records how the run ended and turns the ending into the run's error (or
 /// none). Every engine's last lines are kept for the report.
-fn finish(results: &mut RunResults, ended: Ended, events: &Events) -> Result<(), RunError> {
+fn finish(
+    results: &mut RunResults,
+    ended: Ended,
+    events: &Events,
+    inconclusive_exit: i32,
+) -> Result<(), RunError> {
     let outcome: Result<(), RunError> = match ended {
-        Ended::Done(Ok(broken)) => verdict(results, broken),
+        Ended::Done(Ok(broken)) => verdict(results, broken, inconclusive_exit),
         Ended::Done(Err(e)) => {
             results.status = RunStatus::Error;
             results.message = Some(first_line(&e.to_string()));
@@ -346,7 +361,11 @@ fn mark_running(results: &mut RunResults, status: TestStatus, why: &str) {
 
 /// A run that went to its end: passed, failed by a gate, or stopped by a
 /// test that could not run (whose class says what to fix).
-fn verdict(results: &mut RunResults, mut broken: Vec<Broken>) -> Result<(), RunError> {
+fn verdict(
+    results: &mut RunResults,
+    mut broken: Vec<Broken>,
+    inconclusive_exit: i32,
+) -> Result<(), RunError> {
     let failed: Vec<&str> = results
         .tests
         .iter()
@@ -354,8 +373,24 @@ fn verdict(results: &mut RunResults, mut broken: Vec<Broken>) -> Result<(), RunE
         .map(|t| t.name.as_str())
         .collect();
     if failed.is_empty() {
-        results.status = RunStatus::Passed;
-        return Ok(());
+        let undecided = undecided_checks(results);
+        if undecided.is_empty() {
+            results.status = RunStatus::Passed;
+            return Ok(());
+        }
+        let message = format!("could not tell: {}", undecided.join("; "));
+        results.status = RunStatus::Inconclusive;
+        results.message = Some(message.clone());
+        // A check that asked for more trials was meant to decide: the
+        // suite's policy sets the exit code. One that only warns keeps 0.
+        let meant_to_decide = results.tests.iter().flat_map(|t| &t.checks).any(|c| {
+            c.verdict == crate::results::Verdict::Inconclusive
+                && c.on_inconclusive.wants_more_trials()
+        });
+        return match (meant_to_decide, inconclusive_exit) {
+            (true, 1) => Err(RunError::Undecided(message)),
+            _ => Ok(()),
+        };
     }
     let message = format!("failed tests: {}", failed.join(", "));
     results.status = RunStatus::Failed;
@@ -370,6 +405,29 @@ fn verdict(results: &mut RunResults, mut broken: Vec<Broken>) -> Result<(), RunE
         }),
         None => Err(RunError::Failed(message)),
     }
+}
+
+/// Each hard check that ended inconclusive, with its interval and bound:
+/// `test.check: +3.1 … +17.2 % straddles <= 10 %`.
+fn undecided_checks(results: &RunResults) -> Vec<String> {
+    results
+        .tests
+        .iter()
+        .filter(|t| t.status == TestStatus::Inconclusive)
+        .flat_map(|t| t.checks.iter().map(move |c| (t, c)))
+        .filter(|(_, c)| c.verdict == crate::results::Verdict::Inconclusive)
+        .map(|(t, c)| {
+            // A percent to a tenth; any other figure to three places.
+            let (unit, places) = if c.unit == "%" { (" %", 1) } else { ("", 3) };
+            match &c.interval {
+                Some(i) => format!(
+                    "{}.{} ({:+.places$} … {:+.places$}{unit} straddles {} {}{unit})",
+                    t.name, c.name, i.low, i.high, c.op, c.threshold
+                ),
+                None => format!("{}.{}", t.name, c.name),
+            }
+        })
+        .collect()
 }
 
 fn first_line(s: &str) -> String {
@@ -687,6 +745,11 @@ impl ModelRun<'_> {
         results: &mut RunResults,
     ) -> Result<Duration, RunError> {
         let mut spent = Duration::ZERO;
+        if let Some(note) = self.pairing_note(run, phase, trials) {
+            if !run.output.notes.contains(&note) {
+                run.output.notes.push(note);
+            }
+        }
         for trial in first..=trials {
             let mut order: Vec<&EngineSpec> = phase.to_vec();
             if trial % 2 == 0 {
@@ -749,7 +812,7 @@ impl ModelRun<'_> {
         let say = self.say_for(&name);
         let ctx = self.ctx(&name, &progress, &out_dir, targets, &say, trial);
         let mut spent = Duration::ZERO;
-        for spec in phase {
+        for step in self.steps(run, phase) {
             if run.error.is_some() {
                 break;
             }
@@ -758,54 +821,107 @@ impl ModelRun<'_> {
                 t.started_at.get_or_insert_with(chrono::Utc::now);
             }
             self.events.emit(&Event::Checkpoint(results))?;
-            self.events.say(&Event::TestStarted {
-                test: &name,
-                role: spec.role,
-                engine: &spec.name,
-                progress: &progress,
-            });
-            let before = engagement::read(&spec.url).await;
+            for spec in &step {
+                self.events.say(&Event::TestStarted {
+                    test: &name,
+                    role: spec.role,
+                    engine: &spec.name,
+                    progress: &progress,
+                });
+            }
+            let before = join_all(step.iter().map(|s| engagement::read(&s.url))).await;
             let sent = progress.requests_ever();
             let started = Instant::now();
-            run.run_role(&ctx, spec.role, &roles).await;
-            spent += started.elapsed();
-            // Outside the clock: the counters say whether a cache was used,
-            // for an engine this step sent requests to.
-            let dead = targets
-                .iter()
-                .any(|t| t.name == spec.name && t.live.dead().is_some());
-            let after = if progress.requests_ever() > sent && !dead {
-                engagement::read(&spec.url).await
-            } else {
-                None
-            };
-            if let (Some(b), Some(a)) = (before, after) {
-                // The first reading of the test and its latest: the
-                // counters as the engine served them, for anyone to check.
-                let dir = results
-                    .results_dir
-                    .join("metrics")
-                    .join(name.replace(['@', '/'], "-"));
-                let role = spec.role.to_string();
-                if !dir.join(format!("{role}-before.prom")).exists() {
-                    engagement::keep(&dir, &role, "before", &b);
+            match step.as_slice() {
+                [one] => run.run_role(&ctx, one.role, &roles).await,
+                many => {
+                    let together: Vec<Role> = many.iter().map(|s| s.role).collect();
+                    run.run_together(&ctx, &together).await;
                 }
-                engagement::keep(&dir, &role, "after", &a);
-                run.output
-                    .metrics
-                    .entry(spec.role)
-                    .or_default()
-                    .extend(engagement::growth(&b.counters, &a.counters));
             }
-            self.events.say(&Event::TestStepDone {
-                test: &name,
-                role: spec.role,
-            });
+            spent += started.elapsed();
+            let asked = progress.requests_ever() > sent;
+            for (spec, before) in step.iter().zip(before) {
+                self.keep_engagement(run, spec, before, asked, targets, results)
+                    .await;
+                self.events.say(&Event::TestStepDone {
+                    test: &name,
+                    role: spec.role,
+                });
+            }
             run.record(results);
             self.events.emit(&Event::Checkpoint(results))?;
             answering(targets)?;
         }
         Ok(spent)
+    }
+
+    /// How the test's trials pair the engines, and why, for the report:
+    /// said of tests run in paired trials on both engines.
+    fn pairing_note(&self, run: &TestRun, phase: &[&EngineSpec], trials: u32) -> Option<String> {
+        if !run.kind().pairs_trials() || trials < 2 {
+            return None;
+        }
+        if self.steps(run, phase).len() == 1 {
+            return Some("pairing: both engines served each trial at once (run.pairing = \"together\"), so what slows the host slows both and cancels in each prompt's ratio".into());
+        }
+        if phase.len() < 2 {
+            return Some("pairing: the engines ran one after the other (run.schedule = \"sequential\"), trial by trial; noise a trial shares widens the interval (random effects over trials)".into());
+        }
+        Some("pairing: baseline and LMCache one after the other in each trial, their order alternating; noise a trial shares widens the interval (random effects over trials); run.pairing = \"together\" serves both at once".into())
+    }
+
+    /// The steps of one trial: both engines at once where the suite pairs
+    /// them together and the kind can, else one engine a step.
+    fn steps<'s>(&self, run: &TestRun, phase: &[&'s EngineSpec]) -> Vec<Vec<&'s EngineSpec>> {
+        let together = self.loaded.suite.run.pairing == config::Pairing::Together
+            && run.kind().serves_together()
+            && phase.len() > 1;
+        if together {
+            vec![phase.to_vec()]
+        } else {
+            phase.iter().map(|s| vec![*s]).collect()
+        }
+    }
+
+    /// Outside the clock: the counters say whether a cache was used, for
+    /// an engine the step sent requests to (and that still answers); the
+    /// first reading of the test and its latest are kept as the engine
+    /// served them, for anyone to check.
+    async fn keep_engagement(
+        &self,
+        run: &mut TestRun,
+        spec: &EngineSpec,
+        before: Option<engagement::Reading>,
+        asked: bool,
+        targets: &[Target],
+        results: &RunResults,
+    ) {
+        let dead = targets
+            .iter()
+            .any(|t| t.name == spec.name && t.live.dead().is_some());
+        let after = if asked && !dead {
+            engagement::read(&spec.url).await
+        } else {
+            None
+        };
+        let (Some(b), Some(a)) = (before, after) else {
+            return;
+        };
+        let dir = results
+            .results_dir
+            .join("metrics")
+            .join(run.name().replace(['@', '/'], "-"));
+        let role = spec.role.to_string();
+        if !dir.join(format!("{role}-before.prom")).exists() {
+            engagement::keep(&dir, &role, "before", &b);
+        }
+        engagement::keep(&dir, &role, "after", &a);
+        run.output
+            .metrics
+            .entry(spec.role)
+            .or_default()
+            .extend(engagement::growth(&b.counters, &a.counters));
     }
 
     /// Lines a workload says, as events of its test.

@@ -65,6 +65,21 @@ fn method(kind: &dyn TestKind, metric: &str, relative: bool, trials: u32) -> &'s
     }
 }
 
+/// How trials pair the engines, and what a check that could not tell
+/// exits with.
+fn pairing_line(run: &crate::config::RunConfig) -> String {
+    let pairing = match (run.pairing, run.schedule) {
+        (crate::config::Pairing::Together, Schedule::Concurrent) => {
+            "both engines served each trial at once, where the kind can (run.pairing = \"together\")"
+        }
+        _ => "baseline and LMCache one after the other, the order alternating",
+    };
+    format!(
+        "paired trials: {pairing}; a check that asked for more trials and still could not tell: exit {}",
+        run.inconclusive_exit
+    )
+}
+
 /// The plan, a line at a time.
 pub(crate) fn lines(
     loaded: &Loaded,
@@ -82,6 +97,7 @@ pub(crate) fn lines(
         },
         results_dir.display()
     )];
+    out.push(pairing_line(&suite.run));
     for (model, label) in super::models::models_of(&suite.run) {
         if let Some(l) = label {
             out.push(format!("model {model} ({l})"));

@@ -34,6 +34,11 @@ pub(crate) struct TestRun {
 }
 
 impl TestRun {
+    /// The kind of test it runs.
+    pub(crate) fn kind(&self) -> &'static dyn TestKind {
+        self.kind
+    }
+
     pub(crate) fn new(name: &str, params: &TestParams, subdir: Option<&str>, attempt: u32) -> Self {
         Self {
             name: name.to_string(),
@@ -103,20 +108,43 @@ impl TestRun {
     /// Runs the workload against the engine of `role` (planning it first,
     /// the first time).
     pub(crate) async fn run_role(&mut self, ctx: &Ctx<'_>, role: Role, phase: &[Role]) {
-        if self.error.is_some() {
+        if !self.ready(ctx, role).await {
             return;
-        }
-        self.finished = None;
-        if !self.planned {
-            self.planned = true;
-            if let Err(e) = self.workload.plan(ctx, role).await {
-                self.error = Some(e);
-                return;
-            }
         }
         if let Err(e) = self.workload.run(ctx, role, phase, &mut self.output).await {
             self.error = Some(e);
         }
+    }
+
+    /// Runs the test on the engines of `roles` at once (`run.pairing =
+    /// "together"`).
+    pub(crate) async fn run_together(&mut self, ctx: &Ctx<'_>, roles: &[Role]) {
+        if !self.ready(ctx, roles[0]).await {
+            return;
+        }
+        if let Err(e) = self
+            .workload
+            .run_together(ctx, roles, &mut self.output)
+            .await
+        {
+            self.error = Some(e);
+        }
+    }
+
+    /// Planned (once, against `first`) and not broken: whether to run.
+    async fn ready(&mut self, ctx: &Ctx<'_>, first: Role) -> bool {
+        if self.error.is_some() {
+            return false;
+        }
+        self.finished = None;
+        if !self.planned {
+            self.planned = true;
+            if let Err(e) = self.workload.plan(ctx, first).await {
+                self.error = Some(e);
+                return false;
+            }
+        }
+        true
     }
 
     /// Keeps what trial `trial` measured on `roles`.

@@ -104,6 +104,16 @@ pub(crate) struct SimOptions {
     /// drift, which alternating the engines' order cancels).
     #[arg(long, default_value_t = 0.0)]
     pub drift_pct_per_min: f64,
+    /// Noise shared by every request of a window (a noisy neighbour, a
+    /// throttled GPU, another job on the host): bursts a second on average,
+    /// each `--burst-secs` long, during which latency is `--burst-factor`
+    /// times what it would be. Seeded from `--seed`.
+    #[arg(long, default_value_t = 0.0)]
+    pub burst_rate: f64,
+    #[arg(long, default_value_t = 2.0)]
+    pub burst_secs: f64,
+    #[arg(long, default_value_t = 1.4)]
+    pub burst_factor: f64,
     /// MMLU answer key: a directory of MMLU CSV files (`question,A,B,C,D,
     /// answer`, as in `data/test/`). Questions found in it are answered
     /// right with probability `--accuracy` (seeded per question, the same
@@ -117,6 +127,13 @@ pub(crate) struct SimOptions {
     /// slightly wrong values would.
     #[arg(long, default_value_t = 0.0)]
     pub flip_on_hit_rate: f64,
+    /// Real numerics: this share of prompts (chosen per prompt) is
+    /// continued otherwise, from a token chosen per prompt, whenever any of
+    /// its prefix came from a cache (the GPU's or the connector's), the
+    /// same way from either, as vLLM 0.26 does with real weights even
+    /// batch invariant (docs/runs/2026-12-06-h200-real-weights/).
+    #[arg(long, default_value_t = 0.0)]
+    pub reuse_changes_rate: f64,
     /// Fault in the KV the connector restores (LMCache's store, never the
     /// GPU's own prefix cache): `corrupt-kv` answers differently from a
     /// token chosen per prompt on (a damaged V plane may only show after
@@ -225,9 +242,13 @@ impl Default for SimOptions {
             stall_rate: 0.0,
             stall_factor: 10.0,
             drift_pct_per_min: 0.0,
+            burst_rate: 0.0,
+            burst_secs: 2.0,
+            burst_factor: 1.4,
             answer_key: None,
             accuracy: 0.6,
             flip_on_hit_rate: 0.0,
+            reuse_changes_rate: 0.0,
             kv_fault: None,
             dummy_weights: false,
             kv_server: None,
@@ -280,8 +301,12 @@ impl SimOptions {
         push("--stall-rate", self.stall_rate.to_string());
         push("--stall-factor", self.stall_factor.to_string());
         push("--drift-pct-per-min", self.drift_pct_per_min.to_string());
+        push("--burst-rate", self.burst_rate.to_string());
+        push("--burst-secs", self.burst_secs.to_string());
+        push("--burst-factor", self.burst_factor.to_string());
         push("--accuracy", self.accuracy.to_string());
         push("--flip-on-hit-rate", self.flip_on_hit_rate.to_string());
+        push("--reuse-changes-rate", self.reuse_changes_rate.to_string());
         if let Some(dir) = &self.answer_key {
             push("--answer-key", dir.display().to_string());
         }

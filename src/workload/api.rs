@@ -177,6 +177,22 @@ pub(crate) trait Workload: Send {
         out: &'a mut Output,
     ) -> BoxFuture<'a, Result<(), WorkloadError>>;
 
+    /// Runs against the engines of `roles` at once (`run.pairing =
+    /// "together"`); a kind that cannot runs them one after the other.
+    fn run_together<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        roles: &'a [Role],
+        out: &'a mut Output,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            for role in roles {
+                self.run(ctx, *role, roles, out).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// After every engine ran.
     fn finish(&mut self, _ctx: &Ctx<'_>, _out: &mut Output) -> Result<(), WorkloadError> {
         Ok(())

@@ -209,8 +209,13 @@ impl TestKind for Kind {
     }
 
     fn method(&self, metric: &str, relative: bool) -> Option<&'static str> {
-        (metric == "query_ttft_per_prompt" && relative)
-            .then_some("paired bootstrap of prompts within trials, 10 % trimmed mean of log ratios")
+        (metric == "query_ttft_per_prompt" && relative).then_some(
+            "per-prompt pairs within each trial, trials pooled by random effects (DerSimonian–Laird, Hartung–Knapp)",
+        )
+    }
+
+    fn serves_together(&self) -> bool {
+        true
     }
 }
 
@@ -674,6 +679,47 @@ impl LongDocQa {
     }
 }
 
+impl LongDocQa {
+    /// Keeps what one engine's run measured: its query TTFTs for the
+    /// pairing, its metrics and files, and a line saying them.
+    fn keep(&mut self, ctx: &Ctx<'_>, role: Role, r: LongDocQaOutput, out: &mut Output) {
+        let per_trial = self.query_ttfts.entry(role).or_default();
+        per_trial.resize(ctx.trial.max(1) as usize, Vec::new());
+        per_trial[ctx.trial.max(1) as usize - 1] = r.query_ttfts;
+        // A figure no request could give (all failed) reads as such.
+        let m = |k: &str, unit: &str| match r.metrics.get(k).map(|m| m.value) {
+            Some(v) if v.is_finite() => format!("{v:.3} {unit}"),
+            _ => "none (no request succeeded)".to_string(),
+        };
+        let failed = r.metrics.get("failed_requests").map_or(0.0, |m| m.value);
+        (ctx.say)(format!(
+            "{role}: query TTFT {}, query round {}, warmup round {}, {failed} failed requests",
+            m("query_ttft_per_prompt", "s"),
+            m("query_round_time_per_prompt", "s/prompt"),
+            m("warmup_round_time_per_prompt", "s/prompt"),
+        ));
+        out.metrics.insert(role, r.metrics);
+        out.files.extend(r.files);
+    }
+
+    /// One engine's run of this trial's documents. Every trial keeps its
+    /// files: `lmcache_result.json`, then `lmcache_trial2_result.json`, ...
+    async fn run_on(&self, ctx: &Ctx<'_>, role: Role) -> Result<LongDocQaOutput, WorkloadError> {
+        let (_, client) = ctx.engine(role)?;
+        let label = super::api::trial_label(role, ctx.trial);
+        run(
+            &client,
+            ctx.model,
+            &self.params,
+            ctx.out_dir,
+            &label,
+            ctx.progress,
+            self.first_document(ctx),
+        )
+        .await
+    }
+}
+
 impl Workload for LongDocQa {
     fn run<'a>(
         &'a mut self,
@@ -683,37 +729,29 @@ impl Workload for LongDocQa {
         out: &'a mut Output,
     ) -> BoxFuture<'a, Result<(), WorkloadError>> {
         Box::pin(async move {
-            let (_, client) = ctx.engine(role)?;
-            // Every trial keeps its files: `lmcache_result.json`, then
-            // `lmcache_trial2_result.json`, ...
-            let label = super::api::trial_label(role, ctx.trial);
-            let r = run(
-                &client,
-                ctx.model,
-                &self.params,
-                ctx.out_dir,
-                &label,
-                ctx.progress,
-                self.first_document(ctx),
-            )
-            .await?;
-            let per_trial = self.query_ttfts.entry(role).or_default();
-            per_trial.resize(ctx.trial.max(1) as usize, Vec::new());
-            per_trial[ctx.trial.max(1) as usize - 1] = r.query_ttfts;
-            // A figure no request could give (all failed) reads as such.
-            let m = |k: &str, unit: &str| match r.metrics.get(k).map(|m| m.value) {
-                Some(v) if v.is_finite() => format!("{v:.3} {unit}"),
-                _ => "none (no request succeeded)".to_string(),
-            };
-            let failed = r.metrics.get("failed_requests").map_or(0.0, |m| m.value);
-            (ctx.say)(format!(
-                "{role}: query TTFT {}, query round {}, warmup round {}, {failed} failed requests",
-                m("query_ttft_per_prompt", "s"),
-                m("query_round_time_per_prompt", "s/prompt"),
-                m("warmup_round_time_per_prompt", "s/prompt"),
-            ));
-            out.metrics.insert(role, r.metrics);
-            out.files.extend(r.files);
+            let r = self.run_on(ctx, role).await?;
+            self.keep(ctx, role, r, out);
+            Ok(())
+        })
+    }
+
+    /// Both engines get the same documents at the same moment: a burst on
+    /// the host slows both, and the per-prompt ratio cancels it.
+    fn run_together<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        roles: &'a [Role],
+        out: &'a mut Output,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            let this = &*self;
+            let runs = roles.iter().map(|role| async move {
+                Ok::<_, WorkloadError>((*role, this.run_on(ctx, *role).await?))
+            });
+            let done = futures_util::future::try_join_all(runs).await?;
+            for (role, r) in done {
+                self.keep(ctx, role, r, out);
+            }
             Ok(())
         })
     }
