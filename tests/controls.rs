@@ -139,7 +139,7 @@ fn the_sim_controls_preset_proves_each_check_can_fail() {
     let notes = test_of(&faulty, "determinism")["notes"].to_string();
     assert!(notes.contains("differs: `long-"), "{notes}");
     assert!(
-        notes.contains("(baseline vs LMCache) from token "),
+        notes.contains("(baseline vs LMCache, prefix reused) from token "),
         "{notes}"
     );
     let listed = std::fs::read_to_string(

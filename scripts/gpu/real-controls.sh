@@ -10,7 +10,9 @@
 # Carry plan (64 MiB a call, the machine kept warm between calls): one call
 # per site.part.N (each copied into /root/b), one with real/ (98 MB GGUF:
 # split it in two with `split -n 2`, joined here), one with model/, the data
-# and the binary, which starts this script with setsid; then poll for
+# and the binary, which copies this script and make-real-model.py beside
+# them and starts this script with setsid; no `--only` in EXTRA, which
+# would skip the controls; then poll for
 # /root/r/real.done and fetch real.tar.xz through $OUT.
 set -u
 B=${B:-/root/b} R=${R:-/root/r}
@@ -29,7 +31,9 @@ if [ ! -f real-model/config.json ]; then
   [ -f real/model.gguf ] || cat real/*.gguf.part.* > real/model.gguf 2>/dev/null || true
   gguf=$(find real -name "*.gguf" | head -1)
   python3 -m pip install -q --no-index --no-deps --target /tmp/gguf real/gguf-*.whl
-  PYTHONPATH=/tmp/gguf:$B/site python3 real/make-real-model.py "$gguf" model real-model || { stamp "make-real-model failed"; touch "$R/real.done"; exit 1; }
+  # Ours (scripts/gpu/, copied beside this script) saves what shared/'s cannot.
+  conv=$B/make-real-model.py; [ -f "$conv" ] || conv=real/make-real-model.py
+  PYTHONPATH=/tmp/gguf:$B/site python3 "$conv" "$gguf" model real-model || { stamp "make-real-model failed"; touch "$R/real.done"; exit 1; }
 fi
 ./lmcache-e2e --version
 nvidia-smi --query-gpu=index,name,uuid,memory.total,memory.used,memory.free,utilization.gpu --format=csv > "$R/nvidia-smi-query.csv"

@@ -714,6 +714,9 @@ fn answer(
             *first = sim.answers.letter(prompt, first, hit);
         }
     }
+    if hit && reuse_changes(prompt, sim.opts.reuse_changes_rate) {
+        diverge(prompt, &mut words, 0x5e05e, 0x0005_e05e_c0de);
+    }
     if restored && sim.opts.kv_fault == Some(KvFault::CorruptKv) {
         sim.fired();
         corrupt(prompt, &mut words);
@@ -721,12 +724,32 @@ fn answer(
     words
 }
 
+/// Whether a reused prefix continues this prompt otherwise (a share
+/// `rate` of prompts, drawn per prompt).
+fn reuse_changes(prompt: &str, rate: f64) -> bool {
+    rate > 0.0 && (fnv1a(0x5e05e, prompt.as_bytes()) % 10_000) as f64 / 10_000.0 < rate
+}
+
 /// Restored KV gone wrong: the output leaves the right one at a token
 /// chosen per prompt among the first eight (at the first for one prompt in
 /// eight, so a two-token MMLU answer sees only some of it).
 fn corrupt(prompt: &str, words: &mut [&'static str]) {
-    let from = (fnv1a(0xbad, prompt.as_bytes()) % 8) as usize;
-    let wrong = output_words(prompt, words.len(), 0xbad_c0de);
+    let from = diverge(prompt, words, 0xbad, 0xbad_c0de);
+    if from == 0 && prompt.trim_end().ends_with("Answer:") {
+        if let Some(first) = words.first_mut() {
+            let letters = ["A", "B", "C", "D"];
+            let at = letters.iter().position(|l| l == first).unwrap_or(0);
+            *first = letters[(at + 1) % 4];
+        }
+    }
+}
+
+/// Continues `words` otherwise from a token chosen per prompt and `salt`
+/// among the first eight, with the words of `seed`; returns that token's
+/// place.
+fn diverge(prompt: &str, words: &mut [&'static str], salt: u64, seed: u64) -> usize {
+    let from = (fnv1a(salt, prompt.as_bytes()) % 8) as usize;
+    let wrong = output_words(prompt, words.len(), seed);
     for (i, w) in words.iter_mut().enumerate().skip(from) {
         *w = if *w == wrong[i] {
             if *w == "the" {
@@ -738,13 +761,7 @@ fn corrupt(prompt: &str, words: &mut [&'static str]) {
             wrong[i]
         };
     }
-    if from == 0 && prompt.trim_end().ends_with("Answer:") {
-        if let Some(first) = words.first_mut() {
-            let letters = ["A", "B", "C", "D"];
-            let at = letters.iter().position(|l| l == first).unwrap_or(0);
-            *first = letters[(at + 1) % 4];
-        }
-    }
+    from
 }
 
 /// vLLM 0.26 names the build it serves here.

@@ -32,6 +32,16 @@ pub(crate) struct DeterminismParams {
     pub seed: u64,
     /// Also ask the baseline engine and compare it with LMCache.
     pub compare_baseline: bool,
+    /// Compare like with like: the baseline is asked twice too (store,
+    /// then load with its prefix from vLLM's own GPU prefix cache), and
+    /// each LMCache pass is compared with the baseline's same pass. On
+    /// vLLM 0.26 a reused prefix is continued otherwise than a fresh
+    /// prefill even batch invariant, from vLLM's cache as from LMCache's
+    /// (docs/runs/2026-12-06-h200-real-weights/), so LMCache's load pass
+    /// must match the baseline's load pass, not a fresh prefill. `false`:
+    /// the baseline once, against LMCache's load, and LMCache's store
+    /// against its load.
+    pub baseline_reuses_prefix: bool,
     pub max_inflight_requests: usize,
     pub store_load_pause_secs: f64,
     /// The load pass one prompt at a time, each right after the LMCache
@@ -58,6 +68,7 @@ impl Default for DeterminismParams {
             max_tokens: 64,
             seed: 42,
             compare_baseline: true,
+            baseline_reuses_prefix: true,
             max_inflight_requests: 16,
             store_load_pause_secs: 0.5,
             reset_prefix_cache: false,
@@ -535,27 +546,49 @@ impl Determinism {
         }
     }
 
-    /// Every pair of passes compared per id (LMCache's store against its
-    /// load, and the baseline against the load when it was asked).
-    fn compared(&self) -> Option<Vec<Mismatch>> {
-        let (store, load) = (self.outputs.get("store")?, self.outputs.get("load")?);
-        let mut pairs: Vec<(&str, &Outputs, &Outputs)> =
-            vec![("LMCache store vs load", store, load)];
-        if let Some(b) = self.outputs.get("baseline") {
-            pairs.push(("baseline vs LMCache", b, load));
+    /// Every pair of passes compared per id, as (label, first pass,
+    /// second pass): each LMCache pass against the baseline's same pass
+    /// when the baseline reused its prefix too; else LMCache's store
+    /// against its load, and the baseline against the load when asked.
+    fn pairs(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        if self.outputs.contains_key("baseline load") {
+            return vec![
+                ("baseline vs LMCache, fresh prefill", "baseline", "store"),
+                (
+                    "baseline vs LMCache, prefix reused",
+                    "baseline load",
+                    "load",
+                ),
+            ];
         }
+        let mut pairs = vec![("LMCache store vs load", "store", "load")];
+        if self.outputs.contains_key("baseline") {
+            pairs.push(("baseline vs LMCache", "baseline", "load"));
+        }
+        pairs
+    }
+
+    /// The mismatches, once LMCache's passes are both in.
+    fn compared(&self) -> Option<Vec<Mismatch>> {
+        if !(self.outputs.contains_key("store") && self.outputs.contains_key("load")) {
+            return None;
+        }
+        let pairs: Vec<(&str, &Outputs, &Outputs)> = self
+            .pairs()
+            .into_iter()
+            .filter_map(|(label, a, b)| Some((label, self.outputs.get(a)?, self.outputs.get(b)?)))
+            .collect();
         Some(compare(&self.cases, &pairs))
     }
 
     /// Both outputs a mismatch compares.
     fn texts_of(&self, m: &Mismatch) -> Option<(String, String)> {
         let get = |pass: &str| self.outputs.get(pass)?.get(&m.id).cloned().flatten();
-        let first = if m.between.starts_with("baseline") {
-            "baseline"
-        } else {
-            "store"
-        };
-        Some((get(first)?, get("load")?))
+        let (_, a, b) = self
+            .pairs()
+            .into_iter()
+            .find(|(label, ..)| *label == m.between)?;
+        Some((get(a)?, get(b)?))
     }
 
     async fn ask(
@@ -565,7 +598,14 @@ impl Determinism {
         pass: &str,
     ) -> Result<Outputs, WorkloadError> {
         ctx.progress.start(pass, self.cases.len() as u64);
-        ask_all(client, ctx.model, &self.params, &self.cases, ctx.progress).await
+        // Like with like: prompts that share a prefix (the built-in long
+        // ones share a passage) hit it in the same order on both engines
+        // only when they are asked one at a time.
+        let mut p = self.params.clone();
+        if p.baseline_reuses_prefix {
+            p.max_inflight_requests = 1;
+        }
+        ask_all(client, ctx.model, &p, &self.cases, ctx.progress).await
     }
 
     /// The load pass one prompt at a time, each after the GPU's prefix
@@ -588,6 +628,29 @@ impl Determinism {
         Ok(outputs)
     }
 
+    /// Each prompt asked twice in a row, one prompt at a time: the second
+    /// answer's prefix comes from vLLM's own GPU prefix cache, which a
+    /// whole pass of long prompts in between could have evicted.
+    async fn ask_each_twice(
+        &self,
+        ctx: &Ctx<'_>,
+        client: &OpenAiClient,
+    ) -> Result<(Outputs, Outputs), WorkloadError> {
+        ctx.progress
+            .start("baseline, each prompt twice", 2 * self.cases.len() as u64);
+        let model = super::shared::resolve_model(client, ctx.model).await?;
+        let (mut store, mut load) = (Outputs::new(), Outputs::new());
+        for case in &self.cases {
+            let body = request_body(&model, &self.params, case);
+            for pass in [&mut store, &mut load] {
+                let answer = client.completion(&body).await.ok().map(|(t, _)| t);
+                ctx.progress.finished(answer.is_some());
+                pass.insert(case.id.clone(), answer);
+            }
+        }
+        Ok((store, load))
+    }
+
     fn write_files(
         &self,
         ctx: &Ctx<'_>,
@@ -599,7 +662,7 @@ impl Determinism {
             .iter()
             .map(|c| {
                 let get = |pass: &str| self.outputs.get(pass).and_then(|o| o.get(&c.id)).cloned().flatten();
-                json!({"id": c.id, "baseline": get("baseline"), "store": get("store"), "load": get("load")}).to_string() + "\n"
+                json!({"id": c.id, "baseline": get("baseline"), "baseline_load": get("baseline load"), "store": get("store"), "load": get("load")}).to_string() + "\n"
             })
             .collect();
         let listed: String = mismatches
@@ -646,7 +709,15 @@ impl Workload for Determinism {
             }
             let (target, client) = ctx.engine(role)?;
             let n = self.cases.len();
-            if role == Role::Baseline {
+            if role == Role::Baseline && self.params.baseline_reuses_prefix {
+                (ctx.say)(format!(
+                    "{n} prompts to baseline (`{}`), then again with their prefixes in its GPU prefix cache",
+                    target.name
+                ));
+                let (store, load) = self.ask_each_twice(ctx, &client).await?;
+                self.outputs.insert("baseline", store);
+                self.outputs.insert("baseline load", load);
+            } else if role == Role::Baseline {
                 (ctx.say)(format!("{n} prompts to baseline (`{}`)", target.name));
                 let out = self.ask(ctx, &client, "baseline").await?;
                 self.outputs.insert("baseline", out);

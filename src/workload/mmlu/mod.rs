@@ -71,6 +71,13 @@ pub(crate) struct MmluParams {
     /// is otherwise the GPU's hit and never reads LMCache's KV back.
     /// `load_pass_external_pct` says how much of it LMCache served.
     pub reset_prefix_cache: bool,
+    /// With `store_then_load` and `reset_prefix_cache`: the baseline asks
+    /// each question twice in a row too and its second answer (its prefix
+    /// from vLLM's own GPU prefix cache) is the one compared, like with
+    /// like: on vLLM 0.26 a reused prefix is answered otherwise than a
+    /// fresh prefill now and then even batch invariant, from either cache
+    /// (docs/runs/2026-12-06-h200-real-weights/: 4 of 372 answers).
+    pub baseline_reuses_prefix: bool,
     /// Attempts after the first for a request that fails.
     pub max_retries: u32,
 }
@@ -93,6 +100,7 @@ impl Default for MmluParams {
             store_then_load: true,
             store_load_pause_secs: 0.5,
             reset_prefix_cache: false,
+            baseline_reuses_prefix: true,
             max_retries: 3,
         }
     }
@@ -946,7 +954,14 @@ impl Workload for Mmlu {
             let p = &self.params;
             let (target, client) = ctx.engine(role)?;
             let (plan, model) = self.plan.as_ref().expect("planned before the first engine");
-            let twice = role == Role::Lmcache && p.store_then_load;
+            // The baseline's scored answer reuses a prefix where LMCache's
+            // does (its load pass, after resets): like with like.
+            let twice = p.store_then_load
+                && (role == Role::Lmcache || (p.reset_prefix_cache && p.baseline_reuses_prefix));
+            // Only LMCache's GPU cache is emptied: the baseline's second ask
+            // must find its prefix there.
+            let mut asked = p.clone();
+            asked.reset_prefix_cache &= role == Role::Lmcache;
             (ctx.say)(format!(
                 "asking {role} (`{}`){}",
                 target.name,
@@ -959,7 +974,16 @@ impl Workload for Mmlu {
             let Answered {
                 records,
                 load_share,
-            } = run(&client, model, p, plan, &target.name, twice, ctx.progress).await?;
+            } = run(
+                &client,
+                model,
+                &asked,
+                plan,
+                &target.name,
+                twice,
+                ctx.progress,
+            )
+            .await?;
             let mut metrics = role_metrics(&records);
             metrics.extend(load_share);
             (ctx.say)(format!(
