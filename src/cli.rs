@@ -421,6 +421,18 @@ pub(crate) struct CalibrateArgs {
     /// seed it has in the whole table.
     #[arg(long)]
     pub noise: Option<String>,
+    /// Measure a noise profile from an A/A run's results directory (two
+    /// identical engines in paired trials, e.g. a suite's `lmcache_as_
+    /// baseline` control): print it as JSON and stop.
+    #[arg(long, value_name = "DIR", conflicts_with = "profile")]
+    pub measure: Option<PathBuf>,
+    /// The metric `--measure` reads (its paired per-prompt samples).
+    #[arg(long, default_value = "query_ttft_per_prompt")]
+    pub metric: String,
+    /// Replay a measured noise profile (`--measure`'s JSON): long document
+    /// QA rows with its jitter and trial shift, after the table.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -120,6 +120,38 @@ fn sim_on(port: u16, model: &str) -> std::process::Child {
     child
 }
 
+/// A suite of two external engines at these ports, then `rest` (tables
+/// after the engines: `[run]` is fine there).
+fn external_suite(
+    dir: &std::path::Path,
+    (base_port, lm_port): (u16, u16),
+    rest: &str,
+) -> std::path::PathBuf {
+    let path = dir.join("suite.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{rest}\n[engines.baseline]\nrole = \"baseline\"\nkind = \"external\"\nurl = \"http://127.0.0.1:{base_port}\"\n\
+             [engines.lmcache]\nrole = \"lmcache\"\nkind = \"external\"\nurl = \"http://127.0.0.1:{lm_port}\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `ci` on `suite` into `res`, returned once its test `test` runs.
+fn running(suite: &std::path::Path, res: &std::path::Path, test: &str) -> std::process::Child {
+    let child = common::ci_suite(suite, res)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "the test to start", || {
+        common::test_status(res, test).as_deref() == Some("running")
+    });
+    child
+}
+
 /// `ci` against two external sims, the LMCache one replaced mid-run by a
 /// sim serving `model`: its output.
 fn replaced_mid_run(model: &str) -> std::process::Output {
@@ -127,19 +159,10 @@ fn replaced_mid_run(model: &str) -> std::process::Output {
     let mut base = sim_on(base_port, "m");
     let mut lm = sim_on(lm_port, "m");
     let dir = tempdir();
-    let suite = dir.path().join("suite.toml");
-    std::fs::write(
-        &suite,
-        format!(
-            r#"[engines.baseline]
-role = "baseline"
-kind = "external"
-url = "http://127.0.0.1:{base_port}"
-[engines.lmcache]
-role = "lmcache"
-kind = "external"
-url = "http://127.0.0.1:{lm_port}"
-[tests.first]
+    let suite = external_suite(
+        dir.path(),
+        (base_port, lm_port),
+        r#"[tests.first]
 kind = "long_doc_qa"
 document_length = 100
 num_documents = 2
@@ -154,19 +177,9 @@ output_len = 16
 prewarmup_prompts = 0
 max_inflight_requests = 1
 record_only = true
-"#
-        ),
-    )
-    .unwrap();
-    let res = dir.path().join("r");
-    let child = common::ci_suite(&suite, &res)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(60), "the second test to start", || {
-        common::test_status(&res, "second").as_deref() == Some("running")
-    });
+"#,
+    );
+    let child = running(&suite, &dir.path().join("r"), "second");
     // Another server takes the LMCache engine's place mid-run.
     let _ = lm.kill();
     let _ = lm.wait();
@@ -223,20 +236,11 @@ fn the_requests_after_an_engine_is_seen_dead_fail_at_once() {
     let mut base = sim_on(base_port, "m");
     let mut lm = sim_on(lm_port, "m");
     let dir = tempdir();
-    let suite = dir.path().join("suite.toml");
-    std::fs::write(
-        &suite,
-        format!(
-            r#"[run]
+    let suite = external_suite(
+        dir.path(),
+        (base_port, lm_port),
+        r#"[run]
 request_timeout_secs = 3
-[engines.baseline]
-role = "baseline"
-kind = "external"
-url = "http://127.0.0.1:{base_port}"
-[engines.lmcache]
-role = "lmcache"
-kind = "external"
-url = "http://127.0.0.1:{lm_port}"
 [tests.long_doc_qa]
 kind = "long_doc_qa"
 document_length = 2000
@@ -245,19 +249,10 @@ output_len = 16
 prewarmup_prompts = 0
 max_inflight_requests = 1
 record_only = true
-"#
-        ),
-    )
-    .unwrap();
+"#,
+    );
     let res = dir.path().join("r");
-    let child = common::ci_suite(&suite, &res)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(60), "the test to start", || {
-        common::test_status(&res, "long_doc_qa").as_deref() == Some("running")
-    });
+    let child = running(&suite, &res, "long_doc_qa");
     // The baseline goes first: stopped while its first round is under way.
     std::thread::sleep(Duration::from_millis(500));
     let stop = std::process::Command::new("kill")

@@ -387,3 +387,90 @@ fn walk_for(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
     }
     None
 }
+
+/// Two identical sims (A/A) in 8 paired trials of long document QA, the
+/// second with bursts of its own (×1.5 for 1 s, half the time) when
+/// `bursts`: the results directory.
+fn a_a_run(dir: &Path, bursts: bool) -> std::path::PathBuf {
+    let engine = |role: &str, seed: u32, extra: &str| {
+        format!(
+            "[engines.{role}]\nrole = \"{role}\"\nkind = \"sim\"\n[engines.{role}.sim]\n\
+             prefill_us_per_token = 100\ndecode_ms_per_token = 2\nbase_latency_ms = 20\n\
+             cache_tokens = 200000\njitter = 0.1\nseed = {seed}\n{extra}"
+        )
+    };
+    let burst = if bursts {
+        "burst_rate = 0.5\nburst_secs = 1.0\nburst_factor = 1.5\n"
+    } else {
+        ""
+    };
+    let suite = dir.join(format!("aa-{bursts}.toml"));
+    std::fs::write(
+        &suite,
+        format!(
+            "[run]\nname = \"aa\"\n{}{}\
+             [tests.long_doc_qa]\nkind = \"long_doc_qa\"\ndocument_length = 500\nnum_documents = 8\n\
+             output_len = 4\nmax_inflight_requests = 1\nprewarmup_prompts = 0\ntrials = 8\nrecord_only = true\n",
+            engine("baseline", 1, ""),
+            engine("lmcache", 2, burst)
+        ),
+    )
+    .unwrap();
+    let res = dir.join(format!("aa-{bursts}"));
+    let out = run(&mut ci_suite(&suite, &res), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    res
+}
+
+/// A noise profile measured from an A/A run: each request's jitter, and
+/// what whole trials share, found where the engine has bursts and not
+/// where it has none; `calibrate --profile` replays it.
+#[test]
+fn a_noise_profile_is_measured_from_an_a_a_run_and_replayed() {
+    let dir = tempdir();
+    let measure = |res: &Path| -> serde_json::Value {
+        let out = run(bin().arg("calibrate").arg("--measure").arg(res), LIMIT);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+        serde_json::from_str(&text(&out).0).unwrap()
+    };
+    let calm = measure(&a_a_run(dir.path(), false));
+    let jitter = calm["jitter"].as_f64().unwrap();
+    assert!((0.05..0.15).contains(&jitter), "{calm}");
+    assert!(calm["trial_sd"].as_f64().unwrap() < 0.05, "{calm}");
+    let stormy = measure(&a_a_run(dir.path(), true));
+    assert!(stormy["trial_sd"].as_f64().unwrap() > 0.05, "{stormy}");
+    assert_eq!(stormy["trials"], 8);
+
+    let profile = dir.path().join("profile.json");
+    std::fs::write(&profile, stormy.to_string()).unwrap();
+    let out = run(
+        bin()
+            .args([
+                "calibrate",
+                "--runs",
+                "20",
+                "--noise",
+                "no such noise",
+                "--profile",
+            ])
+            .arg(&profile),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("# Replayed: "), "{stdout}");
+    let replayed = stdout
+        .lines()
+        .filter(|l| l.starts_with("| long doc QA |") && l.contains("trials shift"))
+        .count();
+    assert_eq!(
+        replayed, 4,
+        "alternating and together, no change and a slowdown:\n{stdout}"
+    );
+    // Not a results directory of an A/A run in trials: exit 2, saying so.
+    let out = run(
+        bin().arg("calibrate").arg("--measure").arg(dir.path()),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
+}

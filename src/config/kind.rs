@@ -323,14 +323,20 @@ pub(crate) mod toy {
         use crate::config::{load, LoadRequest, Loaded};
 
         fn load_toy(test: &str) -> Result<Loaded, ConfigError> {
+            load_tests(&format!(
+                "[tests.t]\nkind = \"toy\"\nrecord_only = true\n{test}"
+            ))
+        }
+
+        /// A suite of two sims and `tests`.
+        fn load_tests(tests: &str) -> Result<Loaded, ConfigError> {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("suite.toml");
             std::fs::write(
                 &path,
                 format!(
                     "[engines.base]\nrole = \"baseline\"\nkind = \"sim\"\n\
-                     [engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\n\
-                     [tests.t]\nkind = \"toy\"\nrecord_only = true\n{test}"
+                     [engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\n{tests}"
                 ),
             )
             .unwrap();
@@ -344,27 +350,11 @@ pub(crate) mod toy {
             })
         }
 
-        /// The loader knows no kind: what it does for one, it does through
-        /// the kind's own declaration.
         #[test]
         fn a_test_without_checks_is_refused_with_its_kinds_starters() {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("suite.toml");
-            std::fs::write(
-                &path,
-                "[engines.base]\nrole = \"baseline\"\nkind = \"sim\"\n\
-                 [engines.lm]\nrole = \"lmcache\"\nkind = \"sim\"\n\
-                 [tests.t]\nkind = \"toy\"\n[tests.off]\nkind = \"toy\"\nenabled = false\n",
+            let err = load_tests(
+                "[tests.t]\nkind = \"toy\"\n[tests.off]\nkind = \"toy\"\nenabled = false\n",
             )
-            .unwrap();
-            let err = load(&LoadRequest {
-                preset: None,
-                file: Some(&path),
-                overlays: &[],
-                sets: &[],
-                env: &|_| None,
-                kinds: KINDS,
-            })
             .unwrap_err()
             .to_string();
             assert!(err.contains("`tests.t.checks`"), "{err}");
@@ -380,6 +370,8 @@ pub(crate) mod toy {
             );
         }
 
+        /// The loader knows no kind: what it does for one, it does through
+        /// the kind's own declaration.
         #[test]
         fn a_kind_the_loader_never_heard_of_is_typed_checked_and_shown() {
             let loaded = load_toy("questions = 7\n").unwrap();

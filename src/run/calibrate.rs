@@ -27,6 +27,8 @@ pub(crate) struct Calibration {
     pub seed: u64,
     /// Only the latency rows whose noise label contains this.
     pub noise: Option<String>,
+    /// Noise measured on real engines, replayed after the table.
+    pub profile: Option<NoiseProfile>,
 }
 
 /// The noise of one row.
@@ -44,6 +46,9 @@ struct Weather {
     /// Both engines' rounds run at the same time (`run.pairing =
     /// "together"`), else one after the other, their order alternating.
     together: bool,
+    /// A whole round's shift (log-normal σ, per engine): what a measured
+    /// noise profile says trials share.
+    trial_sd: f64,
     /// Seconds one request takes on average: the clock drift and bursts
     /// run on (1 s for the classic rows; 0.1 s, a query's TTFT on a GPU,
     /// where bursts span requests).
@@ -86,6 +91,9 @@ impl Weather {
         }
         if self.inflight > 1 {
             s.push_str(&format!(", {} in flight", self.inflight));
+        }
+        if self.trial_sd > 0.0 {
+            s.push_str(&format!(", trials shift {:.1} %", self.trial_sd * 100.0));
         }
         if self.together {
             s.push_str(", engines together");
@@ -178,6 +186,7 @@ fn weathers() -> impl Iterator<Item = Weather> {
                 bursts: false,
                 inflight: 1,
                 together: false,
+                trial_sd: 0.0,
                 request_secs: 1.0,
             })
     });
@@ -195,6 +204,7 @@ fn weathers() -> impl Iterator<Item = Weather> {
         bursts,
         inflight,
         together,
+        trial_sd: 0.0,
         request_secs: 0.1,
     });
     classic.chain(shared)
@@ -217,23 +227,146 @@ fn ttft_trial(
     let serve = |noise: Noise, rng: &mut StdRng, clock: &mut Clock| {
         serve_round(&bases, noise, weather, rng, clock)
     };
+    // A round's shift: one draw per engine per trial; served together, the
+    // host's one shift for both.
+    let shift =
+        |rng: &mut StdRng| (weather.trial_sd * crate::sim::noise::standard_normal(rng)).exp();
     let (tb, tl) = if weather.together {
         // Both rounds at once from the same instant: what slows the host
         // slows both.
         let start = clock.0;
-        let tb = serve(b, rng, clock);
+        let host = shift(rng);
+        let tb = scaled(serve(b, rng, clock), host);
         let end = std::mem::replace(&mut clock.0, start);
-        let tl = serve(l, rng, clock);
+        let tl = scaled(serve(l, rng, clock), host);
         clock.0 = clock.0.max(end);
         (tb, tl)
     } else if trial % 2 == 1 {
-        let tb = serve(b, rng, clock);
-        (tb, serve(l, rng, clock))
+        let tb = scaled(serve(b, rng, clock), shift(rng));
+        (tb, scaled(serve(l, rng, clock), shift(rng)))
     } else {
-        let tl = serve(l, rng, clock);
-        (serve(b, rng, clock), tl)
+        let tl = scaled(serve(l, rng, clock), shift(rng));
+        (scaled(serve(b, rng, clock), shift(rng)), tl)
     };
     tb.into_iter().zip(tl).collect()
+}
+
+fn scaled(ttfts: Vec<f64>, by: f64) -> Vec<f64> {
+    ttfts.into_iter().map(|t| t * by).collect()
+}
+
+/// Noise measured on real engines: two identical engines (A/A) in paired
+/// trials give each request's jitter (from the spread of per-prompt log
+/// ratios within a trial) and what trials share (the spread of the
+/// trials' mean log ratios beyond what the jitter explains, a method of
+/// moments as in DerSimonian & Laird), per engine (each ratio has two).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NoiseProfile {
+    /// Where it was measured: the results directory and test.
+    pub source: String,
+    pub metric: String,
+    pub trials: usize,
+    pub prompts_per_trial: usize,
+    /// Log-normal σ of one request, per engine.
+    pub jitter: f64,
+    /// Log-normal σ of a whole trial's shift, per engine.
+    pub trial_sd: f64,
+}
+
+impl NoiseProfile {
+    /// From the paired samples of `metric` in an A/A run's results; `None`
+    /// where no test has two trials of it with two prompts each.
+    pub(crate) fn measure(
+        results: &crate::results::RunResults,
+        metric: &str,
+        source: &str,
+    ) -> Option<Self> {
+        let (test, trials) = results.tests.iter().find_map(|t| {
+            let trials = t.paired.get(metric)?;
+            (trials.len() >= 2 && trials.iter().all(|p| p.len() >= 2)).then_some((t, trials))
+        })?;
+        let logs: Vec<Vec<f64>> = trials
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .filter(|(b, l)| *b > 0.0 && *l > 0.0)
+                    .map(|(b, l)| (l / b).ln())
+                    .collect()
+            })
+            .collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let var = |v: &[f64]| {
+            let m = mean(v);
+            v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1).max(1) as f64
+        };
+        let dof: usize = logs.iter().map(|t| t.len() - 1).sum();
+        let within = logs
+            .iter()
+            .map(|t| var(t) * (t.len() - 1) as f64)
+            .sum::<f64>()
+            / dof as f64;
+        let n = logs.iter().map(Vec::len).sum::<usize>() as f64 / logs.len() as f64;
+        let means: Vec<f64> = logs.iter().map(|t| mean(t)).collect();
+        let between = (var(&means) - within / n).max(0.0);
+        Some(Self {
+            source: format!("{source}, test {}", test.name),
+            metric: metric.to_string(),
+            trials: logs.len(),
+            prompts_per_trial: n.round() as usize,
+            jitter: (within / 2.0).sqrt(),
+            trial_sd: (between / 2.0).sqrt(),
+        })
+    }
+
+    /// The rows it replays: engines one after the other and together.
+    fn weathers(&self, inflight: usize) -> Vec<Weather> {
+        [false, true]
+            .into_iter()
+            .map(|together| Weather {
+                jitter: self.jitter,
+                stalls: false,
+                drift: false,
+                bursts: false,
+                inflight,
+                together,
+                trial_sd: self.trial_sd,
+                request_secs: 0.1,
+            })
+            .collect()
+    }
+}
+
+/// The long document QA rows of a measured profile, after the table.
+fn profile_rows(args: &Calibration, profile: &NoiseProfile, out: &mut Vec<String>) {
+    out.push(String::new());
+    out.push(format!(
+        "# Replayed: {} ({} trials of {} prompts, {}): jitter {:.1} %, trials shift {:.1} % per engine.",
+        profile.source,
+        profile.trials,
+        profile.prompts_per_trial,
+        profile.metric,
+        profile.jitter * 100.0,
+        profile.trial_sd * 100.0
+    ));
+    out.push("| workload | noise | truth | today: point | today: retried until pass | interval gate | interval gate + more trials |".to_string());
+    out.push("|---|---|---|---|---|---|---|".to_string());
+    for (i, w) in profile.weathers(4).into_iter().enumerate() {
+        for (k, slowdown) in [0.0, args.slowdown_pct].into_iter().enumerate() {
+            let truth = if slowdown == 0.0 {
+                "no change".to_string()
+            } else {
+                format!("TTFT +{slowdown} %")
+            };
+            let seed = args.seed.wrapping_add(10_000 + 2 * i as u64 + k as u64);
+            row(
+                out,
+                "long doc QA",
+                &w.label(),
+                &truth,
+                &ttft_row(args, w, slowdown, seed),
+            );
+        }
+    }
 }
 
 /// One engine's round, `weather.inflight` requests at a time: each waits
@@ -551,6 +684,9 @@ pub(crate) fn table(args: &Calibration) -> Vec<String> {
             );
         }
     }
+    if let Some(profile) = &args.profile {
+        profile_rows(args, profile, &mut out);
+    }
     if args.noise.is_some() {
         return out;
     }
@@ -671,6 +807,7 @@ mod tests {
             bursts: true,
             inflight: 4,
             together: false,
+            trial_sd: 0.0,
             request_secs: 0.1,
         };
         let mut rng = StdRng::seed_from_u64(42);

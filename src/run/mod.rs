@@ -162,17 +162,7 @@ pub(crate) async fn run(
         source: &results.source,
         results_dir: &results_dir,
     });
-    let overridden = loaded.env_overridden();
-    if !overridden.is_empty() {
-        events.info(format!(
-            "the environment overrides the suite: {} (run.env_overrides = false refuses it)",
-            overridden
-                .iter()
-                .map(|(var, key)| format!("{var} sets {key}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
+    say_overrides(loaded, events);
 
     let supervisor = Supervisor::new(
         &run_id,
@@ -235,15 +225,34 @@ pub(crate) async fn run(
         events,
     )
     .await;
-    // Engines one after the other cannot add trials after the fact: a
-    // check that asked for them never had its budget, so it only warns.
-    let inconclusive_exit = match run_cfg.schedule {
-        Schedule::Sequential => 0,
-        Schedule::Concurrent => run_cfg.inconclusive_exit,
-    };
-    let outcome = finish(&mut results, ended, events, inconclusive_exit);
+    let outcome = finish(&mut results, ended, events, inconclusive_exit(run_cfg));
     events.emit(&Event::RunFinished(&results))?;
     Ok((results, outcome))
+}
+
+/// Names each environment variable that overrode the suite.
+fn say_overrides(loaded: &Loaded, events: &Events) {
+    let overridden = loaded.env_overridden();
+    if !overridden.is_empty() {
+        events.info(format!(
+            "the environment overrides the suite: {} (run.env_overrides = false refuses it)",
+            overridden
+                .iter()
+                .map(|(var, key)| format!("{var} sets {key}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+}
+
+/// The exit code of a run that could not tell. Engines one after the
+/// other cannot add trials after the fact: a check that asked for them
+/// never had its budget, so it only warns.
+fn inconclusive_exit(run: &config::RunConfig) -> i32 {
+    match run.schedule {
+        Schedule::Sequential => 0,
+        Schedule::Concurrent => run.inconclusive_exit,
+    }
 }
 
 fn new_results(req: &Request<'_>, run_id: &str, models: &[(String, Option<String>)]) -> RunResults {
