@@ -120,6 +120,16 @@ fn sim_on(port: u16, model: &str) -> std::process::Child {
     child
 }
 
+/// A test of 24 requests one at a time, long enough to act on mid-run.
+const SLOW_TEST: &str = r#"kind = "long_doc_qa"
+document_length = 2000
+num_documents = 12
+output_len = 16
+prewarmup_prompts = 0
+max_inflight_requests = 1
+record_only = true
+"#;
+
 /// A suite of two external engines at these ports, then `rest` (tables
 /// after the engines: `[run]` is fine there).
 fn external_suite(
@@ -162,7 +172,8 @@ fn replaced_mid_run(model: &str) -> std::process::Output {
     let suite = external_suite(
         dir.path(),
         (base_port, lm_port),
-        r#"[tests.first]
+        &format!(
+            r#"[tests.first]
 kind = "long_doc_qa"
 document_length = 100
 num_documents = 2
@@ -170,14 +181,8 @@ output_len = 2
 prewarmup_prompts = 0
 record_only = true
 [tests.second]
-kind = "long_doc_qa"
-document_length = 2000
-num_documents = 12
-output_len = 16
-prewarmup_prompts = 0
-max_inflight_requests = 1
-record_only = true
-"#,
+{SLOW_TEST}"#
+        ),
     );
     let child = running(&suite, &dir.path().join("r"), "second");
     // Another server takes the LMCache engine's place mid-run.
@@ -239,17 +244,7 @@ fn the_requests_after_an_engine_is_seen_dead_fail_at_once() {
     let suite = external_suite(
         dir.path(),
         (base_port, lm_port),
-        r#"[run]
-request_timeout_secs = 3
-[tests.long_doc_qa]
-kind = "long_doc_qa"
-document_length = 2000
-num_documents = 12
-output_len = 16
-prewarmup_prompts = 0
-max_inflight_requests = 1
-record_only = true
-"#,
+        &format!("[run]\nrequest_timeout_secs = 3\n[tests.long_doc_qa]\n{SLOW_TEST}"),
     );
     let res = dir.path().join("r");
     let child = running(&suite, &res, "long_doc_qa");
