@@ -150,6 +150,11 @@ fn recommend_follows_gpu_and_ram_memory_and_prints_a_valid_suite() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stdout.contains("8 GPU(s) of 81559 MiB"), "{stdout}");
     assert!(stdout.contains("vllm serve meta-llama/Llama-3.1-8B-Instruct \\\n    --tensor-parallel-size 1 \\\n    --load-format dummy"), "{stdout}");
+    // The context and memory share come with it: what fits the GPU's KV.
+    assert!(
+        stdout.contains("--load-format dummy \\\n    --max-model-len 131072 \\\n    --gpu-memory-utilization 0.9"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("LMCACHE_MAX_LOCAL_CPU_SIZE=66 \\"),
         "{stdout}"

@@ -1,7 +1,8 @@
 //! `lmcache-e2e recommend`: LMCache's long-doc-QA recommender (its
 //! benchmarking tutorial, seed 004) from this machine's GPUs and RAM and the
-//! model's `config.json`: tensor parallelism, the LMCache CPU cache size and
-//! the long document QA workload that fills it, as commands and a suite.
+//! model's `config.json`: tensor parallelism, the context and memory share
+//! the GPU's KV cache allows, the LMCache CPU cache size and the long
+//! document QA workload that fills it, as commands and a suite with checks.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ pub(crate) struct ModelConfig {
     pub vocab_size: u64,
     pub head_dim: Option<u64>,
     pub torch_dtype: Option<String>,
+    /// The longest context the model takes.
+    pub max_position_embeddings: Option<u64>,
 }
 
 impl ModelConfig {
@@ -130,6 +133,11 @@ pub(crate) struct Recommendation {
     pub cpu_cache_gb: u64,
     pub num_documents: u64,
     pub document_length: u64,
+    /// `--max-model-len`: the model's context, no more than the GPU's KV
+    /// cache holds (an L4 holds ~33k tokens of Llama-3.1-8B, not 131k).
+    pub max_model_len: u64,
+    /// Tokens of KV the engine's GPU memory leaves, all workers together.
+    pub gpu_kv_tokens: u64,
 }
 
 /// Tensor parallelism: the smallest power of two whose share of the weights
@@ -163,25 +171,41 @@ pub(crate) fn recommend(
         });
     }
     let cpu_cache_gb = ((host_ram_gb * 0.8) / tp as f64).floor().max(1.0) as u64;
-    let document_length = 10_000;
+    let gpu_kv_tokens = gpu_kv_tokens(cfg, tp, gpu_mib);
+    let context = cfg.max_position_embeddings.unwrap_or(131_072);
+    let max_model_len = (gpu_kv_tokens / 1024 * 1024).clamp(2048, context.max(2048));
+    // A question and its answer follow each document.
+    let document_length = 10_000.min(max_model_len.saturating_sub(1024)).max(1024);
     let doc_bytes = (document_length * cfg.kv_bytes_per_token()) as f64;
-    let num_documents = ((cpu_cache_gb * tp as u64) as f64 * 1e9 / doc_bytes)
-        .ceil()
-        .max(1.0) as u64;
+    let fill_cpu = ((cpu_cache_gb * tp as u64) as f64 * 1e9 / doc_bytes).ceil() as u64;
+    // Enough to fill LMCache's CPU cache and to overflow the GPU's, so the
+    // query round must load from LMCache.
+    let num_documents = fill_cpu.max(gpu_kv_tokens / document_length + 1).max(1);
     Ok(Recommendation {
         tp,
         cpu_cache_gb,
         num_documents,
         document_length,
+        max_model_len,
+        gpu_kv_tokens,
     })
+}
+
+/// vLLM's KV cache at `--gpu-memory-utilization 0.9`: that share of every
+/// worker's GPU, less the weights and a tenth for activations, in tokens.
+fn gpu_kv_tokens(cfg: &ModelConfig, tp: usize, gpu_mib: u64) -> u64 {
+    let memory = 0.9 * tp as f64 * gpu_mib as f64 * 1024.0 * 1024.0;
+    let weights = cfg.weight_bytes() as f64;
+    let kv = (memory - weights) * 0.9;
+    (kv.max(0.0) / cfg.kv_bytes_per_token().max(1) as f64) as u64
 }
 
 /// The commands, as the recommender prints them, and a suite snippet.
 pub(crate) fn render(model: &str, r: &Recommendation) -> String {
     let mut s = String::new();
     let serve = format!(
-        "vllm serve {model} \\\n    --tensor-parallel-size {} \\\n    --load-format dummy",
-        r.tp
+        "vllm serve {model} \\\n    --tensor-parallel-size {} \\\n    --load-format dummy \\\n    --max-model-len {} \\\n    --gpu-memory-utilization 0.9",
+        r.tp, r.max_model_len
     );
     let _ = writeln!(s, "1. vLLM deployment:\n\nPYTHONHASHSEED=0 \\\n{serve}\n");
     let _ = writeln!(
@@ -196,8 +220,9 @@ pub(crate) fn render(model: &str, r: &Recommendation) -> String {
     );
     let _ = writeln!(
         s,
-        "4. As a suite (lmcache-e2e ci --suite FILE):\n\n[run]\nmodel = \"{model}\"\n\n[engines.baseline]\nrole = \"baseline\"\nkind = \"process\"\ncommand = \"vllm\"\nargs = [\"serve\", \"{{model}}\", \"--tensor-parallel-size\", \"{tp}\", \"--load-format\", \"dummy\", \"--port\", \"{{port}}\"]\nenv = {{ PYTHONHASHSEED = \"0\" }}\n\n[engines.lmcache]\nrole = \"lmcache\"\nkind = \"process\"\ncommand = \"vllm\"\nargs = [\"serve\", \"{{model}}\", \"--tensor-parallel-size\", \"{tp}\", \"--load-format\", \"dummy\", \"--port\", \"{{port}}\", \"--kv-transfer-config\", '{{\"kv_connector\": \"LMCacheConnectorV1\", \"kv_role\": \"kv_both\"}}']\nenv = {{ PYTHONHASHSEED = \"0\", LMCACHE_MAX_LOCAL_CPU_SIZE = \"{cpu}\" }}\n\n[tests.long_doc_qa]\nkind = \"long_doc_qa\"\nnum_documents = {docs}\ndocument_length = {len}\noutput_len = 100\nrepeat_count = 1\nrepeat_mode = \"tile\"\nmax_inflight_requests = 4\ntrials = 3{checks}",
+        "4. As a suite (lmcache-e2e ci --suite FILE):\n\n[run]\nmodel = \"{model}\"\n\n[engines.baseline]\nrole = \"baseline\"\nkind = \"process\"\ncommand = \"vllm\"\nargs = [\"serve\", \"{{model}}\", \"--tensor-parallel-size\", \"{tp}\", \"--load-format\", \"dummy\", \"--max-model-len\", \"{len_max}\", \"--gpu-memory-utilization\", \"0.9\", \"--port\", \"{{port}}\"]\nenv = {{ PYTHONHASHSEED = \"0\" }}\n\n[engines.lmcache]\nrole = \"lmcache\"\nkind = \"process\"\ncommand = \"vllm\"\nargs = [\"serve\", \"{{model}}\", \"--tensor-parallel-size\", \"{tp}\", \"--load-format\", \"dummy\", \"--max-model-len\", \"{len_max}\", \"--gpu-memory-utilization\", \"0.9\", \"--port\", \"{{port}}\", \"--kv-transfer-config\", '{{\"kv_connector\": \"LMCacheConnectorV1\", \"kv_role\": \"kv_both\"}}']\nenv = {{ PYTHONHASHSEED = \"0\", LMCACHE_MAX_LOCAL_CPU_SIZE = \"{cpu}\" }}\n\n[tests.long_doc_qa]\nkind = \"long_doc_qa\"\nnum_documents = {docs}\ndocument_length = {len}\noutput_len = 100\nrepeat_count = 1\nrepeat_mode = \"tile\"\nmax_inflight_requests = 4\ntrials = 3{checks}",
         checks = long_doc_qa_checks(),
+        len_max = r.max_model_len,
         tp = r.tp,
         cpu = r.cpu_cache_gb,
         docs = r.num_documents,
@@ -250,6 +275,7 @@ mod tests {
             vocab_size: 128_256,
             head_dim: None,
             torch_dtype: Some("bfloat16".into()),
+            max_position_embeddings: None,
         }
     }
 
@@ -276,19 +302,47 @@ mod tests {
         // over 64 GB usable per GPU).
         let r = recommend("m", &llama(4096, 32, 32, 14_336), 8, 81_559, 82.5).unwrap();
         assert_eq!(
-            r,
-            Recommendation {
-                tp: 1,
-                cpu_cache_gb: 66,
-                num_documents: 51,
-                document_length: 10_000
-            }
+            (r.tp, r.cpu_cache_gb, r.num_documents, r.document_length),
+            (1, 66, 51, 10_000)
         );
+        assert_eq!(r.max_model_len, 131_072, "the model's whole context fits");
         let r = recommend("m", &llama(8192, 80, 64, 28_672), 8, 81_559, 200.0).unwrap();
         assert_eq!((r.tp, r.cpu_cache_gb), (4, 40));
         let e = recommend("m", &llama(8192, 80, 64, 28_672), 1, 81_559, 200.0)
             .unwrap_err()
             .to_string();
         assert!(e.contains("needs 4 GPU(s)") && e.contains("has 1"), "{e}");
+    }
+
+    /// The seeds' runners are 2×L4: Llama-3.1-8B's 16 GB of weights leave
+    /// about 4 GB of KV, some 30,000 tokens, not its 131,072-token context.
+    /// The context is cut to what fits, the documents to the context, and
+    /// there are enough of them to overflow the GPU's cache; an H200 keeps
+    /// the whole context.
+    #[test]
+    fn the_context_and_documents_follow_the_gpus_kv_cache() {
+        let mut l8 = llama(4096, 32, 32, 14_336);
+        l8.max_position_embeddings = Some(131_072);
+        let l4 = recommend("m", &l8, 2, 23_034, 64.0).unwrap();
+        assert_eq!(l4.tp, 1);
+        assert!((20_000..40_000).contains(&l4.gpu_kv_tokens), "{l4:?}");
+        assert!(
+            l4.max_model_len <= l4.gpu_kv_tokens && l4.max_model_len.is_multiple_of(1024),
+            "{l4:?}"
+        );
+        assert!(l4.document_length + 1024 <= l4.max_model_len, "{l4:?}");
+        assert!(
+            l4.num_documents * l4.document_length > l4.gpu_kv_tokens,
+            "{l4:?}"
+        );
+        let h200 = recommend("m", &l8, 1, 143_771, 128.0).unwrap();
+        assert_eq!(
+            (h200.max_model_len, h200.document_length),
+            (131_072, 10_000)
+        );
+        assert!(
+            h200.num_documents * h200.document_length > h200.gpu_kv_tokens,
+            "{h200:?}"
+        );
     }
 }
