@@ -139,7 +139,9 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Sim(SimCommand),
     /// Measure the gates' false-alarm and detection rates on the sim's
-    /// noise model (jitter, stalls, drift, a true slowdown, answer flips):
+    /// noise model (jitter, stalls, drift, bursts a trial shares, requests
+    /// in flight, a true slowdown, answer flips; or a profile measured from
+    /// an A/A run with `--measure`):
     /// today's point estimate, retried until a pass, the interval gate on
     /// trials, and with more trials when inconclusive.
     #[command(after_help = EXIT_CODES_READ)]

@@ -503,3 +503,43 @@ fn a_ci_log_gets_plain_progress_lines_and_no_ansi_codes() {
     );
     assert!(stdout.contains("PASSED: 1 of 1 tests passed"), "{stdout}");
 }
+
+/// `run.pairing = "together"` (the sim preset's) serves both engines in the
+/// same moments: LMCache's round starts before the baseline's has ended.
+/// `"alternate"` runs them one after the other. Were the pairing ignored,
+/// the first half of this test would fail.
+#[test]
+fn paired_together_the_engines_serve_a_trial_at_once() {
+    let order = |pairing: &str| {
+        let dir = tempdir();
+        let mut sets = QUICK.to_vec();
+        let pairing = format!("run.pairing=\"{pairing}\"");
+        sets.extend(["tests.long_doc_qa.trials=2", pairing.as_str()]);
+        let out = run(&mut ldqa(dir.path(), &sets), LIMIT);
+        let stderr = text(&out).1;
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{stderr}");
+        let lmcache_starts = stderr
+            .find("[long_doc_qa] running against lmcache")
+            .unwrap_or_else(|| panic!("{stderr}"));
+        let baseline_ends = stderr
+            .find("[long_doc_qa] baseline: query TTFT")
+            .unwrap_or_else(|| panic!("{stderr}"));
+        let notes = common::results(dir.path())["tests"][0]["notes"].to_string();
+        (lmcache_starts < baseline_ends, notes)
+    };
+    let (overlapped, notes) = order("together");
+    assert!(
+        overlapped,
+        "together: LMCache began before the baseline ended"
+    );
+    assert!(
+        notes.contains("pairing: both engines served each trial at once"),
+        "{notes}"
+    );
+    let (overlapped, notes) = order("alternate");
+    assert!(!overlapped, "alternate: one after the other");
+    assert!(
+        notes.contains("pairing: baseline and LMCache one after the other"),
+        "{notes}"
+    );
+}
