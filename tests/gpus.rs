@@ -360,3 +360,170 @@ fn memory_that_is_never_freed_is_a_warning_once_the_wait_is_over() {
         "gave up after about 1 s: {waited}"
     );
 }
+
+/// A `vllm` stand-in: records the `CUDA_VISIBLE_DEVICES` it was started
+/// with as `<dir>/<engine>.gpu`, then serves as the sim, tagged so a fake
+/// `nvidia-smi` can count it.
+fn stand_in(dir: &Path, tag: &str) -> std::path::PathBuf {
+    let path = dir.join("vllm-stand-in");
+    executable(
+        &path,
+        &format!(
+            "#!/bin/sh\necho \"${{CUDA_VISIBLE_DEVICES-unset}}\" > '{}/'\"$1\".gpu\n\
+             exec '{}' sim serve --port \"$2\" --served-model-name {tag} --load-delay-ms 800 --cache-tokens 100000\n",
+            dir.display(),
+            env!("CARGO_BIN_EXE_lmcache-e2e"),
+        ),
+    );
+    path
+}
+
+/// Two stand-in engines under `run.schedule = "auto"`.
+fn auto_suite(dir: &Path, tag: &str) -> std::path::PathBuf {
+    let program = stand_in(dir, tag);
+    let engine = |role: &str| {
+        format!(
+            "[engines.{role}]\nrole = \"{role}\"\nkind = \"process\"\ncommand = {:?}\n\
+             args = [\"{role}\", \"{{port}}\"]\n",
+            program.display().to_string()
+        )
+    };
+    let suite = dir.join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "[run]\nname = \"auto\"\nschedule = \"auto\"\n{}{}\
+             [tests.determinism]\nkind = \"determinism\"\nmax_tokens = 4\nstore_load_pause_secs = 0\n\
+             [tests.determinism.checks.identical]\nmetric = \"mismatched_outputs\"\nmax = 0\n",
+            engine("baseline"),
+            engine("lmcache")
+        ),
+    )
+    .unwrap();
+    suite
+}
+
+/// An `nvidia-smi` with one GPU of `total` MiB where each running engine
+/// of this test holds `each` MiB.
+fn one_gpu_smi(dir: &Path, tag: &str, name: &str, total: u64, each: u64) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    executable(
+        &bin.join("nvidia-smi"),
+        &format!(
+            "#!/bin/sh\nn=$(pgrep -f -- \"--served-model-name {tag}\" | wc -l)\nused=$((n * {each}))\n\
+             echo \"index, name, uuid, memory.total [MiB], memory.used [MiB], memory.free [MiB], utilization.gpu [%]\"\n\
+             echo \"0, {name}, GPU-0, {total} MiB, $used MiB, $(({total} - used)) MiB, 0 %\"\n"
+        ),
+    );
+    path_with(&bin)
+}
+
+fn gpu_of(dir: &Path, engine: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{engine}.gpu")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn auto_placement_shares_one_gpu_when_the_baseline_leaves_room_for_another() {
+    let dir = tempdir();
+    let tag = format!("auto-h200-{}", std::process::id());
+    let path = one_gpu_smi(dir.path(), &tag, "NVIDIA H200", 143771, 35651);
+    let suite = auto_suite(dir.path(), &tag);
+    let results_dir = dir.path().join("r");
+    let out = run(
+        ci_suite(&suite, &results_dir).env("PATH", &path),
+        Duration::from_secs(60),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("`baseline` starts alone")
+            && stderr.contains("`baseline` took 35651 MiB of GPU 0 and 108120 MiB are free: the other engines start beside it"),
+        "{stderr}"
+    );
+    let r = results(&results_dir);
+    assert_eq!(r["meta"]["schedule"], "concurrent");
+    assert_eq!(
+        (
+            gpu_of(dir.path(), "baseline"),
+            gpu_of(dir.path(), "lmcache")
+        ),
+        ("0".into(), "0".into())
+    );
+    // The LMCache engine found the baseline's memory taken and kept it.
+    let lm = r["engines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "lmcache")
+        .unwrap();
+    assert_eq!(lm["gpu_memory"]["at_ready_mib"], 71302.0, "{lm}");
+    assert_eq!(lm["gpu"], "0");
+
+    // On an L4 the baseline leaves too little: one after the other.
+    let dir = tempdir();
+    let tag = format!("auto-l4-{}", std::process::id());
+    let path = one_gpu_smi(dir.path(), &tag, "NVIDIA L4", 23034, 20700);
+    let suite = auto_suite(dir.path(), &tag);
+    let results_dir = dir.path().join("r");
+    let out = run(
+        ci_suite(&suite, &results_dir).env("PATH", &path),
+        Duration::from_secs(60),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(
+            "took 20700 MiB of GPU 0 and 2334 MiB are free: the other engines start after it stops"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(results(&results_dir)["meta"]["schedule"], "sequential");
+}
+
+#[test]
+fn auto_placement_gives_each_engine_its_own_gpu_when_there_are_two() {
+    let dir = tempdir();
+    let tag = format!("auto-2xl4-{}", std::process::id());
+    let smi = dir.path().join("bin");
+    std::fs::create_dir_all(&smi).unwrap();
+    executable(
+        &smi.join("nvidia-smi"),
+        "#!/bin/sh\necho \"index, name, uuid, memory.total [MiB], memory.used [MiB], memory.free [MiB], utilization.gpu [%]\"\n\
+         echo \"0, NVIDIA L4, GPU-0, 23034 MiB, 0 MiB, 22563 MiB, 0 %\"\n\
+         echo \"1, NVIDIA L4, GPU-1, 23034 MiB, 0 MiB, 22563 MiB, 0 %\"\n",
+    );
+    let suite = auto_suite(dir.path(), &tag);
+    // The plan says so before anything starts.
+    let out = run(
+        bin()
+            .args(["ci", "--suite"])
+            .arg(&suite)
+            .arg("--dry-run")
+            .env("PATH", path_with(&smi)),
+        Duration::from_secs(20),
+    );
+    let (plan, _) = text(&out);
+    assert!(
+        plan.contains("placement on this machine now: 2 GPUs for 2 engines: one engine per GPU, started together (`baseline` on GPU 0, `lmcache` on GPU 1)"),
+        "{plan}"
+    );
+    let results_dir = dir.path().join("r");
+    let out = run(
+        ci_suite(&suite, &results_dir).env("PATH", path_with(&smi)),
+        Duration::from_secs(60),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(
+        (
+            gpu_of(dir.path(), "baseline"),
+            gpu_of(dir.path(), "lmcache")
+        ),
+        ("0".into(), "1".into())
+    );
+    assert_eq!(results(&results_dir)["meta"]["schedule"], "concurrent");
+}

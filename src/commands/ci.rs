@@ -31,7 +31,11 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         .collect();
     let ci = CiEnv::from_process();
     if args.dry_run {
-        return dry_run(&args, &loaded, &selected, &ci);
+        let gpus = match loaded.suite.run.schedule {
+            crate::config::Schedule::Auto => crate::engine::gpu::snapshot().await,
+            _ => None,
+        };
+        return dry_run(&args, &loaded, &selected, &ci, gpus.as_deref());
     }
     // Every mistake of the suite and every program or file it lacks here,
     // at once, before an engine spends minutes starting.
@@ -115,10 +119,19 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
 /// `--dry-run`: the plan, printed even where this machine lacks what the
 /// suite needs (a maintainer reviews a GPU suite on a laptop), then what
 /// is missing here (exit 2) and the controls' mistakes, if any.
-fn dry_run(args: &CiArgs, loaded: &Loaded, selected: &[String], ci: &CiEnv) -> Result<(), Error> {
+fn dry_run(
+    args: &CiArgs,
+    loaded: &Loaded,
+    selected: &[String],
+    ci: &CiEnv,
+    gpus: Option<&[crate::engine::gpu::GpuState]>,
+) -> Result<(), Error> {
     let results_dir = results_dir_of(args, loaded, &build_id_of(loaded, ci));
     let mut out = super::common::Out::new();
     let mut lines = run::plan::lines(loaded, selected, &results_dir);
+    if let Some(placed) = run::plan::placement_line(loaded, gpus) {
+        lines.insert(1, placed);
+    }
     let last = lines.pop();
     let skip = args.no_controls || !args.only.is_empty();
     let names = loaded.suite.controls.keys().filter(|_| !skip);

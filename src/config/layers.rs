@@ -605,7 +605,7 @@ fn validate_engines(suite: &Suite, p: &mut Problems<'_>) {
     for (name, e) in &suite.engines {
         validate_engine(name, e, p);
     }
-    if suite.run.schedule == super::suite::Schedule::Concurrent {
+    if suite.run.schedule != super::suite::Schedule::Sequential {
         let mut seen: IndexMap<(String, u16), &String> = IndexMap::new();
         for (name, e) in &suite.engines {
             if let (Some(port), false) =

@@ -271,7 +271,11 @@ pub(crate) struct RunConfig {
     pub gpus: GpuChoice,
     /// `concurrent`: all engines up at once. `sequential`: baseline, then
     /// LMCache, each started, used by every test and stopped before the
-    /// next (Dynamo's deployments share port 8000).
+    /// next (Dynamo's deployments share port 8000). `auto`: by the GPUs
+    /// `nvidia-smi` sees when the run starts: one engine per GPU (each
+    /// given `CUDA_VISIBLE_DEVICES`) when there are enough; on one GPU the
+    /// baseline first and LMCache's engine beside it when the memory the
+    /// baseline took is free again, else one after the other.
     pub schedule: Schedule,
     /// Whether the reference's environment variables (`MODEL`,
     /// `NUM_DOCUMENTS`, `MAX_WAIT_SECONDS`, …) override the suite; each one
@@ -341,6 +345,20 @@ pub(crate) enum Schedule {
     #[default]
     Concurrent,
     Sequential,
+    /// Decided when the run starts from the GPUs present: one engine per
+    /// GPU when there are enough, else side by side on one GPU when the
+    /// first engine's measured memory fits again, else one after the other.
+    Auto,
+}
+
+impl Schedule {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Schedule::Concurrent => "concurrent",
+            Schedule::Sequential => "sequential",
+            Schedule::Auto => "auto",
+        }
+    }
 }
 
 impl RunConfig {

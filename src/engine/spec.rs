@@ -138,6 +138,29 @@ pub(crate) struct EngineSpec {
     pub health_port: Option<u16>,
 }
 
+impl EngineSpec {
+    /// Gives a started process an environment variable, unless the suite
+    /// set it for the engine (the suite wins); whether it was given.
+    pub(crate) fn give_env(&mut self, key: &str, value: &str) -> bool {
+        let Launch::Process { env, .. } = &mut self.launch else {
+            return false;
+        };
+        if env.iter().any(|(k, _)| k == key) {
+            return false;
+        }
+        env.push((key.to_string(), value.to_string()));
+        true
+    }
+
+    /// An environment variable the engine's process gets, if any.
+    pub(crate) fn env_var(&self, key: &str) -> Option<&str> {
+        let Launch::Process { env, .. } = &self.launch else {
+            return None;
+        };
+        env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
 /// Set on every engine process, so cleanup can tell our processes from a
 /// stranger that reused a PID.
 pub(crate) const RUN_ID_ENV: &str = "LMCACHE_E2E_RUN_ID";

@@ -226,6 +226,9 @@ fn engines(tail: &[&str]) -> Vec<EngineRecord> {
             after_stop_secs: Some(0.03),
             released: Some(true),
         }),
+        gpu: None,
+        kv_cache_tokens: None,
+        start: None,
         log_findings: Some(match role {
             Role::Lmcache => LogFindings {
                 warnings: 7982,
@@ -277,6 +280,8 @@ fn base(status: RunStatus, tests: Vec<TestRecord>) -> RunResults {
             models: vec!["meta-llama/Llama-3.1-8B-Instruct".into()],
             gpus: vec!["GPU 0 (22 GiB)".into(), "GPU 1 (22 GiB)".into()],
             suite_hash: None,
+            placement: None,
+            schedule: None,
             ci_build: Some("run 99, attempt 1".into()),
             artifact: Some("lmcache-e2e-results-e2e-sim-1".into()),
             artifact_url: Some(

@@ -440,9 +440,34 @@ pub(crate) struct EngineRecord {
     /// GPU memory in use around its life, where `nvidia-smi` answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory: Option<GpuMemory>,
+    /// The GPU the run gave it (`CUDA_VISIBLE_DEVICES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// Tokens its GPU KV cache holds, as it reports them once ready
+    /// (vLLM's `vllm:cache_config_info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_tokens: Option<u64>,
+    /// Whether its start found its compiled artifacts cached, as its log
+    /// says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartCache>,
     /// The WARNING and ERROR lines of its log, counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_findings: Option<LogFindings>,
+}
+
+/// What an engine's start found in the compile cache, from its log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StartCache {
+    /// `cold` (compiled), `warm` (loaded what an earlier start compiled) or
+    /// `unknown` (its log says neither).
+    pub state: String,
+    /// Seconds its log says compiling or loading the compiled graphs took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_secs: Option<f64>,
+    /// The cache directory it was given (`VLLM_CACHE_ROOT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
 }
 
 /// GPU memory in use (MiB, summed over the GPUs `nvidia-smi` sees) before
@@ -488,6 +513,13 @@ pub(crate) struct RunMeta {
     pub build_url: Option<String>,
     pub models: Vec<String>,
     pub gpus: Vec<String>,
+    /// Where the engines ran and why (`run.schedule = "auto"` decides it
+    /// from the GPUs present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    /// How the engines ran after all: `concurrent` or `sequential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// The CI's own name for the job's build: GitHub's run and attempt
     /// (`run 99, attempt 2`), Buildkite's build number (`build 7`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,7 @@ pub(crate) mod events;
 mod identity;
 pub(crate) mod merge;
 mod models;
+mod placement;
 pub(crate) mod plan;
 mod services;
 pub(crate) mod shard;
@@ -225,7 +226,8 @@ pub(crate) async fn run(
         events,
     )
     .await;
-    let outcome = finish(&mut results, ended, events, inconclusive_exit(run_cfg));
+    let exit = inconclusive_exit(run_cfg, results.meta.schedule.as_deref());
+    let outcome = finish(&mut results, ended, events, exit);
     events.emit(&Event::RunFinished(&results))?;
     Ok((results, outcome))
 }
@@ -248,10 +250,10 @@ fn say_overrides(loaded: &Loaded, events: &Events) {
 /// The exit code of a run that could not tell. Engines one after the
 /// other cannot add trials after the fact: a check that asked for them
 /// never had its budget, so it only warns.
-fn inconclusive_exit(run: &config::RunConfig) -> i32 {
-    match run.schedule {
-        Schedule::Sequential => 0,
-        Schedule::Concurrent => run.inconclusive_exit,
+fn inconclusive_exit(run: &config::RunConfig, ran: Option<&str>) -> i32 {
+    match (run.schedule, ran) {
+        (Schedule::Sequential, _) | (Schedule::Auto, Some("sequential")) => 0,
+        _ => run.inconclusive_exit,
     }
 }
 
@@ -577,17 +579,22 @@ async fn pipeline(
     )
     .await?;
     let chosen = choose_gpus(&loaded.suite, events).await?;
+    let seen = engine::gpu::snapshot().await;
     // The GPUs chosen, else every GPU the machine has (process engines
     // pick their own with CUDA_VISIBLE_DEVICES).
     results.meta.gpus = match chosen.is_empty() {
         false => chosen.iter().map(engine::gpu::GpuState::label).collect(),
-        true => engine::gpu::snapshot()
-            .await
-            .unwrap_or_default()
+        true => seen
             .iter()
+            .flatten()
             .map(engine::gpu::GpuState::label)
             .collect(),
     };
+    let placement = placement::decide(&loaded.suite, seen.as_deref());
+    if loaded.suite.run.schedule == Schedule::Auto {
+        events.info(format!("placement: {}", placement.why));
+    }
+    results.meta.placement = Some(placement.why.clone());
     let mut broken = Vec::new();
     let mut started = false;
     for (model, label) in models {
@@ -616,6 +623,7 @@ async fn pipeline(
             events,
             services: std::sync::OnceLock::new(),
             overrides: shard.map(|s| &s.params),
+            placement: &placement,
         };
         broken.extend(ctx.run(&mine, &chosen, results).await?);
     }
@@ -634,6 +642,8 @@ struct ModelRun<'a> {
     services: std::sync::OnceLock<ServiceControl<'a>>,
     /// A shard's own parameters for some of its units, by record name.
     overrides: Option<&'a IndexMap<String, TestParams>>,
+    /// Where the engines run.
+    placement: &'a placement::Placement,
 }
 
 impl ModelRun<'_> {
@@ -651,7 +661,7 @@ impl ModelRun<'_> {
         results: &mut RunResults,
     ) -> Result<Vec<Broken>, RunError> {
         let suite = &self.loaded.suite;
-        let specs: Vec<EngineSpec> = engine::resolve(
+        let mut specs: Vec<EngineSpec> = engine::resolve(
             suite,
             &results.results_dir.join("logs"),
             self.model,
@@ -659,6 +669,7 @@ impl ModelRun<'_> {
             &results.run_id,
             chosen_gpus,
         )?;
+        self.place(&mut specs);
         // Services (e.g. the LMCache server) first, and up for every phase.
         let services: Vec<&EngineSpec> = specs.iter().filter(|s| s.role == Role::Service).collect();
         let _ = self.services.set(ServiceControl::new(
@@ -672,10 +683,7 @@ impl ModelRun<'_> {
         let mut order: Vec<&EngineSpec> =
             specs.iter().filter(|s| s.role != Role::Service).collect();
         order.sort_by_key(|s| s.role);
-        let phases: Vec<Vec<&EngineSpec>> = match suite.run.schedule {
-            Schedule::Concurrent => vec![order],
-            Schedule::Sequential => order.into_iter().map(|s| vec![s]).collect(),
-        };
+        let (phases, up) = self.phases(order, results).await?;
         let targets: Vec<Target> = specs
             .iter()
             .filter(|s| s.role != Role::Service)
@@ -696,7 +704,14 @@ impl ModelRun<'_> {
             .collect();
         let last = phases.len().saturating_sub(1);
         for (i, phase) in phases.iter().enumerate() {
-            self.start_engines(phase, results).await?;
+            let fresh: Vec<&EngineSpec> = phase
+                .iter()
+                .filter(|s| !up.contains(&s.name))
+                .copied()
+                .collect();
+            if !fresh.is_empty() {
+                self.start_engines(&fresh, results).await?;
+            }
             for (run, spent, test) in runs.iter_mut() {
                 let trials = self.loaded.suite.tests[test.as_str()].trials();
                 *spent += self
@@ -738,6 +753,84 @@ impl ModelRun<'_> {
             }
         }
         Ok(broken)
+    }
+
+    /// Gives each engine the GPU its placement chose.
+    fn place(&self, specs: &mut [EngineSpec]) {
+        for spec in specs {
+            let base = spec
+                .name
+                .split('@')
+                .next()
+                .unwrap_or(&spec.name)
+                .to_string();
+            if let Some(gpu) = placement::gpu_of(&self.loaded.suite, &self.placement.layout, &base)
+            {
+                spec.give_env("CUDA_VISIBLE_DEVICES", &gpu.to_string());
+            }
+        }
+    }
+
+    /// The phases the engines run in (each phase's engines up together),
+    /// and the engines already started on the way: on a shared GPU the
+    /// first engine starts alone, and its measured memory decides whether
+    /// the others start beside it.
+    async fn phases<'s>(
+        &self,
+        order: Vec<&'s EngineSpec>,
+        results: &mut RunResults,
+    ) -> Result<(Vec<Vec<&'s EngineSpec>>, Vec<String>), RunError> {
+        let one_by_one = |order: Vec<&'s EngineSpec>| order.into_iter().map(|s| vec![s]).collect();
+        let (phases, up) = match &self.placement.layout {
+            placement::Layout::AsWritten(Schedule::Sequential) => (one_by_one(order), Vec::new()),
+            placement::Layout::AsWritten(_) | placement::Layout::PerGpu(_) => {
+                (vec![order], Vec::new())
+            }
+            placement::Layout::Shared { gpu } => {
+                let Some(first) = order.first().copied().filter(|_| order.len() > 1) else {
+                    return Ok((vec![order], Vec::new()));
+                };
+                self.start_engines(&[first], results).await?;
+                let beside = self.fits_beside(first, *gpu, results).await;
+                let phases = if beside {
+                    vec![order]
+                } else {
+                    one_by_one(order)
+                };
+                (phases, vec![first.name.clone()])
+            }
+        };
+        results.meta.schedule = Some(
+            match phases.len() {
+                1 => "concurrent",
+                _ => "sequential",
+            }
+            .into(),
+        );
+        Ok((phases, up))
+    }
+
+    /// Whether the engines after `first` fit beside it on `gpu`: the memory
+    /// it took from start to ready against what is free now. Says which.
+    async fn fits_beside(&self, first: &EngineSpec, gpu: u32, results: &RunResults) -> bool {
+        let took = results
+            .engines
+            .iter()
+            .find(|e| e.name == first.name)
+            .and_then(|e| e.gpu_memory.as_ref())
+            .and_then(|g| Some(g.at_ready_mib? - g.before_start_mib?));
+        let free = engine::gpu::snapshot()
+            .await
+            .and_then(|g| g.into_iter().find(|g| g.index == gpu))
+            .map(|g| g.memory_free_mib as f64);
+        let beside = took.zip(free).is_some_and(|(t, f)| placement::fits(t, f));
+        let (t, f) = (took.unwrap_or(f64::NAN), free.unwrap_or(f64::NAN));
+        self.events.info(if beside {
+            format!("`{}` took {t:.0} MiB of GPU {gpu} and {f:.0} MiB are free: the other engines start beside it", first.name)
+        } else {
+            format!("`{}` took {t:.0} MiB of GPU {gpu} and {f:.0} MiB are free: the other engines start after it stops", first.name)
+        });
+        beside
     }
 
     /// Runs paired trials `first..=last` of one test on a phase's engines;
@@ -1214,6 +1307,9 @@ impl ModelRun<'_> {
                     before_start_mib: Some(mib),
                     ..Default::default()
                 }),
+                gpu: spec.env_var("CUDA_VISIBLE_DEVICES").map(String::from),
+                kv_cache_tokens: None,
+                start: None,
                 log_findings: None,
             });
             self.events.say(&Event::EngineStarting {

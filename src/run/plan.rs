@@ -80,6 +80,20 @@ fn pairing_line(run: &crate::config::RunConfig) -> String {
     )
 }
 
+/// Where the engines would run on this machine, from the GPUs seen now
+/// (`gpus`); said only when the suite leaves it to the run.
+pub(crate) fn placement_line(
+    loaded: &Loaded,
+    gpus: Option<&[crate::engine::gpu::GpuState]>,
+) -> Option<String> {
+    (loaded.suite.run.schedule == Schedule::Auto).then(|| {
+        format!(
+            "placement on this machine now: {}",
+            super::placement::decide(&loaded.suite, gpus).why
+        )
+    })
+}
+
 /// The plan, a line at a time.
 pub(crate) fn lines(
     loaded: &Loaded,
@@ -94,6 +108,7 @@ pub(crate) fn lines(
         match suite.run.schedule {
             Schedule::Concurrent => "up together",
             Schedule::Sequential => "one after the other (baseline first)",
+            Schedule::Auto => "placed by the GPUs present (run.schedule = \"auto\")",
         },
         results_dir.display()
     )];
