@@ -903,6 +903,10 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
             "DURATIONS_FROM",
             previous_run(work.path()).display().to_string(),
         ),
+        (
+            "ENGINE_CACHE",
+            work.path().join("engine-cache").display().to_string(),
+        ),
     ];
     // Every property has a value here, but `preset`, `results-dir` (checked
     // below) and `set` (as SET_0, SET_1).
@@ -942,12 +946,21 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
                 "SEQUENTIAL",
                 "NO_CONTROLS",
                 "OVERWRITE",
+                "ENGINE_CACHE",
             ]
             .contains(k)
         })
         .map(|(k, v)| (*k, v.clone()))
         .collect();
     let mut hit = reached(&named, &argv, &env);
+    // The engine cache is a suite key, given as one.
+    let cache = work.path().join("engine-cache");
+    assert!(
+        argv.iter()
+            .any(|a| *a == format!("run.engine_cache={}", cache.display())),
+        "{argv:?}"
+    );
+    assert!(cache.join("vllm").is_dir(), "the cache directory is made");
     for flag in [
         "--pr-comment",
         "--buildkite-upload",

@@ -527,3 +527,79 @@ fn auto_placement_gives_each_engine_its_own_gpu_when_there_are_two() {
     );
     assert_eq!(results(&results_dir)["meta"]["schedule"], "concurrent");
 }
+
+#[test]
+fn an_engine_cache_kept_between_runs_makes_the_next_start_warm_and_says_so() {
+    let dir = tempdir();
+    let tag = format!("cache-{}", std::process::id());
+    // Compiles (and keeps the result in VLLM_CACHE_ROOT) unless an earlier
+    // start kept it, writing the lines vLLM 0.26 writes either way.
+    let program = dir.path().join("vllm-stand-in");
+    executable(
+        &program,
+        &format!(
+            "#!/bin/sh\nc=\"$VLLM_CACHE_ROOT/torch_compile_cache\"\n\
+             if [ -e \"$c/graph\" ]; then echo \"(EngineCore pid=$$) INFO 12-06 10:00:01 [backends.py:292] Directly load the compiled graph(s) for compile range (1, 8192) from the cache, took 0.500 s\"\n\
+             else mkdir -p \"$c\" && touch \"$c/graph\" && echo \"(EngineCore pid=$$) INFO 12-06 10:00:01 [backends.py:393] Compiling a graph for compile range (1, 8192) takes 1.20 s\"; fi\n\
+             echo \"(EngineCore pid=$$) INFO 12-06 10:00:02 [monitor.py:53] torch.compile took 1.50 s in total\"\n\
+             echo \"$TRITON_CACHE_DIR\" > '{}/'\"$1\".triton\n\
+             exec '{}' sim serve --port \"$2\" --served-model-name {tag}\n",
+            dir.path().display(),
+            env!("CARGO_BIN_EXE_lmcache-e2e"),
+        ),
+    );
+    let engine = |role: &str| {
+        format!(
+            "[engines.{role}]\nrole = \"{role}\"\nkind = \"process\"\ncommand = {:?}\n\
+             args = [\"{role}\", \"{{port}}\"]\n",
+            program.display().to_string()
+        )
+    };
+    let cache = dir.path().join("engine-cache");
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "[run]\nname = \"cache\"\nschedule = \"sequential\"\nengine_cache = {:?}\n{}{}\
+             [tests.determinism]\nkind = \"determinism\"\nmax_tokens = 4\nstore_load_pause_secs = 0\n\
+             [tests.determinism.checks.identical]\nmetric = \"mismatched_outputs\"\nmax = 0\n",
+            cache.display().to_string(),
+            engine("baseline"),
+            engine("lmcache")
+        ),
+    )
+    .unwrap();
+    let states = |results_dir: &Path| -> Vec<String> {
+        results(results_dir)["engines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["start"]["state"].as_str().unwrap_or("none").to_string())
+            .collect()
+    };
+    let first = dir.path().join("r1");
+    let out = run(&mut ci_suite(&suite, &first), Duration::from_secs(60));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // The baseline compiled; LMCache's engine, after it, found the graph.
+    assert_eq!(states(&first), ["cold", "warm"]);
+    assert!(
+        stderr.contains("engine `baseline`: cold start (torch.compile 1.5 s)"),
+        "{stderr}"
+    );
+    let r = results(&first);
+    assert_eq!(
+        r["engines"][0]["start"]["dir"],
+        cache.join("vllm").display().to_string()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("baseline.triton"))
+            .unwrap()
+            .trim(),
+        cache.join("triton").display().to_string()
+    );
+    let second = dir.path().join("r2");
+    let out = run(&mut ci_suite(&suite, &second), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert_eq!(states(&second), ["warm", "warm"]);
+}

@@ -34,6 +34,9 @@ while IFS= read -r line; do
   line=${line%"${line##*[![:space:]]}"}
   [ -n "$line" ] && args+=(--set "$line")
 done <<<"${LMCACHE_E2E_SET:-}"
+if [ -n "${LMCACHE_E2E_ENGINE_CACHE:-}" ]; then
+  args+=(--set "run.engine_cache=$LMCACHE_E2E_ENGINE_CACHE")
+fi
 if [ "${LMCACHE_E2E_SEQUENTIAL:-false}" = true ]; then
   args+=(--sequential)
 fi

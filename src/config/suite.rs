@@ -297,6 +297,16 @@ pub(crate) struct RunConfig {
     /// that says "fail" fails; the headline says "could not tell" either
     /// way.
     pub inconclusive_exit: i32,
+    /// A directory kept between CI runs where the engines keep what their
+    /// start compiles (vLLM's torch.compile cache, Triton, Inductor,
+    /// FlashInfer and CUDA kernels): each started engine is given
+    /// `VLLM_CACHE_ROOT`, `TRITON_CACHE_DIR`, `TORCHINDUCTOR_CACHE_DIR`,
+    /// `FLASHINFER_WORKSPACE_BASE` and `CUDA_CACHE_PATH` under it, unless
+    /// the suite or the job's environment sets them. Each tool keys its
+    /// entries by version, model and arguments, so one directory serves
+    /// every engine; the results say per engine whether its start was cold
+    /// or warm.
+    pub engine_cache: Option<PathBuf>,
 }
 
 #[derive(
@@ -389,6 +399,7 @@ impl Default for RunConfig {
             holm: true,
             pairing: Pairing::Alternate,
             inconclusive_exit: 1,
+            engine_cache: None,
         }
     }
 }

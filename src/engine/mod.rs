@@ -15,6 +15,7 @@ mod process;
 mod readiness;
 mod simulated;
 mod spec;
+pub(crate) mod startlog;
 mod supervisor;
 
 use std::path::{Path, PathBuf};

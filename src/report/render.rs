@@ -761,6 +761,16 @@ fn models_served(results: &RunResults) -> Vec<String> {
     }
 }
 
+/// How long an engine took to serve, and whether its start compiled
+/// (cold) or loaded what an earlier start compiled (warm).
+fn ready_cell(e: &crate::results::EngineRecord) -> String {
+    let ready = opt_number(e.ready_secs, "s");
+    match e.start.as_ref().map(|s| s.state.as_str()) {
+        Some(state @ ("cold" | "warm")) if e.ready_secs.is_some() => format!("{ready}, {state}"),
+        _ => ready,
+    }
+}
+
 /// The engine table stays open when an engine failed, logged errors or
 /// kept GPU memory; otherwise it folds.
 fn engines_need_a_look(results: &RunResults) -> bool {
@@ -795,7 +805,7 @@ fn context(
             role: e.role.to_string(),
             kind: md_escape(&e.kind),
             url: md_escape(&e.url),
-            ready: opt_number(e.ready_secs, "s"),
+            ready: ready_cell(e),
             version: e.version.as_deref().map_or("–".to_string(), md_escape),
             gpu: gpu_memory_cell(e.gpu_memory.as_ref()),
             log: log_cell(e.log_findings.as_ref()),

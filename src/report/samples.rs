@@ -226,9 +226,21 @@ fn engines(tail: &[&str]) -> Vec<EngineRecord> {
             after_stop_secs: Some(0.03),
             released: Some(true),
         }),
-        gpu: None,
-        kv_cache_tokens: None,
-        start: None,
+        gpu: Some(match role {
+            Role::Lmcache => "1".into(),
+            _ => "0".into(),
+        }),
+        kv_cache_tokens: Some(163_792),
+        // The baseline compiled; LMCache's engine found its graphs cached.
+        start: Some(crate::results::StartCache {
+            state: match role {
+                Role::Lmcache => "warm".into(),
+                _ => "cold".into(),
+            },
+            compile_secs: Some(35.21),
+            init_secs: Some(203.67),
+            dir: Some("/var/cache/lmcache-e2e/vllm".into()),
+        }),
         log_findings: Some(match role {
             Role::Lmcache => LogFindings {
                 warnings: 7982,
@@ -280,8 +292,8 @@ fn base(status: RunStatus, tests: Vec<TestRecord>) -> RunResults {
             models: vec!["meta-llama/Llama-3.1-8B-Instruct".into()],
             gpus: vec!["GPU 0 (22 GiB)".into(), "GPU 1 (22 GiB)".into()],
             suite_hash: None,
-            placement: None,
-            schedule: None,
+            placement: Some("2 GPUs for 2 engines: one engine per GPU, started together (`baseline` on GPU 0, `lmcache` on GPU 1)".into()),
+            schedule: Some("concurrent".into()),
             ci_build: Some("run 99, attempt 1".into()),
             artifact: Some("lmcache-e2e-results-e2e-sim-1".into()),
             artifact_url: Some(

@@ -465,9 +465,33 @@ pub(crate) struct StartCache {
     /// Seconds its log says compiling or loading the compiled graphs took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compile_secs: Option<f64>,
+    /// Seconds its log says the engine's initialisation took (profile, KV
+    /// cache, warm-up, compiling included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_secs: Option<f64>,
     /// The cache directory it was given (`VLLM_CACHE_ROOT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
+}
+
+/// `warm start (torch.compile 9.8 s, init 40.1 s)`, as reports say it.
+pub(crate) fn start_said(s: &StartCache) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = s.compile_secs {
+        parts.push(format!("torch.compile {c:.1} s"));
+    }
+    if let Some(i) = s.init_secs {
+        parts.push(format!("init {i:.1} s"));
+    }
+    let head = match s.state.as_str() {
+        "eager" => "eager (nothing compiled)".to_string(),
+        "unknown" => "start (compile cache not said)".to_string(),
+        state => format!("{state} start"),
+    };
+    match parts.is_empty() {
+        true => head,
+        false => format!("{head} ({})", parts.join(", ")),
+    }
 }
 
 /// GPU memory in use (MiB, summed over the GPUs `nvidia-smi` sees) before

@@ -670,6 +670,7 @@ impl ModelRun<'_> {
             chosen_gpus,
         )?;
         self.place(&mut specs);
+        self.give_cache(&mut specs);
         // Services (e.g. the LMCache server) first, and up for every phase.
         let services: Vec<&EngineSpec> = specs.iter().filter(|s| s.role == Role::Service).collect();
         let _ = self.services.set(ServiceControl::new(
@@ -767,6 +768,30 @@ impl ModelRun<'_> {
             if let Some(gpu) = placement::gpu_of(&self.loaded.suite, &self.placement.layout, &base)
             {
                 spec.give_env("CUDA_VISIBLE_DEVICES", &gpu.to_string());
+            }
+        }
+    }
+
+    /// Points each started engine's compile caches into
+    /// `run.engine_cache`, where the suite and the job leave them unset.
+    fn give_cache(&self, specs: &mut [EngineSpec]) {
+        let Some(dir) = &self.loaded.suite.run.engine_cache else {
+            return;
+        };
+        for (var, sub) in engine::startlog::CACHE_ENV {
+            if std::env::var_os(var).is_some() {
+                continue;
+            }
+            let path = std::path::absolute(dir.join(sub)).unwrap_or_else(|_| dir.join(sub));
+            if let Err(e) = std::fs::create_dir_all(&path) {
+                self.events.info(format!(
+                    "warning: failed to create the engine cache {}: {e}; engines start cold",
+                    path.display()
+                ));
+                return;
+            }
+            for spec in specs.iter_mut().filter(|s| s.role != Role::Service) {
+                spec.give_env(var, &path.display().to_string());
             }
         }
     }
@@ -1349,8 +1374,13 @@ impl ModelRun<'_> {
                 Ok(c) if spec.role != Role::Service => Some(Identity::of(&c).await),
                 _ => None,
             };
+            let start = spec
+                .log
+                .as_deref()
+                .and_then(|l| engine::startlog::read(l, spec.env_var("VLLM_CACHE_ROOT")));
             if let Some(e) = results.engines.iter_mut().find(|e| e.name == spec.name) {
                 e.ready_secs = Some(took.as_secs_f64());
+                e.start = start;
                 if let Some(said) = said {
                     e.version = said.version;
                     e.served_models = said.served;
@@ -1364,6 +1394,18 @@ impl ModelRun<'_> {
                 name: &spec.name,
                 secs: took.as_secs_f64(),
             });
+            if let Some(s) = results
+                .engines
+                .iter()
+                .find(|e| e.name == spec.name)
+                .and_then(|e| e.start.as_ref())
+            {
+                self.events.info(format!(
+                    "engine `{}`: {}",
+                    spec.name,
+                    crate::results::start_said(s)
+                ));
+            }
         }
         Ok(self.events.emit(&Event::Checkpoint(results))?)
     }

@@ -1,0 +1,117 @@
+//! What an engine's start log says about its compile cache: whether vLLM
+//! compiled its graphs (cold), loaded them from an earlier start (warm) or
+//! compiles nothing (eager), and how long compiling and its engine's
+//! initialisation took, from the lines vLLM 0.26 writes.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::results::StartCache;
+
+/// The environment variables an engine cache directory sets, and the
+/// folder of each under it.
+pub(crate) const CACHE_ENV: &[(&str, &str)] = &[
+    ("VLLM_CACHE_ROOT", "vllm"),
+    ("TRITON_CACHE_DIR", "triton"),
+    ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
+    ("FLASHINFER_WORKSPACE_BASE", "flashinfer"),
+    ("CUDA_CACHE_PATH", "cuda"),
+];
+
+/// Read at most this much of a log's start.
+const MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The number after `marker` up to its next space (`took 35.21 s`).
+fn secs_after(line: &str, marker: &str) -> Option<f64> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Reads the compile-cache state from a start log's text; `None` when the
+/// log shows no engine of vLLM's (another server).
+pub(crate) fn from_text(text: &str, dir: Option<&str>) -> Option<StartCache> {
+    let (mut cold, mut warm, mut eager) = (false, false, false);
+    let (mut compile, mut init) = (None, None);
+    for line in text.lines() {
+        if line.contains("Compiling a graph for compile range") {
+            cold = true;
+        } else if line.contains("Directly load the compiled graph")
+            || line.contains("Directly load AOT compilation")
+        {
+            warm = true;
+        } else if line.contains("Enforce eager set, disabling torch.compile") {
+            eager = true;
+        }
+        if let Some(s) = secs_after(line, "torch.compile took ")
+            .or_else(|| secs_after(line, "initial profiling/warmup run together took "))
+        {
+            compile = Some(s);
+        }
+        if let Some(s) = secs_after(
+            line,
+            "init engine (profile, create kv cache, warmup model) took ",
+        ) {
+            init = Some(s);
+        }
+    }
+    let state = match (cold, warm, eager) {
+        (true, _, _) => "cold",
+        (false, true, _) => "warm",
+        (false, false, true) => "eager",
+        _ if init.is_some() => "unknown",
+        _ => return None,
+    };
+    Some(StartCache {
+        state: state.into(),
+        compile_secs: compile,
+        init_secs: init,
+        dir: dir.map(String::from),
+    })
+}
+
+/// Reads it from the log file.
+pub(crate) fn read(path: &Path, dir: Option<&str>) -> Option<StartCache> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_BYTES)
+        .read_to_string(&mut text)
+        .ok()?;
+    from_text(&text, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The H200's cold baseline start (docs/runs/2026-12-02-…/logs).
+    const COLD: &str = "\
+(EngineCore pid=784) INFO 12-02 06:28:21 [backends.py:1094] Using cache directory: /root/.cache/vllm/torch_compile_cache/5c952a6615/rank_0_0/backbone for vLLM's torch.compile
+(EngineCore pid=784) INFO 12-02 06:28:21 [backends.py:1155] Dynamo bytecode transform time: 12.43 s
+(EngineCore pid=784) INFO 12-02 06:28:29 [backends.py:378] Cache the graph of compile range (1, 8192) for later use
+(EngineCore pid=784) INFO 12-02 06:28:36 [backends.py:393] Compiling a graph for compile range (1, 8192) takes 14.55 s
+(EngineCore pid=784) INFO 12-02 06:28:43 [monitor.py:53] torch.compile took 35.21 s in total
+(EngineCore pid=784) INFO 12-02 06:31:31 [core.py:340] init engine (profile, create kv cache, warmup model) took 203.67 s (compilation: 35.21 s)
+";
+
+    #[test]
+    fn a_cold_start_compiles_and_says_how_long() {
+        let s = from_text(COLD, Some("/c/vllm")).unwrap();
+        assert_eq!(s.state, "cold");
+        assert_eq!(s.compile_secs, Some(35.21));
+        assert_eq!(s.init_secs, Some(203.67));
+        assert_eq!(s.dir.as_deref(), Some("/c/vllm"));
+    }
+
+    #[test]
+    fn a_warm_start_loads_and_eager_and_other_servers_are_told_apart() {
+        // vLLM 0.26's line when the compiled graph comes from the cache.
+        let warm = "(EngineCore pid=9) INFO 12-06 10:00:01 [backends.py:292] Directly load the compiled graph(s) for compile range (1, 8192) from the cache, took 2.113 s\n\
+                    (EngineCore pid=9) INFO 12-06 10:00:02 [monitor.py:53] torch.compile took 9.80 s in total\n";
+        let s = from_text(warm, None).unwrap();
+        assert_eq!((s.state.as_str(), s.compile_secs), ("warm", Some(9.8)));
+        let eager = "(APIServer pid=1108) WARNING 12-02 07:16:38 [vllm.py:1163] Enforce eager set, disabling torch.compile and CUDAGraphs.\n";
+        assert_eq!(from_text(eager, None).unwrap().state, "eager");
+        assert_eq!(from_text("llama server listening\n", None), None);
+    }
+}
