@@ -543,3 +543,56 @@ fn paired_together_the_engines_serve_a_trial_at_once() {
         "{notes}"
     );
 }
+
+#[test]
+fn long_doc_qa_sizes_its_documents_to_the_gpu_cache_the_engine_reports() {
+    let dir = tempdir();
+    // The sim preset's engines report 4,096 tokens of GPU KV cache, as
+    // vLLM does in `vllm:cache_config_info`; 2.5 caches of 2,000-token
+    // documents are six of them, under the cap of eight.
+    let sets = [
+        "tests.long_doc_qa.num_documents=8",
+        "tests.long_doc_qa.overflow_gpu_cache=2.5",
+        "tests.long_doc_qa.prewarmup_prompts=1",
+        "tests.long_doc_qa.trials=2",
+        "tests.long_doc_qa.max_trials=2",
+    ];
+    let out = run(&mut ldqa(dir.path(), &sets), LIMIT);
+    let (_, stderr) = text(&out);
+    assert_ne!(out.status.code(), Some(2), "{stderr}");
+    let r = results(dir.path());
+    let said = "documents per trial: 6 of 2000 tokens (2.93 × the 4096 tokens of GPU KV cache `baseline` reports, at most num_documents = 8)";
+    let notes = &r["tests"][0]["notes"];
+    assert!(
+        notes.as_array().unwrap().iter().any(|n| n == said),
+        "{notes}\n{stderr}"
+    );
+    assert!(stderr.contains(said), "{stderr}");
+    // Every trial asked about six documents twice (repeat_count = 2), on
+    // both engines.
+    for role in ["baseline", "lmcache"] {
+        let csv =
+            std::fs::read_to_string(dir.path().join(format!("long_doc_qa/{role}_requests.csv")))
+                .unwrap();
+        assert_eq!(
+            csv.lines().filter(|l| l.starts_with("query,")).count(),
+            12,
+            "{role}"
+        );
+        let trial2 = std::fs::read_to_string(
+            dir.path()
+                .join(format!("long_doc_qa/{role}_trial2_requests.csv")),
+        )
+        .unwrap();
+        assert_eq!(
+            trial2.lines().filter(|l| l.starts_with("query,")).count(),
+            12,
+            "{role}"
+        );
+    }
+    let engines = r["engines"].as_array().unwrap();
+    assert!(
+        engines.iter().all(|e| e["kv_cache_tokens"] == 4096),
+        "{engines:?}"
+    );
+}

@@ -98,6 +98,33 @@ fn label_value<'a>(labels: &'a str, label: &str) -> Option<&'a str> {
     }
 }
 
+/// Tokens the engine's GPU KV cache holds, as vLLM 0.26's
+/// `vllm:cache_config_info` says: its `kv_cache_size_tokens` label, else
+/// `num_gpu_blocks` × `block_size`; summed over engines (data parallel).
+pub(crate) fn kv_cache_tokens(text: &str) -> Option<u64> {
+    let mut total: Option<u64> = None;
+    for line in text.lines().map(str::trim) {
+        if !line.starts_with("vllm:cache_config_info{") {
+            continue;
+        }
+        let Some((_, labels, _)) = sample(line) else {
+            continue;
+        };
+        let number = |label: &str| {
+            label_value(labels, label)?
+                .parse::<u64>()
+                .ok()
+                .filter(|v| *v > 0)
+        };
+        let tokens = number("kv_cache_size_tokens")
+            .or_else(|| number("num_gpu_blocks")?.checked_mul(number("block_size")?));
+        if let Some(t) = tokens {
+            total = Some(total.unwrap_or(0).saturating_add(t));
+        }
+    }
+    total
+}
+
 /// Where the label set that `labels` opens ends (just past its `}`),
 /// honouring quoted values with escapes.
 fn label_end(labels: &str) -> Option<usize> {
@@ -119,6 +146,26 @@ fn label_end(labels: &str) -> Option<usize> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_kv_capacity_is_read_from_vllms_cache_config() {
+        // vLLM 0.26 on an H200 at 0.25 of its memory (tests/fixtures/vllm).
+        let h200 = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/vllm/metrics-baseline-before.prom"
+        ))
+        .unwrap();
+        assert_eq!(kv_cache_tokens(&h200), Some(163_792));
+        // Without the tokens label: blocks × block size.
+        let older =
+            r#"vllm:cache_config_info{block_size="16",engine="0",num_gpu_blocks="2048"} 1.0"#;
+        assert_eq!(kv_cache_tokens(older), Some(32_768));
+        assert_eq!(
+            kv_cache_tokens(r#"vllm:cache_config_info{num_gpu_blocks="None"} 1.0"#),
+            None
+        );
+        assert_eq!(kv_cache_tokens("process_start_time_seconds 1.7e9"), None);
+    }
 
     #[test]
     fn samples_are_summed_over_labels() {

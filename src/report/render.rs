@@ -337,6 +337,31 @@ fn gpu_memory_cell(g: Option<&crate::results::GpuMemory>) -> String {
     }
 }
 
+/// Its GPU memory, the GPU it was given and the KV cache it reported.
+fn gpu_cell(e: &crate::results::EngineRecord) -> String {
+    let mut cell = gpu_memory_cell(e.gpu_memory.as_ref());
+    if let Some(g) = &e.gpu {
+        cell = format!("GPU {g}: {cell}");
+    }
+    if let Some(kv) = e.kv_cache_tokens {
+        cell.push_str(&format!("; KV cache {} tokens", thousands(kv)));
+    }
+    cell
+}
+
+/// `163792` as `163,792`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn log_cell(f: Option<&crate::results::LogFindings>) -> String {
     match f {
         None => "–".to_string(),
@@ -807,7 +832,7 @@ fn context(
             url: md_escape(&e.url),
             ready: ready_cell(e),
             version: e.version.as_deref().map_or("–".to_string(), md_escape),
-            gpu: gpu_memory_cell(e.gpu_memory.as_ref()),
+            gpu: gpu_cell(e),
             log: log_cell(e.log_findings.as_ref()),
             findings: findings_lines(e.log_findings.as_ref()),
             // Log tails matter when something went wrong.

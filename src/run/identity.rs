@@ -14,16 +14,18 @@ pub(crate) struct Identity {
     pub served: Vec<String>,
     /// Unix seconds, where the server says.
     pub started: Option<f64>,
+    /// Tokens its GPU KV cache holds, where it says (vLLM).
+    pub kv_cache_tokens: Option<u64>,
 }
 
 impl Identity {
     /// Asks the server; names are cut and capped: the answer is the
     /// server's.
     pub(crate) async fn of(c: &OpenAiClient) -> Self {
-        let (models, version, started) = tokio::join!(
+        let (models, version, (started, kv_cache_tokens)) = tokio::join!(
             c.models(Duration::from_secs(5)),
             c.server_version(),
-            started(c)
+            from_metrics(c)
         );
         let served = models
             .unwrap_or_default()
@@ -35,6 +37,7 @@ impl Identity {
             version,
             served,
             started,
+            kv_cache_tokens,
         }
     }
 
@@ -44,6 +47,7 @@ impl Identity {
             version: rec.version.clone(),
             served: rec.served_models.clone(),
             started: rec.process_started_unix,
+            kv_cache_tokens: rec.kv_cache_tokens,
         }
     }
 
@@ -86,13 +90,22 @@ impl Identity {
     }
 }
 
-/// `process_start_time_seconds` from the server's `/metrics`, when it has one.
-async fn started(c: &OpenAiClient) -> Option<f64> {
-    let text = c.scrape(&format!("{}/metrics", c.base())).await.ok()??;
-    prometheus::parse(&text)
+/// `process_start_time_seconds` and the GPU KV capacity from the server's
+/// `/metrics`, when it has them.
+async fn from_metrics(c: &OpenAiClient) -> (Option<f64>, Option<u64>) {
+    let Some(text) = c
+        .scrape(&format!("{}/metrics", c.base()))
+        .await
+        .ok()
+        .flatten()
+    else {
+        return (None, None);
+    };
+    let started = prometheus::parse(&text)
         .get("process_start_time_seconds")
         .copied()
-        .filter(|s| s.is_finite() && *s > 0.0)
+        .filter(|s| s.is_finite() && *s > 0.0);
+    (started, prometheus::kv_cache_tokens(&text))
 }
 
 #[cfg(test)]
@@ -104,6 +117,7 @@ mod tests {
             version: Some(version.into()),
             served: vec!["m".into()],
             started,
+            kv_cache_tokens: None,
         }
     }
 

@@ -1385,6 +1385,7 @@ impl ModelRun<'_> {
                     e.version = said.version;
                     e.served_models = said.served;
                     e.process_started_unix = said.started;
+                    e.kv_cache_tokens = said.kv_cache_tokens;
                 }
                 if let Some(g) = e.gpu_memory.as_mut() {
                     g.at_ready_mib = gpu_ready;

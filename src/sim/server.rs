@@ -321,6 +321,14 @@ async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
             finished,
         )],
     );
+    // vLLM's cache configuration, as an info gauge (its GPU KV capacity).
+    let blocks = sim.opts.cache_tokens / GPU_BLOCK_TOKENS as u64;
+    let _ = writeln!(
+        text,
+        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\n\
+         vllm:cache_config_info{{block_size=\"{GPU_BLOCK_TOKENS}\",enable_prefix_caching=\"True\",engine=\"0\",kv_cache_size_tokens=\"{}\",num_gpu_blocks=\"{blocks}\"}} 1.0",
+        blocks * GPU_BLOCK_TOKENS as u64
+    );
     // prometheus_client's process collector, as vLLM's and SGLang's serve it.
     let _ = writeln!(
         text,

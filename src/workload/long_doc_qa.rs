@@ -61,6 +61,12 @@ pub(crate) struct LongDocQaParams {
     pub eos_token_id: Option<u32>,
     /// long_doc_qa.py's `--completions`: `"completions"` instead of chat.
     pub endpoint: Api,
+    /// Size the documents to the engine: enough documents of
+    /// `document_length` to hold this many times the GPU KV cache the
+    /// first engine reports once ready (vLLM's `vllm:cache_config_info`),
+    /// at most `num_documents`; so the query round finds them evicted from
+    /// the GPU on an L4 as on an H200. Unset: `num_documents` as written.
+    pub overflow_gpu_cache: Option<f64>,
 }
 
 impl Default for LongDocQaParams {
@@ -80,8 +86,21 @@ impl Default for LongDocQaParams {
             min_tokens: None,
             eos_token_id: None,
             endpoint: Api::Chat,
+            overflow_gpu_cache: None,
         }
     }
+}
+
+/// Documents of `length` tokens that hold `factor` times `kv_tokens`, at
+/// most `most` and at least one.
+pub(crate) fn documents_to_overflow(
+    kv_tokens: u64,
+    factor: f64,
+    length: usize,
+    most: usize,
+) -> usize {
+    let want = (kv_tokens as f64 * factor / length.max(1) as f64).ceil();
+    (want as usize).clamp(1, most.max(1))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -117,6 +136,15 @@ impl LongDocQaParams {
         }
         if self.min_tokens.is_some_and(|n| n > self.output_len) {
             return invalid(Some("min_tokens"), "must not exceed output_len");
+        }
+        if self
+            .overflow_gpu_cache
+            .is_some_and(|f| !(f.is_finite() && f > 0.0))
+        {
+            return invalid(
+                Some("overflow_gpu_cache"),
+                "must be above 0 (1.5: documents holding one and a half GPU caches)",
+            );
         }
         Ok(())
     }
@@ -659,6 +687,8 @@ pub(crate) struct LongDocQa {
     attempt: u32,
     /// Query TTFTs per role, per trial, for the paired statistics.
     query_ttfts: IndexMap<Role, Vec<Vec<f64>>>,
+    /// How the document count was chosen, when sized to the engine.
+    sizing: Option<String>,
 }
 
 impl LongDocQa {
@@ -667,6 +697,7 @@ impl LongDocQa {
             params,
             attempt,
             query_ttfts: IndexMap::new(),
+            sizing: None,
         }
     }
 
@@ -721,6 +752,46 @@ impl LongDocQa {
 }
 
 impl Workload for LongDocQa {
+    /// Sizes the documents to the first engine's GPU KV cache, once: every
+    /// trial and both engines then get the same count.
+    fn plan<'a>(
+        &'a mut self,
+        ctx: &'a Ctx<'a>,
+        first: Role,
+    ) -> BoxFuture<'a, Result<(), WorkloadError>> {
+        Box::pin(async move {
+            let Some(factor) = self.params.overflow_gpu_cache else {
+                return Ok(());
+            };
+            let (target, client) = ctx.engine(first)?;
+            let kv = client
+                .scrape(&format!("{}/metrics", client.base()))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|t| crate::client::prometheus::kv_cache_tokens(&t));
+            let (most, length) = (self.params.num_documents, self.params.document_length);
+            let said = match kv {
+                Some(kv) => {
+                    let n = documents_to_overflow(kv, factor, length, most);
+                    self.params.num_documents = n;
+                    format!(
+                        "documents per trial: {n} of {length} tokens ({:.2} × the {kv} tokens of GPU KV cache `{}` reports, at most num_documents = {most})",
+                        (n * length) as f64 / kv as f64,
+                        target.name
+                    )
+                }
+                None => format!(
+                    "documents per trial: {most} (num_documents): `{}` reports no GPU KV capacity (vllm:cache_config_info) to size them by",
+                    target.name
+                ),
+            };
+            (ctx.say)(said.clone());
+            self.sizing = Some(said);
+            Ok(())
+        })
+    }
+
     fn run<'a>(
         &'a mut self,
         ctx: &'a Ctx<'a>,
@@ -759,6 +830,9 @@ impl Workload for LongDocQa {
     /// Mean TTFT per round, baseline against LMCache: the cache's effect at
     /// a glance (the query round should drop).
     fn finish(&mut self, _ctx: &Ctx<'_>, out: &mut Output) -> Result<(), WorkloadError> {
+        if let Some(s) = self.sizing.as_ref().filter(|s| !out.notes.contains(s)) {
+            out.notes.push(s.clone());
+        }
         // Per prompt, per trial: the finest pairing the bootstrap can use.
         if let (Some(b), Some(l)) = (
             self.query_ttfts.get(&Role::Baseline),
@@ -814,6 +888,20 @@ mod tests {
     fn documents_and_prewarmup_prompts_match_the_reference() {
         assert_eq!(document(3, 4), "3 hi hi hi hi");
         assert_eq!(prewarmup_prompt(0, 3), "0xxhi hi hi");
+    }
+
+    #[test]
+    fn documents_overflow_the_gpu_cache_the_engine_reports() {
+        // vLLM 0.26 + Llama-3.1-8B at 0.25 of an H200 reported 163,792
+        // tokens (tests/fixtures/vllm); 1.5 caches of 10,000-token documents.
+        assert_eq!(documents_to_overflow(163_792, 1.5, 10_000, 30), 25);
+        // An L4 (23,034 MiB) at 0.9: about 47,000 tokens beside the 15 GiB
+        // of weights, as `recommend` computes it (no L4 has reported one to
+        // us), with the 10,000-token documents it writes there.
+        assert_eq!(documents_to_overflow(47_000, 1.5, 10_000, 39), 8);
+        // The most the suite allows (LMCache's CPU cache) caps it.
+        assert_eq!(documents_to_overflow(1_000_000, 1.5, 10_000, 30), 30);
+        assert_eq!(documents_to_overflow(0, 1.5, 10_000, 30), 1);
     }
 
     #[test]
