@@ -24,10 +24,28 @@ pub(crate) fn evaluate(
     metrics: &IndexMap<Role, IndexMap<String, Metric>>,
     paired: &Paired,
 ) -> Vec<CheckOutcome> {
+    evaluate_looking(checks, metrics, paired, evidence::Looks::ONE)
+}
+
+/// As [`evaluate`], for a test that looks at its evidence after each
+/// trial: a check that may add trials judges an interval at its look's
+/// share of the false-alarm budget.
+pub(crate) fn evaluate_looking(
+    checks: &IndexMap<String, CheckConfig>,
+    metrics: &IndexMap<Role, IndexMap<String, Metric>>,
+    paired: &Paired,
+    looks: evidence::Looks,
+) -> Vec<CheckOutcome> {
     checks
         .iter()
         .filter(|(_, c)| c.enabled)
-        .map(|(name, c)| evaluate_one(name, c, metrics, paired))
+        .map(|(name, c)| {
+            let looks = match c.on_inconclusive.wants_more_trials() {
+                true => looks,
+                false => evidence::Looks::ONE,
+            };
+            evaluate_one(name, c, metrics, paired, looks)
+        })
         .collect()
 }
 
@@ -80,6 +98,7 @@ fn evaluate_one(
     c: &CheckConfig,
     metrics: &IndexMap<Role, IndexMap<String, Metric>>,
     paired: &Paired,
+    looks: evidence::Looks,
 ) -> CheckOutcome {
     let metric = |role: Role| {
         metrics
@@ -112,7 +131,7 @@ fn evaluate_one(
     let relative = (kind == CheckKind::Relative)
         .then(|| paired.get(&c.metric))
         .flatten()
-        .and_then(|t| evidence::change_interval(t))
+        .and_then(|t| evidence::change_interval_at(t, looks.level()))
         .filter(|e| e.point.is_finite());
     // A paired estimate replaces the change of the means: the interval is
     // its interval, and the two must agree.
@@ -123,13 +142,7 @@ fn evaluate_one(
     let interval = evidence
         .and_then(|m| m.interval)
         .or(relative.as_ref().map(|e| e.interval));
-    let method = match &relative {
-        Some(e) => Some(e.method),
-        // An absolute value with a p-value and an interval is MMLU's drop.
-        None => evidence
-            .filter(|m| m.p.is_some() && m.interval.is_some())
-            .map(|_| evidence::MCNEMAR),
-    };
+    let method = method_of(relative.as_ref(), evidence, looks);
     let verdict = match value.map(|v| judge(v, interval, op, threshold)) {
         Some(Judged::Within) => Verdict::Pass,
         Some(Judged::Straddles) => Verdict::Inconclusive,
@@ -166,11 +179,33 @@ fn evaluate_one(
             .and_then(|m| m.n)
             .or(relative.as_ref().map(|e| e.n)),
         p: evidence.and_then(|m| m.p),
-        method: method.map(String::from),
+        method,
         p_adjusted: None,
         on_inconclusive: c.on_inconclusive,
         every_trial,
         worst_trial: worst.map(|(t, _)| t),
+    }
+}
+
+/// How the check's evidence was weighed, as results name it.
+fn method_of(
+    relative: Option<&evidence::Estimate>,
+    absolute: Option<&Metric>,
+    looks: evidence::Looks,
+) -> Option<String> {
+    match relative {
+        Some(e) if looks.sequential() => Some(format!(
+            "{}; {} (look {} of at most {})",
+            e.method,
+            evidence::SEQUENTIAL,
+            e.trials.saturating_sub(looks.first) + 1,
+            looks.count()
+        )),
+        Some(e) => Some(e.method.to_string()),
+        // An absolute value with a p-value and an interval is MMLU's drop.
+        None => absolute
+            .filter(|m| m.p.is_some() && m.interval.is_some())
+            .map(|_| evidence::MCNEMAR.to_string()),
     }
 }
 

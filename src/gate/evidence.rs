@@ -13,6 +13,66 @@ pub(crate) const LEVEL: f64 = 0.95;
 const ALPHA: f64 = 0.05;
 const POWER: f64 = 0.8;
 
+/// The looks a test takes at its evidence when a check may add trials
+/// (`on_inconclusive = "more-trials"`): after its first `first` trials,
+/// then after each one added, up to `last`. Each look may stop the test,
+/// so no look is judged at the whole budget: every look is at Pocock's
+/// (1977) group-sequential nominal level for that many looks, the level at
+/// which K looks at accumulating data together keep a 5 % false-alarm
+/// rate. (Pocock's constants assume equally spaced looks from the start;
+/// looks that begin after several trials are more alike, so the rate they
+/// keep is lower still.)
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Looks {
+    pub first: usize,
+    pub last: usize,
+}
+
+pub(crate) const SEQUENTIAL: &str =
+    "a look after each trial, each at Pocock's group-sequential level";
+
+/// Pocock's (1977, table 1) critical values for K = 1..=10 looks at a
+/// two-sided 5 %: each look's |z| must exceed it.
+const POCOCK: [f64; 10] = [
+    1.960, 2.178, 2.289, 2.361, 2.413, 2.453, 2.485, 2.512, 2.535, 2.555,
+];
+
+impl Looks {
+    /// One look, at the full budget.
+    pub(crate) const ONE: Looks = Looks { first: 0, last: 0 };
+
+    /// Whether the test looks more than once.
+    pub(crate) fn sequential(&self) -> bool {
+        self.last > self.first && self.first > 0
+    }
+
+    /// How many looks it takes at most.
+    pub(crate) fn count(&self) -> usize {
+        match self.sequential() {
+            true => self.last - self.first + 1,
+            false => 1,
+        }
+    }
+
+    /// The confidence level of the interval judged at every look: Pocock's
+    /// nominal level for this many looks (beyond ten, the 5 % split evenly,
+    /// as Bonferroni).
+    pub(crate) fn level(&self) -> f64 {
+        let k = self.count();
+        if k == 1 {
+            return LEVEL;
+        }
+        match POCOCK.get(k - 1) {
+            Some(c) => {
+                let normal = statrs::distribution::Normal::new(0.0, 1.0).expect("standard normal");
+                use statrs::distribution::ContinuousCDF;
+                2.0 * normal.cdf(*c) - 1.0
+            }
+            None => 1.0 - ALPHA / k as f64,
+        }
+    }
+}
+
 /// Adds what the measured metrics support: for MMLU, McNemar's exact test
 /// on the paired answers and an Agresti–Min interval on the accuracy drop, the
 /// smallest drop this many questions can detect, and how many questions a
@@ -98,8 +158,10 @@ pub(crate) const MCNEMAR: &str =
 /// interval of the per-trial changes. Several per trial (prompts): each
 /// trial's estimate from its paired prompts, pooled by random effects, so
 /// noise that moves a whole trial (bursts, requests in flight queued
-/// together) widens the interval instead of faking a change.
-pub(crate) fn change_interval(trials: &[Vec<(f64, f64)>]) -> Option<Estimate> {
+/// together) widens the interval instead of faking a change. The interval
+/// is at confidence `level` (95 %, or a sequential look's share of the
+/// budget).
+pub(crate) fn change_interval_at(trials: &[Vec<(f64, f64)>], level: f64) -> Option<Estimate> {
     let n = trials.iter().map(Vec::len).sum::<usize>() as u64;
     if trials.len() < 2 {
         return None;
@@ -111,10 +173,10 @@ pub(crate) fn change_interval(trials: &[Vec<(f64, f64)>]) -> Option<Estimate> {
             .filter(|(b, _)| *b != 0.0)
             .map(|(b, l)| (l - b) / b * 100.0)
             .collect();
-        (stats::t_interval(&changes, LEVEL), T_TRIALS)
+        (stats::t_interval(&changes, level), T_TRIALS)
     } else {
         (
-            stats::random_effects_change_pct(trials, LEVEL),
+            stats::random_effects_change_pct(trials, level),
             RANDOM_EFFECTS,
         )
     };
@@ -160,6 +222,22 @@ pub(crate) fn trials_to_decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_looks_are_judged_at_pococks_nominal_level() {
+        // Five looks (3 to 7 trials): 1.58 % each, not 5 %.
+        let five = Looks { first: 3, last: 7 };
+        assert_eq!(five.count(), 5);
+        assert!(
+            (1.0 - five.level() - 0.0158).abs() < 0.0002,
+            "{}",
+            five.level()
+        );
+        assert_eq!(Looks::ONE.level(), LEVEL);
+        assert_eq!(Looks { first: 3, last: 3 }.count(), 1);
+        // Beyond Pocock's table, Bonferroni.
+        assert!((Looks { first: 1, last: 20 }.level() - (1.0 - 0.05 / 20.0)).abs() < 1e-12);
+    }
 
     fn mmlu(n: f64, b: f64, c: f64, drop: f64) -> IndexMap<Role, IndexMap<String, Metric>> {
         let m = IndexMap::from([

@@ -10,5 +10,6 @@ pub(crate) mod stats;
 
 pub(crate) use attempts::{conclude, retry};
 pub(crate) use check::{
-    check_of, evaluate, share_alpha, test_status, unshare_alpha, with_failures_gated,
+    check_of, evaluate, evaluate_looking, share_alpha, test_status, unshare_alpha,
+    with_failures_gated,
 };

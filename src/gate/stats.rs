@@ -287,11 +287,15 @@ fn pct(log_ratio: f64) -> f64 {
     (log_ratio.exp() - 1.0) * 100.0
 }
 
+/// The run's false-alarm budget, that p-values are put on the scale of.
+const BUDGET: f64 = 0.05;
+
 /// The two-sided p-value that a check holds, read off its interval by a
 /// normal approximation (half-width = z·se): how surprising the estimate
 /// is if the true value sat on the threshold. `bad_above`: the check
-/// fails above the threshold (`<=` bounds). Below 1 − level exactly when
-/// the whole interval lies on the bad side.
+/// fails above the threshold (`<=` bounds). Below 5 % exactly when the
+/// whole interval lies on the bad side, whatever the interval's level
+/// (scaled by 5 % over 1 − level).
 pub(crate) fn breach_p(interval: &Interval, threshold: f64, bad_above: bool) -> f64 {
     let center = (interval.low + interval.high) / 2.0;
     let se = (interval.high - interval.low) / (2.0 * z(interval.level));
@@ -309,7 +313,12 @@ pub(crate) fn breach_p(interval: &Interval, threshold: f64, bad_above: bool) -> 
         threshold - center
     };
     let normal = Normal::new(0.0, 1.0).expect("standard normal");
-    (2.0 * (1.0 - normal.cdf(excess / se))).min(1.0)
+    // On the run's scale: an interval narrowed to a look's share of the
+    // budget (sequential trials) is beyond its bound exactly when this is
+    // below the whole budget, as Holm compares it.
+    let share = (1.0 - interval.level).max(f64::MIN_POSITIVE);
+    let scale = BUDGET / share;
+    (2.0 * (1.0 - normal.cdf(excess / se)) * scale).min(1.0)
 }
 
 fn percentile_interval(stats: &mut [f64], level: f64) -> Option<Interval> {

@@ -630,6 +630,31 @@ async fn pipeline(
     Ok(broken)
 }
 
+/// How often a test looks at its evidence: after its first trials and
+/// each one added, where a check may add trials and the engines stay up
+/// for them; else once.
+fn looks_of(cfg: &config::TestConfig, can_add: bool) -> gate::evidence::Looks {
+    let wants = cfg
+        .checks
+        .values()
+        .any(|c| c.enabled && c.on_inconclusive.wants_more_trials());
+    match can_add && wants {
+        true => gate::evidence::Looks {
+            first: cfg.trials() as usize,
+            last: cfg.max_trials() as usize,
+        },
+        false => gate::evidence::Looks::ONE,
+    }
+}
+
+/// What the report says of a test that looked after each trial.
+fn trials_used(used: u32, most: u32) -> String {
+    match used < most {
+        true => format!("trials: {used} of at most {most}, stopped when decided (a look after each trial at Pocock's group-sequential level, so the looks together keep the 5 % false-alarm rate)"),
+        false => format!("trials: all {most} allowed (a look after each trial at Pocock's group-sequential level)"),
+    }
+}
+
 /// One model's pass over the suite.
 struct ModelRun<'a> {
     loaded: &'a Loaded,
@@ -733,15 +758,7 @@ impl ModelRun<'_> {
         }
         // Every test judged: the hard checks share one false-alarm budget
         // before anyone is told a verdict.
-        results.family = gate::share_alpha(&mut results.tests, suite.run.holm);
-        if let Some(f) = results.family.as_ref().filter(|f| !f.softened.is_empty()) {
-            self.events.info(format!(
-                "Holm over {} hard checks: {} no longer beyond its threshold ({})",
-                f.checks,
-                f.softened.len(),
-                f.softened.join(", ")
-            ));
-        }
+        self.share_budget(results);
         caveats::apply(suite, &mut results.tests);
         for (run, _, _) in runs.iter() {
             self.judged(run, results)?;
@@ -754,6 +771,19 @@ impl ModelRun<'_> {
             }
         }
         Ok(broken)
+    }
+
+    /// Holm over the run's hard checks, and which it softened.
+    fn share_budget(&self, results: &mut RunResults) {
+        results.family = gate::share_alpha(&mut results.tests, self.loaded.suite.run.holm);
+        if let Some(f) = results.family.as_ref().filter(|f| !f.softened.is_empty()) {
+            self.events.info(format!(
+                "Holm over {} hard checks: {} no longer beyond its threshold ({})",
+                f.checks,
+                f.softened.len(),
+                f.softened.join(", ")
+            ));
+        }
     }
 
     /// Gives each engine the GPU its placement chose.
@@ -1080,6 +1110,7 @@ impl ModelRun<'_> {
         let kind = self.params(test).kind();
         let pooled = kind.pairs_trials();
         let max = cfg.attempts(kind.default_attempts());
+        let looks = looks_of(cfg, pooled && retry_phase.is_some());
         let mut history: Vec<AttemptRecord> = Vec::new();
         let mut looking = false;
         loop {
@@ -1104,7 +1135,7 @@ impl ModelRun<'_> {
             gate::evidence::enrich(&mut t.metrics);
             let gated =
                 gate::with_failures_gated(&cfg.checks, &t.metrics, cfg.allow_failed_requests);
-            let checks = gate::evaluate(&gated, &t.metrics, &t.paired);
+            let checks = gate::evaluate_looking(&gated, &t.metrics, &t.paired, looks);
             // More trials refine the same attempt: its record is replaced.
             if std::mem::take(&mut looking) {
                 history.pop();
@@ -1124,19 +1155,19 @@ impl ModelRun<'_> {
                 retrying: matches!(next, Next::Retry) && retry_phase.is_some(),
             });
             let Some(phase) = retry_phase else {
-                if next != Next::Conclude {
-                    t.notes.push(
-                        "not retried and no trials added: that needs run.schedule = \"concurrent\""
-                            .into(),
-                    );
-                }
-                self.conclude_history(&name, std::mem::take(&mut history), max, results);
+                let note = (next != Next::Conclude).then(|| {
+                    "not retried and no trials added: that needs the engines up together (run.schedule)".to_string()
+                });
+                self.conclude_history(&name, std::mem::take(&mut history), max, note, results);
                 break;
             };
             let from = run.trials_run() + 1;
             match next {
                 Next::Conclude => {
-                    self.conclude_history(&name, std::mem::take(&mut history), max, results);
+                    let note = looks
+                        .sequential()
+                        .then(|| trials_used(run.trials_run(), cfg.max_trials()));
+                    self.conclude_history(&name, std::mem::take(&mut history), max, note, results);
                     break;
                 }
                 Next::MoreTrials(k) => {
@@ -1202,6 +1233,7 @@ impl ModelRun<'_> {
         name: &str,
         history: Vec<AttemptRecord>,
         max: u32,
+        note: Option<String>,
         results: &mut RunResults,
     ) {
         let Some(t) = results.test_mut(name) else {
@@ -1210,6 +1242,7 @@ impl ModelRun<'_> {
         let concluded = gate::conclude(history, max);
         t.checks = concluded.checks;
         t.status = concluded.status;
+        t.notes.extend(note);
         t.notes.extend(concluded.notes);
         t.attempts = concluded.attempts;
     }
@@ -1370,44 +1403,52 @@ impl ModelRun<'_> {
         };
         for (spec, took) in specs.iter().zip(ready) {
             self.supervisor.mark_ready(&spec.name);
-            let said = match crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5)) {
-                Ok(c) if spec.role != Role::Service => Some(Identity::of(&c).await),
-                _ => None,
-            };
-            let start = spec
-                .log
-                .as_deref()
-                .and_then(|l| engine::startlog::read(l, spec.env_var("VLLM_CACHE_ROOT")));
-            if let Some(e) = results.engines.iter_mut().find(|e| e.name == spec.name) {
-                e.ready_secs = Some(took.as_secs_f64());
-                e.start = start;
-                if let Some(said) = said {
-                    e.version = said.version;
-                    e.served_models = said.served;
-                    e.process_started_unix = said.started;
-                    e.kv_cache_tokens = said.kv_cache_tokens;
-                }
-                if let Some(g) = e.gpu_memory.as_mut() {
-                    g.at_ready_mib = gpu_ready;
-                }
-            }
-            self.events.say(&Event::EngineReady {
-                name: &spec.name,
-                secs: took.as_secs_f64(),
-            });
-            if let Some(s) = results
-                .engines
-                .iter()
-                .find(|e| e.name == spec.name)
-                .and_then(|e| e.start.as_ref())
-            {
-                self.events.info(format!(
-                    "engine `{}`: {}",
-                    spec.name,
-                    crate::results::start_said(s)
-                ));
-            }
+            self.record_ready(spec, took, gpu_ready, results).await;
         }
         Ok(self.events.emit(&Event::Checkpoint(results))?)
+    }
+
+    /// Records what a ready engine says of itself (identity, KV capacity),
+    /// how its start went (its log) and the GPU memory now; says it.
+    async fn record_ready(
+        &self,
+        spec: &EngineSpec,
+        took: Duration,
+        gpu_ready: Option<f64>,
+        results: &mut RunResults,
+    ) {
+        let said = match crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5)) {
+            Ok(c) if spec.role != Role::Service => Some(Identity::of(&c).await),
+            _ => None,
+        };
+        let start = spec
+            .log
+            .as_deref()
+            .and_then(|l| engine::startlog::read(l, spec.env_var("VLLM_CACHE_ROOT")));
+        self.events.say(&Event::EngineReady {
+            name: &spec.name,
+            secs: took.as_secs_f64(),
+        });
+        if let Some(s) = &start {
+            self.events.info(format!(
+                "engine `{}`: {}",
+                spec.name,
+                crate::results::start_said(s)
+            ));
+        }
+        let Some(e) = results.engines.iter_mut().find(|e| e.name == spec.name) else {
+            return;
+        };
+        e.ready_secs = Some(took.as_secs_f64());
+        e.start = start;
+        if let Some(said) = said {
+            e.version = said.version;
+            e.served_models = said.served;
+            e.process_started_unix = said.started;
+            e.kv_cache_tokens = said.kv_cache_tokens;
+        }
+        if let Some(g) = e.gpu_memory.as_mut() {
+            g.at_ready_mib = gpu_ready;
+        }
     }
 }

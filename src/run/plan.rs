@@ -180,16 +180,37 @@ pub(crate) fn lines(
         if counts_failures && !test.allow_failed_requests {
             out.push("  every engine's failed (incomplete) requests that no check bounds: must be 0 (allow_failed_requests = true lets them fail)".into());
         }
-        for (check, c) in test.checks.iter().filter(|(_, c)| c.enabled) {
-            let relative = c.max_change_pct.is_some() || c.min_change_pct.is_some();
-            out.push(format!(
-                "  check {check}: {}; {}",
-                c.describe(),
-                method(kind, &c.metric, relative, test.trials())
-            ));
-        }
+        out.extend(check_lines(kind, test));
     }
     out.push("nothing was started (--dry-run)".into());
+    out
+}
+
+/// A test's checks, each with how its evidence is weighed.
+fn check_lines(kind: &dyn TestKind, test: &crate::config::TestConfig) -> Vec<String> {
+    let looks = crate::gate::evidence::Looks {
+        first: test.trials() as usize,
+        last: test.max_trials() as usize,
+    };
+    let mut out = Vec::new();
+    for (check, c) in test.checks.iter().filter(|(_, c)| c.enabled) {
+        let relative = c.max_change_pct.is_some() || c.min_change_pct.is_some();
+        let sequential =
+            match relative && c.on_inconclusive.wants_more_trials() && looks.sequential() {
+                true => format!(
+                    "; {} ({:.1} % each of up to {} looks)",
+                    crate::gate::evidence::SEQUENTIAL,
+                    (1.0 - looks.level()) * 100.0,
+                    looks.count()
+                ),
+                false => String::new(),
+            };
+        out.push(format!(
+            "  check {check}: {}; {}{sequential}",
+            c.describe(),
+            method(kind, &c.metric, relative, test.trials())
+        ));
+    }
     out
 }
 
