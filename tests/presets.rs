@@ -64,7 +64,7 @@ fn ci_preset_with(
     extra: &[String],
     env: &[(&str, &str)],
 ) -> std::process::Output {
-    let port = free_port();
+    let (port, other) = (free_port(), free_port());
     let path = format!(
         "{}:{}",
         fake_bin.display(),
@@ -84,7 +84,8 @@ fn ci_preset_with(
         "tests.mmlu.store_load_pause_secs=0".into(),
         "run.readiness_timeout_secs=30".into(),
         format!("engines.baseline.port={port}"),
-        format!("engines.lmcache.port={port}"),
+        // Its own port: engines placed side by side need two.
+        format!("engines.lmcache.port={other}"),
     ];
     sets.extend(extra.iter().cloned());
     for s in sets {
