@@ -462,6 +462,8 @@ fn auto_placement_shares_one_gpu_when_the_baseline_leaves_room_for_another() {
         .unwrap();
     assert_eq!(lm["gpu_memory"]["at_ready_mib"], 71302.0, "{lm}");
     assert_eq!(lm["gpu"], "0");
+    // What the stand-in reports as vLLM does (`vllm:cache_config_info`).
+    assert_eq!(lm["kv_cache_tokens"], 100000, "{lm}");
 
     // On an L4 the baseline leaves too little: one after the other.
     let dir = tempdir();

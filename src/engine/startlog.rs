@@ -1,6 +1,8 @@
 //! What an engine's start log says about its compile cache: whether vLLM
-//! compiled its graphs (cold), loaded them from an earlier start (warm) or
-//! compiles nothing (eager), and how long compiling and its engine's
+//! loaded its compiled graphs from an earlier start (warm), compiled them
+//! with kernels an earlier start left in the cache (partly warm: on an
+//! H200 its init took 17 s instead of 116 s), compiled everything (cold)
+//! or compiles nothing (eager), and how long compiling and its engine's
 //! initialisation took, from the lines vLLM 0.26 writes.
 
 use std::io::Read;
@@ -12,6 +14,9 @@ use crate::results::StartCache;
 /// folder of each under it.
 pub(crate) const CACHE_ENV: &[(&str, &str)] = &[
     ("VLLM_CACHE_ROOT", "vllm"),
+    // vLLM hashes its config folder into the compile cache's key: under a
+    // HOME that differs between runs the graphs would never be found.
+    ("VLLM_CONFIG_ROOT", "vllm-config"),
     ("TRITON_CACHE_DIR", "triton"),
     ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
     ("FLASHINFER_WORKSPACE_BASE", "flashinfer"),
@@ -28,8 +33,9 @@ fn secs_after(line: &str, marker: &str) -> Option<f64> {
 }
 
 /// Reads the compile-cache state from a start log's text; `None` when the
-/// log shows no engine of vLLM's (another server).
-pub(crate) fn from_text(text: &str, dir: Option<&str>) -> Option<StartCache> {
+/// log shows no engine of vLLM's (another server). `prefilled`: the cache
+/// directory held an earlier start's files when this one began.
+pub(crate) fn from_text(text: &str, dir: Option<&str>, prefilled: bool) -> Option<StartCache> {
     let (mut cold, mut warm, mut eager) = (false, false, false);
     let (mut compile, mut init) = (None, None);
     for line in text.lines() {
@@ -55,6 +61,7 @@ pub(crate) fn from_text(text: &str, dir: Option<&str>) -> Option<StartCache> {
         }
     }
     let state = match (cold, warm, eager) {
+        (true, _, _) if prefilled => "partly warm",
         (true, _, _) => "cold",
         (false, true, _) => "warm",
         (false, false, true) => "eager",
@@ -69,15 +76,26 @@ pub(crate) fn from_text(text: &str, dir: Option<&str>) -> Option<StartCache> {
     })
 }
 
+/// Whether an engine cache directory already holds files (any of its
+/// folders not empty).
+pub(crate) fn prefilled(vllm_root: Option<&str>) -> bool {
+    let Some(root) = vllm_root.map(Path::new).and_then(Path::parent) else {
+        return false;
+    };
+    CACHE_ENV
+        .iter()
+        .any(|(_, sub)| std::fs::read_dir(root.join(sub)).is_ok_and(|mut d| d.next().is_some()))
+}
+
 /// Reads it from the log file.
-pub(crate) fn read(path: &Path, dir: Option<&str>) -> Option<StartCache> {
+pub(crate) fn read(path: &Path, dir: Option<&str>, prefilled: bool) -> Option<StartCache> {
     let mut text = String::new();
     std::fs::File::open(path)
         .ok()?
         .take(MAX_BYTES)
         .read_to_string(&mut text)
         .ok()?;
-    from_text(&text, dir)
+    from_text(&text, dir, prefilled)
 }
 
 #[cfg(test)]
@@ -96,11 +114,13 @@ mod tests {
 
     #[test]
     fn a_cold_start_compiles_and_says_how_long() {
-        let s = from_text(COLD, Some("/c/vllm")).unwrap();
+        let s = from_text(COLD, Some("/c/vllm"), false).unwrap();
         assert_eq!(s.state, "cold");
         assert_eq!(s.compile_secs, Some(35.21));
         assert_eq!(s.init_secs, Some(203.67));
         assert_eq!(s.dir.as_deref(), Some("/c/vllm"));
+        // The H200's second pass: graphs compiled again, kernels cached.
+        assert_eq!(from_text(COLD, None, true).unwrap().state, "partly warm");
     }
 
     #[test]
@@ -108,10 +128,10 @@ mod tests {
         // vLLM 0.26's line when the compiled graph comes from the cache.
         let warm = "(EngineCore pid=9) INFO 12-06 10:00:01 [backends.py:292] Directly load the compiled graph(s) for compile range (1, 8192) from the cache, took 2.113 s\n\
                     (EngineCore pid=9) INFO 12-06 10:00:02 [monitor.py:53] torch.compile took 9.80 s in total\n";
-        let s = from_text(warm, None).unwrap();
+        let s = from_text(warm, None, true).unwrap();
         assert_eq!((s.state.as_str(), s.compile_secs), ("warm", Some(9.8)));
         let eager = "(APIServer pid=1108) WARNING 12-02 07:16:38 [vllm.py:1163] Enforce eager set, disabling torch.compile and CUDAGraphs.\n";
-        assert_eq!(from_text(eager, None).unwrap().state, "eager");
-        assert_eq!(from_text("llama server listening\n", None), None);
+        assert_eq!(from_text(eager, None, false).unwrap().state, "eager");
+        assert_eq!(from_text("llama server listening\n", None, false), None);
     }
 }

@@ -791,7 +791,9 @@ fn models_served(results: &RunResults) -> Vec<String> {
 fn ready_cell(e: &crate::results::EngineRecord) -> String {
     let ready = opt_number(e.ready_secs, "s");
     match e.start.as_ref().map(|s| s.state.as_str()) {
-        Some(state @ ("cold" | "warm")) if e.ready_secs.is_some() => format!("{ready}, {state}"),
+        Some(state @ ("cold" | "warm" | "partly warm")) if e.ready_secs.is_some() => {
+            format!("{ready}, {state}")
+        }
         _ => ready,
     }
 }

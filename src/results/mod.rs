@@ -459,8 +459,9 @@ pub(crate) struct EngineRecord {
 /// What an engine's start found in the compile cache, from its log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct StartCache {
-    /// `cold` (compiled), `warm` (loaded what an earlier start compiled) or
-    /// `unknown` (its log says neither).
+    /// `cold` (compiled everything), `warm` (loaded the graphs an earlier
+    /// start compiled), `partly warm` (compiled its graphs with kernels an
+    /// earlier start left in the engine cache), `eager` or `unknown`.
     pub state: String,
     /// Seconds its log says compiling or loading the compiled graphs took.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1345,6 +1345,10 @@ impl ModelRun<'_> {
     ) -> Result<(), RunError> {
         let dir = results.results_dir.clone();
         let gpu_before = engine::gpu::memory_used_mib().await;
+        let prefilled: Vec<bool> = specs
+            .iter()
+            .map(|s| engine::startlog::prefilled(s.env_var("VLLM_CACHE_ROOT")))
+            .collect();
         for spec in specs {
             let pid = self.supervisor.spawn(spec).await?;
             // A restarted service keeps one record.
@@ -1401,9 +1405,10 @@ impl ModelRun<'_> {
             Some(_) => engine::gpu::memory_used_mib().await,
             None => None,
         };
-        for (spec, took) in specs.iter().zip(ready) {
+        for ((spec, took), prefilled) in specs.iter().zip(ready).zip(prefilled) {
             self.supervisor.mark_ready(&spec.name);
-            self.record_ready(spec, took, gpu_ready, results).await;
+            self.record_ready(spec, took, (gpu_ready, prefilled), results)
+                .await;
         }
         Ok(self.events.emit(&Event::Checkpoint(results))?)
     }
@@ -1414,7 +1419,7 @@ impl ModelRun<'_> {
         &self,
         spec: &EngineSpec,
         took: Duration,
-        gpu_ready: Option<f64>,
+        (gpu_ready, prefilled): (Option<f64>, bool),
         results: &mut RunResults,
     ) {
         let said = match crate::client::OpenAiClient::new(&spec.url, Duration::from_secs(5)) {
@@ -1424,7 +1429,7 @@ impl ModelRun<'_> {
         let start = spec
             .log
             .as_deref()
-            .and_then(|l| engine::startlog::read(l, spec.env_var("VLLM_CACHE_ROOT")));
+            .and_then(|l| engine::startlog::read(l, spec.env_var("VLLM_CACHE_ROOT"), prefilled));
         self.events.say(&Event::EngineReady {
             name: &spec.name,
             secs: took.as_secs_f64(),
