@@ -123,6 +123,31 @@ mod tests {
         assert_eq!(from_text(COLD, None, true).unwrap().state, "partly warm");
     }
 
+    /// The gpu-1 preset's two passes on an H200 (docs/runs/2026-12-06-…):
+    /// the first compiled everything; the second, its engine cache kept
+    /// but under another HOME, compiled its graphs again (vLLM keyed them
+    /// by its config folder) with the kernels the first left.
+    #[test]
+    fn the_h200_passes_read_as_cold_then_partly_warm() {
+        let fixture = |name: &str| {
+            std::fs::read_to_string(format!(
+                "{}/tests/fixtures/vllm/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        let cold = from_text(&fixture("start-h200-cold.log"), None, false).unwrap();
+        assert_eq!(
+            (cold.state.as_str(), cold.compile_secs, cold.init_secs),
+            ("cold", Some(23.54), Some(116.41))
+        );
+        let second = from_text(&fixture("start-h200-second.log"), None, true).unwrap();
+        assert_eq!(
+            (second.state.as_str(), second.compile_secs, second.init_secs),
+            ("partly warm", Some(13.42), Some(17.18))
+        );
+    }
+
     #[test]
     fn a_warm_start_loads_and_eager_and_other_servers_are_told_apart() {
         // vLLM 0.26's line when the compiled graph comes from the cache.
