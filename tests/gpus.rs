@@ -380,6 +380,16 @@ fn stand_in(dir: &Path, tag: &str) -> std::path::PathBuf {
 
 /// Two stand-in engines under `run.schedule = "auto"`.
 fn auto_suite(dir: &Path, tag: &str) -> std::path::PathBuf {
+    auto_suite_with(
+        dir,
+        tag,
+        "",
+        "[tests.determinism]\nkind = \"determinism\"\nmax_tokens = 4\nstore_load_pause_secs = 0\n\
+         [tests.determinism.checks.identical]\nmetric = \"mismatched_outputs\"\nmax = 0\n",
+    )
+}
+
+fn auto_suite_with(dir: &Path, tag: &str, run: &str, tests: &str) -> std::path::PathBuf {
     let program = stand_in(dir, tag);
     let engine = |role: &str| {
         format!(
@@ -392,9 +402,7 @@ fn auto_suite(dir: &Path, tag: &str) -> std::path::PathBuf {
     std::fs::write(
         &suite,
         format!(
-            "[run]\nname = \"auto\"\nschedule = \"auto\"\n{}{}\
-             [tests.determinism]\nkind = \"determinism\"\nmax_tokens = 4\nstore_load_pause_secs = 0\n\
-             [tests.determinism.checks.identical]\nmetric = \"mismatched_outputs\"\nmax = 0\n",
+            "[run]\nname = \"auto\"\nschedule = \"auto\"\n{run}{}{}{tests}",
             engine("baseline"),
             engine("lmcache")
         ),
@@ -604,4 +612,32 @@ fn an_engine_cache_kept_between_runs_makes_the_next_start_warm_and_says_so() {
     let out = run(&mut ci_suite(&suite, &second), Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     assert_eq!(states(&second), ["warm", "warm"]);
+}
+
+#[test]
+fn engines_sharing_one_gpu_take_turns_even_when_told_to_serve_together() {
+    let dir = tempdir();
+    let tag = format!("auto-turns-{}", std::process::id());
+    let path = one_gpu_smi(dir.path(), &tag, "NVIDIA H200", 143771, 35651);
+    let suite = auto_suite_with(
+        dir.path(),
+        &tag,
+        "pairing = \"together\"\n",
+        "[tests.long_doc_qa]\nkind = \"long_doc_qa\"\ndocument_length = 200\nnum_documents = 2\n\
+         output_len = 2\nrepeat_count = 1\nprewarmup_prompts = 0\ntrials = 2\nmax_trials = 2\n\
+         [tests.long_doc_qa.checks.failed]\nmetric = \"failed_requests\"\nmax = 0\n",
+    );
+    let results_dir = dir.path().join("r");
+    let out = run(
+        ci_suite(&suite, &results_dir).env("PATH", &path),
+        Duration::from_secs(60),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let r = results(&results_dir);
+    let notes = r["tests"][0]["notes"].to_string();
+    assert!(
+        notes.contains("although run.pairing = \\\"together\\\": they share one GPU"),
+        "{notes}"
+    );
 }

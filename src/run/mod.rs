@@ -1025,7 +1025,16 @@ impl ModelRun<'_> {
         if phase.len() < 2 {
             return Some("pairing: the engines ran one after the other (run.schedule = \"sequential\"), trial by trial; noise a trial shares widens the interval (random effects over trials)".into());
         }
+        if self.shares_a_gpu() && self.loaded.suite.run.pairing == config::Pairing::Together {
+            return Some("pairing: baseline and LMCache one after the other in each trial, their order alternating, although run.pairing = \"together\": they share one GPU, where serving both at once would slow each by the other's work".into());
+        }
         Some("pairing: baseline and LMCache one after the other in each trial, their order alternating; noise a trial shares widens the interval (random effects over trials); run.pairing = \"together\" serves both at once".into())
+    }
+
+    /// Whether the placement put the engines on one GPU: each one's work
+    /// would then slow the other's.
+    fn shares_a_gpu(&self) -> bool {
+        matches!(self.placement.layout, placement::Layout::Shared { .. })
     }
 
     /// The steps of one trial: both engines at once where the suite pairs
@@ -1033,7 +1042,8 @@ impl ModelRun<'_> {
     fn steps<'s>(&self, run: &TestRun, phase: &[&'s EngineSpec]) -> Vec<Vec<&'s EngineSpec>> {
         let together = self.loaded.suite.run.pairing == config::Pairing::Together
             && run.kind().serves_together()
-            && phase.len() > 1;
+            && phase.len() > 1
+            && !self.shares_a_gpu();
         if together {
             vec![phase.to_vec()]
         } else {
