@@ -434,12 +434,27 @@ fn gpu_of(dir: &Path, engine: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn auto_placement_shares_one_gpu_when_the_baseline_leaves_room_for_another() {
+/// Runs two stand-ins under `run.schedule = "auto"` (the suite's `run`
+/// and `tests` tables as given) on one fake GPU named `gpu` of `total` MiB
+/// where each engine holds `each`; asserts a pass and returns the stderr,
+/// the results and the folder the stand-ins wrote their GPUs into.
+fn auto_on_one_gpu(
+    gpu: &str,
+    total: u64,
+    each: u64,
+    (run_table, tests): (&str, &str),
+) -> (String, serde_json::Value, tempfile::TempDir) {
     let dir = tempdir();
-    let tag = format!("auto-h200-{}", std::process::id());
-    let path = one_gpu_smi(dir.path(), &tag, "NVIDIA H200", 143771, 35651);
-    let suite = auto_suite(dir.path(), &tag);
+    let tag = format!(
+        "auto-{}-{total}-{}",
+        gpu.replace(' ', "-"),
+        std::process::id()
+    );
+    let path = one_gpu_smi(dir.path(), &tag, gpu, total, each);
+    let suite = match tests {
+        "" => auto_suite(dir.path(), &tag),
+        _ => auto_suite_with(dir.path(), &tag, run_table, tests),
+    };
     let results_dir = dir.path().join("r");
     let out = run(
         ci_suite(&suite, &results_dir).env("PATH", &path),
@@ -447,12 +462,17 @@ fn auto_placement_shares_one_gpu_when_the_baseline_leaves_room_for_another() {
     );
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    (stderr, results(&results_dir), dir)
+}
+
+#[test]
+fn auto_placement_shares_one_gpu_when_the_baseline_leaves_room_for_another() {
+    let (stderr, r, dir) = auto_on_one_gpu("NVIDIA H200", 143771, 35651, ("", ""));
     assert!(
         stderr.contains("`baseline` starts alone")
             && stderr.contains("`baseline` took 35651 MiB of GPU 0 and 108120 MiB are free: the other engines start beside it"),
         "{stderr}"
     );
-    let r = results(&results_dir);
     assert_eq!(r["meta"]["schedule"], "concurrent");
     assert_eq!(
         (
@@ -474,24 +494,14 @@ fn auto_placement_shares_one_gpu_when_the_baseline_leaves_room_for_another() {
     assert_eq!(lm["kv_cache_tokens"], 100000, "{lm}");
 
     // On an L4 the baseline leaves too little: one after the other.
-    let dir = tempdir();
-    let tag = format!("auto-l4-{}", std::process::id());
-    let path = one_gpu_smi(dir.path(), &tag, "NVIDIA L4", 23034, 20700);
-    let suite = auto_suite(dir.path(), &tag);
-    let results_dir = dir.path().join("r");
-    let out = run(
-        ci_suite(&suite, &results_dir).env("PATH", &path),
-        Duration::from_secs(60),
-    );
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (stderr, r, _dir) = auto_on_one_gpu("NVIDIA L4", 23034, 20700, ("", ""));
     assert!(
         stderr.contains(
             "took 20700 MiB of GPU 0 and 2334 MiB are free: the other engines start after it stops"
         ),
         "{stderr}"
     );
-    assert_eq!(results(&results_dir)["meta"]["schedule"], "sequential");
+    assert_eq!(r["meta"]["schedule"], "sequential");
 }
 
 #[test]
@@ -616,25 +626,16 @@ fn an_engine_cache_kept_between_runs_makes_the_next_start_warm_and_says_so() {
 
 #[test]
 fn engines_sharing_one_gpu_take_turns_even_when_told_to_serve_together() {
-    let dir = tempdir();
-    let tag = format!("auto-turns-{}", std::process::id());
-    let path = one_gpu_smi(dir.path(), &tag, "NVIDIA H200", 143771, 35651);
-    let suite = auto_suite_with(
-        dir.path(),
-        &tag,
-        "pairing = \"together\"\n",
+    let tests =
         "[tests.long_doc_qa]\nkind = \"long_doc_qa\"\ndocument_length = 200\nnum_documents = 2\n\
          output_len = 2\nrepeat_count = 1\nprewarmup_prompts = 0\ntrials = 2\nmax_trials = 2\n\
-         [tests.long_doc_qa.checks.failed]\nmetric = \"failed_requests\"\nmax = 0\n",
+         [tests.long_doc_qa.checks.failed]\nmetric = \"failed_requests\"\nmax = 0\n";
+    let (_, r, _dir) = auto_on_one_gpu(
+        "NVIDIA H200",
+        143771,
+        35651,
+        ("pairing = \"together\"\n", tests),
     );
-    let results_dir = dir.path().join("r");
-    let out = run(
-        ci_suite(&suite, &results_dir).env("PATH", &path),
-        Duration::from_secs(60),
-    );
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let r = results(&results_dir);
     let notes = r["tests"][0]["notes"].to_string();
     assert!(
         notes.contains("although run.pairing = \\\"together\\\": they share one GPU"),
