@@ -212,30 +212,52 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --
         .all(|l| l.starts_with("serve deepseek-ai/DeepSeek-V2-Lite ")));
 }
 
-#[test]
-fn dynamo_runs_frontend_and_worker_and_stops_both() {
-    let dir = tempdir();
-    let fake = dir.path().join("bin");
+/// The dynamo preset against stand-ins of Dynamo `version`: `python -m
+/// dynamo.frontend --http-port P …` serves (the sim), the worker logs how
+/// it was started and idles; its `--help` lists the planes 1.4 has.
+fn dynamo_as(version: &str, dir: &Path) -> (std::process::Output, String, std::path::PathBuf) {
+    let fake = dir.join("bin");
     std::fs::create_dir(&fake).unwrap();
-    // `python -m dynamo.frontend --http-port P` serves; the worker idles.
     script(
         &fake,
         "python",
         r#"[ "$2" = "dynamo.frontend" ] || exit 2
+echo "frontend $*" >> "$FAKE_ARGV_LOG.frontend"
 exec "$LMCACHE_E2E_BIN" sim serve --port "$4" --served-model-name Qwen/Qwen3-0.6B"#,
     );
     script(
         &fake,
         "python3",
-        r#"echo "$*" >> "$FAKE_ARGV_LOG"; exec sleep 600"#,
+        &format!(
+            r#"[ "$1" = "-c" ] && {{ echo "{version}"; exit 0; }}
+[ "$3" = "--help" ] && {{ echo "usage: --model --connector --discovery-backend --request-plane --event-plane"; exit 0; }}
+echo "$*" >> "$FAKE_ARGV_LOG"; exec sleep 600"#
+        ),
     );
-    let log = dir.path().join("argv.log");
-    let results = dir.path().join("r");
+    let log = dir.join("argv.log");
+    let results = dir.join("r");
     let out = ci_preset("dynamo", &fake, &results, &log, &[]);
+    let argv = std::fs::read_to_string(&log).unwrap_or_default();
+    (out, argv, results)
+}
+
+#[test]
+fn dynamo_runs_frontend_and_worker_and_stops_both() {
+    // Dynamo 1.4 (vLLM 0.26): vLLM's own connector flag, discovery by file.
+    let dir = tempdir();
+    let (out, argv, results) = dynamo_as("1.4.2", dir.path());
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let argv = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(argv, "-m dynamo.vllm --model Qwen/Qwen3-0.6B\n-m dynamo.vllm --model Qwen/Qwen3-0.6B --connector lmcache\n");
+    let planes = "--discovery-backend file --request-plane tcp --event-plane zmq";
+    assert_eq!(
+        argv,
+        format!(
+            "-m dynamo.vllm --model Qwen/Qwen3-0.6B {planes}\n\
+             -m dynamo.vllm --model Qwen/Qwen3-0.6B {planes} --kv-transfer-config {{\"kv_connector\":\"LMCacheConnectorV1\",\"kv_role\":\"kv_both\"}}\n"
+        )
+    );
+    let frontend = std::fs::read_to_string(dir.path().join("argv.log.frontend")).unwrap();
+    assert!(frontend.lines().all(|l| l.ends_with(planes)), "{frontend}");
     assert!(results
         .join("mmlu/dynamo-baseline-Qwen3-0.6B.jsonl")
         .exists());
@@ -256,12 +278,13 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$4" --served-model-name Qwen/Qwen3-0.6
         checks.contains(&"accuracy_gain") && checks.contains(&"max_subject_change"),
         "{checks:?}"
     );
-    let (_, stderr) = text(&out);
     assert!(!stderr.contains("each prompt twice"), "{stderr}");
-    // The worker (sleep) and the frontend shared a process group: both gone.
-    for g in recorded_groups(&results) {
-        assert!(!group_alive(g), "process group {g} outlived the run");
-    }
+
+    // Dynamo before 1.4 keeps its own flag (and etcd and NATS).
+    let dir = tempdir();
+    let (out, argv, _) = dynamo_as("1.3.0", dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert_eq!(argv, "-m dynamo.vllm --model Qwen/Qwen3-0.6B\n-m dynamo.vllm --model Qwen/Qwen3-0.6B --connector lmcache\n");
 }
 
 /// `vllm` as the gpu-1 preset drives it: `serve` becomes the sim, with a

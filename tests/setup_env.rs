@@ -255,11 +255,32 @@ fn the_prerequisites_table_names_what_is_missing_and_how_to_fix_it() {
     );
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
+    // The preset's launcher discovers by file on Dynamo 1.4 and later.
+    assert!(
+        stdout.contains("| nats | absent (optional) | start nats-server (Dynamo needs it on 127.0.0.1:4222) for Dynamo before 1.4; 1.4 and later discover by file here"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| python | ok | Python 3"), "{stdout}");
+    // A Dynamo suite that does not needs them.
+    let dir = tempdir();
+    let suite = dir.path().join("dynamo-old.toml");
+    std::fs::write(
+        &suite,
+        "[engines.lmcache]\nrole = \"lmcache\"\nkind = \"process\"\ncommand = \"sh\"\n\
+         args = [\"-c\", \"exec python3 -m dynamo.vllm --model m --connector lmcache\"]\n\
+         [tests.t]\nkind = \"determinism\"\nrecord_only = true\n",
+    )
+    .unwrap();
+    let out = run(
+        bin().args(["setup", "--check", "--suite"]).arg(&suite),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
     assert!(
         stdout.contains("| nats | MISSING | start nats-server"),
         "{stdout}"
     );
-    assert!(stdout.contains("| python | ok | Python 3"), "{stdout}");
     assert!(
         stderr.contains("missing prerequisites: nats, etcd"),
         "{stderr}"

@@ -99,17 +99,32 @@ pub(crate) fn check(suite: &Suite) -> Vec<Check> {
         },
     ];
     if dynamo {
+        // Dynamo 1.4 and later find their workers through files when told
+        // to (DYN_DISCOVERY_BACKEND=file); older ones need etcd and NATS.
+        let by_file = suite.engines.values().all(|e| {
+            e.env
+                .get("DYN_DISCOVERY_BACKEND")
+                .is_some_and(|v| v == "file")
+                || e.args
+                    .iter()
+                    .any(|a| a.contains("--discovery-backend file"))
+        });
+        let older = if by_file {
+            " for Dynamo before 1.4; 1.4 and later discover by file here"
+        } else {
+            ""
+        };
         checks.push(Check {
             name: "nats".into(),
             found: listening(4222),
-            required: true,
-            fix: "start nats-server (Dynamo needs it on 127.0.0.1:4222)".into(),
+            required: !by_file,
+            fix: format!("start nats-server (Dynamo needs it on 127.0.0.1:4222){older}"),
         });
         checks.push(Check {
             name: "etcd".into(),
             found: listening(2379),
-            required: true,
-            fix: "start etcd (Dynamo needs it on 127.0.0.1:2379)".into(),
+            required: !by_file,
+            fix: format!("start etcd (Dynamo needs it on 127.0.0.1:2379){older}"),
         });
     }
     checks
