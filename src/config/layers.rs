@@ -455,7 +455,7 @@ fn misplaced(e: &super::suite::EngineConfig) -> Option<(&'static str, String)> {
         EngineKind::External => &["url"],
         EngineKind::Container => &["container"],
     };
-    let kind = format!("{:?}", e.kind).to_lowercase();
+    let kind = e.kind.as_str();
     set.iter()
         .find(|(key, present)| *present && !allowed.contains(key))
         .map(|(key, _)| {

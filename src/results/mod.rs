@@ -915,14 +915,32 @@ fn outside(rel: &str) -> Option<&'static str> {
     None
 }
 
+/// Writes `bytes` to `path` whole or not at all, readable by all as a
+/// plain write would leave it (artifacts are read by other users).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
     let err = |source| ResultsError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    // A file of its own beside the target (two writers never share one),
+    // on disk before it takes the target's name: a crash leaves the old
+    // file or the new one, never half of either.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".lmcache-e2e-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(err)?;
+    {
+        use std::io::Write as _;
+        tmp.write_all(bytes).map_err(err)?;
+    }
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 /// The last `n` lines of a log, reading at most its last 256 KiB.
@@ -945,35 +963,48 @@ pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// A log line without its terminal colours: LMCache colours its log lines
-/// even into a file (`ESC[33;20m… LMCache WARNING:ESC[0m`), and a report
-/// would show the codes once the ESC itself is dropped.
+/// A log line without its terminal colours and other escapes: LMCache
+/// colours its log lines even into a file (`ESC[33;20m… LMCache
+/// WARNING:ESC[0m`), and a report would show the codes once the ESC itself
+/// is dropped; an operating-system command (a hyperlink's target, a
+/// window title) goes whole, payload included.
 pub(crate) fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        // CSI: ESC [ parameters… final byte in @..~; other escapes: ESC
-        // and the one character after it.
-        if chars.next_if_eq(&'[').is_some() {
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) {
-                    break;
-                }
-            }
-        } else {
-            chars.next();
-        }
-    }
-    out
+    strip_ansi_escapes::strip_str(line)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_of_one_file_never_leave_half_of_it_or_their_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.json");
+        let writers: Vec<_> = (0..4u8)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(&path, &vec![b'a' + w; 64 * 1024]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let body = std::fs::read(&path).unwrap();
+        assert_eq!(body.len(), 64 * 1024);
+        assert!(
+            body.iter().all(|b| *b == body[0]),
+            "one writer's whole file"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
 
     #[test]
     fn another_runs_directory_is_refused_or_cleared_of_its_files_only() {
@@ -1070,6 +1101,11 @@ mod tests {
             strip_ansi("cut \u{1b}[33"),
             "cut ",
             "an unfinished escape is dropped"
+        );
+        // A hyperlink (OSC 8) leaves its text, not its target.
+        assert_eq!(
+            strip_ansi("see \u{1b}]8;;https://example.com/x\u{1b}\\the log\u{1b}]8;;\u{1b}\\ now"),
+            "see the log now"
         );
         assert!(tail_lines(&dir.path().join("missing"), 3).is_empty());
     }

@@ -1366,7 +1366,7 @@ impl ModelRun<'_> {
             results.engines.push(EngineRecord {
                 name: spec.name.clone(),
                 role: spec.role,
-                kind: format!("{:?}", spec.kind).to_lowercase(),
+                kind: spec.kind.as_str().to_string(),
                 url: spec.url.clone(),
                 pid,
                 log: spec.log.as_deref().map(|l| relative(&dir, l)),
