@@ -969,7 +969,12 @@ pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
 /// is dropped; an operating-system command (a hyperlink's target, a
 /// window title) goes whole, payload included.
 pub(crate) fn strip_ansi(line: &str) -> String {
-    strip_ansi_escapes::strip_str(line)
+    // Carriage returns stay: they separate a progress bar's states, and
+    // the last state is what a starting engine is doing now.
+    line.split('\r')
+        .map(strip_ansi_escapes::strip_str)
+        .collect::<Vec<_>>()
+        .join("\r")
 }
 
 #[cfg(test)]
