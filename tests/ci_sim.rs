@@ -203,12 +203,7 @@ fn an_engine_that_crashes_at_start_exits_4_with_its_log_tail() {
     );
     let r = results(dir.path());
     assert_eq!(r["status"], "error");
-    let lm = r["engines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "lmcache")
-        .unwrap();
+    let lm = engine_record(&r, "lmcache");
     assert!(lm["log_tail"]
         .as_array()
         .unwrap()

@@ -482,12 +482,7 @@ fn auto_placement_shares_one_gpu_when_the_baseline_leaves_room_for_another() {
         ("0".into(), "0".into())
     );
     // The LMCache engine found the baseline's memory taken and kept it.
-    let lm = r["engines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "lmcache")
-        .unwrap();
+    let lm = engine_record(&r, "lmcache");
     assert_eq!(lm["gpu_memory"]["at_ready_mib"], 71302.0, "{lm}");
     assert_eq!(lm["gpu"], "0");
     // What the stand-in reports as vLLM does (`vllm:cache_config_info`).

@@ -152,13 +152,9 @@ impl K3 {
 /// The port the run gave an engine.
 fn port_of(results: &Path, engine: &str) -> u16 {
     let r = common::results(results);
-    let url = r["engines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == engine)
-        .and_then(|e| e["url"].as_str())
-        .unwrap_or_else(|| panic!("engine {engine} in {r}"))
+    let url = common::engine_record(&r, engine)["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("engine {engine}'s url in {r}"))
         .to_string();
     url.rsplit(':').next().unwrap().parse().unwrap()
 }

@@ -14,10 +14,16 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// Two equally fast sims with independent 10 % jitter; LMCache slowed by
 /// `slowdown_pct`. The check: LMCache at most 5 % slower on query TTFT.
 fn noisy(dir: &Path, slowdown_pct: u32) -> std::process::Output {
-    noisy_with(dir, slowdown_pct, "trials = 6\n", "")
+    noisy_with(dir, (slowdown_pct, 5), "trials = 6\n", "")
 }
 
-fn noisy_with(dir: &Path, slowdown_pct: u32, test: &str, check: &str) -> std::process::Output {
+/// As [`noisy`], with the check's bound (`max_change_pct`) given.
+fn noisy_with(
+    dir: &Path,
+    (slowdown_pct, bound): (u32, u32),
+    test: &str,
+    check: &str,
+) -> std::process::Output {
     let engine = |role: &str, seed: u32, slowdown: u32| {
         format!(
             "[engines.{role}]\nrole = \"{role}\"\nkind = \"sim\"\n[engines.{role}.sim]\n\
@@ -32,7 +38,7 @@ fn noisy_with(dir: &Path, slowdown_pct: u32, test: &str, check: &str) -> std::pr
             "[run]\nname = \"noise\"\n{}{}\
              [tests.long_doc_qa]\nkind = \"long_doc_qa\"\ndocument_length = 500\nnum_documents = 8\n\
              output_len = 4\nrepeat_count = 2\nmax_inflight_requests = 1\nprewarmup_prompts = 0\n{test}\
-             [tests.long_doc_qa.checks.no_slower]\nmetric = \"query_ttft_per_prompt\"\nmax_change_pct = 5\n{check}",
+             [tests.long_doc_qa.checks.no_slower]\nmetric = \"query_ttft_per_prompt\"\nmax_change_pct = {bound}\n{check}",
             engine("baseline", 1, 0),
             engine("lmcache", 2, slowdown_pct)
         ),
@@ -79,7 +85,7 @@ fn a_ten_percent_slowdown_fails_with_more_trials() {
     let dir = tempdir();
     let out = noisy_with(
         dir.path(),
-        10,
+        (10, 5),
         "trials = 4\nmax_trials = 12\n",
         "on_inconclusive = \"more-trials-then-fail\"\n",
     );
@@ -117,9 +123,12 @@ fn a_ten_percent_slowdown_fails_with_more_trials() {
 #[test]
 fn more_trials_run_only_while_the_verdict_is_open() {
     let dir = tempdir();
+    // A bound no-change engines clear with room at Pocock's level for
+    // seven looks (98.7 %); at +5 % a host under the whole suite's load
+    // could leave it undecided after all eight trials.
     let out = noisy_with(
         dir.path(),
-        0,
+        (0, 10),
         "trials = 2\nmax_trials = 8\n",
         "on_inconclusive = \"more-trials\"\n",
     );
@@ -172,7 +181,7 @@ fn a_run_that_could_not_tell_is_not_reported_as_passed() {
     let dir = tempdir();
     let out = noisy_with(
         dir.path(),
-        5,
+        (5, 5),
         "trials = 2\nmax_trials = 2\n",
         "on_inconclusive = \"more-trials\"\n",
     );

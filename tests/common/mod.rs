@@ -112,6 +112,16 @@ pub fn results(dir: &Path) -> Value {
     serde_json::from_str(&text).expect("results.json parses")
 }
 
+/// The record of engine `name` in a results.json.
+pub fn engine_record<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["engines"]
+        .as_array()
+        .expect("results.json lists its engines")
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no engine `{name}` in {r}"))
+}
+
 /// `ci` on the sim preset into `dir`, with extra `--set`s.
 pub fn ci_sim(dir: &Path, sets: &[&str]) -> Command {
     let mut cmd = bin();
