@@ -625,11 +625,21 @@ fn engines_sharing_one_gpu_take_turns_even_when_told_to_serve_together() {
         "[tests.long_doc_qa]\nkind = \"long_doc_qa\"\ndocument_length = 200\nnum_documents = 2\n\
          output_len = 2\nrepeat_count = 1\nprewarmup_prompts = 0\ntrials = 2\nmax_trials = 2\n\
          [tests.long_doc_qa.checks.failed]\nmetric = \"failed_requests\"\nmax = 0\n";
-    let (_, r, _dir) = auto_on_one_gpu(
+    let (stderr, r, _dir) = auto_on_one_gpu(
         "NVIDIA H200",
         143771,
         35651,
         ("pairing = \"together\"\n", tests),
+    );
+    // The first trial's LMCache run began after the baseline's ended.
+    let at = |what: &str| {
+        stderr
+            .find(what)
+            .unwrap_or_else(|| panic!("{what} in {stderr}"))
+    };
+    assert!(
+        at("[long_doc_qa] baseline: query TTFT") < at("[long_doc_qa] running against lmcache"),
+        "{stderr}"
     );
     let notes = r["tests"][0]["notes"].to_string();
     assert!(
