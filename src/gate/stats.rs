@@ -201,6 +201,12 @@ pub(crate) fn random_effects_change_pct(
     (pct(mu), interval)
 }
 
+/// The trials' estimates averaged with weights `w`.
+fn weighted_mean(per_trial: &[(f64, f64)], w: &[f64]) -> f64 {
+    let sum: f64 = per_trial.iter().zip(w).map(|((y, _), w)| w * y).sum();
+    sum / w.iter().sum::<f64>()
+}
+
 /// The pooled estimate and its standard error from per-trial (estimate,
 /// variance) pairs: DerSimonian–Laird τ², Hartung–Knapp variance with
 /// Röver et al.'s floor. Trials without a variance (one prompt) weigh
@@ -213,12 +219,7 @@ fn hartung_knapp(per_trial: &[(f64, f64)]) -> (f64, f64) {
         .map(|(_, v)| if known { 1.0 / v } else { 1.0 })
         .collect();
     let sw: f64 = w.iter().sum();
-    let fixed = per_trial
-        .iter()
-        .zip(&w)
-        .map(|((y, _), w)| w * y)
-        .sum::<f64>()
-        / sw;
+    let fixed = weighted_mean(per_trial, &w);
     let tau2 = if known {
         let q: f64 = per_trial
             .iter()
@@ -235,12 +236,7 @@ fn hartung_knapp(per_trial: &[(f64, f64)]) -> (f64, f64) {
         .map(|(_, v)| if known { 1.0 / (v + tau2) } else { 1.0 })
         .collect();
     let sws: f64 = w_star.iter().sum();
-    let mu = per_trial
-        .iter()
-        .zip(&w_star)
-        .map(|((y, _), w)| w * y)
-        .sum::<f64>()
-        / sws;
+    let mu = weighted_mean(per_trial, &w_star);
     let spread = per_trial
         .iter()
         .zip(&w_star)

@@ -879,12 +879,15 @@ impl ModelRun<'_> {
             .and_then(|g| g.into_iter().find(|g| g.index == gpu))
             .map(|g| g.memory_free_mib as f64);
         let beside = took.zip(free).is_some_and(|(t, f)| placement::fits(t, f));
-        let (t, f) = (took.unwrap_or(f64::NAN), free.unwrap_or(f64::NAN));
-        self.events.info(if beside {
-            format!("`{}` took {t:.0} MiB of GPU {gpu} and {f:.0} MiB are free: the other engines start beside it", first.name)
-        } else {
-            format!("`{}` took {t:.0} MiB of GPU {gpu} and {f:.0} MiB are free: the other engines start after it stops", first.name)
-        });
+        let seen = match took.zip(free) {
+            Some((t, f)) => format!("took {t:.0} MiB of GPU {gpu} and {f:.0} MiB are free"),
+            None => format!("left GPU {gpu}'s memory unread (`nvidia-smi` did not answer)"),
+        };
+        let then = match beside {
+            true => "the other engines start beside it",
+            false => "the other engines start after it stops",
+        };
+        self.events.info(format!("`{}` {seen}: {then}", first.name));
         beside
     }
 
