@@ -300,8 +300,8 @@ pub(crate) struct RunConfig {
     /// A directory kept between CI runs where the engines keep what their
     /// start compiles (vLLM's torch.compile cache, Triton, Inductor,
     /// FlashInfer and CUDA kernels): each started engine is given
-    /// `VLLM_CACHE_ROOT`, `VLLM_CONFIG_ROOT` (vLLM keys its compile cache by
-    /// it), `TRITON_CACHE_DIR`, `TORCHINDUCTOR_CACHE_DIR`,
+    /// `VLLM_CACHE_ROOT`, `VLLM_CONFIG_ROOT` and `VLLM_XLA_CACHE_PATH` (vLLM
+    /// keys its compile cache by both), `TRITON_CACHE_DIR`, `TORCHINDUCTOR_CACHE_DIR`,
     /// `FLASHINFER_WORKSPACE_BASE` and `CUDA_CACHE_PATH` under it, unless
     /// the suite or the job's environment sets them. Each tool keys its
     /// entries by version, model and arguments, so one directory serves

@@ -17,6 +17,8 @@ pub(crate) const CACHE_ENV: &[(&str, &str)] = &[
     // vLLM hashes its config folder into the compile cache's key: under a
     // HOME that differs between runs the graphs would never be found.
     ("VLLM_CONFIG_ROOT", "vllm-config"),
+    // Hashed into the key too, and it follows HOME (~/.cache/vllm/...).
+    ("VLLM_XLA_CACHE_PATH", "vllm-xla"),
     ("TRITON_CACHE_DIR", "triton"),
     ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
     ("FLASHINFER_WORKSPACE_BASE", "flashinfer"),
@@ -127,15 +129,16 @@ mod tests {
     /// the first compiled everything; the second, its engine cache kept
     /// but under another HOME, compiled its graphs again (vLLM keyed them
     /// by its config folder) with the kernels the first left.
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/vllm/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
     #[test]
     fn the_h200_passes_read_as_cold_then_partly_warm() {
-        let fixture = |name: &str| {
-            std::fs::read_to_string(format!(
-                "{}/tests/fixtures/vllm/{name}",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .unwrap()
-        };
         let cold = from_text(&fixture("start-h200-cold.log"), None, false).unwrap();
         assert_eq!(
             (cold.state.as_str(), cold.compile_secs, cold.init_secs),
@@ -148,13 +151,43 @@ mod tests {
         );
     }
 
+    /// vLLM's compile-cache key as the H100's cold baseline wrote it
+    /// (`cache_key_factors.json`, docs/runs/2026-12-06-h100-gpu-minutes/)
+    /// under HOME /root/r/home-cold: every factor that is a path under HOME
+    /// differs between jobs, so the engine cache must pin it.
+    #[test]
+    fn every_key_factor_under_home_is_pinned_by_the_engine_cache() {
+        let text = fixture("cache-key-factors-h100.json");
+        let factors: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let env = factors["env"].as_object().unwrap();
+        let under_home: Vec<&str> = env
+            .iter()
+            .filter(|(_, v)| {
+                v.as_str()
+                    .is_some_and(|v| v.starts_with("/root/r/home-cold/"))
+            })
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(under_home, ["VLLM_XLA_CACHE_PATH"]);
+        // The config folder was pinned when this key was written.
+        assert!(env.contains_key("VLLM_CONFIG_ROOT"));
+        for name in under_home.into_iter().chain(["VLLM_CONFIG_ROOT"]) {
+            assert!(
+                CACHE_ENV.iter().any(|(n, _)| *n == name),
+                "{name} is hashed into vLLM's compile key and follows HOME"
+            );
+        }
+    }
+
     #[test]
     fn a_warm_start_loads_and_eager_and_other_servers_are_told_apart() {
-        // vLLM 0.26's line when the compiled graph comes from the cache.
-        let warm = "(EngineCore pid=9) INFO 12-06 10:00:01 [backends.py:292] Directly load the compiled graph(s) for compile range (1, 8192) from the cache, took 2.113 s\n\
-                    (EngineCore pid=9) INFO 12-06 10:00:02 [monitor.py:53] torch.compile took 9.80 s in total\n";
-        let s = from_text(warm, None, true).unwrap();
-        assert_eq!((s.state.as_str(), s.compile_secs), ("warm", Some(9.8)));
+        // The H100's start under another HOME once VLLM_XLA_CACHE_PATH was
+        // pinned: its graphs came from the cache.
+        let s = from_text(&fixture("start-h100-warm.log"), None, true).unwrap();
+        assert_eq!(
+            (s.state.as_str(), s.compile_secs, s.init_secs),
+            ("warm", Some(4.03), Some(7.28))
+        );
         let eager = "(APIServer pid=1108) WARNING 12-02 07:16:38 [vllm.py:1163] Enforce eager set, disabling torch.compile and CUDAGraphs.\n";
         assert_eq!(from_text(eager, None, false).unwrap().state, "eager");
         assert_eq!(from_text("llama server listening\n", None, false), None);
