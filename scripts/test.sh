@@ -72,6 +72,10 @@ llama=$(scripts/llama-server.sh) || exit 3
 LMCACHE_E2E_LLAMA_PYTHON=$(sed -n 1p <<<"$llama")
 LMCACHE_E2E_LLAMA_MODEL=$(sed -n 2p <<<"$llama")
 export LMCACHE_E2E_LLAMA_PYTHON LMCACHE_E2E_LLAMA_MODEL
+# The real lm_eval (lm-eval[api] from PyPI, no torch) for its test against
+# llama.cpp's server, in target/lmeval-venv.
+LMCACHE_E2E_LM_EVAL=$(scripts/lm-eval.sh) || exit 3
+export LMCACHE_E2E_LM_EVAL
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt 2>/dev/null || true
 
 echo "--- cargo fmt --check"

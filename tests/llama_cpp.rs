@@ -333,3 +333,79 @@ fn sigterm_mid_run_leaves_no_llama_cpp_server() {
     assert!(r.join("results.json").exists());
     assert!(started.elapsed() < LIMIT);
 }
+
+/// The real lm_eval, from scripts/lm-eval.sh.
+fn lm_eval() -> PathBuf {
+    std::env::var_os("LMCACHE_E2E_LM_EVAL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lmeval-venv/bin/lm_eval")
+        })
+}
+
+// k3's lm_eval step for real, offline: lm_eval (PyPI) runs twice against the
+// cached engine from a task the tool writes out of the shared MMLU data
+// (llama.cpp's server has no /tokenize for lm_eval's tokenizer, hence
+// `tokenizer_backend = "none"`). Its samples, laid out as the seed's
+// `lm_eval/first_run` and `second_run`, agree line for line, and they are
+// worth comparing: the model answered letters, not nothing.
+#[test]
+fn lm_eval_runs_twice_for_real_from_a_task_written_from_mmlu_data() {
+    let lm_eval = lm_eval();
+    assert!(
+        lm_eval.exists(),
+        "lm_eval is not installed at {}: run scripts/lm-eval.sh (scripts/test.sh does)",
+        lm_eval.display()
+    );
+    let dir = tempdir();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmlu/data.tar.xz");
+    let tests = format!(
+        "[tests.lm_eval]\nkind = \"lm_eval\"\ncommand = {:?}\ndata = {:?}\nlimit = 6\n\
+         num_concurrent = 2\ntokenizer_backend = \"none\"\n\
+         [tests.lm_eval.checks.identical_samples]\nmetric = \"differing_sample_lines\"\nmax = 0\n",
+        lm_eval.display().to_string(),
+        data.display().to_string(),
+    );
+    let out = run(&mut ci(&suite(dir.path(), &tests), dir.path()), LIMIT);
+    passed(&out);
+    let r = results(&dir.path().join("r"));
+    assert_eq!(metric(&r, "lm_eval", "lmcache", "samples"), 6.0);
+    assert_eq!(
+        metric(&r, "lm_eval", "lmcache", "differing_sample_lines"),
+        0.0
+    );
+    assert_eq!(check(&r, "identical_samples")["verdict"], "pass");
+    let score = metric(&r, "lm_eval", "lmcache", "first_run_score");
+    assert!((0.0..=1.0).contains(&score), "{score}");
+    let lm = dir.path().join("r/lm_eval");
+    assert!(lm.join("tasks/mmlu_local.yaml").is_file());
+    let mut letters = 0;
+    for run in ["first_run", "second_run"] {
+        let samples = find(&lm.join(run), "samples_mmlu_local_");
+        assert_eq!(samples.len(), 1, "{run}: {samples:?}");
+        let text = std::fs::read_to_string(&samples[0]).unwrap();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let answer = v["filtered_resps"][0].as_str().unwrap_or_default();
+            letters += usize::from(["A", "B", "C", "D"].contains(&answer));
+        }
+    }
+    assert!(letters > 0, "SmolLM2 answered no letter in either run");
+}
+
+/// Files under `dir` whose names start with `prefix`.
+fn find(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().unwrap().to_string_lossy().starts_with(prefix) {
+                found.push(p);
+            }
+        }
+    }
+    found
+}

@@ -2,6 +2,8 @@
 //! LMCache engine (the second run reads the KV the first stored), then the
 //! sorted lines of the two `samples_<task>_*.jsonl` compared.
 
+mod task;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -17,6 +19,7 @@ use crate::config::{
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
+use task::LocalTask;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +34,19 @@ pub(crate) struct LmEvalParams {
     /// Where the hub is declared offline (`HF_HUB_OFFLINE=1` or
     /// `HF_DATASETS_OFFLINE=1`), it must be in the local Hugging Face cache.
     pub dataset: Option<String>,
+    /// A local copy of the data instead of the hub: a GSM8K `.jsonl` (one
+    /// object per line with `question` and `answer`, the rows of
+    /// openai/gsm8k's test split) or MMLU's `data.tar.xz` (its extracted
+    /// folder, or `builtin`). The tool writes the task for it (`gsm8k_local`
+    /// with lm_eval's gsm8k prompt and scoring, or `mmlu_local` with the
+    /// correctness suite's prompts) under `lm_eval/tasks/` and runs lm_eval
+    /// offline; `task` and `dataset` are then not used. Relative to the
+    /// suite's folder.
+    pub data: Option<String>,
+    /// lm_eval's `tokenizer_backend` model argument: `none` for a server
+    /// without vLLM's tokenizer routes (generation tasks need none);
+    /// lm_eval chooses when absent (vLLM's own, else Hugging Face's).
+    pub tokenizer_backend: Option<String>,
     /// What a missing `lm_eval` or data set does: `fail` the test (k3's
     /// step fails), or `skip` it, saying why.
     pub when_unavailable: WhenUnavailable,
@@ -56,6 +72,8 @@ impl Default for LmEvalParams {
             max_retries: 3,
             seed: 0,
             dataset: None,
+            data: None,
+            tokenizer_backend: None,
             when_unavailable: WhenUnavailable::Fail,
         }
     }
@@ -193,20 +211,35 @@ impl LmEvalError {
     }
 }
 
-/// The reference's command line.
-pub(crate) fn args(p: &LmEvalParams, model: &str, server: &Endpoint, out: &Path) -> Vec<String> {
-    vec![
+/// The reference's command line, for the hub's task or a local one.
+pub(crate) fn args(
+    p: &LmEvalParams,
+    local: Option<&LocalTask>,
+    model: &str,
+    server: &Endpoint,
+    out: &Path,
+) -> Vec<String> {
+    let mut model_args = format!(
+        "model={model},base_url={},num_concurrent={},max_retries={},tokenized_requests=False",
+        server.at("/v1/completions"),
+        p.num_concurrent,
+        p.max_retries
+    );
+    if let Some(backend) = &p.tokenizer_backend {
+        model_args.push_str(&format!(",tokenizer_backend={backend}"));
+    }
+    let mut args: Vec<String> = vec![
         "--model".into(),
         "local-completions".into(),
         "--tasks".into(),
-        p.task.clone(),
+        local.map_or(&p.task, |t| &t.name).clone(),
+    ];
+    if let Some(t) = local {
+        args.extend(["--include_path".into(), t.include.display().to_string()]);
+    }
+    args.extend([
         "--model_args".into(),
-        format!(
-            "model={model},base_url={},num_concurrent={},max_retries={},tokenized_requests=False",
-            server.at("/v1/completions"),
-            p.num_concurrent,
-            p.max_retries
-        ),
+        model_args,
         "--limit".into(),
         p.limit.to_string(),
         "--seed".into(),
@@ -216,7 +249,8 @@ pub(crate) fn args(p: &LmEvalParams, model: &str, server: &Endpoint, out: &Path)
         out.display().to_string(),
         "--gen_kwargs".into(),
         r#"{"temperature": 0.0}"#.into(),
-    ]
+    ]);
+    args
 }
 
 /// `samples_<task>_*.jsonl` anywhere under `dir` (lm_eval nests it under
@@ -248,9 +282,11 @@ fn find_files(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
     found
 }
 
-/// Runs lm_eval once into `results_dir/lm_eval/<run>`; returns its samples file.
+/// Runs lm_eval once into `results_dir/lm_eval/<run>`; returns its samples
+/// file. A local task runs with the hub declared offline: its rows are here.
 pub(crate) async fn run_once(
     p: &LmEvalParams,
+    local: Option<&LocalTask>,
     model: &str,
     url: &str,
     results_dir: &Path,
@@ -269,9 +305,16 @@ pub(crate) async fn run_once(
     std::fs::create_dir_all(&out).map_err(spawn)?;
     let log = results_dir.join("lm_eval").join(format!("{run}.log"));
     let file = std::fs::File::create(&log).map_err(spawn)?;
-    let status = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    if local.is_some() {
+        command
+            .env("HF_DATASETS_OFFLINE", "1")
+            .env("HF_HUB_OFFLINE", "1");
+    }
+    let task = local.map_or(&p.task, |t| &t.name);
+    let status = command
         .no_secrets()
-        .args(args(p, model, &server, &out))
+        .args(args(p, local, model, &server, &out))
         .stdin(Stdio::null())
         .stdout(file.try_clone().map_err(spawn)?)
         .stderr(file)
@@ -288,11 +331,11 @@ pub(crate) async fn run_once(
             log,
         });
     }
-    find_samples(&out, &p.task)
+    find_samples(&out, task)
         .pop()
         .ok_or_else(|| LmEvalError::NoSamples {
             run: run.into(),
-            task: p.task.clone(),
+            task: task.clone(),
             dir: out.clone(),
             tail: tail(),
             log: log.clone(),
@@ -391,15 +434,24 @@ fn cached_copies(dataset: &str, env: Env<'_>) -> Vec<PathBuf> {
     ]
 }
 
-/// Why lm_eval cannot run here, if it cannot: the program missing, or
-/// the task's data set neither cached nor reachable (the hub declared
-/// offline). A hub that is merely unreachable is not known in advance.
-pub(crate) fn unavailable(p: &LmEvalParams, env: Env<'_>) -> Option<String> {
+/// Why lm_eval cannot run here, if it cannot: the program missing, a local
+/// data file missing, or the task's data set neither cached nor reachable
+/// (the hub declared offline). A hub that is merely unreachable is not known in advance.
+pub(crate) fn unavailable(p: &LmEvalParams, suite_dir: &Path, env: Env<'_>) -> Option<String> {
     if which::which(&p.command).is_err() {
         return Some(format!(
             "`{}` is not on PATH: install it in the job's environment (pip install 'lm-eval[api]')",
             p.command
         ));
+    }
+    if let Some(data) = &p.data {
+        let path = suite_dir.join(data);
+        return (data != "builtin" && !path.exists()).then(|| {
+            format!(
+                "its data {} is not there: give a GSM8K .jsonl or MMLU's data.tar.xz (tests.<name>.data)",
+                path.display()
+            )
+        });
     }
     let dataset = p.dataset.as_deref()?;
     let offline = hub_offline(env)?;
@@ -422,11 +474,16 @@ pub(crate) fn unavailable(p: &LmEvalParams, env: Env<'_>) -> Option<String> {
 /// stores, the second loads, and their samples must be identical.
 pub(crate) struct LmEval {
     params: LmEvalParams,
+    /// The task written from `data`, once planned.
+    local: Option<LocalTask>,
 }
 
 impl LmEval {
     pub(crate) fn new(params: LmEvalParams) -> Self {
-        Self { params }
+        Self {
+            params,
+            local: None,
+        }
     }
 }
 
@@ -435,17 +492,22 @@ impl Workload for LmEval {
     /// where it cannot: the test is skipped, saying why.
     fn plan<'a>(
         &'a mut self,
-        _ctx: &'a Ctx<'a>,
+        ctx: &'a Ctx<'a>,
         _first: Role,
     ) -> BoxFuture<'a, Result<(), WorkloadError>> {
         Box::pin(async move {
-            if self.params.when_unavailable != WhenUnavailable::Skip {
-                return Ok(());
+            if self.params.when_unavailable == WhenUnavailable::Skip {
+                let why = unavailable(&self.params, ctx.suite_dir, &|k| std::env::var(k).ok());
+                if let Some(reason) = why {
+                    return Err(WorkloadError::Unavailable { reason });
+                }
             }
-            match unavailable(&self.params, &|k| std::env::var(k).ok()) {
-                Some(reason) => Err(WorkloadError::Unavailable { reason }),
-                None => Ok(()),
+            if let Some(data) = &self.params.data {
+                let out = ctx.out_dir.join("lm_eval");
+                let limit = self.params.limit as usize;
+                self.local = Some(task::write(data, ctx.suite_dir, &out, limit).await?);
             }
+            Ok(())
         })
     }
 
@@ -461,23 +523,22 @@ impl Workload for LmEval {
                 return Ok(());
             }
             let p = &self.params;
+            let local = self.local.as_ref();
+            let task = local.map_or(&p.task, |t| &t.name);
             let (target, client) = ctx.engine(role)?;
             let model = super::shared::resolve_model(&client, ctx.model).await?;
             let mut samples = Vec::new();
             ctx.progress.start("lm_eval runs", 2);
             for run in ["first_run", "second_run"] {
-                (ctx.say)(format!(
-                    "lm_eval {} ({run}) against `{}`",
-                    p.task, target.name
-                ));
-                let file = run_once(p, &model, &target.url, ctx.out_dir, run).await?;
+                (ctx.say)(format!("lm_eval {task} ({run}) against `{}`", target.name));
+                let file = run_once(p, local, &model, &target.url, ctx.out_dir, run).await?;
                 ctx.progress.finished(true);
                 out.files.push(relative(ctx.out_dir, &file));
                 samples.push(file);
             }
             let diff = sorted_diff(&samples[0], &samples[1])?;
             let dirs = ["first_run", "second_run"].map(|r| ctx.out_dir.join("lm_eval").join(r));
-            let scores = dirs.map(|d| score(&d, &p.task));
+            let scores = dirs.map(|d| score(&d, task));
             let lines = |p: &Path| {
                 std::fs::read_to_string(p)
                     .map(|t| t.lines().count())
@@ -558,15 +619,15 @@ mod tests {
                 _ => None,
             }
         };
-        let why = unavailable(&p("lm-eval-not-installed"), &env(false)).unwrap();
+        let why = unavailable(&p("lm-eval-not-installed"), Path::new("."), &env(false)).unwrap();
         assert!(
             why.contains("`lm-eval-not-installed` is not on PATH") && why.contains("pip install"),
             "{why}"
         );
         // Online, the hub may serve it: lm_eval is let try.
-        assert_eq!(unavailable(&p("sh"), &env(false)), None);
+        assert_eq!(unavailable(&p("sh"), Path::new("."), &env(false)), None);
         // Offline and not cached: skipped, saying where it looked and how to provide it.
-        let why = unavailable(&p("sh"), &env(true)).unwrap();
+        let why = unavailable(&p("sh"), Path::new("."), &env(true)).unwrap();
         assert!(
             why.contains("offline here (HF_DATASETS_OFFLINE=1)"),
             "{why}"
@@ -585,13 +646,13 @@ mod tests {
         );
         // A cached copy (either layout) is enough.
         std::fs::create_dir_all(home.path().join("datasets/openai___gsm8k")).unwrap();
-        assert_eq!(unavailable(&p("sh"), &env(true)), None);
+        assert_eq!(unavailable(&p("sh"), Path::new("."), &env(true)), None);
         // A task that names no data set only needs the program.
         let no_data = LmEvalParams {
             command: "sh".into(),
             ..LmEvalParams::default()
         };
-        assert_eq!(unavailable(&no_data, &env(true)), None);
+        assert_eq!(unavailable(&no_data, Path::new("."), &env(true)), None);
     }
 
     mod fuzz_results {
@@ -601,7 +662,7 @@ mod tests {
 
         proptest! {
             #[test]
-            fn fuzz_lm_eval_results(bytes in mutated(include_bytes!("../../tests/fixtures/fuzz/lm_eval_results.json"))) {
+            fn fuzz_lm_eval_results(bytes in mutated(include_bytes!("../../../tests/fixtures/fuzz/lm_eval_results.json"))) {
                 let dir = tempfile::tempdir().unwrap();
                 std::fs::write(dir.path().join("results_2026-01-01T00-00-00.json"), &bytes).unwrap();
                 if let Some(s) = timed("an lm_eval results file", || score(dir.path(), "gsm8k")) {
@@ -613,17 +674,38 @@ mod tests {
 
     #[test]
     fn the_reference_command_line() {
+        let server = Endpoint::parse("http://127.0.0.1:8000/v1").unwrap();
+        let out = Path::new("/r/lm_eval/first_run");
         let a = args(
             &LmEvalParams::default(),
+            None,
             "Qwen/Qwen3-14B",
-            &Endpoint::parse("http://127.0.0.1:8000/v1").unwrap(),
-            Path::new("/r/lm_eval/first_run"),
+            &server,
+            out,
         )
         .join(" ");
         assert_eq!(
             a,
             "--model local-completions --tasks gsm8k --model_args model=Qwen/Qwen3-14B,base_url=http://127.0.0.1:8000/v1/completions,num_concurrent=50,max_retries=3,tokenized_requests=False \
              --limit 300 --seed 0 -s --output_path /r/lm_eval/first_run --gen_kwargs {\"temperature\": 0.0}"
+        );
+        // A task written from local data, against a server without /tokenize.
+        let local = LocalTask {
+            name: "mmlu_local".into(),
+            include: "/r/lm_eval/tasks".into(),
+        };
+        let p = LmEvalParams {
+            tokenizer_backend: Some("none".into()),
+            ..LmEvalParams::default()
+        };
+        let a = args(&p, Some(&local), "smollm2", &server, out).join(" ");
+        assert!(
+            a.starts_with("--model local-completions --tasks mmlu_local --include_path /r/lm_eval/tasks --model_args model=smollm2,"),
+            "{a}"
+        );
+        assert!(
+            a.contains(",tokenized_requests=False,tokenizer_backend=none --limit"),
+            "{a}"
         );
     }
 
