@@ -8,7 +8,8 @@
 # /root/r/real.done; /root/r/real.tar.xz holds everything to commit.
 #
 # Carry plan (64 MiB a call, the machine kept warm between calls): one call
-# per site.part.N (each copied into /root/b), one with real/ (98 MB GGUF:
+# per site.part.N (each copied into /root/b), one per lmeval-wheels part of
+# scripts/gpu/lm-eval-bundle.sh (optional: lm_eval then runs), one with real/ (98 MB GGUF:
 # split it in two with `split -n 2`, joined here), one with model/, the data
 # and the binary, which copies this script and make-real-model.py beside
 # them and starts this script with setsid; no `--only` in EXTRA, which
@@ -35,6 +36,19 @@ if [ ! -f real-model/config.json ]; then
   conv=$B/make-real-model.py; [ -f "$conv" ] || conv=real/make-real-model.py
   PYTHONPATH=/tmp/gguf:$B/site python3 "$conv" "$gguf" model real-model || { stamp "make-real-model failed"; touch "$R/real.done"; exit 1; }
 fi
+# lm_eval, where the carry brought scripts/gpu/lm-eval-bundle.sh's wheels
+# (lmeval-wheels.tar.part.*): its own folder on PYTHONPATH, the vLLM site
+# untouched; the preset's lm_eval test is skipped, saying why, without it.
+if ls lmeval-wheels.tar.part.* >/dev/null 2>&1 && [ ! -x bin/lm_eval ]; then
+  stamp "lm_eval"
+  cat lmeval-wheels.tar.part.* | tar x && rm -f lmeval-wheels.tar.part.*
+  if python3 -m pip install -q --no-index --find-links lmeval-wheels --target "$B/lmeval" 'lm-eval[api]==0.4.13'; then
+    printf '#!/bin/sh\nexport PYTHONPATH=%s/lmeval\nexec python3 -m lm_eval "$@"\n' "$B" > bin/lm_eval
+    chmod +x bin/lm_eval
+  else
+    stamp "lm_eval install failed"
+  fi
+fi
 ./lmcache-e2e --version
 nvidia-smi --query-gpu=index,name,uuid,memory.total,memory.used,memory.free,utilization.gpu --format=csv > "$R/nvidia-smi-query.csv"
 nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -l 2 > "$R/gpu-timeline.csv" 2>&1 &
@@ -50,7 +64,7 @@ suite=(--preset gpu-1-real)
 [[ " ${EXTRA:-} " == *" --suite "* ]] && suite=()
 ./lmcache-e2e ci --results-dir "$R/real" "${suite[@]}" --set run.model="$B/real-model" \
   --set tests.mmlu.data="$B/data.tar.xz" --set tests.determinism.data="$B/data.tar.xz" \
-  "${extra[@]}" > "$R/console-real.txt" 2>&1
+  --set tests.lm_eval.data="$B/data.tar.xz" "${extra[@]}" > "$R/console-real.txt" 2>&1
 echo "rc=$? wall=$(( $(date +%s) - t0 ))s" | tee "$R/real.rc"
 ps -eo pid,pgid,stat,etimes,args --sort=pgid | grep -v -e ' ps ' -e grep > "$R/ps-after-real.txt"
 nvidia-smi > "$R/nvidia-smi-after-real.txt" 2>&1
