@@ -9,7 +9,7 @@
 #
 # Carry plan (64 MiB a call, the machine kept warm between calls): one call
 # per site.part.N (each copied into /root/b), one per lmeval-wheels part of
-# scripts/gpu/lm-eval-bundle.sh (optional: lm_eval then runs), one with real/ (98 MB GGUF:
+# `scripts/gpu/wheels-bundle.sh .gpu lmeval` (optional: lm_eval then runs), one with real/ (98 MB GGUF:
 # split it in two with `split -n 2`, joined here), one with model/, the data
 # and the binary, which copies this script and make-real-model.py beside
 # them and starts this script with setsid; no `--only` in EXTRA, which
@@ -36,9 +36,9 @@ if [ ! -f real-model/config.json ]; then
   conv=$B/make-real-model.py; [ -f "$conv" ] || conv=real/make-real-model.py
   PYTHONPATH=/tmp/gguf:$B/site python3 "$conv" "$gguf" model real-model || { stamp "make-real-model failed"; touch "$R/real.done"; exit 1; }
 fi
-# lm_eval, where the carry brought scripts/gpu/lm-eval-bundle.sh's wheels
-# (lmeval-wheels.tar.part.*): its own folder on PYTHONPATH, the vLLM site
-# untouched; the preset's lm_eval test is skipped, saying why, without it.
+# lm_eval, where the carry brought its wheels (lmeval-wheels.tar.part.*):
+# its own folder on PYTHONPATH, the vLLM site untouched; the preset's lm_eval
+# test is skipped, saying why, without it.
 if ls lmeval-wheels.tar.part.* >/dev/null 2>&1 && [ ! -x bin/lm_eval ]; then
   stamp "lm_eval"
   cat lmeval-wheels.tar.part.* | tar x && rm -f lmeval-wheels.tar.part.*
