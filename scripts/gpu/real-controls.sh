@@ -12,43 +12,23 @@
 # `scripts/gpu/wheels-bundle.sh .gpu lmeval` (optional: lm_eval then runs), one with real/ (98 MB GGUF:
 # split it in two with `split -n 2`, joined here), one with model/, the data
 # and the binary, which copies this script and make-real-model.py beside
-# them and starts this script with setsid; no `--only` in EXTRA, which
+# them and starts this script with setsid (host.sh beside it); no `--only` in EXTRA, which
 # would skip the controls; then poll for
 # /root/r/real.done and fetch real.tar.xz through $OUT.
 set -u
 B=${B:-/root/b} R=${R:-/root/r}
 mkdir -p "$R"
 exec > >(tee -a "$R/driver-real.log") 2>&1
-stamp() { echo "== $(date -u +%H:%M:%S) $*"; }
 cd "$B" || exit 1
+# shellcheck source=scripts/gpu/host.sh
+. "$B/host.sh"
 stamp install
-[ -x lmcache-e2e ] || { xz -dc lmcache-e2e.xz > lmcache-e2e && chmod +x lmcache-e2e; }
-[ -d site ] || bash install.sh || { stamp "install failed"; touch "$R/real.done"; exit 1; }
-printf '#!/bin/sh\nexport PYTHONPATH=%s/site${PYTHONPATH:+:$PYTHONPATH}\nexec python3 -c "import sys; from lmcache.cli.main import main; sys.argv[0]=\\"lmcache\\"; sys.exit(main())" "$@"\n' "$B" > bin/lmcache
-chmod +x bin/lmcache
-export PATH=$B/bin:$PATH
+host_install || { stamp "install failed"; host_done "$R/real.done"; exit 1; }
 stamp "real weights"
-if [ ! -f real-model/config.json ]; then
-  [ -f real/model.gguf ] || cat real/*.gguf.part.* > real/model.gguf 2>/dev/null || true
-  gguf=$(find real -name "*.gguf" | head -1)
-  python3 -m pip install -q --no-index --no-deps --target /tmp/gguf real/gguf-*.whl
-  # Ours (scripts/gpu/, copied beside this script) saves what shared/'s cannot.
-  conv=$B/make-real-model.py; [ -f "$conv" ] || conv=real/make-real-model.py
-  PYTHONPATH=/tmp/gguf:$B/site python3 "$conv" "$gguf" model real-model || { stamp "make-real-model failed"; touch "$R/real.done"; exit 1; }
-fi
-# lm_eval, where the carry brought its wheels (lmeval-wheels.tar.part.*):
-# its own folder on PYTHONPATH, the vLLM site untouched; the preset's lm_eval
-# test is skipped, saying why, without it.
-if ls lmeval-wheels.tar.part.* >/dev/null 2>&1 && [ ! -x bin/lm_eval ]; then
-  stamp "lm_eval"
-  cat lmeval-wheels.tar.part.* | tar x && rm -f lmeval-wheels.tar.part.*
-  if python3 -m pip install -q --no-index --find-links lmeval-wheels --target "$B/lmeval" 'lm-eval[api]==0.4.13'; then
-    printf '#!/bin/sh\nexport PYTHONPATH=%s/lmeval\nexec python3 -m lm_eval "$@"\n' "$B" > bin/lm_eval
-    chmod +x bin/lm_eval
-  else
-    stamp "lm_eval install failed"
-  fi
-fi
+host_real_model || { stamp "make-real-model failed"; host_done "$R/real.done"; exit 1; }
+# lm_eval where its wheels were carried; the preset's lm_eval test is
+# skipped, saying why, without it.
+host_lm_eval || stamp "no lm_eval"
 ./lmcache-e2e --version
 nvidia-smi --query-gpu=index,name,uuid,memory.total,memory.used,memory.free,utilization.gpu --format=csv > "$R/nvidia-smi-query.csv"
 nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -l 2 > "$R/gpu-timeline.csv" 2>&1 &
