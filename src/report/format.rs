@@ -3,7 +3,91 @@
 //! inert for Markdown, fenced blocks and links. Below every renderer, so
 //! none of them imports another for a helper.
 
-use crate::results::{CheckKind, CheckOutcome, RunResults};
+use crate::results::{CheckKind, CheckOutcome, RunResults, RunStatus, TestStatus, Verdict};
+
+/// An outcome as every report marks it: a check's verdict, a test's or a
+/// run's status. The one place each gets its icon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    Pass,
+    Warning,
+    Flaky,
+    Inconclusive,
+    Fail,
+    Error,
+    Interrupted,
+    NotRun,
+    Running,
+}
+
+impl Mark {
+    pub(crate) fn icon(self) -> &'static str {
+        match self {
+            Mark::Pass => "✅",
+            Mark::Warning => "⚠️",
+            Mark::Flaky => "🔁",
+            Mark::Inconclusive => "❔",
+            Mark::Fail => "❌",
+            Mark::Error => "💥",
+            Mark::Interrupted => "🛑",
+            Mark::NotRun => "⏭️",
+            Mark::Running => "⏳",
+        }
+    }
+}
+
+impl From<Verdict> for Mark {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Pass => Mark::Pass,
+            Verdict::Warning => Mark::Warning,
+            Verdict::Flaky => Mark::Flaky,
+            Verdict::Inconclusive => Mark::Inconclusive,
+            Verdict::Fail => Mark::Fail,
+        }
+    }
+}
+
+impl From<TestStatus> for Mark {
+    fn from(s: TestStatus) -> Self {
+        match s {
+            TestStatus::Passed => Mark::Pass,
+            TestStatus::Warning => Mark::Warning,
+            TestStatus::Flaky => Mark::Flaky,
+            TestStatus::Inconclusive => Mark::Inconclusive,
+            TestStatus::Failed => Mark::Fail,
+            TestStatus::Error => Mark::Error,
+            TestStatus::Interrupted => Mark::Interrupted,
+            TestStatus::NotRun => Mark::NotRun,
+            TestStatus::Running => Mark::Running,
+        }
+    }
+}
+
+impl From<RunStatus> for Mark {
+    fn from(s: RunStatus) -> Self {
+        match s {
+            RunStatus::Passed => Mark::Pass,
+            RunStatus::Inconclusive => Mark::Inconclusive,
+            RunStatus::Failed => Mark::Fail,
+            RunStatus::Interrupted => Mark::Interrupted,
+            RunStatus::Error => Mark::Error,
+            RunStatus::Running => Mark::Running,
+        }
+    }
+}
+
+/// Worst first, as every report lists verdicts: a flaky pass (a hard check
+/// failed once) before a warning (a soft check failed).
+pub(crate) fn verdict_rank(v: Verdict) -> u8 {
+    match v {
+        Verdict::Fail => 0,
+        Verdict::Inconclusive => 1,
+        Verdict::Flaky => 2,
+        Verdict::Warning => 3,
+        Verdict::Pass => 4,
+    }
+}
 
 /// The most characters of one piece of outside text a report shows (a
 /// name, a message, a note): results.json may come from anyone.
@@ -210,4 +294,54 @@ pub(crate) fn p_value(p: f64) -> String {
 
 pub(crate) fn opt_number(v: Option<f64>, unit: &str) -> String {
     v.map_or_else(|| "–".to_string(), |v| number(v, unit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_icon_per_outcome_and_verdicts_and_statuses_share_them() {
+        let all = [
+            Mark::Pass,
+            Mark::Warning,
+            Mark::Flaky,
+            Mark::Inconclusive,
+            Mark::Fail,
+            Mark::Error,
+            Mark::Interrupted,
+            Mark::NotRun,
+            Mark::Running,
+        ];
+        let icons: std::collections::BTreeSet<&str> = all.iter().map(|m| m.icon()).collect();
+        assert_eq!(icons.len(), all.len());
+        let pairs = [
+            (Verdict::Pass, TestStatus::Passed),
+            (Verdict::Warning, TestStatus::Warning),
+            (Verdict::Flaky, TestStatus::Flaky),
+            (Verdict::Inconclusive, TestStatus::Inconclusive),
+            (Verdict::Fail, TestStatus::Failed),
+        ];
+        for (v, s) in pairs {
+            assert_eq!(Mark::from(v), Mark::from(s));
+        }
+        assert_eq!(Mark::from(RunStatus::Failed), Mark::Fail);
+        // Worst first: a flaky pass before a warning.
+        let mut order = [
+            Verdict::Pass,
+            Verdict::Warning,
+            Verdict::Flaky,
+            Verdict::Fail,
+        ];
+        order.sort_by_key(|v| verdict_rank(*v));
+        assert_eq!(
+            order,
+            [
+                Verdict::Fail,
+                Verdict::Flaky,
+                Verdict::Warning,
+                Verdict::Pass
+            ]
+        );
+    }
 }

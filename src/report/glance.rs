@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::format::{md_escape, number};
+use super::format::{md_escape, number, verdict_rank, Mark};
 use crate::results::{CheckKind, CheckOutcome, Interval, Role, RunResults, TestRecord, Verdict};
 
 /// At most this many problems are listed at the top; the rest are below.
@@ -26,17 +26,22 @@ pub(crate) fn problems(results: &RunResults) -> Problems {
     let mut found: Vec<(u8, String)> = Vec::new();
     for t in &results.tests {
         if let Some(e) = &t.error {
-            found.push((0, format!("💥 {}: {}", md_escape(&t.name), md_escape(e))));
+            found.push((
+                0,
+                format!(
+                    "{} {}: {}",
+                    Mark::Error.icon(),
+                    md_escape(&t.name),
+                    md_escape(e)
+                ),
+            ));
         }
         for c in &t.checks {
-            let rank = match c.verdict {
-                Verdict::Fail => 1,
-                Verdict::Inconclusive => 2,
-                Verdict::Warning => 3,
-                Verdict::Flaky => 4,
-                Verdict::Pass => continue,
-            };
-            found.push((rank, check_line(t, c, &md_escape)));
+            if c.verdict == Verdict::Pass {
+                continue;
+            }
+            // After the errors (0).
+            found.push((1 + verdict_rank(c.verdict), check_line(t, c, &md_escape)));
         }
     }
     found.sort_by_key(|(rank, _)| *rank);
@@ -54,13 +59,7 @@ pub(crate) fn problems(results: &RunResults) -> Problems {
 /// `❌ long_doc_qa › query_ttft_vs_baseline: change -68.2 % (95 % CI …),
 /// needs <= -80.0 %`, with the check's own word when it has one.
 pub(crate) fn check_line(t: &TestRecord, c: &CheckOutcome, esc: &dyn Fn(&str) -> String) -> String {
-    let icon = match c.verdict {
-        Verdict::Fail => "❌",
-        Verdict::Inconclusive => "❔",
-        Verdict::Warning => "⚠️",
-        Verdict::Flaky => "🔁",
-        Verdict::Pass => "✅",
-    };
+    let icon = Mark::from(c.verdict).icon();
     let unit = match c.kind {
         CheckKind::Relative => "%",
         CheckKind::Absolute => c.unit.as_str(),

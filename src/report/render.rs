@@ -9,6 +9,7 @@ use tera::{Context, Tera};
 
 use super::format::{
     code_safe, evidence, fence_safe, link_target, md_escape, number, opt_number, statistics,
+    verdict_rank, Mark,
 };
 use super::glance::op_sign;
 use super::ReportError;
@@ -262,7 +263,7 @@ struct CheckView {
     paired: Option<String>,
     evidence: String,
     threshold: String,
-    verdict: &'static str,
+    verdict: String,
 }
 
 #[derive(Serialize)]
@@ -332,7 +333,11 @@ fn gpu_memory_cell(g: Option<&crate::results::GpuMemory>) -> String {
     };
     match (g.after_stop_mib, g.released) {
         (Some(a), Some(true)) => format!("{ready}, {} in use after stop", gib(a)),
-        (Some(a), _) => format!("{ready}, ⚠️ {} still in use after stop", gib(a)),
+        (Some(a), _) => format!(
+            "{ready}, {} {} still in use after stop",
+            Mark::Warning.icon(),
+            gib(a)
+        ),
         _ => ready,
     }
 }
@@ -367,8 +372,13 @@ fn log_cell(f: Option<&crate::results::LogFindings>) -> String {
         None => "–".to_string(),
         Some(f) if f.warnings + f.errors == 0 => "no warnings".to_string(),
         Some(f) => {
-            let mark = if f.errors > 0 { "❌ " } else { "⚠️ " };
-            format!("{mark}{} warnings, {} errors", f.warnings, f.errors)
+            let mark = if f.errors > 0 {
+                Mark::Fail
+            } else {
+                Mark::Warning
+            }
+            .icon();
+            format!("{mark} {} warnings, {} errors", f.warnings, f.errors)
         }
     }
 }
@@ -415,28 +425,30 @@ fn check_view(c: &CheckOutcome, metric_unit: &str) -> CheckView {
     }
 }
 
-pub(crate) fn verdict_label(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "✅ pass",
-        Verdict::Fail => "❌ fail",
-        Verdict::Warning => "⚠️ warning",
-        Verdict::Flaky => "🔁 flaky",
-        Verdict::Inconclusive => "❔ inconclusive",
-    }
+pub(crate) fn verdict_label(v: Verdict) -> String {
+    let word = match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Warning => "warning",
+        Verdict::Flaky => "flaky",
+        Verdict::Inconclusive => "inconclusive",
+    };
+    format!("{} {word}", Mark::from(v).icon())
 }
 
 pub(crate) fn test_status(s: TestStatus) -> (&'static str, &'static str) {
-    match s {
-        TestStatus::Passed => ("✅", "passed"),
-        TestStatus::Warning => ("⚠️", "passed with warnings"),
-        TestStatus::Flaky => ("🔁", "flaky: passed after a retry"),
-        TestStatus::Inconclusive => ("❔", "inconclusive: the evidence cannot tell"),
-        TestStatus::Failed => ("❌", "failed"),
-        TestStatus::Error => ("💥", "error"),
-        TestStatus::Interrupted => ("🛑", "interrupted"),
-        TestStatus::NotRun => ("⏭️", "not run"),
-        TestStatus::Running => ("⏳", "running"),
-    }
+    let word = match s {
+        TestStatus::Passed => "passed",
+        TestStatus::Warning => "passed with warnings",
+        TestStatus::Flaky => "flaky: passed after a retry",
+        TestStatus::Inconclusive => "inconclusive: the evidence cannot tell",
+        TestStatus::Failed => "failed",
+        TestStatus::Error => "error",
+        TestStatus::Interrupted => "interrupted",
+        TestStatus::NotRun => "not run",
+        TestStatus::Running => "running",
+    };
+    (Mark::from(s).icon(), word)
 }
 
 fn chart_view(c: &Chart) -> ChartView {
@@ -532,19 +544,13 @@ fn test_view(t: &TestRecord, detail: Detail) -> TestView {
             .unwrap_or_default()
     };
     let mut checks: Vec<&CheckOutcome> = t.checks.iter().collect();
-    checks.sort_by_key(|c| match c.verdict {
-        Verdict::Fail => 0,
-        Verdict::Inconclusive => 1,
-        Verdict::Flaky => 2,
-        Verdict::Warning => 3,
-        Verdict::Pass => 4,
-    });
+    checks.sort_by_key(|c| verdict_rank(c.verdict));
     let findings = if detail == Detail::Minimal {
         Vec::new()
     } else {
         t.caveats
             .iter()
-            .map(|c| format!("⚠️ {c}"))
+            .map(|c| format!("{} {c}", Mark::Warning.icon()))
             .chain(
                 checks
                     .iter()
@@ -629,30 +635,25 @@ fn severity(s: TestStatus) -> u8 {
 
 /// The one-line verdict's icon and words.
 pub(crate) fn run_verdict(results: &RunResults) -> (&'static str, String) {
-    match results.status {
-        RunStatus::Inconclusive => (
-            "❔",
-            format!(
-                "could not tell ({})",
-                results
-                    .message
-                    .as_deref()
-                    .and_then(|m| m.strip_prefix("could not tell: "))
-                    .unwrap_or("see the evidence")
-            ),
+    let words = match results.status {
+        RunStatus::Inconclusive => format!(
+            "could not tell ({})",
+            results
+                .message
+                .as_deref()
+                .and_then(|m| m.strip_prefix("could not tell: "))
+                .unwrap_or("see the evidence")
         ),
-        RunStatus::Passed => ("✅", "passed".to_string()),
-        RunStatus::Failed => ("❌", "failed".to_string()),
-        RunStatus::Interrupted => (
-            "🛑",
-            format!(
-                "interrupted by {}",
-                results.signal.as_deref().unwrap_or("a signal")
-            ),
+        RunStatus::Passed => "passed".to_string(),
+        RunStatus::Failed => "failed".to_string(),
+        RunStatus::Interrupted => format!(
+            "interrupted by {}",
+            results.signal.as_deref().unwrap_or("a signal")
         ),
-        RunStatus::Error => ("💥", "error".to_string()),
-        RunStatus::Running => ("⏳", "running".to_string()),
-    }
+        RunStatus::Error => "error".to_string(),
+        RunStatus::Running => "running".to_string(),
+    };
+    (Mark::from(results.status).icon(), words)
 }
 
 /// The controls table: each control's expected and reached verdicts.
@@ -667,7 +668,7 @@ fn controls(results: &RunResults) -> Vec<serde_json::Value> {
                 format!("{}: ", c.about)
             };
             serde_json::json!({
-                "icon": if c.held { "✅" } else { "❌" },
+                "icon": if c.held { Mark::Pass } else { Mark::Fail }.icon(),
                 "name": md_escape(&c.name),
                 "expected": c.expected.to_uppercase(),
                 "got": if c.held { c.got.to_uppercase() } else { format!("**{}**", c.got.to_uppercase()) },

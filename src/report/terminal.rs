@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::format::verdict_rank;
 use crate::results::{
     CheckKind, CheckOutcome, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
 };
@@ -94,22 +95,16 @@ fn verdict_colour(word: &str) -> &'static str {
     }
 }
 
-/// Worst first, for tests and the checks in them.
-fn rank(v: Verdict) -> u8 {
-    match v {
-        Verdict::Fail => 0,
-        Verdict::Inconclusive => 1,
-        Verdict::Flaky => 2,
-        Verdict::Warning => 3,
-        Verdict::Pass => 4,
-    }
-}
-
 fn test_rank(t: &TestRecord) -> u8 {
     match t.status {
         TestStatus::Error | TestStatus::Failed => 0,
         TestStatus::Interrupted => 1,
-        _ => t.checks.iter().map(|c| rank(c.verdict)).min().unwrap_or(5),
+        _ => t
+            .checks
+            .iter()
+            .map(|c| verdict_rank(c.verdict))
+            .min()
+            .unwrap_or(5),
     }
 }
 
@@ -140,7 +135,7 @@ fn groups(results: &RunResults) -> Vec<Group> {
         .into_iter()
         .map(|t| {
             let mut checks: Vec<&CheckOutcome> = t.checks.iter().collect();
-            checks.sort_by_key(|c| rank(c.verdict));
+            checks.sort_by_key(|c| verdict_rank(c.verdict));
             let mut rows: Vec<_> = checks.into_iter().map(|c| row(t, c)).collect();
             let missing = match t.status {
                 TestStatus::Error => Some("could not run"),
