@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
-use crate::results::{OnInconclusive, Role, Severity};
+use crate::results::{CheckKind, OnInconclusive, Op, Role, Severity};
 use crate::sim::{KvFault, SimOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -545,15 +545,23 @@ pub(crate) struct CheckConfig {
 }
 
 impl CheckConfig {
+    /// The check's kind, comparison and bound: the first of `max`, `min`,
+    /// `max_change_pct`, `min_change_pct` it sets (validation allows one).
+    pub(crate) fn bound(&self) -> Option<(CheckKind, Op, f64)> {
+        match (self.max, self.min, self.max_change_pct, self.min_change_pct) {
+            (Some(t), ..) => Some((CheckKind::Absolute, Op::AtMost, t)),
+            (_, Some(t), ..) => Some((CheckKind::Absolute, Op::AtLeast, t)),
+            (_, _, Some(t), _) => Some((CheckKind::Relative, Op::AtMost, t)),
+            (_, _, _, Some(t)) => Some((CheckKind::Relative, Op::AtLeast, t)),
+            _ => None,
+        }
+    }
+
     /// `query_ttft_per_prompt <= -60 % change vs baseline (error)`.
     pub(crate) fn describe(&self) -> String {
-        let (op, v, relative) = match (self.max, self.min, self.max_change_pct, self.min_change_pct)
-        {
-            (Some(v), ..) => ("<=", v, false),
-            (_, Some(v), ..) => (">=", v, false),
-            (_, _, Some(v), _) => ("<=", v, true),
-            (_, _, _, Some(v)) => (">=", v, true),
-            _ => ("?", f64::NAN, false),
+        let (op, v, relative) = match self.bound() {
+            Some((kind, op, v)) => (op.as_str(), v, kind == CheckKind::Relative),
+            None => ("?", f64::NAN, false),
         };
         let what = if relative {
             format!("{} {op} {v} % change vs baseline", self.metric)

@@ -72,8 +72,8 @@ pub(crate) fn conclude(history: Vec<AttemptRecord>, max: u32) -> Concluded {
 mod tests {
     use super::*;
     use crate::config::Severity;
-    use crate::results::OnInconclusive;
     use crate::results::{CheckKind, Metric, Role};
+    use crate::results::{OnInconclusive, Op};
 
     fn outcome(verdict: Verdict, value: f64) -> CheckOutcome {
         CheckOutcome {
@@ -81,7 +81,7 @@ mod tests {
             metric: "total_token_throughput".into(),
             kind: CheckKind::Relative,
             engine: Role::Lmcache,
-            op: ">=".into(),
+            op: Op::AtLeast,
             threshold: -5.0,
             unit: "%".into(),
             severity: Severity::Error,

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use super::{evidence, stats};
 use crate::config::{metrics, CheckConfig, Role, Severity};
 use crate::results::{
-    CheckKind, CheckOutcome, Family, Interval, Metric, Paired, TestRecord, TestStatus, Verdict,
+    CheckKind, CheckOutcome, Family, Interval, Metric, Op, Paired, TestRecord, TestStatus, Verdict,
 };
 
 /// Percent change of LMCache against baseline: negative means LMCache is
@@ -164,7 +164,7 @@ fn evaluate_one(
         metric: c.metric.clone(),
         kind,
         engine: c.engine,
-        op: op.to_string(),
+        op,
         threshold,
         unit: unit_of(c, kind, metrics),
         severity: c.severity,
@@ -237,15 +237,10 @@ fn unit_of(
 }
 
 /// The check's kind, comparison and bound.
-fn bound(c: &CheckConfig) -> (CheckKind, &'static str, f64) {
-    match (c.max, c.min, c.max_change_pct, c.min_change_pct) {
-        (Some(t), ..) => (CheckKind::Absolute, "<=", t),
-        (_, Some(t), ..) => (CheckKind::Absolute, ">=", t),
-        (_, _, Some(t), _) => (CheckKind::Relative, "<=", t),
-        (_, _, _, Some(t)) => (CheckKind::Relative, ">=", t),
-        // Config validation guarantees one bound; treat none as unmeetable.
-        _ => (CheckKind::Absolute, "<=", f64::NAN),
-    }
+fn bound(c: &CheckConfig) -> (CheckKind, Op, f64) {
+    // Config validation guarantees one bound; treat none as unmeetable.
+    c.bound()
+        .unwrap_or((CheckKind::Absolute, Op::AtMost, f64::NAN))
 }
 
 /// Why a check has no value to judge.
@@ -267,7 +262,7 @@ fn missing_said(
 
 /// Why a bound held to every trial failed: the worst trial's value, and
 /// whether the mean would have hidden it.
-fn worst_said(trial: u32, v: f64, m: Option<&Metric>, op: &str, threshold: f64) -> String {
+fn worst_said(trial: u32, v: f64, m: Option<&Metric>, op: Op, threshold: f64) -> String {
     let trials = m.map_or(0, |m| m.trials.len());
     let mean = m.map_or(f64::NAN, |m| m.value);
     if matches!(judge(mean, None, op, threshold), Judged::Within) {
@@ -287,11 +282,14 @@ fn worst_said(trial: u32, v: f64, m: Option<&Metric>, op: &str, threshold: f64) 
 
 /// The trial (1-based) whose value is furthest on the wrong side of a
 /// bound of `op`, when there are several trials.
-fn worst_trial(trials: &[f64], op: &str) -> Option<(u32, f64)> {
+fn worst_trial(trials: &[f64], op: Op) -> Option<(u32, f64)> {
     if trials.len() < 2 {
         return None;
     }
-    let worse = |a: f64, b: f64| if op == ">=" { a < b } else { a > b };
+    let worse = |a: f64, b: f64| match op {
+        Op::AtLeast => a < b,
+        Op::AtMost => a > b,
+    };
     let mut worst: Option<(u32, f64)> = None;
     for (i, v) in trials.iter().copied().enumerate() {
         // A trial that measured nothing is the worst there is.
@@ -324,14 +322,8 @@ enum Judged {
 /// Three verdicts: the whole interval on the good side of the threshold,
 /// the whole of it on the bad side, or across it. Without an interval the
 /// point decides.
-fn judge(value: f64, interval: Option<Interval>, op: &str, threshold: f64) -> Judged {
-    let ok = |v: f64| {
-        if op == "<=" {
-            v <= threshold
-        } else {
-            v >= threshold
-        }
-    };
+fn judge(value: f64, interval: Option<Interval>, op: Op, threshold: f64) -> Judged {
+    let ok = |v: f64| op.holds(v, threshold);
     let (low, high) = interval.map_or((value, value), |i| (i.low, i.high));
     match (ok(low), ok(high)) {
         (true, true) => Judged::Within,
@@ -392,7 +384,7 @@ pub(crate) fn share_alpha(tests: &mut [TestRecord], enabled: bool) -> Option<Fam
                 continue;
             }
             if let (Some(i), Some(_)) = (c.interval, c.value) {
-                family.push((ti, ci, stats::breach_p(&i, c.threshold, c.op == "<=")));
+                family.push((ti, ci, stats::breach_p(&i, c.threshold, c.op == Op::AtMost)));
             }
         }
     }
@@ -436,7 +428,7 @@ pub(crate) fn unshare_alpha(tests: &mut [TestRecord]) {
                 continue;
             }
             if let Some(v) = c.value {
-                if matches!(judge(v, c.interval, &c.op, c.threshold), Judged::Beyond) {
+                if matches!(judge(v, c.interval, c.op, c.threshold), Judged::Beyond) {
                     c.verdict = Verdict::Fail;
                     c.message = None;
                     changed = true;
@@ -457,11 +449,11 @@ pub(crate) fn check_of(o: &CheckOutcome) -> CheckConfig {
     c.severity = o.severity;
     c.on_inconclusive = o.on_inconclusive;
     let t = Some(o.threshold);
-    match (o.kind, o.op.as_str()) {
-        (CheckKind::Absolute, "<=") => c.max = t,
-        (CheckKind::Absolute, _) => c.min = t,
-        (CheckKind::Relative, "<=") => c.max_change_pct = t,
-        (CheckKind::Relative, _) => c.min_change_pct = t,
+    match (o.kind, o.op) {
+        (CheckKind::Absolute, Op::AtMost) => c.max = t,
+        (CheckKind::Absolute, Op::AtLeast) => c.min = t,
+        (CheckKind::Relative, Op::AtMost) => c.max_change_pct = t,
+        (CheckKind::Relative, Op::AtLeast) => c.min_change_pct = t,
     }
     c
 }

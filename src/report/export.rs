@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::results::{CheckOutcome, Interval, RunResults};
+use crate::results::{CheckOutcome, Interval, Op, RunResults};
 
 /// Which way is better for a number, when it can be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ fn rows(results: &RunResults) -> Vec<Row<'_>> {
 
 /// A check bounds its value from the bad side: `<=` wants it small.
 fn check_better(c: &CheckOutcome) -> Better {
-    if c.op == "<=" {
+    if c.op == Op::AtMost {
         Better::Smaller
     } else {
         Better::Bigger

@@ -88,18 +88,9 @@ pub(crate) fn check_line(t: &TestRecord, c: &CheckOutcome, esc: &dyn Fn(&str) ->
         "{icon} {} › {}: {value}{interval}, needs {} {}{verdict}{word}",
         esc(&t.name),
         esc(&c.name),
-        op_sign(&c.op),
+        c.op.sign(),
         number(c.threshold, unit)
     )
-}
-
-/// `≤` and `≥` read at a glance and need no escaping.
-pub(crate) fn op_sign(op: &str) -> &'static str {
-    match op {
-        "<=" => "≤",
-        ">=" => "≥",
-        _ => "?",
-    }
 }
 
 fn interval_text(i: &Interval, unit: &str) -> String {

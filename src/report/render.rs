@@ -11,7 +11,6 @@ use super::format::{
     code_safe, evidence, fence_safe, link_target, md_escape, number, opt_number, statistics,
     verdict_rank, Mark,
 };
-use super::glance::op_sign;
 use super::ReportError;
 use crate::results::{
     Chart, CheckKind, CheckOutcome, DetailTable, RunResults, RunStatus, TestRecord, TestStatus,
@@ -406,11 +405,11 @@ fn check_view(c: &CheckOutcome, metric_unit: &str) -> CheckView {
             format!(
                 "{} {} {}",
                 c.engine,
-                op_sign(&c.op),
+                c.op.sign(),
                 number(c.threshold, metric_unit)
             )
         }
-        CheckKind::Relative => format!("change {} {}", op_sign(&c.op), number(c.threshold, "%")),
+        CheckKind::Relative => format!("change {} {}", c.op.sign(), number(c.threshold, "%")),
     };
     CheckView {
         name: md_escape(&c.name),

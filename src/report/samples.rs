@@ -5,7 +5,7 @@ use indexmap::IndexMap;
 
 use crate::results::{
     Chart, CheckKind, CheckOutcome, DetailTable, EngineRecord, GpuMemory, LogFindings, LogKind,
-    Metric, RunMeta, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
+    Metric, Op, RunMeta, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
 };
 use crate::results::{Interval, OnInconclusive, Role, Severity};
 
@@ -33,7 +33,7 @@ fn check(
         metric: metric.into(),
         kind,
         engine: Role::Lmcache,
-        op: "<=".into(),
+        op: Op::AtMost,
         threshold,
         unit: if kind == CheckKind::Relative {
             "%".into()

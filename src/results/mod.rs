@@ -258,6 +258,49 @@ pub(crate) enum Verdict {
     Inconclusive,
 }
 
+/// Which side of its threshold a check wants its value; written as `<=`
+/// and `>=` in results.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Op {
+    /// At most the threshold.
+    #[serde(rename = "<=")]
+    AtMost,
+    /// At least the threshold.
+    #[serde(rename = ">=")]
+    AtLeast,
+}
+
+impl Op {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Op::AtMost => "<=",
+            Op::AtLeast => ">=",
+        }
+    }
+
+    /// `≤` and `≥`, for reports read at a glance.
+    pub(crate) fn sign(self) -> &'static str {
+        match self {
+            Op::AtMost => "≤",
+            Op::AtLeast => "≥",
+        }
+    }
+
+    /// Whether `v` lies on the side the check wants (NaN never does).
+    pub(crate) fn holds(self, v: f64, threshold: f64) -> bool {
+        match self {
+            Op::AtMost => v <= threshold,
+            Op::AtLeast => v >= threshold,
+        }
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct CheckOutcome {
     pub name: String,
@@ -265,8 +308,7 @@ pub(crate) struct CheckOutcome {
     pub kind: CheckKind,
     /// The engine an absolute bound applies to.
     pub engine: Role,
-    /// `<=` or `>=`.
-    pub op: String,
+    pub op: Op,
     pub threshold: f64,
     /// Unit of `value` and `threshold`: the metric's, or `%` for relative.
     pub unit: String,
@@ -980,6 +1022,19 @@ pub(crate) fn strip_ansi(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checks_comparison_reads_and_writes_as_results_json_always_had_it() {
+        assert_eq!(serde_json::to_string(&Op::AtMost).unwrap(), "\"<=\"");
+        assert_eq!(serde_json::from_str::<Op>("\">=\"").unwrap(), Op::AtLeast);
+        assert!(serde_json::from_str::<Op>("\"==\"").is_err());
+        assert!(Op::AtMost.holds(-60.0, -60.0) && !Op::AtMost.holds(-59.9, -60.0));
+        assert!(!Op::AtLeast.holds(f64::NAN, 0.0) && !Op::AtMost.holds(f64::NAN, 0.0));
+        assert_eq!(
+            (Op::AtMost.sign(), Op::AtLeast.to_string()),
+            ("≤", ">=".into())
+        );
+    }
 
     #[test]
     fn writers_of_one_file_never_leave_half_of_it_or_their_temporary_files() {
