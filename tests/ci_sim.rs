@@ -134,6 +134,51 @@ fn sim_preset_passes_and_writes_the_results_directory() {
     );
 }
 
+// The plan (`--dry-run`) names each check's method in the words results.json
+// records for it: a reader of one finds the other.
+#[test]
+fn the_plan_and_the_results_name_each_checks_method_alike() {
+    let dir = tempdir();
+    let plan = run(ci_sim(dir.path(), &[]).arg("--dry-run"), LIMIT);
+    let plan = text(&plan).0;
+    let out = run(&mut ci_sim(dir.path(), &[]), LIMIT);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out).1);
+    let r = results(dir.path());
+    let mut compared = 0;
+    for t in r["tests"].as_array().unwrap() {
+        let planned: Vec<&str> = plan
+            .split(&format!("test {} (", t["name"].as_str().unwrap()))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{} in the plan:\n{plan}", t["name"]))
+            .lines()
+            .collect();
+        for c in t["checks"].as_array().unwrap() {
+            let Some(method) = c["method"].as_str() else {
+                continue;
+            };
+            let line = planned
+                .iter()
+                .find(|l| {
+                    l.trim_start()
+                        .starts_with(&format!("check {}:", c["name"].as_str().unwrap()))
+                })
+                .unwrap_or_else(|| panic!("{} in the plan:\n{plan}", c["name"]));
+            // `check NAME: RULE (severity); METHOD[; the looks it may take]`;
+            // results add the look they stopped at in place of the last.
+            let said = line.split_once("); ").map_or("", |(_, m)| m);
+            let before_looks = |s: &str| {
+                s.split("; a look after each trial")
+                    .next()
+                    .unwrap()
+                    .to_string()
+            };
+            assert_eq!(before_looks(said), before_looks(method), "{line}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 3, "{compared} checks with a method");
+}
+
 #[test]
 fn lmcache_without_its_cache_fails_the_relative_gate() {
     let dir = tempdir();

@@ -146,11 +146,7 @@ pub(crate) struct Estimate {
     pub method: &'static str,
 }
 
-pub(crate) const RANDOM_EFFECTS: &str =
-    "per-prompt pairs within each trial (10 % trimmed mean of log ratios), trials pooled by random effects (DerSimonian–Laird τ², Hartung–Knapp t interval), so noise a trial shares counts";
-pub(crate) const T_TRIALS: &str = "Student t over per-trial changes";
-pub(crate) const MCNEMAR: &str =
-    "McNemar exact test, Agresti–Min interval of the paired difference";
+pub(crate) use crate::results::method::{MCNEMAR, RANDOM_EFFECTS, T_TRIALS};
 
 /// The relative change (LMCache against baseline, in %) from paired
 /// trials, with its interval; none from one trial, which cannot show

@@ -392,7 +392,7 @@ pub(crate) fn inconclusive() -> RunResults {
     });
     c.n = Some(264);
     c.p = Some(0.289);
-    c.method = Some("McNemar exact test, Agresti–Min interval of the paired difference".into());
+    c.method = Some(crate::results::method::MCNEMAR.into());
     r.tests[1].checks.insert(0, c);
     r.family = Some(crate::results::Family {
         method: "holm".into(),

@@ -258,6 +258,17 @@ pub(crate) enum Verdict {
     Inconclusive,
 }
 
+/// How the gate weighs a check's evidence, in the words results.json and
+/// the plan (`--dry-run`) both use: a kind names its own from these, the
+/// gate records the one it applied.
+pub(crate) mod method {
+    pub(crate) const RANDOM_EFFECTS: &str =
+        "per-prompt pairs within each trial (10 % trimmed mean of log ratios), trials pooled by random effects (DerSimonian–Laird τ², Hartung–Knapp t interval), so noise a trial shares counts";
+    pub(crate) const T_TRIALS: &str = "Student t over per-trial changes";
+    pub(crate) const MCNEMAR: &str =
+        "McNemar exact test, Agresti–Min interval of the paired difference";
+}
+
 /// Which side of its threshold a check wants its value; written as `<=`
 /// and `>=` in results.json.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

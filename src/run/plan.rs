@@ -59,7 +59,7 @@ fn method(kind: &dyn TestKind, metric: &str, relative: bool, trials: u32) -> &'s
         return own;
     }
     match relative {
-        true if trials > 1 => "Student t over the per-trial changes",
+        true if trials > 1 => crate::results::method::T_TRIALS,
         true => "one value a side (no interval with 1 trial)",
         false => "the value itself",
     }

@@ -22,7 +22,7 @@ use crate::config::{
     at_least_one, invalid, Api, ConfigError, EnvType, EnvVar, Invalid, KindParams, TestKind,
     TestParams, Typing,
 };
-use crate::results::{Chart, Metric, Role};
+use crate::results::{method, Chart, Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
 
@@ -237,9 +237,7 @@ impl TestKind for Kind {
     }
 
     fn method(&self, metric: &str, relative: bool) -> Option<&'static str> {
-        (metric == "query_ttft_per_prompt" && relative).then_some(
-            "per-prompt pairs within each trial, trials pooled by random effects (DerSimonian–Laird, Hartung–Knapp)",
-        )
+        (metric == "query_ttft_per_prompt" && relative).then_some(method::RANDOM_EFFECTS)
     }
 
     fn serves_together(&self) -> bool {

@@ -324,7 +324,7 @@ impl TestKind for Kind {
     }
 
     fn method(&self, metric: &str, _relative: bool) -> Option<&'static str> {
-        (metric == "accuracy_drop").then_some("McNemar exact test, Agresti–Min interval")
+        (metric == "accuracy_drop").then_some(crate::results::method::MCNEMAR)
     }
 
     fn judges_outputs(&self) -> bool {
