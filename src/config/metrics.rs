@@ -19,11 +19,20 @@ pub(crate) fn is_engine_metric(name: &str) -> bool {
         || CACHE_SHARES.contains(&name)
 }
 
-/// Metrics that prove a cache was engaged (hits and hit shares): a bound on
-/// one must hold in every trial, so one trial without a single hit fails
-/// even when the others bring the mean up.
+/// Kinds' metrics that prove LMCache served a pass: the share of its
+/// prompt tokens the connector gave back (MMLU's and determinism's load pass).
+pub(crate) const ENGAGEMENT: &[&str] = &["load_pass_external_pct"];
+
+/// Metrics that prove a cache was engaged: [`ENGAGEMENT`], and engine
+/// counters and shares of hits (a `hit` or `hits` word in the name, as
+/// `vllm:external_prefix_cache_hits_total` or `prefix_cache_hit_pct`). A
+/// bound on one must hold in every trial, so one trial without a single
+/// hit fails even when the others bring the mean up.
 pub(crate) fn proves_engagement(name: &str) -> bool {
-    name.contains("hit") || name == "load_pass_external_pct"
+    let hits = name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|w| w == "hit" || w == "hits");
+    ENGAGEMENT.contains(&name) || (is_engine_metric(name) && hits)
 }
 
 /// Whether a test of `kind` can have a metric of this name.
@@ -34,6 +43,29 @@ pub(crate) fn knows(kind: &dyn TestKind, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engagement_is_declared_or_an_engine_counter_of_hits() {
+        for yes in [
+            "vllm:external_prefix_cache_hits_total",
+            "vllm:prefix_cache_hits_total",
+            "lmcache:num_hit_tokens_total",
+            "prefix_cache_hit_pct",
+            "external_prefix_cache_hit_pct",
+            "load_pass_external_pct",
+        ] {
+            assert!(proves_engagement(yes), "{yes}");
+        }
+        for no in [
+            "whitespace_tokens",
+            "vllm:whitespace_total",
+            "hit_miss_ratio",
+            "query_ttft_per_prompt",
+            "vllm:prefix_cache_queries_total",
+        ] {
+            assert!(!proves_engagement(no), "{no}");
+        }
+    }
 
     #[test]
     fn a_typo_gets_the_nearest_name_and_nonsense_none() {
