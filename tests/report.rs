@@ -773,7 +773,7 @@ fn junit_validates_against_the_schema() {
     );
     assert!(
         xml.contains(
-            "<testsuites name=\"lmcache-e2e sim\" tests=\"26\" failures=\"2\" errors=\"0\""
+            "<testsuites name=\"lmcache-e2e sim\" tests=\"26\" skipped=\"0\" failures=\"2\" errors=\"0\""
         ),
         "{xml}"
     );

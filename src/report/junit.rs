@@ -1,24 +1,22 @@
 //! JUnit XML: one test case per check and per MMLU subject, for Buildkite
-//! Test Analytics and GitHub's test reporters.
+//! Test Analytics and GitHub's test reporters, written by `quick-junit`
+//! (nextest's), which escapes, drops what XML forbids and counts.
 
-use std::fmt::Write;
+use std::time::Duration;
+
+use quick_junit::{
+    FlakyOrRerun, NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
+};
 
 use super::format::{evidence, number};
 use crate::results::{CheckOutcome, RunResults, TestRecord, TestStatus, Verdict};
 
-/// Text for an attribute or element: escaped, without the control
-/// characters XML 1.0 forbids (logs and servers may send them).
-fn xml(s: &str) -> String {
-    let clean: String = s
-        .chars()
-        .filter(|c| matches!(c, '\t' | '\n' | '\r') || !c.is_control())
-        .collect();
-    quick_xml::escape::escape(clean.as_str()).into_owned()
-}
-
 enum Outcome {
     /// With the evidence behind the pass, when there is any.
     Pass(Option<String>),
+    /// Passed on its last attempt after failing an earlier one: a pass with
+    /// a flaky failure, as nextest reports a retried test.
+    Flaky(String),
     Failure {
         message: String,
         detail: String,
@@ -59,9 +57,10 @@ fn check_case(c: &CheckOutcome) -> Case {
         outcome: match c.verdict {
             // A warning or a flaky pass does not fail the build; the
             // detail still shows in the case's output.
-            Verdict::Pass | Verdict::Warning | Verdict::Flaky => {
+            Verdict::Pass | Verdict::Warning => {
                 Outcome::Pass((c.interval.is_some() || c.n.is_some()).then_some(detail))
             }
+            Verdict::Flaky => Outcome::Flaky(detail),
             Verdict::Fail => Outcome::Failure {
                 message: format!("{value} does not meet {rule}"),
                 detail,
@@ -176,90 +175,74 @@ fn ran_evidence(t: &TestRecord) -> String {
     s
 }
 
-pub(crate) fn render(results: &RunResults) -> String {
-    let suites: Vec<(&TestRecord, Vec<Case>)> =
-        results.tests.iter().map(|t| (t, cases_of(t))).collect();
-    let count =
-        |cases: &[Case], f: fn(&Outcome) -> bool| cases.iter().filter(|c| f(&c.outcome)).count();
-    let is_failure = |o: &Outcome| matches!(o, Outcome::Failure { .. });
-    let is_error = |o: &Outcome| matches!(o, Outcome::Error { .. });
-    let is_skipped = |o: &Outcome| matches!(o, Outcome::Skipped(_));
-    let all: Vec<&Case> = suites.iter().flat_map(|(_, c)| c).collect();
-    let total_time = results.finished_at.map_or(0.0, |f| {
-        (f - results.started_at).num_milliseconds() as f64 / 1000.0
-    });
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
-        xml(&format!("lmcache-e2e {}", results.suite)),
-        all.len(),
-        all.iter().filter(|c| is_failure(&c.outcome)).count(),
-        all.iter().filter(|c| is_error(&c.outcome)).count(),
-        all.iter().filter(|c| is_skipped(&c.outcome)).count(),
-        total_time,
-    );
-    for (t, cases) in &suites {
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\">",
-            xml(&t.name),
-            cases.len(),
-            count(cases, is_failure),
-            count(cases, is_error),
-            count(cases, is_skipped),
-            t.duration_secs.unwrap_or(0.0),
-            t.started_at
-                .unwrap_or(results.started_at)
-                .format("%Y-%m-%dT%H:%M:%S"),
-        );
-        let classname = xml(&format!("{}.{}", results.suite, t.name));
-        for c in cases {
-            let open = format!(
-                "    <testcase classname=\"{classname}\" name=\"{}\" time=\"{:.3}\"",
-                xml(&c.name),
-                c.time
-            );
-            match &c.outcome {
-                Outcome::Pass(None) => {
-                    let _ = writeln!(out, "{open}/>");
-                }
-                Outcome::Pass(Some(evidence)) => {
-                    let _ = writeln!(
-                        out,
-                        "{open}>\n      <system-out>{}</system-out>\n    </testcase>",
-                        xml(evidence)
-                    );
-                }
-                Outcome::Failure { message, detail } => {
-                    let _ = writeln!(
-                        out,
-                        "{open}>\n      <failure message=\"{}\" type=\"gate\">{}</failure>\n    </testcase>",
-                        xml(message),
-                        xml(detail)
-                    );
-                }
-                Outcome::Error { message, kind } => {
-                    let _ = writeln!(
-                        out,
-                        "{open}>\n      <error message=\"{}\" type=\"{kind}\">{}</error>\n    </testcase>",
-                        xml(message),
-                        xml(message)
-                    );
-                }
-                Outcome::Skipped(why) => {
-                    let _ = writeln!(
-                        out,
-                        "{open}>\n      <skipped message=\"{}\"/>\n    </testcase>",
-                        xml(why)
-                    );
-                }
-            }
+/// Seconds as a duration; none for what results.json may hold that is not
+/// one (negative, NaN, infinite).
+fn secs(x: f64) -> Duration {
+    Duration::try_from_secs_f64(x).unwrap_or(Duration::ZERO)
+}
+
+/// A case as quick-junit writes it.
+fn junit_case(c: &Case, classname: &str) -> TestCase {
+    let status = match &c.outcome {
+        Outcome::Pass(_) => TestCaseStatus::success(),
+        Outcome::Flaky(detail) => {
+            let mut s = TestCaseStatus::success();
+            let mut failed = TestRerun::new(NonSuccessKind::Failure);
+            failed
+                .set_message("failed on an earlier attempt")
+                .set_type("gate")
+                .set_description(detail.as_str());
+            s.add_rerun(failed).set_rerun_kind(FlakyOrRerun::Flaky);
+            s
         }
-        let _ = writeln!(out, "  </testsuite>");
+        Outcome::Failure { message, detail } => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(message.as_str())
+                .set_type("gate")
+                .set_description(detail.as_str());
+            s
+        }
+        Outcome::Error { message, kind } => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+            s.set_message(message.as_str())
+                .set_type(*kind)
+                .set_description(message.as_str());
+            s
+        }
+        Outcome::Skipped(why) => {
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(why.as_str());
+            s
+        }
+    };
+    let mut case = TestCase::new(c.name.as_str(), status);
+    case.set_classname(classname).set_time(secs(c.time));
+    if let Outcome::Pass(Some(evidence)) = &c.outcome {
+        case.set_system_out(evidence.as_str());
     }
-    out.push_str("</testsuites>\n");
-    out
+    case
+}
+
+pub(crate) fn render(results: &RunResults) -> String {
+    let mut report = Report::new(format!("lmcache-e2e {}", results.suite));
+    if let Some(f) = results.finished_at {
+        report.set_time(secs(
+            (f - results.started_at).num_milliseconds() as f64 / 1000.0,
+        ));
+    }
+    for t in &results.tests {
+        let mut suite = TestSuite::new(t.name.as_str());
+        suite
+            .set_timestamp(t.started_at.unwrap_or(results.started_at).fixed_offset())
+            .set_time(secs(t.duration_secs.unwrap_or(0.0)));
+        let classname = format!("{}.{}", results.suite, t.name);
+        suite.add_test_cases(cases_of(t).iter().map(|c| junit_case(c, &classname)));
+        report.add_test_suite(suite);
+    }
+    // Writing into a String fails only on a bug in the writer.
+    report
+        .to_string()
+        .unwrap_or_else(|e| format!("<!-- failed to write JUnit XML: {e} -->\n"))
 }
 
 #[cfg(test)]
@@ -302,7 +285,7 @@ mod tests {
         let first = xml.split("<testsuite ").nth(1).unwrap();
         assert!(
             first.contains(&format!(
-                "timestamp=\"{}\"",
+                "timestamp=\"{}",
                 start.format("%Y-%m-%dT%H:%M:%S")
             )),
             "{first}"
@@ -315,7 +298,7 @@ mod tests {
             .skip(1)
             .collect();
         assert!(
-            cases[0].contains("name=\"run\" time=\"110.875\""),
+            cases[0].starts_with("name=\"run\"") && cases[0].contains("time=\"110.875\""),
             "{}",
             cases[0]
         );
@@ -397,9 +380,32 @@ mod tests {
 
     #[test]
     fn control_characters_and_markup_are_made_safe() {
-        assert_eq!(
-            xml("a\u{1b}[31m<b>&\"x\""),
-            "a[31m&lt;b&gt;&amp;&quot;x&quot;"
+        let mut r = samples::gate_failure();
+        r.tests[0].checks[0].name = "a\u{1b}[31m<b>&\"x\"\u{0}".into();
+        let xml = render(&r);
+        assert!(!xml.contains('\u{1b}') && !xml.contains('\u{0}'), "{xml}");
+        assert!(
+            xml.contains("name=\"a&lt;b&gt;&amp;&quot;x&quot;\""),
+            "{xml}"
+        );
+        // It reads back (well-formed), the name as it was less the escape.
+        let back = Report::deserialize_from_str(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        let names: Vec<&str> = back.test_suites[0]
+            .test_cases
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert!(names.contains(&"a<b>&\"x\""), "{names:?}");
+    }
+
+    #[test]
+    fn a_flaky_check_passes_with_its_earlier_failure_shown() {
+        let mut r = samples::gate_failure();
+        r.tests[0].checks[0].verdict = Verdict::Flaky;
+        let xml = render(&r);
+        assert!(
+            xml.contains("<flakyFailure message=\"failed on an earlier attempt\" type=\"gate\">"),
+            "{xml}"
         );
     }
 }
