@@ -1,7 +1,6 @@
 //! Helpers for tests that run the real `lmcache-e2e` binary.
-#![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -212,10 +211,6 @@ pub fn test_status(dir: &Path, test: &str) -> Option<String> {
 
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
-}
-
-pub fn path_str(p: &Path) -> PathBuf {
-    p.to_path_buf()
 }
 
 pub fn free_port() -> u16 {

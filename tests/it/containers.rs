@@ -3,13 +3,11 @@
 //! the three-container layout of the multiprocessing suite, startup
 //! failures, and a cleanup that nothing escapes.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -153,7 +151,7 @@ fn containers_of(run_id: &str) -> Vec<String> {
 }
 
 fn run_id(results: &Path) -> String {
-    common::results(results)["run_id"]
+    crate::common::results(results)["run_id"]
         .as_str()
         .unwrap()
         .to_string()
@@ -169,7 +167,7 @@ fn three_containers_launch_serve_and_are_removed() {
     );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let r = common::results(&results);
+    let r = crate::common::results(&results);
     assert_eq!(r["engines"].as_array().unwrap().len(), 3);
     assert_eq!(
         r["tests"][0]["metrics"]["baseline"]["failed_requests"]["value"], 0.0,

@@ -1,12 +1,10 @@
 //! MMLU through `ci` against simulated engines, and `compare` on the jsonl
 //! files today's scripts write.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 

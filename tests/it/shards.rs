@@ -3,13 +3,11 @@
 //! refuses what is not one whole run; the history shows a step in the
 //! default branch; the exports have their formats' shapes.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(240);

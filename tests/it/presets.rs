@@ -4,12 +4,10 @@
 //! told. What is checked is what the presets launch, with the reference's
 //! flags, and that the whole pipeline runs through them.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 

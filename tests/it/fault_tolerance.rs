@@ -4,12 +4,10 @@
 //! the LMCache engine is a sim whose KV cache lives there
 //! (`kv_server`), answering without it (`recompute`) or failing (`fail`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);

@@ -2,12 +2,10 @@
 //! once with its key, where its value came from and a suggestion; what the
 //! suite needs on this machine; `ci --dry-run`'s plan, which starts nothing.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -230,7 +228,7 @@ fn the_plan_shows_command_lines_and_hides_secrets() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("check query_ttft_vs_baseline: query_ttft_per_prompt <= -60 % change vs baseline (error); per-prompt pairs within each trial, trials pooled by random effects"),
+        stdout.contains("check query_ttft_vs_baseline: query_ttft_per_prompt <= -60 % change vs baseline (error); per-prompt pairs within each trial (10 % trimmed mean of log ratios), trials pooled by random effects"),
         "{stdout}"
     );
     assert!(

@@ -1,12 +1,10 @@
 //! The native throughput bench, its gate and retries, and the determinism
 //! check, against simulated engines.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 

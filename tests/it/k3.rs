@@ -6,12 +6,10 @@
 //! What is checked: the exact processes k3 starts, and k3's vllm bench
 //! rules passing and failing as its script decides.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -151,8 +149,8 @@ impl K3 {
 
 /// The port the run gave an engine.
 fn port_of(results: &Path, engine: &str) -> u16 {
-    let r = common::results(results);
-    let url = common::engine_record(&r, engine)["url"]
+    let r = crate::common::results(results);
+    let url = crate::common::engine_record(&r, engine)["url"]
         .as_str()
         .unwrap_or_else(|| panic!("engine {engine}'s url in {r}"))
         .to_string();
@@ -160,7 +158,7 @@ fn port_of(results: &Path, engine: &str) -> u16 {
 }
 
 fn verdicts(results: &Path) -> Vec<(String, String)> {
-    let r = common::results(results);
+    let r = crate::common::results(results);
     r["tests"][0]["checks"]
         .as_array()
         .unwrap()

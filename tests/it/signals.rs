@@ -1,12 +1,10 @@
 //! Signals stop every engine: SIGTERM and SIGINT mid-run, a second signal,
 //! and `cleanup` after the runner itself was killed.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

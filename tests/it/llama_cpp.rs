@@ -7,13 +7,11 @@
 //! `scripts/llama-server.sh` installs it under `target/` (scripts/test.sh
 //! runs it first).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;

@@ -4,13 +4,11 @@
 //! environment), and no output of any subcommand, log or file in the
 //! results directory carries it, `--verbose` and `config show` included.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 const TOKEN: &str = "ghs_secretsTestToken9f8e7d6c5b4a";

@@ -3,14 +3,12 @@
 //! through a fake `buildkite-agent`, the job summary and step outputs, and
 //! JUnit XML checked against a schema with xmllint.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{bin, report_comment, run, run_async, tempdir, text};
+use crate::common::{bin, report_comment, run, run_async, tempdir, text};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_string_contains, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};

@@ -2,12 +2,10 @@
 //! the relative change that counts what trials share, and the three
 //! verdicts, against sims with seeded jitter and a true slowdown.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 

@@ -1,10 +1,8 @@
 //! `lmcache-e2e ci` end to end against simulated engines, as a user runs it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -566,7 +564,7 @@ fn paired_together_the_engines_serve_a_trial_at_once() {
         let baseline_ends = stderr
             .find("[long_doc_qa] baseline: query TTFT")
             .unwrap_or_else(|| panic!("{stderr}"));
-        let notes = common::results(dir.path())["tests"][0]["notes"].to_string();
+        let notes = crate::common::results(dir.path())["tests"][0]["notes"].to_string();
         (lmcache_starts < baseline_ends, notes)
     };
     let (overlapped, notes) = order("together");

@@ -1,13 +1,11 @@
 //! `lmcache-e2e setup` with local bare git repositories standing in for
 //! LMCache and vLLM (tiny Python packages), a real venv and pip.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(300);
 

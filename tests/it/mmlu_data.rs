@@ -1,13 +1,11 @@
 //! `lmcache-e2e setup data`: the shared MMLU archive, idempotence, and
 //! hostile archives built here, refused without leaving anything behind.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -1,12 +1,10 @@
 //! The simulated engine over real HTTP: the OpenAI wire format vLLM speaks,
 //! the prefix cache, and deterministic output.
 
-mod common;
-
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 struct Sim {

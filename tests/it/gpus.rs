@@ -1,12 +1,10 @@
 //! `lmcache-e2e gpus` against an `nvidia-smi` on PATH that prints the real
 //! captured output, and without one.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn with_fake_smi(dir: &Path, fixture: &str) -> String {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,12 +2,10 @@
 //! that take the real command lines, talk to the engine, and write the real
 //! output formats, failure modes included.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 

@@ -1,11 +1,9 @@
 //! Suite loading and the CLI around it: errors name the key and the file,
 //! `list`, `--only`, `config show`, exit codes for bad usage.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
 

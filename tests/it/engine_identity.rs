@@ -2,11 +2,9 @@
 //! engine's port stops the run (exit 4, naming the port and what answers
 //! there) instead of being measured in the engine's place.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{bin, ci_sim, free_port, run, tempdir, text, wait_until};
+use crate::common::{bin, ci_sim, free_port, run, tempdir, text, wait_until};
 
 #[test]
 fn a_stale_server_on_an_engines_port_is_refused_with_exit_4() {
@@ -26,7 +24,7 @@ fn a_stale_server_on_an_engines_port_is_refused_with_exit_4() {
         "{stderr}"
     );
     assert!(stderr.contains("serving `stale/model`"), "{stderr}");
-    let r = common::results(dir.path());
+    let r = crate::common::results(dir.path());
     assert_eq!(r["status"], "error", "{r}");
 }
 
@@ -68,7 +66,7 @@ fn ci_unchecked(
 ) -> (Option<i32>, std::path::PathBuf) {
     let res = dir.join(name);
     let out = run(
-        &mut common::ci_suite(unchecked_suite(dir, allow), &res),
+        &mut crate::common::ci_suite(unchecked_suite(dir, allow), &res),
         Duration::from_secs(120),
     );
     let (stdout, stderr) = text(&out);
@@ -81,7 +79,7 @@ fn a_test_whose_requests_all_fail_is_failed_even_without_checks() {
     let dir = tempdir();
     let (code, res) = ci_unchecked(dir.path(), "r", false);
     assert_eq!(code, Some(1));
-    let r = common::results(&res);
+    let r = crate::common::results(&res);
     let t = &r["tests"][0];
     assert_eq!(t["status"], "failed", "{t}");
     let check = t["checks"]
@@ -151,13 +149,13 @@ fn external_suite(
 
 /// `ci` on `suite` into `res`, returned once its test `test` runs.
 fn running(suite: &std::path::Path, res: &std::path::Path, test: &str) -> std::process::Child {
-    let child = common::ci_suite(suite, res)
+    let child = crate::common::ci_suite(suite, res)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(60), "the test to start", || {
-        common::test_status(res, test).as_deref() == Some("running")
+        crate::common::test_status(res, test).as_deref() == Some("running")
     });
     child
 }
@@ -191,7 +189,7 @@ record_only = true
     // A second apart: a start time is told in seconds.
     std::thread::sleep(Duration::from_millis(1100));
     let mut other = sim_on(lm_port, model);
-    let out = common::wait_output(child, Duration::from_secs(120));
+    let out = crate::common::wait_output(child, Duration::from_secs(120));
     for c in [&mut base, &mut other] {
         let _ = c.kill();
         let _ = c.wait();
@@ -257,7 +255,7 @@ fn the_requests_after_an_engine_is_seen_dead_fail_at_once() {
     assert!(stop.success());
     // 24 requests at 3 s each would take 72 s; seen dead after one timeout
     // and a probe (5 s), the rest take none.
-    let out = common::wait_output(child, Duration::from_secs(30));
+    let out = crate::common::wait_output(child, Duration::from_secs(30));
     for c in [&mut base, &mut lm] {
         let _ = c.kill();
         let _ = c.wait();
@@ -329,7 +327,7 @@ record_only = true
     )
     .unwrap();
     let out = run(
-        &mut common::ci_suite(&suite, dir.path().join("r")),
+        &mut crate::common::ci_suite(&suite, dir.path().join("r")),
         Duration::from_secs(60),
     );
     // The detached server is nobody's child: stop it by its port's owner.

@@ -3,12 +3,10 @@
 //! cannot see a fault, differences named to the token, and speed figures
 //! tainted by a failed correctness test, all with the real binary.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{bin, ci_suite, executable, path_with, results, run, tempdir, text};
+use crate::common::{bin, ci_suite, executable, path_with, results, run, tempdir, text};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(240);

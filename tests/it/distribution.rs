@@ -2,14 +2,12 @@
 //! the install script, the examples and the release workflow, checked with
 //! the linters CI uses and run for real against the sim preset.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     bin, executable, group_alive, path_with, recorded_groups, results, run, tempdir, test_status,
     text, wait_until,
 };
