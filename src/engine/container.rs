@@ -53,7 +53,10 @@ fn docker_run_args(
     port: u16,
     command_args: Vec<String>,
 ) -> Vec<String> {
-    let (role, env) = (e.role, &e.env);
+    let (role, env) = (
+        e.role,
+        super::gpu::engine_env(&e.env, &|k| std::env::var(k).ok()),
+    );
     let mut a: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), cname.into()];
     for (k, v) in [
         (RUN_LABEL, run_id.to_string()),
@@ -88,7 +91,7 @@ fn docker_run_args(
         a.extend(["--volume".into(), v]);
     }
     a.extend(["-e".into(), format!("{}={run_id}", RUN_ID_ENV)]);
-    for (k, v) in env {
+    for (k, v) in &env {
         a.extend(["-e".into(), format!("{k}={v}")]);
     }
     if let Some(ep) = &c.entrypoint {

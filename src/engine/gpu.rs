@@ -39,6 +39,33 @@ impl GpuError {
     }
 }
 
+/// NVLink multicast off in NCCL, PyTorch's symmetric memory and NVSHMEM:
+/// on shared multi-GPU hosts a program that uses it can put the host's
+/// GPUs out of service (the device hosts set these for every job, and ask
+/// that programs started with an environment of their own keep them).
+pub(crate) const MULTICAST_OFF: &[(&str, &str)] = &[
+    ("NCCL_NVLS_ENABLE", "0"),
+    ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"),
+    ("NVSHMEM_DISABLE_NVLS", "1"),
+];
+
+/// An engine's environment: the suite's, then [`MULTICAST_OFF`] where the
+/// suite leaves a variable unset, with the job's own value where it has
+/// one (a container inherits nothing from the job, so it is passed on).
+pub(crate) fn engine_env(
+    suite: &indexmap::IndexMap<String, String>,
+    job: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        suite.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (k, v) in MULTICAST_OFF {
+        if !suite.contains_key(*k) {
+            env.push((k.to_string(), job(k).unwrap_or_else(|| v.to_string())));
+        }
+    }
+    env
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GpuState {
     pub index: u32,
@@ -354,6 +381,33 @@ async fn smi_text(smi: &std::path::Path, args: &[&str]) -> Result<String, GpuErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_engine_gets_multicast_off_unless_the_suite_says_otherwise() {
+        let suite: indexmap::IndexMap<String, String> = [
+            ("PYTHONHASHSEED".to_string(), "0".to_string()),
+            ("NCCL_NVLS_ENABLE".to_string(), "1".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let job = |k: &str| (k == "NVSHMEM_DISABLE_NVLS").then(|| "1".to_string());
+        let env = engine_env(&suite, &job);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("PYTHONHASHSEED"), Some("0"));
+        // The suite's word stands; the rest default to off.
+        assert_eq!(get("NCCL_NVLS_ENABLE"), Some("1"));
+        assert_eq!(get("TORCH_SYMM_MEM_DISABLE_MULTICAST"), Some("1"));
+        assert_eq!(get("NVSHMEM_DISABLE_NVLS"), Some("1"));
+        assert_eq!(env.len(), 4);
+        let none = engine_env(&indexmap::IndexMap::new(), &|_| None);
+        assert_eq!(
+            none,
+            MULTICAST_OFF
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        );
+    }
 
     mod fuzz_gpu {
         use super::*;

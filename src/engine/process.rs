@@ -128,7 +128,7 @@ pub(crate) fn launch(
     Launch::Process {
         program,
         args,
-        env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: super::gpu::engine_env(&e.env, &|k| std::env::var(k).ok()),
     }
 }
 

@@ -292,10 +292,16 @@ fn on_one_gpu(
     let path = h200_smi(dir, tag, release);
     let results_dir = dir.join("r");
     let suite = sequential_suite(dir, tag, extra);
-    let out = run(
-        ci_suite(&suite, &results_dir).env("PATH", &path),
-        Duration::from_secs(60),
-    );
+    let mut cmd = ci_suite(&suite, &results_dir);
+    cmd.env("PATH", &path);
+    for var in [
+        "NCCL_NVLS_ENABLE",
+        "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+        "NVSHMEM_DISABLE_NVLS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = run(&mut cmd, Duration::from_secs(60));
     (out, results_dir)
 }
 
@@ -360,15 +366,17 @@ fn memory_that_is_never_freed_is_a_warning_once_the_wait_is_over() {
 }
 
 /// A `vllm` stand-in: records the `CUDA_VISIBLE_DEVICES` it was started
-/// with as `<dir>/<engine>.gpu`, then serves as the sim, tagged so a fake
+/// with as `<dir>/<engine>.gpu` (and the NVLink multicast switches as
+/// `<engine>.multicast`), then serves as the sim, tagged so a fake
 /// `nvidia-smi` can count it.
 fn stand_in(dir: &Path, tag: &str) -> std::path::PathBuf {
     let path = dir.join("vllm-stand-in");
     executable(
         &path,
         &format!(
-            "#!/bin/sh\necho \"${{CUDA_VISIBLE_DEVICES-unset}}\" > '{}/'\"$1\".gpu\n\
-             exec '{}' sim serve --port \"$2\" --served-model-name {tag} --load-delay-ms 800 --cache-tokens 100000\n",
+            "#!/bin/sh\necho \"${{CUDA_VISIBLE_DEVICES-unset}}\" > '{0}/'\"$1\".gpu\n\
+             echo \"${{NCCL_NVLS_ENABLE-unset}} ${{TORCH_SYMM_MEM_DISABLE_MULTICAST-unset}} ${{NVSHMEM_DISABLE_NVLS-unset}}\" > '{0}/'\"$1\".multicast\n\
+             exec '{1}' sim serve --port \"$2\" --served-model-name {tag} --load-delay-ms 800 --cache-tokens 100000\n",
             dir.display(),
             env!("CARGO_BIN_EXE_lmcache-e2e"),
         ),
@@ -454,10 +462,16 @@ fn auto_on_one_gpu(
         _ => auto_suite_with(dir.path(), &tag, run_table, tests),
     };
     let results_dir = dir.path().join("r");
-    let out = run(
-        ci_suite(&suite, &results_dir).env("PATH", &path),
-        Duration::from_secs(60),
-    );
+    let mut cmd = ci_suite(&suite, &results_dir);
+    cmd.env("PATH", &path);
+    for var in [
+        "NCCL_NVLS_ENABLE",
+        "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+        "NVSHMEM_DISABLE_NVLS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = run(&mut cmd, Duration::from_secs(60));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     (stderr, results(&results_dir), dir)
@@ -479,6 +493,11 @@ fn auto_placement_shares_one_gpu_when_the_baseline_leaves_room_for_another() {
         ),
         ("0".into(), "0".into())
     );
+    // Every engine starts with NVLink multicast off, the job having said nothing.
+    for engine in ["baseline", "lmcache"] {
+        let multicast = std::fs::read_to_string(dir.path().join(format!("{engine}.multicast")));
+        assert_eq!(multicast.unwrap().trim(), "0 1 1", "{engine}");
+    }
     // The LMCache engine found the baseline's memory taken and kept it.
     let lm = engine_record(&r, "lmcache");
     assert_eq!(lm["gpu_memory"]["at_ready_mib"], 71302.0, "{lm}");
