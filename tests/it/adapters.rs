@@ -297,3 +297,41 @@ fn lm_eval_differences_fail_with_the_diff_and_failures_are_clear() {
             && text(&out).1.contains("lm-eval[api]")
     );
 }
+
+// The real lm_eval turns red too: against an engine whose restored KV is
+// corrupt (the sim's `corrupt_on_hit`), the task the tool writes from the
+// MMLU data answers otherwise on the second run, which reads what the
+// first stored.
+#[test]
+fn the_real_lm_eval_fails_against_an_engine_that_corrupts_restored_kv() {
+    let dir = tempdir();
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "[run]\nname = \"lm-eval-corrupt\"\n\
+             [engines.baseline]\nrole = \"baseline\"\nkind = \"sim\"\n\
+             [engines.lmcache]\nrole = \"lmcache\"\nkind = \"sim\"\n\
+             sim = {{ external_cache_tokens = 1000000, corrupt_on_hit = true }}\n\
+             [tests.lm_eval]\nkind = \"lm_eval\"\ncommand = {:?}\ndata = {:?}\nlimit = 6\n\
+             num_concurrent = 1\ntokenizer_backend = \"none\"\n\
+             [tests.lm_eval.checks.identical_samples]\nmetric = \"differing_sample_lines\"\nmax = 0\n",
+            real_lm_eval().display().to_string(),
+            mmlu_data().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = run(&mut ci_suite(&suite, dir.path().join("r")), LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let r = results(&dir.path().join("r"));
+    let t = &r["tests"][0];
+    assert!(
+        t["metrics"]["lmcache"]["differing_sample_lines"]["value"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{t}"
+    );
+    assert_eq!(t["checks"][0]["verdict"], "fail", "{t}");
+}

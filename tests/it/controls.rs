@@ -6,14 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::{bin, ci_suite, executable, path_with, results, run, tempdir, text};
+use crate::common::{bin, ci_suite, executable, mmlu_data, path_with, results, run, tempdir, text};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(240);
-
-fn mmlu_archive() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmlu/data.tar.xz")
-}
 
 /// Two sims: a baseline and an LMCache engine with a connector store, then
 /// `rest` (tests and controls).
@@ -259,7 +255,7 @@ fn long_real_prompts_come_from_mmlu_and_reach_the_engine() {
             "store_load_pause_secs = 0\n",
             &format!(
                 "store_load_pause_secs = 0\nlong_prompts = 3\nlong_prompt_words = 2500\ndata = {:?}\n",
-                mmlu_archive().display().to_string()
+                mmlu_data().display().to_string()
             ),
         ),
     );

@@ -162,7 +162,7 @@ fn long_doc_qa_sees_the_cache_of_a_real_server() {
 #[test]
 fn mmlu_on_shared_subjects_scores_both_engines() {
     let dir = tempdir();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmlu/data.tar.xz");
+    let data = mmlu_data();
     let tests = format!(
         "[tests.mmlu]\nkind = \"mmlu\"\ndata = {:?}\nnumber_of_subjects = 2\nmax_questions_per_subject = 4\n\
          num_fewshot = 2\nfewshot_token_budget = 300\nmax_inflight_requests = 1\nstore_load_pause_secs = 0\n\
@@ -332,15 +332,6 @@ fn sigterm_mid_run_leaves_no_llama_cpp_server() {
     assert!(started.elapsed() < LIMIT);
 }
 
-/// The real lm_eval, from scripts/lm-eval.sh.
-fn lm_eval() -> PathBuf {
-    std::env::var_os("LMCACHE_E2E_LM_EVAL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lmeval-venv/bin/lm_eval")
-        })
-}
-
 // k3's lm_eval step for real, offline: lm_eval (PyPI) runs twice against the
 // cached engine from a task the tool writes out of the shared MMLU data
 // (llama.cpp's server has no /tokenize for lm_eval's tokenizer, hence
@@ -349,14 +340,9 @@ fn lm_eval() -> PathBuf {
 // worth comparing: the model answered letters, not nothing.
 #[test]
 fn lm_eval_runs_twice_for_real_from_a_task_written_from_mmlu_data() {
-    let lm_eval = lm_eval();
-    assert!(
-        lm_eval.exists(),
-        "lm_eval is not installed at {}: run scripts/lm-eval.sh (scripts/test.sh does)",
-        lm_eval.display()
-    );
+    let lm_eval = real_lm_eval();
     let dir = tempdir();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmlu/data.tar.xz");
+    let data = mmlu_data();
     let tests = format!(
         "[tests.lm_eval]\nkind = \"lm_eval\"\ncommand = {:?}\ndata = {:?}\nlimit = 6\n\
          num_concurrent = 2\ntokenizer_backend = \"none\"\n\

@@ -9,7 +9,7 @@ use crate::common::*;
 const LIMIT: Duration = Duration::from_secs(90);
 
 fn shared_archive() -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmlu/data.tar.xz");
+    let p = mmlu_data();
     assert!(
         p.exists(),
         "the shared MMLU archive is expected at {}",

@@ -23,7 +23,7 @@ fn script(dir: &Path, name: &str, body: &str) {
 }
 
 fn shared_archive() -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmlu/data.tar.xz");
+    let p = mmlu_data();
     p.canonicalize()
         .expect("shared MMLU archive")
         .display()

@@ -341,7 +341,7 @@ fn calibration_meets_the_bar_under_bursts_with_requests_in_flight() {
 #[test]
 fn mmlu_flips_on_cache_hits_fail_on_mcnemar_evidence() {
     let dir = tempdir();
-    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmlu/data.tar.xz");
+    let archive = mmlu_data();
     let data = dir.path().join("mmlu");
     let out = run(
         bin()

@@ -1,6 +1,6 @@
 //! Helpers for tests that run the real `lmcache-e2e` binary.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -254,4 +254,24 @@ pub fn path_with(dir: &Path) -> String {
 pub fn executable(path: &Path, body: &str) {
     std::fs::write(path, body).unwrap();
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// The real lm_eval (PyPI's lm-eval[api]) that scripts/lm-eval.sh installs.
+pub fn real_lm_eval() -> PathBuf {
+    let path = std::env::var_os("LMCACHE_E2E_LM_EVAL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lmeval-venv/bin/lm_eval")
+        });
+    assert!(
+        path.exists(),
+        "lm_eval is not installed at {}: run scripts/lm-eval.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The real MMLU data beside the repository (`../shared/data/mmlu`).
+pub fn mmlu_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mmlu/data.tar.xz")
 }
