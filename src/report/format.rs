@@ -1,7 +1,8 @@
-//! How every report writes figures and outside text: numbers with their
-//! units, intervals and p-values, and text from users, servers and logs made
-//! inert for Markdown, fenced blocks and links. Below every renderer, so
-//! none of them imports another for a helper.
+//! How every report writes figures, outcomes and outside text: numbers with
+//! their units, intervals and p-values, each outcome's icon and the order of
+//! verdicts, and text from users, servers and logs made inert for Markdown,
+//! fenced blocks and links. Below every renderer, so none of them imports
+//! another for a helper.
 
 use crate::results::{CheckKind, CheckOutcome, RunResults, RunStatus, TestStatus, Verdict};
 

@@ -65,6 +65,26 @@ fn method(kind: &dyn TestKind, metric: &str, relative: bool, trials: u32) -> &'s
     }
 }
 
+/// What the tool adds to every started engine's environment beyond its
+/// suite's `env` (each only where the suite and the job leave it unset).
+fn given_env_line(run: &crate::config::RunConfig) -> String {
+    let off: Vec<String> = crate::engine::gpu::MULTICAST_OFF
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut line = format!(
+        "every started engine: NVLink multicast off ({})",
+        off.join(" ")
+    );
+    if let Some(dir) = &run.engine_cache {
+        line.push_str(&format!(
+            "; compile caches under {} (VLLM_CACHE_ROOT and the rest)",
+            dir.display()
+        ));
+    }
+    line
+}
+
 /// How trials pair the engines, and what a check that could not tell
 /// exits with.
 fn pairing_line(run: &crate::config::RunConfig) -> String {
@@ -112,6 +132,7 @@ pub(crate) fn lines(
         },
         results_dir.display()
     )];
+    out.push(given_env_line(&suite.run));
     out.push(pairing_line(&suite.run));
     for (model, label) in super::models::models_of(&suite.run) {
         if let Some(l) = label {

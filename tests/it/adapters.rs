@@ -298,6 +298,28 @@ fn lm_eval_differences_fail_with_the_diff_and_failures_are_clear() {
     );
 }
 
+/// `ci` with the real lm_eval against two sims (LMCache's corrupting the
+/// KV it restores where `corrupt`), from a task the tool writes out of `data`.
+fn real_lm_eval_on_sims(dir: &Path, data: &Path, corrupt: bool) -> std::process::Output {
+    let suite = dir.join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "[run]\nname = \"lm-eval-sims\"\n\
+             [engines.baseline]\nrole = \"baseline\"\nkind = \"sim\"\n\
+             [engines.lmcache]\nrole = \"lmcache\"\nkind = \"sim\"\n\
+             sim = {{ external_cache_tokens = 1000000, corrupt_on_hit = {corrupt} }}\n\
+             [tests.lm_eval]\nkind = \"lm_eval\"\ncommand = {:?}\ndata = {:?}\nlimit = 6\n\
+             num_concurrent = 1\ntokenizer_backend = \"none\"\n\
+             [tests.lm_eval.checks.identical_samples]\nmetric = \"differing_sample_lines\"\nmax = 0\n",
+            real_lm_eval().display().to_string(),
+            data.display().to_string(),
+        ),
+    )
+    .unwrap();
+    run(&mut ci_suite(&suite, dir.join("r")), LIMIT)
+}
+
 // The real lm_eval turns red too: against an engine whose restored KV is
 // corrupt (the sim's `corrupt_on_hit`), the task the tool writes from the
 // MMLU data answers otherwise on the second run, which reads what the
@@ -305,23 +327,7 @@ fn lm_eval_differences_fail_with_the_diff_and_failures_are_clear() {
 #[test]
 fn the_real_lm_eval_fails_against_an_engine_that_corrupts_restored_kv() {
     let dir = tempdir();
-    let suite = dir.path().join("suite.toml");
-    std::fs::write(
-        &suite,
-        format!(
-            "[run]\nname = \"lm-eval-corrupt\"\n\
-             [engines.baseline]\nrole = \"baseline\"\nkind = \"sim\"\n\
-             [engines.lmcache]\nrole = \"lmcache\"\nkind = \"sim\"\n\
-             sim = {{ external_cache_tokens = 1000000, corrupt_on_hit = true }}\n\
-             [tests.lm_eval]\nkind = \"lm_eval\"\ncommand = {:?}\ndata = {:?}\nlimit = 6\n\
-             num_concurrent = 1\ntokenizer_backend = \"none\"\n\
-             [tests.lm_eval.checks.identical_samples]\nmetric = \"differing_sample_lines\"\nmax = 0\n",
-            real_lm_eval().display().to_string(),
-            mmlu_data().display().to_string(),
-        ),
-    )
-    .unwrap();
-    let out = run(&mut ci_suite(&suite, dir.path().join("r")), LIMIT);
+    let out = real_lm_eval_on_sims(dir.path(), &mmlu_data(), true);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let r = results(&dir.path().join("r"));
@@ -334,4 +340,34 @@ fn the_real_lm_eval_fails_against_an_engine_that_corrupts_restored_kv() {
         "{t}"
     );
     assert_eq!(t["checks"][0]["verdict"], "fail", "{t}");
+}
+
+// The GSM8K task the tool writes is one the real lm_eval reads and scores
+// with its own filters: both runs score, and a sound engine agrees.
+#[test]
+fn the_real_lm_eval_reads_and_scores_a_gsm8k_task_written_from_rows() {
+    let dir = tempdir();
+    let rows = dir.path().join("gsm8k.jsonl");
+    std::fs::write(
+        &rows,
+        "{\"question\": \"Tom has 3 apples and buys 4 more. How many apples does he have?\", \"answer\": \"3 + 4 = 7\\n#### 7\"}\n\
+         {\"question\": \"A box holds 12 eggs. How many eggs are in 2 boxes?\", \"answer\": \"12 * 2 = 24\\n#### 24\"}\n",
+    )
+    .unwrap();
+    let out = real_lm_eval_on_sims(dir.path(), &rows, false);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let r = results(&dir.path().join("r"));
+    let m = &r["tests"][0]["metrics"]["lmcache"];
+    // A line per row and filter: lm_eval's strict-match and flexible-extract.
+    assert_eq!(m["samples"]["value"], 4.0, "{m}");
+    assert_eq!(m["differing_sample_lines"]["value"], 0.0, "{m}");
+    for score in ["first_run_score", "second_run_score"] {
+        let v = m[score]["value"].as_f64().unwrap_or(f64::NAN);
+        assert!((0.0..=1.0).contains(&v), "{score}: {m}");
+    }
+    assert!(dir
+        .path()
+        .join("r/lm_eval/tasks/gsm8k_local.yaml")
+        .is_file());
 }

@@ -224,6 +224,10 @@ fn the_plan_shows_command_lines_and_hides_secrets() {
         "{stdout}"
     );
     assert!(
+        stdout.contains("every started engine: NVLink multicast off (NCCL_NVLS_ENABLE=0 "),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("HF_TOKEN='***'") && !stdout.contains("hf_notARealToken"),
         "{stdout}"
     );
