@@ -27,23 +27,23 @@ host_real_model() {
   PYTHONPATH=/tmp/gguf:$B/site python3 "$conv" "$gguf" model real-model
 }
 
-# NAME-site/ from wheels-bundle.sh's NAME-wheels.tar.part.* where they were
-# carried (returns 1 where they were not): a folder of its own, put ahead
-# of the vLLM site only by whoever runs the package.
+# NAME-site/ from wheels-bundle.sh's NAME-site.tar.xz.part.* where they
+# were carried (returns 1 where they were not): a folder of its own, put
+# ahead of the vLLM site only by whoever runs the package.
 host_wheels() {
   local name=$1
   [ -d "$name-site" ] && return 0
-  ls "$name"-wheels.tar.part.* >/dev/null 2>&1 || return 1
-  stamp "installing $name"
-  cat "$name"-wheels.tar.part.* | tar x && rm -f "$name"-wheels.tar.part.* &&
-    python3 -m pip install -q --no-index --no-deps --target "$name-site" "$name"-wheels/*.whl
+  ls "$name"-site.tar.xz.part.* >/dev/null 2>&1 || return 1
+  stamp "unpacking $name"
+  cat "$name"-site.tar.xz.part.* | tar xJ && rm -f "$name"-site.tar.xz.part.*
 }
 
 # bin/lm_eval on lmeval-site, where its wheels were carried.
 host_lm_eval() {
   [ -x bin/lm_eval ] && return 0
   host_wheels lmeval || return 1
-  printf '#!/bin/sh\nexport PYTHONPATH=%s/lmeval-site\nexec python3 -m lm_eval "$@"\n' "$B" > bin/lm_eval
+  # What the bundle left out as the vLLM site's is found there.
+  printf '#!/bin/sh\nexport PYTHONPATH=%s/lmeval-site:%s/site\nexec python3 -m lm_eval "$@"\n' "$B" "$B" > bin/lm_eval
   chmod +x bin/lm_eval
 }
 

@@ -8,10 +8,13 @@
 #   sglang   SGLang with and without LMCache (k3-sglang-one-gpu.toml)
 # Marks /root/r/systems.done; /root/r/systems.tar.xz holds everything to commit.
 #
-# Carry plan (64 MiB a call): the site parts, real/ (split in two), then each
-# carried system's NAME-N folders, one a call, copied into /root/b; last the
-# binary, data and these files, starting this script with setsid. Then poll
-# /root/r/walls.txt and fetch systems.tar.xz through $OUT.
+# Carry plan (64 MiB a call): the site parts, real/ (split in two), the
+# binary, data, lm_eval's one part and these files, starting this script
+# with setsid; lm_eval then runs while Dynamo's and SGLang's parts follow,
+# one a call, copied into /root/b. A system runs once `touch
+# /root/b/NAME.carried` says its parts are all there (or is skipped after
+# WAIT_S seconds, saying so). Poll /root/r/walls.txt; each system's results
+# are packed as it ends (/root/r/systems-N.tar.xz), everything at the end.
 set -u
 B=${B:-/root/b} R=${R:-/root/r}
 mkdir -p "$R"
@@ -40,24 +43,35 @@ run_system() {
   PYTHONPATH=$path ./lmcache-e2e ci --results-dir "$R/$name" --set run.model="$B/real-model" "$@" \
     > "$R/console-$name.txt" 2>&1
   echo "$name rc=$? wall=$(( $(date +%s) - t0 ))s" | tee -a "$R/walls.txt"
-  ps -eo pid,pgid,stat,etimes,args --sort=pgid | grep -v -e ' ps ' -e grep > "$R/ps-after-$name.txt"
+  # The device harness's own command line carries that machine's paths.
+  ps -eo pid,pgid,stat,etimes,args --sort=pgid | grep -v -e ' ps ' -e grep |
+    sed 's|bash -c export OUT=.*|bash -c <the device harness, left out>|' > "$R/ps-after-$name.txt"
   nvidia-smi --query-gpu=memory.used --format=csv > "$R/gpu-after-$name.txt" 2>&1
+  (cd "$R" && tar -cJf "systems-$name.tar.xz" --exclude='*.tar.xz' --exclude=mmlu_data "$name" ./*.txt ./*.log 2>/dev/null)
+}
+
+# Waits (WAIT_S, default 1500 s) for NAME's parts to be carried.
+carried() {
+  local name=$1 waited=0
+  until [ -e "$B/$name.carried" ]; do
+    [ "$waited" -ge "${WAIT_S:-1500}" ] && { echo "$name: parts not carried in ${WAIT_S:-1500} s" | tee -a "$R/walls.txt"; return 1; }
+    sleep 5; waited=$((waited + 5))
+  done
+  host_wheels "$name"
 }
 if host_lm_eval; then
   run_system lm_eval "" --preset gpu-1-real --only lm_eval --set tests.lm_eval.data="$B/data.tar.xz"
 else
   echo "lm_eval not carried" | tee -a "$R/walls.txt"
 fi
-if host_wheels dynamo; then
+if carried dynamo; then
   pip_show=$(PYTHONPATH=$B/dynamo-site:$B/site python3 -c 'import importlib.metadata as m; print(m.version("ai-dynamo"))' 2>&1)
   echo "ai-dynamo $pip_show" | tee -a "$R/walls.txt"
-  run_system dynamo "$B/dynamo-site:$B/site" --preset dynamo --set tests.mmlu.data="$B/data.tar.xz"
-else
-  echo "dynamo not carried" | tee -a "$R/walls.txt"
+  run_system dynamo "$B/dynamo-site:$B/site" --preset dynamo --set tests.mmlu.data="$B/data.tar.xz" \
+    --set run.readiness_timeout_secs=420
 fi
-if host_wheels sglang; then
-  run_system sglang "$B/sglang-site:$B/site" --suite "$B/k3-sglang-one-gpu.toml"
-else
-  echo "sglang not carried" | tee -a "$R/walls.txt"
+if carried sglang; then
+  run_system sglang "$B/sglang-site:$B/site" --suite "$B/k3-sglang-one-gpu.toml" \
+    --set run.readiness_timeout_secs=420
 fi
 finish

@@ -216,18 +216,16 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --
 fn dynamo_as(version: &str, dir: &Path) -> (std::process::Output, String, std::path::PathBuf) {
     let fake = dir.join("bin");
     std::fs::create_dir(&fake).unwrap();
-    script(
-        &fake,
-        "python",
-        r#"[ "$2" = "dynamo.frontend" ] || exit 2
-echo "frontend $*" >> "$FAKE_ARGV_LOG.frontend"
-exec "$LMCACHE_E2E_BIN" sim serve --port "$4" --served-model-name Qwen/Qwen3-0.6B"#,
-    );
+    // Only `python3`: GPU images often lack `python`.
     script(
         &fake,
         "python3",
         &format!(
             r#"[ "$1" = "-c" ] && {{ echo "{version}"; exit 0; }}
+if [ "$2" = "dynamo.frontend" ]; then
+  echo "frontend ${{DYN_FILE_KV:-no store}} $*" >> "$FAKE_ARGV_LOG.frontend"
+  exec "$LMCACHE_E2E_BIN" sim serve --port "$4" --served-model-name Qwen/Qwen3-0.6B
+fi
 [ "$3" = "--help" ] && {{ echo "usage: --model --connector --discovery-backend --request-plane --event-plane"; exit 0; }}
 echo "$*" >> "$FAKE_ARGV_LOG"; exec sleep 600"#
         ),
@@ -256,6 +254,15 @@ fn dynamo_runs_frontend_and_worker_and_stops_both() {
     );
     let frontend = std::fs::read_to_string(dir.path().join("argv.log.frontend")).unwrap();
     assert!(frontend.lines().all(|l| l.ends_with(planes)), "{frontend}");
+    // Each deployment discovers its worker in a folder of its own: the
+    // baseline's stopped worker is not listed to the LMCache frontend.
+    let stores: Vec<&str> = frontend
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(stores.len(), 2, "{frontend}");
+    assert!(stores.iter().all(|s| s.contains("dynamo-kv-")), "{frontend}");
+    assert_ne!(stores[0], stores[1], "{frontend}");
     assert!(results
         .join("mmlu/dynamo-baseline-Qwen3-0.6B.jsonl")
         .exists());
