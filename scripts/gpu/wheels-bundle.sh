@@ -3,7 +3,7 @@
 # image (scripts/gpu/image-packages.txt) and the vLLM site (shared/gpu's
 # pinned requirements.txt), installed here into NAME-site/ for the image's
 # Python 3.12 and packed as one xz tar split into parts that each fit a
-# device call's 64 MiB carry: OUT/NAME-N/NAME-site.tar.xz.part.KK.
+# device call's 64 MiB beside the working tree: OUT/NAME-N/NAME-site.tar.xz.part.KK.
 #
 #   wheels-bundle.sh OUT NAME SPEC...
 #   lm-eval: SOURCE_ONLY="sqlitedict word2number rouge-score" \
@@ -112,7 +112,11 @@ PY
 mapfile -t kept < "$work/kept.txt"
 python3 -m pip install -q --no-deps --no-compile "${plat[@]}" --target "$work/$name-site" "${kept[@]}"
 echo "$name: ${#kept[@]} wheels kept of $(find "$cache/$name-wheels" -name '*.whl' | wc -l), installed $(du -sh "$work/$name-site" | cut -f1)"
-tar -C "$work" -cf - "$name-site" | xz -T0 -6 | (cd "$work" && split -b 60M -d -a 2 - "$name-site.tar.xz.part.")
+# A call carries the working tree too: a part is 64 MiB less the tracked
+# files and a MiB to spare.
+tree=$(git -C "$here/../.." ls-files -z | (cd "$here/../.." && xargs -0 du -cb) | tail -1 | cut -f1)
+part=$((64 * 1024 * 1024 - tree - 1024 * 1024))
+tar -C "$work" -cf - "$name-site" | xz -T0 -6 | (cd "$work" && split -b "$part" -d -a 2 - "$name-site.tar.xz.part.")
 rm -rf "$out/$name"-[0-9]*
 n=0
 for part in "$work/$name"-site.tar.xz.part.*; do
