@@ -7,17 +7,19 @@
 #
 #   wheels-bundle.sh OUT NAME SPEC...
 #   lm-eval: SOURCE_ONLY="sqlitedict word2number rouge-score" \
-#            wheels-bundle.sh .gpu lmeval 'lm-eval[api]==0.4.13'    (163 MB of wheels, 13 kept)
-#   SGLang:  KEEP=transformers wheels-bundle.sh .gpu sglang sglang==0.5.17  (1,396 MB, 972 kept)
+#            wheels-bundle.sh .gpu lmeval 'lm-eval[api]==0.4.13'    (163 MB of wheels, 13 kept, 5 MB of xz)
+#   SGLang:  KEEP="transformers tokenizers" wheels-bundle.sh .gpu sglang sglang==0.5.17
+#            (1,396 MB of wheels, 975 kept, 562 MB of xz in 12 parts)
 #   Dynamo:  STUBS="vllm==0.26.0 transformers==5.17.0" \
-#            wheels-bundle.sh .gpu dynamo 'ai-dynamo[vllm]==1.4.2'  (444 MB, 223 kept)
+#            wheels-bundle.sh .gpu dynamo 'ai-dynamo[vllm]==1.4.2'  (444 MB, 223 kept, 147 MB of xz)
 #
 # Left out, since the host has them: the image's packages (whatever their
 # version there: a bet that a recent image meets the pins, named in each
 # run's note), the vLLM site's at the same version, and a `-cu12` wheel
 # whose `-cu13` twin is kept (the host's torch is built for CUDA 13). KEEP
 # names packages kept anyway (SGLang pins transformers 5.12.1 where the
-# image has 5.17). xz packs the installed files about half as small as the
+# image has 5.17, and that transformers wants tokenizers <= 0.23.0 where
+# the image has 0.23.2: an H100 run's first SGLang start died of it). xz packs the installed files about half as small as the
 # wheels' zip (sglang-kernel: 383 MB of wheel, 178 MB of xz).
 #
 # On the host, NAME-site/ goes ahead of the vLLM site for whoever runs it:

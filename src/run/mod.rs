@@ -1022,11 +1022,13 @@ impl ModelRun<'_> {
         if !run.kind().pairs_trials() || trials < 2 {
             return None;
         }
-        if self.steps(run, phase).len() == 1 {
-            return Some("pairing: both engines served each trial at once (run.pairing = \"together\"), so what slows the host slows both and cancels in each prompt's ratio".into());
-        }
+        // A phase of one engine is one step too: asked first, or the
+        // sequential schedule would read as "together" (as on SGLang's H100 run).
         if phase.len() < 2 {
             return Some("pairing: the engines ran one after the other (run.schedule = \"sequential\"), trial by trial; noise a trial shares widens the interval (random effects over trials)".into());
+        }
+        if self.steps(run, phase).len() == 1 {
+            return Some("pairing: both engines served each trial at once (run.pairing = \"together\"), so what slows the host slows both and cancels in each prompt's ratio".into());
         }
         if self.shares_a_gpu() && self.loaded.suite.run.pairing == config::Pairing::Together {
             return Some("pairing: baseline and LMCache one after the other in each trial, their order alternating, although run.pairing = \"together\": they share one GPU, where serving both at once would slow each by the other's work".into());

@@ -320,6 +320,53 @@ fn real_lm_eval_on_sims(dir: &Path, data: &Path, corrupt: bool) -> std::process:
     run(&mut ci_suite(&suite, dir.join("r")), LIMIT)
 }
 
+/// The real lm_eval twice against a sim whose GPU prefix cache holds the
+/// whole task, LMCache's store behind it, gated on LMCache serving a token.
+fn real_lm_eval_engaged(dir: &Path, reset: bool) -> std::process::Output {
+    let suite = dir.join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "[run]\nname = \"lm-eval-engaged\"\n\
+             [engines.baseline]\nrole = \"baseline\"\nkind = \"sim\"\n\
+             [engines.lmcache]\nrole = \"lmcache\"\nkind = \"sim\"\n\
+             sim = {{ cache_tokens = 1000000, external_cache_tokens = 1000000 }}\n\
+             [tests.lm_eval]\nkind = \"lm_eval\"\ncommand = {:?}\ndata = {:?}\nlimit = 6\n\
+             num_concurrent = 1\ntokenizer_backend = \"none\"\nreset_prefix_cache = {reset}\n\
+             [tests.lm_eval.checks.identical_samples]\nmetric = \"differing_sample_lines\"\nmax = 0\n\
+             [tests.lm_eval.checks.lmcache_served]\nmetric = \"vllm:external_prefix_cache_hits_total\"\nmin = 1\n",
+            real_lm_eval().display().to_string(),
+            mmlu_data().display().to_string(),
+        ),
+    )
+    .unwrap();
+    run(&mut ci_suite(&suite, dir.join("r")), LIMIT)
+}
+
+// Two identical lm_eval runs prove nothing when the engine's own GPU prefix
+// cache served the second (as on the H100: 0 tokens from LMCache): the
+// engagement check turns that red, and `reset_prefix_cache` empties the
+// GPU's cache between the runs so the second reads LMCache's store.
+#[test]
+fn lm_eval_needs_the_gpu_cache_emptied_between_runs_to_reach_lmcache() {
+    let served = |reset: bool| {
+        let dir = tempdir();
+        let out = real_lm_eval_engaged(dir.path(), reset);
+        let r = results(&dir.path().join("r"));
+        let t = r["tests"][0].clone();
+        let hits = t["metrics"]["lmcache"]["vllm:external_prefix_cache_hits_total"]["value"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{t}"));
+        (out.status.code(), hits, t)
+    };
+    let (code, hits, t) = served(false);
+    assert_eq!(hits, 0.0, "the GPU's cache served the second run: {t}");
+    assert_eq!(code, Some(1), "{t}");
+    let (code, hits, t) = served(true);
+    assert!(hits > 0.0, "{t}");
+    assert_eq!(code, Some(0), "{t}");
+}
+
 // The real lm_eval turns red too: against an engine whose restored KV is
 // corrupt (the sim's `corrupt_on_hit`), the task the tool writes from the
 // MMLU data answers otherwise on the second run, which reads what the

@@ -551,14 +551,21 @@ fn a_ci_log_gets_plain_progress_lines_and_no_ansi_codes() {
 /// `run.pairing = "together"` (the sim preset's) serves both engines in the
 /// same moments: LMCache's round starts before the baseline's has ended.
 /// `"alternate"` runs them one after the other. Were the pairing ignored,
-/// the first half of this test would fail.
+/// the first half of this test would fail. Under `run.schedule =
+/// "sequential"` the report says the engines ran one after the other,
+/// whatever the pairing asked.
 #[test]
 fn paired_together_the_engines_serve_a_trial_at_once() {
     let order = |pairing: &str| {
         let dir = tempdir();
         let mut sets = QUICK.to_vec();
+        let (pairing, schedule) = match pairing.split_once('+') {
+            Some((p, s)) => (p, Some(format!("run.schedule=\"{s}\""))),
+            None => (pairing, None),
+        };
         let pairing = format!("run.pairing=\"{pairing}\"");
         sets.extend(["tests.long_doc_qa.trials=2", pairing.as_str()]);
+        sets.extend(schedule.as_deref());
         let out = run(&mut ldqa(dir.path(), &sets), LIMIT);
         let stderr = text(&out).1;
         assert!(matches!(out.status.code(), Some(0 | 1)), "{stderr}");
@@ -584,6 +591,12 @@ fn paired_together_the_engines_serve_a_trial_at_once() {
     assert!(!overlapped, "alternate: one after the other");
     assert!(
         notes.contains("pairing: baseline and LMCache one after the other"),
+        "{notes}"
+    );
+    let (overlapped, notes) = order("together+sequential");
+    assert!(!overlapped, "sequential: one engine up at a time");
+    assert!(
+        notes.contains("pairing: the engines ran one after the other (run.schedule"),
         "{notes}"
     );
 }
