@@ -745,6 +745,26 @@ mod tests {
         assert_eq!(score(dir.path(), "mmlu"), None);
     }
 
+    /// What lm_eval 0.4.13 wrote on an H100 for the task the tool writes
+    /// from MMLU (`exact_match,first-letter`), and three of its 300 sample
+    /// lines per run: doc 0 answered alike, docs 36 and 265 otherwise
+    /// (C then D, C then A: wrong both times, so the scores agree).
+    #[test]
+    fn the_h100_runs_score_alike_and_differ_in_two_answers() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm_eval-h100");
+        let runs = ["first_run", "second_run"].map(|r| fixture.join(r));
+        assert_eq!(score(&runs[0], "mmlu_local"), Some(0.28));
+        assert_eq!(score(&runs[1], "mmlu_local"), Some(0.28));
+        let samples = runs.map(|r| r.join("samples_mmlu_local_differing.jsonl"));
+        let diff = sorted_diff(&samples[0], &samples[1]).unwrap();
+        assert_eq!(diff.len(), 4, "{diff:?}");
+        let docs: Vec<&str> = diff.iter().map(|l| &l[2..20]).collect();
+        assert!(
+            docs.iter().all(|d| d.contains("\"doc_id\": 36") || d.contains("\"doc_id\": 265")),
+            "{docs:?}"
+        );
+    }
+
     #[test]
     fn sorted_diff_ignores_order_and_shows_both_sides() {
         let dir = tempfile::tempdir().unwrap();
