@@ -261,7 +261,10 @@ fn dynamo_runs_frontend_and_worker_and_stops_both() {
         .map(|l| l.split(' ').nth(1).unwrap())
         .collect();
     assert_eq!(stores.len(), 2, "{frontend}");
-    assert!(stores.iter().all(|s| s.contains("dynamo-kv-")), "{frontend}");
+    assert!(
+        stores.iter().all(|s| s.contains("dynamo-kv-")),
+        "{frontend}"
+    );
     assert_ne!(stores[0], stores[1], "{frontend}");
     assert!(results
         .join("mmlu/dynamo-baseline-Qwen3-0.6B.jsonl")

@@ -760,7 +760,8 @@ mod tests {
         assert_eq!(diff.len(), 4, "{diff:?}");
         let docs: Vec<&str> = diff.iter().map(|l| &l[2..20]).collect();
         assert!(
-            docs.iter().all(|d| d.contains("\"doc_id\": 36") || d.contains("\"doc_id\": 265")),
+            docs.iter()
+                .all(|d| d.contains("\"doc_id\": 36") || d.contains("\"doc_id\": 265")),
             "{docs:?}"
         );
     }
