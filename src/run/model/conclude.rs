@@ -8,11 +8,11 @@ use crate::gate;
 use crate::results::{AttemptRecord, RunResults, TestStatus};
 use crate::workload::Target;
 
-use super::super::error::RunError;
-use super::super::events::Event;
-use super::super::policy::{self, Next, Standing};
-use super::super::test::TestRun;
 use super::ModelRun;
+use crate::run::error::RunError;
+use crate::run::events::Event;
+use crate::run::policy::{self, Next, Standing};
+use crate::run::test::TestRun;
 
 impl ModelRun<'_> {
     /// Finishes a test and gates it; while only retryable checks fail it

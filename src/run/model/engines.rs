@@ -11,12 +11,12 @@ use crate::engine::{self, EngineError, EngineKind, EngineSpec};
 use crate::results::{EngineRecord, RunResults};
 use crate::workload::Target;
 
-use super::super::error::RunError;
-use super::super::events::Event;
-use super::super::gpu_memory::gpu_after_stop;
-use super::super::identity::Identity;
-use super::super::placement;
 use super::ModelRun;
+use crate::run::error::RunError;
+use crate::run::events::Event;
+use crate::run::gpu_memory::gpu_after_stop;
+use crate::run::identity::Identity;
+use crate::run::placement;
 
 /// Every engine still answers: one a test found dead ends the run as an
 /// engine failure, wherever it runs.

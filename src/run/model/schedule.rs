@@ -13,14 +13,14 @@ use crate::engine::EngineSpec;
 use crate::results::{RunResults, TestStatus};
 use crate::workload::{Ctx, Harness, Progress, Target};
 
-use super::super::engagement;
-use super::super::error::RunError;
-use super::super::events::Event;
-use super::super::placement;
-use super::super::services::NO_SERVICES;
-use super::super::test::TestRun;
 use super::engines::answering;
 use super::ModelRun;
+use crate::run::engagement;
+use crate::run::error::RunError;
+use crate::run::events::Event;
+use crate::run::placement;
+use crate::run::services::NO_SERVICES;
+use crate::run::test::TestRun;
 
 impl ModelRun<'_> {
     /// The phases the engines run in (each phase's engines up together),
