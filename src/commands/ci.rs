@@ -16,6 +16,34 @@ use crate::results::RunResults;
 use crate::run::shard::{self, Shard};
 use crate::run::{self, Events, ResultsWriter, ShardRun};
 
+/// The suite's controls after its run: each says whether the verdict could
+/// have been otherwise. They need a run that went to its end (a gate's
+/// failure included); a control that reached the other verdict fails it.
+async fn with_controls(
+    controls: Vec<run::controls::Control>,
+    results: &mut RunResults,
+    mut outcome: Result<(), run::RunError>,
+    (build_id, meta, events): (&String, &crate::results::RunMeta, &Events),
+) -> Result<Result<(), run::RunError>, Error> {
+    let finished = matches!(
+        outcome,
+        Ok(()) | Err(run::RunError::Failed(_) | run::RunError::Undecided(_))
+    );
+    if !finished {
+        return Ok(outcome);
+    }
+    if let Err(e) = run::controls::run_all(controls, results, build_id, meta, events).await {
+        outcome = Err(e);
+    }
+    if let Some(missed) = run::controls::verdict(results) {
+        if outcome.is_ok() {
+            outcome = Err(run::RunError::Failed(missed));
+        }
+    }
+    events.emit(&run::Event::RunFinished(results))?;
+    Ok(outcome)
+}
+
 pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
     let mut loaded = super::common::load_suite(&args.suite)?;
     if args.sequential {
@@ -69,26 +97,11 @@ pub(crate) async fn run(args: CiArgs) -> Result<(), Error> {
         shard,
     };
     let (mut results, mut outcome) = run::run(request, &events).await?;
-    // Controls say whether the verdict could have been otherwise; they need
-    // a run that went to its end (a gate's failure included).
-    let finished = matches!(
-        outcome,
-        Ok(()) | Err(run::RunError::Failed(_) | run::RunError::Undecided(_))
-    );
     if !controls.is_empty() && sharded {
         console.info("this is a shard: the suite's controls are left to an unsharded run");
-    } else if !controls.is_empty() && finished {
-        if let Err(e) =
-            run::controls::run_all(controls, &mut results, &build_id, &ci.meta, &events).await
-        {
-            outcome = Err(e);
-        }
-        if let Some(missed) = run::controls::verdict(&mut results) {
-            if outcome.is_ok() {
-                outcome = Err(run::RunError::Failed(missed));
-            }
-        }
-        events.emit(&run::Event::RunFinished(&results))?;
+    } else if !controls.is_empty() {
+        let ran = (&build_id, &ci.meta, &events);
+        outcome = with_controls(controls, &mut results, outcome, ran).await?;
     }
     // A history that cannot be read must not cost the run its reports.
     let history = super::common::apply_history(&args.history, &ci, &mut results, &console);

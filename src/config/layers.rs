@@ -51,6 +51,95 @@ pub(crate) fn load_control(req: &LoadRequest<'_>, name: &str) -> Result<Loaded, 
     load_as(req, Some(name))
 }
 
+/// The environment's overrides (`MODEL`, ...), unless the suite or a `--set`
+/// refuses them.
+fn apply_env(
+    req: &LoadRequest<'_>,
+    table: &mut Table,
+    origins: &mut BTreeMap<String, Source>,
+    base: &Source,
+) -> Result<(), ConfigError> {
+    // The environment overrides need the roles and kinds the file declares.
+    let first: Suite = typed(table, origins, base)?;
+    // A suite (or a --set) can refuse them: a CI job's stray MODEL must not
+    // change what a pinned suite runs.
+    let set_off = req.sets.iter().any(|s| {
+        s.split_once('=')
+            .is_some_and(|(k, v)| k.trim() == "run.env_overrides" && v.trim() == "false")
+    });
+    let overrides = if first.run.env_overrides && !set_off {
+        env_overrides(&first, req.kinds)
+    } else {
+        Vec::new()
+    };
+    for (var, key, ty) in overrides {
+        let Some(raw) = (req.env)(var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let value = env_value(var, &raw, ty)?;
+        set_path(table, &key, value).map_err(|message| ConfigError::BadEnv {
+            var: var.to_string(),
+            value: raw.clone(),
+            message,
+        })?;
+        origins.insert(key, Source::Env(var));
+    }
+    Ok(())
+}
+
+/// Each `--overlay` file merged over the suite, in order.
+fn apply_overlays(
+    overlays: &[PathBuf],
+    table: &mut Table,
+    origins: &mut BTreeMap<String, Source>,
+) -> Result<(), ConfigError> {
+    for path in overlays {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let source = Source::File(path.clone());
+        let overlay: Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            origin: source.to_string(),
+            message: e.to_string(),
+        })?;
+        merge(table, overlay.clone());
+        mark_leaves(&Value::Table(overlay), "", &source, origins);
+    }
+    Ok(())
+}
+
+/// Each `--set key=value`, all of their mistakes at once.
+fn apply_sets(
+    sets: &[String],
+    table: &mut Table,
+    origins: &mut BTreeMap<String, Source>,
+) -> Result<(), ConfigError> {
+    let before = table.clone();
+    let mut bad_sets = Vec::new();
+    for set in sets {
+        let Some((key, raw)) = set.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            bad_sets.push(ConfigError::BadSet(set.clone()));
+            continue;
+        };
+        let key = key.trim().to_string();
+        match set_path(table, &key, set_value(raw.trim())) {
+            Ok(()) => mark_leaves(&table_get(table, &key), &key, &Source::Set, origins),
+            Err(message) => bad_sets.push(ConfigError::Invalid {
+                key: key.clone(),
+                origin: Source::Set.to_string(),
+                message,
+            }),
+        }
+    }
+    bad_sets.extend(new_without_kind(&before, table));
+    match bad_sets.len() {
+        0 => Ok(()),
+        1 => Err(bad_sets.remove(0)),
+        _ => Err(ConfigError::Many(bad_sets)),
+    }
+}
+
 fn load_as(req: &LoadRequest<'_>, control: Option<&str>) -> Result<Loaded, ConfigError> {
     let (text, base) = match (req.file, req.preset) {
         (Some(path), _) => (
@@ -73,67 +162,9 @@ fn load_as(req: &LoadRequest<'_>, control: Option<&str>) -> Result<Loaded, Confi
     let mut origins = BTreeMap::new();
     mark_leaves(&Value::Table(table.clone()), "", &base, &mut origins);
 
-    // The environment overrides need the roles and kinds the file declares.
-    let first: Suite = typed(&table, &origins, &base)?;
-    // A suite (or a --set) can refuse them: a CI job's stray MODEL must not
-    // change what a pinned suite runs.
-    let set_off = req.sets.iter().any(|s| {
-        s.split_once('=')
-            .is_some_and(|(k, v)| k.trim() == "run.env_overrides" && v.trim() == "false")
-    });
-    let overrides = if first.run.env_overrides && !set_off {
-        env_overrides(&first, req.kinds)
-    } else {
-        Vec::new()
-    };
-    for (var, key, ty) in overrides {
-        let Some(raw) = (req.env)(var).filter(|v| !v.is_empty()) else {
-            continue;
-        };
-        let value = env_value(var, &raw, ty)?;
-        set_path(&mut table, &key, value).map_err(|message| ConfigError::BadEnv {
-            var: var.to_string(),
-            value: raw.clone(),
-            message,
-        })?;
-        origins.insert(key, Source::Env(var));
-    }
-    for path in req.overlays {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let source = Source::File(path.clone());
-        let overlay: Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            origin: source.to_string(),
-            message: e.to_string(),
-        })?;
-        merge(&mut table, overlay.clone());
-        mark_leaves(&Value::Table(overlay), "", &source, &mut origins);
-    }
-    let before = table.clone();
-    let mut bad_sets = Vec::new();
-    for set in req.sets {
-        let Some((key, raw)) = set.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
-            bad_sets.push(ConfigError::BadSet(set.clone()));
-            continue;
-        };
-        let key = key.trim().to_string();
-        match set_path(&mut table, &key, set_value(raw.trim())) {
-            Ok(()) => mark_leaves(&table_get(&table, &key), &key, &Source::Set, &mut origins),
-            Err(message) => bad_sets.push(ConfigError::Invalid {
-                key: key.clone(),
-                origin: Source::Set.to_string(),
-                message,
-            }),
-        }
-    }
-    bad_sets.extend(new_without_kind(&before, &table));
-    match bad_sets.len() {
-        0 => {}
-        1 => return Err(bad_sets.remove(0)),
-        _ => return Err(ConfigError::Many(bad_sets)),
-    }
+    apply_env(req, &mut table, &mut origins, &base)?;
+    apply_overlays(req.overlays, &mut table, &mut origins)?;
+    apply_sets(req.sets, &mut table, &mut origins)?;
 
     if let Some(name) = control {
         super::control::apply(&mut table, name, &mut origins)?;

@@ -472,20 +472,12 @@ impl Console {
     }
 }
 
-impl Sink for Console {
-    fn event(&self, event: &Event<'_>) -> Result<(), ResultsError> {
+impl Console {
+    /// Says what an engine did (started, still starting, ready, died,
+    /// killed, gave its GPU memory back); false for any other event.
+    fn engine_event(&self, event: &Event<'_>) -> bool {
         let i = &self.inner;
-        let verbose = i.opts.verbosity >= Verbosity::Verbose;
         match event {
-            Event::RunStarted {
-                suite,
-                source,
-                results_dir,
-            } => self.info(&format!(
-                "suite `{suite}` ({source}), results in {}",
-                results_dir.display()
-            )),
-            Event::Info(text) => self.info(text),
             Event::EngineStarting {
                 name,
                 role,
@@ -520,7 +512,9 @@ impl Sink for Console {
                 );
                 match released {
                     true => self.info(&line),
-                    false => self.warn(&format!("{line}: not released; the next engine may not fit")),
+                    false => self.warn(&format!(
+                        "{line}: not released; the next engine may not fit"
+                    )),
                 }
             }
             Event::EngineReady { name, secs } => {
@@ -531,9 +525,33 @@ impl Sink for Console {
                 i.engine_started(None);
                 self.warn(message)
             }
-            Event::EnginesKilled(names) => {
-                self.warn(&format!("killed after the grace period: {}", names.join(", ")))
-            }
+            Event::EnginesKilled(names) => self.warn(&format!(
+                "killed after the grace period: {}",
+                names.join(", ")
+            )),
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl Sink for Console {
+    fn event(&self, event: &Event<'_>) -> Result<(), ResultsError> {
+        if self.engine_event(event) {
+            return Ok(());
+        }
+        let i = &self.inner;
+        let verbose = i.opts.verbosity >= Verbosity::Verbose;
+        match event {
+            Event::RunStarted {
+                suite,
+                source,
+                results_dir,
+            } => self.info(&format!(
+                "suite `{suite}` ({source}), results in {}",
+                results_dir.display()
+            )),
+            Event::Info(text) => self.info(text),
             Event::Signal { name, again: false } => self.warn(&format!(
                 "{name} received: stopping engines (send it again to kill them now)"
             )),
@@ -568,6 +586,13 @@ impl Sink for Console {
             Event::LogTail { .. } => i.stop_bars(),
             Event::Checkpoint(_) => {}
             Event::RunFinished(results) => self.table(results),
+            // Said by `engine_event`.
+            Event::EngineStarting { .. }
+            | Event::EngineStillStarting { .. }
+            | Event::GpuMemoryAfterStop { .. }
+            | Event::EngineReady { .. }
+            | Event::EngineDied { .. }
+            | Event::EnginesKilled(_) => {}
         }
         Ok(())
     }

@@ -165,13 +165,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_mp_preset_runs_the_reference_containers_on_the_chosen_gpus() {
+    fn mp_preset() -> crate::config::Loaded {
         if which::which("docker").is_err() {
             panic!("the docker CLI is needed (scripts/test.sh installs docker.io)");
         }
         let lookup = |_: &str| None;
-        let loaded = crate::config::load(&crate::config::LoadRequest {
+        crate::config::load(&crate::config::LoadRequest {
             overlays: &[],
             preset: Some("mp"),
             file: None,
@@ -179,16 +178,24 @@ mod tests {
             env: &lookup,
             kinds: &crate::workload::test_kinds(),
         })
-        .unwrap();
-        assert_eq!(auto_gpus_needed(&loaded.suite), 2);
-        let gpu = |index, total| gpu::GpuState {
+        .unwrap()
+    }
+
+    fn gpu(index: u32, total: u64) -> gpu::GpuState {
+        gpu::GpuState {
             index,
             memory_total_mib: Some(total),
             memory_free_mib: total,
             memory_used_mib: None,
             utilization_pct: 0,
             name: None,
-        };
+        }
+    }
+
+    #[test]
+    fn the_mp_preset_runs_the_reference_containers_on_the_chosen_gpus() {
+        let loaded = mp_preset();
+        assert_eq!(auto_gpus_needed(&loaded.suite), 2);
         let specs = resolve(
             &loaded.suite,
             Path::new("/r/logs"),
@@ -238,6 +245,11 @@ mod tests {
             !lm.contains("--gpu-memory-utilization"),
             "80 GB GPUs keep vLLM's default"
         );
+    }
+
+    #[test]
+    fn the_mp_preset_wants_two_gpus_and_gives_vllm_half_of_a_big_one() {
+        let loaded = mp_preset();
         let err = resolve(
             &loaded.suite,
             Path::new("/r"),

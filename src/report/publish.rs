@@ -90,15 +90,7 @@ pub(crate) async fn publish(
         .comment_id
         .clone()
         .unwrap_or_else(|| results.suite.clone());
-    let summary = templates.render(Destination::Summary, results, Detail::Full, &id)?;
-    let summary_md = dir.join("summary.md");
-    write_atomic(&summary_md, summary.as_bytes())?;
-    let junit_xml = junit::render(results);
-    let junit_path = dir.join("junit.xml");
-    write_atomic(&junit_path, junit_xml.as_bytes())?;
-    if let Some(extra) = &flags.junit {
-        write_file(extra, &junit_xml)?;
-    }
+    let (summary_md, junit_path) = write_local(results, flags, &templates, &id)?;
     let mut delivered = Delivered {
         summary_md: summary_md.clone(),
         warnings: Vec::new(),
@@ -170,6 +162,27 @@ pub(crate) async fn publish(
         }
     }
     Ok(delivered)
+}
+
+/// The reports that stay with the results: `summary.md`, `junit.xml` (and
+/// a copy where the plan asks); their paths.
+fn write_local(
+    results: &RunResults,
+    flags: &Plan,
+    templates: &Templates,
+    id: &str,
+) -> Result<(PathBuf, PathBuf), ReportError> {
+    let dir = &results.results_dir;
+    let summary = templates.render(Destination::Summary, results, Detail::Full, id)?;
+    let summary_md = dir.join("summary.md");
+    write_atomic(&summary_md, summary.as_bytes())?;
+    let junit_xml = junit::render(results);
+    let junit_path = dir.join("junit.xml");
+    write_atomic(&junit_path, junit_xml.as_bytes())?;
+    if let Some(extra) = &flags.junit {
+        write_file(extra, &junit_xml)?;
+    }
+    Ok((summary_md, junit_path))
 }
 
 /// The comment's GitHub id as the step's `comment-id` output, for a later

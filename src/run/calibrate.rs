@@ -708,6 +708,14 @@ pub(crate) fn table(args: &Calibration) -> Vec<String> {
     if args.noise.is_some() {
         return out;
     }
+    mmlu_table(args, &mut next_seed, &mut out);
+    change_point_table(args, &mut next_seed, &mut out);
+    out
+}
+
+/// MMLU's rows: today's gates beside McNemar's interval and the count of
+/// changed answers, as answers vary in the background.
+fn mmlu_table(args: &Calibration, next_seed: &mut impl FnMut() -> u64, out: &mut Vec<String>) {
     out.push(String::new());
     out.push("| workload | noise | truth | today: drop ≤ 1 pt | today: retried until pass | McNemar interval: drop ≤ 0 | changed answers = 0 |".to_string());
     out.push("|---|---|---|---|---|---|---|".to_string());
@@ -715,7 +723,7 @@ pub(crate) fn table(args: &Calibration) -> Vec<String> {
         for (truth, drop) in [("no change", 0.0), ("MMLU -1 pt", 1.0), ("MMLU -3 pt", 3.0)] {
             let noise = format!("{:.0} % answers vary", background * 100.0);
             row(
-                &mut out,
+                out,
                 &format!("MMLU, {} questions", args.questions),
                 &noise,
                 truth,
@@ -723,8 +731,6 @@ pub(crate) fn table(args: &Calibration) -> Vec<String> {
             );
         }
     }
-    change_point_table(args, &mut next_seed, &mut out);
-    out
 }
 
 /// Runs in a history, and where its step is.

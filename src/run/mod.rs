@@ -115,6 +115,22 @@ pub(crate) async fn run(
             again: false,
         });
     }
+    stop_everything(&supervisor, &mut signals, &mut results, run_cfg, events).await;
+    let exit = inconclusive_exit(run_cfg, results.meta.schedule.as_deref());
+    let outcome = finish(&mut results, ended, events, exit);
+    events.emit(&Event::RunFinished(&results))?;
+    Ok((results, outcome))
+}
+
+/// Stops every engine still up (a second signal kills them at once), then
+/// waits for the GPU memory the ones not yet seen stopping held.
+async fn stop_everything(
+    supervisor: &Supervisor,
+    signals: &mut Signals,
+    results: &mut RunResults,
+    run_cfg: &crate::config::RunConfig,
+    events: &Events,
+) {
     let killed = supervisor
         .stop_all(async {
             let s = signals.recv().await;
@@ -138,16 +154,12 @@ pub(crate) async fn run(
         .map(|e| e.name.clone())
         .collect();
     gpu_after_stop(
-        &mut results,
+        results,
         &still_held,
         run_cfg.gpu_release_timeout_secs,
         events,
     )
     .await;
-    let exit = inconclusive_exit(run_cfg, results.meta.schedule.as_deref());
-    let outcome = finish(&mut results, ended, events, exit);
-    events.emit(&Event::RunFinished(&results))?;
-    Ok((results, outcome))
 }
 
 /// Names each environment variable that overrode the suite.

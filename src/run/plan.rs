@@ -114,6 +114,43 @@ pub(crate) fn placement_line(
     })
 }
 
+/// Each engine in the order they start (services, baseline, LMCache):
+/// how it is ready, its command line, its environment (secrets hidden).
+fn engine_lines(suite: &crate::config::Suite, model: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut engines: Vec<(&String, &EngineConfig)> = suite.engines.iter().collect();
+    // Services first, then baseline, then LMCache: the order they start.
+    engines.sort_by_key(|(_, e)| match e.role {
+        Role::Service => 0,
+        Role::Baseline => 1,
+        Role::Lmcache => 2,
+    });
+    for (name, e) in engines {
+        let timeout = e
+            .readiness_timeout_secs
+            .unwrap_or(suite.run.readiness_timeout_secs);
+        out.push(format!(
+            "engine {name} ({}, {}): {}",
+            e.role,
+            e.kind.as_str(),
+            readiness(e, timeout)
+        ));
+        out.push(format!("  $ {}", command_line(e, model)));
+        if !e.env.is_empty() {
+            let env: Vec<String> = e
+                .env
+                .iter()
+                .map(|(k, v)| {
+                    let shown = if secret(k) { "***" } else { v.as_str() };
+                    format!("{k}={}", quoted(shown))
+                })
+                .collect();
+            out.push(format!("  env {}", env.join(" ")));
+        }
+    }
+    out
+}
+
 /// The plan, a line at a time.
 pub(crate) fn lines(
     loaded: &Loaded,
@@ -138,36 +175,7 @@ pub(crate) fn lines(
         if let Some(l) = label {
             out.push(format!("model {model} ({l})"));
         }
-        let mut engines: Vec<(&String, &EngineConfig)> = suite.engines.iter().collect();
-        // Services first, then baseline, then LMCache: the order they start.
-        engines.sort_by_key(|(_, e)| match e.role {
-            Role::Service => 0,
-            Role::Baseline => 1,
-            Role::Lmcache => 2,
-        });
-        for (name, e) in engines {
-            let timeout = e
-                .readiness_timeout_secs
-                .unwrap_or(suite.run.readiness_timeout_secs);
-            out.push(format!(
-                "engine {name} ({}, {}): {}",
-                e.role,
-                e.kind.as_str(),
-                readiness(e, timeout)
-            ));
-            out.push(format!("  $ {}", command_line(e, &model)));
-            if !e.env.is_empty() {
-                let env: Vec<String> = e
-                    .env
-                    .iter()
-                    .map(|(k, v)| {
-                        let shown = if secret(k) { "***" } else { v.as_str() };
-                        format!("{k}={}", quoted(shown))
-                    })
-                    .collect();
-                out.push(format!("  env {}", env.join(" ")));
-            }
-        }
+        out.extend(engine_lines(suite, &model));
     }
     for name in selected {
         let test = &suite.tests[name];

@@ -187,77 +187,19 @@ mod tests {
             Standing,
             Next,
         );
+        // A table reads best a row to a line.
+        #[rustfmt::skip]
         let rows: &[Row] = &[
-            (
-                "nothing gated yet",
-                true,
-                &[],
-                standing(0, 9, 3, true),
-                Next::Conclude,
-            ),
-            (
-                "a pass",
-                true,
-                &[(Pass, Warn)],
-                standing(3, 9, 3, true),
-                Next::Conclude,
-            ),
-            (
-                "a retryable failure, attempts left",
-                true,
-                &[(Fail, Warn)],
-                standing(3, 9, 3, true),
-                Next::Retry,
-            ),
-            (
-                "a retryable failure on the last attempt",
-                true,
-                &[(Fail, Warn), (Fail, Warn), (Fail, Warn)],
-                standing(9, 9, 3, true),
-                Next::Conclude,
-            ),
-            (
-                "a failure not retryable",
-                false,
-                &[(Fail, Warn)],
-                standing(3, 9, 3, true),
-                Next::Conclude,
-            ),
-            (
-                "undecided, asks for trials, room",
-                false,
-                &[(Inconclusive, MoreTrials)],
-                standing(3, 9, 1, true),
-                Next::MoreTrials(1),
-            ),
-            (
-                "undecided, asks for trials, none left",
-                false,
-                &[(Inconclusive, MoreTrials)],
-                standing(9, 9, 1, true),
-                Next::Conclude,
-            ),
-            (
-                "undecided, only warns",
-                false,
-                &[(Inconclusive, Warn)],
-                standing(3, 9, 1, true),
-                Next::Conclude,
-            ),
-            (
-                "undecided, trials that do not pool",
-                false,
-                &[(Inconclusive, MoreTrials)],
-                standing(1, 9, 1, false),
-                Next::Conclude,
-            ),
-            (
-                "a retry comes before more trials",
-                true,
-                &[(Fail, MoreTrials)],
-                standing(3, 9, 3, true),
-                Next::Retry,
-            ),
+            ("nothing gated yet", true, &[], standing(0, 9, 3, true), Next::Conclude),
+            ("a pass", true, &[(Pass, Warn)], standing(3, 9, 3, true), Next::Conclude),
+            ("a retryable failure, attempts left", true, &[(Fail, Warn)], standing(3, 9, 3, true), Next::Retry),
+            ("a retryable failure on the last attempt", true, &[(Fail, Warn), (Fail, Warn), (Fail, Warn)], standing(9, 9, 3, true), Next::Conclude),
+            ("a failure not retryable", false, &[(Fail, Warn)], standing(3, 9, 3, true), Next::Conclude),
+            ("undecided, asks for trials, room", false, &[(Inconclusive, MoreTrials)], standing(3, 9, 1, true), Next::MoreTrials(1)),
+            ("undecided, asks for trials, none left", false, &[(Inconclusive, MoreTrials)], standing(9, 9, 1, true), Next::Conclude),
+            ("undecided, only warns", false, &[(Inconclusive, Warn)], standing(3, 9, 1, true), Next::Conclude),
+            ("undecided, trials that do not pool", false, &[(Inconclusive, MoreTrials)], standing(1, 9, 1, false), Next::Conclude),
+            ("a retry comes before more trials", true, &[(Fail, MoreTrials)], standing(3, 9, 3, true), Next::Retry),
         ];
         for (why, retryable, past, s, want) in rows {
             let got = next_step(&checks(*retryable), &history(past), *s);

@@ -321,6 +321,20 @@ async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
             finished,
         )],
     );
+    gauges(&mut text, &sim);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The gauges vLLM serves beside its counters: its cache configuration
+/// (GPU KV capacity) and the process's start time.
+fn gauges(text: &mut String, sim: &Sim) {
     // vLLM's cache configuration, as an info gauge (its GPU KV capacity).
     let blocks = sim.opts.cache_tokens / GPU_BLOCK_TOKENS as u64;
     let _ = writeln!(
@@ -335,14 +349,6 @@ async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
         "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {:e}",
         sim.created as f64
     );
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }
 
 /// vLLM's `POST /reset_prefix_cache` (a dev-mode route): empties the GPU's

@@ -277,30 +277,93 @@ pub(crate) fn csv(
     s
 }
 
+/// The chart's size, margins and scale.
+struct Frame {
+    w: f64,
+    h: f64,
+    left: f64,
+    bottom: f64,
+    top: f64,
+    right: f64,
+    max_x: f64,
+    max_y: f64,
+}
+
+impl Frame {
+    fn x(&self, t: f64) -> f64 {
+        self.left + t / self.max_x * (self.w - self.left - self.right)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        self.h - self.bottom - v / self.max_y * (self.h - self.bottom - self.top)
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// TTFT over time, one line per engine.
 pub(crate) fn svg(title: &str, rows: &[Row]) -> String {
-    let (w, h, left, bottom, top, right) = (720.0, 360.0, 60.0, 40.0, 30.0, 20.0);
-    let max_x = rows
-        .iter()
-        .map(|r| r.timestamp)
-        .fold(0.0, f64::max)
-        .max(1e-9);
-    let max_y = rows
-        .iter()
-        .filter_map(|r| r.ttft)
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.1;
-    let x = |t: f64| left + t / max_x * (w - left - right);
-    let y = |v: f64| h - bottom - v / max_y * (h - bottom - top);
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
+    let f = Frame {
+        w: 720.0,
+        h: 360.0,
+        left: 60.0,
+        bottom: 40.0,
+        top: 30.0,
+        right: 20.0,
+        max_x: rows
+            .iter()
+            .map(|r| r.timestamp)
+            .fold(0.0, f64::max)
+            .max(1e-9),
+        max_y: rows
+            .iter()
+            .filter_map(|r| r.ttft)
+            .fold(0.0, f64::max)
+            .max(1e-9)
+            * 1.1,
     };
     let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="12">"#,
+        f.w, f.h
     );
+    axes(&mut s, title, &f);
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+    let mut engines: Vec<&str> = rows.iter().map(|r| r.engine.as_str()).collect();
+    engines.dedup();
+    for (k, engine) in engines.iter().enumerate() {
+        let color = colors[k % colors.len()];
+        let points: Vec<String> = rows
+            .iter()
+            .filter(|r| r.engine == *engine)
+            .filter_map(|r| {
+                r.ttft
+                    .map(|v| format!("{:.1},{:.1}", f.x(r.timestamp), f.y(v)))
+            })
+            .collect();
+        let _ = write!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+            points.join(" ")
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" fill="{color}">{}</text>"#,
+            f.left + 10.0,
+            f.top + 14.0 + 14.0 * k as f64,
+            esc(engine)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The title, both axes, their labels and five ticks on each.
+fn axes(s: &mut String, title: &str, f: &Frame) {
+    let (w, h, left, bottom, top, right) = (f.w, f.h, f.left, f.bottom, f.top, f.right);
     let _ = write!(
         s,
         r#"<text x="{}" y="18" text-anchor="middle">{}</text>"#,
@@ -332,46 +395,21 @@ pub(crate) fn svg(title: &str, rows: &[Row]) -> String {
         h / 2.0
     );
     for k in 0..=4 {
-        let v = max_y * k as f64 / 4.0;
+        let v = f.max_y * k as f64 / 4.0;
         let _ = write!(
             s,
             r#"<text x="{}" y="{}" text-anchor="end">{v:.2}</text>"#,
             left - 4.0,
-            y(v) + 4.0
+            f.y(v) + 4.0
         );
-        let t = max_x * k as f64 / 4.0;
+        let t = f.max_x * k as f64 / 4.0;
         let _ = write!(
             s,
             r#"<text x="{}" y="{}" text-anchor="middle">{t:.1}</text>"#,
-            x(t),
+            f.x(t),
             h - bottom + 14.0
         );
     }
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
-    let mut engines: Vec<&str> = rows.iter().map(|r| r.engine.as_str()).collect();
-    engines.dedup();
-    for (k, engine) in engines.iter().enumerate() {
-        let color = colors[k % colors.len()];
-        let points: Vec<String> = rows
-            .iter()
-            .filter(|r| r.engine == *engine)
-            .filter_map(|r| r.ttft.map(|v| format!("{:.1},{:.1}", x(r.timestamp), y(v))))
-            .collect();
-        let _ = write!(
-            s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-            points.join(" ")
-        );
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="{}" fill="{color}">{}</text>"#,
-            left + 10.0,
-            top + 14.0 + 14.0 * k as f64,
-            esc(engine)
-        );
-    }
-    s.push_str("</svg>\n");
-    s
 }
 
 pub(crate) fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, WorkloadError> {

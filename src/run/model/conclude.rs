@@ -38,37 +38,17 @@ impl ModelRun<'_> {
         let mut looking = false;
         loop {
             let name = run.name().to_string();
-            let progress = run.progress.clone();
-            let out_dir = run.out_dir(results);
-            let say = self.say_for(&name);
-            run.finish(&self.ctx(&name, &progress, &out_dir, targets, &say, (1, 1)));
-            run.record(results);
-            let t = results
-                .test_mut(&name)
-                .expect("selected tests are recorded");
-            t.duration_secs = Some(spent.as_secs_f64());
-            if let Some(e) = &run.error {
-                t.status = if e.skipped() {
-                    TestStatus::NotRun
-                } else {
-                    TestStatus::Error
-                };
-                break;
-            }
-            gate::evidence::enrich(&mut t.metrics);
-            let gated =
-                gate::with_failures_gated(&cfg.checks, &t.metrics, cfg.allow_failed_requests);
-            let checks = gate::evaluate_looking(&gated, &t.metrics, &t.paired, looks);
             // More trials refine the same attempt: its record is replaced.
             if std::mem::take(&mut looking) {
                 history.pop();
             }
-            history.push(AttemptRecord {
-                attempt: history.len() as u32 + 1,
-                status: gate::test_status(&checks),
-                metrics: t.metrics.clone(),
-                checks,
-            });
+            let attempt = history.len() as u32 + 1;
+            let Some(record) =
+                self.gate_attempt(run, *spent, test, looks, targets, results, attempt)
+            else {
+                break;
+            };
+            history.push(record);
             let standing = Standing {
                 trials_run: run.trials_run(),
                 max_trials: cfg.max_trials(),
@@ -76,7 +56,6 @@ impl ModelRun<'_> {
                 pooled,
             };
             let next = policy::next_step(&cfg.checks, &history, standing);
-            let attempt = history.len() as u32;
             self.events.say(&Event::AttemptFinished {
                 test: &name,
                 attempt,
@@ -116,6 +95,49 @@ impl ModelRun<'_> {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Ends the test's attempt so far and gates it; none where the test
+    /// could not run (its record then says so).
+    #[allow(clippy::too_many_arguments)]
+    fn gate_attempt(
+        &self,
+        run: &mut TestRun,
+        spent: Duration,
+        test: &str,
+        looks: gate::evidence::Looks,
+        targets: &[Target],
+        results: &mut RunResults,
+        attempt: u32,
+    ) -> Option<AttemptRecord> {
+        let cfg = &self.loaded.suite.tests[test];
+        let name = run.name().to_string();
+        let progress = run.progress.clone();
+        let out_dir = run.out_dir(results);
+        let say = self.say_for(&name);
+        run.finish(&self.ctx(&name, &progress, &out_dir, targets, &say, (1, 1)));
+        run.record(results);
+        let t = results
+            .test_mut(&name)
+            .expect("selected tests are recorded");
+        t.duration_secs = Some(spent.as_secs_f64());
+        if let Some(e) = &run.error {
+            t.status = if e.skipped() {
+                TestStatus::NotRun
+            } else {
+                TestStatus::Error
+            };
+            return None;
+        }
+        gate::evidence::enrich(&mut t.metrics);
+        let gated = gate::with_failures_gated(&cfg.checks, &t.metrics, cfg.allow_failed_requests);
+        let checks = gate::evaluate_looking(&gated, &t.metrics, &t.paired, looks);
+        Some(AttemptRecord {
+            attempt,
+            status: gate::test_status(&checks),
+            metrics: t.metrics.clone(),
+            checks,
+        })
     }
 
     pub(super) fn conclude_history(

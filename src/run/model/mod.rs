@@ -82,16 +82,7 @@ impl ModelRun<'_> {
             specs.iter().filter(|s| s.role != Role::Service).collect();
         order.sort_by_key(|s| s.role);
         let (phases, up) = self.phases(order, results).await?;
-        let targets: Vec<Target> = specs
-            .iter()
-            .filter(|s| s.role != Role::Service)
-            .map(|s| Target {
-                name: s.name.clone(),
-                role: s.role,
-                url: s.url.clone(),
-                live: Arc::default(),
-            })
-            .collect();
+        let targets = targets_of(&specs);
         let mut runs: Vec<(TestRun, Duration, &String)> = selected
             .iter()
             .map(|name| {
@@ -123,7 +114,6 @@ impl ModelRun<'_> {
         }
         // Retrying reruns the test on every engine, so they must all still be up.
         let retry_phase = (phases.len() == 1).then(|| &phases[0]);
-        let mut broken = Vec::new();
         for (run, spent, test) in runs.iter_mut() {
             self.conclude(run, spent, test, retry_phase, &targets, results)
                 .await?;
@@ -132,15 +122,10 @@ impl ModelRun<'_> {
         // before anyone is told a verdict.
         self.share_budget(results);
         caveats::apply(suite, &mut results.tests);
+        let mut broken = Vec::new();
         for (run, _, _) in runs.iter() {
             self.judged(run, results)?;
-            if let Some(e) = run.error.as_ref().filter(|e| !e.skipped()) {
-                broken.push(Broken {
-                    test: run.name().to_string(),
-                    class: e.class(),
-                    message: e.to_string(),
-                });
-            }
+            broken.extend(broken_of(run));
         }
         Ok(broken)
     }
@@ -197,4 +182,28 @@ impl ModelRun<'_> {
             }
         }
     }
+}
+
+/// The engines a workload may be sent to: all but the services.
+fn targets_of(specs: &[EngineSpec]) -> Vec<Target> {
+    specs
+        .iter()
+        .filter(|s| s.role != Role::Service)
+        .map(|s| Target {
+            name: s.name.clone(),
+            role: s.role,
+            url: s.url.clone(),
+            live: Arc::default(),
+        })
+        .collect()
+}
+
+/// A test that could not run to its end (skipped ones aside).
+fn broken_of(run: &TestRun) -> Option<Broken> {
+    let e = run.error.as_ref().filter(|e| !e.skipped())?;
+    Some(Broken {
+        test: run.name().to_string(),
+        class: e.class(),
+        message: e.to_string(),
+    })
 }

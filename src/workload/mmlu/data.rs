@@ -210,8 +210,8 @@ impl Budget {
     }
 }
 
-// Long because every check an entry of a hostile archive must pass (its
-// path, the links on its way, its kind, the budget) sits in one loop.
+/// Unpacks `archive` into `dest`, every entry checked as hostile: its
+/// path, the links on its way, its kind, the budget.
 fn unpack(archive: &Path, dest: &Path) -> Result<(), DataError> {
     let file = File::open(archive).map_err(io_err(archive))?;
     let mut tar = tar::Archive::new(xz2::read::XzDecoder::new(BufReader::new(file)));
@@ -256,48 +256,15 @@ fn unpack(archive: &Path, dest: &Path) -> Result<(), DataError> {
                 let mut f = File::create(&out).map_err(io_err(&out))?;
                 io::copy(&mut entry, &mut f).map_err(corrupt)?;
             }
-            tar::EntryType::Symlink => {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let hard = kind == tar::EntryType::Link;
+                let what = if hard { "hardlink" } else { "symlink" };
                 let target = entry
                     .link_name()
                     .map_err(corrupt)?
-                    .ok_or_else(|| hostile(&raw, "is a symlink without a target".into()))?
+                    .ok_or_else(|| hostile(&raw, format!("is a {what} without a target")))?
                     .into_owned();
-                if resolve_inside(rel.parent().unwrap_or(Path::new("")), &target).is_none() {
-                    return Err(hostile(
-                        &raw,
-                        format!(
-                            "is a symlink pointing outside the destination (`{}`)",
-                            target.display()
-                        ),
-                    ));
-                }
-                fs::create_dir_all(parent_of(&out)).map_err(io_err(&out))?;
-                std::os::unix::fs::symlink(&target, &out).map_err(io_err(&out))?;
-            }
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(corrupt)?
-                    .ok_or_else(|| hostile(&raw, "is a hardlink without a target".into()))?
-                    .into_owned();
-                let inside = confined(&target)
-                    .map_err(|why| hostile(&raw, format!("is a hardlink whose target {why}")))?;
-                let src = dest.join(inside);
-                if !src.starts_with(dest)
-                    || fs::symlink_metadata(&src)
-                        .map(|m| !m.is_file())
-                        .unwrap_or(true)
-                {
-                    return Err(hostile(
-                        &raw,
-                        format!(
-                            "is a hardlink to `{}`, which is not a file extracted before it",
-                            target.display()
-                        ),
-                    ));
-                }
-                fs::create_dir_all(parent_of(&out)).map_err(io_err(&out))?;
-                fs::hard_link(&src, &out).map_err(io_err(&out))?;
+                make_link(dest, &rel, &target, hard, &|why| hostile(&raw, why))?;
             }
             // Metadata records the tar reader already applied.
             tar::EntryType::XHeader
@@ -313,6 +280,42 @@ fn unpack(archive: &Path, dest: &Path) -> Result<(), DataError> {
         }
     }
     Ok(())
+}
+
+/// Makes a link entry at `rel`: a symlink whose target resolves inside
+/// `dest`, or a hardlink to a file extracted before it; else says why not.
+fn make_link(
+    dest: &Path,
+    rel: &Path,
+    target: &Path,
+    hard: bool,
+    hostile: &dyn Fn(String) -> DataError,
+) -> Result<(), DataError> {
+    let out = dest.join(rel);
+    fs::create_dir_all(out.parent().unwrap_or(dest)).map_err(io_err(&out))?;
+    if !hard {
+        if resolve_inside(rel.parent().unwrap_or(Path::new("")), target).is_none() {
+            return Err(hostile(format!(
+                "is a symlink pointing outside the destination (`{}`)",
+                target.display()
+            )));
+        }
+        return std::os::unix::fs::symlink(target, &out).map_err(io_err(&out));
+    }
+    let inside =
+        confined(target).map_err(|why| hostile(format!("is a hardlink whose target {why}")))?;
+    let src = dest.join(inside);
+    if !src.starts_with(dest)
+        || fs::symlink_metadata(&src)
+            .map(|m| !m.is_file())
+            .unwrap_or(true)
+    {
+        return Err(hostile(format!(
+            "is a hardlink to `{}`, which is not a file extracted before it",
+            target.display()
+        )));
+    }
+    fs::hard_link(&src, &out).map_err(io_err(&out))
 }
 
 /// Subject names (file stems without `_test`) of `data_dir/test`, sorted.
