@@ -346,10 +346,9 @@ fn identical_outputs_threshold(results_dir: &Path) -> f64 {
         .unwrap()
 }
 
-/// Every input of action.yml: where it goes, then a real run of the action's
-/// run step with the env mapping the action declares.
-#[test]
-fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
+/// action.yml's inputs, each to the variable its run step sets (checked:
+/// every input reaches a step, and the run step's script interpolates none).
+fn action_inputs() -> BTreeMap<String, String> {
     let action = yaml("action.yml");
     let inputs: Vec<String> = action["inputs"]
         .as_mapping()
@@ -396,6 +395,78 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
     // Every `${{ }}` in the run step's script would be an injection.
     assert!(!run_step["run"].as_str().unwrap().contains("${{"));
 
+    env_of_input
+}
+
+/// scripts/action/run.sh, the binary behind a recording shim, with these
+/// variables and none of GitHub's or Buildkite's own.
+fn run_action(shim: &Path, env: &[(String, String)]) -> std::process::Output {
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/action/run.sh")).env(
+        "PATH",
+        format!("{}:{}", shim.display(), std::env::var("PATH").unwrap()),
+    );
+    for v in [
+        "GITHUB_ACTIONS",
+        "GITHUB_STEP_SUMMARY",
+        "GITHUB_EVENT_PATH",
+        "GITHUB_REF",
+        "BUILDKITE",
+        "GITHUB_OUTPUT",
+    ] {
+        cmd.env_remove(v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd, LIMIT)
+}
+
+/// What the binary did with every input at once, run in `work`.
+fn did_what_the_inputs_say(work: &Path, stderr: &str) {
+    let results_dir = work.join("results");
+    let junit = work.join("out/junit.xml");
+    // What the binary did with them.
+    assert_eq!(
+        identical_outputs_threshold(&results_dir),
+        1.0,
+        "thresholds applied"
+    );
+    assert_eq!(
+        results(&results_dir)["meta"]["models"][0],
+        "lmcache-e2e/sim"
+    );
+    assert!(
+        stderr.contains("warning: no PR comment: "),
+        "comment attempted: {stderr}"
+    );
+    assert!(junit.is_file());
+    assert!(std::fs::read_to_string(results_dir.join("summary.md"))
+        .unwrap()
+        .starts_with("Custom summary: sim passed"));
+    let outputs = std::fs::read_to_string(work.join("github_output")).unwrap();
+    assert!(
+        outputs.starts_with(&format!("results-dir={}\n", results_dir.display())),
+        "{outputs}"
+    );
+    assert!(outputs.contains("verdict<<"), "{outputs}");
+    assert!(
+        outputs.contains("upload=true\nartifact-name=e2e-results-of-this-job\n"),
+        "{outputs}"
+    );
+    for output in ["junit", "summary"] {
+        assert!(outputs.contains(&format!("{output}<<")), "{outputs}");
+    }
+    // The old input names are not used here: no deprecation warnings.
+    assert!(!stderr.contains("deprecated"), "{stderr}");
+    assert_eq!(results(&results_dir)["shard"]["count"], 1);
+    let history = std::fs::read_to_string(work.join("history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 1, "appended: {history}");
+}
+
+/// Every input at once, each given a value: each value reaches the binary,
+/// which does what it says. The flags reached.
+fn every_input_at_once(env_of_input: &BTreeMap<String, String>) -> BTreeSet<String> {
     let work = tempdir();
     let shim = recording_shim(work.path());
     let results_dir = work.path().join("results");
@@ -433,26 +504,15 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
         ),
         ("history-append", "always".into()),
     ]);
-    let mut cmd = Command::new("bash");
-    cmd.arg(root().join("scripts/action/run.sh"))
-        .env(
-            "PATH",
-            format!("{}:{}", shim.display(), std::env::var("PATH").unwrap()),
-        )
-        .env("GITHUB_OUTPUT", work.path().join("github_output"));
-    for v in [
-        "GITHUB_ACTIONS",
-        "GITHUB_STEP_SUMMARY",
-        "GITHUB_EVENT_PATH",
-        "GITHUB_REF",
-        "BUILDKITE",
-    ] {
-        cmd.env_remove(v);
-    }
-    for (input, value) in &values {
-        cmd.env(&env_of_input[*input], value);
-    }
-    let out = run(&mut cmd, LIMIT);
+    let env: Vec<(String, String)> = values
+        .iter()
+        .map(|(input, value)| (env_of_input[*input].clone(), value.clone()))
+        .chain([(
+            "GITHUB_OUTPUT".to_string(),
+            work.path().join("github_output").display().to_string(),
+        )])
+        .collect();
+    let out = run_action(&shim, &env);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let (argv, env) = recorded(work.path());
@@ -470,58 +530,30 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
         assert!(argv.iter().any(|a| a == flag), "{argv:?}");
     }
     values.remove("upload-results");
-    let mut hit = reached(&values, &argv, &env);
-    // What the binary did with them.
-    assert_eq!(
-        identical_outputs_threshold(&results_dir),
-        1.0,
-        "thresholds applied"
-    );
-    assert_eq!(
-        results(&results_dir)["meta"]["models"][0],
-        "lmcache-e2e/sim"
-    );
-    assert!(
-        stderr.contains("warning: no PR comment: "),
-        "comment attempted: {stderr}"
-    );
-    assert!(junit.is_file());
-    assert!(std::fs::read_to_string(results_dir.join("summary.md"))
-        .unwrap()
-        .starts_with("Custom summary: sim passed"));
-    let outputs = std::fs::read_to_string(work.path().join("github_output")).unwrap();
-    assert!(
-        outputs.starts_with(&format!("results-dir={}\n", results_dir.display())),
-        "{outputs}"
-    );
-    assert!(outputs.contains("verdict<<"), "{outputs}");
-    assert!(
-        outputs.contains("upload=true\nartifact-name=e2e-results-of-this-job\n"),
-        "{outputs}"
-    );
-    for output in ["junit", "summary"] {
-        assert!(outputs.contains(&format!("{output}<<")), "{outputs}");
-    }
-    // The old input names are not used here: no deprecation warnings.
-    assert!(!stderr.contains("deprecated"), "{stderr}");
-    assert_eq!(results(&results_dir)["shard"]["count"], 1);
-    let history = std::fs::read_to_string(work.path().join("history.jsonl")).unwrap();
-    assert_eq!(history.lines().count(), 1, "appended: {history}");
+    let hit = reached(&values, &argv, &env);
+    did_what_the_inputs_say(work.path(), &stderr);
+    hit
+}
+
+/// Every input of action.yml: where it goes, then real runs of the action's
+/// run step with the env mapping the action declares: every input at once,
+/// the preset alone, a dry run.
+#[test]
+fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
+    let env_of_input = action_inputs();
+    let mut hit = every_input_at_once(&env_of_input);
 
     // The preset input on its own.
     let work2 = tempdir();
     let shim2 = recording_shim(work2.path());
-    let mut cmd = Command::new("bash");
-    cmd.arg(root().join("scripts/action/run.sh"))
-        .env(
-            "PATH",
-            format!("{}:{}", shim2.display(), std::env::var("PATH").unwrap()),
-        )
-        .env("LMCACHE_E2E_PRESET", "sim")
-        .env("LMCACHE_E2E_ONLY", "determinism")
-        .env("LMCACHE_E2E_RESULTS_DIR", work2.path().join("r"))
-        .env_remove("GITHUB_OUTPUT");
-    let out = run(&mut cmd, LIMIT);
+    let r = work2.path().join("r").display().to_string();
+    let env = [
+        ("LMCACHE_E2E_PRESET", "sim"),
+        ("LMCACHE_E2E_ONLY", "determinism"),
+        ("LMCACHE_E2E_RESULTS_DIR", r.as_str()),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let out = run_action(&shim2, &env);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     let (argv, env) = recorded(work2.path());
     hit.extend(reached(
@@ -533,17 +565,14 @@ fn every_action_input_reaches_the_binary_and_every_option_is_reachable() {
     // dry-run: the plan, nothing started, no results.
     let work3 = tempdir();
     let shim3 = recording_shim(work3.path());
-    let mut cmd = Command::new("bash");
-    cmd.arg(root().join("scripts/action/run.sh"))
-        .env(
-            "PATH",
-            format!("{}:{}", shim3.display(), std::env::var("PATH").unwrap()),
-        )
-        .env("LMCACHE_E2E_PRESET", "sim")
-        .env("LMCACHE_E2E_DRY_RUN", "true")
-        .env("LMCACHE_E2E_RESULTS_DIR", work3.path().join("r"))
-        .env_remove("GITHUB_OUTPUT");
-    let out = run(&mut cmd, LIMIT);
+    let r = work3.path().join("r").display().to_string();
+    let env = [
+        ("LMCACHE_E2E_PRESET", "sim"),
+        ("LMCACHE_E2E_DRY_RUN", "true"),
+        ("LMCACHE_E2E_RESULTS_DIR", r.as_str()),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let out = run_action(&shim3, &env);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -852,25 +881,29 @@ fn buildkite_env(cmd: &mut Command, checkout: &Path, props: &[(&str, &str)]) {
     }
 }
 
-#[test]
-fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
-    let plugin = yaml("plugin.yml");
-    let props: Vec<String> = plugin["configuration"]["properties"]
-        .as_mapping()
-        .unwrap()
-        .keys()
-        .map(|k| k.as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        plugin["configuration"]["additionalProperties"],
-        serde_yaml::Value::Bool(false)
+/// The plugin's command hook in `cwd` as a Buildkite step with these
+/// properties: the binary behind a recording shim in `work`, a fake agent.
+fn hook_command(work: &Path, cwd: &Path, props: &[(&str, &str)]) -> Command {
+    let shim = recording_shim(work);
+    let agent = fake_agent(work);
+    let mut cmd = Command::new(root().join("hooks/command"));
+    let path = format!(
+        "{}:{}:{}",
+        shim.display(),
+        agent.display(),
+        std::env::var("PATH").unwrap()
     );
+    cmd.env("PATH", &path).current_dir(cwd);
+    buildkite_env(&mut cmd, cwd, props);
+    cmd
+}
 
+/// Every property at once, each given a value (checked: every property is
+/// exercised); each value reaches the binary. The flags reached.
+fn every_property_at_once(props: &[String]) -> BTreeSet<String> {
     let work = tempdir();
     let checkout = work.path().join("checkout");
     std::fs::create_dir_all(&checkout).unwrap();
-    let shim = recording_shim(work.path());
-    let agent = fake_agent(work.path());
     let junit = work.path().join("reports/junit.xml");
     let values: Vec<(&str, String)> = vec![
         (
@@ -908,7 +941,7 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
     ];
     // Every property has a value here, but `preset`, `results-dir` (checked
     // below) and `set` (as SET_0, SET_1).
-    for p in &props {
+    for p in props {
         let var = p.to_uppercase().replace('-', "_");
         let covered = values
             .iter()
@@ -918,20 +951,11 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
             || ["TESTS", "THRESHOLDS"].contains(&var.as_str());
         assert!(covered, "property `{p}` is not exercised");
     }
-    let mut cmd = Command::new(root().join("hooks/command"));
-    let path = format!(
-        "{}:{}:{}",
-        shim.display(),
-        agent.display(),
-        std::env::var("PATH").unwrap()
-    );
-    cmd.env("PATH", &path).current_dir(&checkout);
     let props_env: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    buildkite_env(&mut cmd, &checkout, &props_env);
+    let mut cmd = hook_command(work.path(), &checkout, &props_env);
     let out = run(&mut cmd, LIMIT);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let results_dir = checkout.join("lmcache-e2e-results");
     let (argv, env) = recorded(work.path());
     let named: BTreeMap<&str, String> = values
         .iter()
@@ -950,9 +974,22 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
         })
         .map(|(k, v)| (*k, v.clone()))
         .collect();
-    let mut hit = reached(&named, &argv, &env);
+    let hit = reached(&named, &argv, &env);
+    did_what_the_properties_say(work.path(), &checkout, &argv, &env);
+    hit
+}
+
+/// What the binary and the agent did with every property at once.
+fn did_what_the_properties_say(
+    work: &Path,
+    checkout: &Path,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+) {
+    let results_dir = checkout.join("lmcache-e2e-results");
+    let junit = work.join("reports/junit.xml");
     // The engine cache is a suite key, given as one.
-    let cache = work.path().join("engine-cache");
+    let cache = work.join("engine-cache");
     assert!(
         argv.iter()
             .any(|a| *a == format!("run.engine_cache={}", cache.display())),
@@ -982,7 +1019,7 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
         "https://buildkite.com/lmcache/e2e/builds/4812#0190c6f2-8d1e-4f6b-a2c4-5e7f9a1b3c5d"
     );
     assert_eq!(r["meta"]["repository"], "LMCache/LMCache");
-    let calls = agent_calls(work.path());
+    let calls = agent_calls(work);
     assert_eq!(
         calls[0],
         [
@@ -994,27 +1031,31 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
         ]
     );
     assert_eq!(calls[1], ["artifact", "upload", "lmcache-e2e-results/**/*"]);
+}
+
+#[test]
+fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
+    let plugin = yaml("plugin.yml");
+    let props: Vec<String> = plugin["configuration"]["properties"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        plugin["configuration"]["additionalProperties"],
+        serde_yaml::Value::Bool(false)
+    );
+
+    let mut hit = every_property_at_once(&props);
 
     // preset and results-dir, with upload off and strict reports (the
     // annotation is the only report, and it works).
     let work2 = tempdir();
-    let shim2 = recording_shim(work2.path());
-    let agent2 = fake_agent(work2.path());
     let custom = work2.path().join("custom-results");
-    let mut cmd = Command::new(root().join("hooks/command"));
-    cmd.env(
-        "PATH",
-        format!(
-            "{}:{}:{}",
-            shim2.display(),
-            agent2.display(),
-            std::env::var("PATH").unwrap()
-        ),
-    )
-    .current_dir(work2.path());
     let custom_s = custom.display().to_string();
-    buildkite_env(
-        &mut cmd,
+    let mut cmd = hook_command(
+        work2.path(),
         work2.path(),
         &[
             ("PRESET", "sim"),
@@ -1030,21 +1071,8 @@ fn every_plugin_property_reaches_the_binary_and_the_hooks_run_on_the_sim() {
 
     // dry-run: the plan in the step's log, no engine, no results.
     let work3 = tempdir();
-    let shim3 = recording_shim(work3.path());
-    let agent3 = fake_agent(work3.path());
-    let mut dry = Command::new(root().join("hooks/command"));
-    dry.env(
-        "PATH",
-        format!(
-            "{}:{}:{}",
-            shim3.display(),
-            agent3.display(),
-            std::env::var("PATH").unwrap()
-        ),
-    )
-    .current_dir(work3.path());
-    buildkite_env(
-        &mut dry,
+    let mut dry = hook_command(
+        work3.path(),
         work3.path(),
         &[("PRESET", "sim"), ("DRY_RUN", "true")],
     );
