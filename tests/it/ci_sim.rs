@@ -6,6 +6,47 @@ use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
+/// Long document QA's files, per engine, as LMCache's scripts write them:
+/// the result's last line, the request CSV, one CSV per round, the log.
+fn long_doc_qa_files_as_the_reference_writes_them(dir: &std::path::Path) {
+    for role in ["baseline", "lmcache"] {
+        let f = dir.join(format!("long_doc_qa/{role}_result.json"));
+        let text = std::fs::read_to_string(&f).unwrap();
+        // LMCache's scripts read the result with `tail -n 1`.
+        let last = text.lines().last().unwrap();
+        let v: serde_json::Value = serde_json::from_str(last).unwrap();
+        for key in [
+            "query_ttft_per_prompt",
+            "query_round_time_per_prompt",
+            "warmup_round_time_per_prompt",
+        ] {
+            assert!(v[key].as_f64().unwrap() > 0.0, "{key} in {}", f.display());
+        }
+        let csv =
+            std::fs::read_to_string(dir.join(format!("long_doc_qa/{role}_requests.csv"))).unwrap();
+        // 1 pre-warmup (the preset's) + 4 warmup + 8 query requests, plus
+        // the header.
+        assert_eq!(csv.lines().count(), 1 + 1 + 4 + 8, "{csv}");
+        assert!(
+            csv.lines().skip(1).all(|l| l.contains(",true,")),
+            "every request succeeded"
+        );
+        // Per round, long_doc_qa.py's columns, one row per request.
+        for (round, rows) in [("warmup", 4), ("query", 8)] {
+            let csv =
+                std::fs::read_to_string(dir.join(format!("long_doc_qa/{role}/{round}_round.csv")))
+                    .unwrap();
+            let mut lines = csv.lines();
+            assert_eq!(
+                lines.next(),
+                Some("prompt_id,request_start,ttft,request_end,successful,is_miss")
+            );
+            assert_eq!(lines.count(), rows, "{csv}");
+        }
+        assert!(dir.join(format!("logs/{role}.log")).exists());
+    }
+}
+
 #[test]
 fn sim_preset_passes_and_writes_the_results_directory() {
     let dir = tempdir();
@@ -73,45 +114,7 @@ fn sim_preset_passes_and_writes_the_results_directory() {
         r["started_at"].is_string() && r["finished_at"].is_string() && r["build_id"].is_string()
     );
 
-    for role in ["baseline", "lmcache"] {
-        let f = dir.path().join(format!("long_doc_qa/{role}_result.json"));
-        let text = std::fs::read_to_string(&f).unwrap();
-        // LMCache's scripts read the result with `tail -n 1`.
-        let last = text.lines().last().unwrap();
-        let v: serde_json::Value = serde_json::from_str(last).unwrap();
-        for key in [
-            "query_ttft_per_prompt",
-            "query_round_time_per_prompt",
-            "warmup_round_time_per_prompt",
-        ] {
-            assert!(v[key].as_f64().unwrap() > 0.0, "{key} in {}", f.display());
-        }
-        let csv =
-            std::fs::read_to_string(dir.path().join(format!("long_doc_qa/{role}_requests.csv")))
-                .unwrap();
-        // 1 pre-warmup (the preset's) + 4 warmup + 8 query requests, plus
-        // the header.
-        assert_eq!(csv.lines().count(), 1 + 1 + 4 + 8, "{csv}");
-        assert!(
-            csv.lines().skip(1).all(|l| l.contains(",true,")),
-            "every request succeeded"
-        );
-        // Per round, long_doc_qa.py's columns, one row per request.
-        for (round, rows) in [("warmup", 4), ("query", 8)] {
-            let csv = std::fs::read_to_string(
-                dir.path()
-                    .join(format!("long_doc_qa/{role}/{round}_round.csv")),
-            )
-            .unwrap();
-            let mut lines = csv.lines();
-            assert_eq!(
-                lines.next(),
-                Some("prompt_id,request_start,ttft,request_end,successful,is_miss")
-            );
-            assert_eq!(lines.count(), rows, "{csv}");
-        }
-        assert!(dir.path().join(format!("logs/{role}.log")).exists());
-    }
+    long_doc_qa_files_as_the_reference_writes_them(dir.path());
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(
         summary.contains("passed") && summary.contains("query\\_ttft\\_vs\\_baseline"),

@@ -1353,11 +1353,11 @@ fn install(server: &str, work: &Path, env: &[(&str, &str)]) -> Output {
     run(&mut cmd, LIMIT)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn install_sh_verifies_the_release_asset_it_downloads() {
-    let work = tempdir();
+/// A release server with v9.9.9's asset for this host and its `.sha256`;
+/// the asset's file name and sha256.
+async fn release_server(work: &Path) -> (MockServer, String, String) {
     let target = host_target();
-    let asset = release_asset(work.path(), "v9.9.9", target);
+    let asset = release_asset(work, "v9.9.9", target);
     let sha = format!("{:x}", Sha256::digest(&asset));
     let file = format!("lmcache-e2e-v9.9.9-{target}.tar.gz");
     let server = MockServer::start().await;
@@ -1371,24 +1371,37 @@ async fn install_sh_verifies_the_release_asset_it_downloads() {
         .respond_with(ResponseTemplate::new(200).set_body_string(format!("{sha}  {file}\n")))
         .mount(&server)
         .await;
-    let uri = server.uri();
-    let w = work.path().to_path_buf();
-    let go = move |env: Vec<(&'static str, String)>| {
-        let (uri, w) = (uri.clone(), w.clone());
-        tokio::task::spawn_blocking(move || {
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            install(&uri, &w, &env)
-        })
-    };
-    let installed = work.path().join("bin/lmcache-e2e");
+    (server, file, sha)
+}
 
+/// Runs install.sh against `server` in `work` with these variables, off the
+/// test's runtime.
+async fn install_off_runtime(
+    server: &MockServer,
+    work: &Path,
+    env: Vec<(&'static str, String)>,
+) -> Output {
+    let (uri, w) = (server.uri(), work.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        install(&uri, &w, &env)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_sh_verifies_the_release_asset_it_downloads() {
+    let work = tempdir();
+    let (server, file, sha) = release_server(work.path()).await;
+    let installed = work.path().join("bin/lmcache-e2e");
     // Pinned and matching: installed, and it runs.
     std::fs::write(
         work.path().join("checksums.txt"),
         format!("# pinned\n{sha}  {file}\n"),
     )
     .unwrap();
-    let out = go(vec![]).await.unwrap();
+    let out = install_off_runtime(&server, work.path(), vec![]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     let ran = Command::new(&installed).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "lmcache-e2e v9.9.9\n");
@@ -1400,7 +1413,7 @@ async fn install_sh_verifies_the_release_asset_it_downloads() {
         format!("{}  {file}\n", "0".repeat(64)),
     )
     .unwrap();
-    let out = go(vec![]).await.unwrap();
+    let out = install_off_runtime(&server, work.path(), vec![]).await;
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -1412,27 +1425,39 @@ async fn install_sh_verifies_the_release_asset_it_downloads() {
     // Not pinned: refused, unless asked to trust the release's own
     // .sha256 (then with a warning).
     std::fs::write(work.path().join("checksums.txt"), "").unwrap();
-    let out = go(vec![]).await.unwrap();
+    let out = install_off_runtime(&server, work.path(), vec![]).await;
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no pinned sha256"), "{stderr}");
     assert!(!installed.exists());
-    let out = go(vec![("LMCACHE_E2E_ALLOW_UNPINNED", "1".into())])
-        .await
-        .unwrap();
+    let out = install_off_runtime(
+        &server,
+        work.path(),
+        vec![("LMCACHE_E2E_ALLOW_UNPINNED", "1".into())],
+    )
+    .await;
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("no pinned sha256"), "{stderr}");
     assert!(installed.is_file());
     std::fs::remove_file(&installed).unwrap();
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_sh_says_what_is_not_released() {
+    let work = tempdir();
+    let (server, _, _) = release_server(work.path()).await;
+    let installed = work.path().join("bin/lmcache-e2e");
     // A version that was never released.
-    let out = go(vec![
-        ("LMCACHE_E2E_VERSION", "v0.0.1".into()),
-        ("LMCACHE_E2E_ALLOW_UNPINNED", "1".into()),
-    ])
-    .await
-    .unwrap();
+    let out = install_off_runtime(
+        &server,
+        work.path(),
+        vec![
+            ("LMCACHE_E2E_VERSION", "v0.0.1".into()),
+            ("LMCACHE_E2E_ALLOW_UNPINNED", "1".into()),
+        ],
+    )
+    .await;
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -1465,7 +1490,7 @@ async fn install_sh_verifies_the_release_asset_it_downloads() {
         "#!/bin/sh\ncase \"$1\" in -s) echo Darwin ;; -m) echo arm64 ;; esac\n",
     );
     let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
-    let out = go(vec![("PATH", path)]).await.unwrap();
+    let out = install_off_runtime(&server, work.path(), vec![("PATH", path)]).await;
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
