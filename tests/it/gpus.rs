@@ -112,10 +112,10 @@ fn config_json(
     p
 }
 
-#[test]
-fn recommend_follows_gpu_and_ram_memory_and_prints_a_valid_suite() {
-    let dir = tempdir();
-    let bin_dir = dir.path().join("bin");
+/// A PATH whose `nvidia-smi` reports eight 80 GB GPUs, in the four-column
+/// form the tool asks for.
+fn eight_gpus(dir: &Path) -> String {
+    let bin_dir = dir.join("bin");
     std::fs::create_dir_all(&bin_dir).unwrap();
     // Eight 80 GB GPUs, in the four-column form the tool asks for.
     let rows: String = (0..8).map(|i| format!("{i}, 81559, 81079, 0\n")).collect();
@@ -123,12 +123,17 @@ fn recommend_follows_gpu_and_ram_memory_and_prints_a_valid_suite() {
         &bin_dir.join("nvidia-smi"),
         &format!("#!/bin/sh\nprintf '{}'\n", rows.replace('\n', "\\n")),
     );
-    let path = format!(
+    format!(
         "{}:{}",
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
-    );
+    )
+}
 
+#[test]
+fn recommend_follows_gpu_and_ram_memory_and_prints_a_valid_suite() {
+    let dir = tempdir();
+    let path = eight_gpus(dir.path());
     let c8 = config_json(dir.path(), "llama8b", 4096, 32, 32, 14_336);
     let out = run(
         bin()
@@ -180,7 +185,12 @@ fn recommend_follows_gpu_and_ram_memory_and_prints_a_valid_suite() {
         "{listed}"
     );
     assert!(listed.contains("lmcache_failed_requests"), "{listed}");
+}
 
+#[test]
+fn recommend_scales_a_bigger_model_and_refuses_gpus_too_small() {
+    let dir = tempdir();
+    let path = eight_gpus(dir.path());
     let c70 = config_json(dir.path(), "llama70b", 8192, 80, 64, 28_672);
     let out = run(
         bin()

@@ -92,10 +92,10 @@ fn ci_preset_with(
     run(&mut cmd, LIMIT)
 }
 
-#[test]
-fn correctness_launches_vllm_as_the_reference_does_for_both_models() {
-    let dir = tempdir();
-    let fake = dir.path().join("bin");
+/// A `vllm` that logs its command line (and whether it saw a GitHub token)
+/// and serves the sim with a prefix cache.
+fn fake_vllm(dir: &Path) -> std::path::PathBuf {
+    let fake = dir.join("bin");
     std::fs::create_dir(&fake).unwrap();
     script(
         &fake,
@@ -106,18 +106,12 @@ model="$2"; port=""
 while [ $# -gt 0 ]; do [ "$1" = "--port" ] && port="$2"; shift; done
 exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --cache-tokens 100000"#,
     );
-    let log = dir.path().join("argv.log");
-    let results = dir.path().join("r");
-    let out = ci_preset("correctness", &fake, &results, &log, &[]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let argv = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<&str> = argv.lines().collect();
-    assert_eq!(
-        lines.len(),
-        4,
-        "each model in turn, baseline then LMCache: {argv}"
-    );
+    fake
+}
+
+/// The correctness suite's four `vllm serve` lines: each model, baseline
+/// then LMCache with the in-process connector, with the reference's flags.
+fn launched_as_the_reference(lines: &[&str]) {
     for (i, model) in [
         (0, "meta-llama/Llama-3.1-8B-Instruct"),
         (2, "deepseek-ai/DeepSeek-V2-Lite"),
@@ -140,7 +134,7 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --
             lines[i + 1]
         );
     }
-    for line in &lines {
+    for line in lines {
         for flag in [
             "--max-model-len 8000",
             "--tensor-parallel-size 2",
@@ -153,6 +147,25 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --
             assert!(line.contains(flag), "{flag} missing in {line}");
         }
     }
+}
+
+#[test]
+fn correctness_launches_vllm_as_the_reference_does_for_both_models() {
+    let dir = tempdir();
+    let fake = fake_vllm(dir.path());
+    let log = dir.path().join("argv.log");
+    let results = dir.path().join("r");
+    let out = ci_preset("correctness", &fake, &results, &log, &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let argv = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = argv.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "each model in turn, baseline then LMCache: {argv}"
+    );
+    launched_as_the_reference(&lines);
     let r = results_json(&results);
     let names: Vec<&str> = r["tests"]
         .as_array()
@@ -186,7 +199,12 @@ exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" --
     for g in recorded_groups(&results) {
         assert!(!group_alive(g), "process group {g} outlived the run");
     }
+}
 
+#[test]
+fn correctness_runs_the_model_named_and_keeps_the_token_from_engines() {
+    let dir = tempdir();
+    let fake = fake_vllm(dir.path());
     // MODEL runs just one of them.
     let log2 = dir.path().join("argv2.log");
     let out = ci_preset_env(
