@@ -54,29 +54,9 @@ fn answers(path: &Path) -> Vec<(String, u64, Value)> {
         .collect()
 }
 
-#[test]
-fn three_concurrent_shards_merge_into_the_unsharded_run() {
-    let work = tempdir();
-    let dir = |n: &str| work.path().join(n);
-    // All four at once: the shards' own engines side by side.
-    let mut children = vec![("full".to_string(), spawn(ci_sim(&dir("full"), QUICK)))];
-    for k in 1..=3 {
-        let mut cmd = ci_sim(&dir(&format!("s{k}")), QUICK);
-        cmd.args(["--shard", &format!("{k}/3")]);
-        children.push((format!("s{k}"), spawn(cmd)));
-    }
-    for (name, child) in children {
-        let out = wait_output(child, LIMIT);
-        assert!(
-            matches!(out.status.code(), Some(0) | Some(1)),
-            "{name}: {}",
-            text(&out).1
-        );
-    }
-    let full = results(&dir("full"));
-    // Each shard knows the whole plan; every unit is in exactly one
-    // shard's part, MMLU's subjects split between several.
-    let plan = results(&dir("s1"))["shard"]["plan"].clone();
+/// Each shard knows the whole plan; every unit is in exactly one shard's
+/// part, MMLU's subjects split between several.
+fn every_unit_in_one_shard(plan: &Value) {
     let placed: Vec<String> = plan
         .as_array()
         .unwrap()
@@ -106,28 +86,12 @@ fn three_concurrent_shards_merge_into_the_unsharded_run() {
         .filter(|s| s.as_array().unwrap().iter().any(|u| u["record"] == "mmlu"))
         .count();
     assert!(mmlu_shards > 1, "MMLU split over several shards: {plan}");
+}
 
-    let into = dir("merged");
-    let out = merge(&[&dir("s3"), &dir("s1"), &dir("s2")], &into, &[]);
-    let (_, stderr) = text(&out);
-    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{stderr}");
-    let merged = results(&into);
-    let names = |r: &Value| -> Vec<Value> {
-        r["tests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].clone())
-            .collect()
-    };
-    assert_eq!(
-        names(&merged),
-        names(&full),
-        "the unsharded run's tests, in its order"
-    );
-
-    // MMLU: counts and every answer exactly as the unsharded run's.
-    let (m, f) = (test_of(&merged, "mmlu"), test_of(&full, "mmlu"));
+/// MMLU merged: counts, every answer and the checks exactly as the
+/// unsharded run's.
+fn mmlu_merged_as_unsharded(merged: &Value, full: &Value, into: &Path, full_dir: &Path) {
+    let (m, f) = (test_of(merged, "mmlu"), test_of(full, "mmlu"));
     for role in ["baseline", "lmcache"] {
         for metric in ["accuracy", "questions", "failed_requests"] {
             assert_eq!(
@@ -138,7 +102,7 @@ fn three_concurrent_shards_merge_into_the_unsharded_run() {
         let file = format!("mmlu/{role}_questions.jsonl");
         assert_eq!(
             answers(&into.join(&file)),
-            answers(&dir("full").join(&file)),
+            answers(&full_dir.join(&file)),
             "{file}"
         );
     }
@@ -170,11 +134,13 @@ fn three_concurrent_shards_merge_into_the_unsharded_run() {
     };
     assert_eq!(check(m), check(f), "MMLU's checks judged on all questions");
     assert_eq!(m["status"], f["status"]);
+}
 
-    // A whole test is its shard's record, its files copied beside.
-    let whole = test_of(&merged, "long_doc_qa");
+/// A whole test is its shard's record, its files copied beside.
+fn whole_test_copied_from_its_shard(merged: &Value, into: &Path, work: &Path) {
+    let whole = test_of(merged, "long_doc_qa");
     let home = (1..=3)
-        .map(|k| (k, results(&dir(&format!("s{k}")))))
+        .map(|k| (k, results(&work.join(format!("s{k}")))))
         .find(|(_, r)| {
             r["tests"]
                 .as_array()
@@ -189,6 +155,50 @@ fn three_concurrent_shards_merge_into_the_unsharded_run() {
         assert!(f.starts_with(&format!("shard-{}/", home.0)), "{f}");
         assert!(into.join(f).is_file(), "{f} copied");
     }
+}
+
+#[test]
+fn three_concurrent_shards_merge_into_the_unsharded_run() {
+    let work = tempdir();
+    let dir = |n: &str| work.path().join(n);
+    // All four at once: the shards' own engines side by side.
+    let mut children = vec![("full".to_string(), spawn(ci_sim(&dir("full"), QUICK)))];
+    for k in 1..=3 {
+        let mut cmd = ci_sim(&dir(&format!("s{k}")), QUICK);
+        cmd.args(["--shard", &format!("{k}/3")]);
+        children.push((format!("s{k}"), spawn(cmd)));
+    }
+    for (name, child) in children {
+        let out = wait_output(child, LIMIT);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1)),
+            "{name}: {}",
+            text(&out).1
+        );
+    }
+    let full = results(&dir("full"));
+    every_unit_in_one_shard(&results(&dir("s1"))["shard"]["plan"]);
+    let into = dir("merged");
+    let out = merge(&[&dir("s3"), &dir("s1"), &dir("s2")], &into, &[]);
+    let (_, stderr) = text(&out);
+    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{stderr}");
+    let merged = results(&into);
+    let names = |r: &Value| -> Vec<Value> {
+        r["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].clone())
+            .collect()
+    };
+    assert_eq!(
+        names(&merged),
+        names(&full),
+        "the unsharded run's tests, in its order"
+    );
+
+    mmlu_merged_as_unsharded(&merged, &full, &into, &dir("full"));
+    whole_test_copied_from_its_shard(&merged, &into, work.path());
     assert_eq!(merged["merged_from"].as_array().unwrap().len(), 3);
     let summary = std::fs::read_to_string(into.join("summary.md")).unwrap();
     assert!(summary.contains("Merged from 3 shards"), "{summary}");
