@@ -8,8 +8,8 @@
 //!   (a folder's `mod.rs` may use its files, so they do not use it back);
 //! - no sideways step at the top: a subcommand's module uses no other
 //!   subcommand; what two of them share lives in `commands/common.rs`;
-//! - short functions: none runs over 100 lines unless a comment just above
-//!   it says why (`// Long because …`);
+//! - short functions: clippy's `too_many_lines` at 80, denied in CI (this
+//!   file checks that it stays configured);
 //! - the registry: every workload module that implements a kind is a row of
 //!   the table in `workload/mod.rs`, and every row is such a module.
 //!
@@ -508,78 +508,25 @@ fn sideways(tree: &Tree) -> Vec<String> {
     bad.into_iter().collect()
 }
 
-/// Functions over 100 lines, `file:line: fn name is N lines`, except one
-/// whose comment just above it starts `// Long because`.
-fn long_functions(tree: &Tree) -> Vec<String> {
-    let mut bad = Vec::new();
-    for (rel, text) in &tree.files {
-        let lines: Vec<&str> = text.lines().collect();
-        for (i, l) in lines.iter().enumerate() {
-            let code = l.trim_start();
-            let indent = l.len() - code.len();
-            let head = ["pub(crate) ", "pub(super) ", "pub "]
-                .iter()
-                .find_map(|p| code.strip_prefix(p))
-                .unwrap_or(code);
-            let head = head.strip_prefix("async ").unwrap_or(head);
-            let Some(name) = head.strip_prefix("fn ") else {
-                continue;
-            };
-            let close = " ".repeat(indent) + "}";
-            let Some(end) = lines[i + 1..].iter().position(|x| *x == close) else {
-                continue;
-            };
-            let length = end + 2;
-            let excused = lines[..i]
-                .iter()
-                .rev()
-                .take_while(|x| {
-                    x.trim_start().starts_with("//") || x.trim_start().starts_with("#[")
-                })
-                .any(|x| x.trim_start().starts_with("// Long because"));
-            if length > 100 && !excused {
-                let name: String = name
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                bad.push(format!(
-                    "{}:{}: fn {name} is {length} lines",
-                    rel.display(),
-                    i + 1
-                ));
-            }
-        }
-    }
-    bad
-}
-
+/// Short functions are clippy's `too_many_lines` at 80 lines, for the
+/// program and its tests, denied in CI: the rule cannot be dropped by
+/// removing one line unnoticed.
 #[test]
-fn no_function_runs_over_100_lines() {
-    let bad = long_functions(&Tree::read(&Path::new(ROOT).join("src")));
+fn clippy_keeps_every_function_under_80_lines() {
+    let read = |p: &str| std::fs::read_to_string(Path::new(ROOT).join(p)).unwrap();
     assert!(
-        bad.is_empty(),
-        "split these, or say why above them:\n{}",
-        bad.join("\n")
+        read("clippy.toml").contains("too-many-lines-threshold = 80"),
+        "clippy.toml"
     );
-}
-
-#[test]
-fn a_long_function_is_caught_unless_its_comment_says_why() {
-    let body = |n: usize| "    let _ = 1;\n".repeat(n);
-    let (_dir, tree) = toy(&[
-        ("gate/mod.rs", &format!("//! gate\n\npub(crate) fn judge() {{\n{}}}\n", body(99))),
-        (
-            "run/mod.rs",
-            &format!("//! run\n\n// Long because one match arm per event reads best.\nfn event() {{\n{}}}\n", body(120)),
-        ),
-        ("sim/mod.rs", &format!("//! sim\n\nimpl S {{\n    async fn generate() {{\n{}    }}\n}}\n", body(101))),
-    ]);
-    assert_eq!(
-        long_functions(&tree),
-        [
-            "gate/mod.rs:3: fn judge is 101 lines",
-            "sim/mod.rs:4: fn generate is 103 lines"
-        ]
+    for krate in ["src/main.rs", "tests/it/main.rs"] {
+        assert!(
+            read(krate).contains("#![warn(clippy::too_many_lines)]"),
+            "{krate} turns the lint on"
+        );
+    }
+    assert!(
+        read("scripts/test.sh").contains("clippy --all-targets --locked -- -D warnings"),
+        "CI denies clippy's warnings"
     );
 }
 

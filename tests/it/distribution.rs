@@ -1694,24 +1694,24 @@ fn old_input_and_property_names_warn_and_still_work() {
     assert!(argv.windows(2).any(|w| w == ["--only", "mmlu"]), "{argv:?}");
 }
 
+/// A repository holding release.sh and the pinned checksums, as a release
+/// starts from.
+fn release_repo(work: &Path) -> PathBuf {
+    let repo = work.join("repo");
+    std::fs::create_dir_all(repo.join("scripts")).unwrap();
+    std::fs::create_dir_all(repo.join("dist")).unwrap();
+    for file in ["scripts/release.sh", "dist/checksums.txt"] {
+        std::fs::copy(root().join(file), repo.join(file)).unwrap();
+    }
+    repo
+}
+
 /// A release pins the sha256 of the binaries it publishes in the commit it
 /// tags, and moves the major tag there.
 #[test]
 fn a_release_pins_its_binaries_in_its_own_tag_and_moves_the_major_tag() {
     let work = tempdir();
-    let repo = work.path().join("repo");
-    std::fs::create_dir_all(repo.join("scripts")).unwrap();
-    std::fs::create_dir_all(repo.join("dist")).unwrap();
-    std::fs::copy(
-        root().join("scripts/release.sh"),
-        repo.join("scripts/release.sh"),
-    )
-    .unwrap();
-    std::fs::copy(
-        root().join("dist/checksums.txt"),
-        repo.join("dist/checksums.txt"),
-    )
-    .unwrap();
+    let repo = release_repo(work.path());
     let git = |args: &[&str]| git_in(&repo, args);
     let release = |version: &str| -> Vec<(String, String)> {
         let cargo = format!(

@@ -278,8 +278,22 @@ fn compare_reads_both_naming_schemes_and_gates() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).0.contains("anatomy"));
+}
 
-    let out = run(bin().arg("compare").arg(d.join(files[0])), LIMIT);
+#[test]
+fn compare_refuses_a_lone_file_and_a_broken_one_naming_them() {
+    let dir = tempdir();
+    let d = dir.path();
+    write_jsonl(
+        &d.join("Llama-3.1-8B-Instruct-baseline.jsonl"),
+        &[("abstract_algebra", 0.5, 100)],
+    );
+    let out = run(
+        bin()
+            .arg("compare")
+            .arg(d.join("Llama-3.1-8B-Instruct-baseline.jsonl")),
+        LIMIT,
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out)
         .1

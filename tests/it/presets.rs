@@ -329,6 +329,27 @@ done
 exec "$LMCACHE_E2E_BIN" sim serve --port "$port" --served-model-name "$model" \
   --cache-tokens 2000 --prefill-us-per-token 50 --cached-prefill-us-per-token 2 $external"#;
 
+/// The gpu-1 preset's two `vllm serve` lines: dummy weights, 16 GiB of KV
+/// cache each, a quarter of the GPU, baseline then LMCache; nothing else.
+fn served_as_gpu_1_sizes_them(log: &Path) {
+    let argv = std::fs::read_to_string(log).unwrap();
+    let serves: Vec<&str> = argv.lines().filter(|l| l.starts_with("serve ")).collect();
+    assert_eq!(serves.len(), 2, "baseline, then LMCache: {argv}");
+    for line in &serves {
+        for flag in [
+            "--load-format dummy",
+            "--kv-cache-memory-bytes 17179869184",
+            "--gpu-memory-utilization 0.25",
+            "--max-model-len 16384",
+        ] {
+            assert!(line.contains(flag), "{flag} in {line}");
+        }
+    }
+    assert!(!serves[0].contains("--kv-transfer-config"));
+    assert!(serves[1].contains(r#"{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#));
+    assert_eq!(argv.lines().count(), 2, "only the two serves: {argv}");
+}
+
 #[test]
 fn gpu_1_runs_its_whole_suite_through_vllm_serve() {
     let dir = tempdir();
@@ -358,22 +379,7 @@ fn gpu_1_runs_its_whole_suite_through_vllm_serve() {
     let out = ci_preset("gpu-1", &fake, &results, &log, &sets);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let argv = std::fs::read_to_string(&log).unwrap();
-    let serves: Vec<&str> = argv.lines().filter(|l| l.starts_with("serve ")).collect();
-    assert_eq!(serves.len(), 2, "baseline, then LMCache: {argv}");
-    for line in &serves {
-        for flag in [
-            "--load-format dummy",
-            "--kv-cache-memory-bytes 17179869184",
-            "--gpu-memory-utilization 0.25",
-            "--max-model-len 16384",
-        ] {
-            assert!(line.contains(flag), "{flag} in {line}");
-        }
-    }
-    assert!(!serves[0].contains("--kv-transfer-config"));
-    assert!(serves[1].contains(r#"{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#));
-    assert_eq!(argv.lines().count(), 2, "only the two serves: {argv}");
+    served_as_gpu_1_sizes_them(&log);
     let r = results_json(&results);
     let test = |name: &str| {
         r["tests"]

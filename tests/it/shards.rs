@@ -318,6 +318,33 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Thirty runs of the default branch after `entry`, its check's value 15 %
+/// higher from the sixteenth on, then a line from another machine and one
+/// that is no JSON; the check's key.
+fn write_a_step_history(store: &Path, entry: &Value) -> String {
+    let key = entry["checks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let mut lines = String::new();
+    for i in 0..30 {
+        let mut e = entry.clone();
+        let level = if i < 15 { 100.0 } else { 115.0 };
+        e["checks"][&key]["value"] = (level + f64::from(i % 3)).into();
+        e["commit"] = format!("{i:040x}").into();
+        lines.push_str(&format!("{e}\n"));
+    }
+    let mut foreign = entry.clone();
+    foreign["fingerprint"]["gpus"] = serde_json::json!(["(80 GiB)"]);
+    lines.push_str(&format!("{foreign}\nnot json\n"));
+    std::fs::write(store, lines).unwrap();
+
+    key
+}
+
 #[test]
 fn history_shows_a_step_in_the_default_branch_and_appends_only_its_runs() {
     let work = tempdir();
@@ -349,27 +376,7 @@ fn history_shows_a_step_in_the_default_branch_and_appends_only_its_runs() {
         "engine versions: {entry}"
     );
 
-    // Thirty runs of the default branch, the check's value 15 % higher
-    // from the sixteenth on; and one line from another machine.
-    let key = entry["checks"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .next()
-        .unwrap()
-        .clone();
-    let mut lines = String::new();
-    for i in 0..30 {
-        let mut e = entry.clone();
-        let level = if i < 15 { 100.0 } else { 115.0 };
-        e["checks"][&key]["value"] = (level + f64::from(i % 3)).into();
-        e["commit"] = format!("{i:040x}").into();
-        lines.push_str(&format!("{e}\n"));
-    }
-    let mut foreign = entry.clone();
-    foreign["fingerprint"]["gpus"] = serde_json::json!(["(80 GiB)"]);
-    lines.push_str(&format!("{foreign}\nnot json\n"));
-    std::fs::write(&store, lines).unwrap();
+    let key = write_a_step_history(&store, &entry);
 
     // A run that is no default-branch run is compared, not appended.
     let out = ci("pr", "auto");
