@@ -103,3 +103,52 @@ impl Error {
         exit::of(self.class())
     }
 }
+
+/// The error and each cause beneath it that its message does not already
+/// say, as `error: cause: cause` (anyhow's `{:#}` prints every cause, and
+/// ours often put their source in their own message: it would say it twice).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("failed to read the suite {0}")]
+        Quiet(String, #[source] std::io::Error),
+        #[error("failed to read the suite {0}: {1}")]
+        Says(String, #[source] std::io::Error),
+    }
+
+    #[test]
+    fn the_chain_says_each_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let quiet = Outer::Quiet("a.toml".into(), io());
+        assert_eq!(
+            chain(&quiet),
+            "failed to read the suite a.toml: no such file",
+            "a cause its error leaves unsaid is added"
+        );
+        let says = Outer::Says("a.toml".into(), io());
+        assert_eq!(
+            chain(&says),
+            "failed to read the suite a.toml: no such file",
+            "one it says is not repeated"
+        );
+        let top = Error::Usage("bad flag".into());
+        assert_eq!(chain(&top), top.to_string());
+    }
+}

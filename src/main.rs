@@ -41,7 +41,7 @@ fn main() {
     let code = match runtime.block_on(commands::run(cli)) {
         Ok(()) => error::exit::PASSED,
         Err(e) => {
-            eprintln!("lmcache-e2e: {e}");
+            eprintln!("lmcache-e2e: {}", error::chain(&e));
             e.exit_code()
         }
     };
