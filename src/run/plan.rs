@@ -28,10 +28,17 @@ fn command_line(e: &EngineConfig, model: &str) -> String {
     let port = e
         .port
         .map_or("<a free port>".to_string(), |p| p.to_string());
+    // As the backend fills them in (engine/backend.rs).
+    let health_port = e.health_port.map(|p| p.to_string());
     let args = e.args.iter().map(|a| {
-        a.replace("{port}", &port)
+        let a = a
+            .replace("{port}", &port)
             .replace("{host}", &e.host)
-            .replace("{model}", model)
+            .replace("{model}", model);
+        match &health_port {
+            Some(p) => a.replace("{health_port}", p),
+            None => a,
+        }
     });
     let head = match crate::engine::planned(e) {
         Planned::Command(head) => head,

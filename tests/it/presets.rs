@@ -434,3 +434,16 @@ fn gpu_1_runs_its_whole_suite_through_vllm_serve() {
         assert!(!group_alive(g), "process group {g} outlived the run");
     }
 }
+
+/// The plan shows each engine's command line as it will run: the ports the
+/// suite fixes filled in, `{health_port}` too.
+#[test]
+fn the_plan_fills_in_the_health_port_as_the_engine_gets_it() {
+    let out = run(
+        bin().args(["ci", "--preset", "k3-sglang", "--dry-run"]),
+        LIMIT,
+    );
+    let plan = text(&out).0;
+    assert!(plan.contains("--http-port 8080"), "{plan}");
+    assert!(!plan.contains("{health_port}"), "{plan}");
+}
