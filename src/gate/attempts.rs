@@ -71,34 +71,14 @@ pub(crate) fn conclude(history: Vec<AttemptRecord>, max: u32) -> Concluded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Severity;
-    use crate::results::{CheckKind, Metric, Role};
-    use crate::results::{OnInconclusive, Op};
+    use crate::results::{Metric, Op, Role};
 
     fn outcome(verdict: Verdict, value: f64) -> CheckOutcome {
         CheckOutcome {
-            name: "tput".into(),
-            metric: "total_token_throughput".into(),
-            kind: CheckKind::Relative,
-            engine: Role::Lmcache,
             op: Op::AtLeast,
-            threshold: -5.0,
-            unit: "%".into(),
-            severity: Severity::Error,
-            baseline: None,
-            lmcache: None,
             change_pct: Some(value),
             value: Some(value),
-            verdict,
-            message: None,
-            interval: None,
-            n: None,
-            p: None,
-            method: None,
-            p_adjusted: None,
-            on_inconclusive: OnInconclusive::Warn,
-            every_trial: false,
-            worst_trial: None,
+            ..CheckOutcome::bare("tput", "total_token_throughput", -5.0, verdict)
         }
     }
 

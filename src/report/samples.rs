@@ -5,9 +5,9 @@ use indexmap::IndexMap;
 
 use crate::results::{
     Chart, CheckKind, CheckOutcome, DetailTable, EngineRecord, GpuMemory, LogFindings, LogKind,
-    Metric, Op, RunMeta, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
+    Metric, RunMeta, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
 };
-use crate::results::{Interval, OnInconclusive, Role, Severity};
+use crate::results::{Interval, Role};
 
 fn started() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
@@ -28,37 +28,23 @@ fn check(
         CheckKind::Absolute => l,
         CheckKind::Relative => change,
     };
+    let verdict = if value <= threshold {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
     CheckOutcome {
-        name: name.into(),
-        metric: metric.into(),
         kind,
-        engine: Role::Lmcache,
-        op: Op::AtMost,
-        threshold,
         unit: if kind == CheckKind::Relative {
             "%".into()
         } else {
             "s".into()
         },
-        severity: Severity::Error,
         baseline: Some(b),
         lmcache: Some(l),
         change_pct: Some(change),
         value: Some(value),
-        verdict: if value <= threshold {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
-        message: None,
-        interval: None,
-        n: None,
-        p: None,
-        method: None,
-        p_adjusted: None,
-        on_inconclusive: OnInconclusive::Warn,
-        every_trial: false,
-        worst_trial: None,
+        ..CheckOutcome::bare(name, metric, threshold, verdict)
     }
 }
 

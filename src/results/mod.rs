@@ -359,6 +359,39 @@ pub(crate) struct CheckOutcome {
     pub worst_trial: Option<u32>,
 }
 
+#[cfg(test)]
+impl CheckOutcome {
+    /// A check of LMCache's `metric` (at most `threshold`) with only its
+    /// verdict said: every figure unset, for report samples and tests to
+    /// fill in what they show (`CheckOutcome { value: .., ..bare(..) }`).
+    pub(crate) fn bare(name: &str, metric: &str, threshold: f64, verdict: Verdict) -> Self {
+        CheckOutcome {
+            name: name.into(),
+            metric: metric.into(),
+            kind: CheckKind::Relative,
+            engine: Role::Lmcache,
+            op: Op::AtMost,
+            threshold,
+            unit: "%".into(),
+            severity: Severity::Error,
+            baseline: None,
+            lmcache: None,
+            change_pct: None,
+            value: None,
+            verdict,
+            message: None,
+            interval: None,
+            n: None,
+            p: None,
+            method: None,
+            p_adjusted: None,
+            on_inconclusive: OnInconclusive::Warn,
+            every_trial: false,
+            worst_trial: None,
+        }
+    }
+}
+
 /// How the run's hard checks share one false-alarm budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Family {

@@ -111,33 +111,12 @@ pub(super) fn trials_used(used: u32, most: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Severity;
-    use crate::results::{CheckKind, CheckOutcome, OnInconclusive, Op, Role, TestStatus};
+    use crate::results::{CheckOutcome, OnInconclusive, TestStatus};
 
     fn outcome(verdict: Verdict, on_inconclusive: OnInconclusive) -> CheckOutcome {
         CheckOutcome {
-            name: "ttft".into(),
-            metric: "query_ttft_per_prompt".into(),
-            kind: CheckKind::Relative,
-            engine: Role::Lmcache,
-            op: Op::AtMost,
-            threshold: 0.0,
-            unit: "%".into(),
-            severity: Severity::Error,
-            baseline: None,
-            lmcache: None,
-            change_pct: None,
-            value: None,
-            verdict,
-            message: None,
-            interval: None,
-            n: None,
-            p: None,
-            method: None,
-            p_adjusted: None,
             on_inconclusive,
-            every_trial: false,
-            worst_trial: None,
+            ..CheckOutcome::bare("ttft", "query_ttft_per_prompt", 0.0, verdict)
         }
     }
 

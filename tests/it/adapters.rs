@@ -301,16 +301,23 @@ fn lm_eval_differences_fail_with_the_diff_and_failures_are_clear() {
 /// `ci` with the real lm_eval against two sims (LMCache's corrupting the
 /// KV it restores where `corrupt`), from a task the tool writes out of `data`.
 fn real_lm_eval_on_sims(dir: &Path, data: &Path, corrupt: bool) -> std::process::Output {
+    let sim = format!("external_cache_tokens = 1000000, corrupt_on_hit = {corrupt}");
+    real_lm_eval_suite(dir, data, &sim, "")
+}
+
+/// `ci` with the real lm_eval (six rows of `data`, one at a time) against
+/// a baseline sim and an LMCache sim with `sim`'s options, gated on
+/// identical samples; `more` is appended to the test's table.
+fn real_lm_eval_suite(dir: &Path, data: &Path, sim: &str, more: &str) -> std::process::Output {
     let suite = dir.join("suite.toml");
     std::fs::write(
         &suite,
         format!(
             "[run]\nname = \"lm-eval-sims\"\n\
              [engines.baseline]\nrole = \"baseline\"\nkind = \"sim\"\n\
-             [engines.lmcache]\nrole = \"lmcache\"\nkind = \"sim\"\n\
-             sim = {{ external_cache_tokens = 1000000, corrupt_on_hit = {corrupt} }}\n\
+             [engines.lmcache]\nrole = \"lmcache\"\nkind = \"sim\"\nsim = {{ {sim} }}\n\
              [tests.lm_eval]\nkind = \"lm_eval\"\ncommand = {:?}\ndata = {:?}\nlimit = 6\n\
-             num_concurrent = 1\ntokenizer_backend = \"none\"\n\
+             num_concurrent = 1\ntokenizer_backend = \"none\"\n{more}\n\
              [tests.lm_eval.checks.identical_samples]\nmetric = \"differing_sample_lines\"\nmax = 0\n",
             real_lm_eval().display().to_string(),
             data.display().to_string(),
@@ -323,24 +330,15 @@ fn real_lm_eval_on_sims(dir: &Path, data: &Path, corrupt: bool) -> std::process:
 /// The real lm_eval twice against a sim whose GPU prefix cache holds the
 /// whole task, LMCache's store behind it, gated on LMCache serving a token.
 fn real_lm_eval_engaged(dir: &Path, reset: bool) -> std::process::Output {
-    let suite = dir.join("suite.toml");
-    std::fs::write(
-        &suite,
-        format!(
-            "[run]\nname = \"lm-eval-engaged\"\n\
-             [engines.baseline]\nrole = \"baseline\"\nkind = \"sim\"\n\
-             [engines.lmcache]\nrole = \"lmcache\"\nkind = \"sim\"\n\
-             sim = {{ cache_tokens = 1000000, external_cache_tokens = 1000000 }}\n\
-             [tests.lm_eval]\nkind = \"lm_eval\"\ncommand = {:?}\ndata = {:?}\nlimit = 6\n\
-             num_concurrent = 1\ntokenizer_backend = \"none\"\nreset_prefix_cache = {reset}\n\
-             [tests.lm_eval.checks.identical_samples]\nmetric = \"differing_sample_lines\"\nmax = 0\n\
-             [tests.lm_eval.checks.lmcache_served]\nmetric = \"vllm:external_prefix_cache_hits_total\"\nmin = 1\n",
-            real_lm_eval().display().to_string(),
-            mmlu_data().display().to_string(),
-        ),
+    let sim = "cache_tokens = 1000000, external_cache_tokens = 1000000";
+    let check = "[tests.lm_eval.checks.lmcache_served]\n\
+                 metric = \"vllm:external_prefix_cache_hits_total\"\nmin = 1\n";
+    real_lm_eval_suite(
+        dir,
+        &mmlu_data(),
+        sim,
+        &format!("reset_prefix_cache = {reset}\n{check}"),
     )
-    .unwrap();
-    run(&mut ci_suite(&suite, dir.join("r")), LIMIT)
 }
 
 // Two identical lm_eval runs prove nothing when the engine's own GPU prefix
