@@ -18,6 +18,7 @@ use super::error::ConfigError;
 use super::origin::{typed_at, Source};
 use super::params::Invalid;
 use super::suite::Suite;
+use crate::results::Better;
 use crate::results::Role;
 
 /// How an environment variable's text becomes a suite value.
@@ -72,6 +73,12 @@ pub(crate) trait TestKind: Sync + 'static {
 
     /// The metrics its checks may bound, engine counters aside.
     fn metrics(&self) -> &'static [&'static str];
+
+    /// Which way is better for each of its metrics that has one (a count
+    /// such as `requests` has none): what exports and reports say of it.
+    fn directions(&self) -> &'static [(&'static str, Better)] {
+        &[]
+    }
 
     /// The checks a suite starts from (name, then the check's TOML body):
     /// what a test without checks is told to add, and what `recommend`

@@ -4,6 +4,7 @@
 //! (with the nearest known name) instead of failing after the engines ran.
 
 use super::kind::TestKind;
+use crate::results::Better;
 
 /// Shares of the queried prompt tokens the GPU's prefix cache and the KV
 /// connector served, from the engines' counters (any kind).
@@ -38,6 +39,18 @@ pub(crate) fn proves_engagement(name: &str) -> bool {
 /// Whether a test of `kind` can have a metric of this name.
 pub(crate) fn knows(kind: &dyn TestKind, name: &str) -> bool {
     kind.metrics().contains(&name) || is_engine_metric(name)
+}
+
+/// Which way is better for a metric of a test of `kind`: as the kind
+/// declares it, else, for an engine counter, bigger where it counts cache
+/// hits (what [`proves_engagement`] reads) and none for any other (queries,
+/// tokens by source: neither way is better).
+pub(crate) fn direction(kind: &dyn TestKind, name: &str) -> Option<Better> {
+    kind.directions()
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
+        .or_else(|| (is_engine_metric(name) && proves_engagement(name)).then_some(Better::Bigger))
 }
 
 #[cfg(test)]

@@ -6,14 +6,8 @@
 
 use serde_json::{json, Map, Value};
 
+pub(crate) use crate::results::Better;
 use crate::results::{CheckOutcome, Interval, Op, RunResults};
-
-/// Which way is better for a number, when it can be told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Better {
-    Smaller,
-    Bigger,
-}
 
 /// One number to export: where it belongs, what it is, its evidence.
 struct Row<'a> {
@@ -41,7 +35,7 @@ fn rows(results: &RunResults) -> Vec<Row<'_>> {
                     value: m.value,
                     interval: m.interval,
                     n: m.n,
-                    better: better(name, &m.unit),
+                    better: m.better,
                 });
             }
         }
@@ -70,35 +64,6 @@ fn check_better(c: &CheckOutcome) -> Better {
         Better::Smaller
     } else {
         Better::Bigger
-    }
-}
-
-/// Told from the metric's name and unit; `None` when neither says (such a
-/// metric is left out of github-action-benchmark's files, which need a
-/// direction, and kept in Bencher's, which does not).
-pub(crate) fn better(name: &str, unit: &str) -> Option<Better> {
-    let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
-    // What went wrong is bad whatever it counts (`accuracy_drop`).
-    if has(&["drop", "failed", "error", "changed", "drift"]) {
-        Some(Better::Smaller)
-    } else if has(&[
-        "throughput",
-        "accuracy",
-        "score",
-        "gain",
-        "hit",
-        "per_s",
-        "speedup",
-    ]) || unit.ends_with("/s")
-    {
-        Some(Better::Bigger)
-    } else if has(&[
-        "ttft", "latency", "itl", "tpot", "time", "duration", "memory",
-    ]) || matches!(unit, "s" | "ms")
-    {
-        Some(Better::Smaller)
-    } else {
-        None
     }
 }
 
@@ -192,16 +157,23 @@ mod tests {
     use crate::report::samples;
 
     #[test]
-    fn directions_come_from_names_and_units() {
-        assert_eq!(
-            better("total_token_throughput", "tok/s"),
-            Some(Better::Bigger)
-        );
-        assert_eq!(better("accuracy", ""), Some(Better::Bigger));
-        assert_eq!(better("ttft_gain", "x"), Some(Better::Bigger));
-        assert_eq!(better("query_ttft", "s"), Some(Better::Smaller));
-        assert_eq!(better("accuracy_drop", ""), Some(Better::Smaller));
-        assert_eq!(better("questions", "questions"), None);
+    fn a_metric_goes_where_its_declared_direction_says_and_none_is_left_out() {
+        let r = samples::gate_failure();
+        let names = |b: Better| -> Vec<String> {
+            github_benchmark(&r, b)
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (smaller, bigger) = (names(Better::Smaller), names(Better::Bigger));
+        let has = |v: &[String], metric: &str| v.iter().any(|n| n.contains(metric));
+        assert!(has(&smaller, "query_ttft_per_prompt"), "{smaller:?}");
+        assert!(!has(&bigger, "query_ttft_per_prompt"), "{bigger:?}");
+        // The sample declares no direction for `requests`-like counts.
+        let all = [smaller, bigger].concat();
+        assert!(!has(&all, "questions"), "{all:?}");
     }
 
     #[test]

@@ -3,11 +3,11 @@
 
 use indexmap::IndexMap;
 
+use crate::results::{Better, Interval, Role};
 use crate::results::{
     Chart, CheckKind, CheckOutcome, DetailTable, EngineRecord, GpuMemory, LogFindings, LogKind,
     Metric, RunMeta, RunResults, RunStatus, TestRecord, TestStatus, Verdict,
 };
-use crate::results::{Interval, Role};
 
 fn started() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
@@ -48,10 +48,26 @@ fn check(
     }
 }
 
+/// Metrics as a run records them: each with the direction its kind
+/// declares (the ones here: times and failures smaller, accuracy bigger;
+/// a count of questions neither).
 fn metrics(pairs: &[(&str, f64, &str)]) -> IndexMap<String, Metric> {
     pairs
         .iter()
-        .map(|(k, v, u)| (k.to_string(), Metric::new(*v, u)))
+        .map(|(k, v, u)| {
+            let better = match *k {
+                "accuracy" => Some(Better::Bigger),
+                "questions" => None,
+                _ => Some(Better::Smaller),
+            };
+            (
+                k.to_string(),
+                Metric {
+                    better,
+                    ..Metric::new(*v, u)
+                },
+            )
+        })
         .collect()
 }
 

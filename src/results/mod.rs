@@ -168,6 +168,18 @@ pub(crate) struct Metric {
     /// Each trial's value, in order, when `value` pools several trials.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trials: Vec<f64>,
+    /// Which way is better, as the test's kind (or the engine counter's
+    /// table) declares it; none for a count that is neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub better: Option<Better>,
+}
+
+/// Which way is better for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Better {
+    Smaller,
+    Bigger,
 }
 
 impl Metric {
@@ -179,6 +191,7 @@ impl Metric {
             n: None,
             p: None,
             trials: Vec::new(),
+            better: None,
         }
     }
 

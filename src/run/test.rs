@@ -96,6 +96,9 @@ impl TestRun {
         );
         if let Some(t) = results.test_mut(&self.name) {
             t.metrics = out.metrics.clone();
+            for (name, m) in t.metrics.values_mut().flat_map(|m| m.iter_mut()) {
+                m.better = m.better.or_else(|| metrics::direction(self.kind, name));
+            }
             t.files = files;
             t.notes = out.notes.clone();
             t.tables = out.tables.clone();

@@ -20,6 +20,7 @@ use crate::config::{
     at_least_one, invalid, seconds_ok, ConfigError, Invalid, KindParams, TestKind, TestParams,
     Typing, Wants,
 };
+use crate::results::Better;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 
@@ -156,6 +157,15 @@ impl TestKind for Kind {
             "compared_prompts",
             "failed_requests",
             "load_pass_external_pct",
+        ]
+    }
+
+    fn directions(&self) -> &'static [(&'static str, Better)] {
+        &[
+            ("mismatched_outputs", Better::Smaller),
+            ("missing_outputs", Better::Smaller),
+            ("failed_requests", Better::Smaller),
+            ("load_pass_external_pct", Better::Bigger),
         ]
     }
 

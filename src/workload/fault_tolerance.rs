@@ -17,6 +17,7 @@ use crate::config::{
     at_least_one, invalid, Api, ConfigError, Invalid, KindParams, Suite, TestKind, TestParams,
     Typing, Wants,
 };
+use crate::results::Better;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
@@ -161,6 +162,14 @@ impl TestKind for Kind {
             "ft_warmup_incomplete",
             "ft_midflight_incomplete",
             "ft_without_lmcache_incomplete",
+        ]
+    }
+
+    fn directions(&self) -> &'static [(&'static str, Better)] {
+        &[
+            ("ft_warmup_incomplete", Better::Smaller),
+            ("ft_midflight_incomplete", Better::Smaller),
+            ("ft_without_lmcache_incomplete", Better::Smaller),
         ]
     }
 

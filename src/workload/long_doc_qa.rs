@@ -22,6 +22,7 @@ use crate::config::{
     at_least_one, invalid, Api, ConfigError, EnvType, EnvVar, Invalid, KindParams, TestKind,
     TestParams, Typing,
 };
+use crate::results::Better;
 use crate::results::{method, Chart, Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
@@ -192,6 +193,22 @@ impl TestKind for Kind {
             "latency_gain",
             "failed_requests",
             "requests",
+        ]
+    }
+
+    fn directions(&self) -> &'static [(&'static str, Better)] {
+        &[
+            ("query_ttft_per_prompt", Better::Smaller),
+            ("query_round_time_per_prompt", Better::Smaller),
+            ("warmup_round_time_per_prompt", Better::Smaller),
+            ("warmup_ttft_mean", Better::Smaller),
+            ("query_ttft_p50", Better::Smaller),
+            ("query_ttft_p99", Better::Smaller),
+            ("warmup_round_time", Better::Smaller),
+            ("query_round_time", Better::Smaller),
+            ("ttft_gain", Better::Bigger),
+            ("latency_gain", Better::Bigger),
+            ("failed_requests", Better::Smaller),
         ]
     }
 

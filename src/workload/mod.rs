@@ -129,6 +129,43 @@ mod tests {
         }
     }
 
+    /// Counts where neither way is better: how much was measured.
+    const NEUTRAL: &[&str] = &[
+        "requests",
+        "questions",
+        "paired_questions",
+        "samples",
+        "compared_prompts",
+        "stopped_mid_run",
+        "completed",
+        "total_input_tokens",
+        "total_output_tokens",
+        "achieved_prompt_tokens",
+    ];
+
+    /// Exports and reports read each metric's direction from its kind: one
+    /// left undeclared would drop out of github-action-benchmark's files.
+    #[test]
+    fn every_kind_says_which_way_is_better_for_each_metric_but_counts() {
+        for k in KINDS {
+            let declared: Vec<&str> = k.directions().iter().map(|(n, _)| *n).collect();
+            for m in k.metrics() {
+                assert!(
+                    declared.contains(m) ^ NEUTRAL.contains(m),
+                    "kind {}: `{m}` needs a direction, or is a count",
+                    k.name()
+                );
+            }
+            for d in &declared {
+                assert!(
+                    k.metrics().contains(d),
+                    "kind {}: `{d}` is no metric of it",
+                    k.name()
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_kind_not_in_the_table_is_refused_naming_the_table() {
         let dir = tempfile::tempdir().unwrap();

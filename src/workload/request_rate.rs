@@ -20,6 +20,7 @@ use crate::client::OpenAiClient;
 use crate::config::{
     at_least_one, invalid, Api, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing,
 };
+use crate::results::Better;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
@@ -109,6 +110,16 @@ impl TestKind for Kind {
             "mean_throughput",
             "failed_requests",
             "requests",
+        ]
+    }
+
+    fn directions(&self) -> &'static [(&'static str, Better)] {
+        &[
+            ("mean_ttft", Better::Smaller),
+            ("p50_ttft", Better::Smaller),
+            ("p99_ttft", Better::Smaller),
+            ("mean_throughput", Better::Bigger),
+            ("failed_requests", Better::Smaller),
         ]
     }
 

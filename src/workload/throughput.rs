@@ -23,6 +23,7 @@ use crate::config::{
     at_least_one, invalid, Api, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing,
     Wants,
 };
+use crate::results::Better;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
@@ -190,6 +191,31 @@ impl TestKind for Kind {
 
     fn metrics(&self) -> &'static [&'static str] {
         METRICS
+    }
+
+    fn directions(&self) -> &'static [(&'static str, Better)] {
+        &[
+            ("failed", Better::Smaller),
+            ("duration", Better::Smaller),
+            ("request_throughput", Better::Bigger),
+            ("output_throughput", Better::Bigger),
+            ("total_token_throughput", Better::Bigger),
+            ("mean_ttft_ms", Better::Smaller),
+            ("median_ttft_ms", Better::Smaller),
+            ("p99_ttft_ms", Better::Smaller),
+            ("mean_tpot_ms", Better::Smaller),
+            ("median_tpot_ms", Better::Smaller),
+            ("p99_tpot_ms", Better::Smaller),
+            ("mean_itl_ms", Better::Smaller),
+            ("median_itl_ms", Better::Smaller),
+            ("p99_itl_ms", Better::Smaller),
+            ("mean_e2el_ms", Better::Smaller),
+            ("median_e2el_ms", Better::Smaller),
+            ("p99_e2el_ms", Better::Smaller),
+            ("incomplete_requests", Better::Smaller),
+            ("input_token_mismatch", Better::Smaller),
+            ("input_token_error_pct", Better::Smaller),
+        ]
     }
 
     fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {

@@ -47,6 +47,14 @@ fn long_doc_qa_files_as_the_reference_writes_them(dir: &std::path::Path) {
     }
 }
 
+/// Each metric carries the direction its kind declares, for exports; a
+/// count carries none.
+fn metrics_say_their_direction(m: &serde_json::Value) {
+    assert_eq!(m["query_ttft_per_prompt"]["better"], "smaller", "{m}");
+    assert_eq!(m["ttft_gain"]["better"], "bigger", "{m}");
+    assert!(m["requests"].get("better").is_none(), "a count: {m}");
+}
+
 #[test]
 fn sim_preset_passes_and_writes_the_results_directory() {
     let dir = tempdir();
@@ -88,6 +96,8 @@ fn sim_preset_passes_and_writes_the_results_directory() {
     );
     let test = &r["tests"][0];
     assert_eq!(test["status"], "passed");
+    metrics_say_their_direction(&test["metrics"]["lmcache"]);
+
     let ttft = |role: &str| {
         test["metrics"][role]["query_ttft_per_prompt"]["value"]
             .as_f64()

@@ -16,6 +16,7 @@ use crate::client::{BadUrl, Endpoint};
 use crate::config::{
     at_least_one, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing, Wants,
 };
+use crate::results::Better;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
@@ -143,6 +144,16 @@ impl TestKind for Kind {
             "second_run_score",
             "score_drift",
             "min_score",
+        ]
+    }
+
+    fn directions(&self) -> &'static [(&'static str, Better)] {
+        &[
+            ("differing_sample_lines", Better::Smaller),
+            ("first_run_score", Better::Bigger),
+            ("second_run_score", Better::Bigger),
+            ("score_drift", Better::Smaller),
+            ("min_score", Better::Bigger),
         ]
     }
 

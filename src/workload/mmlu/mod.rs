@@ -22,6 +22,7 @@ use super::api::{
     own, Ctx, Merged, Output, PartError, ShardPart, Workload, WorkloadError, WorkloadKind,
 };
 use crate::config::{ConfigError, KindParams, TestKind, TestParams, Typing};
+use crate::results::Better;
 use crate::results::Role;
 use schemars::SchemaGenerator;
 
@@ -111,6 +112,22 @@ impl TestKind for Kind {
             "max_subject_change",
             "changed_answers",
             "load_pass_external_pct",
+        ]
+    }
+
+    fn directions(&self) -> &'static [(&'static str, Better)] {
+        &[
+            ("accuracy", Better::Bigger),
+            ("accuracy_unweighted", Better::Bigger),
+            ("failed_requests", Better::Smaller),
+            ("right_to_wrong", Better::Smaller),
+            ("wrong_to_right", Better::Smaller),
+            ("accuracy_drop", Better::Smaller),
+            ("accuracy_drop_unweighted", Better::Smaller),
+            ("max_subject_drop", Better::Smaller),
+            ("max_subject_change", Better::Smaller),
+            ("changed_answers", Better::Smaller),
+            ("load_pass_external_pct", Better::Bigger),
         ]
     }
 
