@@ -410,6 +410,16 @@ fn merge_split(
     if let Some(m) = t.metrics.get_mut(&Role::Lmcache) {
         m.extend(merged.compared);
     }
+    // Each metric keeps the direction its shards recorded with it.
+    for (role, metrics) in t.metrics.iter_mut() {
+        for (name, m) in metrics.iter_mut() {
+            m.better = m.better.or_else(|| {
+                parts
+                    .iter()
+                    .find_map(|p| p.2.metrics.get(role)?.get(name)?.better)
+            });
+        }
+    }
     gate::evidence::enrich(&mut t.metrics);
     let checks: IndexMap<String, crate::config::CheckConfig> = head
         .checks

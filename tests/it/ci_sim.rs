@@ -404,6 +404,9 @@ fn long_doc_qa_over_completions_reports_the_gains() {
         "tests.long_doc_qa.endpoint=\"completions\"",
         "tests.long_doc_qa.checks.ttft_gain.metric=\"ttft_gain\"",
         "tests.long_doc_qa.checks.ttft_gain.min=2",
+        // What is tested is the gains: the cold round's short prompts make
+        // the relative TTFT bound (-60 %) a coin toss on a loaded runner.
+        "tests.long_doc_qa.checks.query_ttft_vs_baseline.enabled=false",
     ]);
     let out = run(&mut ldqa(dir.path(), &sets), LIMIT);
     let (_, stderr) = text(&out);
