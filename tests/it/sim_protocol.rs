@@ -7,6 +7,18 @@ use std::time::Duration;
 use crate::common::*;
 use serde_json::{json, Value};
 
+/// POSTs `body` as JSON to `url` and reads the answer as JSON.
+async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
+    http.post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 struct Sim {
     child: Child,
     url: String,
@@ -108,15 +120,7 @@ async fn completions_are_deterministic_and_the_cache_reports_hits() {
     let http = reqwest::Client::new();
     let ask = || async {
         let body = json!({"model": "lmcache-e2e/sim", "prompt": "7 hi hi hi hi hi hi hi hi", "max_tokens": 5, "temperature": 0});
-        let v: Value = http
-            .post(format!("{}/v1/completions", sim.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = post_json(&http, &format!("{}/v1/completions", sim.url), &body).await;
         v
     };
     let first = ask().await;
@@ -133,15 +137,7 @@ async fn completions_are_deterministic_and_the_cache_reports_hits() {
     assert_eq!(second["usage"]["total_tokens"], 9 + 5);
     // A longer prompt reuses only the full 4-token chunks of its prefix.
     let body = json!({"model": "lmcache-e2e/sim", "prompt": "7 hi hi hi hi hi hi hi hi hi hi", "max_tokens": 1});
-    let v: Value = http
-        .post(format!("{}/v1/completions", sim.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post_json(&http, &format!("{}/v1/completions", sim.url), &body).await;
     assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
 }
 
@@ -371,15 +367,7 @@ async fn corrupt_on_hit_changes_the_answer_only_on_a_hit() {
     let body = json!({"model": "lmcache-e2e/sim", "prompt": "1 hi hi hi", "max_tokens": 6});
     let mut texts = Vec::new();
     for _ in 0..2 {
-        let v: Value = http
-            .post(format!("{}/v1/completions", sim.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = post_json(&http, &format!("{}/v1/completions", sim.url), &body).await;
         texts.push(v["choices"][0]["text"].as_str().unwrap().to_string());
     }
     assert_ne!(texts[0], texts[1]);
@@ -434,15 +422,12 @@ async fn errors_use_vllm_bodies() {
         .await
         .unwrap();
     assert_eq!(models["data"][0]["id"], "lmcache-e2e/sim");
-    let tok: Value = http
-        .post(format!("{}/tokenize", sim.url))
-        .json(&json!({"prompt": "a b c"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tok: Value = post_json(
+        &http,
+        &format!("{}/tokenize", sim.url),
+        &json!({"prompt": "a b c"}),
+    )
+    .await;
     assert_eq!(tok["count"], 3);
 }
 
