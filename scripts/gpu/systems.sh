@@ -15,7 +15,12 @@
 # /root/b/NAME.carried` says its parts are all there (or is skipped after
 # WAIT_S seconds, saying so). Poll /root/r/walls.txt; each system's results
 # are packed as it ends (/root/r/systems-N.tar.xz), everything at the end.
+# SYSTEMS (default "lm_eval dynamo sglang") names which to run. A
+# tokenizers wheel carried beside SGLang's parts goes into its folder
+# (SGLang 0.5.17's transformers refuses the image's tokenizers 0.23).
 set -u
+SYSTEMS=" ${SYSTEMS:-lm_eval dynamo sglang} "
+wanted() { [[ $SYSTEMS == *" $1 "* ]]; }
 B=${B:-/root/b} R=${R:-/root/r}
 mkdir -p "$R"
 exec > >(tee -a "$R/driver-systems.log") 2>&1
@@ -59,18 +64,23 @@ carried() {
   done
   host_wheels "$name"
 }
-if host_lm_eval; then
+if ! wanted lm_eval; then
+  :
+elif host_lm_eval; then
   run_system lm_eval "" --preset gpu-1-real --only lm_eval --set tests.lm_eval.data="$B/data.tar.xz"
 else
   echo "lm_eval not carried" | tee -a "$R/walls.txt"
 fi
-if carried dynamo; then
+if wanted dynamo && carried dynamo; then
   pip_show=$(PYTHONPATH=$B/dynamo-site:$B/site python3 -c 'import importlib.metadata as m; print(m.version("ai-dynamo"))' 2>&1)
   echo "ai-dynamo $pip_show" | tee -a "$R/walls.txt"
   run_system dynamo "$B/dynamo-site:$B/site" --preset dynamo --set tests.mmlu.data="$B/data.tar.xz" \
     --set run.readiness_timeout_secs=420
 fi
-if carried sglang; then
+if wanted sglang && carried sglang; then
+  for w in "$B"/tokenizers-*.whl; do
+    [ -e "$w" ] && python3 -m pip install -q --no-index --no-deps --upgrade --target sglang-site "$w"
+  done
   run_system sglang "$B/sglang-site:$B/site" --suite "$B/k3-sglang-one-gpu.toml" \
     --set run.readiness_timeout_secs=420
 fi

@@ -777,6 +777,27 @@ mod tests {
         );
     }
 
+    /// What the H100 said once the GPU's prefix cache was emptied between
+    /// the runs (docs/runs/2026-12-06-h100-reruns/): vLLM's counters, with
+    /// their `engine="0"` labels, say LMCache served 6,912 prompt tokens
+    /// (the number `gpu-1-real`'s `lmcache_served` check bounds), and the
+    /// two runs scored alike.
+    #[test]
+    fn the_h100_rerun_with_the_cache_emptied_reached_lmcache() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm_eval-h100-reset");
+        assert_eq!(score(&fixture.join("first_run"), "mmlu_local"), Some(0.28));
+        assert_eq!(score(&fixture.join("second_run"), "mmlu_local"), Some(0.28));
+        let prom = std::fs::read_to_string(fixture.join("lmcache-after.prom")).unwrap();
+        let counters = crate::client::prometheus::parse(&prom);
+        assert_eq!(counters["vllm:external_prefix_cache_hits_total"], 6912.0);
+        assert_eq!(
+            counters[r#"vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}"#],
+            6912.0
+        );
+        assert_eq!(counters["vllm:prefix_cache_hits_total"], 320_384.0);
+    }
+
     #[test]
     fn sorted_diff_ignores_order_and_shows_both_sides() {
         let dir = tempfile::tempdir().unwrap();
