@@ -316,20 +316,13 @@ pub(crate) struct ExportArgs {
     /// `benchmark-smaller` or `benchmark-bigger` (github-action-benchmark's
     /// `customSmallerIsBetter` / `customBiggerIsBetter`).
     #[arg(long, value_name = "FORMAT")]
-    pub format: ExportFormat,
+    pub format: String,
     /// Write here instead of standard output.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Refuse a results.json larger than this.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub max_results_mib: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum ExportFormat {
-    Bencher,
-    BenchmarkSmaller,
-    BenchmarkBigger,
 }
 
 /// Where reports go. `ci` also writes the GitHub job summary on GitHub

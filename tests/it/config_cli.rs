@@ -230,6 +230,21 @@ fn each_command_lists_the_exit_codes_it_can_give() {
         let out = run(bin().args(&args).arg(&gone), LIMIT);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out).1);
     }
+    // A format no row of the exporters' table is: usage, naming them all.
+    let out = run(
+        bin()
+            .args(["export", "--format", "bencherr", "--results-dir"])
+            .arg(&gone),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
+    assert!(
+        text(&out)
+            .1
+            .contains("no export format `bencherr`; the formats are bencher,"),
+        "{}",
+        text(&out).1
+    );
     let cleanup = help("cleanup");
     assert!(
         cleanup.contains("without a run's state.json") && cleanup.contains("Docker CLI"),
