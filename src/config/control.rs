@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 
 use toml::{Table, Value};
 
+use super::engine::{EngineKind, FaultRoute};
 use super::error::ConfigError;
 use super::origin::Source;
-use super::suite::{ControlConfig, EngineKind, Expect, Suite};
+use super::suite::{ControlConfig, Expect, Suite};
 use crate::results::Role;
 
 /// Rewrites the suite's table into control `name`'s; every value it
@@ -207,11 +208,11 @@ pub(super) fn problems(suite: &Suite) -> Vec<(String, String)> {
 }
 
 fn cannot_inject(kind: EngineKind) -> Option<String> {
-    match kind {
-        EngineKind::Sim | EngineKind::Process => None,
-        other => Some(format!(
+    match kind.row().fault {
+        FaultRoute::SimOption | FaultRoute::PythonHook => None,
+        FaultRoute::Refused => Some(format!(
             "a fault is injected into a `sim` or `process` engine (a Python start-up hook on its PYTHONPATH), not a `{}` one",
-            other.as_str()
+            kind.as_str()
         )),
     }
 }

@@ -18,6 +18,7 @@ use super::error::ConfigError;
 use super::origin::{typed_at, Source};
 use super::params::Invalid;
 use super::suite::Suite;
+use super::wants::Wants;
 use crate::results::Better;
 use crate::results::Role;
 
@@ -39,23 +40,6 @@ pub(crate) struct EnvVar {
     pub var: &'static str,
     pub key: &'static str,
     pub ty: EnvType,
-}
-
-/// What a test needs on this machine before any engine starts.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Wants {
-    /// A program on PATH (or a path): the key under `tests.NAME` naming it.
-    Program {
-        key: &'static str,
-        name: String,
-        fix: &'static str,
-    },
-    /// A file, relative to the suite's directory unless absolute.
-    File {
-        key: &'static str,
-        path: String,
-        fix: &'static str,
-    },
 }
 
 /// A kind of test, as the suite loader sees it. Implemented once per kind,

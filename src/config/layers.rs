@@ -15,7 +15,7 @@ use super::kind::{TestKind, TestParams};
 use super::origin::{blame, invalid, typed, Source};
 use super::preflight::{needs_of, Need};
 use super::presets;
-use super::suite::{EngineKind, Suite, TestConfig};
+use super::suite::{Suite, TestConfig};
 use super::table::{set_path, set_value};
 use crate::results::Role;
 
@@ -293,7 +293,7 @@ fn env_overrides(
         ("VLLM_BASELINE_PORT", Role::Baseline),
     ] {
         if let Some((name, engine)) = suite.engine_with_role(role) {
-            if engine.kind != EngineKind::External {
+            if engine.kind.started() {
                 out.push((var, format!("engines.{name}.port"), EnvType::Int));
             }
         }
@@ -468,63 +468,6 @@ fn misnamed_checks(
     Ok(())
 }
 
-/// A key that means nothing for the engine's kind (a `[container]` table on
-/// a process, a `url` on a sim): refused, since it was surely meant to do
-/// something.
-fn misplaced(e: &super::suite::EngineConfig) -> Option<(&'static str, String)> {
-    let set = [
-        ("command", e.command.is_some()),
-        ("url", e.url.is_some()),
-        ("sim", e.sim.is_some()),
-        ("container", e.container.is_some()),
-        ("port", e.kind == EngineKind::External && e.port.is_some()),
-        ("args", e.kind == EngineKind::External && !e.args.is_empty()),
-    ];
-    let allowed: &[&str] = match e.kind {
-        EngineKind::Process => &["command"],
-        EngineKind::Sim => &["sim"],
-        EngineKind::External => &["url"],
-        EngineKind::Container => &["container"],
-    };
-    let kind = e.kind.as_str();
-    set.iter()
-        .find(|(key, present)| *present && !allowed.contains(key))
-        .map(|(key, _)| {
-            (
-                *key,
-                format!(
-                    "kind `{kind}` does not use `{key}`; remove it, or set the kind that uses it"
-                ),
-            )
-        })
-}
-
-/// What the engine's kind cannot run without, if the suite left it out:
-/// the key and what to give. Every kind says, so a new one must.
-fn lacks(e: &super::suite::EngineConfig) -> Option<(&'static str, &'static str)> {
-    match e.kind {
-        EngineKind::Process => e
-            .command
-            .as_deref()
-            .is_none_or(str::is_empty)
-            .then_some(("command", "kind `process` needs a command")),
-        EngineKind::Container => e
-            .container
-            .as_ref()
-            .is_none_or(|c| c.image.trim().is_empty())
-            .then_some((
-                "container.image",
-                "kind `container` needs [engines.NAME.container] with an image",
-            )),
-        EngineKind::External => e.url.is_none().then_some((
-            "url",
-            "kind `external` needs a url, e.g. \"http://127.0.0.1:8000\"",
-        )),
-        // Every option of the sim has a default.
-        EngineKind::Sim => None,
-    }
-}
-
 /// Why `url` cannot be a server's address, if it cannot.
 fn bad_server_url(url: &str) -> Option<String> {
     match reqwest::Url::parse(url.trim()) {
@@ -639,9 +582,7 @@ fn validate_engines(suite: &Suite, p: &mut Problems<'_>) {
     if suite.run.schedule != super::suite::Schedule::Sequential {
         let mut seen: IndexMap<(String, u16), &String> = IndexMap::new();
         for (name, e) in &suite.engines {
-            if let (Some(port), false) =
-                (e.port.filter(|p| *p != 0), e.kind == EngineKind::External)
-            {
+            if let (Some(port), false) = (e.port.filter(|p| *p != 0), !e.kind.started()) {
                 if let Some(other) = seen.insert((e.host.clone(), port), name) {
                     p.bad(
                         format!("engines.{name}.port"),
@@ -653,8 +594,8 @@ fn validate_engines(suite: &Suite, p: &mut Problems<'_>) {
     }
 }
 
-fn validate_engine(name: &str, e: &super::suite::EngineConfig, p: &mut Problems<'_>) {
-    if let Some((key, why)) = lacks(e) {
+fn validate_engine(name: &str, e: &super::engine::EngineConfig, p: &mut Problems<'_>) {
+    if let Some((key, why)) = e.lacks() {
         p.bad(format!("engines.{name}.{key}"), why);
     }
     if let Some(path) = e
@@ -679,7 +620,7 @@ fn validate_engine(name: &str, e: &super::suite::EngineConfig, p: &mut Problems<
             format!("{bad:?} is not a plain file name (no directories): the files go into RESULTS_DIR/engines/{name}/"),
         );
     }
-    if e.readiness == super::suite::Readiness::Health && e.health_path.as_deref() == Some("") {
+    if e.readiness == super::engine::Readiness::Health && e.health_path.as_deref() == Some("") {
         p.bad(
             format!("engines.{name}.health_path"),
             "readiness = \"health\" polls the health route alone: give it a path such as \"/healthcheck\"",
@@ -688,7 +629,7 @@ fn validate_engine(name: &str, e: &super::suite::EngineConfig, p: &mut Problems<
     if let Some(why) = e.url.as_deref().and_then(bad_server_url) {
         p.bad(format!("engines.{name}.url"), why);
     }
-    if let Some((key, why)) = misplaced(e) {
+    if let Some((key, why)) = e.misplaced() {
         p.bad(format!("engines.{name}.{key}"), why);
     }
     if let Some(t) = e

@@ -3,6 +3,7 @@
 //! `--set` override it (with the origin of every value kept for `config show`).
 
 mod control;
+mod engine;
 mod error;
 mod kind;
 mod layers;
@@ -16,15 +17,20 @@ mod presets;
 pub(crate) mod schema;
 mod suite;
 mod table;
+mod wants;
 
 pub(crate) use crate::results::{Role, Severity};
 
+pub(crate) use engine::{
+    BuildOptions, ContainerOptions, EngineConfig, EngineKind, FaultRoute, Readiness,
+};
 pub(crate) use error::ConfigError;
-pub(crate) use kind::{EnvType, EnvVar, KindParams, TestKind, TestParams, Typing, Wants};
+pub(crate) use kind::{EnvType, EnvVar, KindParams, TestKind, TestParams, Typing};
 pub(crate) use layers::{load, load_control, LoadRequest, Loaded};
 pub(crate) use params::{at_least_one, invalid, seconds_ok, Api, Invalid};
 pub(crate) use presets::PRESETS;
 pub(crate) use suite::{
-    BuildOptions, CheckConfig, ContainerOptions, EngineConfig, EngineKind, Expect, Installer,
-    Pairing, Readiness, RepoConfig, RunConfig, Schedule, SetupConfig, Suite, TestConfig,
+    CheckConfig, Expect, Installer, Pairing, RepoConfig, RunConfig, Schedule, SetupConfig, Suite,
+    TestConfig,
 };
+pub(crate) use wants::Wants;

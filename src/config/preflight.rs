@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::kind::{TestParams, Wants};
-use super::suite::{EngineKind, Suite};
+use super::kind::TestParams;
+use super::suite::Suite;
+use super::wants::Wants;
 
 /// One thing the suite needs here.
 pub(crate) struct Need {
@@ -44,6 +45,14 @@ fn file(key: String, path: &Path, fix: &str) -> Need {
     }
 }
 
+/// What `want`, asked for under the key `under`, comes to here.
+fn need(under: &str, want: Wants, at: &dyn Fn(&str) -> PathBuf) -> Need {
+    match want {
+        Wants::Program { key, name, fix } => program(format!("{under}.{key}"), &name, fix),
+        Wants::File { key, path, fix } => file(format!("{under}.{key}"), &at(&path), fix),
+    }
+}
+
 /// Everything the engines and the tests `selected` need, in suite order,
 /// from a suite whose tests' parameters may be only partly typed (a suite
 /// with other problems reports these with them).
@@ -62,48 +71,24 @@ pub(crate) fn needs_of(
     };
     let mut out = Vec::new();
     for (name, e) in &suite.engines {
-        match e.kind {
-            EngineKind::Process => {
-                if let Some(cmd) = e.command.as_deref().filter(|c| !c.is_empty()) {
-                    out.push(program(
-                        format!("engines.{name}.command"),
-                        cmd,
-                        "install it in the job's environment, or give its path",
-                    ));
-                }
-            }
-            EngineKind::Container => {
-                if let Some(c) = &e.container {
-                    out.push(program(
-                        format!("engines.{name}.container.cli"),
-                        &c.cli,
-                        "install Docker (Debian: apt-get install docker.io) or set the cli to podman",
-                    ));
-                }
-            }
-            EngineKind::Sim => {
-                if let Some(key) = e.sim.as_ref().and_then(|s| s.answer_key.as_ref()) {
-                    out.push(file(
-                        format!("engines.{name}.sim.answer_key"),
-                        &at(&key.display().to_string()),
-                        "point it at a directory of MMLU CSV files",
-                    ));
-                }
-            }
-            EngineKind::External => {}
-        }
+        out.extend(
+            e.wants()
+                .into_iter()
+                .map(|w| need(&format!("engines.{name}"), w, &at)),
+        );
     }
     for name in selected {
         let Some(params) = params.get(name) else {
             continue;
         };
-        let key = |k: &str| format!("tests.{name}.{k}");
-        for want in params.params().wants() {
-            out.push(match want {
-                Wants::Program { key: k, name, fix } => program(key(k), &name, fix),
-                Wants::File { key: k, path, fix } => file(key(k), &at(&path), fix),
-            });
-        }
+        let under = format!("tests.{name}");
+        out.extend(
+            params
+                .params()
+                .wants()
+                .into_iter()
+                .map(|w| need(&under, w, &at)),
+        );
     }
     out
 }

@@ -6,105 +6,10 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+use super::engine::EngineConfig;
 use super::error::ConfigError;
 use crate::results::{CheckKind, OnInconclusive, Op, Role, Severity};
-use crate::sim::{KvFault, SimOptions};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum EngineKind {
-    /// A command we start, e.g. `vllm serve`.
-    Process,
-    /// This binary's simulated engine, started as a child process.
-    Sim,
-    /// A server that is already running at `url`; never started or stopped.
-    External,
-    /// A container run with the `docker` (or `podman`) CLI.
-    Container,
-}
-
-/// How an engine is known to be ready.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Readiness {
-    /// `GET /health`, then `GET /v1/models`, answer 2xx.
-    #[default]
-    Http,
-    /// The port accepts connections (e.g. the LMCache server).
-    Tcp,
-    /// The health route alone answers 2xx: a service that is no OpenAI
-    /// server (LMCache's MP server answers `/healthcheck` on its HTTP port).
-    Health,
-}
-
-impl EngineKind {
-    /// As the suite writes it.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            EngineKind::Process => "process",
-            EngineKind::Sim => "sim",
-            EngineKind::External => "external",
-            EngineKind::Container => "container",
-        }
-    }
-}
-
-/// How a `container` engine is run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ContainerOptions {
-    pub image: String,
-    /// Container name; default `lmcache-e2e-<engine>-<run>`.
-    pub name: Option<String>,
-    pub entrypoint: Option<String>,
-    /// `host:container[:options]`; `~` is the home directory.
-    #[serde(default)]
-    pub volumes: Vec<String>,
-    /// `docker run --network`; `host` by default, as the reference runs.
-    #[serde(default = "host_network")]
-    pub network: String,
-    /// `-p` mappings, for networks other than `host`.
-    #[serde(default)]
-    pub publish: Vec<String>,
-    #[serde(default)]
-    pub ipc_host: bool,
-    /// GPU devices, e.g. "0" or "0,1", or `auto:N` for the N-th GPU chosen
-    /// under `run.gpus`: `--gpus device=...` and `--runtime nvidia`.
-    pub gpus: Option<String>,
-    /// `docker` or `podman` (or a path).
-    #[serde(default = "docker_cli")]
-    pub cli: String,
-    /// Build the image first (else it must exist, or be pullable).
-    pub build: Option<BuildOptions>,
-}
-
-/// `docker build` of an engine's image, as the multiprocessing suite does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BuildOptions {
-    /// Build context, relative to the suite file (or the working directory).
-    #[serde(default = "dot")]
-    pub context: String,
-    /// Dockerfile, relative to the context.
-    pub file: Option<String>,
-    pub target: Option<String>,
-    #[serde(default)]
-    pub args: IndexMap<String, String>,
-}
-
-fn dot() -> String {
-    ".".to_string()
-}
-
-fn host_network() -> String {
-    "host".to_string()
-}
-
-fn docker_cli() -> String {
-    "docker".to_string()
-}
+use crate::sim::KvFault;
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -403,61 +308,6 @@ impl Default for RunConfig {
             engine_cache: None,
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EngineConfig {
-    pub role: Role,
-    pub kind: EngineKind,
-    /// Program to run (kind `process`); found on PATH.
-    pub command: Option<String>,
-    /// Arguments; `{port}`, `{host}` and `{model}` are substituted.
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub env: IndexMap<String, String>,
-    #[serde(default = "default_host")]
-    pub host: String,
-    /// Port to serve on; a free one is picked when absent.
-    pub port: Option<u16>,
-    /// Base URL of an already running server (kind `external`).
-    pub url: Option<String>,
-    /// Overrides `run.readiness_timeout_secs` for this engine.
-    pub readiness_timeout_secs: Option<f64>,
-    /// Simulated engine options (kind `sim`).
-    pub sim: Option<SimOptions>,
-    /// Container options (kind `container`).
-    pub container: Option<ContainerOptions>,
-    #[serde(default)]
-    pub readiness: Readiness,
-    /// The route `readiness = "http"` polls before `/v1/models`. Unset:
-    /// `/health`, falling back to `/v1/models` alone when the server has
-    /// no such route (404, 405, 501), as llama-cpp-python's does not.
-    /// `""`: `/v1/models` alone.
-    pub health_path: Option<String>,
-    /// The port the health route is served on when it is not `port` (the
-    /// LMCache MP server: ZMQ on 6555, HTTP on 8080).
-    pub health_port: Option<u16>,
-    /// Files the engine reads, written into `RESULTS_DIR/engines/<engine>/`
-    /// before it starts: name → contents; `{file:NAME}` in `args` is the
-    /// path (SGLang takes its LMCache config as a file).
-    #[serde(default)]
-    pub files: IndexMap<String, String>,
-    /// Appended to `args` when the engine's chosen GPU (`auto:N`) has more
-    /// than `run.gpus.large_gpu_mib` of memory.
-    #[serde(default)]
-    pub large_gpu_args: Vec<String>,
-    /// A fault injected into the KV this engine's connector restores, to
-    /// prove that a check can fail (a positive control): `corrupt-kv`,
-    /// `drop-first-chunk` or `slow-retrieve`. A sim models it; a process
-    /// engine gets a Python start-up hook on its `PYTHONPATH` that patches
-    /// LMCache as it is imported (LMCache's files stay untouched).
-    pub fault: Option<KvFault>,
-}
-
-fn default_host() -> String {
-    "127.0.0.1".to_string()
 }
 
 /// A test: its kind, its parameters (checked against the kind's own schema

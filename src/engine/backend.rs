@@ -2,7 +2,8 @@
 //! engine into something to start and starts it; an [`Owner`] acts on what
 //! was started (a process group or a container): stops, kills, describes
 //! its exit, cleans it up from another process. Each kind lives in its own
-//! module; `kinds.rs` is the one place a kind is branched on.
+//! module under `kinds/`, whose `mod.rs` is the one place a kind is
+//! branched on (with its row in `config/engine.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use super::spec::EngineError;
-use crate::config::{EngineConfig, EngineKind};
+use crate::config::{EngineConfig, FaultRoute};
 
 /// The hook, as every engine that gets a fault is given it.
 pub(crate) const HOOK: &str = include_str!("fault_hook.py");
@@ -27,11 +27,13 @@ pub(crate) fn inject<'a>(
         return Ok(Cow::Borrowed(e));
     };
     let mut e = e.clone();
-    match e.kind {
-        EngineKind::Sim => {
+    match e.kind.row().fault {
+        FaultRoute::SimOption => {
             e.sim.get_or_insert_with(Default::default).kv_fault = Some(fault);
         }
-        _ => {
+        // A kind that refuses faults never gets here: the control's
+        // validation names it first.
+        FaultRoute::PythonHook | FaultRoute::Refused => {
             let dir = files_dir.join("fault");
             let path = dir.join("sitecustomize.py");
             std::fs::create_dir_all(&dir)

@@ -4,16 +4,12 @@
 //! workloads.
 
 mod backend;
-mod container;
-mod external;
 pub(crate) mod fault;
 pub(crate) mod gpu;
 pub(crate) mod image;
 mod kinds;
 pub(crate) mod logscan;
-mod process;
 mod readiness;
-mod simulated;
 mod spec;
 pub(crate) mod startlog;
 mod supervisor;
@@ -21,14 +17,13 @@ mod supervisor;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub(crate) use crate::config::EngineKind;
 use crate::config::Suite;
 
 pub(crate) use crate::results::tail_lines;
 pub(crate) use backend::Planned;
 use backend::Resolve;
-pub(crate) use container::{cleanup_by_label, LabelFilter};
 use kinds::backend;
+pub(crate) use kinds::container::{cleanup_by_label, LabelFilter};
 pub(crate) use readiness::{wait_ready, Starting};
 pub(crate) use spec::{EngineError, EngineSpec, TAIL_LINES};
 pub(crate) use supervisor::{cleanup_from_state, mark_stopped, Supervisor};
@@ -79,7 +74,7 @@ pub(crate) fn resolve(
             e.readiness_timeout_secs
                 .unwrap_or(suite.run.readiness_timeout_secs),
         );
-        let external = e.kind == EngineKind::External;
+        let external = !e.kind.started();
         let port = match e.port {
             _ if external => 0,
             Some(p) if p != 0 => p,

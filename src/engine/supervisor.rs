@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::backend::{open_log, CleanupRecord, Handle};
-use super::container::LabelFilter;
+use super::kinds::container::LabelFilter;
+use super::kinds::process::command_line;
 use super::kinds::{backend, owner};
-use super::process::command_line;
 use super::spec::{EngineError, EngineSpec, Launch, TAIL_LINES};
 use crate::config::EngineKind;
 use crate::results::tail_lines;
@@ -331,7 +331,7 @@ pub(crate) async fn cleanup_from_state(
     clis.dedup();
     for cli in clis {
         records.extend(
-            super::container::cleanup_by_label(&cli, LabelFilter::Run(&state.run_id), grace)
+            super::kinds::container::cleanup_by_label(&cli, LabelFilter::Run(&state.run_id), grace)
                 .await?,
         );
     }

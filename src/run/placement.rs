@@ -4,7 +4,7 @@
 //! memory fits again, else one after the other. Pure: GPU states in, a
 //! layout and its reason out.
 
-use crate::config::{EngineKind, Role, Schedule, Suite};
+use crate::config::{Role, Schedule, Suite};
 use crate::engine::gpu::GpuState;
 
 /// How the engines share the machine's GPUs.
@@ -43,7 +43,7 @@ fn placed(suite: &Suite) -> Vec<(String, Role)> {
     let mut v: Vec<(String, Role)> = suite
         .engines
         .iter()
-        .filter(|(_, e)| matches!(e.kind, EngineKind::Process | EngineKind::Sim))
+        .filter(|(_, e)| e.kind.row().takes_gpu)
         .filter(|(_, e)| e.role != Role::Service)
         .map(|(n, e)| (n.clone(), e.role))
         .collect();
@@ -122,9 +122,7 @@ pub(crate) fn gpu_of(suite: &Suite, layout: &Layout, engine: &str) -> Option<u32
     let e = suite.engines.get(engine)?;
     match layout {
         Layout::AsWritten(_) => None,
-        Layout::Shared { gpu } => {
-            matches!(e.kind, EngineKind::Process | EngineKind::Sim).then_some(*gpu)
-        }
+        Layout::Shared { gpu } => e.kind.row().takes_gpu.then_some(*gpu),
         Layout::PerGpu(pairs) => {
             let find = |n: &str| pairs.iter().find(|(p, _)| p == n).map(|(_, g)| *g);
             match e.role {

@@ -79,6 +79,25 @@ fn action_workflows_and_pipeline_match_their_published_schemas() {
     );
 }
 
+/// The committed schema is the one the shipped binary prints (its kinds'
+/// table and suite types): adding a kind or editing a suite type without
+/// regenerating it fails here. (The unit tests' build has a test-only
+/// engine kind, so this asks the binary.)
+#[test]
+fn the_committed_schema_is_current() {
+    let out = run(bin().args(["config", "schema"]), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("schemas/suite.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        printed == committed,
+        "schemas/suite.schema.json is stale: run `lmcache-e2e config schema > schemas/suite.schema.json`"
+    );
+}
+
 /// The suite schema an editor uses (taplo, Even Better TOML) takes every
 /// preset and suite file shipped, and refuses what the loader refuses.
 #[test]

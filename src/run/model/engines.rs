@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 
 use crate::config::Role;
-use crate::engine::{self, EngineError, EngineKind, EngineSpec};
+use crate::engine::{self, EngineError, EngineSpec};
 use crate::results::{EngineRecord, RunResults};
 use crate::workload::Target;
 
@@ -74,7 +74,7 @@ impl ModelRun<'_> {
         phase: &[&EngineSpec],
         results: &RunResults,
     ) -> Result<(), RunError> {
-        for spec in phase.iter().filter(|s| s.kind == EngineKind::External) {
+        for spec in phase.iter().filter(|s| !s.kind.started()) {
             let Some(rec) = results.engines.iter().find(|e| e.name == spec.name) else {
                 continue;
             };

@@ -4,10 +4,10 @@
 
 use futures_util::future::BoxFuture;
 
-use super::backend::{Backend, Planned, Resolve, Started};
 use super::process::Process;
-use super::spec::{EngineError, EngineSpec, Launch};
 use crate::config::EngineConfig;
+use crate::engine::backend::{Backend, Planned, Resolve, Started};
+use crate::engine::spec::{EngineError, EngineSpec, Launch};
 
 pub(crate) struct Simulated;
 

@@ -10,12 +10,12 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::backend::{
-    redirect, Backend, Cleaned, CleanupRecord, Handle, Owner, Planned, Resolve, Started,
-};
-use super::spec::{EngineError, EngineSpec, Launch, RUN_ID_ENV};
 use crate::child::NoSecrets;
 use crate::config::EngineConfig;
+use crate::engine::backend::{
+    redirect, Backend, Cleaned, CleanupRecord, Handle, Owner, Planned, Resolve, Started,
+};
+use crate::engine::spec::{EngineError, EngineSpec, Launch, RUN_ID_ENV};
 
 pub(crate) struct Process;
 
@@ -128,7 +128,7 @@ pub(crate) fn launch(
     Launch::Process {
         program,
         args,
-        env: super::gpu::engine_env(&e.env, &|k| std::env::var(k).ok()),
+        env: crate::engine::gpu::engine_env(&e.env, &|k| std::env::var(k).ok()),
     }
 }
 

@@ -2,9 +2,15 @@
 //! suite may name, and the owner of each kind of handle a run records.
 //! Both matches are exhaustive, so a new kind cannot be half added.
 
-use super::backend::{Backend, Handle, Owner};
-use super::{container, external, process, simulated};
+pub(super) mod container;
+mod external;
+pub(super) mod process;
+mod simulated;
+#[cfg(test)]
+mod toy;
+
 use crate::config::EngineKind;
+use crate::engine::backend::{Backend, Handle, Owner};
 
 /// The backend of a suite's engine kind.
 pub(crate) fn backend(kind: EngineKind) -> &'static dyn Backend {
@@ -13,6 +19,8 @@ pub(crate) fn backend(kind: EngineKind) -> &'static dyn Backend {
         EngineKind::Process => &process::Process,
         EngineKind::Sim => &simulated::Simulated,
         EngineKind::Container => &container::Container,
+        #[cfg(test)]
+        EngineKind::Toy => &toy::Toy,
     }
 }
 

@@ -13,13 +13,13 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::backend::{
-    redirect, Backend, Cleaned, CleanupRecord, Handle, Owner, Planned, Resolve, Started,
-};
 use super::process::{command_line, group_alive, signal_group};
-use super::spec::{EngineError, EngineSpec, Launch, RUN_ID_ENV};
 use crate::child::NoSecrets;
 use crate::config::{ContainerOptions, EngineConfig};
+use crate::engine::backend::{
+    redirect, Backend, Cleaned, CleanupRecord, Handle, Owner, Planned, Resolve, Started,
+};
+use crate::engine::spec::{EngineError, EngineSpec, Launch, RUN_ID_ENV};
 
 pub(crate) struct Container;
 
@@ -55,7 +55,7 @@ fn docker_run_args(
 ) -> Vec<String> {
     let (role, env) = (
         e.role,
-        super::gpu::engine_env(&e.env, &|k| std::env::var(k).ok()),
+        crate::engine::gpu::engine_env(&e.env, &|k| std::env::var(k).ok()),
     );
     let mut a: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), cname.into()];
     for (k, v) in [
