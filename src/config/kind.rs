@@ -15,11 +15,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::ConfigError;
+use super::metric_spec::MetricSpec;
 use super::origin::{typed_at, Source};
 use super::params::Invalid;
 use super::suite::Suite;
 use super::wants::Wants;
-use crate::results::Better;
 use crate::results::Role;
 
 /// How an environment variable's text becomes a suite value.
@@ -55,14 +55,10 @@ pub(crate) trait TestKind: Sync + 'static {
     /// The JSON Schema of its parameters (`g.subschema_for::<P>()`).
     fn schema(&self, g: &mut SchemaGenerator) -> serde_json::Value;
 
-    /// The metrics its checks may bound, engine counters aside.
-    fn metrics(&self) -> &'static [&'static str];
-
-    /// Which way is better for each of its metrics that has one (a count
-    /// such as `requests` has none): what exports and reports say of it.
-    fn directions(&self) -> &'static [(&'static str, Better)] {
-        &[]
-    }
+    /// The metrics it records that its checks may bound, engine counters
+    /// aside: each with its unit, its better side, whether a bound holds in
+    /// every trial, and its own method where it has one.
+    fn metrics(&self) -> &'static [MetricSpec];
 
     /// The checks a suite starts from (name, then the check's TOML body):
     /// what a test without checks is told to add, and what `recommend`
@@ -101,12 +97,6 @@ pub(crate) trait TestKind: Sync + 'static {
     /// it blind or noisy, and its failure taints the run's speed figures.
     fn judges_outputs(&self) -> bool {
         false
-    }
-
-    /// How the gate weighs `metric`'s evidence where this kind has its own
-    /// method (a dry run names it); `None`: the gate's general rule.
-    fn method(&self, _metric: &str, _relative: bool) -> Option<&'static str> {
-        None
     }
 }
 
@@ -243,6 +233,7 @@ pub(crate) mod toy {
     use serde::{Deserialize, Serialize};
 
     use super::{KindParams, TestKind, Typing, Wants};
+    use crate::config::metrics::MetricSpec;
     use crate::config::{at_least_one, ConfigError, Invalid};
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -297,8 +288,12 @@ pub(crate) mod toy {
             g.subschema_for::<ToyParams>().to_value()
         }
 
-        fn metrics(&self) -> &'static [&'static str] {
-            &["answers", "wrong_answers"]
+        fn metrics(&self) -> &'static [MetricSpec] {
+            const SPECS: &[MetricSpec] = &[
+                MetricSpec::new("answers", "answers"),
+                MetricSpec::new("wrong_answers", "answers").smaller(),
+            ];
+            SPECS
         }
 
         fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {

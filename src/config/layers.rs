@@ -735,7 +735,7 @@ fn validate_checks(
             );
         }
         if !super::metrics::knows(kind, &c.metric) {
-            let known = kind.metrics();
+            let known = super::metrics::names(kind);
             let hint = match super::near::suggest(&c.metric, known.iter().copied()) {
                 Some(near) => format!("did you mean `{near}`? "),
                 None => String::new(),

@@ -4,6 +4,8 @@
 //! (with the nearest known name) instead of failing after the engines ran.
 
 use super::kind::TestKind;
+pub(crate) use super::metric_spec::{Judged, MetricSpec, ENGINE_COUNTERS};
+#[cfg(test)]
 use crate::results::Better;
 
 /// Shares of the queried prompt tokens the GPU's prefix cache and the KV
@@ -20,64 +22,64 @@ pub(crate) fn is_engine_metric(name: &str) -> bool {
         || CACHE_SHARES.contains(&name)
 }
 
-/// Kinds' metrics that prove LMCache served a pass: the share of its
-/// prompt tokens the connector gave back (MMLU's and determinism's load pass).
-pub(crate) const ENGAGEMENT: &[&str] = &["load_pass_external_pct"];
-
-/// Metrics that prove a cache was engaged: [`ENGAGEMENT`], and engine
-/// counters and shares of hits (a `hit` or `hits` word in the name, as
-/// `vllm:external_prefix_cache_hits_total` or `prefix_cache_hit_pct`). A
-/// bound on one must hold in every trial, so one trial without a single
-/// hit fails even when the others bring the mean up.
-pub(crate) fn proves_engagement(name: &str) -> bool {
-    let hits = name
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .any(|w| w == "hit" || w == "hits");
-    ENGAGEMENT.contains(&name) || (is_engine_metric(name) && hits)
+/// The spec of `name` for a test of `kind`: the kind's own, else a known
+/// engine counter's, else (any other counter) its name with no better
+/// side, judged on the mean.
+pub(crate) fn spec(kind: &dyn TestKind, name: &str) -> MetricSpec {
+    let named = |s: &&MetricSpec| s.name == name;
+    kind.metrics()
+        .iter()
+        .find(named)
+        .or_else(|| ENGINE_COUNTERS.iter().find(named))
+        .copied()
+        .unwrap_or(MetricSpec::new("", ""))
 }
 
 /// Whether a test of `kind` can have a metric of this name.
 pub(crate) fn knows(kind: &dyn TestKind, name: &str) -> bool {
-    kind.metrics().contains(&name) || is_engine_metric(name)
+    kind.metrics().iter().any(|s| s.name == name) || is_engine_metric(name)
 }
 
-/// Which way is better for a metric of a test of `kind`: as the kind
-/// declares it, else, for an engine counter, bigger where it counts cache
-/// hits (what [`proves_engagement`] reads) and none for any other (queries,
-/// tokens by source: neither way is better).
-pub(crate) fn direction(kind: &dyn TestKind, name: &str) -> Option<Better> {
-    kind.directions()
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, b)| *b)
-        .or_else(|| (is_engine_metric(name) && proves_engagement(name)).then_some(Better::Bigger))
+/// The names of a kind's own metrics.
+pub(crate) fn names(kind: &dyn TestKind) -> Vec<&'static str> {
+    kind.metrics().iter().map(|s| s.name).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Only a declared counter of hits is judged in every trial and has a
+    /// better side: `local_cache_hit` (vLLM's own GPU cache, as an H100's
+    /// counters split it) has "hit" in its name and neither.
     #[test]
-    fn engagement_is_declared_or_an_engine_counter_of_hits() {
+    fn engagement_is_declared_not_guessed_from_a_name() {
+        let kind = &crate::config::kind::toy::Toy;
         for yes in [
             "vllm:external_prefix_cache_hits_total",
             "vllm:prefix_cache_hits_total",
             "lmcache:num_hit_tokens_total",
             "prefix_cache_hit_pct",
             "external_prefix_cache_hit_pct",
-            "load_pass_external_pct",
+            r#"vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}"#,
         ] {
-            assert!(proves_engagement(yes), "{yes}");
+            let s = spec(kind, yes);
+            assert_eq!(
+                (s.judged, s.better),
+                (Judged::EveryTrial, Some(Better::Bigger)),
+                "{yes}"
+            );
         }
         for no in [
-            "whitespace_tokens",
             "vllm:whitespace_total",
-            "hit_miss_ratio",
-            "query_ttft_per_prompt",
+            "vllm:hit_miss_ratio",
+            r#"vllm:prompt_tokens_by_source_total{source="local_cache_hit"}"#,
             "vllm:prefix_cache_queries_total",
         ] {
-            assert!(!proves_engagement(no), "{no}");
+            let s = spec(kind, no);
+            assert_eq!((s.judged, s.better), (Judged::Mean, None), "{no}");
         }
+        assert_eq!(spec(kind, "wrong_answers").better, Some(Better::Smaller));
     }
 
     #[test]
@@ -95,6 +97,7 @@ mod tests {
     fn a_kind_knows_its_own_metrics_and_every_engine_counter() {
         let kind = &crate::config::kind::toy::Toy;
         assert!(knows(kind, "answers"));
+        assert!(!knows(kind, "whitespace_tokens"));
         assert!(knows(kind, "vllm:external_prefix_cache_hits_total"));
         assert!(knows(
             kind,

@@ -8,6 +8,7 @@ mod error;
 mod kind;
 mod layers;
 mod lint;
+mod metric_spec;
 pub(crate) mod metrics;
 mod near;
 mod origin;
@@ -34,3 +35,7 @@ pub(crate) use suite::{
     TestConfig,
 };
 pub(crate) use wants::Wants;
+
+/// The loader's toy test kind, for other layers' unit tests.
+#[cfg(test)]
+pub(crate) use kind::toy;

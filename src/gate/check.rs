@@ -5,7 +5,8 @@
 use indexmap::IndexMap;
 
 use super::{evidence, stats};
-use crate::config::{metrics, CheckConfig, Role, Severity};
+use crate::config::metrics;
+use crate::config::{CheckConfig, Role, Severity, TestKind};
 use crate::results::{
     CheckKind, CheckOutcome, Family, Interval, Metric, Op, Paired, TestRecord, TestStatus, Verdict,
 };
@@ -17,20 +18,23 @@ pub(crate) fn change_pct(baseline: f64, lmcache: f64) -> Option<f64> {
     (baseline != 0.0 && pct.is_finite()).then_some(pct)
 }
 
-/// Checks against metrics; `paired` holds the paired samples that give
+/// Checks against the metrics of a test of `kind` (whose specs say how
+/// each metric is judged); `paired` holds the paired samples that give
 /// relative checks their intervals.
 pub(crate) fn evaluate(
+    kind: &dyn TestKind,
     checks: &IndexMap<String, CheckConfig>,
     metrics: &IndexMap<Role, IndexMap<String, Metric>>,
     paired: &Paired,
 ) -> Vec<CheckOutcome> {
-    evaluate_looking(checks, metrics, paired, evidence::Looks::ONE)
+    evaluate_looking(kind, checks, metrics, paired, evidence::Looks::ONE)
 }
 
 /// As [`evaluate`], for a test that looks at its evidence after each
 /// trial: a check that may add trials judges an interval at its look's
 /// share of the false-alarm budget.
 pub(crate) fn evaluate_looking(
+    kind: &dyn TestKind,
     checks: &IndexMap<String, CheckConfig>,
     metrics: &IndexMap<Role, IndexMap<String, Metric>>,
     paired: &Paired,
@@ -44,7 +48,14 @@ pub(crate) fn evaluate_looking(
                 true => looks,
                 false => evidence::Looks::ONE,
             };
-            evaluate_one(name, c, metrics, paired, looks)
+            evaluate_one(
+                name,
+                c,
+                metrics::spec(kind, &c.metric),
+                metrics,
+                paired,
+                looks,
+            )
         })
         .collect()
 }
@@ -96,6 +107,7 @@ pub(crate) fn with_failures_gated(
 fn evaluate_one(
     name: &str,
     c: &CheckConfig,
+    spec: metrics::MetricSpec,
     metrics: &IndexMap<Role, IndexMap<String, Metric>>,
     paired: &Paired,
     looks: evidence::Looks,
@@ -111,7 +123,7 @@ fn evaluate_one(
     let change = baseline.zip(lmcache).and_then(|(b, l)| change_pct(b, l));
 
     let (kind, op, threshold) = bound(c);
-    let every_trial = kind == CheckKind::Absolute && metrics::proves_engagement(&c.metric);
+    let every_trial = kind == CheckKind::Absolute && spec.judged == metrics::Judged::EveryTrial;
     let worst = match kind {
         CheckKind::Absolute if every_trial => {
             metric(c.engine).and_then(|m| worst_trial(&m.trials, op))
@@ -142,7 +154,7 @@ fn evaluate_one(
     let interval = evidence
         .and_then(|m| m.interval)
         .or(relative.as_ref().map(|e| e.interval));
-    let method = method_of(relative.as_ref(), evidence, looks);
+    let method = method_of(&spec, relative.as_ref(), evidence, looks);
     let verdict = match value.map(|v| judge(v, interval, op, threshold)) {
         Some(Judged::Within) => Verdict::Pass,
         Some(Judged::Straddles) => Verdict::Inconclusive,
@@ -189,6 +201,7 @@ fn evaluate_one(
 
 /// How the check's evidence was weighed, as results name it.
 fn method_of(
+    spec: &metrics::MetricSpec,
     relative: Option<&evidence::Estimate>,
     absolute: Option<&Metric>,
     looks: evidence::Looks,
@@ -202,10 +215,12 @@ fn method_of(
             looks.count()
         )),
         Some(e) => Some(e.method.to_string()),
-        // An absolute value with a p-value and an interval is MMLU's drop.
-        None => absolute
-            .filter(|m| m.p.is_some() && m.interval.is_some())
-            .map(|_| evidence::MCNEMAR.to_string()),
+        // An absolute value weighed by its kind's own method (MMLU's drop:
+        // McNemar) where it carries that method's interval.
+        None => spec
+            .method_for(false)
+            .filter(|_| absolute.is_some_and(|m| m.interval.is_some()))
+            .map(|m| m.as_str().to_string()),
     }
 }
 
@@ -483,6 +498,16 @@ pub(crate) fn test_status(outcomes: &[CheckOutcome]) -> TestStatus {
 mod tests {
     use super::*;
     use crate::results::OnInconclusive;
+
+    /// The checks judged as for a test of the loader's toy kind: every
+    /// metric here is its own or an engine counter.
+    fn evaluate(
+        checks: &IndexMap<String, CheckConfig>,
+        metrics: &IndexMap<Role, IndexMap<String, Metric>>,
+        paired: &Paired,
+    ) -> Vec<CheckOutcome> {
+        super::evaluate(&crate::config::toy::Toy, checks, metrics, paired)
+    }
 
     fn metrics(b: f64, l: f64) -> IndexMap<Role, IndexMap<String, Metric>> {
         let one = |v| IndexMap::from([("ttft".to_string(), Metric::new(v, "s"))]);

@@ -146,7 +146,7 @@ pub(crate) struct Estimate {
     pub method: &'static str,
 }
 
-pub(crate) use crate::results::method::{MCNEMAR, RANDOM_EFFECTS, T_TRIALS};
+pub(crate) use crate::results::method::{RANDOM_EFFECTS, T_TRIALS};
 
 /// The relative change (LMCache against baseline, in %) from paired
 /// trials, with its interval; none from one trial, which cannot show

@@ -280,6 +280,30 @@ pub(crate) mod method {
     pub(crate) const T_TRIALS: &str = "Student t over per-trial changes";
     pub(crate) const MCNEMAR: &str =
         "McNemar exact test, Agresti–Min interval of the paired difference";
+
+    /// A method a kind declares for a metric (results record its words).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Method {
+        /// Per-prompt pairs within trials, trials pooled by random effects.
+        RandomEffects,
+        /// McNemar's exact test on paired answers.
+        McNemar,
+    }
+
+    impl Method {
+        pub(crate) fn as_str(self) -> &'static str {
+            match self {
+                Method::RandomEffects => RANDOM_EFFECTS,
+                Method::McNemar => MCNEMAR,
+            }
+        }
+
+        /// Whether it weighs a change between the engines (a relative
+        /// check) rather than one engine's value (an absolute one).
+        pub(crate) fn relative(self) -> bool {
+            !matches!(self, Method::McNemar)
+        }
+    }
 }
 
 /// Which side of its threshold a check wants its value; written as `<=`

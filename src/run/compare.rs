@@ -85,7 +85,8 @@ pub(crate) fn run(
         let c = compare(&read_scores(b)?, &read_scores(l)?);
         let metrics: IndexMap<Role, IndexMap<String, Metric>> =
             IndexMap::from([(Role::Lmcache, comparison_metrics(&c, None))]);
-        let outcomes = gate::evaluate(&checks, &metrics, &crate::results::Paired::new());
+        let kind = &crate::workload::mmlu::Kind;
+        let outcomes = gate::evaluate(kind, &checks, &metrics, &crate::results::Paired::new());
         let mut text = format!(
             "== {model}: {} vs {}\n{}",
             b.display(),

@@ -389,6 +389,15 @@ fn merge_split(
     into: &Path,
 ) -> Result<TestRecord, MergeError> {
     let (_, _, head) = parts[0];
+    let Some(kind) = workload::kind(&head.kind) else {
+        return Err(MergeError::BadFile {
+            path: parts[0].1.dir.join("results.json"),
+            why: format!(
+                "test `{}` has a kind this tool does not know: `{}`",
+                head.name, head.kind
+            ),
+        });
+    };
     let mut t = TestRecord {
         duration_secs: Some(parts.iter().filter_map(|p| p.2.duration_secs).sum()),
         started_at: parts.iter().filter_map(|p| p.2.started_at).min(),
@@ -426,7 +435,7 @@ fn merge_split(
         .iter()
         .map(|c| (c.name.clone(), gate::check_of(c)))
         .collect();
-    t.checks = gate::evaluate(&checks, &t.metrics, &t.paired);
+    t.checks = gate::evaluate(kind, &checks, &t.metrics, &t.paired);
     t.status = gate::test_status(&t.checks);
     t.notes.push(format!(
         "merged from shards {}: {}",

@@ -62,8 +62,8 @@ fn readiness(e: &EngineConfig, timeout: f64) -> String {
 
 /// How a check's evidence is weighed, as the gate does it.
 fn method(kind: &dyn TestKind, metric: &str, relative: bool, trials: u32) -> &'static str {
-    if let Some(own) = kind.method(metric, relative) {
-        return own;
+    if let Some(own) = crate::config::metrics::spec(kind, metric).method_for(relative) {
+        return own.as_str();
     }
     match relative {
         true if trials > 1 => crate::results::method::T_TRIALS,
@@ -212,7 +212,7 @@ pub(crate) fn lines(
         let counts_failures = kind
             .metrics()
             .iter()
-            .any(|m| matches!(*m, "failed_requests" | "incomplete_requests"));
+            .any(|m| matches!(m.name, "failed_requests" | "incomplete_requests"));
         if counts_failures && !test.allow_failed_requests {
             out.push("  every engine's failed (incomplete) requests that no check bounds: must be 0 (allow_failed_requests = true lets them fail)".into());
         }

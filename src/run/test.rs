@@ -78,6 +78,16 @@ impl TestRun {
                 None => f.clone(),
             })
             .collect();
+        // What a kind declares of a metric must be what it records: the
+        // debug builds the tests run hold each to its declared unit.
+        debug_assert!(
+            out.metrics.values().flat_map(|m| m.iter()).all(|(k, m)| {
+                let own = self.kind.metrics().iter().find(|s| s.name == k);
+                own.is_none_or(|s| s.unit == m.unit)
+            }),
+            "{} records a metric in another unit than it declares",
+            self.kind.name()
+        );
         // The catalog the suite's checks are validated against must list
         // every metric a test records: the debug builds the tests run
         // hold it to that.
@@ -97,7 +107,7 @@ impl TestRun {
         if let Some(t) = results.test_mut(&self.name) {
             t.metrics = out.metrics.clone();
             for (name, m) in t.metrics.values_mut().flat_map(|m| m.iter_mut()) {
-                m.better = m.better.or_else(|| metrics::direction(self.kind, name));
+                m.better = m.better.or(metrics::spec(self.kind, name).better);
             }
             t.files = files;
             t.notes = out.notes.clone();

@@ -16,11 +16,11 @@ use futures_util::future::BoxFuture;
 use super::api::{own, Ctx, ErrorClass, Output, Workload, WorkloadError, WorkloadKind};
 use super::progress::Progress;
 use crate::client::OpenAiClient;
+use crate::config::metrics::MetricSpec;
 use crate::config::{
     at_least_one, invalid, seconds_ok, ConfigError, Invalid, KindParams, TestKind, TestParams,
     Typing, Wants,
 };
-use crate::results::Better;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 
@@ -150,23 +150,16 @@ impl TestKind for Kind {
         g.subschema_for::<DeterminismParams>().to_value()
     }
 
-    fn metrics(&self) -> &'static [&'static str] {
-        &[
-            "mismatched_outputs",
-            "missing_outputs",
-            "compared_prompts",
-            "failed_requests",
-            "load_pass_external_pct",
-        ]
-    }
-
-    fn directions(&self) -> &'static [(&'static str, Better)] {
-        &[
-            ("mismatched_outputs", Better::Smaller),
-            ("missing_outputs", Better::Smaller),
-            ("failed_requests", Better::Smaller),
-            ("load_pass_external_pct", Better::Bigger),
-        ]
+    fn metrics(&self) -> &'static [MetricSpec] {
+        use MetricSpec as M;
+        const SPECS: &[MetricSpec] = &[
+            M::new("mismatched_outputs", "outputs").smaller(),
+            M::new("missing_outputs", "outputs").smaller(),
+            M::new("compared_prompts", "prompts"),
+            M::new("failed_requests", "requests").smaller(),
+            M::new("load_pass_external_pct", "%").bigger().every_trial(),
+        ];
+        SPECS
     }
 
     fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {

@@ -13,11 +13,11 @@ use indexmap::IndexMap;
 use super::api::{own, Ctx, Output, Workload, WorkloadError, WorkloadKind};
 use super::throughput::{vllm_bench_wanted, Driver, ThroughputParams};
 use crate::client::OpenAiClient;
+use crate::config::metrics::MetricSpec;
 use crate::config::{
     at_least_one, invalid, Api, ConfigError, Invalid, KindParams, Suite, TestKind, TestParams,
     Typing, Wants,
 };
-use crate::results::Better;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
@@ -156,21 +156,15 @@ impl TestKind for Kind {
         g.subschema_for::<FaultToleranceParams>().to_value()
     }
 
-    fn metrics(&self) -> &'static [&'static str] {
-        &[
-            "stopped_mid_run",
-            "ft_warmup_incomplete",
-            "ft_midflight_incomplete",
-            "ft_without_lmcache_incomplete",
-        ]
-    }
-
-    fn directions(&self) -> &'static [(&'static str, Better)] {
-        &[
-            ("ft_warmup_incomplete", Better::Smaller),
-            ("ft_midflight_incomplete", Better::Smaller),
-            ("ft_without_lmcache_incomplete", Better::Smaller),
-        ]
+    fn metrics(&self) -> &'static [MetricSpec] {
+        use MetricSpec as M;
+        const SPECS: &[MetricSpec] = &[
+            M::new("stopped_mid_run", ""),
+            M::new("ft_warmup_incomplete", "requests").smaller(),
+            M::new("ft_midflight_incomplete", "requests").smaller(),
+            M::new("ft_without_lmcache_incomplete", "requests").smaller(),
+        ];
+        SPECS
     }
 
     fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {

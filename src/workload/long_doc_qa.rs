@@ -18,12 +18,13 @@ use serde_json::json;
 use super::api::{own, Ctx, Output, Workload, WorkloadError, WorkloadKind};
 use super::progress::Progress;
 use crate::client::{OpenAiClient, StreamOutcome};
+use crate::config::metrics::MetricSpec;
 use crate::config::{
     at_least_one, invalid, Api, ConfigError, EnvType, EnvVar, Invalid, KindParams, TestKind,
     TestParams, Typing,
 };
-use crate::results::Better;
-use crate::results::{method, Chart, Metric, Role};
+use crate::results::method::Method;
+use crate::results::{Chart, Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
 
@@ -179,37 +180,25 @@ impl TestKind for Kind {
         g.subschema_for::<LongDocQaParams>().to_value()
     }
 
-    fn metrics(&self) -> &'static [&'static str] {
-        &[
-            "query_ttft_per_prompt",
-            "query_round_time_per_prompt",
-            "warmup_round_time_per_prompt",
-            "warmup_ttft_mean",
-            "query_ttft_p50",
-            "query_ttft_p99",
-            "warmup_round_time",
-            "query_round_time",
-            "ttft_gain",
-            "latency_gain",
-            "failed_requests",
-            "requests",
-        ]
-    }
-
-    fn directions(&self) -> &'static [(&'static str, Better)] {
-        &[
-            ("query_ttft_per_prompt", Better::Smaller),
-            ("query_round_time_per_prompt", Better::Smaller),
-            ("warmup_round_time_per_prompt", Better::Smaller),
-            ("warmup_ttft_mean", Better::Smaller),
-            ("query_ttft_p50", Better::Smaller),
-            ("query_ttft_p99", Better::Smaller),
-            ("warmup_round_time", Better::Smaller),
-            ("query_round_time", Better::Smaller),
-            ("ttft_gain", Better::Bigger),
-            ("latency_gain", Better::Bigger),
-            ("failed_requests", Better::Smaller),
-        ]
+    fn metrics(&self) -> &'static [MetricSpec] {
+        use MetricSpec as M;
+        const SPECS: &[MetricSpec] = &[
+            M::new("query_ttft_per_prompt", "s")
+                .smaller()
+                .by(Method::RandomEffects),
+            M::new("query_round_time_per_prompt", "s").smaller(),
+            M::new("warmup_round_time_per_prompt", "s").smaller(),
+            M::new("warmup_ttft_mean", "s").smaller(),
+            M::new("query_ttft_p50", "s").smaller(),
+            M::new("query_ttft_p99", "s").smaller(),
+            M::new("warmup_round_time", "s").smaller(),
+            M::new("query_round_time", "s").smaller(),
+            M::new("ttft_gain", "×").bigger(),
+            M::new("latency_gain", "×").bigger(),
+            M::new("failed_requests", "requests").smaller(),
+            M::new("requests", "requests"),
+        ];
+        SPECS
     }
 
     fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {
@@ -251,10 +240,6 @@ impl TestKind for Kind {
             },
         ];
         ENV
-    }
-
-    fn method(&self, metric: &str, relative: bool) -> Option<&'static str> {
-        (metric == "query_ttft_per_prompt" && relative).then_some(method::RANDOM_EFFECTS)
     }
 
     fn serves_together(&self) -> bool {

@@ -17,10 +17,10 @@ use futures_util::future::BoxFuture;
 use super::api::{own, Ctx, Output, Workload, WorkloadError, WorkloadKind};
 use super::progress::Progress;
 use crate::client::OpenAiClient;
+use crate::config::metrics::MetricSpec;
 use crate::config::{
     at_least_one, invalid, Api, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing,
 };
-use crate::results::Better;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
@@ -102,25 +102,17 @@ impl TestKind for Kind {
         g.subschema_for::<RequestRateParams>().to_value()
     }
 
-    fn metrics(&self) -> &'static [&'static str] {
-        &[
-            "mean_ttft",
-            "p50_ttft",
-            "p99_ttft",
-            "mean_throughput",
-            "failed_requests",
-            "requests",
-        ]
-    }
-
-    fn directions(&self) -> &'static [(&'static str, Better)] {
-        &[
-            ("mean_ttft", Better::Smaller),
-            ("p50_ttft", Better::Smaller),
-            ("p99_ttft", Better::Smaller),
-            ("mean_throughput", Better::Bigger),
-            ("failed_requests", Better::Smaller),
-        ]
+    fn metrics(&self) -> &'static [MetricSpec] {
+        use MetricSpec as M;
+        const SPECS: &[MetricSpec] = &[
+            M::new("mean_ttft", "s").smaller(),
+            M::new("p50_ttft", "s").smaller(),
+            M::new("p99_ttft", "s").smaller(),
+            M::new("mean_throughput", "tok/s").bigger(),
+            M::new("failed_requests", "requests").smaller(),
+            M::new("requests", "requests"),
+        ];
+        SPECS
     }
 
     fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {

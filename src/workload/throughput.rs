@@ -19,11 +19,11 @@ use super::api::{own, Ctx, Output, Workload, WorkloadError, WorkloadKind};
 use super::progress::Progress;
 use super::vllm_bench::Bench;
 use crate::client::{OpenAiClient, StreamOutcome};
+use crate::config::metrics::MetricSpec;
 use crate::config::{
     at_least_one, invalid, Api, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing,
     Wants,
 };
-use crate::results::Better;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
@@ -146,32 +146,35 @@ pub(crate) fn vllm_bench_wanted(driver: Driver, command: &str) -> Vec<Wants> {
 }
 
 /// The vLLM `bench serve` style figures every throughput run reports.
-pub(crate) const METRICS: &[&str] = &[
-    "completed",
-    "failed",
-    "total_input_tokens",
-    "total_output_tokens",
-    "duration",
-    "request_throughput",
-    "output_throughput",
-    "total_token_throughput",
-    "mean_ttft_ms",
-    "median_ttft_ms",
-    "p99_ttft_ms",
-    "mean_tpot_ms",
-    "median_tpot_ms",
-    "p99_tpot_ms",
-    "mean_itl_ms",
-    "median_itl_ms",
-    "p99_itl_ms",
-    "mean_e2el_ms",
-    "median_e2el_ms",
-    "p99_e2el_ms",
-    "incomplete_requests",
-    "input_token_mismatch",
-    "input_token_error_pct",
-    "achieved_prompt_tokens",
-];
+pub(crate) const METRICS: &[MetricSpec] = {
+    use MetricSpec as M;
+    &[
+        M::new("completed", "requests"),
+        M::new("failed", "requests").smaller(),
+        M::new("total_input_tokens", "tokens"),
+        M::new("total_output_tokens", "tokens"),
+        M::new("duration", "s").smaller(),
+        M::new("request_throughput", "req/s").bigger(),
+        M::new("output_throughput", "tok/s").bigger(),
+        M::new("total_token_throughput", "tok/s").bigger(),
+        M::new("mean_ttft_ms", "ms").smaller(),
+        M::new("median_ttft_ms", "ms").smaller(),
+        M::new("p99_ttft_ms", "ms").smaller(),
+        M::new("mean_tpot_ms", "ms").smaller(),
+        M::new("median_tpot_ms", "ms").smaller(),
+        M::new("p99_tpot_ms", "ms").smaller(),
+        M::new("mean_itl_ms", "ms").smaller(),
+        M::new("median_itl_ms", "ms").smaller(),
+        M::new("p99_itl_ms", "ms").smaller(),
+        M::new("mean_e2el_ms", "ms").smaller(),
+        M::new("median_e2el_ms", "ms").smaller(),
+        M::new("p99_e2el_ms", "ms").smaller(),
+        M::new("incomplete_requests", "requests").smaller(),
+        M::new("input_token_mismatch", "tokens").smaller(),
+        M::new("input_token_error_pct", "%").smaller(),
+        M::new("achieved_prompt_tokens", "tokens"),
+    ]
+};
 
 /// The kind `throughput`.
 pub(crate) struct Kind;
@@ -189,33 +192,8 @@ impl TestKind for Kind {
         g.subschema_for::<ThroughputParams>().to_value()
     }
 
-    fn metrics(&self) -> &'static [&'static str] {
+    fn metrics(&self) -> &'static [MetricSpec] {
         METRICS
-    }
-
-    fn directions(&self) -> &'static [(&'static str, Better)] {
-        &[
-            ("failed", Better::Smaller),
-            ("duration", Better::Smaller),
-            ("request_throughput", Better::Bigger),
-            ("output_throughput", Better::Bigger),
-            ("total_token_throughput", Better::Bigger),
-            ("mean_ttft_ms", Better::Smaller),
-            ("median_ttft_ms", Better::Smaller),
-            ("p99_ttft_ms", Better::Smaller),
-            ("mean_tpot_ms", Better::Smaller),
-            ("median_tpot_ms", Better::Smaller),
-            ("p99_tpot_ms", Better::Smaller),
-            ("mean_itl_ms", Better::Smaller),
-            ("median_itl_ms", Better::Smaller),
-            ("p99_itl_ms", Better::Smaller),
-            ("mean_e2el_ms", Better::Smaller),
-            ("median_e2el_ms", Better::Smaller),
-            ("p99_e2el_ms", Better::Smaller),
-            ("incomplete_requests", Better::Smaller),
-            ("input_token_mismatch", Better::Smaller),
-            ("input_token_error_pct", Better::Smaller),
-        ]
     }
 
     fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {

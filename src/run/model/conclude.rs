@@ -131,7 +131,8 @@ impl ModelRun<'_> {
         }
         gate::evidence::enrich(&mut t.metrics);
         let gated = gate::with_failures_gated(&cfg.checks, &t.metrics, cfg.allow_failed_requests);
-        let checks = gate::evaluate_looking(&gated, &t.metrics, &t.paired, looks);
+        let kind = self.params(test).kind();
+        let checks = gate::evaluate_looking(kind, &gated, &t.metrics, &t.paired, looks);
         Some(AttemptRecord {
             attempt,
             status: gate::test_status(&checks),

@@ -13,10 +13,10 @@ use indexmap::IndexMap;
 use super::api::{own, Ctx, ErrorClass, Output, Workload, WorkloadError, WorkloadKind};
 use crate::child::NoSecrets;
 use crate::client::{BadUrl, Endpoint};
+use crate::config::metrics::MetricSpec;
 use crate::config::{
     at_least_one, ConfigError, Invalid, KindParams, TestKind, TestParams, Typing, Wants,
 };
-use crate::results::Better;
 use crate::results::{Metric, Role};
 use schemars::SchemaGenerator;
 use serde::{Deserialize, Serialize};
@@ -136,25 +136,17 @@ impl TestKind for Kind {
         g.subschema_for::<LmEvalParams>().to_value()
     }
 
-    fn metrics(&self) -> &'static [&'static str] {
-        &[
-            "differing_sample_lines",
-            "samples",
-            "first_run_score",
-            "second_run_score",
-            "score_drift",
-            "min_score",
-        ]
-    }
-
-    fn directions(&self) -> &'static [(&'static str, Better)] {
-        &[
-            ("differing_sample_lines", Better::Smaller),
-            ("first_run_score", Better::Bigger),
-            ("second_run_score", Better::Bigger),
-            ("score_drift", Better::Smaller),
-            ("min_score", Better::Bigger),
-        ]
+    fn metrics(&self) -> &'static [MetricSpec] {
+        use MetricSpec as M;
+        const SPECS: &[MetricSpec] = &[
+            M::new("differing_sample_lines", "lines").smaller(),
+            M::new("samples", "lines"),
+            M::new("first_run_score", "").bigger(),
+            M::new("second_run_score", "").bigger(),
+            M::new("score_drift", "").smaller(),
+            M::new("min_score", "").bigger(),
+        ];
+        SPECS
     }
 
     fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {

@@ -21,8 +21,9 @@ use futures_util::future::BoxFuture;
 use super::api::{
     own, Ctx, Merged, Output, PartError, ShardPart, Workload, WorkloadError, WorkloadKind,
 };
+use crate::config::metrics::MetricSpec;
 use crate::config::{ConfigError, KindParams, TestKind, TestParams, Typing};
-use crate::results::Better;
+use crate::results::method::Method;
 use crate::results::Role;
 use schemars::SchemaGenerator;
 
@@ -97,38 +98,24 @@ impl TestKind for Kind {
         g.subschema_for::<MmluParams>().to_value()
     }
 
-    fn metrics(&self) -> &'static [&'static str] {
-        &[
-            "accuracy",
-            "accuracy_unweighted",
-            "questions",
-            "failed_requests",
-            "paired_questions",
-            "right_to_wrong",
-            "wrong_to_right",
-            "accuracy_drop",
-            "accuracy_drop_unweighted",
-            "max_subject_drop",
-            "max_subject_change",
-            "changed_answers",
-            "load_pass_external_pct",
-        ]
-    }
-
-    fn directions(&self) -> &'static [(&'static str, Better)] {
-        &[
-            ("accuracy", Better::Bigger),
-            ("accuracy_unweighted", Better::Bigger),
-            ("failed_requests", Better::Smaller),
-            ("right_to_wrong", Better::Smaller),
-            ("wrong_to_right", Better::Smaller),
-            ("accuracy_drop", Better::Smaller),
-            ("accuracy_drop_unweighted", Better::Smaller),
-            ("max_subject_drop", Better::Smaller),
-            ("max_subject_change", Better::Smaller),
-            ("changed_answers", Better::Smaller),
-            ("load_pass_external_pct", Better::Bigger),
-        ]
+    fn metrics(&self) -> &'static [MetricSpec] {
+        use MetricSpec as M;
+        const SPECS: &[MetricSpec] = &[
+            M::new("accuracy", "").bigger(),
+            M::new("accuracy_unweighted", "").bigger(),
+            M::new("questions", "questions"),
+            M::new("failed_requests", "requests").smaller(),
+            M::new("paired_questions", "questions"),
+            M::new("right_to_wrong", "questions").smaller(),
+            M::new("wrong_to_right", "questions").smaller(),
+            M::new("accuracy_drop", "").smaller().by(Method::McNemar),
+            M::new("accuracy_drop_unweighted", "").smaller(),
+            M::new("max_subject_drop", "").smaller(),
+            M::new("max_subject_change", "").smaller(),
+            M::new("changed_answers", "questions").smaller(),
+            M::new("load_pass_external_pct", "%").bigger().every_trial(),
+        ];
+        SPECS
     }
 
     fn starter_checks(&self) -> &'static [(&'static str, &'static str)] {
@@ -136,10 +123,6 @@ impl TestKind for Kind {
             ("accuracy_drop", "metric = \"accuracy_drop\"\nmax = 0.01"),
             ("changed_answers", "metric = \"changed_answers\"\nmax = 0"),
         ]
-    }
-
-    fn method(&self, metric: &str, _relative: bool) -> Option<&'static str> {
-        (metric == "accuracy_drop").then_some(crate::results::method::MCNEMAR)
     }
 
     fn judges_outputs(&self) -> bool {
