@@ -2,7 +2,8 @@
 //! each kind declares here which keys it reads, what it cannot do without,
 //! what it needs on the machine, whether the run starts it, whether it
 //! takes a GPU and how a fault reaches it. Its backend lives in
-//! `engine/kinds/`; nothing else branches on a kind.
+//! `engine/kinds/`. The rest of the tool asks the row, or reads a kind's
+//! own option table (a container's image and CLI), never the kind's name.
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -73,34 +74,39 @@ impl EngineKind {
     /// of it here (with [`EngineConfig::lacks`] and [`EngineConfig::wants`])
     /// and its backend in `engine/kinds/`.
     pub(crate) fn row(self) -> KindRow {
-        let (uses, started, takes_gpu, fault): (&'static [&'static str], _, _, _) = match self {
-            EngineKind::Process => (
-                &["command", "port", "args"],
-                true,
-                true,
-                FaultRoute::PythonHook,
-            ),
-            EngineKind::Sim => (&["sim", "port", "args"], true, true, FaultRoute::SimOption),
-            EngineKind::External => (&["url"], false, false, FaultRoute::Refused),
-            EngineKind::Container => (
-                &["container", "port", "args"],
-                true,
-                false,
-                FaultRoute::Refused,
-            ),
+        match self {
+            EngineKind::Process => KindRow {
+                uses: &["command", "port", "args"],
+                started: true,
+                takes_gpu: true,
+                fault: FaultRoute::PythonHook,
+            },
+            EngineKind::Sim => KindRow {
+                uses: &["sim", "port", "args"],
+                started: true,
+                takes_gpu: true,
+                fault: FaultRoute::SimOption,
+            },
+            EngineKind::External => KindRow {
+                uses: &["url"],
+                started: false,
+                takes_gpu: false,
+                fault: FaultRoute::Refused,
+            },
+            // Its GPUs are its own option (`container.gpus`, `auto:N`).
+            EngineKind::Container => KindRow {
+                uses: &["container", "port", "args"],
+                started: true,
+                takes_gpu: false,
+                fault: FaultRoute::Refused,
+            },
             #[cfg(test)]
-            EngineKind::Toy => (
-                &["command", "port", "args"],
-                true,
-                false,
-                FaultRoute::Refused,
-            ),
-        };
-        KindRow {
-            uses,
-            started,
-            takes_gpu,
-            fault,
+            EngineKind::Toy => KindRow {
+                uses: &["command", "port", "args"],
+                started: true,
+                takes_gpu: false,
+                fault: FaultRoute::Refused,
+            },
         }
     }
 

@@ -1,7 +1,8 @@
-//! Which metrics a check may bound: a kind's own (each kind lists them),
-//! any engine counter, and the rules the gate applies by name, so a check
-//! on a metric its test never produces is refused when the suite loads
-//! (with the nearest known name) instead of failing after the engines ran.
+//! Which metrics a check may bound and how each is judged: a kind's own
+//! (each kind declares them), the engine counters the tool knows (declared
+//! too), and any other engine counter, so a check on a metric its test
+//! never produces is refused when the suite loads (with the nearest known
+//! name) instead of failing after the engines ran.
 
 use super::kind::TestKind;
 pub(crate) use super::metric_spec::{Judged, MetricSpec, ENGINE_COUNTERS};
@@ -23,8 +24,8 @@ pub(crate) fn is_engine_metric(name: &str) -> bool {
 }
 
 /// The spec of `name` for a test of `kind`: the kind's own, else a known
-/// engine counter's, else (any other counter) its name with no better
-/// side, judged on the mean.
+/// engine counter's, else (any other counter) an unnamed spec with no
+/// unit, no better side and no method, judged on the mean.
 pub(crate) fn spec(kind: &dyn TestKind, name: &str) -> MetricSpec {
     let named = |s: &&MetricSpec| s.name == name;
     kind.metrics()
@@ -58,7 +59,6 @@ mod tests {
         for yes in [
             "vllm:external_prefix_cache_hits_total",
             "vllm:prefix_cache_hits_total",
-            "lmcache:num_hit_tokens_total",
             "prefix_cache_hit_pct",
             "external_prefix_cache_hit_pct",
             r#"vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}"#,
@@ -80,6 +80,29 @@ mod tests {
             assert_eq!((s.judged, s.better), (Judged::Mean, None), "{no}");
         }
         assert_eq!(spec(kind, "wrong_answers").better, Some(Better::Smaller));
+    }
+
+    /// Each declared counter is one a real engine serves (vLLM 0.26 with
+    /// LMCache 0.5.2 on an H100), or a share the tool computes: a misspelt
+    /// or invented name would silently be judged on its mean.
+    #[test]
+    fn every_declared_counter_is_one_the_h100_served_or_a_computed_share() {
+        let prom = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/lm_eval-h100-reset/lmcache-after.prom"),
+        )
+        .unwrap();
+        let served = crate::client::prometheus::parse(&prom);
+        for s in ENGINE_COUNTERS {
+            assert!(
+                served.contains_key(s.name) || CACHE_SHARES.contains(&s.name),
+                "`{}` is neither served nor computed",
+                s.name
+            );
+        }
+        for share in CACHE_SHARES {
+            assert!(ENGINE_COUNTERS.iter().any(|s| s.name == *share), "{share}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use crate::child::NoSecrets;
-use crate::config::{EngineKind, Suite};
+use crate::config::Suite;
 use crate::results::ErrorClass;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +71,9 @@ pub(crate) async fn build_images(
     say: &dyn Fn(String),
 ) -> Result<Vec<String>, ImageError> {
     let mut built: Vec<String> = Vec::new();
-    for e in suite
-        .engines
-        .values()
-        .filter(|e| e.kind == EngineKind::Container)
-    {
+    // Only a `container` engine may have the table (the loader refuses
+    // it elsewhere).
+    for e in suite.engines.values() {
         let Some(c) = &e.container else { continue };
         let Some(b) = &c.build else { continue };
         if built.contains(&c.image) {

@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(g["vllm:external_prefix_cache_hits_total"].unit, "tokens");
         assert_eq!(g["lmcache_mp_l1_read_chunks_total"].value, 7.0, "restarted");
         assert_eq!(g["vllm:prefix_cache_queries_total"].value, 9000.0);
-        assert!(of_interest("lmcache:num_hit_tokens_total"));
+        assert!(of_interest("lmcache_mp_event_bus_dropped_events_total"));
         assert!(of_interest(
             r#"vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}"#
         ));

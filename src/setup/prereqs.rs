@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::child::NoSecrets;
-use crate::config::{EngineKind, Installer, Suite};
+use crate::config::{Installer, Suite};
 
 pub(crate) struct Check {
     pub name: String,
@@ -50,10 +50,9 @@ fn listening(port: u16) -> Option<String> {
 /// What `suite` needs, checked on this machine.
 pub(crate) fn check(suite: &Suite) -> Vec<Check> {
     let s = &suite.setup;
-    let containers = suite
-        .engines
-        .values()
-        .any(|e| e.kind == EngineKind::Container);
+    // Only a `container` engine may have the table (the loader refuses
+    // it elsewhere).
+    let containers = suite.engines.values().any(|e| e.container.is_some());
     let gpus = suite
         .engines
         .values()

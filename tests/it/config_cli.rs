@@ -107,6 +107,17 @@ fn list_and_only_select_tests_by_name() {
     let out = run(bin().args(["list", "--preset", "sim"]), LIMIT);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out).0.starts_with("long_doc_qa  [long_doc_qa]"));
+    // `--checks` says each metric's unit, better side and how its trials
+    // are judged, as its kind declares them.
+    let out = run(bin().args(["list", "--checks", "--preset", "sim"]), LIMIT);
+    let listed = text(&out).0;
+    for said in [
+        "query_ttft_per_prompt (s, smaller is better)",
+        "load_pass_external_pct (%, bigger is better, in every trial)",
+        "questions (questions)",
+    ] {
+        assert!(listed.contains(said), "{said} in {listed}");
+    }
 
     let dir = tempdir();
     let out = run(
